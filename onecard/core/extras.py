@@ -1,0 +1,37 @@
+"""Optional dependencies: import them late, and name the extra that installs them when missing."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+from onecard.core.errors import MissingExtraError
+
+__all__ = ["require", "available"]
+
+
+def require(module: str, extra: str, package: str | None = None) -> ModuleType:
+    """Import `module`, or raise an error that says which onecard extra installs it.
+
+    Args:
+        module: the import name, e.g. "faiss".
+        extra: the onecard extra that brings it, e.g. "rag".
+        package: the PyPI name when it differs from the import name, e.g. "faiss-cpu".
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        name = package or module.split(".")[0]
+        raise MissingExtraError(
+            f"{name} is not installed ({e})",
+            f"install it with `pip install 'onecard[{extra}]'`",
+        ) from e
+
+
+def available(module: str) -> bool:
+    """Whether `module` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

@@ -1,0 +1,229 @@
+"""The GPU catalog: memory, bandwidth and peak tensor throughput of the cards people actually use.
+
+Throughput is dense (no 2:4 sparsity) FP16/BF16 tensor-core TFLOPS with FP32 accumulate, the mode PyTorch matmuls
+run in. GeForce cards run FP32 accumulate at half their FP16-accumulate rate, so their figures here are half the
+headline "FP16 tensor" number; datacenter cards (T4, L4, A10, A100, H100, H200) run both at the same rate.
+Datacenter datasheets print sparsity-doubled figures; those are halved here.
+
+Where NVIDIA's whitepaper has no table for a card, the figure is derived the way the whitepapers compute theirs:
+SMs x boost clock x 512 FLOP/clock/SM (4 tensor cores per SM on GA10x, AD10x and GB20x, FP16 in, FP32 accumulate),
+with SM count, boost clock and memory bus from NVIDIA's product page. The source field says which.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from onecard.core.errors import ConfigError
+
+__all__ = ["GpuSpec", "GPUS", "lookup", "match_detected", "custom"]
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One card. Units live in the names: GiB, GB/s, TFLOPS."""
+
+    key: str
+    name: str
+    vram_gib: float
+    bandwidth_gbs: float
+    fp16_tflops: float
+    bf16_tflops: float
+    bf16: bool
+    compute_capability: tuple[int, int]
+    aliases: tuple[str, ...] = ()
+    source: str = ""
+
+
+_GA102 = "NVIDIA Ampere GA102 GPU Architecture whitepaper v2"
+_ADA = "NVIDIA Ada GPU Architecture whitepaper v2.1"
+_BW = "NVIDIA RTX Blackwell GPU Architecture whitepaper"
+_AMPERE_DERIVED = f"derived: SMs x boost x 512 FLOP/clk/SM ({_GA102} rate); NVIDIA product page"
+_ADA_DERIVED = f"derived: SMs x boost x 512 FLOP/clk/SM ({_ADA} rate); NVIDIA product page"
+_BW_DERIVED = f"derived: SMs x boost x 512 FLOP/clk/SM ({_BW}, Table 3 rate); NVIDIA product page"
+
+# key, name, vram GiB, bandwidth GB/s, fp16 TFLOPS, bf16 TFLOPS, compute capability, aliases, source
+_TABLE: tuple[tuple[str, str, float, float, float, float, tuple[int, int], tuple[str, ...], str], ...] = (
+    # Ampere GeForce (sm_86)
+    ("rtx-3060", "NVIDIA GeForce RTX 3060", 12, 360, 25.5, 25.5, (8, 6), ("rtx-3060-12gb",),
+     f"{_AMPERE_DERIVED}: 28 SMs, 1777 MHz, 192-bit 15 Gbps"),
+    ("rtx-3070", "NVIDIA GeForce RTX 3070", 8, 448, 40.6, 40.6, (8, 6), (),
+     f"{_GA102}, Appendix A (GeForce RTX 3070): FP16 tensor w/ FP32 acc 40.6/81.3, 448 GB/s"),
+    ("rtx-3080", "NVIDIA GeForce RTX 3080", 10, 760, 59.5, 59.5, (8, 6), ("rtx-3080-10gb",),
+     f"{_GA102}, Table 2 (GeForce RTX 3080): FP16 tensor w/ FP32 acc 59.5/119, 760 GB/s"),
+    ("rtx-3080-12gb", "NVIDIA GeForce RTX 3080 12GB", 12, 912, 61.3, 61.3, (8, 6), (),
+     f"{_AMPERE_DERIVED}: 70 SMs, 1710 MHz, 384-bit 19 Gbps"),
+    ("rtx-3090", "NVIDIA GeForce RTX 3090", 24, 936, 71.0, 71.0, (8, 6), (),
+     f"{_GA102}, Appendix A (GeForce RTX 3090): FP16/BF16 tensor w/ FP32 acc 71/142, 936 GB/s"),
+    ("rtx-3090-ti", "NVIDIA GeForce RTX 3090 Ti", 24, 1008, 80.0, 80.0, (8, 6), (),
+     f"{_AMPERE_DERIVED}: 84 SMs, 1860 MHz, 384-bit 21 Gbps"),
+    # Ada GeForce (sm_89)
+    ("rtx-4060", "NVIDIA GeForce RTX 4060", 8, 272, 30.2, 30.2, (8, 9), (),
+     f"{_ADA_DERIVED}: 24 SMs, 2460 MHz, 128-bit 17 Gbps"),
+    ("rtx-4060-ti-8gb", "NVIDIA GeForce RTX 4060 Ti 8GB", 8, 288, 44.1, 44.1, (8, 9), (),
+     f"{_ADA_DERIVED}: 34 SMs, 2535 MHz, 128-bit 18 Gbps"),
+    ("rtx-4060-ti-16gb", "NVIDIA GeForce RTX 4060 Ti 16GB", 16, 288, 44.1, 44.1, (8, 9), (),
+     f"{_ADA_DERIVED}: 34 SMs, 2535 MHz, 128-bit 18 Gbps"),
+    ("rtx-4070", "NVIDIA GeForce RTX 4070", 12, 504, 58.3, 58.3, (8, 9), (),
+     f"{_ADA_DERIVED}: 46 SMs, 2475 MHz, 192-bit 21 Gbps"),
+    ("rtx-4070-super", "NVIDIA GeForce RTX 4070 SUPER", 12, 504, 71.0, 71.0, (8, 9), (),
+     f"{_ADA_DERIVED}: 56 SMs, 2475 MHz, 192-bit 21 Gbps"),
+    ("rtx-4070-ti", "NVIDIA GeForce RTX 4070 Ti", 12, 504.2, 80.2, 80.2, (8, 9), (),
+     f"{_ADA_DERIVED}: 60 SMs, 2610 MHz, 192-bit 21 Gbps (announced as RTX 4080 12GB)"),
+    ("rtx-4070-ti-super", "NVIDIA GeForce RTX 4070 Ti SUPER", 16, 672, 88.2, 88.2, (8, 9), (),
+     f"{_ADA_DERIVED}: 66 SMs, 2610 MHz, 256-bit 21 Gbps"),
+    ("rtx-4080", "NVIDIA GeForce RTX 4080", 16, 716.8, 97.5, 97.5, (8, 9), (),
+     f"{_ADA}, Appendix (GeForce RTX 4080): FP16/BF16 tensor w/ FP32 acc 97.5/194.9, 716.8 GB/s"),
+    ("rtx-4080-super", "NVIDIA GeForce RTX 4080 SUPER", 16, 736, 104.4, 104.4, (8, 9), (),
+     f"{_ADA_DERIVED}: 80 SMs, 2550 MHz, 256-bit 23 Gbps"),
+    ("rtx-4090", "NVIDIA GeForce RTX 4090", 24, 1008, 165.2, 165.2, (8, 9), (),
+     f"{_ADA}, Appendix A (GeForce RTX 4090): FP16/BF16 tensor w/ FP32 acc 165.2/330.4, 1008 GB/s"),
+    # Blackwell GeForce (sm_120)
+    ("rtx-5070", "NVIDIA GeForce RTX 5070", 12, 672, 61.7, 61.7, (12, 0), (),
+     f"{_BW_DERIVED}: 48 SMs, 2512 MHz, 192-bit 28 Gbps"),
+    ("rtx-5070-ti", "NVIDIA GeForce RTX 5070 Ti", 16, 896, 87.9, 87.9, (12, 0), (),
+     f"{_BW_DERIVED}: 70 SMs, 2452 MHz, 256-bit 28 Gbps"),
+    ("rtx-5080", "NVIDIA GeForce RTX 5080", 16, 960, 112.6, 112.6, (12, 0), (),
+     f"{_BW_DERIVED}: 84 SMs, 2617 MHz, 256-bit 30 Gbps"),
+    ("rtx-5090", "NVIDIA GeForce RTX 5090", 32, 1792, 209.5, 209.5, (12, 0), (),
+     f"{_BW}, Table 3 (GeForce RTX 5090): FP16/BF16 tensor w/ FP32 acc 209.5/419, 1792 GB/s"),
+    # Datacenter
+    ("t4", "NVIDIA T4", 16, 320, 65.0, 0.0, (7, 5), ("tesla-t4",),
+     "NVIDIA T4 datasheet: mixed precision (FP16/FP32) 65 TFLOPS, 320 GB/s; Turing has no BF16"),
+    ("a10", "NVIDIA A10", 24, 600, 125.0, 125.0, (8, 6), (),
+     "NVIDIA A10 datasheet: FP16/BF16 tensor core 125 TFLOPS (250 with sparsity), 600 GB/s"),
+    ("a10g", "NVIDIA A10G", 24, 600, 70.0, 70.0, (8, 6), (),
+     "no NVIDIA datasheet (AWS-only part): 80 SMs x 1710 MHz x 512 FLOP/clk/SM, GeForce-rate accumulate as "
+     "AWS/third-party spec sheets give (70 TFLOPS); 600 GB/s as A10"),
+    ("l4", "NVIDIA L4", 24, 300, 121.0, 121.0, (8, 9), (),
+     "NVIDIA L4 datasheet: FP16/BF16 tensor core 242 TFLOPS with sparsity (121 dense), 300 GB/s"),
+    ("a100-40gb", "NVIDIA A100 40GB", 40, 1555, 312.0, 312.0, (8, 0), ("a100-sxm4-40gb", "a100-pcie-40gb"),
+     "NVIDIA A100 datasheet (40GB PCIe/SXM): FP16/BF16 tensor core 312 TFLOPS (624 with sparsity), 1,555 GB/s"),
+    ("a100-80gb", "NVIDIA A100 SXM 80GB", 80, 2039, 312.0, 312.0, (8, 0), ("a100", "a100-sxm4-80gb"),
+     "NVIDIA A100 datasheet (80GB SXM): FP16/BF16 tensor core 312 TFLOPS (624 with sparsity), 2,039 GB/s"),
+    ("a100-80gb-pcie", "NVIDIA A100 PCIe 80GB", 80, 1935, 312.0, 312.0, (8, 0), (),
+     "NVIDIA A100 datasheet (80GB PCIe): FP16/BF16 tensor core 312 TFLOPS (624 with sparsity), 1,935 GB/s"),
+    ("h100-sxm", "NVIDIA H100 SXM 80GB", 80, 3350, 989.5, 989.5, (9, 0), ("h100", "h100-80gb", "h100-sxm5"),
+     "NVIDIA H100 datasheet (H100 SXM): FP16/BF16 tensor core 1,979 TFLOPS with sparsity (989.5 dense), 3.35 TB/s"),
+    ("h100-pcie", "NVIDIA H100 PCIe 80GB", 80, 2000, 756.5, 756.5, (9, 0), (),
+     "NVIDIA H100 datasheet (H100 PCIe): FP16/BF16 tensor core 1,513 TFLOPS with sparsity (756.5 dense), 2 TB/s"),
+    ("h100-nvl", "NVIDIA H100 NVL 94GB", 94, 3900, 835.5, 835.5, (9, 0), (),
+     "NVIDIA H100 datasheet (H100 NVL): FP16/BF16 tensor core 1,671 TFLOPS with sparsity (835.5 dense), 3.9 TB/s"),
+    ("h200", "NVIDIA H200 SXM 141GB", 141, 4800, 989.5, 989.5, (9, 0), ("h200-sxm",),
+     "NVIDIA H200 datasheet (H200 SXM): FP16/BF16 tensor core 1,979 TFLOPS with sparsity (989.5 dense), 4.8 TB/s"),
+    ("h200-nvl", "NVIDIA H200 NVL 141GB", 141, 4800, 835.5, 835.5, (9, 0), (),
+     "NVIDIA H200 datasheet (H200 NVL): FP16/BF16 tensor core 1,671 TFLOPS with sparsity (835.5 dense), 4.8 TB/s"),
+)
+
+GPUS: tuple[GpuSpec, ...] = tuple(
+    # BF16 tensor cores arrived with Ampere (compute capability 8.0).
+    GpuSpec(key, name, float(vram), float(bw), fp16, bf16, cc >= (8, 0), cc, aliases, source)
+    for key, name, vram, bw, fp16, bf16, cc, aliases, source in _TABLE
+)
+
+_VENDOR_WORDS = {"nvidia", "geforce", "tesla"}
+# Tokens NVML puts in datacenter names that say form factor or memory type, not which chip it is.
+_FORM_WORDS = {"sxm", "sxm2", "sxm4", "sxm5", "hbm2", "hbm2e", "hbm3", "hbm3e", "pcie", "nvl"}
+_GB = re.compile(r"(\d+)gb")
+
+
+def _tokens(name: str) -> list[str]:
+    return [t for t in re.findall(r"[a-z0-9]+", name.lower()) if t not in _VENDOR_WORDS]
+
+
+def _norm(name: str) -> str:
+    return "".join(_tokens(name))
+
+
+def _index() -> dict[str, GpuSpec]:
+    index: dict[str, GpuSpec] = {}
+    for gpu in GPUS:
+        for spelling in (gpu.key, gpu.name, *gpu.aliases):
+            n = _norm(spelling)
+            # "4070ti" is as common as "rtx 4070 ti".
+            for form in (n, n.removeprefix("rtx")):
+                if index.setdefault(form, gpu) is not gpu:
+                    raise AssertionError(f"GPU catalog: {spelling!r} names both {index[form].key} and {gpu.key}")
+    return index
+
+
+_INDEX = _index()
+
+
+def lookup(name: str) -> GpuSpec:
+    """The catalog entry for a card name, key, alias or NVML device name, in any spelling.
+
+    Raises:
+        ConfigError: no card matches; the message names the closest keys.
+    """
+    gpu = _INDEX.get(_norm(name)) or match_detected(name)
+    if gpu is not None:
+        return gpu
+    import difflib  # only on this error path: keeps the import of this module fast
+
+    query = _norm(name)
+    close = difflib.get_close_matches(query, list(_INDEX), n=8, cutoff=0.6)
+    close.sort(key=lambda c: query not in c)  # "rtx 4060 ti" suggests the 4060 Ti cards before the 4070 Ti
+    keys = list(dict.fromkeys(_INDEX[c].key for c in close))[:4]
+    hint = f"did you mean {', '.join(keys)}? " if keys else ""
+    raise ConfigError(
+        f"unknown GPU {name!r}",
+        f"{hint}Known cards: {', '.join(g.key for g in GPUS)}. "
+        "For a card not listed, give its memory size instead (a custom card).",
+    )
+
+
+def _form(tokens: list[str]) -> str:
+    # SXM is what an unqualified datacenter name means ("NVIDIA H100 80GB HBM3", "NVIDIA H200").
+    return "pcie" if "pcie" in tokens else "nvl" if "nvl" in tokens else ""
+
+
+def _base(tokens: list[str]) -> str:
+    return "".join(t for t in tokens if t not in _FORM_WORDS and not _GB.fullmatch(t))
+
+
+def match_detected(name: str, total_bytes: int | None = None) -> GpuSpec | None:
+    """Map a device name as NVML or torch reports it to a catalog entry, or None when the card is not listed.
+
+    Cards sold in several memory sizes under one name (RTX 3080 10/12 GB, A100 40/80 GB) are told apart by
+    `total_bytes`, else by a size in the name ("NVIDIA A100-SXM4-80GB"); without either such a name is None.
+    Laptop parts do not match desktop cards.
+    """
+    tokens = _tokens(name)
+    base, form = _base(tokens), _form(tokens)
+    if total_bytes is not None:
+        gib: float | None = total_bytes / 2**30
+    else:
+        sized = [int(m.group(1)) for t in tokens if (m := _GB.fullmatch(t))]
+        gib = float(sized[0]) if sized else None
+    family = [g for g in GPUS if _base(_tokens(g.name)) == base]
+    if gib is not None:
+        # NVML reports a little less than the size sold (ECC, reserved memory): 15.0 GiB for a 16 GB T4.
+        family = [g for g in family if abs(g.vram_gib - gib) <= 0.12 * g.vram_gib]
+    candidates = [g for g in family if _form(_tokens(g.name)) == form] or family
+    if gib is not None and candidates:
+        return min(candidates, key=lambda g: abs(g.vram_gib - gib))
+    # Without a size, "RTX 4060 Ti" could be the 8 or the 16 GB card.
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def custom(vram_gib: float) -> GpuSpec:
+    """A card known only by its memory size; throughput and bandwidth are unknown (0.0).
+
+    Raises:
+        ConfigError: the size is not positive.
+    """
+    if not vram_gib > 0:
+        raise ConfigError(f"GPU memory must be positive, got {vram_gib!r} GiB", "give the card's memory, e.g. 12")
+    return GpuSpec(
+        key=f"custom-{vram_gib:g}gib",
+        name=f"custom {vram_gib:g} GiB card",
+        vram_gib=float(vram_gib),
+        bandwidth_gbs=0.0,
+        fp16_tflops=0.0,
+        bf16_tflops=0.0,
+        bf16=False,
+        compute_capability=(0, 0),
+        source="memory size given by the user",
+    )

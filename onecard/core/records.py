@@ -1,0 +1,264 @@
+"""Run records: every job opens a run directory whose `run.json` is written atomically and kept current.
+
+A run is `running` while it works, then `succeeded`, `failed` (with the error) or `interrupted` (Ctrl-C, SIGTERM).
+A run killed outright (SIGKILL, power loss) cannot write its end; readers see its process is gone and mark it
+interrupted (see `onecard.core.runs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import resource
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pydantic import BaseModel
+
+from onecard.core import environment
+from onecard.core.fingerprint import fingerprint, sha256_file
+from onecard.core.paths import data_dir, runs_dir
+
+__all__ = ["Run", "start_run", "write_json_atomic", "RUN_FILE"]
+
+RUN_FILE = "run.json"
+LOG_FILE = "log.txt"
+log = logging.getLogger("onecard")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class Run:
+    """An open run: its directory, its record, and where its metrics go."""
+
+    def __init__(self, dir: Path, record: dict[str, Any]) -> None:
+        self.dir = dir
+        self.record = record
+        self._trackers: list[Any] = []
+        self._step = 0
+
+    @property
+    def id(self) -> str:
+        return str(self.record["id"])
+
+    def save(self) -> None:
+        """Write the record to `run.json` (atomically)."""
+        write_json_atomic(self.dir / RUN_FILE, self.record)
+
+    def log(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log a point of the metric history (loss per step...) to the trackers."""
+        self._step = self._step + 1 if step is None else step
+        for tracker in self._trackers:
+            with _quiet_stdout():
+                tracker.log(dict(metrics), step=self._step)
+
+    def set_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Record final metrics (shown by `runs list/show/compare`) and send them to the trackers as a summary."""
+        self.record["metrics"].update(metrics)
+        self.save()
+
+    def set(self, key: str, value: Any) -> None:
+        """Record a run-specific fact (the plan `fit` chose, the OOM steps taken...) under `key`."""
+        self.record[key] = value
+        self.save()
+
+    def add_artifact(self, path: str | Path, kind: str | None = None) -> None:
+        """Record an output file with its sha256 (folders: content fingerprint)."""
+        p = Path(path).resolve()
+        entry: dict[str, Any]
+        if p.is_dir():
+            fp = fingerprint(p)
+            entry = {"path": str(p), "sha256": fp["sha256"], "bytes": fp["bytes"], "files": fp["files"]}
+        else:
+            entry = {"path": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size}
+        if kind:
+            entry["kind"] = kind
+        self.record["artifacts"] = [a for a in self.record["artifacts"] if a["path"] != entry["path"]] + [entry]
+        self.save()
+
+
+@contextlib.contextmanager
+def start_run(
+    capability: str,
+    config: BaseModel,
+    *,
+    inputs: Mapping[str, str | Path] | None = None,
+    seed: int | None = None,
+    argv: list[str] | None = None,
+    runs_root: str | Path | None = None,
+    report_to: tuple[str, ...] | list[str] = ("trackio",),
+) -> Iterator[Run]:
+    """Open a run record around a job; close it as succeeded, failed or interrupted.
+
+    Args:
+        capability: the project ("tune", "rag", "doctor"...): names the run and its tracker project.
+        config: the resolved job config, saved as is.
+        inputs: named input files or folders, fingerprinted by content.
+        seed: the random seed the job uses.
+        argv: the command line (default: sys.argv).
+        runs_root: where run directories go (default: the data directory's runs/).
+        report_to: metric trackers: "trackio" (local, default), "wandb", or both; empty for none.
+    """
+    started = time.time()
+    run_id = f"{capability}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    run_dir = Path(runs_root).expanduser() if runs_root else runs_dir()
+    run_dir = run_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    record: dict[str, Any] = {
+        "id": run_id,
+        "capability": capability,
+        "status": "running",
+        "command": list(sys.argv if argv is None else argv),
+        "cwd": os.getcwd(),
+        "config": config.model_dump(mode="json"),
+        "seed": seed,
+        "git": environment.git_state(),
+        "versions": environment.versions(),
+        "hardware": environment.hardware(),
+        "inputs": {name: fingerprint(p) for name, p in (inputs or {}).items()},
+        "started_at": _now(),
+        "ended_at": None,
+        "duration_s": None,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "metrics": {},
+        "artifacts": [],
+        "peak_memory": {},
+        "trackers": list(report_to),
+        "error": None,
+    }
+    run = Run(run_dir, record)
+    run.save()
+    handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    previous_sigterm = _raise_on_sigterm()
+    try:
+        run._trackers = _open_trackers(report_to, capability, run_id, record["config"], run_dir)
+        log.info("run %s started: %s", run_id, " ".join(record["command"]))
+        yield run
+        record["status"] = "succeeded"
+    except KeyboardInterrupt:
+        record["status"] = "interrupted"
+        record["error"] = {"type": "KeyboardInterrupt", "message": "interrupted by the user (Ctrl-C or SIGTERM)"}
+        raise
+    except BaseException as e:
+        record["status"] = "failed"
+        record["error"] = {
+            "type": type(e).__name__,
+            "message": str(e),
+            "traceback": traceback.format_exc(limit=20)[-4000:],
+        }
+        raise
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+        record["ended_at"] = _now()
+        record["duration_s"] = round(time.time() - started, 3)
+        record["peak_memory"] = _peak_memory()
+        run.save()
+        log.info("run %s %s in %.1f s", run_id, record["status"], record["duration_s"])
+        for tracker in run._trackers:
+            with contextlib.suppress(Exception), _quiet_stdout():
+                tracker.finish()
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _raise_on_sigterm() -> Any:
+    """Turn SIGTERM into KeyboardInterrupt so `kill PID` also leaves the run marked interrupted."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _peak_memory() -> dict[str, float]:
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    peak = {"rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1024**3, 3)}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        peak["gpu_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 1024**3, 3)
+        peak["gpu_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 1024**3, 3)
+    return peak
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Trackers print banners; keep stdout clean for --json by sending them to the log instead."""
+    with contextlib.redirect_stdout(_LogWriter()):
+        yield
+
+
+class _LogWriter:
+    def write(self, text: str) -> int:
+        if text.strip():
+            log.debug("%s", text.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _open_trackers(
+    report_to: tuple[str, ...] | list[str], capability: str, run_id: str, config: dict[str, Any], run_dir: Path
+) -> list[Any]:
+    from onecard.core.errors import ConfigError
+    from onecard.core.extras import require
+
+    trackers: list[Any] = []
+    for name in report_to:
+        if name == "trackio":
+            # trackio keeps its SQLite database where TRACKIO_DIR says; read at import.
+            os.environ.setdefault("TRACKIO_DIR", str(data_dir() / "trackio"))
+            import trackio
+
+            with _quiet_stdout():
+                trackio.init(project=f"onecard-{capability}", name=run_id, config=config, auto_log_gpu=False,
+                             auto_log_cpu=False)
+            # The module's log/finish act on its current run, and finish() clears it so nothing flushes at exit.
+            trackers.append(trackio)
+        elif name == "wandb":
+            wandb = require("wandb", "wandb")
+            trackers.append(wandb.init(project=f"onecard-{capability}", name=run_id, config=config, dir=str(run_dir)))
+        else:
+            raise ConfigError(f"unknown tracker '{name}' in --report-to", "use trackio, wandb, or none")
+    return trackers

@@ -1,0 +1,58 @@
+"""What the planner answers: a peak split into parts, with the assumptions behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Estimate", "PARTS", "GIB"]
+
+GIB = 1024**3
+
+# Tensor parts that add up to the allocated peak, in the order they are drawn.
+PARTS = (
+    "weights",
+    "kv_cache",
+    "activations",
+    "logits",
+    "gradients",
+    "optimizer",
+    "adapters",
+    "runtime",  # buffers the runtime allocates besides the above: llama.cpp compute buffer, cuBLAS workspace
+)
+
+
+@dataclass
+class Estimate:
+    """A predicted peak. `parts` (GiB) sum to the peak allocated by tensors; slack and context come on top.
+
+    peak_allocated_gib: torch.cuda.max_memory_allocated()
+    peak_reserved_gib:  torch.cuda.max_memory_reserved()  (allocated + allocator slack)
+    process_gib:        what nvidia-smi shows for the process (reserved + CUDA context)
+    """
+
+    parts: dict[str, float]
+    slack_gib: float
+    context_gib: float
+    assumptions: list[str] = field(default_factory=list)
+    cpu_gib: float = 0.0  # offloaded to host RAM
+    gpu_layers: int | None = None  # llama.cpp: layers on the GPU
+    step_s: float | None = None  # training step (one micro-batch) time
+    tokens_per_s: float | None = None  # decode throughput (LLM inference)
+    throughput_note: str | None = None  # the assumption behind step_s / tokens_per_s
+
+    def __post_init__(self) -> None:
+        unknown = set(self.parts) - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown estimate parts {sorted(unknown)}; valid: {PARTS}")
+
+    @property
+    def peak_allocated_gib(self) -> float:
+        return sum(self.parts.values())
+
+    @property
+    def peak_reserved_gib(self) -> float:
+        return self.peak_allocated_gib + self.slack_gib
+
+    @property
+    def process_gib(self) -> float:
+        return self.peak_reserved_gib + self.context_gib

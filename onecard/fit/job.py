@@ -1,0 +1,54 @@
+"""The knobs of a job whose memory `fit` predicts: one pydantic model, shared by the CLI, YAML and the web API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["FitJob", "Job", "Method", "Runtime", "Optimizer", "Attention", "Offload"]
+
+Job = Literal["infer", "train"]
+Method = Literal["full", "lora", "qlora"]
+Runtime = Literal[
+    "auto", "transformers", "llama.cpp", "vllm", "ollama", "diffusers", "ultralytics", "openai-whisper", "faster-whisper"
+]
+Optimizer = Literal["auto", "adamw", "adamw8bit", "paged_adamw8bit", "paged_adamw", "adafactor", "sgd"]
+Attention = Literal["sdpa", "flash", "eager", "xformers", "slicing"]
+Offload = Literal["none", "model", "sequential"]
+
+
+class FitJob(BaseModel):
+    """A job to fit on a card. "auto" fields are chosen by the planner and reported among the assumptions."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: str = Field(description="catalog name (llama-3.1-8b, sdxl, yolov8s, whisper-large-v3), config.json, model folder, .gguf/.safetensors file, or cached hub id")
+    job: Job = Field("infer", description="infer (generate, sample, transcribe, predict) or train")
+    method: Method = Field("qlora", description="training method for LLM/VLM: full, lora or qlora")
+    quant: str = Field("auto", description="weight format: fp32 fp16 bf16 int8 nf4 fp4 gptq awq, or a GGUF type (q4_k_m, q8_0...); auto: bf16, nf4 for qlora, the file's own for GGUF")
+    runtime: Runtime = Field("auto", description="runtime that holds the model; auto: picked from the model family and file")
+    batch: int = Field(1, ge=1, description="sequences (or images, or audio segments) processed at once; the micro-batch when training")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (does not change peak memory, keeps the effective batch)")
+    ctx: int = Field(4096, ge=1, description="inference context length in tokens (prompt + new tokens) that the KV cache holds")
+    new_tokens: int = Field(256, ge=0, description="tokens generated per sequence")
+    seq: int = Field(2048, ge=1, description="training sequence length in tokens")
+    lora_rank: int = Field(16, ge=1, description="LoRA rank r")
+    lora_targets: str = Field("all-linear", description="LoRA target modules: all-linear, attn (q,k,v,o), qv, or a comma list of module names")
+    optimizer: Optimizer = Field("auto", description="optimizer; auto: adamw for full/lora, paged_adamw8bit for qlora")
+    grad_ckpt: bool = Field(True, description="gradient (activation) checkpointing")
+    attention: Attention = Field("sdpa", description="attention kernel: sdpa, flash, eager (materialises the T x T scores), xformers, slicing")
+    kv_dtype: str = Field("f16", description="KV cache dtype: f16, bf16, fp8, q8_0, q4_0")
+    gpu_layers: int | None = Field(None, ge=0, description="llama.cpp layers on the GPU; None: as many as fit")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM: fraction of the card it reserves")
+    resolution: int | None = Field(None, ge=64, description="diffusion image side in pixels; None: the model's native size")
+    offload: Offload = Field("none", description="diffusion CPU offload: none, model, or sequential")
+    vae_slicing: bool = Field(False, description="diffusion: decode the batch one image at a time")
+    vae_tiling: bool = Field(False, description="diffusion: decode in tiles")
+    cached_latents: bool = Field(False, description="diffusion training: latents precomputed, VAE not on the GPU")
+    imgsz: int = Field(640, ge=32, description="YOLO image size")
+    amp: bool = Field(True, description="mixed precision (YOLO, diffusion training)")
+    beam: int = Field(5, ge=1, description="Whisper beam size")
+    gpu: str | None = Field(None, description="card from the catalog (4070ti, rtx-3060, a100-80gb); None: the detected card")
+    vram: float | None = Field(None, gt=0, description="card memory in GiB, instead of --gpu")
+    margin_gib: float = Field(0.5, ge=0, description="safety margin kept free when deciding what fits")

@@ -1,0 +1,156 @@
+import re
+import subprocess
+import sys
+
+import pytest
+
+from onecard.core.errors import ConfigError
+from onecard.core.gpus import GPUS, GpuSpec, custom, lookup, match_detected
+
+MIB = 2**20
+
+
+@pytest.mark.parametrize(
+    "spelling", ["4070ti", "rtx-4070-ti", "RTX 4070 Ti", "nvidia geforce rtx 4070 ti", "rtx4070ti", "RTX_4070_TI"]
+)
+def test_lookup_spellings_resolve_to_one_card(spelling: str) -> None:
+    assert lookup(spelling).key == "rtx-4070-ti"
+
+
+@pytest.mark.parametrize(
+    ("spelling", "key"),
+    [("4090", "rtx-4090"), ("RTX 4070 SUPER", "rtx-4070-super"), ("4070 ti super", "rtx-4070-ti-super"),
+     ("rtx 3080", "rtx-3080"), ("3080 12GB", "rtx-3080-12gb"), ("A100", "a100-80gb"), ("a100 40gb", "a100-40gb"),
+     ("H100", "h100-sxm"), ("h100 pcie", "h100-pcie"), ("Tesla T4", "t4"), ("A10G", "a10g"), ("a10", "a10"),
+     ("NVIDIA A100-SXM4-40GB", "a100-40gb"), ("NVIDIA H100 80GB HBM3", "h100-sxm")],
+)
+def test_lookup_aliases_and_device_names(spelling: str, key: str) -> None:
+    assert lookup(spelling).key == key
+
+
+def test_lookup_bad_name_names_the_value_and_close_keys() -> None:
+    with pytest.raises(ConfigError) as info:
+        lookup("rtx 4070 tie")
+    assert "'rtx 4070 tie'" in info.value.what
+    assert info.value.fix is not None
+    assert "did you mean rtx-4070-ti" in info.value.fix
+    assert "rtx-4090" in info.value.fix  # the fix lists every known key
+
+
+def test_lookup_refuses_a_name_sold_in_two_memory_sizes() -> None:
+    with pytest.raises(ConfigError) as info:
+        lookup("RTX 4060 Ti")
+    assert info.value.fix is not None
+    assert "rtx-4060-ti-8gb" in info.value.fix and "rtx-4060-ti-16gb" in info.value.fix
+
+
+def test_catalog_has_the_cards_the_brief_lists() -> None:
+    keys = {g.key for g in GPUS}
+    wanted = {
+        "rtx-3060", "rtx-3080", "rtx-3080-12gb", "rtx-3090", "rtx-3090-ti", "rtx-4060-ti-8gb", "rtx-4060-ti-16gb",
+        "rtx-4070", "rtx-4070-super", "rtx-4070-ti", "rtx-4070-ti-super", "rtx-4080", "rtx-4080-super", "rtx-4090",
+        "rtx-5070", "rtx-5070-ti", "rtx-5080", "rtx-5090", "t4", "l4", "a10g", "a100-40gb", "a100-80gb",
+        "h100-sxm", "h100-pcie", "h200",
+    }
+    assert wanted <= keys
+
+
+@pytest.mark.parametrize("gpu", GPUS, ids=lambda g: g.key)
+def test_every_entry_is_sane(gpu: GpuSpec) -> None:
+    assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", gpu.key)
+    assert gpu.vram_gib > 0 and gpu.bandwidth_gbs > 0 and gpu.fp16_tflops > 0
+    assert gpu.bf16 == (gpu.compute_capability >= (8, 0))
+    assert (gpu.bf16_tflops > 0) == gpu.bf16
+    if gpu.bf16:
+        assert gpu.bf16_tflops == gpu.fp16_tflops  # same tensor-core rate for both, FP32 accumulate
+    assert gpu.source
+    # A card's own name, with its memory as NVML reports it (a little under the size sold), maps back to it.
+    assert match_detected(gpu.name, int(gpu.vram_gib * 0.97 * 2**30)) is gpu
+
+
+def test_keys_are_unique() -> None:
+    assert len({g.key for g in GPUS}) == len(GPUS)
+
+
+@pytest.mark.parametrize(
+    ("key", "fp16_tflops", "bandwidth_gbs"),
+    [
+        # Whitepaper tables, "Peak FP16 Tensor TFLOPS with FP32 Accumulate", dense.
+        ("rtx-3080", 59.5, 760),  # Ampere GA102 whitepaper, RTX 3080
+        ("rtx-3090", 71.0, 936),  # Ampere GA102 whitepaper, Appendix A
+        ("rtx-4080", 97.5, 716.8),  # Ada whitepaper
+        ("rtx-4090", 165.2, 1008),  # Ada whitepaper, Appendix A
+        ("rtx-5090", 209.5, 1792),  # RTX Blackwell whitepaper, Table 3
+        ("a100-40gb", 312.0, 1555),  # A100 datasheet
+        ("h100-sxm", 989.5, 3350),  # H100 datasheet, 1,979 with sparsity
+    ],
+)
+def test_figures_match_the_vendor_tables(key: str, fp16_tflops: float, bandwidth_gbs: float) -> None:
+    gpu = lookup(key)
+    assert gpu.fp16_tflops == fp16_tflops
+    assert gpu.bandwidth_gbs == bandwidth_gbs
+
+
+@pytest.mark.parametrize(
+    ("name", "total_mib", "key"),
+    [
+        # Names and totals as nvidia-smi / NVML report them.
+        ("NVIDIA GeForce RTX 4070 Ti", 12282, "rtx-4070-ti"),
+        ("NVIDIA GeForce RTX 4070 Ti SUPER", 16376, "rtx-4070-ti-super"),
+        ("NVIDIA GeForce RTX 3080", 10240, "rtx-3080"),
+        ("NVIDIA GeForce RTX 3080", 12288, "rtx-3080-12gb"),
+        ("NVIDIA GeForce RTX 4060 Ti", 8188, "rtx-4060-ti-8gb"),
+        ("NVIDIA GeForce RTX 4060 Ti", 16380, "rtx-4060-ti-16gb"),
+        ("NVIDIA A100-SXM4-40GB", 40960, "a100-40gb"),
+        ("NVIDIA A100-PCIE-40GB", 40960, "a100-40gb"),
+        ("NVIDIA A100-SXM4-80GB", 81920, "a100-80gb"),
+        ("NVIDIA A100 80GB PCIe", 81920, "a100-80gb-pcie"),
+        ("NVIDIA H100 80GB HBM3", 81559, "h100-sxm"),
+        ("NVIDIA H100 PCIe", 81559, "h100-pcie"),
+        ("NVIDIA H100 NVL", 95830, "h100-nvl"),
+        ("NVIDIA H200", 143771, "h200"),
+        ("NVIDIA H200 NVL", 143771, "h200-nvl"),
+        ("Tesla T4", 15360, "t4"),
+        ("NVIDIA L4", 23034, "l4"),
+        ("NVIDIA A10G", 23028, "a10g"),
+        ("NVIDIA A10", 23028, "a10"),
+    ],
+)
+def test_match_detected_real_device_names(name: str, total_mib: int, key: str) -> None:
+    gpu = match_detected(name, total_mib * MIB)
+    assert gpu is not None and gpu.key == key
+
+
+def test_match_detected_tells_a100_40_from_80_by_memory_alone() -> None:
+    # The torch path reports the same family name; memory decides.
+    assert match_detected("NVIDIA A100-SXM4-80GB", 40960 * MIB) is lookup("a100-40gb")
+    assert match_detected("NVIDIA A100-SXM4-40GB", 81920 * MIB) is lookup("a100-80gb")
+    assert match_detected("NVIDIA A100-SXM4-80GB") is lookup("a100-80gb")  # size from the name
+
+
+@pytest.mark.parametrize(
+    ("name", "total_mib"),
+    [
+        ("NVIDIA GeForce RTX 4090 Laptop GPU", 16376),  # a laptop part is not the desktop card
+        ("NVIDIA GeForce RTX 3060", 8192),  # the 8 GB 3060 (128-bit bus) is not the listed 12 GB card
+        ("NVIDIA GeForce RTX 4060 Ti", None),  # 8 or 16 GB: cannot tell
+        ("NVIDIA GeForce GTX 1080 Ti", 11264),
+        ("AMD Radeon RX 7900 XTX", 24560),
+    ],
+)
+def test_match_detected_unknown_or_ambiguous_is_none(name: str, total_mib: int | None) -> None:
+    assert match_detected(name, None if total_mib is None else total_mib * MIB) is None
+
+
+def test_custom_card() -> None:
+    gpu = custom(12)
+    assert gpu.name == "custom 12 GiB card"
+    assert gpu.vram_gib == 12.0 and gpu.bandwidth_gbs == 0.0 and gpu.fp16_tflops == 0.0
+    assert custom(7.5).name == "custom 7.5 GiB card"
+    with pytest.raises(ConfigError, match="positive"):
+        custom(0)
+
+
+def test_import_is_light() -> None:
+    code = "import sys, onecard.core.gpus; assert not {'torch', 'pynvml', 'psutil'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)

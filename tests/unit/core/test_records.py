@@ -1,0 +1,138 @@
+"""Run records: complete, atomic, and closed with the right status whatever happens."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from onecard.core.errors import OnecardError
+from onecard.core.records import start_run, write_json_atomic
+from onecard.core.runs import compare, find_run, load_runs
+
+
+class Cfg(BaseModel):
+    lr: float = 0.1
+    steps: int = 3
+
+
+def _record(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def test_succeeded_run_has_everything_needed_to_reproduce(tmp_path: Path) -> None:
+    data = tmp_path / "data.txt"
+    data.write_text("hello")
+    out = tmp_path / "model.bin"
+    with start_run("demo", Cfg(lr=0.5), inputs={"train": data}, seed=7, argv=["onecard", "demo"]) as run:
+        assert _record(run.dir)["status"] == "running"  # written at start, not only at the end
+        run.log({"loss": 2.0})
+        run.log({"loss": 1.0})
+        out.write_bytes(b"\x00" * 10)
+        run.add_artifact(out)
+        run.set_metrics({"loss": 1.0})
+    rec = _record(run.dir)
+    assert rec["status"] == "succeeded"
+    assert rec["config"] == {"lr": 0.5, "steps": 3}
+    assert rec["seed"] == 7 and rec["command"] == ["onecard", "demo"]
+    # sha256("hello")
+    assert rec["inputs"]["train"]["sha256"] == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    assert rec["artifacts"][0]["bytes"] == 10 and len(rec["artifacts"][0]["sha256"]) == 64
+    assert rec["metrics"] == {"loss": 1.0}
+    assert rec["versions"]["python"] and "pydantic" in rec["versions"]["libraries"]
+    assert rec["hardware"]["cpu_cores"] >= 1
+    assert rec["peak_memory"]["rss_gib"] > 0
+    assert rec["ended_at"] and rec["duration_s"] >= 0
+    assert (run.dir / "log.txt").read_text().count("run ") >= 2
+
+
+def test_exception_marks_failed_with_the_error() -> None:
+    with pytest.raises(ValueError), start_run("demo", Cfg(), report_to=()) as run:
+        raise ValueError("bad line 3")
+    rec = _record(run.dir)
+    assert rec["status"] == "failed"
+    assert rec["error"]["type"] == "ValueError" and "bad line 3" in rec["error"]["message"]
+
+
+def test_ctrl_c_marks_interrupted() -> None:
+    with pytest.raises(KeyboardInterrupt), start_run("demo", Cfg(), report_to=()) as run:
+        raise KeyboardInterrupt
+    assert _record(run.dir)["status"] == "interrupted"
+
+
+def test_killed_run_is_read_back_as_interrupted(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "demo-x"
+    import socket
+
+    dead_pid = 2**22 + 12345  # above pid_max's default: no such process
+    write_json_atomic(run_dir / "run.json", {"id": "demo-x", "status": "running", "pid": dead_pid,
+                                             "host": socket.gethostname(), "started_at": "2026-01-01"})
+    runs = load_runs(tmp_path / "runs")
+    assert runs[0]["status"] == "interrupted"
+    assert _record(run_dir)["status"] == "interrupted"  # persisted
+
+
+def test_git_state_recorded_in_a_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "f").write_text("x")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "-C", str(tmp_path), "add", "f"], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "commit", "-qm", "x"], check=True, env=env)
+    (tmp_path / "f").write_text("changed")
+    monkeypatch.chdir(tmp_path)
+    with start_run("demo", Cfg(), report_to=()) as run:
+        pass
+    git = _record(run.dir)["git"]
+    assert len(git["commit"]) == 40 and git["dirty"] is True
+
+
+def test_atomic_write_keeps_old_file_when_serialising_fails(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    write_json_atomic(path, {"a": 1})
+
+    class Boom:
+        def __str__(self) -> str:
+            raise RuntimeError("cannot serialise")
+
+    with pytest.raises(RuntimeError):
+        write_json_atomic(path, {"a": Boom()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temp file left
+
+
+def test_find_and_compare_runs() -> None:
+    with start_run("demo", Cfg(lr=0.1), report_to=()) as a:
+        a.set_metrics({"loss": 2.0, "acc": 0.5})
+    with start_run("demo", Cfg(lr=0.2), report_to=()) as b:
+        b.set_metrics({"loss": 1.5, "acc": 0.5})
+    assert find_run("last")["id"] == b.id
+    with pytest.raises(OnecardError, match="matches 2 runs"):
+        find_run("demo-")
+    with pytest.raises(OnecardError, match="no run matches"):
+        find_run("tune-")
+    assert find_run(a.id)["id"] == a.id
+    diff = compare(find_run(a.id), find_run(b.id))
+    assert diff["config"] == {"lr": [0.1, 0.2]}
+    assert diff["metrics"]["loss"]["delta"] == pytest.approx(-0.5)
+    assert diff["metrics"]["acc"]["delta"] == 0
+
+
+def test_trackio_receives_the_metric_history() -> None:
+    with start_run("demo", Cfg()) as run:
+        for i in range(3):
+            run.log({"loss": 1.0 / (i + 1)})
+    import sqlite3
+
+    from trackio.sqlite_storage import SQLiteStorage
+
+    # trackio reads TRACKIO_DIR once per process, so ask it where the project's database is.
+    db = SQLiteStorage.get_project_db_path("onecard-demo")
+    rows = sqlite3.connect(db).execute("select step, metrics from metrics where run_name = ?", (run.id,)).fetchall()
+    assert [r[0] for r in rows] == [1, 2, 3]
+    assert json.loads(rows[-1][1])["loss"] == pytest.approx(1 / 3)
