@@ -1,0 +1,212 @@
+"""Stable Diffusion 1.5 and SDXL (diffusers): catalog facts and the memory estimator.
+
+A pipeline call runs three phases one after the other: text encoders, the UNet loop (classifier-free guidance
+doubles the batch), the VAE decode. The peak is the weights that sit on the GPU plus the working memory of the
+heaviest phase. Working memory comes from the model graphs: the per-sample UNet terms were counted by running the
+diffusers 0.31 UNet forward (and forward + backward for training) on meta tensors with a live-tensor tracker, the
+VAE term is the three 256-channel maps that are alive at once in the decoder's last up block (same trace).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onecard.core.gpus import GpuSpec
+from onecard.fit.estimate import GIB, Estimate
+from onecard.fit.job import FitJob
+
+__all__ = ["DiffusionArch", "find", "estimate", "CATALOG"]
+
+TORCH_CONTEXT_GIB = 0.45  # CUDA context with lazy module loading (CUDA >= 11.7) + cuBLAS/cuDNN handles
+ALLOC_SLACK = 0.10  # PyTorch caching allocator: reserved above allocated, as a share of the working tensors
+# VAE decoder (block_out_channels [128, 256, 512, 512]): in the last up block a 256-channel map at full
+# resolution is alive three times (resnet input kept for the residual, GroupNorm output, SiLU output); the trace
+# gives exactly 768 elements per output pixel. cuDNN's convolution workspace for that layer is taken as one
+# more map of the same size (assumption; the SDXL blog rows put it at 0.8 of a map).
+VAE_DECODE_ELEMS_PER_PX = 4 * 256
+VAE_ENCODE_SHARE = 0.5  # encoding needs about half the decoder's working memory (InvokeAI vae_working_memory.py)
+
+
+@dataclass(frozen=True)
+class DiffusionArch:
+    """One text-to-image pipeline: parameter counts of its parts and the measured working-memory terms."""
+
+    key: str
+    native_px: int  # default resolution (unet sample_size x 8)
+    unet: int
+    text_encoders: int
+    vae: int
+    safety_checker: int  # loaded and run by default in the SD 1.5 pipeline
+    vae_force_upcast: bool  # vae config force_upcast: the pipeline decodes in fp32 even in fp16
+    heads_at_top: int  # attention heads at the highest-resolution attention level
+    top_attn_downsample: int  # latent downsampling of that level (1: 64x64 latent for SD1.5 at 512)
+    unet_infer_gib: float  # UNet forward working memory per sample at native_px, fp16, SDPA (no score matrix)
+    unet_train_gib: float  # forward + backward kept tensors per sample at native_px, fp16, no checkpointing
+    unet_train_ckpt_gib: float  # same with unet.enable_gradient_checkpointing()
+    lora_params_per_rank: int  # LoRA on attention to_q, to_k, to_v, to_out.0 (diffusers train_*_lora scripts)
+    aliases: tuple[str, ...]
+    source: str
+
+
+CATALOG: dict[str, DiffusionArch] = {
+    "sd15": DiffusionArch(
+        key="sd15",
+        native_px=512,
+        unet=859_520_964,
+        text_encoders=123_060_480,
+        vae=83_653_863,
+        safety_checker=303_966_208,
+        vae_force_upcast=False,
+        heads_at_top=8,
+        top_attn_downsample=1,
+        unet_infer_gib=0.0635,
+        unet_train_gib=0.746,
+        unet_train_ckpt_gib=0.218,
+        lora_params_per_rank=199_296,
+        aliases=(
+            "sd-1.5",
+            "sd1.5",
+            "stable-diffusion-v1-5",
+            "runwayml/stable-diffusion-v1-5",
+            "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        ),
+        source="stable-diffusion-v1-5 model_index + unet/text_encoder/vae config.json (diffusers), "
+        "CompVis/stable-diffusion-safety-checker (CLIP ViT-L/14 vision + projection); counts from the configs",
+    ),
+    "sdxl": DiffusionArch(
+        key="sdxl",
+        native_px=1024,
+        unet=2_567_463_684,
+        text_encoders=123_060_480 + 694_659_840,
+        vae=83_653_863,
+        safety_checker=0,
+        vae_force_upcast=True,
+        heads_at_top=10,
+        top_attn_downsample=2,
+        unet_infer_gib=0.154,
+        unet_train_gib=5.0,
+        unet_train_ckpt_gib=0.586,
+        lora_params_per_rank=1_451_520,
+        aliases=(
+            "sdxl-base",
+            "sdxl-base-1.0",
+            "stable-diffusion-xl-base-1.0",
+            "stabilityai/stable-diffusion-xl-base-1.0",
+        ),
+        source="stabilityai/stable-diffusion-xl-base-1.0 unet/text_encoder/text_encoder_2/vae config.json; "
+        "SDXL report arXiv:2307.01952 (2.6B UNet, CLIP ViT-L + OpenCLIP ViT-bigG)",
+    ),
+}
+
+
+def find(name: str) -> DiffusionArch | None:
+    """Catalog entry for a name or hub id (sd15, sdxl, stabilityai/stable-diffusion-xl-base-1.0); None if unknown."""
+    key = name.strip().lower()
+    for arch in CATALOG.values():
+        if key == arch.key or key in arch.aliases:
+            return arch
+    return None
+
+
+def _vae_decode_bytes(arch: DiffusionArch, job: FitJob, px: int, vae_b: int) -> tuple[float, str]:
+    """Working memory of `vae.decode` for the batch: slicing decodes one image at a time, tiling bounds the side."""
+    images = 1 if job.vae_slicing else job.batch
+    side = min(px, arch.native_px) if job.vae_tiling else px  # diffusers tiles at the VAE's sample_size
+    how = ("sliced, " if job.vae_slicing else "") + (f"tiled {side}px, " if job.vae_tiling and side < px else "")
+    dec = VAE_DECODE_ELEMS_PER_PX * side * side * images * vae_b
+    return dec, f"VAE decode of {images} image(s) at {side}px {how}in {'fp32' if vae_b == 4 else 'fp16'}"
+
+
+def _unet_working(arch: DiffusionArch, job: FitJob, px: int, act_b: int) -> tuple[float, str]:
+    """UNet forward working memory at batch x2 (CFG), plus the attention score matrices the kernel materialises."""
+    samples = 2 * job.batch
+    scale = (px / arch.native_px) ** 2
+    base = arch.unet_infer_gib * GIB * samples * scale * act_b / 2
+    # Top attention level: tokens = (px/8/downsample)^2; eager/default attention keeps scores + softmax output.
+    tokens = (px // 8 // arch.top_attn_downsample) ** 2
+    rows = {"eager": samples * arch.heads_at_top, "slicing": max(1, arch.heads_at_top // 2)}.get(job.attention, 0)
+    scores = 2 * rows * tokens**2 * act_b
+    kernel = {
+        "eager": "default attention (scores materialised)",
+        "slicing": "attention slicing (half the heads at a time)",
+    }
+    return (
+        base + scores,
+        f"UNet at batch {samples} (CFG doubles it), {kernel.get(job.attention, job.attention + ' (no score matrix)')}",
+    )
+
+
+def _infer(arch: DiffusionArch, job: FitJob, notes: list[str]) -> tuple[dict[str, float], float]:
+    b = 4 if job.quant == "fp32" else 2
+    px = job.resolution or arch.native_px
+    vae_b = 4 if (b == 4 or arch.vae_force_upcast) else 2
+    if vae_b == 4 and b == 2:
+        notes.append("the SDXL VAE overflows in fp16 (force_upcast): diffusers upcasts it and decodes in fp32")
+    w_te = arch.text_encoders * b
+    w_unet = arch.unet * b
+    w_vae = arch.vae * vae_b + arch.safety_checker * b
+    unet_work, unet_note = _unet_working(arch, job, px, b)
+    vae_work, vae_note = _vae_decode_bytes(arch, job, px, vae_b)
+    notes += [f"{job.batch} image(s) at {px}x{px}, weights {'fp32' if b == 4 else 'fp16'}", unet_note, vae_note]
+    if job.offload == "none":
+        resident = w_te + w_unet + w_vae
+        phase = max((unet_work, "unet"), (vae_work, "vae"))
+        notes.append(f"peak in the {phase[1].upper()} phase; every component stays on the GPU")
+        return {"weights": resident, "activations": phase[0]}, 0.0
+    if job.offload == "model":
+        phases = [(w_te, 0.0, "text encoders"), (w_unet, unet_work, "UNet"), (w_vae, vae_work, "VAE")]
+        w, work, name = max(phases, key=lambda p: p[0] + p[1])
+        notes.append(f"model offload: only the active component is on the GPU; the peak is the {name} phase")
+        return {"weights": w, "activations": work}, (w_te + w_unet + w_vae) / GIB
+    # sequential: accelerate moves each leaf module's weights in right before its forward and out after.
+    largest_layer = 0.01 * w_unet
+    notes.append("sequential offload: weights streamed per module (about 1% of the UNet on the GPU at a time)")
+    return {"weights": largest_layer, "activations": max(unet_work, vae_work)}, (w_te + w_unet + w_vae) / GIB
+
+
+def _train(arch: DiffusionArch, job: FitJob, notes: list[str]) -> dict[str, float]:
+    b = 2  # frozen weights in fp16 (--mixed_precision fp16), LoRA params in fp32
+    px = job.resolution or arch.native_px
+    vae_b = 4 if arch.vae_force_upcast else 2
+    frozen = (arch.unet + arch.text_encoders) * b + (0 if job.cached_latents else arch.vae * vae_b)
+    lora = arch.lora_params_per_rank * job.lora_rank
+    opt = "adamw" if job.optimizer == "auto" else job.optimizer
+    opt_b = 2 if "8bit" in opt else (0 if opt == "sgd" else 8)
+    per_sample = arch.unet_train_ckpt_gib if job.grad_ckpt else arch.unet_train_gib
+    acts = per_sample * GIB * job.batch * (px / arch.native_px) ** 2
+    encode = 0.0 if job.cached_latents else VAE_ENCODE_SHARE * VAE_DECODE_ELEMS_PER_PX * px * px * job.batch * vae_b
+    notes += [
+        f"LoRA rank {job.lora_rank} on attention q/k/v/out: {lora / 1e6:.2f}M trainable params (fp32), optimizer {opt}",
+        "frozen UNet + text encoders in fp16; "
+        + ("latents cached, VAE not loaded" if job.cached_latents else "the VAE encodes each batch"),
+        f"activations {per_sample:.3f} GiB per sample at {arch.native_px}px "
+        f"({'with' if job.grad_ckpt else 'without'} gradient checkpointing), scaled to {px}px, batch {job.batch}",
+    ]
+    return {
+        "weights": frozen,
+        "activations": max(acts, encode),
+        "adapters": lora * 4,
+        "gradients": lora * 4,
+        "optimizer": lora * opt_b,
+    }
+
+
+def estimate(arch: DiffusionArch, job: FitJob, card: GpuSpec | None) -> Estimate:
+    """Peak memory of a diffusers text-to-image call (`job.job == "infer"`) or a LoRA training step."""
+    notes = [
+        f"{arch.key}: UNet {arch.unet / 1e6:.1f}M, text encoders {arch.text_encoders / 1e6:.1f}M, "
+        f"VAE {arch.vae / 1e6:.1f}M params"
+    ]
+    cpu_gib = 0.0
+    if job.job == "train":
+        parts = _train(arch, job, notes)
+    else:
+        parts, cpu_gib = _infer(arch, job, notes)
+    work = parts["activations"]
+    return Estimate(
+        parts={k: v / GIB for k, v in parts.items()},
+        slack_gib=ALLOC_SLACK * work / GIB,
+        context_gib=TORCH_CONTEXT_GIB,
+        assumptions=notes,
+        cpu_gib=cpu_gib,
+    )

@@ -1,0 +1,194 @@
+"""Whisper (openai-whisper, faster-whisper/CTranslate2, transformers): catalog facts and the memory estimator.
+
+Transcription = one encoder pass per 30 s window (1500 frames), then beam search in the decoder. The decoder
+keeps, per layer, self-attention keys/values for up to 448 text positions per hypothesis (batch x beam of them)
+and cross-attention keys/values over the 1500 encoder frames. Who copies the cross-attention cache per beam is a
+runtime detail that moves the peak by a GiB on large models, so it is modelled per runtime, with its source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onecard.core.gpus import GpuSpec
+from onecard.fit.estimate import GIB, Estimate
+from onecard.fit.job import FitJob
+
+__all__ = ["WhisperArch", "find", "estimate", "CATALOG"]
+
+N_AUDIO_CTX = 1500  # encoder frames per 30 s window (paper, Sec. 2.2: 3000 mel frames, conv stride 2)
+N_TEXT_CTX = 448  # decoder positions
+TORCH_CONTEXT_GIB = 0.45  # CUDA context (lazy loading) + cuBLAS/cuDNN handles of a PyTorch process
+CT2_CONTEXT_GIB = 0.45  # CUDA context + cuBLAS/cuDNN handles of a CTranslate2 process
+# CTranslate2's cub caching allocator keeps up to 200 MB of freed blocks (src/cuda/allocator.cc, max_cached_bytes).
+CT2_CACHE_BYTES = 200 * 2**20
+ALLOC_SLACK = 0.03  # PyTorch allocator rounding on top of the tensors
+
+
+@dataclass(frozen=True)
+class WhisperArch:
+    """Model dimensions (Radford et al. 2022, Table 1; HF config.json d_model/encoder_layers/...)."""
+
+    key: str
+    d: int  # d_model
+    enc_layers: int
+    dec_layers: int
+    heads: int
+    n_mels: int = 80
+    vocab: int = 51865
+    source: str = "Whisper paper arXiv:2212.04356 Table 1; openai/whisper-* config.json"
+
+    @property
+    def params(self) -> int:
+        """Parameters as counted by transformers' WhisperForConditionalGeneration (output layer tied)."""
+        d = self.d
+        attn = 4 * d * d + 3 * d  # q, k (no bias), v, out
+        ffn = 8 * d * d + 5 * d  # fc1 d->4d, fc2 4d->d
+        enc = self.enc_layers * (attn + ffn + 4 * d) + self.n_mels * d * 3 + d + 3 * d * d + d + N_AUDIO_CTX * d + 2 * d
+        dec = self.dec_layers * (2 * attn + ffn + 6 * d) + self.vocab * d + N_TEXT_CTX * d + 2 * d
+        return enc + dec
+
+
+_BASE = {
+    "tiny": (384, 4, 4, 6),
+    "base": (512, 6, 6, 8),
+    "small": (768, 12, 12, 12),
+    "medium": (1024, 24, 24, 16),
+    "large": (1280, 32, 32, 20),
+}
+CATALOG: dict[str, WhisperArch] = {}
+for _name, (_d, _le, _ld, _h) in _BASE.items():
+    if _name != "large":
+        CATALOG[_name] = WhisperArch(_name, _d, _le, _ld, _h)
+        CATALOG[f"{_name}.en"] = WhisperArch(f"{_name}.en", _d, _le, _ld, _h, vocab=51864)
+for _v in ("large-v1", "large-v2"):
+    CATALOG[_v] = WhisperArch(_v, 1280, 32, 32, 20)
+CATALOG["large-v3"] = WhisperArch("large-v3", 1280, 32, 32, 20, n_mels=128, vocab=51866)
+# large-v3-turbo: the large-v3 encoder with 4 decoder layers (openai/whisper-large-v3-turbo config.json)
+CATALOG["large-v3-turbo"] = WhisperArch("large-v3-turbo", 1280, 32, 4, 20, n_mels=128, vocab=51866)
+_ALIASES = {"large": "large-v3", "turbo": "large-v3-turbo", "large-v3-turbo": "large-v3-turbo"}
+
+
+def find(name: str) -> WhisperArch | None:
+    """Catalog entry for `whisper-small`, `openai/whisper-large-v3`, `Systran/faster-whisper-medium.en`; or None."""
+    key = name.strip().lower().rsplit("/", 1)[-1]
+    for prefix in ("faster-whisper-", "distil-", "whisper-"):
+        key = key.removeprefix(prefix)
+    key = _ALIASES.get(key, key)
+    return CATALOG.get(key)
+
+
+def _runtime(job: FitJob) -> str:
+    return job.runtime if job.runtime in ("openai-whisper", "faster-whisper", "transformers") else "faster-whisper"
+
+
+def _weight_bytes(arch: WhisperArch, runtime: str, quant: str) -> tuple[float, str]:
+    p = arch.params
+    if quant in ("fp32", "float32"):
+        return p * 4.0, "fp32"
+    if runtime == "faster-whisper" and quant.startswith("int8"):
+        # CTranslate2 int8: linear and embedding weights int8 with one fp32 scale per output row; the conv frontend
+        # stays in the model's fp16 (WhisperModel::is_quantizable excludes "conv"), as do biases and norms.
+        conv = arch.n_mels * arch.d * 3 + 3 * arch.d * arch.d
+        rows = arch.enc_layers * 11.5 * arch.d + arch.dec_layers * 16.5 * arch.d + arch.vocab
+        return (p - conv) * 1.0 + conv * 2.0 + rows * 4.0, "int8 (CTranslate2, fp16 activations)"
+    return p * 2.0, "fp16"
+
+
+def _infer(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, float], float, float]:
+    rt = _runtime(job)
+    weights, wname = _weight_bytes(arch, rt, job.quant)
+    act_b = 4 if wname == "fp32" else 2
+    n_seq = job.batch * job.beam
+    # Sequential long-form transcription conditions each window on the previous text (openai-whisper and
+    # faster-whisper default condition_on_previous_text=True): up to 223 prompt + 224 new tokens = 447 positions.
+    # The batched pipelines and transformers (condition_on_prev_tokens=False) decode at most 224 new tokens.
+    prompted = job.batch == 1 and rt != "transformers"
+    t_max = N_TEXT_CTX if prompted else N_TEXT_CTX // 2 + 4
+    per_pos = 2 * arch.dec_layers * arch.d * act_b  # K and V, all layers, one position of one hypothesis
+    self_kv = per_pos * n_seq * t_max
+    # transformers' generate expands encoder_outputs by num_beams before the decoder projects them, so the
+    # cross-attention cache is per beam; CTranslate2 does not replicate "memory*" state (TransformerDecoder::
+    # replicate_state) and openai-whisper's current DecodingTask repeats only the tokens, not the audio features.
+    cross_copies = n_seq if rt == "transformers" else job.batch
+    cross_kv = per_pos * N_AUDIO_CTX * cross_copies
+    # openai-whisper returns fp32 logits for every prompt position on the first step (model.py: `.float()`).
+    logits = n_seq * (t_max // 2 + 3) * arch.vocab * (act_b + 4) if rt == "openai-whisper" else n_seq * arch.vocab * 8
+    # Encoder pass of `batch` windows: residual, LN, q/k/v and the 4d MLP hidden; CTranslate2 materialises the
+    # (heads, 1500, 1500) scores and their softmax, the PyTorch runtimes use SDPA.
+    scores = 2 * arch.heads * N_AUDIO_CTX**2 if rt == "faster-whisper" else 0
+    encoder = job.batch * (N_AUDIO_CTX * arch.d * 10 + scores) * act_b
+    decode_phase = self_kv + cross_kv + logits
+    notes += [
+        f"runtime {rt}, weights {wname}, batch {job.batch} window(s) x beam {job.beam} = {n_seq} hypotheses",
+        f"self-attention KV for {t_max} positions per hypothesis"
+        + (" (previous-text prompt + 224 new tokens)" if prompted else " (224 new tokens, no previous-text prompt)"),
+        f"cross-attention KV over {N_AUDIO_CTX} frames x {cross_copies} "
+        + ("(per beam)" if rt == "transformers" else "(shared by the beams)"),
+    ]
+    if rt == "openai-whisper":
+        notes.append(
+            "openai-whisper loads fp32 weights; the figure assumes the model was cast with .half() (fp16=True)"
+        )
+    parts = {"weights": weights, "kv_cache": self_kv + cross_kv, "logits": logits, "activations": 0.0}
+    if encoder > decode_phase:
+        parts.update(kv_cache=0.0, logits=0.0, activations=encoder)
+    if rt == "faster-whisper":
+        parts["runtime"] = float(CT2_CACHE_BYTES)
+        return parts, 0.0, CT2_CONTEXT_GIB
+    # PyTorch runtimes grow the self-attention cache with torch.cat each step: the outgrown blocks stay cached.
+    slack = self_kv + ALLOC_SLACK * sum(parts.values())
+    return parts, slack, TORCH_CONTEXT_GIB
+
+
+def _train(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, float], float]:
+    p = arch.params
+    lora = job.method in ("lora", "qlora")
+    opt = "adamw" if job.optimizer == "auto" else job.optimizer
+    opt_b = 2 if "8bit" in opt else (0 if opt == "sgd" else 8)
+    # Activations per layer (Korthikanti et al. 2022, fp16, SDPA): 34*s*d bytes; the decoder adds cross-attention
+    # (~10*s*d). Gradient checkpointing keeps only each layer's input (2*s*d) plus one layer being recomputed.
+    dec_s = N_TEXT_CTX
+    if job.grad_ckpt:
+        acts = 2 * (N_AUDIO_CTX * arch.enc_layers + dec_s * arch.dec_layers) * arch.d + 44 * N_AUDIO_CTX * arch.d
+    else:
+        acts = (34 * N_AUDIO_CTX * arch.enc_layers + 44 * dec_s * arch.dec_layers) * arch.d
+    logits = dec_s * arch.vocab * (2 + 4 + 4)  # fp16 logits, fp32 upcast for the loss, and its gradient
+    if lora:
+        r = job.lora_rank
+        trainable = 2 * r * arch.d * 2 * (arch.enc_layers + 2 * arch.dec_layers)  # q and v of every attention
+        parts = {
+            "weights": p * 2.0,
+            "adapters": trainable * 4.0,
+            "gradients": trainable * 4.0,
+            "optimizer": trainable * float(opt_b),
+        }
+        notes.append(f"LoRA r={r} on q,v: {trainable / 1e6:.2f}M trainable; frozen weights fp16")
+    else:
+        parts = {"weights": p * 6.0, "gradients": p * 4.0, "optimizer": p * float(opt_b)}
+        notes.append("full fine-tune, fp16 mixed precision: fp32 master weights + fp16 copies, fp32 gradients")
+    parts |= {"activations": acts * job.batch, "logits": logits * job.batch}
+    notes.append(
+        f"batch {job.batch} x 30 s windows, labels padded to {dec_s} tokens, optimizer {opt}, "
+        f"gradient checkpointing {'on' if job.grad_ckpt else 'off'}"
+    )
+    return parts, ALLOC_SLACK * sum(parts.values())
+
+
+def estimate(arch: WhisperArch, job: FitJob, card: GpuSpec | None) -> Estimate:
+    """Peak memory of transcription (`job.job == "infer"`) or fine-tuning with AdamW for `arch`."""
+    notes = [
+        f"whisper {arch.key}: {arch.params / 1e6:.0f}M params, d_model {arch.d}, "
+        f"{arch.enc_layers}+{arch.dec_layers} layers"
+    ]
+    if job.job == "train":
+        parts, slack = _train(arch, job, notes)
+        context = TORCH_CONTEXT_GIB
+    else:
+        parts, slack, context = _infer(arch, job, notes)
+    return Estimate(
+        parts={k: v / GIB for k, v in parts.items() if v},
+        slack_gib=slack / GIB,
+        context_gib=context,
+        assumptions=notes,
+    )

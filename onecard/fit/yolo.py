@@ -1,0 +1,212 @@
+"""YOLOv8 (ultralytics) detection and segmentation: catalog facts and the memory estimator.
+
+The activation term is not a fitted number: the module walks the model graph of ultralytics'
+`cfg/models/v8/yolov8.yaml` (and `yolov8-seg.yaml`) at the job's image size and adds up the tensors that
+autograd keeps for the backward pass, block by block. The same walk counts the parameters, and the test checks
+that count against the published table, so the graph the activations come from is the real one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onecard.core.gpus import GpuSpec
+from onecard.fit.estimate import GIB, Estimate
+from onecard.fit.job import FitJob
+
+__all__ = ["YoloArch", "find", "estimate", "CATALOG"]
+
+# CUDA context of a PyTorch process with lazy module loading (CUDA >= 11.7), plus cuBLAS/cuDNN handles.
+TORCH_CONTEXT_GIB = 0.45
+# cuDNN convolution workspace, allocator rounding and backward-pass transients, as a share of the tensors.
+ALLOC_SLACK = 0.10
+REG_MAX = 16  # Detect head: distribution focal loss bins per box side (ultralytics nn/modules/head.py)
+
+
+@dataclass(frozen=True)
+class YoloArch:
+    """One YOLOv8 model: its yaml scale and the published size (ultralytics docs, COCO, 640 px)."""
+
+    key: str
+    depth: float  # depth_multiple of the yaml scale
+    width: float  # width_multiple
+    max_channels: int
+    seg: bool
+    params_m: float  # published parameters, millions (nc=80)
+    gflops: float  # published GFLOPs at 640
+    source: str = "ultralytics docs.ultralytics.com/models/yolov8 (tables) and cfg/models/v8/yolov8*.yaml"
+
+
+_SCALES = {
+    "n": (0.33, 0.25, 1024),
+    "s": (0.33, 0.50, 1024),
+    "m": (0.67, 0.75, 768),
+    "l": (1.00, 1.00, 512),
+    "x": (1.00, 1.25, 512),
+}
+_PUBLISHED = {  # (params M, GFLOPs) detect, then -seg
+    "n": ((3.2, 8.7), (3.4, 12.6)),
+    "s": ((11.2, 28.6), (11.8, 42.6)),
+    "m": ((25.9, 78.9), (27.3, 110.2)),
+    "l": ((43.7, 165.2), (46.0, 220.5)),
+    "x": ((68.2, 257.8), (71.8, 344.1)),
+}
+CATALOG: dict[str, YoloArch] = {}
+for _s, (_d, _w, _mc) in _SCALES.items():
+    for _seg in (False, True):
+        _key = f"yolov8{_s}{'-seg' if _seg else ''}"
+        _p, _g = _PUBLISHED[_s][_seg]
+        CATALOG[_key] = YoloArch(_key, _d, _w, _mc, _seg, _p, _g)
+
+
+def find(name: str) -> YoloArch | None:
+    """Catalog entry for `yolov8s`, `yolov8s.pt`, `YOLOv8s-seg`, `ultralytics/yolov8s`...; None if unknown."""
+    key = name.strip().lower().rsplit("/", 1)[-1].removesuffix(".pt").removesuffix(".yaml")
+    return CATALOG.get(key)
+
+
+@dataclass
+class _Tally:
+    """Running totals of the walk: parameters, and per-image elements kept for backward (fp16 and 8-byte)."""
+
+    params: int = 0
+    saved: float = 0.0  # fp16 elements per image
+    saved_i64: float = 0.0  # int64 elements per image (max-pool indices)
+    out: float = 0.0  # elements of the head outputs (kept alive as `y`)
+    live: float = 0.0  # inference (no grad): most elements alive at once inside one block
+
+
+def _div8(x: float) -> int:
+    return int(-(-x // 8) * 8)  # ultralytics make_divisible(x, 8)
+
+
+def _conv(t: _Tally, c1: int, c2: int, k: int, hw: float) -> None:
+    # Conv = Conv2d(no bias) -> BatchNorm2d -> SiLU; autograd keeps the conv output (BN input), the BN output
+    # (SiLU input) and the SiLU output (the next layer's input): 3 tensors of (c2, H, W).
+    t.params += c1 * c2 * k * k + 2 * c2
+    t.saved += 3 * c2 * hw
+    t.live = max(t.live, (c1 + 2 * c2) * hw)  # no grad: input, conv output, BN output (SiLU in place of none)
+
+
+def _c2f(t: _Tally, c1: int, c2: int, n: int, shortcut: bool, hw: float) -> None:
+    c = c2 // 2
+    _conv(t, c1, 2 * c, 1, hw)  # cv1, then split into two views
+    for _ in range(n):  # Bottleneck(c, c, e=1.0): two 3x3 Convs, plus the residual sum
+        _conv(t, c, c, 3, hw)
+        _conv(t, c, c, 3, hw)
+        t.saved += c * hw if shortcut else 0
+    t.saved += (2 + n) * c * hw  # torch.cat of the chunks, the input of cv2
+    t.live = max(t.live, 2 * (2 + n) * c * hw)  # no grad: the list of chunks and their concatenation
+    _conv(t, (2 + n) * c, c2, 1, hw)
+
+
+def _walk(arch: YoloArch, imgsz: int, nc: int) -> _Tally:
+    """Walk yolov8(-seg).yaml (backbone + PAN head + Detect/Segment) at `imgsz`; shapes per image."""
+    t = _Tally()
+
+    def ch(c: int) -> int:
+        return _div8(min(c, arch.max_channels) * arch.width)
+
+    def rep(n: int) -> int:
+        return max(round(n * arch.depth), 1)
+
+    def hw(stride: int) -> float:
+        return (imgsz / stride) ** 2
+
+    c64, c128, c256, c512, c1024 = ch(64), ch(128), ch(256), ch(512), ch(1024)
+    _conv(t, 3, c64, 3, hw(2))  # 0 P1/2
+    _conv(t, c64, c128, 3, hw(4))  # 1 P2/4
+    _c2f(t, c128, c128, rep(3), True, hw(4))
+    _conv(t, c128, c256, 3, hw(8))  # 3 P3/8
+    _c2f(t, c256, c256, rep(6), True, hw(8))
+    _conv(t, c256, c512, 3, hw(16))  # 5 P4/16
+    _c2f(t, c512, c512, rep(6), True, hw(16))
+    _conv(t, c512, c1024, 3, hw(32))  # 7 P5/32
+    _c2f(t, c1024, c1024, rep(3), True, hw(32))
+    c_ = c1024 // 2  # 9 SPPF(k=5): cv1, three max-pools (each keeps int64 indices), cat, cv2
+    _conv(t, c1024, c_, 1, hw(32))
+    t.saved += 3 * c_ * hw(32) + 4 * c_ * hw(32)
+    t.saved_i64 += 3 * c_ * hw(32)
+    _conv(t, 4 * c_, c1024, 1, hw(32))
+    # head: upsample (freed after the cat), cat (the next C2f's input: kept by its cv1), C2f
+    t.saved += (c1024 + c512) * hw(16) + (c512 + c256) * hw(8) + (c256 + c512) * hw(16) + (c512 + c1024) * hw(32)
+    _c2f(t, c1024 + c512, c512, rep(3), False, hw(16))  # 12
+    _c2f(t, c512 + c256, c256, rep(3), False, hw(8))  # 15 P3 out
+    _conv(t, c256, c256, 3, hw(16))
+    _c2f(t, c256 + c512, c512, rep(3), False, hw(16))  # 18 P4 out
+    _conv(t, c512, c512, 3, hw(32))
+    _c2f(t, c512 + c1024, c1024, rep(3), False, hw(32))  # 21 P5 out
+    levels = ((c256, 8), (c512, 16), (c1024, 32))
+    c2, c3 = max(16, c256 // 4, REG_MAX * 4), max(c256, min(nc, 100))
+    for cx, s in levels:  # Detect: box branch (cv2) and class branch (cv3) per level
+        for cb, co in ((c2, 4 * REG_MAX), (c3, nc)):
+            _conv(t, cx, cb, 3, hw(s))
+            _conv(t, cb, cb, 3, hw(s))
+            t.params += cb * co + co  # final Conv2d with bias
+            t.out += co * hw(s)
+    t.params += REG_MAX  # DFL conv (frozen)
+    if arch.seg:  # Segment: Proto at stride 4 and mask-coefficient branch (cv4) per level
+        nm, npr = 32, _div8(min(256, arch.max_channels) * arch.width)
+        _conv(t, c256, npr, 3, hw(8))
+        t.params += npr * npr * 4 + npr  # ConvTranspose2d(npr, npr, 2, 2) with bias
+        t.saved += npr * hw(4)
+        _conv(t, npr, npr, 3, hw(4))
+        _conv(t, npr, nm, 1, hw(4))
+        c4 = max(c256 // 4, nm)
+        for cx, s in levels:
+            _conv(t, cx, c4, 3, hw(s))
+            _conv(t, c4, c4, 3, hw(s))
+            t.params += c4 * nm + nm
+            t.out += nm * hw(s)
+    t.saved += t.out
+    return t
+
+
+def param_count(arch: YoloArch, nc: int = 80) -> int:
+    """Parameters of the model built from its yaml (nc classes), from the same walk as the activations."""
+    return _walk(arch, 640, nc).params
+
+
+def estimate(arch: YoloArch, job: FitJob, card: GpuSpec | None) -> Estimate:
+    """Peak memory of `yolo train` (one forward + backward, AMP) or `yolo predict` for `arch`."""
+    nc = 80
+    walk = _walk(arch, job.imgsz, nc)
+    p = walk.params
+    notes = [
+        f"{arch.key}: {p / 1e6:.1f}M parameters from yolov8{'-seg' if arch.seg else ''}.yaml "
+        f"(published {arch.params_m}M), nc={nc}"
+    ]
+    if job.job == "train":
+        act_b = 2 if job.amp else 4
+        # Per image: kept tensors (fp16 under AMP), max-pool indices, the fp32 input image and its gradient.
+        per_img = walk.saved * act_b + walk.saved_i64 * 8 + 3 * job.imgsz**2 * (4 + 4 + act_b)
+        opt = job.optimizer if job.optimizer in ("sgd", "adamw") else "sgd"
+        parts = {
+            # fp32 weights, the fp32 EMA copy the trainer keeps (ModelEMA), autocast's cached fp16 copies
+            "weights": p * 8 + (p * 2 if job.amp else 0),
+            "activations": per_img * job.batch,
+            "gradients": p * 4,
+            "optimizer": p * 4 * (1 if opt == "sgd" else 2),  # SGD momentum buffer, or AdamW exp_avg + exp_avg_sq
+        }
+        notes += [
+            f"training at imgsz {job.imgsz}, batch {job.batch}, "
+            f"{'AMP fp16' if job.amp else 'fp32'} activations, optimizer {opt}",
+            f"activations: {per_img / 2**20:.0f} MiB per image, the tensors autograd keeps in one forward pass "
+            "(3 per Conv-BN-SiLU block, the C2f concatenations, SPPF pool indices)",
+            "the dataloader, the validation pass and the loss's target-assignment tensors (which grow with the objects "
+            "per image) come on top in a real run: AutoBatch's profile leaves them out",
+        ]
+    else:
+        act_b = 2 if job.quant in ("auto", "fp16") else 4
+        # Inference keeps nothing for backward: the busiest block's tensors, the skip outputs (P3, P4, layers 9
+        # and 12, about one P3 map's worth) and the head outputs stay alive together.
+        per_img = walk.live + walk.out + 3 * job.imgsz**2
+        parts = {"weights": p * act_b, "activations": per_img * act_b * job.batch}
+        notes.append(f"inference at imgsz {job.imgsz}, batch {job.batch}, {'fp16' if act_b == 2 else 'fp32'}")
+    allocated = sum(parts.values())
+    return Estimate(
+        parts={k: v / GIB for k, v in parts.items()},
+        slack_gib=ALLOC_SLACK * allocated / GIB,
+        context_gib=TORCH_CONTEXT_GIB,
+        assumptions=notes,
+    )

@@ -1,0 +1,96 @@
+"""Whisper estimator: dimensions, runtime behaviour, and the measured rows (measured.md section D)."""
+
+from __future__ import annotations
+
+import pytest
+
+from onecard.fit import whisper
+from onecard.fit.job import FitJob
+
+LARGE_V2 = whisper.CATALOG["large-v2"]
+
+
+def _process_gib(**kw: object) -> float:
+    job = FitJob(model="whisper-large-v2", job="infer", beam=5, **kw)  # type: ignore[arg-type]
+    return whisper.estimate(LARGE_V2, job, None).process_gib
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("whisper-tiny", "tiny"),
+        ("small.en", "small.en"),
+        ("openai/whisper-medium", "medium"),
+        ("openai/whisper-large-v2", "large-v2"),
+        ("Systran/faster-whisper-large-v3", "large-v3"),
+        ("whisper-large-v3-turbo", "large-v3-turbo"),
+        ("openai/whisper-base.en", "base.en"),
+    ],
+)
+def test_names(name: str, key: str) -> None:
+    arch = whisper.find(name)
+    assert arch is not None and arch.key == key
+
+
+@pytest.mark.parametrize("name", ["whisper-huge", "wav2vec2", ""])
+def test_unknown_names(name: str) -> None:
+    assert whisper.find(name) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "params"),
+    # HF WhisperForConditionalGeneration parameter counts (paper Table 1: 39M, 74M, 244M, 769M, 1550M).
+    [
+        ("tiny", 37_760_640),
+        ("base", 72_593_920),
+        ("small", 241_734_912),
+        ("medium", 763_857_920),
+        ("large-v3", 1_543_490_560),
+        ("large-v3-turbo", 808_878_080),
+    ],
+)
+def test_param_counts(key: str, params: int) -> None:
+    assert whisper.CATALOG[key].params == params
+
+
+def test_int8_below_fp16() -> None:
+    fp16 = _process_gib(runtime="faster-whisper", quant="fp16")
+    assert _process_gib(runtime="faster-whisper", quant="int8") < fp16 - 1.0
+
+
+def test_beam_and_batch_grow_the_peak() -> None:
+    assert _process_gib(runtime="faster-whisper", quant="fp16", batch=8) > _process_gib(
+        runtime="faster-whisper", quant="fp16"
+    )
+    one = whisper.estimate(LARGE_V2, FitJob(model="large-v2", runtime="faster-whisper", beam=1), None)
+    five = whisper.estimate(LARGE_V2, FitJob(model="large-v2", runtime="faster-whisper", beam=5), None)
+    assert five.parts["kv_cache"] > one.parts["kv_cache"]
+
+
+def test_transformers_keeps_cross_attention_per_beam() -> None:
+    tf = whisper.estimate(LARGE_V2, FitJob(model="large-v2", runtime="transformers", beam=5), None)
+    ct2 = whisper.estimate(LARGE_V2, FitJob(model="large-v2", runtime="faster-whisper", beam=5), None)
+    assert tf.parts["kv_cache"] > ct2.parts["kv_cache"] + 0.5
+
+
+def test_fine_tune_full_above_lora() -> None:
+    small = whisper.CATALOG["small"]
+    full = whisper.estimate(small, FitJob(model="small", job="train", method="full", batch=4), None)
+    lora = whisper.estimate(small, FitJob(model="small", job="train", method="lora", batch=4), None)
+    assert full.peak_allocated_gib > lora.peak_allocated_gib
+
+
+# measured.md rows 43-45: SYSTRAN/faster-whisper README benchmark v1.1.0, RTX 3070 Ti, NVML used (MiB), process.
+@pytest.mark.parametrize(
+    ("kw", "measured_mib"),
+    [
+        ({"runtime": "openai-whisper", "quant": "fp16"}, 4708),  # row 43
+        ({"runtime": "transformers", "quant": "fp16"}, 4960),  # row 43
+        ({"runtime": "faster-whisper", "quant": "fp16"}, 4525),  # row 44
+        ({"runtime": "faster-whisper", "quant": "fp16", "batch": 8}, 6090),  # row 44
+        ({"runtime": "faster-whisper", "quant": "int8"}, 2926),  # row 45
+        ({"runtime": "faster-whisper", "quant": "int8", "batch": 8}, 4500),  # row 45
+    ],
+)
+def test_faster_whisper_benchmark_rows_within_25_percent(kw: dict[str, object], measured_mib: int) -> None:
+    assert abs(_process_gib(**kw) / (measured_mib / 1024) - 1) < 0.25
