@@ -40,7 +40,8 @@ def _timed(cmd: list[str]) -> float:
 
 
 def test_import_onecard_pulls_no_heavy_library() -> None:
-    code = "import sys, onecard, onecard.cli; print(sorted(m for m in ('torch','transformers','pydantic','rich','trackio') if m in sys.modules))"
+    heavy = "('torch', 'transformers', 'pydantic', 'rich', 'trackio')"
+    code = f"import sys, onecard, onecard.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
