@@ -56,7 +56,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
 class Run:
