@@ -1,0 +1,250 @@
+"""LLM/VLM inference memory on transformers (generate), llama.cpp, Ollama and vLLM.
+
+- transformers: weights + the KV cache + the larger of two phases: prefill (the prompt's activations, eager
+  attention's T x T scores, the dequantization buffer of 4-bit matmuls, the sampled logits) and the last decode step
+  (full KV cache, one token's activations, the KV concat copy of `DynamicCache`).
+- llama.cpp: the buffers it logs (model, KV, compute). The compute buffer is Ollama's GraphSize formula for llama
+  (ollama fs/ggml/ggml.go), which gives the measured.md rows 12-13 to the MiB: 4*n_ub*(1 + 4*n_embd +
+  n_ctx*(1 + n_head)) with all layers offloaded (scores, mask and four hidden-size tensors), or the output layer
+  4*n_ub*(n_embd + n_vocab), whichever is larger.
+- Ollama: llama.cpp, with the layer count its estimator picks: per layer blk.0 + KV/L, plus 457 MiB minimum memory
+  (discover/gpu.go cudaMinimumMemory), one spare layer and the graph (llm/memory.go EstimateGPULayers).
+- vLLM: takes gpu_memory_utilization of the card; what weights, profiling activations and CUDA graphs leave is the
+  paged KV block pool.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from onecard.core.errors import ConfigError
+from onecard.fit.catalog import LlmArch, linears, n_params
+from onecard.fit.estimate import GIB, Estimate
+from onecard.fit.job import FitJob
+from onecard.fit.llm import (
+    ALLOC_SLACK,
+    CUDA_CONTEXT_GIB,
+    WeightBytes,
+    context_note,
+    gib,
+    kv_bytes_per_token,
+    parse_quant,
+    slack_note,
+    weight_bytes,
+)
+
+if TYPE_CHECKING:
+    from onecard.core.gpus import GpuSpec
+
+__all__ = ["estimate", "runtime_of", "graph_bytes"]
+
+OLLAMA_MIN_MIB = 457  # ollama discover/gpu.go: cudaMinimumMemory = 457 MiB
+LLAMA_CPP_UBATCH = 512  # llama.cpp default n_ubatch (and llama-cpp-python's n_batch)
+VLLM_BATCHED_TOKENS = 2048  # vLLM V1 `vllm serve` default max_num_batched_tokens (chunked prefill)
+VLLM_MAX_SEQS = 256  # vLLM default max_num_seqs: the sampler's logits in the profiling run
+VLLM_CUDA_GRAPH_GIB = 0.5  # captured CUDA graphs (vLLM logs 0.3-0.6 GiB for 7-8B models)
+
+
+def runtime_of(arch: LlmArch, job: FitJob) -> str:
+    """The runtime that holds the model: the job's, else llama.cpp for GGUF files and types, else transformers."""
+    if job.runtime != "auto":
+        return job.runtime
+    wf = arch.weights_file
+    if wf is not None and wf.format == "gguf":
+        return "llama.cpp"
+    q = job.quant.lower()
+    return "llama.cpp" if q.startswith("q") and q[1:2].isdigit() else "transformers"  # a GGUF type: q4_k_m
+
+
+def _decode_speed(est: Estimate, card: GpuSpec | None, read_bytes: float, batch: int, runtime: str) -> None:
+    """Decode is memory-bound: each step reads every weight once and each sequence's KV cache."""
+    if card is None or card.bandwidth_gbs <= 0:
+        est.throughput_note = "no bandwidth figure for this card: decode speed not estimated"
+        return
+    est.tokens_per_s = batch * card.bandwidth_gbs * 1e9 / read_bytes
+    est.throughput_note = (f"{runtime} decode, {batch} sequence(s): {card.bandwidth_gbs:g} GB/s peak bandwidth / "
+                           f"{read_bytes / 1e9:.2f} GB read per step (weights + KV); an upper bound")
+
+
+def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[str]) -> Estimate:
+    fmt = parse_quant(arch, job, card, "transformers")
+    if fmt.kind == "gguf":
+        raise ConfigError(f"{fmt.name} is a GGUF format; transformers would dequantize it to 16-bit",
+                          "use --runtime llama.cpp (or ollama) for GGUF, or a transformers format such as nf4")
+    a, wb = fmt.act_bytes, weight_bytes(arch, fmt)
+    B, L, h, f = job.batch, arch.n_layers, arch.hidden, arch.intermediate
+    img = arch.vision.image_tokens if arch.vision else 0
+    prompt = max(job.ctx - job.new_tokens, 1) + img
+    ctx = job.ctx + img
+    kvt = kv_bytes_per_token(arch, job.kv_dtype, a)
+    # no autograd: per token the residual stream, the norm output (+ its fp32 upcast) and the MLP's gate, up and
+    # activation (the gated product takes the gate's place), or the attention's q, k, v and output
+    per_tok = 2 * a * h + 4 * h + max((3 if arch.gated_mlp else 2) * a * f, a * (2 * arch.q_dim + 2 * arch.kv_dim))
+    scores = 0.0
+    if job.attention == "eager":  # T x T scores in the model dtype, the fp32 softmax and its cast back, the mask
+        scores = B * prompt * prompt * (arch.n_heads * (2 * a + 4) + a)
+    vision = B * (img + 1) * a * 6 * arch.vision.hidden if arch.vision else 0.0  # ViT block: residual, norm, 4h MLP
+    logits = B * arch.vocab * (a + 4)  # last position only (transformers >= 4.45) + the fp32 copy sampling takes
+    prefill = {"kv_cache": B * prompt * kvt, "activations": B * prompt * per_tok + scores + vision,
+               "logits": logits, "runtime": wb.dequant}
+    decode = {"kv_cache": B * ctx * kvt, "activations": B * per_tok + B * ctx * kvt / (2 * L), "logits": logits}
+    phase, work = ("prefill", prefill) if sum(prefill.values()) >= sum(decode.values()) else ("decode", decode)
+    parts = {"weights": wb.total, **work}
+    notes += [f"weights {fmt.name}" + (f" ({gib(wb.total):.2f} GiB)" if fmt.quantized else ""),
+              f"batch {B}, context {job.ctx} tokens ({job.ctx - job.new_tokens} prompt + {job.new_tokens} new)",
+              f"KV cache {job.kv_dtype if job.kv_dtype not in ('f16', 'bf16') else 'in the model dtype'}: "
+              f"{kvt / 1024:.0f} KiB/token", f"peak during the {phase}",
+              "logits of the last position only, fp32 for sampling (transformers >= 4.45; older versions keep "
+              "the whole prompt's logits in fp32)",
+              f"attention {job.attention}" + (": T x T scores materialised" if job.attention == "eager" else "")]
+    if wb.dequant:
+        notes.append(f"prefill matmuls dequantize one weight at a time: {gib(wb.dequant):.2f} GiB buffer")
+    if img:
+        notes.append(f"one image per sequence: {img} image tokens in the context")
+    est = Estimate({k: gib(v) for k, v in parts.items()},
+                   slack_gib=gib(ALLOC_SLACK * (parts["activations"] + parts["logits"] + parts.get("runtime", 0))),
+                   context_gib=CUDA_CONTEXT_GIB, assumptions=[*notes, slack_note()])
+    _decode_speed(est, card, wb.total + B * (prompt + job.new_tokens / 2) * kvt, B, "transformers")
+    return est
+
+
+def graph_bytes(arch: LlmArch, n_ctx: int, n_ub: int, flash: bool, bpw: float) -> tuple[float, float]:
+    """llama.cpp compute buffer (full offload, partial offload), Ollama's GraphSize formula for llama.
+
+    `bpw` is the layers' bits per weight (Ollama hard-codes 4.5, i.e. h*h*9/16 bytes); without flash attention the
+    n_ctx x n_head scores per ubatch token dominate, with it only the mask remains.
+    """
+    h, V, nh = arch.hidden, arch.vocab, arch.n_heads
+    scores = 0 if flash else n_ctx * nh
+    full = max(4 * n_ub * (1 + 4 * h + n_ctx + scores), 4 * n_ub * (h + V))
+    # partial offload: CPU-resident weights of big-batch matmuls are copied over (the h*h and h*V terms)
+    partial = 4 * n_ub * h + max(
+        4 * n_ub * (1 + h + max(n_ctx, h)) + h * h * bpw / 8
+        + 4 * n_ctx * ((0 if flash else n_ub * nh) + arch.head_dim * arch.n_kv_heads),
+        4 * n_ub * (h + V) + h * V * 105 / 128)
+    return float(full), float(partial)
+
+
+def _llama_cpp(arch: LlmArch, job: FitJob, card: GpuSpec | None, ollama: bool, notes: list[str]) -> Estimate:
+    runtime = "ollama" if ollama else "llama.cpp"
+    fmt = parse_quant(arch, job, card, runtime)
+    if fmt.kind != "gguf":
+        raise ConfigError(f"{runtime} runs GGUF files; --quant {job.quant} is a transformers format",
+                          "pass a .gguf file or a GGUF type such as --quant q4_k_m, or use --runtime transformers")
+    flash = job.attention == "flash"
+    if job.kv_dtype.lower() in ("q8_0", "q4_0") and not flash:
+        raise ConfigError(f"llama.cpp needs flash attention for a {job.kv_dtype} V cache",
+                          "add --attention flash, or use --kv-dtype f16")
+    wb: WeightBytes = weight_bytes(arch, fmt)
+    L = arch.n_layers
+    n_ctx = job.ctx * job.batch  # parallel sequences (-np) split one context
+    n_ub = min(LLAMA_CPP_UBATCH, n_ctx)
+    kv_layer = n_ctx * kv_bytes_per_token(arch, job.kv_dtype) / L
+    bpw = 8 * sum(wb.layers) / (L * sum(lin.d_in * lin.d_out for lin in linears(arch)))
+    full, partial = graph_bytes(arch, n_ctx, n_ub, flash, bpw)
+    head_gpu = wb.output + (wb.embed if arch.tied_embeddings else 0)  # a tied head is copied next to the layers
+    pool = n_ub * max(arch.hidden, arch.intermediate) * 4.0  # CUDA pool: f16 copies of matmul inputs/outputs
+
+    def gpu(n: int) -> tuple[float, float, float]:
+        k = min(n, L)
+        w = sum(wb.layers[L - k:]) + (head_gpu + wb.other if n > L else 0)
+        return w, k * kv_layer, full if n > L else partial
+
+    if job.gpu_layers is not None:
+        n = min(job.gpu_layers, L + 1)
+    elif card is None:
+        n = L + 1
+    elif ollama:
+        n = _ollama_layers(wb, kv_layer, head_gpu, full, partial, card, job, L)
+    else:
+        budget = (card.vram_gib - job.margin_gib - CUDA_CONTEXT_GIB) * GIB - pool
+        n = max([k for k in range(L + 2) if sum(gpu(k)) <= budget], default=0)
+    w, kv, graph = gpu(n)
+    cpu = wb.total - (w - (wb.embed if arch.tied_embeddings and n > L else 0)) + (L - min(n, L)) * kv_layer
+    notes += [f"{runtime}: {fmt.name} weights ({gib(wb.total):.2f} GiB, "
+              f"{8 * wb.total / n_params(arch):.2f} bits/weight)",
+              f"{min(n, L)}/{L} layers on the GPU" + (" + output layer" if n > L else "")
+              + ("" if job.gpu_layers is not None else " (as many as fit)" if not ollama else " (Ollama's estimate)"),
+              "token embedding stays in host RAM (llama.cpp)",
+              f"n_ctx {n_ctx}, n_ubatch {n_ub}, KV {job.kv_dtype}: {gib(kv_layer * L) * 1024:.0f} MiB for all layers",
+              f"flash attention {'on' if flash else 'off'}: compute buffer {graph / 2**20:.0f} MiB"
+              + ("" if n > L else " (partial offload: CPU weights of big matmuls are copied in)"),
+              f"CUDA pool for matmul conversions ~{pool / 2**20:.0f} MiB (in slack)"]
+    if ollama:
+        notes.append(f"Ollama reserves {OLLAMA_MIN_MIB} MiB + one spare layer + the graph when it counts layers")
+    est = Estimate({"weights": gib(w), "kv_cache": gib(kv), "runtime": gib(graph)}, slack_gib=gib(pool),
+                   context_gib=CUDA_CONTEXT_GIB, cpu_gib=gib(cpu), gpu_layers=n, assumptions=notes)
+    if n > L:
+        _decode_speed(est, card, w + kv_layer * L / 2, job.batch, runtime)
+    else:
+        est.throughput_note = "partial offload: decode speed is bound by host RAM bandwidth (not estimated)"
+    return est
+
+
+def _ollama_layers(wb: WeightBytes, kv_layer: float, head: float, full: float, partial: float, card: GpuSpec,
+                   job: FitJob, L: int) -> int:
+    """Ollama's EstimateGPULayers (llm/memory.go) on one GPU whose free memory is the card less the margin."""
+    free = (card.vram_gib - job.margin_gib) * GIB
+    layer = wb.layers[0] + kv_layer
+    graph = max(full, partial)
+    used = OLLAMA_MIN_MIB * 2**20 + layer  # minimum memory + one layer as a buffer
+    if free < used + graph + layer:
+        return 0
+    n = 0
+    for i in range(L):
+        if free > used + graph + wb.layers[i] + kv_layer:
+            used += wb.layers[i] + kv_layer
+            n += 1
+    if n == L and free > used + graph + head:
+        n += 1
+    return n
+
+
+def _vllm(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[str]) -> Estimate:
+    fmt = parse_quant(arch, job, card, "vllm")
+    if fmt.kind in ("gguf", "int8"):
+        raise ConfigError(f"this planner does not model vLLM with {fmt.name} weights",
+                          "use fp16/bf16, awq, gptq or nf4 (bitsandbytes) with vLLM, or --runtime llama.cpp")
+    a, wb = fmt.act_bytes, weight_bytes(arch, fmt)
+    kvt = kv_bytes_per_token(arch, job.kv_dtype, a)
+    T = VLLM_BATCHED_TOKENS
+    act = T * a * (2 * arch.hidden + 3 * arch.intermediate) + VLLM_MAX_SEQS * arch.vocab * 4 * 2 + wb.dequant
+    graphs = VLLM_CUDA_GRAPH_GIB * GIB
+    needed = job.batch * job.ctx * kvt
+    pool = needed
+    notes += [f"vLLM: {fmt.name} weights ({gib(wb.total):.2f} GiB)",
+              f"profiling run of {T} batched tokens and {VLLM_MAX_SEQS} sampled sequences: {gib(act):.2f} GiB",
+              f"CUDA graphs {VLLM_CUDA_GRAPH_GIB} GiB (0 with enforce_eager)"]
+    if card is not None:
+        pool = job.gpu_memory_utilization * card.vram_gib * GIB - CUDA_CONTEXT_GIB * GIB - wb.total - act - graphs
+        tokens = max(int(pool // kvt) // 16 * 16, 0)  # blocks of 16 tokens
+        notes.append(f"gpu_memory_utilization {job.gpu_memory_utilization}: KV block pool {gib(max(pool, 0)):.2f} GiB"
+                     f" = {tokens} tokens ({tokens / job.ctx:.1f} sequences of {job.ctx})")
+        if pool < needed:
+            notes.append(f"the pool is below the {gib(needed):.2f} GiB that {job.batch} x {job.ctx} tokens need: "
+                         "vLLM refuses to start; raise gpu_memory_utilization or lower the context")
+    est = Estimate({"weights": gib(wb.total), "kv_cache": gib(max(pool, needed)), "activations": gib(act),
+                    "runtime": VLLM_CUDA_GRAPH_GIB}, slack_gib=0.0, context_gib=CUDA_CONTEXT_GIB, assumptions=notes)
+    _decode_speed(est, card, wb.total + job.batch * job.ctx / 2 * kvt, job.batch, "vLLM")
+    return est
+
+
+def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
+    """Inference memory of an LLM/VLM on the job's runtime.
+
+    Raises:
+        ConfigError: the runtime is not an LLM runtime, or the format does not run on it.
+    """
+    runtime = runtime_of(arch, job)
+    notes: list[str] = []
+    if runtime in ("llama.cpp", "ollama"):
+        est = _llama_cpp(arch, job, card, runtime == "ollama", notes)
+    elif runtime == "vllm":
+        est = _vllm(arch, job, card, notes)
+    elif runtime == "transformers":
+        est = _transformers(arch, job, card, notes)
+    else:
+        raise ConfigError(f"--runtime {runtime} does not run LLMs",
+                          "use transformers, llama.cpp, vllm or ollama (or auto)")
+    est.assumptions.append(context_note())
+    return est

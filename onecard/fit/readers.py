@@ -1,0 +1,304 @@
+"""Architectures from files: a config.json, a model folder (safetensors headers), a .gguf file, or the HF cache.
+
+Nothing here loads weights. A safetensors file starts with an 8-byte little-endian header length and a JSON header
+that names every tensor's dtype, shape and byte range; a GGUF file starts with its metadata and tensor table
+(https://github.com/ggml-org/ggml/blob/master/docs/gguf.md). Both give the true bytes of each tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from onecard.core.errors import ConfigError, ModelNotFoundError
+from onecard.fit.catalog import LlmArch, VisionTower, WeightsFile
+
+__all__ = ["read_path", "read_config", "read_gguf", "read_safetensors_header", "hub_cache_dir", "find_in_hub_cache",
+           "GGML_TYPES", "GGUF_FILE_TYPES"]
+
+# ggml type id -> (name, elements per block, bytes per block); gguf-py constants.GGML_QUANT_SIZES
+GGML_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 40), 10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110),
+    12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292),
+    16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98), 19: ("IQ1_S", 256, 50),
+    20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110), 22: ("IQ2_S", 256, 82), 23: ("IQ4_XS", 256, 136),
+    24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8),
+    29: ("IQ1_M", 256, 56), 30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66), 39: ("MXFP4", 32, 17),
+}
+# general.file_type -> llama.cpp ftype name (llama.h enum llama_ftype)
+GGUF_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+                   11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M",
+                   18: "Q6_K", 30: "IQ4_XS", 32: "BF16"}
+_ST_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+             "F8_E4M3": 1, "F8_E5M2": 1}
+
+_LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|blk|block)\.(\d+)\.")
+_EMBED = ("embed_tokens", "wte.", "word_embeddings", "tok_embeddings", "token_embd")
+_OUTPUT = ("lm_head", "output.", "output_norm", "model.norm.", "ln_f.", "norm.weight")
+
+# Defaults of the transformers config classes, for keys a config.json leaves out.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "llama": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                  num_attention_heads=32, max_position_embeddings=2048, tie_word_embeddings=False),
+    "mistral": dict(tie_word_embeddings=False), "qwen2": dict(tie_word_embeddings=False),
+    "phi3": dict(tie_word_embeddings=False), "gemma": dict(tie_word_embeddings=True),
+    "gemma2": dict(tie_word_embeddings=True), "gemma3_text": dict(tie_word_embeddings=True),
+}
+_NOT_GATED = {"gpt_bigcode", "falcon", "gpt2", "gpt_neox", "starcoder2", "phi"}
+
+
+def _first(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
+    for key in keys:
+        if cfg.get(key) is not None:
+            return cfg[key]
+    return default
+
+
+def _vision(cfg: dict[str, Any], text_hidden: int) -> VisionTower:
+    """A CLIP-style ViT tower + LLaVA mlp2x_gelu projector, counted from the vision_config dimensions."""
+    v = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "image_size": 336,
+         "patch_size": 14, **cfg.get("vision_config", {})}
+    h, f, p = v["hidden_size"], v["intermediate_size"], v["patch_size"]
+    patches = (v["image_size"] // p) ** 2
+    block = 4 * (h * h + h) + 2 * h * f + f + h + 4 * h
+    params = 3 * p * p * h + h + (patches + 1) * h + 4 * h + v["num_hidden_layers"] * block
+    projector = h * text_hidden + text_hidden + text_hidden * text_hidden + text_hidden
+    return VisionTower(f"ViT {h}x{v['num_hidden_layers']} @ {v['image_size']}px", params, projector, h, patches)
+
+
+def read_config(cfg: dict[str, Any], key: str, source: str) -> LlmArch:
+    """An architecture from a transformers config.json dict.
+
+    Raises:
+        ConfigError: the config does not describe a decoder-only text model this planner counts.
+    """
+    model_type = str(cfg.get("model_type", "llama"))
+    vision = None
+    if "text_config" in cfg:  # LLaVA-style: the LLM lives in text_config
+        text = {"model_type": "llama", **cfg["text_config"]}
+        arch = read_config(text, key, source)
+        vision = _vision(cfg, arch.hidden)
+        from dataclasses import replace
+
+        return replace(arch, vision=vision, family=model_type)
+    c = {**_DEFAULTS.get(model_type, {}), **cfg}
+    hidden = _first(c, "hidden_size", "n_embd", "d_model")
+    layers = _first(c, "num_hidden_layers", "n_layer", "num_layers")
+    heads = _first(c, "num_attention_heads", "n_head")
+    if not (hidden and layers and heads):
+        raise ConfigError(f"{source}: not a decoder-only LLM config (no hidden size / layers / heads)",
+                          "pass the config.json of a causal language model")
+    kv = _first(c, "num_key_value_heads", "num_kv_heads", default=heads)
+    if c.get("multi_query") and not c.get("new_decoder_architecture"):
+        kv = 1
+    parallel = model_type == "falcon" and c.get("parallel_attn", True) and not c.get("new_decoder_architecture")
+    norms = 4 if model_type in ("gemma2", "gemma3", "gemma3_text") else 1 if parallel else 2
+    return LlmArch(
+        key=key, name=key, n_layers=int(layers), hidden=int(hidden),
+        intermediate=int(_first(c, "intermediate_size", "n_inner", "ffn_hidden_size", default=4 * hidden)),
+        n_heads=int(heads), n_kv_heads=int(kv), head_dim=int(_first(c, "head_dim", default=hidden // heads)),
+        vocab=int(_first(c, "vocab_size", "padded_vocab_size", default=32000)),
+        max_ctx=int(_first(c, "max_position_embeddings", "n_positions", "seq_length", "max_seq_len", default=2048)),
+        tied_embeddings=bool(c.get("tie_word_embeddings", True)),
+        gated_mlp=model_type not in _NOT_GATED,
+        norm="layer" if model_type in _NOT_GATED else "rms",
+        norms_per_layer=norms,
+        qkv_bias=model_type == "qwen2" or bool(c.get("attention_bias")),
+        linear_bias=model_type == "gpt_bigcode" or bool(c.get("bias", False)) and model_type == "falcon",
+        fused_qkv=model_type in ("phi3", "falcon", "gpt_bigcode"),
+        fused_gate_up=model_type == "phi3",
+        qk_norm=model_type in ("gemma3", "gemma3_text", "qwen3"),
+        learned_positions=int(c.get("n_positions", 0)) if model_type == "gpt_bigcode" else 0,
+        family=model_type, vision=vision, source=source,
+    )
+
+
+def read_safetensors_header(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The tensor table of a .safetensors file: name -> {dtype, shape, data_offsets}, without reading weights."""
+    with open(path, "rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header: dict[str, dict[str, Any]] = json.loads(fh.read(size))
+    header.pop("__metadata__", None)
+    return header
+
+
+def _group(sizes: dict[str, int]) -> tuple[tuple[int, ...], int, int, int]:
+    """Split per-tensor bytes into (per-block bytes, embedding, output head + norm, other)."""
+    layers: dict[int, int] = {}
+    embed = output = other = 0
+    for name, nbytes in sizes.items():
+        m = _LAYER.search(name)
+        if m and "vision" not in name:
+            layers[int(m.group(1))] = layers.get(int(m.group(1)), 0) + nbytes
+        elif any(t in name for t in _EMBED):
+            embed += nbytes
+        elif any(name.startswith(t) or f".{t}" in name for t in _OUTPUT):
+            output += nbytes
+        else:
+            other += nbytes
+    return tuple(layers[i] for i in sorted(layers)), embed, output, other
+
+
+def _read_folder(folder: Path, key: str) -> LlmArch:
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise ConfigError(f"{folder}: no config.json next to the weights",
+                          "pass a model folder that holds config.json, or the config.json itself")
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    arch = read_config(cfg, key, str(cfg_path))
+    index = folder / "model.safetensors.index.json"
+    shards = sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()}) if index.is_file() \
+        else sorted(folder.glob("*.safetensors"))
+    if not shards:
+        return arch
+    sizes: dict[str, int] = {}
+    dtypes: dict[str, int] = {}
+    for shard in shards:
+        for name, t in read_safetensors_header(shard).items():
+            start, end = t["data_offsets"]
+            sizes[name] = end - start
+            dtypes[t["dtype"]] = dtypes.get(t["dtype"], 0) + end - start
+    quant = cfg.get("quantization_config", {}).get("quant_method") or max(dtypes, key=dtypes.__getitem__).lower()
+    layer_bytes, embed, output, other = _group(sizes)
+    from dataclasses import replace
+
+    return replace(arch, weights_file=WeightsFile(str(folder), "safetensors", str(quant), layer_bytes, embed, output,
+                                                  other))
+
+
+class _GgufParser:
+    """Just enough of the GGUF v2/v3 format to read metadata and the tensor table."""
+
+    _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+
+    def _unpack(self, fmt: str) -> Any:
+        return struct.unpack(fmt, self.fh.read(struct.calcsize(fmt)))[0]
+
+    def _string(self) -> str:
+        return self.fh.read(self._unpack("<Q")).decode("utf-8", errors="replace")
+
+    def _value(self, vtype: int) -> Any:
+        if vtype == 8:
+            return self._string()
+        if vtype == 9:  # array: item type, count, items; long arrays (token lists) are skipped, their length kept
+            itype, count = self._unpack("<I"), self._unpack("<Q")
+            if itype in self._SCALARS:
+                size = struct.calcsize(self._SCALARS[itype])
+                if count > 64:
+                    self.fh.seek(size * count, os.SEEK_CUR)
+                    return count
+                return [self._unpack(self._SCALARS[itype]) for _ in range(count)]
+            items = [self._value(itype) for _ in range(count)]
+            return count if count > 64 else items
+        return self._unpack(self._SCALARS[vtype])
+
+    def read(self) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
+        if self.fh.read(4) != b"GGUF":
+            raise ConfigError(f"{getattr(self.fh, 'name', '?')}: not a GGUF file (bad magic)",
+                              "pass a .gguf model file written by llama.cpp")
+        version = self._unpack("<I")
+        if version < 2:
+            raise ConfigError(f"GGUF version {version} is too old to read",
+                              "convert the model with a current llama.cpp")
+        n_tensors, n_kv = self._unpack("<Q"), self._unpack("<Q")
+        meta = {}
+        for _ in range(n_kv):
+            key = self._string()
+            meta[key] = self._value(self._unpack("<I"))
+        tensors = {}
+        for _ in range(n_tensors):
+            name = self._string()
+            dims = [self._unpack("<Q") for _ in range(self._unpack("<I"))]
+            ttype = self._unpack("<I")
+            self._unpack("<Q")  # offset
+            n = 1
+            for d in dims:
+                n *= d
+            _, block, nbytes = GGML_TYPES[ttype]
+            tensors[name] = (n, n // block * nbytes)
+        return meta, tensors
+
+
+def read_gguf(path: str | Path) -> LlmArch:
+    """An architecture and its real per-tensor sizes from a GGUF file's header."""
+    with open(path, "rb") as fh:
+        meta, tensors = _GgufParser(fh).read()
+    a = meta.get("general.architecture", "llama")
+
+    def kv(name: str, default: Any = None) -> Any:
+        return meta.get(f"{a}.{name}", default)
+
+    hidden, heads = int(kv("embedding_length")), int(kv("attention.head_count"))
+    vocab = kv("vocab_size") or meta.get("tokenizer.ggml.tokens") or tensors["token_embd.weight"][0] // hidden
+    layer_bytes, embed, output, other = _group({name: nbytes for name, (_, nbytes) in tensors.items()})
+    ftype = GGUF_FILE_TYPES.get(int(meta.get("general.file_type", -1)), "unknown")
+    name = Path(path).name
+    family = {"starcoder": "gpt_bigcode", "gemma3": "gemma3_text"}.get(a, a)
+    return LlmArch(
+        key=name, name=str(meta.get("general.name", name)), n_layers=int(kv("block_count")), hidden=hidden,
+        intermediate=int(kv("feed_forward_length", 4 * hidden)), n_heads=heads,
+        n_kv_heads=int(kv("attention.head_count_kv", heads)),
+        head_dim=int(kv("attention.key_length", hidden // heads)), vocab=int(vocab),
+        max_ctx=int(kv("context_length", 2048)), tied_embeddings="output.weight" not in tensors,
+        gated_mlp="blk.0.ffn_gate.weight" in tensors or "blk.0.ffn_gate_up.weight" in tensors,
+        norm="layer" if "blk.0.attn_norm.bias" in tensors else "rms",
+        norms_per_layer=4 if "blk.0.post_attention_norm.weight" in tensors else
+        2 if "blk.0.ffn_norm.weight" in tensors else 1,
+        fused_qkv="blk.0.attn_qkv.weight" in tensors, family=family, source=str(path),
+        weights_file=WeightsFile(str(path), "gguf", ftype, layer_bytes, embed, output, other),
+    )
+
+
+def read_path(path: str | Path) -> LlmArch:
+    """An architecture from a local config.json, model folder, .safetensors (with config.json beside it) or .gguf.
+
+    Raises:
+        ModelNotFoundError: nothing at that path.
+        ConfigError: the file is not one of those kinds.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelNotFoundError(f"no file or folder at {p}", "check the path")
+    if p.is_dir():
+        return _read_folder(p, p.name)
+    if p.suffix == ".gguf":
+        return read_gguf(p)
+    if p.suffix == ".safetensors":
+        return _read_folder(p.parent, p.parent.name)
+    if p.suffix == ".json":
+        if (p.parent / "model.safetensors").is_file() or (p.parent / "model.safetensors.index.json").is_file():
+            return _read_folder(p.parent, p.parent.name)
+        return read_config(json.loads(p.read_text(encoding="utf-8")), p.parent.name or p.stem, str(p))
+    raise ConfigError(f"{p}: not a config.json, model folder, .safetensors or .gguf",
+                      "pass one of those, or a catalog name")
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def find_in_hub_cache(repo_id: str) -> LlmArch | None:
+    """The architecture of a hub id from the local cache, offline; None when it is not cached with a config.json."""
+    repo = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}"
+    ref = repo / "refs" / "main"
+    snapshots = [repo / "snapshots" / ref.read_text().strip()] if ref.is_file() else \
+        sorted((repo / "snapshots").glob("*"), key=lambda s: s.stat().st_mtime, reverse=True)
+    for snap in snapshots:
+        if (snap / "config.json").is_file():
+            arch = _read_folder(snap, repo_id)
+            from dataclasses import replace
+
+            return replace(arch, key=repo_id, name=repo_id)
+    return None

@@ -1,0 +1,261 @@
+"""The planner's answer, as JSON (`--json`) and as readable rich output: verdict, breakdown bar, assumptions, fixes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from onecard.fit.estimate import PARTS
+from onecard.fit.job import FitJob
+from onecard.fit.ladder import describe_changes, family
+from onecard.fit.solve import RANKING
+
+if TYPE_CHECKING:
+    from onecard.fit.estimate import Estimate
+    from onecard.fit.measure import Measured
+    from onecard.fit.plan import Plan
+
+__all__ = [
+    "to_json", "render", "render_solutions", "render_trace", "render_measured", "breakdown", "verdict", "LABELS",
+]
+
+BAR_WIDTH = 60
+# Every part of the process's memory, in drawing order: the tensor parts, then what the allocator and CUDA add.
+LABELS = {
+    "weights": "weights", "kv_cache": "KV cache", "activations": "activations", "logits": "logits",
+    "gradients": "gradients", "optimizer": "optimizer states", "adapters": "adapters", "runtime": "runtime buffers",
+    "allocator_slack": "allocator slack", "cuda_context": "CUDA context",
+}
+COLOURS = {
+    "weights": "blue", "kv_cache": "magenta", "activations": "yellow", "logits": "bright_yellow", "gradients": "red",
+    "optimizer": "dark_orange", "adapters": "green", "runtime": "cyan", "allocator_slack": "grey62",
+    "cuda_context": "grey42",
+}
+
+
+def breakdown(plan: Plan) -> dict[str, float]:
+    """GiB per part, every part named (zeros included); sums to the process figure (what nvidia-smi shows)."""
+    est = plan.estimate
+    parts = {part: est.parts.get(part, 0.0) for part in PARTS}
+    return parts | {"allocator_slack": est.slack_gib, "cuda_context": est.context_gib}
+
+
+def _n(gib: float) -> str:
+    """A size without a useless ".0": 11.99 -> "12", 7.63 -> "7.6"."""
+    return f"{gib:.1f}".removesuffix(".0")
+
+
+def _card_text(plan: Plan) -> str:
+    card = plan.card
+    if card is None:
+        return "card"
+    return f"{_n(card.vram_gib)} GiB {card.name.removeprefix('NVIDIA ').removeprefix('GeForce ')}"
+
+
+def verdict(plan: Plan) -> str:
+    """One line: "fits a 12 GiB RTX 4070 Ti with 2.3 GiB to spare" or "does not fit: needs 15.2 GiB of 11.5"."""
+    need = plan.estimate.process_gib
+    if plan.card is None or plan.budget_gib is None:
+        return f"needs {need:.1f} GiB (no card given: pass --gpu or --vram to check the fit)"
+    if plan.fits:
+        return f"fits a {_card_text(plan)} with {plan.headroom_gib:.1f} GiB to spare"
+    return f"does not fit: needs {need:.1f} GiB of {plan.budget_gib:.1f}"
+
+
+def _throughput(plan: Plan) -> dict[str, Any]:
+    est = plan.estimate
+    return {"step_s": est.step_s, "tokens_per_s": est.tokens_per_s, "note": est.throughput_note}
+
+
+def _summary(plan: Plan, request: FitJob) -> dict[str, Any]:
+    """The short form of a plan in a list of fixes or solutions."""
+    return {
+        "changes": describe_changes(request, plan.job),
+        "settings": {k: v for k, v in plan.job.model_dump(mode="json").items() if v != getattr(request, k)},
+        "peak_allocated_gib": round(plan.estimate.peak_allocated_gib, 3),
+        "peak_reserved_gib": round(plan.estimate.peak_reserved_gib, 3),
+        "process_gib": round(plan.estimate.process_gib, 3),
+        "headroom_gib": round(plan.headroom_gib, 3) if plan.headroom_gib is not None else None,
+        "fits": plan.fits,
+        "throughput": _throughput(plan),
+    }
+
+
+def to_json(plan: Plan, fixes: Sequence[tuple[str, Plan]] | None = None,
+            solutions: Sequence[Plan] | None = None) -> dict[str, Any]:
+    """The plan as JSON-able data (GiB rounded to 3 decimals): what `onecard fit --json` prints.
+
+    Args:
+        plan: the plan of the request.
+        fixes: `ladder.cheapest_fixes` output, listed under "fixes".
+        solutions: `solve.solve` output, listed under "solutions".
+    """
+    est, card = plan.estimate, plan.card
+    out: dict[str, Any] = {
+        "model": plan.job.model,
+        "job": plan.job.model_dump(mode="json"),
+        "card": None if card is None else {
+            "key": card.key, "name": card.name, "vram_gib": card.vram_gib, "bandwidth_gbs": card.bandwidth_gbs,
+            "fp16_tflops": card.fp16_tflops, "bf16_tflops": card.bf16_tflops, "bf16": card.bf16},
+        "fits": plan.fits,
+        "verdict": verdict(plan),
+        "peak_allocated_gib": round(est.peak_allocated_gib, 3),
+        "peak_reserved_gib": round(est.peak_reserved_gib, 3),
+        "process_gib": round(est.process_gib, 3),
+        "budget_gib": None if plan.budget_gib is None else round(plan.budget_gib, 3),
+        "headroom_gib": None if plan.headroom_gib is None else round(plan.headroom_gib, 3),
+        "breakdown": {k: round(v, 3) for k, v in breakdown(plan).items()},
+        "assumptions": list(est.assumptions),
+        "gpu_layers": est.gpu_layers,
+        "cpu_gib": round(est.cpu_gib, 3),
+        "throughput": _throughput(plan),
+    }
+    if fixes is not None:
+        out["fixes"] = [_summary(fix, plan.job) for _, fix in fixes]
+    if solutions is not None:
+        out["solutions"] = [_summary(p, plan.job) for p in solutions]
+        out["ranking"] = RANKING
+    return out
+
+
+def _bar(plan: Plan) -> Group:
+    """The breakdown as one stacked bar against the budget, and a marker under the budget's position."""
+    parts = {k: v for k, v in breakdown(plan).items() if v > 0}
+    total = sum(parts.values())
+    scale = max(total, plan.budget_gib or 0.0) or 1.0
+    bar, cum, end = Text(), 0.0, 0
+    for part, gib in parts.items():
+        cum += gib
+        start, end = end, round(cum / scale * BAR_WIDTH)
+        bar.append("█" * (end - start), style=COLOURS[part])
+    if plan.budget_gib is None:
+        return Group(bar)
+    pos = min(BAR_WIDTH - 1, round(plan.budget_gib / scale * BAR_WIDTH))
+    bar.append("░" * (pos - end), style="grey23")
+    marker = Text(" " * pos + f"▲ budget {plan.budget_gib:.1f} GiB", style="bold" if plan.fits else "bold red")
+    return Group(bar, marker)
+
+
+def _legend(plan: Plan) -> Table:
+    legend = Table.grid(padding=(0, 1))
+    for part, gib in breakdown(plan).items():
+        if gib > 0:
+            legend.add_row(Text("██", style=COLOURS[part]), LABELS[part], f"{gib:6.2f} GiB")
+    return legend
+
+
+def _speed(plan: Plan) -> str:
+    est, job = plan.estimate, plan.job
+    if est.tokens_per_s:
+        return f"{est.tokens_per_s:,.0f} tok/s"
+    if not est.step_s:
+        return "-"
+    if job.job == "train" and family(job) == "llm":  # steps of different batch x seq compare by tokens/s
+        return f"{est.step_s:.2f} s/step, {job.batch * job.seq / est.step_s:,.0f} tok/s"
+    return f"{est.step_s:.2f} s/step"
+
+
+def render(plan: Plan, console: Console, fixes: Sequence[tuple[str, Plan]] | None = None) -> None:
+    """Print the plan: peak and verdict, the breakdown bar and legend, assumptions, and fixes when it does not fit."""
+    est, job = plan.estimate, plan.job
+    what = f"{job.job} ({job.method})" if job.job == "train" and family(job) == "llm" else job.job
+    console.print(Text(f"{job.model} · {what}", style="bold"))
+    console.print(f"peak {est.process_gib:.1f} GiB on the card: {est.peak_allocated_gib:.2f} allocated by tensors, "
+                  f"{est.peak_reserved_gib:.2f} reserved by the allocator, + {est.context_gib:.2f} CUDA context")
+    console.print(Text(verdict(plan), style="bold green" if plan.fits else "bold red"))
+    if est.cpu_gib > 0:
+        console.print(f"+ {est.cpu_gib:.1f} GiB held in CPU RAM (offloaded)")
+    if est.gpu_layers is not None:
+        console.print(f"llama.cpp: {est.gpu_layers} layers on the GPU")
+    if est.tokens_per_s or est.step_s:
+        console.print(f"≈ {_speed(plan)}" + (f"  ({est.throughput_note})" if est.throughput_note else ""))
+    console.print()
+    console.print(_bar(plan))
+    console.print(_legend(plan))
+    if est.assumptions:
+        console.print(Text("\nassumptions", style="bold"))
+        for line in est.assumptions:
+            console.print(f"  • {line}", highlight=False)
+    if fixes and not plan.fits:
+        table = Table(title="cheapest changes that make it fit", title_justify="left")
+        table.add_column("change")
+        table.add_column("peak GiB", justify="right")
+        table.add_column("spare GiB", justify="right")
+        for text, fix in fixes:
+            table.add_row(text, f"{fix.estimate.process_gib:.1f}", f"{fix.headroom_gib:.1f}")
+        console.print(table)
+    elif fixes is not None and plan.fits is False:
+        console.print("no change of up to three knobs makes it fit: `--solve` searches all of them together; "
+                      "otherwise a smaller model or a larger card")
+
+
+def render_solutions(plans: Sequence[Plan], console: Console, request: FitJob | None = None) -> None:
+    """Print the solved plans as a ranked table: what differs from the request, peak, headroom, speed.
+
+    Args:
+        plans: `solve.solve` output, best first.
+        console: where to print.
+        request: the job as asked; the settings column shows what each plan changes. None: the first plan.
+    """
+    if not plans:
+        console.print(Text("no setting the planner searched fits this card", style="bold red"))
+        return
+    ref = request or plans[0].job
+    note = next((p.estimate.throughput_note for p in plans if p.estimate.throughput_note), None)
+    table = Table(title=f"settings that fit {_card_text(plans[0])} (budget {plans[0].budget_gib:.1f} GiB)",
+                  title_justify="left", caption=f"ranking: {RANKING}" + (f"\nspeed: {note}" if note else ""),
+                  caption_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("settings")
+    table.add_column("peak GiB", justify="right")
+    table.add_column("spare GiB", justify="right")
+    table.add_column("speed", justify="right")
+    for i, p in enumerate(plans, 1):
+        table.add_row(str(i), describe_changes(ref, p.job) or "as requested", f"{p.estimate.process_gib:.1f}",
+                      f"{p.headroom_gib:.1f}", _speed(p))
+    console.print(table)
+
+
+def _error(pred: float, ref: float | None) -> str:
+    return "-" if not ref else f"{100 * (pred - ref) / ref:+.1f}%"
+
+
+def render_trace(analytic: Estimate, traced: Estimate, console: Console) -> None:
+    """Print the analytic estimate beside the fake-tensor trace, part by part (GiB), and the trace's assumptions."""
+    table = Table(title="analytic model vs fake-tensor trace (no GPU)", title_justify="left")
+    table.add_column("part")
+    table.add_column("analytic GiB", justify="right")
+    table.add_column("traced GiB", justify="right")
+    for part in [p for p in PARTS if analytic.parts.get(p) or traced.parts.get(p)]:
+        a, t = analytic.parts.get(part, 0.0), traced.parts.get(part, 0.0)
+        table.add_row(LABELS.get(part, part), f"{a:.2f}", f"{t:.2f}")
+    table.add_row(Text("peak allocated", style="bold"), f"{analytic.peak_allocated_gib:.2f}",
+                  f"{traced.peak_allocated_gib:.2f}")
+    console.print(table)
+    for line in traced.assumptions:
+        console.print(f"  • {line}", highlight=False)
+
+
+def render_measured(predicted: Plan, measured: Measured, console: Console) -> None:
+    """Print predicted vs measured peaks (GiB, signed error of the prediction), and the measurement's notes."""
+    table = Table(title=f"predicted vs measured on {measured.device} ({measured.steps} steps)", title_justify="left")
+    table.add_column("figure")
+    table.add_column("predicted GiB", justify="right")
+    table.add_column("measured GiB", justify="right")
+    table.add_column("error", justify="right")
+    for name, pred, meas in measured.versus(predicted.estimate):
+        table.add_row(name, f"{pred:.2f}", "-" if meas is None else f"{meas:.2f}", _error(pred, meas))
+    console.print(table)
+    est = predicted.estimate
+    if measured.tokens_per_s:
+        console.print(f"measured {measured.tokens_per_s:,.0f} tok/s"
+                      + (f" (predicted {est.tokens_per_s:,.0f})" if est.tokens_per_s else ""))
+    elif measured.step_s:
+        console.print(f"measured {measured.step_s:.3f} s/step"
+                      + (f" (predicted {est.step_s:.3f})" if est.step_s else ""))
+    for line in measured.notes:
+        console.print(f"  • {line}", highlight=False)

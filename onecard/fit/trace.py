@@ -1,0 +1,252 @@
+"""`--trace`: count the peak memory of a real transformers model without a GPU, on fake tensors.
+
+The model is built from its config on the meta device (no weights, no time), its parameters are turned into
+`FakeTensor`s, and one training step (two, so the optimizer states exist during the second forward) or one prefill
+forward runs under a `TorchDispatchMode` that counts the bytes of every live tensor storage. The result is an
+`Estimate` (tensor parts only: no allocator slack, no CUDA context) to set beside the analytic one.
+
+PyTorch's own `torch.distributed._tools.mem_tracker.MemTracker` does the same, but (torch 2.13) it registers a grad
+hook on every parameter and fails on frozen ones, i.e. on any LoRA model; hence this small counter.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from onecard.core.errors import ConfigError
+from onecard.core.extras import require
+from onecard.fit.estimate import GIB, Estimate
+from onecard.fit.job import FitJob
+from onecard.fit.ladder import effective_quant, is_gguf
+
+__all__ = ["trace", "hf_config", "torch_dtype", "prepare_training"]
+
+_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def torch_dtype(job: FitJob) -> Any:
+    """The torch dtype the 16/32-bit parts of the job run in; 4/8-bit formats trace as bf16 (see assumptions)."""
+    torch = require("torch", "fit")
+    return getattr(torch, _DTYPES.get(effective_quant(job), "bfloat16"))
+
+
+def hf_config(job: FitJob) -> Any:
+    """A transformers config for the job's model: a local config.json (or a folder holding one) as written, else
+    the planner's architecture for it (catalog name, hub id in the local cache) through `catalog.hf_config`.
+
+    Raises:
+        ConfigError: the model is a GGUF file, or not a causal LM (diffusion, YOLO, Whisper).
+        ModelNotFoundError: the planner does not know the model.
+    """
+    transformers = require("transformers", "fit")
+    if is_gguf(job):
+        raise ConfigError(f"--trace builds transformers models; {job.model} runs on {job.runtime}",
+                          "trace the same model's config.json, or drop --trace")
+    path = Path(job.model).expanduser()
+    config_file = path / "config.json" if path.is_dir() else path
+    if config_file.suffix == ".json" and config_file.is_file():
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+        return transformers.AutoConfig.for_model(data.pop("model_type"), **data)
+    from onecard.fit import catalog
+    from onecard.fit import plan as planning
+
+    module, arch = planning.resolve_model(job.model)
+    if not module.__name__.endswith(".llm"):
+        raise ConfigError(f"--trace builds transformers causal LMs; {job.model} is a {module.__name__.rsplit('.')[-1]} "
+                          "model", "drop --trace: the analytic estimate is what the planner has for it")
+    return catalog.hf_config(arch)
+
+
+class _LiveBytes:
+    """Counts the bytes of live tensor storages per part, and the parts at the moment their total peaked.
+
+    A storage is counted once (views share it), under the part that is current when an op first returns it
+    (`part`), and uncounted when it is freed. Parameters are registered up front; gradients move to "gradients"
+    when autograd accumulates them.
+    """
+
+    def __init__(self) -> None:
+        from torch.utils.weak import WeakIdKeyDictionary
+
+        self.part = "activations"
+        self.live: dict[str, int] = {}
+        self.peak = 0
+        self.at_peak: dict[str, int] = {}
+        self._seen: Any = WeakIdKeyDictionary()  # storage -> [part, bytes]
+
+    def add(self, t: Any, part: str | None = None) -> None:
+        st = t.untyped_storage()
+        entry = self._seen.get(st)
+        if entry is not None:
+            if part is not None and entry[0] != part:  # reclassify (a gradient produced by backward)
+                self.live[entry[0]] -= entry[1]
+                entry[0] = part
+                self.live[part] = self.live.get(part, 0) + entry[1]
+            return
+        entry = [part or self.part, st.nbytes()]
+        self._seen[st] = entry
+        self.live[entry[0]] = self.live.get(entry[0], 0) + entry[1]
+        weakref.finalize(st, self._free, entry)
+
+    def _free(self, entry: list[Any]) -> None:
+        self.live[entry[0]] -= entry[1]
+
+    def update_peak(self) -> None:
+        total = sum(self.live.values())
+        if total > self.peak:
+            self.peak, self.at_peak = total, dict(self.live)
+
+
+def _dispatch_mode(counter: _LiveBytes) -> Any:
+    torch = require("torch", "fit")
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Counting(TorchDispatchMode):  # type: ignore[no-untyped-call]
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    counter.add(t)
+            counter.update_peak()
+            return out
+
+    return Counting()  # type: ignore[no-untyped-call]
+
+
+def _fake_params(model: Any, fake_mode: Any) -> None:
+    """Turn a meta-device model's parameters and buffers into fake CPU tensors in place (tied weights stay tied)."""
+    torch = require("torch", "fit")
+    memo: dict[int, Any] = {}
+
+    def fake(t: Any) -> Any:
+        if id(t) not in memo:
+            f = fake_mode.fake_tensor_converter.from_meta_and_device(fake_mode, t, torch.device("cpu"))
+            is_param = isinstance(t, torch.nn.Parameter)
+            memo[id(t)] = torch.nn.Parameter(f, requires_grad=t.requires_grad) if is_param else f
+        return memo[id(t)]
+
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for name, t in store.items():
+                if t is not None:
+                    store[name] = fake(t)
+
+
+def _build(job: FitJob, config: Any) -> tuple[Any, list[str]]:
+    """The job's model on the meta device (LoRA adapters added with peft for lora/qlora), with assumptions."""
+    torch = require("torch", "fit")
+    transformers = require("transformers", "fit")
+    notes = []
+    attn = "eager" if job.attention == "eager" else "sdpa"
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch_dtype(job), attn_implementation=attn)
+    if effective_quant(job) not in _DTYPES:
+        notes.append(f"weights traced in bf16: {effective_quant(job)} kernels need CUDA, so the traced weights are "
+                     "16-bit; compare activations, gradients and optimizer states")
+    if job.job == "train":
+        model = prepare_training(model, job)
+    return model, notes
+
+
+def prepare_training(model: Any, job: FitJob) -> Any:
+    """Gradient checkpointing (non-reentrant) and, for lora/qlora, peft LoRA adapters, as the job asks."""
+    if job.grad_ckpt:
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 renamed it
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if job.method == "full":
+        return model
+    peft = require("peft", "tune")
+    targets = {"all-linear": "all-linear", "attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
+               "qv": ["q_proj", "v_proj"]}.get(job.lora_targets, job.lora_targets.split(","))
+    return peft.get_peft_model(model, peft.LoraConfig(r=job.lora_rank, lora_alpha=2 * job.lora_rank,
+                                                      target_modules=targets))
+
+
+def _train_step(model: Any, job: FitJob, vocab: int, counter: _LiveBytes) -> Callable[[], None]:
+    torch = require("torch", "fit")
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.register_post_accumulate_grad_hook(lambda p: counter.add(p.grad, "gradients"))
+    optimizer = torch.optim.AdamW(params, foreach=False)
+
+    def step() -> None:
+        ids = torch.randint(0, vocab, (job.batch, job.seq))
+        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+        counter.part = "optimizer"
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        counter.part = "activations"
+
+    return step
+
+
+def _cache_tensors(cache: Any) -> list[Any]:
+    """The key and value tensors of a transformers KV cache (`layers` since 4.56, `key_cache` lists before)."""
+    if hasattr(cache, "layers"):
+        return [t for layer in cache.layers for t in (layer.keys, layer.values)]
+    return [*cache.key_cache, *cache.value_cache]
+
+
+def trace(job: FitJob, config: Any = None) -> Estimate:
+    """Trace the peak of one training step (forward, backward, AdamW step) or one prefill forward on fake tensors.
+
+    Args:
+        job: the job (LLM training or transformers inference): batch, seq or ctx, dtype, method, rank, checkpointing.
+        config: a transformers config (or a dict with "model_type") instead of the job's model.
+
+    Returns:
+        An Estimate whose parts are the traced bytes at the peak (weights, adapters, gradients, optimizer states,
+        activations, and KV cache for inference); slack and CUDA context are 0: compare `peak_allocated_gib`.
+    """
+    torch = require("torch", "fit")
+    transformers = require("transformers", "fit")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    if config is None:
+        config = hf_config(job)
+    elif isinstance(config, dict):
+        config = transformers.AutoConfig.for_model(**config)
+    model, notes = _build(job, config)
+    fake_mode = FakeTensorMode()
+    _fake_params(model, fake_mode)
+    counter = _LiveBytes()
+    for p in model.parameters():
+        counter.add(p, "adapters" if p.requires_grad and job.method != "full" and job.job == "train" else "weights")
+    for b in model.buffers():
+        counter.add(b, "weights")
+    vocab = config.get_text_config().vocab_size
+    kv_bytes = 0
+    with fake_mode:
+        if job.job == "train":
+            model.train()
+            step = _train_step(model, job, vocab, counter)
+            with _dispatch_mode(counter):
+                for _ in range(2):  # the second step runs with the optimizer states the first one created
+                    step()
+            optim = "" if job.optimizer in ("auto", "adamw") else f" ({job.optimizer} would hold less)"
+            notes.append(f"traced two training steps of batch {job.batch} x {job.seq} tokens with torch AdamW, "
+                         f"states in each trainable parameter's dtype{optim}")
+        else:
+            model.eval()
+            with _dispatch_mode(counter), torch.inference_mode():
+                ids = torch.randint(0, vocab, (job.batch, job.ctx))
+                out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+                cache = out.cache if "cache" in out else out.past_key_values  # renamed in transformers 5
+                kv_bytes = sum(t.untyped_storage().nbytes() for t in _cache_tensors(cache))
+                del out, cache
+            notes.append(f"traced one prefill forward of {job.batch} x {job.ctx} tokens with the KV cache, "
+                         "logits for the last token only (as generate() does)")
+    parts = dict(counter.at_peak)
+    if kv_bytes:  # the cache is built during the forward: at the peak it holds at most all of it
+        parts["kv_cache"] = min(kv_bytes, parts.get("activations", 0))
+        parts["activations"] = parts.get("activations", 0) - parts["kv_cache"]
+    notes.append("traced on fake tensors: exact tensor bytes, no CUDA allocator rounding, slack or context")
+    return Estimate(parts={k: v / GIB for k, v in parts.items() if v}, slack_gib=0.0, context_gib=0.0,
+                    assumptions=notes)

@@ -1,0 +1,93 @@
+"""The out-of-memory ladder and the cheapest fixes: what a training run steps down to, and what a user is offered."""
+
+from __future__ import annotations
+
+import pytest
+
+from onecard.fit.job import FitJob
+from onecard.fit.ladder import SEQ_FLOOR, cheapest_fixes, describe_changes, oom_ladder, steps
+
+CARD = "4070ti"
+LADDER_JOBS = [
+    FitJob(model="llama-3.1-8b", job="train", method="full", quant="bf16", seq=4096, batch=8, grad_accum=2,
+           grad_ckpt=False, optimizer="adamw", gpu=CARD),
+    FitJob(model="mistral-7b", job="train", method="lora", seq=2048, batch=4, grad_ckpt=False, gpu=CARD),
+    FitJob(model="llama-3.1-8b", job="infer", quant="bf16", ctx=16384, batch=4, gpu=CARD),
+    FitJob(model="sdxl", job="infer", batch=4, gpu=CARD),
+    FitJob(model="yolov8s", job="train", batch=64, amp=False, gpu=CARD),
+    FitJob(model="whisper-large-v3", job="infer", runtime="faster-whisper", beam=5, batch=8, gpu=CARD),
+]
+
+
+def test_llm_training_ladder_follows_the_guide_order() -> None:
+    job = LADDER_JOBS[0]
+    reasons = [reason for _, reason in oom_ladder(job)]
+    first = {word: next(i for i, r in enumerate(reasons) if word in r)
+             for word in ("sequence", "qlora", "gradient checkpointing", "gradient accumulation")}
+    assert first["sequence"] < first["qlora"] < first["gradient checkpointing"] < first["gradient accumulation"]
+
+
+@pytest.mark.parametrize("job", [j for j in LADDER_JOBS if j.job == "train"], ids=lambda j: j.model)
+def test_ladder_keeps_the_effective_batch(job: FitJob) -> None:
+    rungs = list(oom_ladder(job))
+    assert rungs, "a job with room to step down yields at least one rung"
+    for rung, _ in rungs:
+        assert rung.batch * rung.grad_accum == job.batch * job.grad_accum or rung.model.startswith("yolo")
+
+
+def test_ladder_stops_at_the_sequence_floor_and_ends() -> None:
+    rungs = [rung for rung, _ in oom_ladder(LADDER_JOBS[0])]
+    assert min(r.seq for r in rungs) == SEQ_FLOOR
+    last = rungs[-1]
+    assert (last.method, last.grad_ckpt, last.batch) == ("qlora", True, 1)
+    assert list(oom_ladder(last)) == [], "nothing left to step down"
+
+
+@pytest.mark.parametrize("job", LADDER_JOBS, ids=lambda j: f"{j.model}-{j.job}")
+def test_each_rung_lowers_the_predicted_peak(job: FitJob) -> None:
+    from onecard.fit.plan import estimate
+
+    peak = estimate(job).peak_allocated_gib
+    for rung, reason in oom_ladder(job):
+        new = estimate(rung).peak_allocated_gib
+        assert new < peak, f"{reason}: {new:.3f} GiB is not below {peak:.3f}"
+        peak = new
+
+
+def test_describe_changes_reads_like_the_flags() -> None:
+    before = FitJob(model="m", job="train", seq=2048, grad_ckpt=False)
+    after = before.model_copy(update={"seq": 1024, "grad_ckpt": True})
+    assert describe_changes(before, after) == "sequence 2048 -> 1024, gradient checkpointing on"
+
+
+def test_steps_do_not_apply_twice() -> None:
+    job = FitJob(model="llama-3.1-8b", job="train", method="qlora", grad_ckpt=True, seq=SEQ_FLOOR, batch=1)
+    assert all(step.apply(job) is None for step in steps(job) if step.name in ("seq", "4bit", "grad_ckpt"))
+
+
+def test_cheapest_fixes_fit_and_come_cheapest_first() -> None:
+    from onecard.fit.plan import plan
+
+    job = FitJob(model="llama-3.1-8b", job="train", method="lora", seq=4096, batch=4, grad_ckpt=False, gpu=CARD)
+    assert not plan(job).fits
+    fixes = cheapest_fixes(job)
+    assert fixes, "a LoRA job on an 8B model has 4-bit and shorter-sequence fixes on a 12 GB card"
+    changed = []
+    for text, fix in fixes:
+        assert fix.fits and fix.estimate.process_gib <= fix.budget_gib
+        assert text == describe_changes(job, fix.job)
+        assert fix.job.batch * fix.job.grad_accum == job.batch * job.grad_accum
+        knobs = {k for k, v in fix.job.model_dump().items() if v != getattr(job, k)}
+        assert not any(prev <= knobs for prev in changed), f"{text} only adds to a cheaper fix"
+        changed.append(knobs)
+
+
+def test_no_fixes_for_a_job_that_fits() -> None:
+    job = FitJob(model="llama-3.1-8b", job="infer", quant="nf4", ctx=2048, gpu="rtx-4090")
+    assert cheapest_fixes(job) == []
+
+
+def test_a_tighter_budget_asks_for_more() -> None:
+    job = FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=2048, batch=2, grad_ckpt=False, gpu=CARD)
+    for _, fix in cheapest_fixes(job, budget_gib=6.0):
+        assert fix.estimate.process_gib <= 6.0

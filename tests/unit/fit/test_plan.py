@@ -1,0 +1,86 @@
+"""The dispatcher: card and model resolution, the fit verdict, the error for unknown names, and its speed."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from onecard.core.errors import ModelNotFoundError
+from onecard.core.gpus import custom, lookup
+from onecard.fit import llm
+from onecard.fit import plan as planning
+from onecard.fit.job import FitJob
+
+
+def test_budget_fits_and_headroom_follow_the_card() -> None:
+    p = planning.plan(FitJob(model="llama-3.1-8b", job="train", gpu="4070ti", margin_gib=0.5))
+    card = lookup("4070ti")
+    assert p.card == card and p.budget_gib == card.vram_gib - 0.5
+    assert p.fits == (p.estimate.process_gib <= p.budget_gib)
+    assert p.headroom_gib == pytest.approx(p.budget_gib - p.estimate.process_gib)
+
+
+def test_vram_makes_a_custom_card() -> None:
+    assert planning.resolve_card(FitJob(model="llama-3.1-8b", vram=12)) == custom(12)
+
+
+def test_detected_gpu_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    from onecard.core import device
+
+    monkeypatch.setattr(device, "local_gpu", lambda: None)
+    p = planning.plan(FitJob(model="llama-3.1-8b"))
+    assert p.card is None and p.fits is None and p.budget_gib is None and p.headroom_gib is None
+    monkeypatch.setattr(device, "local_gpu", lambda: lookup("rtx-3060"))
+    assert planning.resolve_card(FitJob(model="llama-3.1-8b")) == lookup("rtx-3060")
+
+
+@pytest.mark.parametrize(("ref", "family"), [("llama3.1:8b", "llm"), ("sdxl", "diffusion"), ("yolov8s", "yolo"),
+                                             ("whisper-large-v3", "whisper")])
+def test_names_resolve_to_their_family(ref: str, family: str) -> None:
+    module, _ = planning.resolve_model(ref)
+    assert module.__name__ == f"onecard.fit.{family}"
+
+
+def test_local_paths_resolve(tmp_path: Path) -> None:
+    cfg = {"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+           "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    for ref in (str(tmp_path), str(tmp_path / "config.json")):
+        module, arch = planning.resolve_model(ref)
+        assert module is llm and arch.n_kv_heads == 8
+    est = planning.estimate(FitJob(model=str(tmp_path), quant="nf4"), lookup("4070ti"))
+    assert est.peak_allocated_gib > 4
+
+
+@pytest.mark.parametrize(("typo", "suggestion"), [("llama-3.1-7b", "llama-3.1-8b"), ("mistral7b", "mistral-7b"),
+                                                  ("qwen2.5-coder-8b", "qwen2.5-coder-7b")])
+def test_unknown_model_lists_close_names(typo: str, suggestion: str) -> None:
+    with pytest.raises(ModelNotFoundError) as err:
+        planning.estimate(FitJob(model=typo))
+    assert suggestion in str(err.value) and typo in str(err.value)
+
+
+def test_catalog_plans_answer_in_under_50_ms() -> None:
+    job = FitJob(model="llama-3.1-8b", job="train", method="qlora", gpu="4070ti")
+    planning.plan(job)  # first call imports the estimator modules
+    times = []
+    for _ in range(20):
+        t = time.perf_counter()
+        planning.plan(job)
+        times.append(time.perf_counter() - t)
+    assert statistics.median(times) < 0.050
+
+
+def test_planning_imports_no_torch() -> None:
+    code = ("import sys; from onecard.fit.plan import plan; from onecard.fit.job import FitJob; "
+            "plan(FitJob(model='llama-3.1-8b', job='train', gpu='4070ti')); "
+            "plan(FitJob(model='llama-3.1-8b', runtime='llama.cpp', gpu='4070ti')); "
+            "print('torch' in sys.modules, 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

@@ -1,0 +1,110 @@
+"""The answer a user reads: JSON with the promised keys and sums, and text that names the card, verdict and parts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rich.console import Console
+
+from onecard.core.gpus import lookup
+from onecard.fit.estimate import Estimate
+from onecard.fit.job import FitJob
+from onecard.fit.report import LABELS, render, render_solutions, to_json, verdict
+
+CARD = lookup("4070ti")
+REQUIRED = {"peak_allocated_gib", "peak_reserved_gib", "process_gib", "breakdown", "fits", "budget_gib",
+            "headroom_gib", "assumptions", "model", "job", "card", "gpu_layers", "cpu_gib", "throughput"}
+
+
+def _plan(parts: dict[str, float], **job: object) -> object:
+    """A plan on a 12 GiB RTX 4070 Ti (budget 11.5 GiB) with a hand-made estimate."""
+    from onecard.fit.plan import Plan
+
+    est = Estimate(parts=parts, slack_gib=0.4, context_gib=0.5, assumptions=["micro-batch 1", "bf16 LoRA adapters"],
+                   step_s=1.7, throughput_note="40% of the card's bf16 TFLOPS")
+    fit_job = FitJob(model="llama-3.1-8b", job="train", gpu="4070ti", **job)  # type: ignore[arg-type]
+    budget = CARD.vram_gib - fit_job.margin_gib
+    return Plan(job=fit_job, card=CARD, estimate=est, budget_gib=budget, fits=est.process_gib <= budget,
+                headroom_gib=budget - est.process_gib)
+
+
+FITS = {"weights": 5.3, "activations": 1.1, "logits": 1.0, "gradients": 0.1, "optimizer": 0.2, "adapters": 0.1}
+TOO_BIG = FITS | {"activations": 7.0}
+
+
+def _text(render_fn: object, *args: object, **kwargs: object) -> str:
+    console = Console(record=True, width=120)
+    render_fn(*args, console, **kwargs)  # type: ignore[operator]
+    return console.export_text()
+
+
+def test_json_has_the_promised_keys_and_is_serialisable() -> None:
+    out = to_json(_plan(FITS))
+    assert set(out) >= REQUIRED
+    assert json.loads(json.dumps(out)) == out
+    assert out["card"]["name"] == CARD.name and out["model"] == "llama-3.1-8b" and out["job"]["job"] == "train"
+
+
+def test_breakdown_sums_to_reserved_and_process() -> None:
+    out = to_json(_plan(FITS))
+    parts = out["breakdown"]
+    assert {"allocator_slack", "cuda_context", "weights", "kv_cache"} <= set(parts)
+    assert sum(parts.values()) == pytest.approx(out["process_gib"], abs=5e-3)
+    assert sum(parts.values()) - parts["cuda_context"] == pytest.approx(out["peak_reserved_gib"], abs=5e-3)
+    assert out["peak_allocated_gib"] == pytest.approx(sum(FITS.values()), abs=1e-3)
+    assert out["headroom_gib"] == pytest.approx(out["budget_gib"] - out["process_gib"], abs=1e-3)
+
+
+def test_verdicts_read_as_promised() -> None:
+    assert verdict(_plan(FITS)) == "fits a 12 GiB RTX 4070 Ti with 2.8 GiB to spare"
+    assert verdict(_plan(TOO_BIG)) == "does not fit: needs 14.6 GiB of 11.5"
+
+
+def test_rendered_text_names_card_verdict_parts_and_assumptions() -> None:
+    text = _text(render, _plan(FITS))
+    assert "fits a 12 GiB RTX 4070 Ti with 2.8 GiB to spare" in text
+    assert "budget 11.5 GiB" in text
+    for part in (*FITS, "allocator_slack", "cuda_context"):
+        assert LABELS[part] in text, part
+    assert "micro-batch 1" in text and "1.70 s/step" in text
+
+
+def test_a_plan_that_does_not_fit_shows_its_fixes() -> None:
+    from onecard.fit.ladder import cheapest_fixes
+
+    plan = _plan(TOO_BIG, method="lora", seq=4096, batch=4, grad_ckpt=False)
+    fixes = cheapest_fixes(plan.job)  # the real planner's fixes for the same request
+    text = _text(render, plan, fixes=fixes)
+    assert "does not fit: needs 14.6 GiB of 11.5" in text
+    assert "cheapest changes that make it fit" in text
+    assert all(change.split(",")[0] in text for change, _ in fixes)
+    out = to_json(plan, fixes=fixes)
+    assert [f["changes"] for f in out["fixes"]] == [change for change, _ in fixes]
+
+
+def test_solutions_table_ranks_plans_with_their_changes() -> None:
+    from onecard.fit.solve import solve
+
+    request = FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=2048, gpu="4070ti")
+    plans = solve(request, top=5, fixed={"method"})
+    text = _text(render_solutions, plans, request=request)
+    assert "settings that fit 12 GiB RTX 4070 Ti" in text and "ranking: fastest first" in text
+    assert all(f"{p.estimate.process_gib:.1f}" in text for p in plans)
+    out = to_json(plans[0], solutions=plans)
+    assert len(out["solutions"]) == len(plans) and all(s["fits"] for s in out["solutions"])
+
+
+def test_no_solutions_says_so() -> None:
+    assert "no setting" in _text(render_solutions, [])
+
+
+def test_without_a_card_it_gives_the_peak_and_asks_for_one() -> None:
+    from onecard.fit.plan import Plan
+
+    plan = _plan(FITS)
+    bare = Plan(job=plan.job, card=None, estimate=plan.estimate, budget_gib=None, fits=None, headroom_gib=None)
+    text = _text(render, bare)
+    assert "needs 8.7 GiB" in text and "--gpu" in text
+    out = to_json(bare)
+    assert out["card"] is None and out["fits"] is None and out["process_gib"] == pytest.approx(8.7)

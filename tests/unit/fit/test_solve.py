@@ -1,0 +1,83 @@
+"""solve: every plan it returns fits the card's budget, keeps what the user fixed, and comes in the stated order."""
+
+from __future__ import annotations
+
+import pytest
+
+from onecard.core.errors import ConfigError
+from onecard.fit.estimate import Estimate
+from onecard.fit.job import FitJob
+from onecard.fit.solve import TIE, solve, space, throughput
+
+CARD = "4070ti"
+JOBS = [
+    (FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=2048, gpu=CARD), {"method", "seq"}),
+    (FitJob(model="llama-3.1-8b", job="train", seq=4096, batch=4, grad_accum=4, gpu=CARD), set()),
+    (FitJob(model="mistral-7b", job="train", method="lora", lora_rank=64, gpu="rtx-4060-ti-16gb"), {"lora_rank"}),
+    (FitJob(model="llama-3.1-8b", job="infer", ctx=8192, gpu=CARD), set()),
+    (FitJob(model="qwen2.5-7b", job="infer", quant="int8", ctx=4096, gpu="rtx-3060"), {"quant"}),
+    (FitJob(model="llama-3.1-8b", job="infer", runtime="llama.cpp", ctx=8192, gpu="rtx-3060"), {"ctx"}),
+    (FitJob(model="sdxl", job="infer", batch=4, gpu=CARD), {"batch"}),
+    (FitJob(model="yolov8s", job="train", imgsz=640, gpu=CARD), {"imgsz"}),
+    (FitJob(model="whisper-large-v3", job="infer", runtime="faster-whisper", gpu="rtx-3060"), set()),
+]
+
+
+@pytest.mark.parametrize(("job", "fixed"), JOBS, ids=lambda x: x.model if isinstance(x, FitJob) else None)
+def test_every_plan_fits_and_keeps_the_fixed_knobs(job: FitJob, fixed: set[str]) -> None:
+    plans = solve(job, fixed=fixed)
+    assert plans, f"some setting of {job.model} fits a {job.gpu}"
+    assert len({p.job.model_dump_json() for p in plans}) == len(plans), "no plan twice"
+    for p in plans:
+        assert p.fits and p.budget_gib == pytest.approx(p.card.vram_gib - job.margin_gib)
+        assert p.estimate.process_gib <= p.budget_gib
+        assert p.headroom_gib == pytest.approx(p.budget_gib - p.estimate.process_gib)
+        for name in fixed:
+            assert getattr(p.job, name) == getattr(job, name), name
+        if job.job == "train" and not job.model.startswith("yolo"):
+            assert p.job.batch * p.job.grad_accum == job.batch * job.grad_accum
+
+
+def test_the_search_never_asks_for_more_than_the_request() -> None:
+    job, _ = JOBS[3]
+    for p in solve(job, top=100):
+        assert p.job.ctx <= job.ctx and p.job.batch <= job.batch
+
+
+def test_a_fixed_knob_is_not_searched() -> None:
+    job = FitJob(model="llama-3.1-8b", job="train")
+    assert "seq" in space(job) and "seq" not in space(job, {"seq"})
+    assert {"method", "optimizer", "grad_ckpt", "lora_rank"} <= set(space(job))
+
+
+def test_without_a_card_it_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from onecard.fit import plan as planning
+
+    monkeypatch.setattr(planning, "resolve_card", lambda job: None)
+    with pytest.raises(ConfigError, match="--gpu"):
+        solve(FitJob(model="llama-3.1-8b", job="infer"))
+
+
+def test_ranking_is_fastest_first_then_quality(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake estimator: nf4 is fastest; bf16 and int8 tie on speed, so bf16 wins as higher precision."""
+    from onecard.fit import plan as planning
+
+    speed = {"auto": 50.0, "int8": 48.0, "nf4": 90.0}
+
+    class FakeLlm:
+        __name__ = "onecard.fit.llm"
+
+        @staticmethod
+        def estimate(arch: object, job: FitJob, card: object = None) -> Estimate:
+            weights = {"auto": 8.0, "int8": 5.0, "nf4": 3.0}[job.quant]
+            return Estimate(parts={"weights": weights, "kv_cache": job.ctx / 4096}, slack_gib=0.2, context_gib=0.4,
+                            tokens_per_s=speed[job.quant] * 4096 / (4096 + job.ctx / 100))
+
+    monkeypatch.setattr(planning, "resolve_model", lambda ref: (FakeLlm, None))
+    plans = solve(FitJob(model="llama-3.1-8b", job="infer", ctx=8192, gpu=CARD), top=100)
+    quants = [p.job.quant for p in plans]
+    assert quants[0] == "nf4" and plans[0].job.ctx == 8192, "fastest tier first, longest context inside it"
+    assert quants.index("auto") < quants.index("int8"), "within a speed tie, higher precision first"
+    speeds = [throughput(p) for p in plans]
+    for i, faster in enumerate(speeds):
+        assert all(slower <= faster / (1 - TIE) for slower in speeds[i + 1:]), "no clearly faster plan ranks lower"
