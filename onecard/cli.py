@@ -127,6 +127,117 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- fit ------------------------------------------------------------------------------------------------------------
+
+
+def _fit_args(p: argparse.ArgumentParser) -> None:
+    from onecard.core.config import add_config_flags
+    from onecard.fit.job import FitJob
+
+    add_config_flags(p, FitJob, positional=("model",))
+    p.add_argument("--solve", action="store_true", help="search the settings that fit the card, ranked")
+    p.add_argument("--top", type=int, default=10, help="with --solve: how many plans to list (default: 10)")
+    p.add_argument("--trace", action="store_true",
+                   help="also count the peak on fake tensors, no GPU needed (pip install 'onecard[fit]')")
+    p.add_argument("--measure", action="store_true",
+                   help="run the job for a few steps on this machine's GPU and print predicted vs measured (a run)")
+    _job_flags(p)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from onecard.core.config import config_from_args, dump_config
+    from onecard.fit import report
+    from onecard.fit.job import FitJob
+    from onecard.fit.run import answer, measure_run
+
+    job = config_from_args(FitJob, args)
+    if args.print_config:
+        _print_json(dump_config(job))
+        return 0
+    if args.measure:
+        predicted, measured, run_id = measure_run(job, runs_root=args.runs_dir, report_to=_trackers(args))
+        rows = [(name, round(p, 3), None if m is None else round(m, 3)) for name, p, m in measured.versus(
+            predicted.estimate)]
+        if args.json:
+            _print_json({"run_id": run_id, "device": measured.device, "predicted_vs_measured": rows,
+                         "notes": measured.notes})
+        else:
+            report.render_measured(predicted, measured, _console())
+            _console().print(f"recorded as run [bold]{run_id}[/]")
+        return 0
+    result = answer(job, fixed=job.model_fields_set, solve=args.solve, top=args.top, trace=args.trace)
+    if args.json:
+        _print_json(result.to_json())
+        return 0
+    console = _console()
+    report.render(result.plan, console, result.fixes)
+    if result.traced is not None:
+        report.render_trace(result.plan.estimate, result.traced, console)
+    if result.solutions is not None:
+        report.render_solutions(result.solutions, console, job)
+    return 0
+
+
+# -- tinylm ---------------------------------------------------------------------------------------------------------
+
+
+def _tinylm_args(p: argparse.ArgumentParser) -> None:
+    from onecard.core.config import add_config_flags
+    from onecard.tinylm.config import BenchConfig, EvalConfig, SampleConfig, TinyLMConfig
+
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    train = sub.add_parser("train", help="train a model on a text file or folder (a recorded run)")
+    add_config_flags(train, TinyLMConfig)
+    train.add_argument("--resume", metavar="RUN", help="continue RUN from its checkpoint, with its config "
+                       "(flags given here override it, e.g. a larger --max-iters)")
+    _job_flags(train)
+    for name, model, help_text in (
+        ("sample", SampleConfig, "generate text from a trained run"),
+        ("eval", EvalConfig, "loss, perplexity and bits per character on a file, or the run's validation split"),
+        ("bench", BenchConfig, "tokens/s training and generating, MFU, and the KV cache's speedup"),
+    ):
+        s = sub.add_parser(name, help=help_text)
+        add_config_flags(s, model, positional=("run",))
+        s.add_argument("--config", metavar="FILE.yaml", help="YAML file with config keys (flags override it)")
+        s.add_argument("--runs-dir", metavar="DIR", help="where run records are (default: the data directory)")
+        s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _tinylm(args: argparse.Namespace) -> int:
+    from onecard.core.config import config_from_args, dump_config, explicit_fields
+    from onecard.core.extras import require
+
+    require("torch", "tinylm")
+    from onecard.tinylm import config as cfg
+    from onecard.tinylm import run
+
+    model: dict[str, Any] = {"train": cfg.TinyLMConfig, "sample": cfg.SampleConfig, "eval": cfg.EvalConfig,
+                             "bench": cfg.BenchConfig}
+    if args.action == "train" and args.resume:
+        config: Any = run.resume_config(args.resume, explicit_fields(cfg.TinyLMConfig, args), args.runs_dir)
+    else:
+        config = config_from_args(model[args.action], args)
+    if getattr(args, "print_config", False):
+        _print_json(dump_config(config))
+        return 0
+    if args.action == "train":
+        trained = run.train(config, args.runs_dir, _trackers(args), resume=args.resume)
+        if args.json:
+            _print_json({"run_id": trained.id, "dir": str(trained.dir), **trained.record["metrics"]})
+        return 0
+    if args.action == "sample":
+        on_text = None if args.json else (lambda text: print(text, end="", flush=True))
+        samples = run.sample(config, args.runs_dir, on_text)
+        print(json.dumps({"run": config.run, "samples": samples}, indent=2) if args.json else "")
+        return 0
+    result = run.evaluate(config, args.runs_dir) if args.action == "eval" else run.bench(config, args.runs_dir)
+    if args.json:
+        _print_json(result)
+    else:
+        _console().print("\n".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
 # -- the table ------------------------------------------------------------------------------------------------------
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -134,6 +245,8 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 COMMANDS: dict[str, Command] = {
     "doctor": ("what this machine can do for AI work, and what is missing", _doctor_args, _doctor),
     "runs": ("list, show and compare recorded runs", _runs_args, _runs),
+    "fit": ("predict peak GPU memory of a job on a card, and find the settings that fit", _fit_args, _fit),
+    "tinylm": ("a small Transformer language model from scratch: train, sample, eval, bench", _tinylm_args, _tinylm),
 }
 
 
