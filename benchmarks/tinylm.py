@@ -2,7 +2,7 @@
 the KV cache's generation speedup.
 
     python benchmarks/tinylm.py [--data ../shared/data/tinyshakespeare/input.txt] [--only quality speed generate]
-                                [--out benchmarks/RESULTS_tinylm.md]
+                                [--out FILE]
 
 quality   nanoGPT's README CPU run (4 layers, 4 heads, 128 wide, context 64, batch 12, 2,000 steps, no dropout;
           nanoGPT reports val loss 1.88), trained with `onecard tinylm train` under each position scheme and learning
@@ -181,7 +181,7 @@ def main() -> None:
                         default=["quality", "speed", "generate"])
     parser.add_argument("--speed-steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS_tinylm.md")
+    parser.add_argument("--out", type=Path, help="also write the report (markdown) to FILE")
     args = parser.parse_args()
     set_quiet(True)
     results: dict[str, Any] = {}
@@ -198,9 +198,10 @@ def main() -> None:
     command = "python benchmarks/tinylm.py " + " ".join(sys.argv[1:])
     text = report(results, command.strip())
     print(text)
-    args.out.write_text(text + "\n")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    print(f"wrote {args.out} (git {commit.stdout.strip()})")
+    if args.out:
+        args.out.write_text(text + "\n")
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+        print(f"wrote {args.out} (git {commit.stdout.strip()})")
 
 
 if __name__ == "__main__":
