@@ -1,8 +1,8 @@
 """`onecard tinylm`: train, sample, evaluate and benchmark a small Transformer language model.
 
 Each entry point reads top to bottom: set up -> plan -> work -> evaluate -> save. A training run's directory holds
-everything the other commands need: `ckpt.pt` (weights, optimizer, step), `tokenizer.json`, the token arrays, and
-`loss.png`.
+everything the other commands need: `ckpt.safetensors` (weights, optimizer, step), `tokenizer.json`, the token
+arrays, and `loss.png`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from onecard.tinylm.train import (
 
 __all__ = ["train", "resume_config", "sample", "evaluate", "bench"]
 
-CHECKPOINT, TOKENIZER, LOSS_PLOT = "ckpt.pt", "tokenizer.json", "loss.png"
+CHECKPOINT, TOKENIZER, LOSS_PLOT = "ckpt.safetensors", "tokenizer.json", "loss.png"
 
 
 def train(config: TinyLMConfig, runs_root: str | None = None, report_to: tuple[str, ...] = ("trackio",),

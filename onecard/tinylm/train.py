@@ -6,6 +6,7 @@ Each is a small function of flat arguments; `run.py` puts them together.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import tempfile
@@ -92,14 +93,35 @@ def eval_loss(model: torch.nn.Module, data: np.ndarray, starts: np.ndarray, bloc
 
 def save_checkpoint(path: Path, model: GPT, optimizer: torch.optim.Optimizer | None, step: int,
                     **extra: Any) -> None:
-    """Write the model, optimizer and training state atomically: a crash or Ctrl-C mid-write leaves the old file."""
-    state = {"model": model.state_dict(), "model_config": vars(model.config), "step": step, **extra}
+    """Write the model, optimizer and training state as one safetensors file, atomically: a crash or Ctrl-C mid-write
+    leaves the old file. Tensors go in the file's tensors (`model.*`, `optim.<param>.<name>`, `extra.*`), everything
+    else (config, step, history, optimizer hyper-parameters) in its JSON metadata: loading runs no pickle."""
+    from safetensors.torch import save_file
+
+    # clone: the tied embedding and head share storage, which safetensors refuses to write twice
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    meta: dict[str, Any] = {"model_config": vars(model.config), "step": step, "extra_tensors": []}
+    for key, value in extra.items():
+        if isinstance(value, torch.Tensor):
+            tensors[f"extra.{key}"] = value.detach().cpu().contiguous()
+            meta["extra_tensors"].append(key)
+        else:
+            meta[key] = value
     if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
+        sd = optimizer.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for index, param_state in sd["state"].items():
+            for name, value in param_state.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optim.{index}.{name}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars.setdefault(str(index), {})[name] = value
+        meta["optimizer"] = {"param_groups": sd["param_groups"], "scalars": scalars,
+                             "params": [str(i) for i in sd["state"]]}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(state, tmp)
+        save_file(tensors, tmp, metadata={"onecard": json.dumps(meta)})
         os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old checkpoint or the new one
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -108,8 +130,27 @@ def save_checkpoint(path: Path, model: GPT, optimizer: torch.optim.Optimizer | N
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> tuple[GPT, dict[str, Any]]:
-    """The model saved at `path` (on `device`) and the whole checkpoint dict (step, optimizer state...)."""
-    state = torch.load(path, map_location=device, weights_only=True)  # tensors and plain data only: no code runs
+    """The model saved at `path` (on `device`) and the whole checkpoint as a dict (model and optimizer state dicts,
+    step, history...), in the shapes `save_checkpoint` was given."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = json.loads((f.metadata() or {}).get("onecard", "{}"))
+        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    if "model_config" not in meta:
+        raise ValueError(f"{path} is not a tinylm checkpoint (no onecard metadata)")
+    state: dict[str, Any] = {k: v for k, v in meta.items() if k not in ("extra_tensors", "optimizer")}
+    state["model"] = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    for key in meta["extra_tensors"]:
+        state[key] = tensors[f"extra.{key}"]
+    if "optimizer" in meta:
+        opt = meta["optimizer"]
+        per_param: dict[int, dict[str, Any]] = {int(i): dict(opt["scalars"].get(i, {})) for i in opt["params"]}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                per_param[int(index)][name] = value
+        state["optimizer"] = {"state": per_param, "param_groups": opt["param_groups"]}
     model = GPT(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     return model.to(device), state

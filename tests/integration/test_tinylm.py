@@ -65,8 +65,8 @@ def test_train_lowers_the_loss_and_leaves_a_checkpoint(corpus: dict[str, Path], 
     assert trained["val_bits_per_char"] == pytest.approx(trained["val_loss"] / math.log(2))  # one char per token
     assert trained["steps"] == 100 and trained["tokens_per_s"] > 0 and 0 < trained["mfu"] < 1
     run_dir = Path(trained["dir"])
-    assert {Path(a["path"]).name for a in record["artifacts"]} == {"ckpt.pt", "tokenizer.json", "loss.png"}
-    model, state = load_checkpoint(run_dir / "ckpt.pt")
+    assert {Path(a["path"]).name for a in record["artifacts"]} == {"ckpt.safetensors", "tokenizer.json", "loss.png"}
+    model, state = load_checkpoint(run_dir / "ckpt.safetensors")
     assert state["step"] == 100 and model.config.pos == "rope" and model.config.n_layer == 2
     train_losses = [loss for _, loss in state["history"]["train"]]
     assert train_losses[-1] < train_losses[0]
@@ -110,7 +110,7 @@ def test_resume_continues_from_the_step_reached(corpus: dict[str, Path], trained
     assert record["resumed_from"] == {"run": trained["run_id"], "step": 100}
     assert record["config"]["max_iters"] == 130 and record["config"]["n_layer"] == 2  # the run's config, one flag
     assert out["steps"] == 130
-    _, state = load_checkpoint(Path(out["dir"]) / "ckpt.pt")
+    _, state = load_checkpoint(Path(out["dir"]) / "ckpt.safetensors")
     assert [s for s, _ in state["history"]["train"]] == list(range(10, 131, 10))  # the curve goes on
     changed = _run("tinylm", "train", "--resume", trained["run_id"], "--n-layer", "3", "--runs-dir",
                    str(corpus["runs"]), "--report-to", "none", check=False)
@@ -133,17 +133,17 @@ def test_ctrl_c_leaves_a_usable_checkpoint_and_an_interrupted_run(corpus: dict[s
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
     )
     deadline = time.time() + 120
-    while not list(runs.glob("*/ckpt.pt")) and time.time() < deadline and proc.poll() is None:
+    while not list(runs.glob("*/ckpt.safetensors")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    assert list(runs.glob("*/ckpt.pt")), "no checkpoint appeared"
+    assert list(runs.glob("*/ckpt.safetensors")), "no checkpoint appeared"
     time.sleep(1.0)  # some steps past the first checkpoint
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    run_dir = next(runs.glob("*/ckpt.pt")).parent
+    run_dir = next(runs.glob("*/ckpt.safetensors")).parent
     record = _record(runs, run_dir.name)
     assert record["status"] == "interrupted"
-    _, state = load_checkpoint(run_dir / "ckpt.pt")
+    _, state = load_checkpoint(run_dir / "ckpt.safetensors")
     step = state["step"]
     assert step > 20 and f"interrupted at step {step}: checkpoint saved" in stderr  # the steps after the last eval
     out = json.loads(_run("tinylm", "train", "--resume", run_dir.name, "--max-iters", str(step + 10), "--runs-dir",

@@ -10,6 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
 
+import safetensors.torch  # noqa: E402
+
 from onecard.tinylm import train as T  # noqa: E402
 from onecard.tinylm.model import GPT, ModelConfig  # noqa: E402
 
@@ -66,7 +68,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     optimizer = T.configure_optimizer(model, 1e-3, 0.1, (0.9, 0.99), "cpu")
     x = torch.randint(0, 20, (2, 8))
     T.train_step(model, optimizer, lambda: (x, x), 1, 1.0, lambda: T.autocast("cpu", torch.float32))
-    path = tmp_path / "ckpt.pt"
+    path = tmp_path / "ckpt.safetensors"
     T.save_checkpoint(path, model, optimizer, 7, history={"train": [[7, 2.5]], "val": []})
     loaded, state = T.load_checkpoint(path)
     assert state["step"] == 7 and state["history"]["train"] == [[7, 2.5]]
@@ -75,24 +77,24 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     fresh = T.configure_optimizer(loaded, 1e-3, 0.1, (0.9, 0.99), "cpu")
     fresh.load_state_dict(state["optimizer"])
     assert fresh.state_dict()["state"][0]["step"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.safetensors"]  # no temporary file left behind
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = _model()
-    path = tmp_path / "ckpt.pt"
+    path = tmp_path / "ckpt.safetensors"
     T.save_checkpoint(path, model, None, 1)
 
-    def crash(obj: object, f: str) -> None:
+    def crash(tensors: object, f: str, metadata: object = None) -> None:
         Path(f).write_bytes(b"half a checkpoint")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(torch, "save", crash)
+    monkeypatch.setattr(safetensors.torch, "save_file", crash)
     with pytest.raises(KeyboardInterrupt):
         T.save_checkpoint(path, model, None, 2)
     monkeypatch.undo()
     assert T.load_checkpoint(path)[1]["step"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.safetensors"]
 
 
 def test_flops_per_token_follows_palm() -> None:
