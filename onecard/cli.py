@@ -51,6 +51,8 @@ def _doctor_args(p: argparse.ArgumentParser) -> None:
     from onecard.core.doctor import BenchConfig
 
     p.add_argument("--bench", action="store_true", help="also measure matmul TFLOPS and memory bandwidth (a run)")
+    p.add_argument("--gpu", metavar="CARD", help="say what this card from the catalog can run (4070ti, rtx-3060...) "
+                   "instead of the detected one")
     add_config_flags(p, BenchConfig)
     _job_flags(p)
 
@@ -68,6 +70,9 @@ def _doctor(args: argparse.Namespace) -> int:
         run = doctor.run_bench(config, args.runs_dir, _trackers(args))
         data["bench"] = run.record["bench"]
         data["run_id"] = run.id
+    from onecard.fit.run import can_run
+
+    data["can_run"] = can_run(data["gpus"], args.gpu)
     if args.json:
         _print_json(data)
         return 0
@@ -76,6 +81,7 @@ def _doctor(args: argparse.Namespace) -> int:
     if args.bench:
         doctor.render_bench(data["bench"], console)
         console.print(f"recorded as run [bold]{data['run_id']}[/] (see `onecard runs show {data['run_id']}`)")
+    doctor.render_lines("What this card can run (onecard fit)", data["can_run"]["lines"], console)
     return 0
 
 

@@ -17,7 +17,7 @@ from onecard.core.extras import require
 from onecard.core.gpus import match_detected
 from onecard.core.records import Run, start_run
 
-__all__ = ["report", "missing", "render", "bench", "render_bench"]
+__all__ = ["report", "missing", "render", "render_lines", "bench", "render_bench"]
 
 # import name -> (how to install it, what onecard uses it for)
 _INSTALL = {
@@ -94,6 +94,13 @@ def render(data: dict[str, Any], console: Console) -> None:
     items = missing(data)
     _section(console, "Missing", [(i["what"], f"{i['install']}  ->  {i['for']}") for i in items]
              or [("nothing", "every optional piece is installed")])
+
+
+def render_lines(title: str, lines: list[str], console: Console) -> None:
+    """Print a titled section of plain lines (the CLI adds the planner's summary of the card this way)."""
+    console.print(Text(title, style="bold"))
+    for line in lines:
+        console.print(Text("  " + line))
 
 
 def bench(device: str, seconds: float = 2.0) -> dict[str, Any]:

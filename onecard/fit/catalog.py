@@ -66,6 +66,7 @@ class LlmArch:
     tied_embeddings: bool
     gated_mlp: bool = True  # SwiGLU/GeGLU (gate, up, down) vs plain GELU MLP (fc, proj)
     norm: Norm = "rms"  # LayerNorm has a bias
+    norm_bias: bool = True  # LayerNorm(bias=False) (nanoGPT's bias=False, onecard.tinylm) has a weight only
     norms_per_layer: int = 2  # Gemma 2/3: 4 (pre/post attention and MLP); Falcon-7B parallel block: 1
     qkv_bias: bool = False  # Qwen2
     linear_bias: bool = False  # every linear has a bias (GPTBigCode)
@@ -126,7 +127,7 @@ def linears(arch: LlmArch) -> list[Linear]:
 
 def norm_params(arch: LlmArch) -> int:
     """Parameters of one norm: RMSNorm has a weight, LayerNorm a weight and a bias."""
-    return arch.hidden * (2 if arch.norm == "layer" else 1)
+    return arch.hidden * (2 if arch.norm == "layer" and arch.norm_bias else 1)
 
 
 def block_small_params(arch: LlmArch) -> int:
@@ -234,6 +235,26 @@ CATALOG: tuple[LlmArch, ...] = (
             head_dim=256, vocab=262144, max_ctx=32768, tied_embeddings=True, norms_per_layer=4, qk_norm=True,
             family="gemma3_text", aliases=("google/gemma-3-270m", "google/gemma-3-270m-it", "gemma3:270m"),
             source=_hf("google/gemma-3-270m")),
+)
+
+
+
+def _tinylm(preset: str, n_layers: int, n_heads: int, hidden: int, ctx: int, source: str) -> LlmArch:
+    """A preset of onecard.tinylm's GPT with its defaults (pos rope, bias False): pre-LayerNorm without biases, fused
+    qkv, GELU MLP 4x wide, no position table, tied embeddings; vocabulary 65, character-level TinyShakespeare
+    (nanoGPT data/shakespeare_char). A BPE vocabulary changes only the tied embedding."""
+    return LlmArch(f"tinylm-{preset}", f"tinylm {preset}", n_layers=n_layers, hidden=hidden, intermediate=4 * hidden,
+                   n_heads=n_heads, n_kv_heads=n_heads, head_dim=hidden // n_heads, vocab=65, max_ctx=ctx,
+                   tied_embeddings=True, gated_mlp=False, norm="layer", norm_bias=False, fused_qkv=True,
+                   family="tinylm", aliases=(f"tinylm:{preset}",),
+                   source=f"onecard/tinylm/config.py preset {preset!r}; {source}")
+
+
+# onecard.tinylm's from-scratch GPT (trained by `onecard tinylm train`; memory in onecard/fit/scratch.py).
+CATALOG += (
+    _tinylm("tiny", 2, 2, 32, 32, "the CPU test size"),
+    _tinylm("nanogpt-cpu", 4, 4, 128, 64, "nanoGPT README's CPU run of config/train_shakespeare_char.py"),
+    _tinylm("baby", 6, 6, 384, 256, "nanoGPT config/train_shakespeare_char.py, its 10.65M 'baby GPT'"),
 )
 
 _SUFFIXES = ("-instruct", "-chat", "-hf", "-it", "-base")

@@ -236,6 +236,10 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     Raises:
         ConfigError: a combination the runtime does not offer (e.g. full fine-tuning of 4-bit weights).
     """
+    if job.job == "train" and arch.family == "tinylm":
+        from onecard.fit import scratch
+
+        return scratch.estimate(arch, job, card)
     if job.job == "train":
         from onecard.fit import llm_train
 

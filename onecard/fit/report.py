@@ -12,7 +12,7 @@ from rich.text import Text
 from onecard.fit.estimate import PARTS
 from onecard.fit.job import FitJob
 from onecard.fit.ladder import describe_changes, family
-from onecard.fit.solve import RANKING
+from onecard.fit.solve import RANKING, gives_up
 
 if TYPE_CHECKING:
     from onecard.fit.estimate import Estimate
@@ -85,6 +85,11 @@ def _summary(plan: Plan, request: FitJob) -> dict[str, Any]:
     }
 
 
+def _request_kept(request: FitJob, plan: Plan, fam: Any = None) -> dict[str, Any]:
+    lost = gives_up(request, plan.job, fam)
+    return {"keeps_request": not lost, "gives_up": {k: {"asked": a, "planned": p} for k, (a, p) in lost.items()}}
+
+
 def to_json(plan: Plan, fixes: Sequence[tuple[str, Plan]] | None = None,
             solutions: Sequence[Plan] | None = None) -> dict[str, Any]:
     """The plan as JSON-able data (GiB rounded to 3 decimals): what `onecard fit --json` prints.
@@ -117,7 +122,8 @@ def to_json(plan: Plan, fixes: Sequence[tuple[str, Plan]] | None = None,
     if fixes is not None:
         out["fixes"] = [_summary(fix, plan.job) for _, fix in fixes]
     if solutions is not None:
-        out["solutions"] = [_summary(p, plan.job) for p in solutions]
+        fam = family(plan.job)
+        out["solutions"] = [_summary(p, plan.job) | _request_kept(plan.job, p, fam) for p in solutions]
         out["ranking"] = RANKING
     return out
 
@@ -159,15 +165,22 @@ def _speed(plan: Plan) -> str:
     return f"{est.step_s:.2f} s/step"
 
 
+def _method(job: FitJob) -> str:
+    from onecard.fit.catalog import find
+
+    arch = find(job.model)
+    return "from scratch" if arch is not None and arch.family == "tinylm" else job.method
+
+
 def render(plan: Plan, console: Console, fixes: Sequence[tuple[str, Plan]] | None = None) -> None:
     """Print the plan: peak and verdict, the breakdown bar and legend, assumptions, and fixes when it does not fit."""
     est, job = plan.estimate, plan.job
-    what = f"{job.job} ({job.method})" if job.job == "train" and family(job) == "llm" else job.job
+    what = f"{job.job} ({_method(job)})" if job.job == "train" and family(job) == "llm" else job.job
     console.print(Text(f"{job.model} · {what}", style="bold"))
     console.print(f"peak {est.process_gib:.1f} GiB on the card: {est.peak_allocated_gib:.2f} allocated by tensors, "
                   f"{est.peak_reserved_gib:.2f} reserved by the allocator, + {est.context_gib:.2f} CUDA context")
     console.print(Text(verdict(plan), style="bold green" if plan.fits else "bold red"))
-    if est.cpu_gib > 0:
+    if est.cpu_gib >= 0.05:  # paged optimizer states or offloaded layers; less rounds to 0.0
         console.print(f"+ {est.cpu_gib:.1f} GiB held in CPU RAM (offloaded)")
     if est.gpu_layers is not None:
         console.print(f"llama.cpp: {est.gpu_layers} layers on the GPU")
@@ -205,18 +218,23 @@ def render_solutions(plans: Sequence[Plan], console: Console, request: FitJob | 
         console.print(Text("no setting the planner searched fits this card", style="bold red"))
         return
     ref = request or plans[0].job
+    fam = family(ref)
     note = next((p.estimate.throughput_note for p in plans if p.estimate.throughput_note), None)
     table = Table(title=f"settings that fit {_card_text(plans[0])} (budget {plans[0].budget_gib:.1f} GiB)",
                   title_justify="left", caption=f"ranking: {RANKING}" + (f"\nspeed: {note}" if note else ""),
                   caption_justify="left")
     table.add_column("#", justify="right")
+    table.add_column("request")
     table.add_column("settings")
     table.add_column("peak GiB", justify="right")
     table.add_column("spare GiB", justify="right")
     table.add_column("speed", justify="right")
-    for i, p in enumerate(plans, 1):
-        table.add_row(str(i), describe_changes(ref, p.job) or "as requested", f"{p.estimate.process_gib:.1f}",
-                      f"{p.headroom_gib:.1f}", _speed(p))
+    kept = [not gives_up(ref, p.job, fam) for p in plans]
+    for i, p in enumerate(plans):
+        request_cell = Text("kept", style="green") if kept[i] else Text("changed", style="bold yellow")
+        table.add_row(str(i + 1), request_cell, describe_changes(ref, p.job) or "as requested",
+                      f"{p.estimate.process_gib:.1f}", f"{p.headroom_gib:.1f}", _speed(p),
+                      end_section=kept[i] and i + 1 < len(plans) and not kept[i + 1])
     console.print(table)
 
 

@@ -10,11 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onecard.core.gpus import GpuSpec
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
 from onecard.fit.plan import Plan, plan
 
-__all__ = ["Answer", "answer", "measure_run"]
+__all__ = ["Answer", "answer", "measure_run", "card_summary", "can_run"]
+
+_YOLO_SIZES = ("x", "l", "m", "s", "n")
+# SDXL inference flag sets, cheapest first (the ladder's order: VAE slicing, then model, then sequential offload)
+_SDXL_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("no memory-saving flags", {}), ("VAE slicing", {"vae_slicing": True}),
+    ("VAE slicing + model CPU offload", {"vae_slicing": True, "offload": "model"}),
+    ("VAE slicing + sequential CPU offload", {"vae_slicing": True, "offload": "sequential"}))
 
 
 @dataclass
@@ -61,6 +69,71 @@ def answer(
 
         result.traced = trace_job(job)
     return result
+
+
+def card_summary(card: GpuSpec, margin_gib: float = 0.5) -> list[str]:
+    """A few lines on what a card runs, from the planner: the guide's jobs at their usual settings (`onecard doctor`).
+
+    Each line is a question the guide answers with a number: the largest catalog LLM at 4-bit with an 8k context,
+    QLoRA of an 8B at 2k tokens, SDXL at 1024 px, YOLOv8 training at batch 16, Whisper large-v3.
+    """
+    from onecard.fit import catalog
+    from onecard.fit import plan as planning
+
+    budget = card.vram_gib - margin_gib
+
+    def gib(**job: Any) -> float:
+        return planning.estimate(FitJob(**job), card).process_gib
+
+    llms = sorted((a for a in catalog.CATALOG if a.family != "tinylm" and a.vision is None), key=catalog.n_params,
+                  reverse=True)
+    fits = [(a, p) for a in llms if (p := gib(model=a.key, job="infer", quant="nf4", ctx=8192)) <= budget]
+    lines = [f"{card.name}: {card.vram_gib:.1f} GiB, planning with a {margin_gib} GiB margin"]
+    if fits:
+        arch, peak = fits[0]
+        largest = ", the catalog's largest" if arch is llms[0] else ""
+        lines.append(f"LLM inference at 4-bit (nf4), 8k context: up to {arch.name} ({peak:.1f} GiB{largest})")
+    else:
+        lines.append("LLM inference at 4-bit (nf4), 8k context: no catalog LLM fits; llama.cpp can offload layers")
+    qlora = [(b, p) for b in (16, 8, 4, 2, 1)
+             if (p := gib(model="llama-3.1-8b", job="train", method="qlora", seq=2048, batch=b)) <= budget]
+    lines.append("QLoRA Llama 3.1 8B at 2048 tokens: " + (
+        f"fits with micro-batch {qlora[0][0]} + gradient accumulation, checkpointing on ({qlora[0][1]:.1f} GiB)"
+        if qlora else "does not fit even at micro-batch 1 with checkpointing"))
+    sdxl = next(((name, p) for name, flags in _SDXL_FLAGS
+                 if (p := gib(model="sdxl", job="infer", resolution=1024, **flags)) <= budget), None)
+    lines.append("SDXL 1024 px, 1 image: " + (f"with {sdxl[0]} ({sdxl[1]:.1f} GiB, {budget - sdxl[1]:.1f} to spare)"
+                                                 if sdxl else "does not fit"))
+    yolo = next(((s, p) for s in _YOLO_SIZES if (p := gib(model=f"yolov8{s}", job="train", batch=16)) <= budget),
+                None)
+    lines.append("YOLOv8 training at 640 px, batch 16: " + (
+        f"up to YOLOv8{yolo[0]} ({yolo[1]:.1f} GiB)" if yolo else "not even YOLOv8n"))
+    whisper = {q: gib(model="whisper-large-v3", job="infer", runtime="faster-whisper", quant=q)
+               for q in ("fp16", "int8")}
+    lines.append("Whisper large-v3 (faster-whisper, beam 5): " + ", ".join(
+        f"{q} {'fits' if p <= budget else 'does not fit'} ({p:.1f} GiB)" for q, p in whisper.items()))
+    return lines
+
+
+def can_run(detected: list[dict[str, Any]], gpu: str | None = None) -> dict[str, Any]:
+    """What `onecard doctor` ends with: the card (the named one, else the detected GPU 0) and `card_summary` lines.
+
+    Args:
+        detected: the GPUs of the doctor's report (dicts with "catalog_key" and "vram_total_gib").
+        gpu: a catalog card name that replaces the detected one.
+    """
+    from onecard.core import gpus
+
+    if gpu:
+        card = gpus.lookup(gpu)
+    elif detected:
+        first = detected[0]
+        card = gpus.lookup(first["catalog_key"]) if first["catalog_key"] else gpus.custom(first["vram_total_gib"])
+    else:
+        return {"card": None, "lines": [
+            "no NVIDIA GPU here, so there is no card to plan for; ask about one by name:",
+            "`onecard fit MODEL --gpu 4070ti` for one job, `onecard doctor --gpu 4070ti` for this summary"]}
+    return {"card": card.key, "lines": card_summary(card)}
 
 
 def measure_run(

@@ -4,16 +4,23 @@ Search space: each knob the user did not fix is tried at the requested value and
 quarter of the context, sequence, batch or LoRA rank; lower-precision weights), and each memory saver is tried on
 and off. The search never asks for more than the request, except for pure speed knobs: the micro-batch (at the
 same effective batch), YOLO's batch (largest that fits, like Ultralytics' AutoBatch) and faster-whisper's batch.
+A training --batch the user gives is the effective batch: the search splits it into micro-batch x accumulation
+unless --grad-accum is given too.
 
-Ranking (`RANKING`): fastest first; plans within 15% of the fastest plan of their speed tier tie, and ties go to
-quality: higher-precision weights, full > LoRA > QLoRA, longer context or sequence, larger LoRA rank, larger image
-and beam, higher-precision KV cache and optimizer, a larger batch, then more headroom. Where the estimator gives no
-speed (diffusion, YOLO, Whisper today), `relative_speed` stands in: the memory savers' rough slow-downs.
+Ranking (`RANKING`): first the plans that keep the request, then those that give part of it up, least given up
+first (`gives_up`). The request is what the user set and, even at their defaults, the sizes that define what they
+get: the training sequence, the inference context and batch, the diffusion resolution and batch, YOLO's image size
+(FitJob's defaults, e.g. seq 2048, are what a user who names no sequence asks for). Within each group, fastest
+first; plans within 15% of the fastest plan of their speed tier tie, and ties go to quality: higher-precision
+weights, full > LoRA > QLoRA, longer context or sequence, larger LoRA rank, larger image and beam, higher-precision
+KV cache and optimizer, a larger batch, then more headroom. Where the estimator gives no speed (diffusion, YOLO,
+Whisper today), `relative_speed` stands in: the memory savers' rough slow-downs.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -24,13 +31,14 @@ from onecard.fit.ladder import SEQ_FLOOR, Family, bits, effective_quant, estimat
 if TYPE_CHECKING:
     from onecard.fit.plan import Plan
 
-__all__ = ["solve", "space", "throughput", "relative_speed", "RANKING", "TIE"]
+__all__ = ["solve", "space", "throughput", "relative_speed", "gives_up", "request_knobs", "RANKING", "TIE"]
 
 TIE = 0.15  # speeds within 15% of their tier's fastest plan count as equal
 RANKING = (
-    "fastest first (tokens/s, or items/s from the step time); plans within 15% of their tier's fastest tie, and "
-    "ties go to higher precision, longer context/sequence, larger LoRA rank, larger image and beam, larger batch, "
-    "then headroom; without a speed estimate, the memory savers' rough slow-downs stand in for speed"
+    "plans that keep the request (sequence/context, resolution, image size, batch; what you set) first, then those "
+    "that give part of it up (marked), least given up first; within each, fastest first (tokens/s, or items/s from "
+    "the step time), plans within 15% of their tier's fastest tie, and ties go to higher precision, larger LoRA "
+    "rank, larger batch, then headroom; without a speed estimate, the memory savers' rough slow-downs stand in"
 )
 _METHOD_RANK = {"full": 2, "lora": 1, "qlora": 0}
 _OPTIM_BITS = {"adamw": 32, "paged_adamw": 32, "adafactor": 16, "sgd": 32}  # 8-bit ones: 8
@@ -60,11 +68,39 @@ def _micro_batches(job: FitJob) -> list[tuple[int, int]]:
     return [(b, effective // b) for b in sorted(sizes)]
 
 
+def request_knobs(job: FitJob, fam: Family | None = None) -> tuple[str, ...]:
+    """The size knobs that define what the user gets, kept as asked even at their defaults (training keeps the
+    effective batch by construction; YOLO's and Whisper's batches are speed knobs)."""
+    fam = fam or family(job)
+    if fam == "llm":
+        return ("seq",) if job.job == "train" else ("ctx", "batch")
+    if fam == "diffusion":
+        return ("resolution",) if job.job == "train" else ("resolution", "batch")
+    return ("imgsz",) if fam == "yolo" else ()
+
+
+def gives_up(request: FitJob, plan_job: FitJob, fam: Family | None = None) -> dict[str, tuple[Any, Any]]:
+    """The request knobs a plan lowers, as {knob: (asked, planned)}; empty when the plan keeps the request."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for name in request_knobs(request, fam):
+        asked, planned = getattr(request, name), getattr(plan_job, name)
+        if asked is not None and planned is not None and planned < asked:
+            out[name] = (asked, planned)
+    return out
+
+
+def _given_up(request: FitJob, plan_job: FitJob, fam: Family) -> float:
+    """How much of the request a plan gives up: halvings summed over the request knobs (0: keeps it)."""
+    return sum(math.log2(asked / planned) for asked, planned in gives_up(request, plan_job, fam).values())
+
+
 def space(job: FitJob, fixed: Collection[str] = ()) -> dict[str, list[Any]]:
     """The values solve tries for each knob of the job's family; a fixed knob keeps its requested value."""
     fam, train = family(job), job.job == "train"
     knobs: dict[str, list[Any]] = {}
-    if fam == "llm" and train:
+    if fam == "llm" and train and _from_scratch(job):
+        pass  # tinylm trains every weight with AdamW, no checkpointing: only the micro-batch moves
+    elif fam == "llm" and train:
         knobs["method"] = ["full", "lora", "qlora"]
         knobs["quant"] = ["auto"]  # the method picks the weights: nf4 for qlora, bf16 otherwise
         knobs["optimizer"] = [job.optimizer, *[o for o in ("adamw", "adamw8bit", "paged_adamw8bit")
@@ -107,11 +143,19 @@ def space(job: FitJob, fixed: Collection[str] = ()) -> dict[str, list[Any]]:
     return {k: v for k, v in knobs.items() if k not in fixed}
 
 
+def _from_scratch(job: FitJob) -> bool:
+    from onecard.fit.catalog import find
+
+    arch = find(job.model)
+    return arch is not None and arch.family == "tinylm"
+
+
 def _candidates(job: FitJob, fam: Family, fixed: Collection[str]) -> Iterator[FitJob]:
     knobs = space(job, fixed)
     train = job.job == "train"
-    # Training micro-batch moves with gradient accumulation, keeping the effective batch (YOLO has its own batch knob).
-    pairs = train and fam != "yolo" and not {"batch", "grad_accum"} & set(fixed)
+    # Training micro-batch moves with gradient accumulation, keeping the effective batch (YOLO has its own batch knob);
+    # a --batch given alone is the effective batch, a --grad-accum given too fixes the split.
+    pairs = train and fam != "yolo" and "grad_accum" not in fixed
     batches = _micro_batches(job) if pairs else [(job.batch, job.grad_accum)]
     names = list(knobs)
     for values in itertools.product(*knobs.values(), batches):
@@ -187,15 +231,17 @@ def relative_speed(job: FitJob, fam: Family) -> float:
     return speed * (0.5 if job.quant == "fp32" or (fam == "yolo" and not job.amp) else 1.0)
 
 
-def _rank(plans: list[Plan], fam: Family, top: int) -> list[Plan]:
+def _rank(plans: list[Plan], fam: Family, top: int, request: FitJob) -> list[Plan]:
     speed = {id(p): throughput(p, fam) for p in plans}
     if not any(speed.values()):  # the estimator gives no speed: rank by the rough one
         speed = {id(p): relative_speed(p.job, fam) for p in plans}
+    lost = {id(p): round(_given_up(request, p.job, fam), 6) for p in plans}
     # Plans without a speed (llama.cpp partial offload) rank after those with one, in one tier of their own.
     tiers: list[list[Plan]] = []
-    for p in sorted(plans, key=lambda p: speed[id(p)], reverse=True):
-        if tiers and speed[id(p)] >= speed[id(tiers[-1][0])] * (1 - TIE):
-            tiers[-1].append(p)
+    for p in sorted(plans, key=lambda p: (lost[id(p)], -speed[id(p)])):
+        tier = tiers[-1] if tiers else None
+        if tier and lost[id(p)] == lost[id(tier[0])] and speed[id(p)] >= speed[id(tier[0])] * (1 - TIE):
+            tier.append(p)
         else:
             tiers.append([p])
     ranked = [p for tier in tiers for p in sorted(tier, key=lambda p: _quality(p, fam), reverse=True)]
@@ -218,7 +264,8 @@ def solve(job: FitJob, top: int = 10, fixed: Collection[str] = ()) -> list[Plan]
     Args:
         job: the request; its card and margin set the budget (card memory minus `margin_gib`).
         top: how many plans to return.
-        fixed: names of the FitJob fields the user set explicitly; they keep their requested values.
+        fixed: names of the FitJob fields the user set explicitly; they keep their requested values (a training
+            batch given without grad_accum is kept as the effective batch, split into micro-batch x accumulation).
 
     Raises:
         ConfigError: no card is known (neither --gpu nor --vram, and none detected).
@@ -241,4 +288,4 @@ def solve(job: FitJob, top: int = 10, fixed: Collection[str] = ()) -> list[Plan]
         if est.process_gib <= budget:
             plans[key] = planning.Plan(job=cand, card=base.card, estimate=est, budget_gib=budget, fits=True,
                                        headroom_gib=budget - est.process_gib)
-    return _rank(list(plans.values()), fam, top)
+    return _rank(list(plans.values()), fam, top, job)

@@ -52,6 +52,16 @@ def test_doctor_json_describes_this_machine() -> None:
     assert isinstance(data["gpus"], list) and "torch" in data and "accelerators" in data
     if not data["gpus"]:
         assert "no NVIDIA GPU" in data["gpu_note"]
+        assert data["can_run"]["card"] is None and "--gpu 4070ti" in " ".join(data["can_run"]["lines"])
+    else:
+        assert data["can_run"]["card"] and len(data["can_run"]["lines"]) >= 5
+
+
+def test_doctor_ends_with_what_a_named_card_can_run() -> None:
+    text = _run("doctor", "--gpu", "4070ti").stdout
+    assert "What this card can run" in text and "QLoRA Llama 3.1 8B at 2048 tokens: fits" in text
+    data = json.loads(_run("doctor", "--gpu", "rtx-3060", "--json").stdout)
+    assert data["can_run"]["card"] == "rtx-3060"
 
 
 def test_bench_is_a_recorded_run_listed_shown_and_compared() -> None:

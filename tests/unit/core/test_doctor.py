@@ -104,3 +104,8 @@ def test_bench_cuda_stays_under_the_catalog_peak() -> None:
     # Above 1.0 the catalog figure is wrong (e.g. an FP16-accumulate peak where PyTorch accumulates in FP32).
     for key, fraction in result["fraction_of_peak"].items():
         assert 0.2 < fraction <= 1.05, (key, result)
+
+
+def test_render_lines_prints_a_titled_section_as_text() -> None:
+    text = _text(doctor.render_lines, "What this card can run", ["SDXL [1024] px: fits"])
+    assert "What this card can run\n  SDXL [1024] px: fits" in text

@@ -84,15 +84,30 @@ def test_a_plan_that_does_not_fit_shows_its_fixes() -> None:
 
 
 def test_solutions_table_ranks_plans_with_their_changes() -> None:
+    from onecard.fit.plan import plan as real_plan
     from onecard.fit.solve import solve
 
     request = FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=2048, gpu="4070ti")
     plans = solve(request, top=5, fixed={"method"})
     text = _text(render_solutions, plans, request=request)
-    assert "settings that fit 12 GiB RTX 4070 Ti" in text and "ranking: fastest first" in text
+    assert "settings that fit 12 GiB RTX 4070 Ti" in text and "ranking: plans that keep the request" in text
     assert all(f"{p.estimate.process_gib:.1f}" in text for p in plans)
-    out = to_json(plans[0], solutions=plans)
+    out = to_json(real_plan(request), solutions=plans)
     assert len(out["solutions"]) == len(plans) and all(s["fits"] for s in out["solutions"])
+    assert out["solutions"][0]["keeps_request"] and out["solutions"][0]["gives_up"] == {}
+
+
+def test_solutions_that_change_the_request_are_marked() -> None:
+    from onecard.fit.plan import plan as real_plan
+    from onecard.fit.solve import solve
+
+    request = FitJob(model="llama-3.1-8b", job="train", method="qlora", gpu="4070ti")
+    plans = solve(request, top=20, fixed={"method"})
+    text = _text(render_solutions, plans, request=request)
+    assert "kept" in text and "changed" in text and "sequence 2048 -> 1024" in text
+    out = to_json(real_plan(request), solutions=plans)
+    changed = [s for s in out["solutions"] if not s["keeps_request"]]
+    assert changed and changed[0]["gives_up"] == {"seq": {"asked": 2048, "planned": 1024}}
 
 
 def test_no_solutions_says_so() -> None:

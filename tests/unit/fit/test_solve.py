@@ -7,7 +7,7 @@ import pytest
 from onecard.core.errors import ConfigError
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
-from onecard.fit.solve import TIE, solve, space, throughput
+from onecard.fit.solve import TIE, gives_up, solve, space, throughput
 
 CARD = "4070ti"
 JOBS = [
@@ -32,7 +32,7 @@ def test_every_plan_fits_and_keeps_the_fixed_knobs(job: FitJob, fixed: set[str])
         assert p.fits and p.budget_gib == pytest.approx(p.card.vram_gib - job.margin_gib)
         assert p.estimate.process_gib <= p.budget_gib
         assert p.headroom_gib == pytest.approx(p.budget_gib - p.estimate.process_gib)
-        for name in fixed:
+        for name in fixed - ({"batch"} if job.job == "train" else set()):  # a training batch is the effective one
             assert getattr(p.job, name) == getattr(job, name), name
         if job.job == "train" and not job.model.startswith("yolo"):
             assert p.job.batch * p.job.grad_accum == job.batch * job.grad_accum
@@ -58,8 +58,9 @@ def test_without_a_card_it_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch)
         solve(FitJob(model="llama-3.1-8b", job="infer"))
 
 
-def test_ranking_is_fastest_first_then_quality(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fake estimator: nf4 is fastest; bf16 and int8 tie on speed, so bf16 wins as higher precision."""
+def test_ranking_keeps_the_request_then_fastest_then_quality(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake estimator: nf4 is fastest; bf16 and int8 tie on speed, so bf16 wins as higher precision; a shorter
+    context is faster still, but it gives up part of the request (the default ctx counts as asked for)."""
     from onecard.fit import plan as planning
 
     speed = {"auto": 50.0, "int8": 48.0, "nf4": 90.0}
@@ -71,13 +72,39 @@ def test_ranking_is_fastest_first_then_quality(monkeypatch: pytest.MonkeyPatch) 
         def estimate(arch: object, job: FitJob, card: object = None) -> Estimate:
             weights = {"auto": 8.0, "int8": 5.0, "nf4": 3.0}[job.quant]
             return Estimate(parts={"weights": weights, "kv_cache": job.ctx / 4096}, slack_gib=0.2, context_gib=0.4,
-                            tokens_per_s=speed[job.quant] * 4096 / (4096 + job.ctx / 100))
+                            tokens_per_s=speed[job.quant] * 8192 / job.ctx)
 
     monkeypatch.setattr(planning, "resolve_model", lambda ref: (FakeLlm, None))
-    plans = solve(FitJob(model="llama-3.1-8b", job="infer", ctx=8192, gpu=CARD), top=100)
-    quants = [p.job.quant for p in plans]
-    assert quants[0] == "nf4" and plans[0].job.ctx == 8192, "fastest tier first, longest context inside it"
+    request = FitJob(model="llama-3.1-8b", job="infer", ctx=8192, gpu=CARD)
+    plans = solve(request, top=100)
+    lost = [gives_up(request, p.job, "llm") for p in plans]
+    kept = [p for p, g in zip(plans, lost, strict=True) if not g]
+    assert kept and all(not g for g in lost[: len(kept)]), "every plan that keeps the request comes first"
+    assert plans[len(kept)].job.ctx == 4096, "then the least given up: half the context before a quarter"
+    assert [p.job.quant for p in kept][0] == "nf4", "fastest first among those that keep the request"
+    quants = [p.job.quant for p in kept]
     assert quants.index("auto") < quants.index("int8"), "within a speed tie, higher precision first"
-    speeds = [throughput(p) for p in plans]
+    speeds = [throughput(p) for p in kept]
     for i, faster in enumerate(speeds):
         assert all(slower <= faster / (1 - TIE) for slower in speeds[i + 1:]), "no clearly faster plan ranks lower"
+
+
+def test_default_sequence_is_part_of_the_request() -> None:
+    """seq 512 without checkpointing is faster per token, but a user who names no sequence asked for 2048."""
+    request = FitJob(model="llama-3.1-8b", job="train", method="qlora", gpu=CARD)
+    plans = solve(request, fixed={"method"}, top=20)
+    assert plans[0].job.seq == 2048 and not gives_up(request, plans[0].job)
+    changed = [p for p in plans if gives_up(request, p.job)]
+    assert changed and all(gives_up(request, p.job)["seq"] == (2048, p.job.seq) for p in changed)
+    first_changed = plans.index(changed[0])
+    assert all(not gives_up(request, p.job) for p in plans[:first_changed])
+    assert all(gives_up(request, p.job) for p in plans[first_changed:]), "kept plans are not mixed with changed ones"
+
+
+def test_a_training_batch_alone_is_the_effective_batch() -> None:
+    request = FitJob(model="llama-3.1-8b", job="train", method="qlora", batch=16, gpu=CARD)
+    plans = solve(request, fixed={"method", "batch"})
+    assert plans and all(p.job.batch * p.job.grad_accum == 16 for p in plans)
+    assert plans[0].job.batch < 16
+    with_accum = FitJob(model="llama-2-7b", job="train", method="qlora", batch=2, grad_accum=8, gpu=CARD)
+    assert all((p.job.batch, p.job.grad_accum) == (2, 8) for p in solve(with_accum, fixed={"batch", "grad_accum"}))
