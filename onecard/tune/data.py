@@ -1,0 +1,176 @@
+"""Instruction data: the JSONL formats people have, every bad line named by number, duplicates, a seeded split.
+
+Each row becomes a conversation (a list of {"role", "content"} messages ending with the assistant's turn):
+
+    alpaca   {"instruction", "input"?, "output", "system"?}   -> user: instruction (+ blank line + input),
+                                                                 assistant: output
+    prompt   {"prompt", "response"} or {"prompt", "completion"} -> user: prompt, assistant: response
+    chat     {"messages": [{"role", "content"}, ...]}          -> as is (system?, then user/assistant turns)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onecard.core.errors import DataError
+
+__all__ = ["Example", "BadLine", "DataReport", "read_examples", "to_messages", "dedupe", "split", "write_jsonl",
+           "load_examples"]
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class Example:
+    """One training row as a conversation, with the line it came from."""
+
+    messages: list[dict[str, str]]
+    line: int
+    format: str = "chat"
+
+
+@dataclass
+class BadLine:
+    line: int
+    reason: str
+
+
+@dataclass
+class DataReport:
+    """What reading a file found: the good rows, the bad lines with their reasons, and the formats seen."""
+
+    path: str
+    examples: list[Example]
+    bad: list[BadLine] = field(default_factory=list)
+    formats: Counter[str] = field(default_factory=Counter)
+
+    def raise_if_bad(self, limit: int = 10) -> None:
+        """A DataError naming the first `limit` bad lines by number, if there are any."""
+        if not self.bad:
+            return
+        lines = "\n".join(f"  {self.path}:{b.line}: {b.reason}" for b in self.bad[:limit])
+        more = f"\n  ... and {len(self.bad) - limit} more" if len(self.bad) > limit else ""
+        raise DataError(f"{len(self.bad)} bad line(s) in {self.path}:\n{lines}{more}",
+                        f"fix or remove them; `onecard tune data check {self.path}` lists them all")
+
+
+def _text(obj: dict[str, Any], key: str, required: bool = True) -> str:
+    value = obj.get(key)
+    if value is None and not required:
+        return ""
+    if key not in obj:
+        raise ValueError(f"'{key}' is missing (keys: {', '.join(sorted(obj))})")
+    if not isinstance(value, str):
+        raise ValueError(f"'{key}' must be a string, got {type(value).__name__}")
+    if required and not value.strip():
+        raise ValueError(f"'{key}' is empty")
+    return value
+
+
+def to_messages(obj: Any) -> tuple[str, list[dict[str, str]]]:
+    """(format, messages) of one parsed row; a ValueError says why the row is not usable."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    if "messages" in obj:
+        messages = obj["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise ValueError("'messages' must be a non-empty list")
+        out = []
+        for i, m in enumerate(messages, 1):
+            if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+                raise ValueError(f"'messages' item {i}: expected {{\"role\": ..., \"content\": \"...\"}}")
+            if m.get("role") not in ROLES:
+                raise ValueError(f"'messages' item {i}: role {m.get('role')!r} is not one of {', '.join(ROLES)}")
+            if m["role"] == "system" and i != 1:
+                raise ValueError(f"'messages' item {i}: a system message may only come first")
+            out.append({"role": m["role"], "content": m["content"]})
+        if out[-1]["role"] != "assistant":
+            raise ValueError(f"the last message is from the {out[-1]['role']}; it must be the assistant's turn")
+        if not out[-1]["content"].strip():
+            raise ValueError("the last assistant message is empty")
+        return "chat", out
+    if "instruction" in obj:
+        user = _text(obj, "instruction")
+        extra = _text(obj, "input", required=False)
+        system = _text(obj, "system", required=False)
+        head = [{"role": "system", "content": system}] if system.strip() else []
+        return "alpaca", [*head, {"role": "user", "content": user + (f"\n\n{extra}" if extra.strip() else "")},
+                          {"role": "assistant", "content": _text(obj, "output")}]
+    if "prompt" in obj:
+        answer_key = "response" if "response" in obj else "completion"
+        return "prompt", [{"role": "user", "content": _text(obj, "prompt")},
+                          {"role": "assistant", "content": _text(obj, answer_key)}]
+    keys = ", ".join(sorted(obj)) or "none"
+    raise ValueError(f"no known format: expected instruction/output, prompt/response or messages (keys: {keys})")
+
+
+def read_examples(path: str | Path) -> DataReport:
+    """Read every line of a JSONL file; bad lines are kept in the report with their reasons, never dropped silently."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist", "pass a JSONL file with one example per line")
+    report = DataReport(str(path), [])
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue  # a blank line is not a row
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                report.bad.append(BadLine(number, f"not valid JSON ({e.msg} at column {e.colno})"))
+                continue
+            try:
+                kind, messages = to_messages(obj)
+            except ValueError as e:
+                report.bad.append(BadLine(number, str(e)))
+                continue
+            report.examples.append(Example(messages, number, kind))
+            report.formats[kind] += 1
+    if not report.examples and not report.bad:
+        raise DataError(f"{path} has no rows", "put one JSON object per line")
+    return report
+
+
+def load_examples(path: str | Path) -> list[Example]:
+    """The rows of a file, or a DataError listing its bad lines."""
+    report = read_examples(path)
+    report.raise_if_bad()
+    return report.examples
+
+
+def dedupe(examples: list[Example]) -> tuple[list[Example], list[tuple[int, int]]]:
+    """Keep the first of rows that are exactly the same conversation; (line, line of the first) for each dropped."""
+    first: dict[str, int] = {}
+    kept, dropped = [], []
+    for ex in examples:
+        key = json.dumps(ex.messages, sort_keys=True)
+        if key in first:
+            dropped.append((ex.line, first[key]))
+        else:
+            first[key] = ex.line
+            kept.append(ex)
+    return kept, dropped
+
+
+def split(examples: list[Example], dev_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """A seeded shuffle split: (train, dev), at least one row in each."""
+    if len(examples) < 2:
+        raise DataError(f"{len(examples)} row(s) cannot be split into train and dev", "give more rows, or --dev-data")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_dev = min(len(examples) - 1, max(1, round(len(examples) * dev_fraction)))
+    dev = sorted(order[:n_dev])
+    train = sorted(order[n_dev:])
+    return [examples[i] for i in train], [examples[i] for i in dev]
+
+
+def write_jsonl(examples: list[Example], path: Path) -> None:
+    """Write rows as chat JSONL (the format every command reads back), with the source line of each."""
+    with path.open("w", encoding="utf-8") as f:
+        for ex in examples:
+            f.write(json.dumps({"messages": ex.messages, "source_line": ex.line}, ensure_ascii=False) + "\n")

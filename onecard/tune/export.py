@@ -1,0 +1,281 @@
+"""Export a tuned adapter: the adapter folder, merged weights, a GGUF, and an Ollama Modelfile.
+
+GGUF: llama.cpp's `convert_hf_to_gguf.py` (and `llama-quantize` for the k-quants) when a llama.cpp folder is found
+(--llama-cpp, $LLAMA_CPP_DIR, or PATH); otherwise the `gguf` package writes Llama-architecture models itself in the
+types it can quantize (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0). The tokenizer metadata is copied from the GGUF the
+base model came from when there is one (so llama.cpp keeps its pre-tokenizer), else built from tokenizer.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from onecard.core.errors import OnecardError
+from onecard.tune.model import SOURCE_FILE
+
+__all__ = ["export", "merge_adapter", "write_gguf", "modelfile", "ollama_template", "write_accelerate_config",
+           "GGUF_TYPES"]
+
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0")  # what the gguf package quantizes (numpy)
+CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")  # convert_hf_to_gguf.py --outtype
+
+
+def export(adapter: Path, out: Path, merge: bool = False, gguf: str | None = None, ollama: bool = False,
+           llama_cpp: str | None = None) -> dict[str, str]:
+    """Write `out/adapter`, and as asked `out/merged`, `out/model-TYPE.gguf`, `out/Modelfile`; returns the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"adapter": str(_copy_dir(adapter, out / "adapter"))}
+    if merge or gguf or ollama:
+        written["merged"] = str(merge_adapter(adapter, out / "merged"))
+    if gguf:
+        written["gguf"] = str(_gguf(Path(written["merged"]), out, gguf.lower(), llama_cpp))
+    if ollama:
+        from onecard.tune.model import load_tokenizer
+
+        source = Path(written.get("gguf", written["merged"]))
+        (out / "Modelfile").write_text(modelfile(f"./{source.relative_to(out)}", load_tokenizer(adapter)))
+        written["modelfile"] = str(out / "Modelfile")
+        written["ollama"] = f"cd {out} && ollama create my-tuned-model -f Modelfile && ollama run my-tuned-model"
+    return written
+
+
+def _copy_dir(src: Path, dst: Path) -> Path:
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    return dst
+
+
+def merge_adapter(adapter: Path, out: Path) -> Path:
+    """The base model with the adapter folded into its weights (W + B A * alpha / r), saved with the tokenizer."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from onecard.tune.model import load_tokenizer
+
+    base_dir = Path(json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"])
+    # 16-bit (or the file's own) base weights: a QLoRA adapter merges into the unquantized model, not the NF4 one.
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto")
+    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    shutil.rmtree(out, ignore_errors=True)
+    merged.save_pretrained(out)
+    load_tokenizer(adapter).save_pretrained(out)
+    if (base_dir / SOURCE_FILE).is_file():
+        shutil.copy(base_dir / SOURCE_FILE, out / SOURCE_FILE)
+    return out
+
+
+# -- GGUF -----------------------------------------------------------------------------------------------------------
+
+
+def _llama_cpp_tool(name: str, folder: str | None) -> Path | None:
+    root = folder or os.environ.get("LLAMA_CPP_DIR")
+    if root:
+        for candidate in (Path(root) / name, Path(root) / "build" / "bin" / name, Path(root) / "bin" / name):
+            if candidate.is_file():
+                return candidate
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+def _gguf(merged: Path, out: Path, qtype: str, llama_cpp: str | None) -> Path:
+    target = out / f"model-{qtype}.gguf"
+    converter = _llama_cpp_tool("convert_hf_to_gguf.py", llama_cpp)
+    quantizer = _llama_cpp_tool("llama-quantize", llama_cpp)
+    direct = qtype in (CONVERTER_TYPES if converter else GGUF_TYPES)
+    if not direct and quantizer is None:
+        raise OnecardError(
+            f"GGUF type {qtype} needs llama.cpp's llama-quantize, which was not found (--llama-cpp, $LLAMA_CPP_DIR, "
+            "PATH); merged weights are in " + str(merged),
+            f"build llama.cpp (https://github.com/ggml-org/llama.cpp: cmake -B build && cmake --build build) and pass "
+            f"--llama-cpp PATH, or use --gguf with one of {', '.join(GGUF_TYPES)}, which onecard writes itself")
+    first = target if direct else out / "model-f16.gguf"
+    if converter:
+        subprocess.run([sys.executable, str(converter), str(merged), "--outfile", str(first), "--outtype",
+                        qtype if direct else "f16"], check=True)
+    else:
+        write_gguf(merged, first, qtype if direct else "f16")
+    if not direct:
+        subprocess.run([str(quantizer), str(first), str(target), qtype.upper()], check=True)
+    return target
+
+
+def _permute(w: Any, n_head: int) -> Any:
+    """llama.cpp's rotary layout for q/k rows (convert_hf_to_gguf.py LlamaModel.permute): pairs interleaved."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_gguf(model_dir: Path, path: Path, qtype: str = "f16") -> Path:
+    """Write a Llama-architecture safetensors folder as GGUF with the `gguf` package (no llama.cpp needed)."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("model_type") not in ("llama", "mistral"):
+        raise OnecardError(f"onecard writes GGUF itself only for Llama-architecture models, not "
+                           f"{config.get('model_type')!r}", "pass --llama-cpp PATH to a llama.cpp checkout")
+    n_head, n_kv = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
+    head_dim = config.get("head_dim") or config["hidden_size"] // n_head
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(model_dir.name)
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_kv)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(float((config.get("rope_parameters") or {}).get("rope_theta",
+                                                                             config.get("rope_theta", 10000.0))))
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_vocab_size(config["vocab_size"])
+    writer.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                          "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+                          "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1,
+                          "q5_0": gguf.LlamaFileType.MOSTLY_Q5_0}[qtype])
+    _add_tokenizer(writer, model_dir)
+    names = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
+    want = getattr(gguf.GGMLQuantizationType, qtype.upper())
+    block = gguf.GGML_QUANT_SIZES[want][0]
+    tensors: dict[str, Any] = {}
+    for file in sorted(model_dir.glob("*.safetensors")):
+        tensors.update(load_file(file))
+    for name, data in tensors.items():
+        if name == "lm_head.weight" and config.get("tie_word_embeddings"):
+            continue
+        data = data.astype(np.float32)
+        if name.endswith("q_proj.weight"):
+            data = _permute(data, n_head)
+        elif name.endswith("k_proj.weight"):
+            data = _permute(data, n_kv)
+        new_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if new_name is None:
+            raise OnecardError(f"no GGUF name for tensor {name}", "pass --llama-cpp PATH to a llama.cpp checkout")
+        # Norms stay f32 (as llama.cpp's converter keeps 1-D tensors); rows not a whole number of blocks: f16.
+        kind = want if data.ndim == 2 and data.shape[-1] % block == 0 else gguf.GGMLQuantizationType.F32 \
+            if data.ndim == 1 or want == gguf.GGMLQuantizationType.F32 else gguf.GGMLQuantizationType.F16
+        writer.add_tensor(new_name, gguf.quants.quantize(data, kind), raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _add_tokenizer(writer: Any, model_dir: Path) -> None:
+    import gguf
+
+    source = model_dir / SOURCE_FILE
+    if source.is_file():  # the base came from a GGUF: keep its tokenizer exactly, pre-tokenizer included
+        reader = gguf.GGUFReader(json.loads(source.read_text())["gguf"])
+        for key, field in reader.fields.items():
+            if key.startswith("tokenizer."):
+                value = field.contents()
+                vtype = field.types[0]
+                if vtype == gguf.GGUFValueType.ARRAY:
+                    writer.add_array(key, value)
+                else:
+                    writer.add_key_value(key, value, vtype)
+        return
+    vocab = gguf.vocab.BpeVocab(model_dir)
+    tokens, scores, types = zip(*vocab.all_tokens(), strict=True)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(list(tokens))
+    writer.add_token_types(list(types))
+    gguf.SpecialVocab(model_dir, load_merges=True).add_to_gguf(writer)
+
+
+# -- Ollama ---------------------------------------------------------------------------------------------------------
+
+_MARK = {"system": "\x00SYSTEM\x00", "user": "\x00USER\x00", "assistant": "\x00ASSISTANT\x00"}
+
+
+def ollama_template(tokenizer: Any) -> tuple[str, str | None, list[str]]:
+    """The chat template as an Ollama (Go) template, the default system prompt it injects, and stop strings.
+
+    Each role's text is what the template adds for one message of that role (rendered conversations grow by a
+    prefix), so the Go template renders any conversation the way the Jinja one does.
+    """
+    def render(messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
+        text: str = tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=generation_prompt)
+        return text
+
+    system, user, assistant = ({"role": r, "content": _MARK[r]} for r in ("system", "user", "assistant"))
+    parts = {"system": render([system])}
+    parts["user"] = render([system, user])[len(parts["system"]):]
+    with_user = render([system, user])
+    parts["assistant"] = render([system, user, assistant])[len(with_user):]
+    generation = render([system, user], generation_prompt=True)[len(with_user):]
+    default_system = None
+    injected = render([user])[: -len(parts["user"])] if render([user]).endswith(parts["user"]) else ""
+    if injected:  # the template adds a system message when there is none: Ollama's SYSTEM does the same
+        pre, _, post = parts["system"].partition(_MARK["system"])
+        default_system = injected.removeprefix(pre).removesuffix(post)
+    branches = []
+    for role in ("system", "user", "assistant"):
+        pre, _, post = parts[role].partition(_MARK[role])
+        branches.append(f'{{{{- if eq .Role "{role}" }}}}{pre}{{{{ .Content }}}}{post}{{{{ end }}}}')
+    go = "{{- range .Messages }}" + "".join(branches) + "{{ end }}" + generation
+    stop = [s for s in (parts["assistant"].partition(_MARK["assistant"])[2].strip(), tokenizer.eos_token) if s]
+    return go, default_system, list(dict.fromkeys(stop))
+
+
+def modelfile(source: str, tokenizer: Any) -> str:
+    """An Ollama Modelfile: the weights, the model's own chat template, its stop strings and default system."""
+    template, system, stop = ollama_template(tokenizer)
+    lines = [f"FROM {source}", f'TEMPLATE """{template}"""']
+    if system:
+        lines.append(f'SYSTEM """{system}"""')
+    lines += [f'PARAMETER stop "{s}"' for s in stop]
+    return "\n".join(lines) + "\n"
+
+
+# -- multi-GPU ------------------------------------------------------------------------------------------------------
+
+
+def write_accelerate_config(config: Any, folder: str | Path) -> dict[str, str]:
+    """An accelerate config, a DeepSpeed ZeRO-2/3 JSON and this recipe's config; returns them and the launch command.
+
+    The recipe's batch size is split over the processes, so the global batch per optimizer step stays as asked;
+    "auto" DeepSpeed values are filled by the transformers Trainer from the recipe's arguments.
+    """
+    import yaml
+
+    from onecard.core.errors import ConfigError
+
+    if config.method == "qlora" and config.zero_stage == 3:
+        raise ConfigError("QLoRA's 4-bit weights cannot be sharded by ZeRO-3 here",
+                          "use --zero-stage 2 (each GPU holds the 4-bit model), or --method lora with ZeRO-3")
+    out = Path(folder).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    stage = config.zero_stage
+    zero: dict[str, Any] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
+    if stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True  # save_model writes whole tensors
+    ds = {"zero_optimization": zero, "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"},
+          "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+          "gradient_clipping": "auto", "train_batch_size": "auto"}
+    ds_file = out / f"ds_zero{stage}.json"
+    ds_file.write_text(json.dumps(ds, indent=2) + "\n")
+    acc = {"compute_environment": "LOCAL_MACHINE", "distributed_type": "DEEPSPEED", "num_machines": 1,
+           "machine_rank": 0, "num_processes": config.num_gpus, "use_cpu": False,
+           "deepspeed_config": {"deepspeed_config_file": str(ds_file), "zero3_init_flag": stage == 3}}
+    acc_file = out / "accelerate.yaml"
+    acc_file.write_text(yaml.safe_dump(acc, sort_keys=False))
+    recipe = config.model_dump(mode="json") | {
+        "accelerate_config": None, "deepspeed": str(ds_file),
+        "batch_size": max(1, -(-config.batch_size // config.num_gpus))}
+    recipe_file = out / "tune.yaml"
+    recipe_file.write_text(f"# accelerate launch --config_file {acc_file} -m onecard.cli tune train --config "
+                           f"{recipe_file}\n" + yaml.safe_dump(recipe, sort_keys=False))
+    command = f"accelerate launch --config_file {acc_file} -m onecard.cli tune train --config {recipe_file}"
+    return {"accelerate_config": str(acc_file), "deepspeed_config": str(ds_file), "recipe": str(recipe_file),
+            "command": command}

@@ -1,0 +1,247 @@
+"""`onecard tune`: check data, train a LoRA/QLoRA adapter as a recorded run, evaluate it, export it.
+
+A training run's directory holds what the other commands need: `train.jsonl` / `dev.jsonl` (the seeded split, as
+chat rows), `adapter/` (safetensors that peft loads, with the tokenizer and its chat template), `checkpoints/`
+(resumable), and `loss.png`.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from onecard.core.config import load_config
+from onecard.core.device import supports_4bit, torch_device
+from onecard.core.errors import OnecardError
+from onecard.core.progress import stderr_console
+from onecard.core.records import Run, start_run
+from onecard.core.runs import find_run, load_runs
+from onecard.tune.config import CheckConfig, EvalConfig, ExportConfig, TuneConfig
+from onecard.tune.data import dedupe, load_examples, read_examples, split, write_jsonl
+from onecard.tune.formatting import encode_rows, fit_rows, length_stats
+
+__all__ = ["check", "train", "resume_config", "evaluate", "export", "find_tune_run"]
+
+ADAPTER, CHECKPOINTS, LOSS_PLOT = "adapter", "checkpoints", "loss.png"
+TRAIN_SPLIT, DEV_SPLIT = "train.jsonl", "dev.jsonl"
+
+
+def check(config: CheckConfig) -> dict[str, Any]:
+    """Every bad line with its reason, duplicates, formats, and row lengths (tokens with --model, else characters)."""
+    report = read_examples(config.data)
+    _, duplicates = dedupe(report.examples)
+    result: dict[str, Any] = {
+        "file": config.data, "rows": len(report.examples) + len(report.bad), "valid": len(report.examples),
+        "bad": [{"line": b.line, "reason": b.reason} for b in report.bad], "formats": dict(report.formats),
+        "duplicates": [{"line": line, "same_as_line": first} for line, first in duplicates],
+    }
+    if config.model is not None:
+        from onecard.tune.model import load_tokenizer, model_dir
+
+        tokenizer = load_tokenizer(model_dir(config.model))
+        encoded = encode_rows(tokenizer, [(ex.line, ex.messages) for ex in report.examples])
+        result["tokens"] = length_stats([len(ids) for _, ids, _ in encoded], config.max_seq_length)
+        result["response_tokens"] = length_stats([sum(x != -100 for x in labels) for _, _, labels in encoded])
+    else:
+        chars = [sum(len(m["content"]) for m in ex.messages) for ex in report.examples]
+        result["characters"] = length_stats(chars)
+        result["note"] = "pass --model to count tokens with the model's chat template"
+    return result
+
+
+def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str, ...] = ("trackio",),
+          resume: str | None = None) -> Run:
+    """Fine-tune `config.model` on `config.data` as a recorded run; with `resume`, continue that run's checkpoint."""
+    import torch
+
+    from onecard.tune import train as components
+    from onecard.tune.model import load_model, load_tokenizer, lora_config, model_dir
+    from onecard.tune.plan import choose, ladder, settings_of
+
+    device = torch_device() if config.device == "auto" else config.device
+    dtype = components.precision(config.precision, device)
+    four_bit = device.startswith("cuda") and supports_4bit()
+    console = stderr_console()
+    previous = find_tune_run(resume, runs_root, need=CHECKPOINTS) if resume else None
+
+    # -- set up: the rows (bad lines are an error, duplicates dropped and listed), the split, the model folder
+    duplicates: list[tuple[int, int]] = []
+    if previous:  # the resumed run trains on the same split
+        train_ex, dev_ex = (load_examples(Path(previous["dir"]) / name) for name in (TRAIN_SPLIT, DEV_SPLIT))
+    else:
+        examples = load_examples(config.data)
+        if config.dedupe:
+            examples, duplicates = dedupe(examples)
+        if config.dev_data:
+            train_ex, dev_ex = examples, load_examples(config.dev_data)
+        else:
+            train_ex, dev_ex = split(examples, config.dev_fraction, config.seed)
+    folder = model_dir(config.model)
+    inputs = {"data": config.data, **({"dev_data": config.dev_data} if config.dev_data else {})}
+    with start_run("tune", config, inputs=inputs, seed=config.seed, runs_root=runs_root, report_to=report_to) as run:
+        write_jsonl(train_ex, run.dir / TRAIN_SPLIT)
+        write_jsonl(dev_ex, run.dir / DEV_SPLIT)
+        tokenizer = load_tokenizer(folder)
+        train_enc = encode_rows(tokenizer, [(ex.line, ex.messages) for ex in train_ex])
+        dev_enc = encode_rows(tokenizer, [(ex.line, ex.messages) for ex in dev_ex])
+        run.set("model", {"ref": config.model, "dir": str(folder)})
+        if previous:
+            run.set("resumed_from", {"run": previous["id"]})
+
+        # -- plan: fit turns the "auto" knobs into numbers for the card
+        from transformers import AutoConfig
+
+        max_positions = getattr(AutoConfig.from_pretrained(folder), "max_position_embeddings", 2048)
+        longest = max(len(ids) for _, ids, _ in train_enc)
+        settings, job = choose(config, str(folder), longest, max_positions, four_bit, device.startswith("cuda"))
+        console.print(f"tune: {config.model} on {device} ({str(dtype).removeprefix('torch.')}), "
+                      f"{len(train_ex)} train / {len(dev_ex)} dev rows; {settings.source}:\n  {settings.describe()}")
+        steps_down = ladder(job, four_bit)
+        oom_steps: list[dict[str, Any]] = []
+        history: dict[str, list[list[float]]] = {"train": [], "dev": []}
+        checkpoint = components.latest_checkpoint(Path(previous["dir"]) / CHECKPOINTS) if previous else None
+        if checkpoint is not None:
+            history["train"] = _logged_losses(checkpoint)
+
+        # -- work: train; on a CUDA out-of-memory error, take fit's next step down and continue from the checkpoint
+        while True:
+            fitted = fit_rows(train_enc, settings.max_seq_length)
+            dev_rows = fit_rows(dev_enc, settings.max_seq_length).rows
+            run.set("plan", settings.to_json())
+            run.set("data", {"train_rows": len(train_ex), "dev_rows": len(dev_ex), "duplicates_dropped": [
+                {"line": a, "same_as_line": b} for a, b in duplicates], "truncated_rows": len(fitted.truncated),
+                "dropped_rows": fitted.dropped, "train_tokens": length_stats([len(r) for _, r, _ in train_enc],
+                                                                             settings.max_seq_length)})
+            if fitted.truncated:
+                console.print(f"  {len(fitted.truncated)} of {len(train_enc)} train rows are longer than "
+                              f"{settings.max_seq_length} tokens and are truncated"
+                              + (f"; {len(fitted.dropped)} keep no response token and are left out"
+                                 if fitted.dropped else ""))
+            model = load_model(folder, dtype, device, four_bit=settings.method == "qlora")
+            args = components.sft_args(
+                run.dir / CHECKPOINTS, micro_batch_size=settings.micro_batch_size, grad_accum=settings.grad_accum,
+                gradient_checkpointing=settings.gradient_checkpointing, optimizer=settings.optimizer,
+                max_seq_length=settings.max_seq_length, packing=config.packing, learning_rate=config.learning_rate,
+                lr_scheduler=config.lr_scheduler, warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
+                epochs=config.epochs, max_steps=config.max_steps, dtype=dtype, device=device,
+                logging_steps=config.logging_steps, save_steps=config.save_steps, eval_steps=config.eval_steps,
+                seed=config.seed, deepspeed=config.deepspeed)
+            with components.stop_on_signal() as stop_flag:
+                callback = components.RecordCallback(run, history, stop_flag)
+                trainer = components.make_trainer(
+                    model, tokenizer, args, fitted.rows, dev_rows,
+                    lora_config(config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets),
+                    [callback])
+                try:
+                    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+                    break
+                except Exception as e:
+                    if not components.is_oom(e):
+                        raise
+                    step = next(steps_down, None)
+                    if step is None:
+                        raise OnecardError(f"out of GPU memory with {settings.describe()}, and fit's ladder has no "
+                                           "further step", "use a smaller model or a larger card") from e
+                    at_step = trainer.state.global_step
+                    del trainer, model
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                    job, reason = step
+                    before, settings = settings, settings_of(job, f"fit's out-of-memory ladder: {reason}")
+                    saved = components.latest_checkpoint(run.dir / CHECKPOINTS)
+                    if saved is not None and settings.optimizer == before.optimizer:
+                        checkpoint = saved  # an optimizer change cannot load the old optimizer state
+                    oom_steps.append({"at_step": at_step, "change": reason, "resume_from": str(checkpoint)
+                                      if checkpoint else None, "settings": settings.to_json()})
+                    run.set("oom_steps", oom_steps)
+                    console.print(f"out of memory at step {at_step}: {reason}; continuing")
+        if stop_flag.requested:
+            step = trainer.state.global_step
+            console.print(f"interrupted at step {step}: checkpoint saved; continue with "
+                          f"`onecard tune train --resume {run.id}`")
+            components.plot_losses(history, run.dir / LOSS_PLOT, f"tune {run.id}")
+            raise KeyboardInterrupt
+
+        # -- evaluate: loss on the dev responses
+        dev = trainer.evaluate() if dev_rows else {}
+        if "eval_loss" in dev:
+            history["dev"].append([trainer.state.global_step, dev["eval_loss"]])
+        steps = trainer.state.global_step
+        metrics = {
+            "first_loss": history["train"][0][1] if history["train"] else None,
+            "final_loss": history["train"][-1][1] if history["train"] else None,
+            "dev_loss": dev.get("eval_loss"), "dev_perplexity": math.exp(dev["eval_loss"]) if dev else None,
+            "steps": steps, "s_per_step": output.metrics["train_runtime"] / max(1, steps - _step_of(checkpoint)),
+            "train_rows": len(fitted.rows), "truncated_rows": len(fitted.truncated), "oom_steps": len(oom_steps),
+        }
+        run.set_metrics(metrics)
+        console.print(f"step {steps}: train loss {metrics['first_loss']:.4f} -> {metrics['final_loss']:.4f}"
+                      + (f", dev loss {metrics['dev_loss']:.4f} (perplexity {metrics['dev_perplexity']:.2f})"
+                         if dev else ""))
+
+        # -- save: the adapter (with the tokenizer and its chat template), the loss curve
+        trainer.save_model(str(run.dir / ADAPTER))
+        tokenizer.save_pretrained(run.dir / ADAPTER)
+        components.plot_losses(history, run.dir / LOSS_PLOT, f"tune {run.id}")
+        for name in (ADAPTER, LOSS_PLOT, TRAIN_SPLIT, DEV_SPLIT):
+            run.add_artifact(run.dir / name)
+    return run
+
+
+def _step_of(checkpoint: Path | None) -> int:
+    return int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+
+
+def _logged_losses(checkpoint: Path) -> list[list[float]]:
+    """The training-loss points the trainer logged up to a checkpoint (to continue the curve)."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return [[e["step"], e["loss"]] for e in state["log_history"] if "loss" in e]
+
+
+def resume_config(ref: str, overrides: dict[str, Any], runs_root: str | None = None) -> TuneConfig:
+    """The config of run `ref` with `overrides` (the flags given) on top, e.g. a larger max_steps."""
+    saved = find_tune_run(ref, runs_root, need=CHECKPOINTS)["config"]
+    return load_config(TuneConfig, None, {**saved, **overrides})
+
+
+def evaluate(config: EvalConfig, runs_root: str | None = None) -> dict[str, Any]:
+    """Dev loss, perplexity, exact match, token F1 and ROUGE-L of the base model and the tuned one, side by side."""
+    from onecard.tune.evaluate import compare
+
+    record = find_tune_run(config.run, runs_root)
+    data = config.data or str(Path(record["dir"]) / DEV_SPLIT)
+    device = torch_device() if config.device == "auto" else config.device
+    plan = record.get("plan", {})
+    result = compare(Path(record["dir"]) / ADAPTER, load_examples(data)[: config.max_rows], device=device,
+                     max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, show=config.show,
+                     max_length=plan.get("max_seq_length"),
+                     four_bit=plan.get("method") == "qlora" and device.startswith("cuda") and supports_4bit())
+    return {"run": record["id"], "data": data, **result}
+
+
+def export(config: ExportConfig, runs_root: str | None = None) -> dict[str, Any]:
+    """Write the adapter, and as asked the merged model, a GGUF, and an Ollama Modelfile; returns their paths."""
+    from onecard.tune import export as exporting
+
+    record = find_tune_run(config.run, runs_root)
+    out = Path(config.out) if config.out else Path(record["dir"]) / "export"
+    return exporting.export(Path(record["dir"]) / ADAPTER, out, merge=config.merge, gguf=config.gguf,
+                            ollama=config.ollama, llama_cpp=config.llama_cpp)
+
+
+def find_tune_run(ref: str, runs_root: str | None, need: str = ADAPTER) -> dict[str, Any]:
+    """A tune run that has `need` (its adapter, or checkpoints), by id, prefix, directory, or 'last'."""
+    if ref == "last":
+        found = [r for r in load_runs(runs_root) if r.get("capability") == "tune" and Path(r["dir"], need).exists()]
+        if not found:
+            raise OnecardError(f"no tune run with {need}/ yet",
+                               "train one, e.g. `onecard tune train --model tiny --data my_pairs.jsonl --max-steps 20`")
+        return found[0]
+    record = find_run(ref, runs_root)
+    if record.get("capability") != "tune" or not Path(record["dir"], need).exists():
+        raise OnecardError(f"run {record['id']} is not a tune run with {need}/",
+                           "pick one from `onecard runs list --capability tune`")
+    return record

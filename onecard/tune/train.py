@@ -1,0 +1,159 @@
+"""Training components around TRL's SFTTrainer: its arguments, the run-record callback, Ctrl-C, checkpoints, plots.
+
+Each is a small function of flat arguments; `run.py` puts them together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from onecard.core.progress import stderr_console
+
+__all__ = ["sft_args", "make_trainer", "RecordCallback", "StopFlag", "stop_on_signal", "latest_checkpoint",
+           "plot_losses", "is_oom", "precision"]
+
+
+def precision(name: str, device: str) -> torch.dtype:
+    """The compute dtype: bf16 where the device runs it natively, fp16 on older GPUs, fp32 on CPU (or as asked)."""
+    from onecard.core.device import supports_bf16
+
+    if name == "auto":
+        if device.startswith("cpu"):
+            return torch.float32
+        return torch.bfloat16 if supports_bf16(device) else torch.float16
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def sft_args(out: Path, *, micro_batch_size: int, grad_accum: int, gradient_checkpointing: bool, optimizer: str,
+             max_seq_length: int, packing: bool, learning_rate: float, lr_scheduler: str, warmup_ratio: float,
+             weight_decay: float, epochs: float, max_steps: int | None, dtype: torch.dtype, device: str,
+             logging_steps: int, save_steps: int, eval_steps: int | None, seed: int,
+             deepspeed: str | None = None) -> Any:
+    """TRL's SFTConfig for one attempt. Metrics go to the run record (our callback), not to TRL's trackers."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(out), per_device_train_batch_size=micro_batch_size, per_device_eval_batch_size=micro_batch_size,
+        gradient_accumulation_steps=grad_accum, gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
+        optim=optimizer, learning_rate=learning_rate, lr_scheduler_type=lr_scheduler, warmup_steps=warmup_ratio,
+        weight_decay=weight_decay, num_train_epochs=epochs, max_steps=max_steps or -1,
+        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_cpu=device.startswith("cpu"),
+        # Rows arrive tokenized with their labels (formatting.encode_rows); packing puts several rows in one
+        # sequence, and the padding-free collator restarts position ids per row, so attention stays within a row.
+        max_length=max_seq_length, packing=packing, packing_strategy="bfd",
+        logging_steps=logging_steps, logging_first_step=True, save_steps=save_steps, save_total_limit=2,
+        eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps, report_to="none", seed=seed,
+        data_seed=seed, dataloader_pin_memory=False, disable_tqdm=True, deepspeed=deepspeed,
+    )
+
+
+def make_trainer(model: Any, tokenizer: Any, args: Any, train_rows: list[dict[str, list[int]]],
+                 dev_rows: list[dict[str, list[int]]], peft_config: Any, callbacks: list[Any]) -> Any:
+    """An SFTTrainer over pre-tokenized rows, its console printers replaced by `callbacks` (stdout stays clean)."""
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=peft_config,
+                         train_dataset=Dataset.from_list(train_rows),
+                         eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None, callbacks=callbacks)
+    for printer in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(printer)
+    return trainer
+
+
+class RecordCallback(TrainerCallback):  # type: ignore[misc]
+    """Sends each logged loss to the run's trackers and the loss history, and prints a line to stderr."""
+
+    def __init__(self, run: Any, history: dict[str, list[list[float]]], stop: StopFlag | None = None) -> None:
+        self.run, self.history, self.stop = run, history, stop
+        self.console = stderr_console()
+        self.tick = time.perf_counter()
+        self.tick_step = 0
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        logs = logs or {}
+        step = state.global_step
+        if "loss" in logs:
+            now = time.perf_counter()
+            per_step = (now - self.tick) / max(1, step - self.tick_step)
+            self.tick, self.tick_step = now, step
+            self.history["train"].append([step, float(logs["loss"])])
+            self.run.log({"train/loss": logs["loss"], "lr": logs.get("learning_rate", 0.0), "s_per_step": per_step},
+                         step=step)
+            self.console.print(f"step {step}/{state.max_steps}: loss {logs['loss']:.4f}, "
+                               f"lr {logs.get('learning_rate', 0.0):.2e}, {per_step:.2f} s/step")
+        if "eval_loss" in logs:
+            self.history["dev"].append([step, float(logs["eval_loss"])])
+            self.run.log({"dev/loss": logs["eval_loss"]}, step=step)
+            self.console.print(f"step {step}: dev loss {logs['eval_loss']:.4f}")
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step >= state.max_steps:
+            control.should_log = True  # the final loss is always logged
+        if self.stop is not None and self.stop.requested:
+            control.should_save = True  # the trainer saves a resumable checkpoint at this step, then stops
+            control.should_training_stop = True
+
+
+class StopFlag:
+    requested = False
+
+
+@contextlib.contextmanager
+def stop_on_signal() -> Iterator[StopFlag]:
+    """Ctrl-C / SIGTERM ask the trainer to save and stop at the end of the current step; a second one aborts."""
+    flag = StopFlag()
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+        stderr_console().print("stopping after this step (a checkpoint is saved); press Ctrl-C again to abort")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest `checkpoint-N` folder the trainer wrote, or None."""
+    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
+def is_oom(error: BaseException) -> bool:
+    """Whether an error is the GPU running out of memory."""
+    return isinstance(error, torch.OutOfMemoryError) or "CUDA out of memory" in str(error)
+
+
+def plot_losses(history: dict[str, list[list[float]]], path: Path, title: str) -> None:
+    """A PNG of the training and dev loss against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, points in history.items():
+        if points:
+            steps, losses = zip(*points, strict=True)
+            ax.plot(steps, losses, label=f"{name} loss", marker="o" if name == "dev" else None)
+    ax.set(xlabel="optimizer step", ylabel="cross-entropy on responses (nats/token)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
