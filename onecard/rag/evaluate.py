@@ -1,0 +1,165 @@
+"""Evaluation sets and harness: a BEIR folder or a JSONL of questions; the four retrievers side by side; answers.
+
+A BEIR folder holds corpus.jsonl ({_id, title, text}), queries.jsonl ({_id, text}, optionally answers), and qrels
+(qrels.tsv or qrels/test.tsv: query-id, corpus-id, score). Metrics are per document: chunks are ranked, then each
+document takes the rank of its best chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onecard.core.errors import DataError
+from onecard.rag.chunk import Chunk, chunk_prose
+from onecard.rag.metrics import answer_metrics, normalize_answer, retrieval_metrics
+from onecard.rag.search import Searcher
+
+__all__ = ["EvalSet", "load_beir", "load_qa", "beir_chunks", "retrieval_eval", "answer_eval", "MODES"]
+
+MODES = ("bm25", "dense", "hybrid", "rerank")
+DEPTH = 100  # chunks ranked per query before documents are deduplicated
+
+
+@dataclass
+class EvalSet:
+    """Questions (id -> text), graded relevance per question (id -> doc -> grade), and gold answers when known."""
+
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    answers: dict[str, list[str]] = field(default_factory=dict)
+    corpus: list[dict[str, str]] = field(default_factory=list)
+
+    def limited(self, n: int | None) -> EvalSet:
+        if n is None:
+            return self
+        keep = list(self.queries)[:n]
+        return dataclasses.replace(self, queries={q: self.queries[q] for q in keep},
+                                   qrels={q: self.qrels[q] for q in keep if q in self.qrels})
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: not JSON ({e.msg})", "each line must be one JSON object") from None
+    return rows
+
+
+def load_beir(folder: str | Path) -> EvalSet:
+    """A BEIR-style folder; questions without relevance judgements are kept (for answers) but not scored."""
+    root = Path(folder).expanduser()
+    qrels_file = next((p for p in (root / "qrels.tsv", root / "qrels" / "test.tsv") if p.is_file()), None)
+    if not (root / "corpus.jsonl").is_file() or not (root / "queries.jsonl").is_file() or qrels_file is None:
+        raise DataError(f"{root} is not a BEIR folder", "it needs corpus.jsonl, queries.jsonl and qrels.tsv "
+                        "(or qrels/test.tsv)")
+    corpus = [{"_id": str(d["_id"]), "title": d.get("title", ""), "text": d["text"]}
+              for d in _jsonl(root / "corpus.jsonl")]
+    rows = _jsonl(root / "queries.jsonl")
+    qrels: dict[str, dict[str, int]] = {}
+    for n, line in enumerate(qrels_file.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split("\t")
+        if n == 1 and parts[0] in ("query-id", "query_id", "qid"):
+            continue
+        if len(parts) < 3:
+            raise DataError(f"{qrels_file}:{n}: expected query-id, corpus-id, score separated by tabs")
+        qrels.setdefault(parts[0], {})[parts[1]] = int(float(parts[2]))
+    return EvalSet(queries={str(q["_id"]): q["text"] for q in rows}, qrels=qrels,
+                   answers={str(q["_id"]): list(q.get("answers") or []) for q in rows}, corpus=corpus)
+
+
+def load_qa(path: str | Path, rels: list[str], paths: list[str]) -> EvalSet:
+    """Questions against an index: {question, answers?, gold_files?} per line; files match by path relative to
+    their indexed folder, by absolute path, or by a path ending."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"{file} does not exist", "pass a JSONL file of {question, answers, gold_files}")
+    known = sorted(set(zip(rels, paths, strict=True)))
+    queries, qrels, answers = {}, {}, {}
+    for n, row in enumerate(_jsonl(file), start=1):
+        if "question" not in row:
+            raise DataError(f"{file}:{n}: no 'question' key", "each line needs question (and answers, gold_files)")
+        qid = str(row.get("id", n))
+        queries[qid] = row["question"]
+        answers[qid] = list(row.get("answers") or [])
+        gold = [str(g) for g in row.get("gold_files") or []]
+        qrels[qid] = {rel: 1 for rel, p in known for g in gold
+                      if rel == g or p == str(Path(g).expanduser().resolve()) or rel.endswith("/" + g)}
+    return EvalSet(queries, qrels, answers)
+
+
+def beir_chunks(corpus: list[dict[str, str]], budget: int, overlap: int) -> list[Chunk]:
+    """Each document's text as prose chunks whose path is the document id and whose heading is its title."""
+    out = []
+    for doc in corpus:
+        heading = (doc["title"],) if doc.get("title") else ()
+        out += [dataclasses.replace(c, heading=heading) for c in chunk_prose(doc["text"], doc["_id"], "text", budget,
+                                                                              overlap)]
+    return out
+
+
+def retrieval_eval(searcher: Searcher, evalset: EvalSet, doc_of: Callable[[int], str],
+                   modes: tuple[str, ...] = MODES) -> dict[str, Any]:
+    """Per mode: nDCG@10, recall@5, recall@10, MRR@10 over the judged questions, and the per-question rankings."""
+    qids = [q for q in evalset.queries if q in evalset.qrels]
+    qvecs = searcher.embedder.embed([evalset.queries[q] for q in qids]) if qids else np.zeros((0, 1))
+    out: dict[str, Any] = {}
+    rankings: dict[str, dict[str, list[str]]] = {}
+    for mode in modes:
+        runs = {}
+        for q, qvec in zip(qids, qvecs, strict=True):
+            ranked = searcher.rank(evalset.queries[q], qvec, DEPTH, mode)  # type: ignore[arg-type]
+            runs[q] = list(dict.fromkeys(doc_of(r) for r, _ in ranked))[:DEPTH]
+        out[mode] = retrieval_metrics(runs, evalset.qrels)
+        rankings[mode] = runs
+    out["_rankings"] = rankings
+    return out
+
+
+def answer_eval(ask: Callable[[str], Any], evalset: EvalSet, n: int,
+                doc_of_hit: Callable[[Any], str]) -> dict[str, Any]:
+    """Answer the first `n` questions with `ask` (question -> rag.answer.Answer) and score them.
+
+    citation_precision: of the valid citations, the share whose source is a gold document, or (no gold documents
+    known) contains a gold answer. abstain_rate: of the questions with no gold answer (unanswerable), the share
+    answered "I don't know".
+    """
+    qids = list(evalset.queries)[:n]
+    predictions, golds, rows = [], [], []
+    correct = total = invalid = abstain_ok = unanswerable = 0
+    for q in qids:
+        result = ask(evalset.queries[q])
+        gold = evalset.answers.get(q, [])
+        predictions.append(result.text)
+        golds.append(gold)
+        invalid += result.invalid_citations
+        relevant = {d for d, g in evalset.qrels.get(q, {}).items() if g > 0}
+        for c in result.cited:
+            hit = result.sources[c - 1]
+            total += 1
+            if relevant:
+                correct += doc_of_hit(hit) in relevant
+            else:
+                correct += any(normalize_answer(a) in normalize_answer(hit.chunk["text"]) for a in gold)
+        if not gold:
+            unanswerable += 1
+            abstain_ok += result.abstained or "dont know" in normalize_answer(result.text).replace("don t", "dont")
+        rows.append({"id": q, "question": evalset.queries[q], "answer": result.text, "gold": gold,
+                     "citations": result.citations(), "invalid_citations": result.invalid_citations})
+    metrics = answer_metrics(predictions, golds)
+    metrics.update({"answered": len(qids), "citations": total, "invalid_citations": invalid,
+                    "citation_precision": round(correct / total, 4) if total else None})
+    if unanswerable:
+        metrics["abstain_rate"] = round(abstain_ok / unanswerable, 4)
+    return {"metrics": metrics, "answers": rows}

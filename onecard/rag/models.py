@@ -1,0 +1,108 @@
+"""The two models retrieval uses: a sentence-transformers embedder and an optional cross-encoder reranker.
+
+Both come from local files only (a shipped package, a folder, the hub cache), through `core.sources`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import numpy as np
+
+from onecard.core.errors import ModelNotFoundError
+from onecard.core.extras import require
+from onecard.core.sources import resolve_model
+
+__all__ = ["Embedder", "SentenceEmbedder", "Reranker", "load_reranker", "KNOWN_RERANKERS", "RERANKER_HINT"]
+
+log = logging.getLogger("onecard.rag")
+
+# Cross-encoders looked for in the hub cache by `--reranker auto`, best first. No PyPI package ships their weights.
+KNOWN_RERANKERS = ("BAAI/bge-reranker-base", "cross-encoder/ms-marco-MiniLM-L-6-v2", "BAAI/bge-reranker-v2-m3",
+                   "mixedbread-ai/mxbai-rerank-xsmall-v1")
+RERANKER_HINT = ("no cross-encoder in the local hub cache, so results are hybrid without reranking; to rerank, "
+                 "download one once (online): `huggingface-cli download cross-encoder/ms-marco-MiniLM-L-6-v2` "
+                 "(or BAAI/bge-reranker-base), or pass --reranker PATH")
+
+
+class Embedder(Protocol):
+    """What indexing and search need of an embedding model: unit-length float32 vectors."""
+
+    name: str
+    dim: int
+
+    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray: ...
+
+
+class SentenceEmbedder:
+    """A sentence-transformers model from local files, loaded on first use."""
+
+    def __init__(self, ref: str, device: str = "auto", batch_size: int = 32) -> None:
+        self.name = ref
+        self.path = resolve_model(ref).path
+        self.device = device
+        self.batch_size = batch_size
+        self._model: Any = None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            from onecard.core.device import torch_device
+
+            st = require("sentence_transformers", "rag", "sentence-transformers")
+            device = torch_device() if self.device == "auto" else self.device
+            self._model = st.SentenceTransformer(str(self.path), device=device, local_files_only=True)
+        return self._model
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        return int(self.model.get_sentence_embedding_dimension())
+
+    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """(N, dim) unit vectors; batched, on the GPU when there is one."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class Reranker:
+    """A sentence-transformers CrossEncoder: one relevance score per (query, passage) pair."""
+
+    def __init__(self, ref: str, path: str, device: str = "auto") -> None:
+        from onecard.core.device import torch_device
+
+        st = require("sentence_transformers", "rag", "sentence-transformers")
+        self.name = ref
+        self.model = st.CrossEncoder(path, device=torch_device() if device == "auto" else device,
+                                     local_files_only=True)
+
+    def score(self, query: str, passages: list[str]) -> np.ndarray:
+        if not passages:
+            return np.zeros(0, dtype=np.float32)
+        return np.asarray(self.model.predict([(query, p) for p in passages], show_progress_bar=False),
+                          dtype=np.float32).reshape(-1)
+
+
+def load_reranker(ref: str, device: str = "auto") -> tuple[Reranker | None, str | None]:
+    """The reranker `ref` names ("auto": the first known one in the hub cache; "none"), and a note when there is none.
+
+    An explicit reference that does not resolve is an error; "auto" finding nothing is not.
+    """
+    if ref == "none":
+        return None, None
+    if ref == "auto":
+        for candidate in KNOWN_RERANKERS:
+            try:
+                source = resolve_model(candidate)
+            except ModelNotFoundError:
+                continue
+            return Reranker(candidate, str(source.path), device), None
+        return None, RERANKER_HINT
+    source = resolve_model(ref)
+    if not (source.path / "config.json").is_file():
+        raise ModelNotFoundError(f"reranker {ref} ({source.path}) has no config.json",
+                                 "pass a sentence-transformers CrossEncoder folder")
+    return Reranker(ref, str(source.path), device), None

@@ -1,0 +1,145 @@
+"""Retrieval over an open index: dense (FAISS), BM25 (bm25s), hybrid (reciprocal rank fusion), cross-encoder rerank.
+
+Filters (a path glob, a language) restrict both retrievers before ranking, so k hits come back when k match.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from onecard.core.extras import require
+from onecard.rag.index import STOPWORDS, Index
+from onecard.rag.models import Embedder, Reranker
+
+__all__ = ["Hit", "Searcher", "rrf", "RRF_K", "Mode"]
+
+Mode = Literal["dense", "bm25", "hybrid", "rerank"]
+RRF_K = 60  # Cormack, Clarke & Buettcher (SIGIR 2009), "Reciprocal Rank Fusion outperforms Condorcet...": k = 60
+DEPTH = 100  # candidates each retriever hands to the fusion
+
+
+@dataclass
+class Hit:
+    """A retrieved chunk: its row in the index, its score under the mode asked for, and its metadata."""
+
+    row: int
+    score: float
+    chunk: dict[str, Any]
+    similarity: float = 0.0  # cosine of query and chunk under the embedding model, comparable across queries
+
+    @property
+    def location(self) -> str:
+        """`path:start-end` (with the notebook cell or PDF page), the form editors open."""
+        c = self.chunk
+        lines = f"{c['start_line']}" if c["start_line"] == c["end_line"] else f"{c['start_line']}-{c['end_line']}"
+        part = f" ({c['part']})" if c["part"] else ""
+        return f"{c['rel'] or c['path']}{part}:{lines}"
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.chunk
+        return {"row": self.row, "id": c["id"], "score": round(float(self.score), 6),
+                "similarity": round(float(self.similarity), 4), "path": c["path"], "rel": c["rel"],
+                "part": c["part"], "start_line": c["start_line"], "end_line": c["end_line"],
+                "heading": list(c["heading"]), "symbol": c["symbol"], "language": c["language"], "text": c["text"]}
+
+
+def rrf(rankings: list[list[int]], k: int = RRF_K) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion: score(d) = sum over rankings of 1 / (k + rank of d), ranks from 1."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, row in enumerate(ranking, start=1):
+            scores[row] = scores.get(row, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+class Searcher:
+    """Search one index with one embedder, and a reranker when there is one."""
+
+    def __init__(self, index: Index, embedder: Embedder, reranker: Reranker | None = None, rerank_top: int = 20):
+        if index.meta.get("embed_model") not in (None, embedder.name):
+            from onecard.core.errors import ConfigError
+
+            raise ConfigError(f"the index was built with {index.meta['embed_model']}, not {embedder.name}",
+                              f"search with --embed-model {index.meta['embed_model']} or re-index")
+        self.index = index
+        self.embedder = embedder
+        self.reranker = reranker
+        self.rerank_top = rerank_top
+
+    def search(self, query: str, k: int = 10, mode: Mode = "hybrid", path_glob: str | None = None,
+               language: str | None = None) -> list[Hit]:
+        """The k best chunks for `query` under `mode`, best first."""
+        if self.index.size == 0:
+            return []
+        allowed = self._allowed(path_glob, language)
+        if allowed is not None and not len(allowed):
+            return []
+        qvec = self.embedder.embed([query])[0]
+        ranked = self.rank(query, qvec, max(k, self.rerank_top if mode == "rerank" else k), mode, allowed)[:k]
+        rows = self.index.rows([r for r, _ in ranked])
+        sims = self.similarities(qvec, [r for r, _ in ranked])
+        return [Hit(r, s, c, sim) for (r, s), c, sim in zip(ranked, rows, sims, strict=True)]
+
+    def rank(self, query: str, qvec: np.ndarray, k: int, mode: Mode,
+             allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """(row, score) pairs, best first: the ranking behind `search`, without the metadata."""
+        depth = max(DEPTH, k)
+        if mode == "dense":
+            return self.dense(qvec, k, allowed)
+        if mode == "bm25":
+            return self.bm25(query, k, allowed)
+        dense = [r for r, _ in self.dense(qvec, depth, allowed)]
+        fused = rrf([dense, [r for r, _ in self.bm25(query, depth, allowed)]])
+        if mode == "hybrid" or self.reranker is None:
+            return fused[:k]
+        top = [r for r, _ in fused[: self.rerank_top]]
+        scores = self.reranker.score(query, [self._passage(c) for c in self.index.rows(top)])
+        order = np.argsort(-scores, kind="stable")
+        return [(top[i], float(scores[i])) for i in order] + fused[self.rerank_top:k]
+
+    def dense(self, qvec: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        faiss = require("faiss", "rag", "faiss-cpu")
+        n = min(k, self.index.size if allowed is None else len(allowed))
+        params = None if allowed is None else faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+        scores, ids = self.index.faiss.search(qvec.reshape(1, -1).astype(np.float32), n, params=params)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def bm25(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        bm25s = require("bm25s", "rag")
+        tokens = bm25s.tokenize([query], stopwords=STOPWORDS, show_progress=False, return_ids=False)
+        tokens = [[t for t in tokens[0] if t in self.index.bm25.vocab_dict]]
+        if not tokens[0]:
+            return []
+        mask = None
+        if allowed is not None:
+            mask = np.zeros(self.index.size, dtype=np.float32)
+            mask[allowed] = 1.0
+        n = min(k, self.index.size)
+        ids, scores = self.index.bm25.retrieve(tokens, k=n, show_progress=False, weight_mask=mask, n_threads=0)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
+
+    def similarities(self, qvec: np.ndarray, rows: list[int]) -> list[float]:
+        """Cosine of the query with each row's vector."""
+        if not rows:
+            return []
+        vectors = np.stack([self.index.faiss.reconstruct(int(r)) for r in rows])
+        return [float(x) for x in vectors @ qvec]
+
+    def _allowed(self, path_glob: str | None, language: str | None) -> np.ndarray | None:
+        if path_glob is None and language is None:
+            return None
+        keep = [n for n, (path, rel, lang) in enumerate(zip(self.index.paths, self.index.rels, self.index.languages,
+                                                            strict=True))
+                if (language is None or lang == language)
+                and (path_glob is None or fnmatch.fnmatch(rel, path_glob) or fnmatch.fnmatch(path, path_glob))]
+        return np.asarray(keep, dtype=np.int64)
+
+    @staticmethod
+    def _passage(chunk: dict[str, Any]) -> str:
+        context = " > ".join(([chunk["part"]] if chunk["part"] else []) + list(chunk["heading"])
+                             + ([chunk["symbol"]] if chunk["symbol"] else []))
+        return f"{context}\n{chunk['text']}" if context else chunk["text"]

@@ -1,0 +1,30 @@
+"""Every shipped rag YAML validates against its config and starts with the command that runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onecard.core.config import load_config
+from onecard.core.errors import ConfigError
+from onecard.rag.config import AskConfig, EvalConfig, IndexConfig
+
+CONFIGS = sorted((Path(__file__).resolve().parents[3] / "configs" / "rag").glob("*.yaml"))
+MODEL = {"index": IndexConfig, "eval": EvalConfig, "ask": AskConfig, "chat": AskConfig}
+
+
+def test_configs_are_shipped() -> None:
+    assert CONFIGS, "configs/rag/*.yaml"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_validates(path: Path) -> None:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# onecard rag ") and f"--config configs/rag/{path.name}" in first
+    load_config(MODEL[first.split()[3]], path)
+
+
+def test_unknown_key_is_named() -> None:
+    with pytest.raises(ConfigError, match="chunk_token"):
+        load_config(IndexConfig, overrides={"chunk_token": 100})

@@ -1,0 +1,99 @@
+"""The index: incremental by content, deletes and renames reflected, and a failed build leaves the last one usable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onecard.rag.index import build_index, open_index
+from onecard.rag.search import Searcher
+
+pytest.importorskip("faiss")
+pytest.importorskip("bm25s")
+
+
+def _notes(root: Path, n: int = 5) -> None:
+    for i in range(n):
+        (root / f"note{i}.md").write_text(f"# Note {i}\n\nTopic number {i}: apples {i} and pears.\n\n"
+                                          f"## Details\n\nMore about topic {i}.\n")
+
+
+def test_reindex_embeds_only_the_changed_file(tmp_path: Path, embedder) -> None:
+    docs, index = tmp_path / "docs", tmp_path / "index"
+    docs.mkdir()
+    _notes(docs)
+    first = build_index(index, [docs], embedder)
+    assert first.files == 5 and first.embedded == first.chunks == 10
+    again = build_index(index, [docs], embedder)
+    assert again.embedded == 0 and again.unchanged_files == 5  # nothing changed, nothing embedded
+    embedder.calls.clear()
+    edited = "# Note 2\n\nTopic number 2: now about cherries.\n\n## Details\n\nMore about topic 2.\n"
+    (docs / "note2.md").write_text(edited)
+    changed = build_index(index, [docs], embedder)
+    assert changed.changed_files == 1 and changed.embedded == 1  # only the edited section's chunk is new
+    assert embedder.embedded == ["Note 2\n# Note 2\n\nTopic number 2: now about cherries."]
+    searcher = Searcher(open_index(index), embedder)
+    assert searcher.search("cherries", k=1, mode="bm25")[0].chunk["rel"] == "note2.md"
+
+
+def test_deleted_and_renamed_files_leave_the_index(tmp_path: Path, embedder) -> None:
+    docs, index = tmp_path / "docs", tmp_path / "index"
+    docs.mkdir()
+    _notes(docs)
+    build_index(index, [docs], embedder)
+    (docs / "note0.md").unlink()
+    (docs / "note1.md").rename(docs / "renamed.md")
+    embedder.calls.clear()
+    stats = build_index(index, [docs], embedder)
+    assert stats.removed_files == 2 and stats.added_files == 1
+    assert stats.embedded == 0  # a renamed file's chunks keep their vectors
+    idx = open_index(index)
+    assert sorted(set(idx.rels)) == ["note2.md", "note3.md", "note4.md", "renamed.md"]
+    hit = Searcher(idx, embedder).search("topic number 1 apples", k=1, mode="hybrid")[0]
+    assert hit.chunk["rel"] == "renamed.md" and hit.chunk["start_line"] == 1
+    assert len(list(index.glob("v-*"))) == 1  # older versions are deleted after the swap
+
+
+def test_an_interrupted_build_leaves_the_previous_index_usable(tmp_path: Path, embedder, monkeypatch) -> None:
+    docs, index = tmp_path / "docs", tmp_path / "index"
+    docs.mkdir()
+    _notes(docs)
+    build_index(index, [docs], embedder)
+    before = (index / "CURRENT").read_text()
+    (docs / "note9.md").write_text("# Note 9\n\nBananas.\n")
+
+    def boom(texts: list[str], progress: bool = False):
+        raise KeyboardInterrupt  # Ctrl-C while embedding
+
+    monkeypatch.setattr(embedder, "embed", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(index, [docs], embedder)
+    monkeypatch.undo()
+    import faiss
+
+    def fail_write(*args, **kwargs):
+        raise OSError("disk full")  # fails while writing the new version, after its SQLite file
+
+    monkeypatch.setattr(faiss, "write_index", fail_write)
+    with pytest.raises(OSError, match="disk full"):
+        build_index(index, [docs], embedder)
+    monkeypatch.undo()
+    assert (index / "CURRENT").read_text() == before
+    assert len(list(index.glob("v-*"))) == 1  # the half-written version is gone
+    idx = open_index(index)
+    assert idx.size == 10 and "note9.md" not in idx.rels
+    assert Searcher(idx, embedder).search("apples 3", k=1)[0].chunk["rel"] == "note3.md"
+
+
+def test_filters_by_path_glob_and_language(tmp_path: Path, embedder) -> None:
+    docs, index = tmp_path / "docs", tmp_path / "index"
+    (docs / "src").mkdir(parents=True)
+    _notes(docs, 2)
+    (docs / "src" / "apples.py").write_text("def apples():\n    return 'apples and pears'\n")
+    build_index(index, [docs], embedder)
+    searcher = Searcher(open_index(index), embedder)
+    assert {h.chunk["language"] for h in searcher.search("apples", k=10, language="python")} == {"python"}
+    assert {h.chunk["rel"] for h in searcher.search("apples", k=10, path_glob="*.md")} == {"note0.md", "note1.md"}
+    assert {h.chunk["rel"] for h in searcher.search("apples", k=10, path_glob="src/*")} == {"src/apples.py"}
+    assert searcher.search("apples", k=10, language="rust") == []
