@@ -57,7 +57,9 @@ class SentenceEmbedder:
 
     @property
     def dim(self) -> int:  # type: ignore[override]
-        return int(self.model.get_sentence_embedding_dimension())
+        model = self.model  # sentence-transformers 5.x renamed the method
+        get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(get())
 
     def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
         """(N, dim) unit vectors; batched, on the GPU when there is one."""

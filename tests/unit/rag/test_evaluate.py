@@ -1,0 +1,68 @@
+"""The eval harness on a JSONL of questions against a small index: gold files matched, answers scored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onecard.core.errors import DataError
+from onecard.rag.answer import Answer
+from onecard.rag.evaluate import answer_eval, load_qa, retrieval_eval
+
+pytest.importorskip("faiss")
+pytest.importorskip("bm25s")
+
+
+@pytest.fixture
+def searcher(tmp_path: Path, embedder: Any) -> Any:
+    from onecard.rag.index import build_index, open_index
+    from onecard.rag.search import Searcher
+
+    docs = tmp_path / "docs"
+    (docs / "net").mkdir(parents=True)
+    (docs / "net" / "vpn.md").write_text("# VPN\n\nWireGuard listens on port 51820.\n")
+    (docs / "food.md").write_text("# Food\n\nBuy apples and pears.\n")
+    build_index(tmp_path / "index", [docs], embedder)
+    return Searcher(open_index(tmp_path / "index"), embedder)
+
+
+def test_qa_questions_score_against_gold_files(tmp_path: Path, searcher: Any) -> None:
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps(r) for r in [
+        {"question": "wireguard port", "answers": ["51820"], "gold_files": ["vpn.md"]},
+        {"question": "apples pears", "answers": ["apples"], "gold_files": ["food.md"]},
+        {"question": "unanswerable thing"},
+    ]) + "\n")
+    idx = searcher.index
+    evalset = load_qa(qa, idx.rels, idx.paths)
+    assert evalset.qrels["1"] == {"net/vpn.md": 1} and evalset.qrels["3"] == {}
+    result = retrieval_eval(searcher, evalset, idx.rels.__getitem__, ("bm25", "hybrid"))
+    assert result["bm25"]["mrr@10"] == 1.0 and result["hybrid"]["recall@5"] == 1.0
+
+
+def test_answers_are_scored_with_citation_precision_and_abstention(tmp_path: Path, searcher: Any) -> None:
+    from onecard.rag.evaluate import EvalSet
+
+    evalset = EvalSet({"a": "wireguard port", "b": "nothing"}, {"a": {"net/vpn.md": 1}}, {"a": ["51820"], "b": []})
+
+    def ask(question: str) -> Answer:
+        hits = searcher.search(question, k=2)
+        if question == "nothing":
+            return Answer(question, "I don't know.", hits, abstained=True)
+        vpn = next(n for n, h in enumerate(hits, start=1) if h.chunk["rel"] == "net/vpn.md")
+        return Answer(question, "51820", hits, cited=[vpn, 3 - vpn], invalid_citations=1)
+
+    scored = answer_eval(ask, evalset, 2, lambda h: h.chunk["rel"])["metrics"]
+    assert scored["exact_match"] == 1.0 and scored["f1"] == 1.0
+    assert scored["citation_precision"] == 0.5 and scored["invalid_citations"] == 1
+    assert scored["abstain_rate"] == 1.0
+
+
+def test_a_bad_line_is_named_by_file_and_line(tmp_path: Path) -> None:
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "ok"}\n{not json}\n')
+    with pytest.raises(DataError, match=r"qa.jsonl:2: not JSON"):
+        load_qa(qa, [], [])
