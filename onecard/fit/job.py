@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["FitJob", "Job", "Method", "Runtime", "Optimizer", "Attention", "Offload"]
+__all__ = ["FitJob", "Job", "Method", "Runtime", "Optimizer", "Attention", "Offload", "Stack", "Loss", "AdapterDtype"]
 
 Job = Literal["infer", "train"]
 Method = Literal["full", "lora", "qlora"]
@@ -16,6 +16,9 @@ Runtime = Literal[
 Optimizer = Literal["auto", "adamw", "adamw8bit", "paged_adamw8bit", "paged_adamw", "adafactor", "sgd"]
 Attention = Literal["sdpa", "flash", "eager", "xformers", "slicing"]
 Offload = Literal["none", "model", "sequential"]
+Stack = Literal["transformers", "torchtune", "unsloth", "litgpt", "axolotl"]
+Loss = Literal["auto", "standard", "chunked", "fused"]
+AdapterDtype = Literal["auto", "fp32", "bf16"]
 
 
 class FitJob(BaseModel):
@@ -37,6 +40,11 @@ class FitJob(BaseModel):
     lora_targets: str = Field("all-linear", description="LoRA target modules: all-linear, attn (q,k,v,o), qv, or a comma list of module names")
     optimizer: Optimizer = Field("auto", description="optimizer; auto: adamw for full/lora, paged_adamw8bit for qlora")
     grad_ckpt: bool = Field(True, description="gradient (activation) checkpointing")
+    stack: Stack = Field("transformers", description="LLM training library whose defaults fill loss, adapter_dtype, optimizer_in_backward and activation_offload (see onecard.fit.stacks): transformers (with PEFT/TRL; LLaMA-Factory too), torchtune, unsloth, litgpt, axolotl")
+    loss: Loss = Field("auto", description="LLM training loss: standard (full logits upcast to fp32), chunked (16-bit logits, one chunk upcast at a time: torchtune, litgpt), fused (no full logits: Liger, unsloth); auto: the stack's")
+    adapter_dtype: AdapterDtype = Field("auto", description="LoRA adapter dtype: fp32 (PEFT) or bf16 (torchtune, litgpt; 16-bit either way); auto: the stack's")
+    optimizer_in_backward: bool | None = Field(None, description="step and free each gradient inside backward (torchtune optimizer_in_bwd; needs grad_accum 1); unset: the stack's")
+    activation_offload: bool | None = Field(None, description="keep saved activations (the checkpointed block inputs) in host RAM (torchtune enable_activation_offloading, unsloth gradient checkpointing); unset: the stack's")
     attention: Attention = Field("sdpa", description="attention kernel: sdpa, flash, eager (materialises the T x T scores), xformers, slicing")
     kv_dtype: str = Field("f16", description="KV cache dtype: f16, bf16, fp8, q8_0, q4_0")
     gpu_layers: int | None = Field(None, ge=0, description="llama.cpp layers on the GPU; None: as many as fit")

@@ -2,8 +2,9 @@
 
 One list of steps per model family serves two callers. Training capabilities walk `oom_ladder` when they hit an
 out-of-memory error, in the guide's order (shorter sequences, 4-bit, gradient checkpointing, smaller micro-batch with
-more accumulation). The planner's answer lists `cheapest_fixes`: the same steps, alone or two or three together,
-ordered by how much quality (then speed) they give up.
+more accumulation), after the savers that cost no quality where the job's stack offers them (a lighter loss,
+activation offloading; `onecard.fit.stacks`). The planner's answer lists `cheapest_fixes`: the same steps, alone
+or two or three together, ordered by how much quality (then speed) they give up.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from onecard.core.errors import OnecardError
+from onecard.fit import stacks
 from onecard.fit.job import FitJob
 
 if TYPE_CHECKING:
@@ -36,7 +38,8 @@ _RUNTIME_FAMILY: dict[str, Family] = {
 _WORDS = {"seq": "sequence", "ctx": "context", "grad_accum": "gradient accumulation", "grad_ckpt":
           "gradient checkpointing", "quant": "weights", "kv_dtype": "KV cache", "vae_slicing": "VAE slicing",
           "vae_tiling": "VAE tiling", "cached_latents": "cached latents", "offload": "CPU offload",
-          "amp": "mixed precision (AMP)", "lora_rank": "LoRA rank", "gpu_layers": "GPU layers"}
+          "amp": "mixed precision (AMP)", "lora_rank": "LoRA rank", "gpu_layers": "GPU layers",
+          "activation_offload": "activation offloading", "optimizer_in_backward": "optimizer in backward"}
 
 
 def family(job: FitJob) -> Family:
@@ -175,6 +178,20 @@ def _offload(level: Literal["model", "sequential"]) -> Apply:
     return lambda job: _changed(job, offload=level) if order.index(job.offload) < order.index(level) else None
 
 
+def _lighter_loss(job: FitJob) -> FitJob | None:
+    """The lightest loss the job's stack offers (fused, then chunked), if lighter than the one it runs."""
+    order = ("standard", "chunked", "fused")
+    now, offered = stacks.resolve(job).loss, stacks.offers(job)
+    best = next((loss for loss in reversed(order) if loss in offered), None)
+    return _changed(job, loss=best) if best and order.index(best) > order.index(now) else None
+
+
+def _activation_offload(job: FitJob) -> FitJob | None:
+    if "activation_offload" not in stacks.offers(job) or stacks.resolve(job).activation_offload:
+        return None
+    return _changed(job, activation_offload=True)
+
+
 def _halve_beam(job: FitJob) -> FitJob | None:
     return _changed(job, beam=job.beam // 2) if job.beam > 1 else None
 
@@ -199,7 +216,10 @@ def steps(job: FitJob) -> list[Step]:
     """The memory-lowering steps for the job's family, in the guide's (ladder) order."""
     fam, train = family(job), job.job == "train"
     if fam == "llm" and train:
-        return [Step("seq", 3, _halve_seq, repeat=True), Step("4bit", 2, _qlora),
+        # a lighter loss and activation offloading cost no quality: first, where the job's stack offers them
+        # (stacks.offers; the transformers stack offers neither, so its ladder is the guide's)
+        return [Step("loss", 0.5, _lighter_loss), Step("activation_offload", 0.5, _activation_offload),
+                Step("seq", 3, _halve_seq, repeat=True), Step("4bit", 2, _qlora),
                 Step("grad_ckpt", 1, _on("grad_ckpt")), Step("micro_batch", 1, _smaller_micro_batch, repeat=True),
                 Step("optimizer", 1, _optim8)]
     if fam == "llm":

@@ -1,4 +1,6 @@
-"""LLM/VLM training memory (full, LoRA, QLoRA) for the transformers + PEFT stack.
+"""LLM/VLM training memory (full, LoRA, QLoRA) for the transformers + PEFT stack, and the mechanisms other stacks
+(torchtune, unsloth, litgpt, axolotl; `onecard.fit.stacks`) swap in: a chunked or fused loss, 16-bit adapters,
+optimizer-in-backward, activation offloading.
 
 Activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models",
 section 4: count the tensors each op saves for backward; sbh(34 + 5as/h) for a GPT layer) adapted to
@@ -20,13 +22,34 @@ the logits to fp32 and F.cross_entropy keeps the fp32 log-softmax (forward: 16-b
 10 B per logit); its backward then holds the saved log-softmax, its gradient and the input gradient, 3 x 4 B = 12 B
 per logit (batch x seq x vocab). The fake-tensor trace (`onecard fit --trace`, Llama-3.1-8B LoRA, seq 1024, with
 checkpointing) peaks exactly there: 1.73 GiB of activations against 1.72 GiB from these terms.
+
+What the other stacks change, each from how its code works:
+- chunked loss (torchtune CEWithChunkedOutputLoss, litgpt chunked_cross_entropy): the output projection runs per
+  chunk of tokens and keeps 16-bit logits (a B per logit, all of them: each chunk's loss keeps its input for
+  backward) and one chunk at a time is upcast to fp32 (torchtune's class docstring: "upcasting only one chunk at a
+  time"). torchtune gets there with compute_cross_entropy under torch.compile, as in its README figures: the compiled
+  loss saves its 16-bit input and per-row statistics, not the fp32 log-softmax. Run eagerly it keeps every chunk's
+  fp32 log-softmax (4 B per logit more); litgpt's bf16 loss keeps a 16-bit log-softmax (2 B more). Not modelled.
+- fused loss (Liger LigerFusedLinearCrossEntropyFunction, also TRL use_liger_kernel; unsloth's fused CE): no full
+  logits. Liger's forward walks chunks of BT / ceil(V / H) tokens (logits about the size of the hidden states, in the
+  compute dtype, the gradient written in place), computes the input gradient (BT x H, kept for backward) and, when the
+  head trains, its weight gradient right there (fused_linear_cross_entropy_forward).
+- 16-bit adapters (torchtune, litgpt): 2 B weights, gradients and AdamW moments; no autocast, so an adapter reads its
+  input as is (saved once per input tensor, shared with whatever else saves it) and no 16-bit weight copies are kept.
+- optimizer in backward (torchtune optimizer_in_bwd: one optimizer per parameter stepped by a post-accumulate-grad
+  hook, the gradient then freed): at most the largest parameter's gradient exists, and there is no optimizer phase.
+- activation offload (torchtune OffloadActivations with streams, unsloth's offloaded checkpointer): the saved
+  activations go to host RAM; the GPU holds the block being copied out or prefetched back and the one in use.
+- torchtune's QLoRA base is torchao's NF4Tensor, whose LinearNF4 saves only the weight for backward.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from onecard.core.errors import ConfigError
+from onecard.fit import stacks
 from onecard.fit.catalog import Linear, LlmArch, linears, n_params
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
@@ -44,9 +67,10 @@ from onecard.fit.llm import (
 if TYPE_CHECKING:
     from onecard.core.gpus import GpuSpec
 
-__all__ = ["estimate", "lora_targets", "layer_saved_bytes", "trainable_params"]
+__all__ = ["estimate", "lora_targets", "layer_saved_bytes", "trainable_params", "loss_bytes"]
 
 MFU = {"full": 0.4, "lora": 0.4, "qlora": 0.3}  # assumed model FLOPs utilisation of the transformers/PEFT stack
+PCIE_GBPS = 25.0  # host <-> GPU copies: PCIe 4.0 x16 moves about 25 GB/s of its 32 GB/s in practice
 _TARGETS = {"all-linear": None, "attn": {"q", "k", "v", "qkv", "o"}, "qv": {"q", "v", "qkv"}}
 
 
@@ -78,20 +102,27 @@ def trainable_params(arch: LlmArch, job: FitJob) -> int:
 
 
 def layer_saved_bytes(arch: LlmArch, a: int, full: bool, frozen_saves: bool, adapted: list[Linear], attention: str,
-                      seq: int, rank: int = 16) -> float:
-    """Bytes one block keeps for backward, per token (see the module docstring for what each op keeps)."""
+                      seq: int, rank: int = 16, adapter_bytes: int = 4) -> float:
+    """Bytes one block keeps for backward, per token (see the module docstring for what each op keeps).
+
+    fp32 adapters (PEFT under autocast) each keep their own 16-bit copy of their input; 16-bit adapters save the
+    input tensor itself, once for all the adapters that read it.
+    """
     h, q, kv, f = arch.hidden, arch.q_dim, arch.kv_dim, arch.intermediate
     size = {"attn_in": h, "attn_out": q, "mlp_in": h, "mlp_act": f}
     norm = (4 * h if arch.norm == "rms" else a * h) + (a * h if full else 0)  # + the normed input for weight grads
     total = arch.norms_per_layer * norm + (4 * (q + kv) if arch.qk_norm else 0)
     saved = {lin.reads for lin in linears(arch)} if full or frozen_saves else set()
+    if adapter_bytes == 2:
+        saved |= {lin.reads for lin in adapted}
     total += a * sum(size[slot] for slot in saved - {"attn_out", "mlp_act"})
     if attention == "eager":  # q, k and v repeated to every head, fp32 softmax + its cast, transposed output copy
         total += 3 * a * q + (4 + (a if a != 4 else 0)) * arch.n_heads * seq + (a * q if "attn_out" in saved else 0)
     else:  # q, k, v, output (which the o_proj input shares) and the fp32 log-sum-exp per head
         total += a * (2 * q + 2 * kv) + 4 * arch.n_heads
     total += (3 if arch.gated_mlp else 1) * a * f + (a * f if "mlp_act" in saved else 0)
-    total += sum(a * (lin.d_in + rank) for lin in adapted)  # each adapter's 16-bit input copy and its x @ A
+    copy = adapter_bytes == 4  # PEFT casts the input to fp32, autocast casts it back: a 16-bit copy per adapter
+    total += sum(a * ((lin.d_in if copy else 0) + rank) for lin in adapted)  # (the input copy and) x @ A
     return float(total)
 
 
@@ -138,6 +169,7 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     """
     fmt = parse_quant(arch, job, card, "transformers")
     _check(job, fmt)
+    kn = stacks.resolve(job)
     full = job.method == "full"
     amp = full and fmt.name == "fp16"  # fp16 needs fp32 master weights (GradScaler); bf16 trains pure bf16
     a = fmt.act_bytes
@@ -147,18 +179,22 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     tokens = job.batch * seq
     L, h, V = arch.n_layers, arch.hidden, arch.vocab
     params = trainable_params(arch, job)
-    param_bytes = fmt.weight_bytes if full and not amp else 4  # PEFT adapters are fp32; AMP masters are fp32
+    # full: the weights' own width (AMP masters fp32); LoRA: the stack's adapter dtype (PEFT: fp32)
+    param_bytes = (4 if amp else fmt.weight_bytes) if full else kn.adapter_bytes
     opt = _optimizer(job)
     states = _state_bytes(opt, params, param_bytes, arch, job)
     paged = opt.startswith("paged")
     adapted = [] if full else lora_targets(arch, job.lora_targets)
-    per_layer = layer_saved_bytes(arch, a, full, fmt.quantized, adapted, job.attention, seq, job.lora_rank) * tokens
+    per_layer = layer_saved_bytes(arch, a, full, fmt.quantized and kn.quant_saves_input, adapted, job.attention, seq,
+                                  job.lora_rank, param_bytes) * tokens
     ckpt_in = a * h * tokens
-    casts = 0.0 if full else 2.0 * params  # autocast's 16-bit copies of the fp32 adapters, kept for backward
-    stack = L * ckpt_in if job.grad_ckpt else L * per_layer + casts
+    casts = 2.0 * params if not full and param_bytes == 4 else 0.0  # autocast's 16-bit copies of fp32 adapters
+    block = ckpt_in if job.grad_ckpt else per_layer + casts / L  # what one block leaves saved until backward
+    on_gpu = min(L, 2) if kn.activation_offload else L  # offloaded: the block in use + the one in flight
+    stack = on_gpu * block
     grad_tmp = (3 * a * arch.intermediate + 2 * a * h) * tokens + (per_layer if job.grad_ckpt else 0)
     final = (4 * h + (a * h if full else 0)) * tokens
-    logits = tokens * V * 12.0  # cross-entropy backward: saved fp32 log-softmax + its grad + the input grad
+    logits = loss_bytes(kn.loss, tokens, V, h, a)
     lin_params = L * sum(lin.d_in * lin.d_out for lin in linears(arch))
     g_layer = (lin_params / L) * param_bytes if full else 0.0
     g_head = (params - lin_params) * param_bytes if full else params * param_bytes  # LoRA: all grads at once
@@ -166,45 +202,88 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     # gradients made); the optimizer step (torch AdamW foreach keeps one temporary the size of a moment)
     step_tmp = params * param_bytes if opt in ("adamw", "paged_adamw") else 0.0
     phases = {"loss": {"activations": stack + final, "logits": logits}}
-    best_k = max(range(L + 1), key=lambda k: (stack * (L - k) / L if L else 0) + k * g_layer)
-    phases["backward"] = {"activations": stack * (L - best_k) / L + grad_tmp, "gradients": g_head + best_k * g_layer}
-    phases["optimizer step"] = {"gradients": g_head + L * g_layer, "runtime": step_tmp}
+    if full and kn.loss == "fused":  # the fused loss makes the head's weight gradient in forward
+        phases["loss"]["gradients"] = V * h * param_bytes
+    if kn.optimizer_in_backward:  # one gradient (and its optimizer temporary) at a time; no optimizer phase
+        g_max = max([V * h, *(lin.d_in * lin.d_out for lin in linears(arch))] if full else
+                    [job.lora_rank * max(lin.d_in, lin.d_out) for lin in adapted]) * param_bytes
+        phases["backward"] = {"activations": stack + grad_tmp, "gradients": g_max,
+                              "runtime": g_max if step_tmp else 0.0}
+    else:
+        def left(k: int) -> float:  # activations still saved after k blocks of backward
+            return stack if kn.activation_offload else stack * (L - k) / L
+
+        best_k = max(range(L + 1), key=lambda k: left(k) + k * g_layer)
+        phases["backward"] = {"activations": left(best_k) + grad_tmp, "gradients": g_head + best_k * g_layer}
+        phases["optimizer step"] = {"gradients": g_head + L * g_layer, "runtime": step_tmp}
     phase, work = max(phases.items(), key=lambda kv: sum(kv[1].values()))
     adapters = 0.0 if full else params * param_bytes
     parts = {"weights": wb.total, "adapters": adapters, "optimizer": 0.0 if paged else states, **work}
     # fp16 AMP: autocast caches a 16-bit copy of every weight for the step (torch.autocast weight cast cache)
     parts["runtime"] = parts.get("runtime", 0.0) + wb.dequant + (2.0 * params if amp else 0.0)
     transient = sum(v for k, v in parts.items() if k in ("activations", "logits", "runtime", "gradients"))
-    notes = [_method_note(job, fmt, params, arch), f"micro-batch {job.batch} x sequence {job.seq}"
+    host = (L - on_gpu) * block
+    notes = [_method_note(job, fmt, params, arch, param_bytes), f"micro-batch {job.batch} x sequence {job.seq}"
              + (f" (+{img} image tokens)" if img else "") + f", gradient accumulation {job.grad_accum} "
              "(does not change the peak)",
              f"gradient checkpointing {'on' if job.grad_ckpt else 'off'}, attention {job.attention}",
              f"optimizer {opt}: {gib(states):.2f} GiB of states"
-             + (" in CUDA unified memory (paged: spills to host RAM, not counted in the peak)" if paged else ""),
-             f"loss backward holds {gib(logits):.2f} GiB of fp32 logit tensors (log-softmax, its grad, the input grad; "
-             f"vocab {V}); a fused/chunked cross-entropy (Liger, torchtune) would not",
+             + (" in CUDA unified memory (paged: spills to host RAM, not counted in the peak)" if paged else "")
+             + (", stepped inside backward (each gradient freed after its step)" if kn.optimizer_in_backward else ""),
+             _loss_note(kn.loss, logits, V, stacks.offers(job)),
              f"peak during the {phase}"]
+    if job.stack != "transformers":
+        notes.insert(0, f"stack {job.stack}: its defaults fill the knobs not given (onecard.fit.stacks)")
+    if kn.activation_offload:
+        notes.append(f"activation offload: {gib(host):.2f} GiB of saved activations in host RAM, "
+                     f"{on_gpu} block(s) on the GPU")
     if wb.dequant:
         notes.append(f"4-bit matmuls dequantize one weight at a time: {gib(wb.dequant):.2f} GiB buffer")
     est = Estimate({k: gib(v) for k, v in parts.items()}, slack_gib=gib(ALLOC_SLACK * transient),
-                   context_gib=CUDA_CONTEXT_GIB, cpu_gib=gib(states) if paged else 0.0,
+                   context_gib=CUDA_CONTEXT_GIB, cpu_gib=gib((states if paged else 0.0) + host),
                    assumptions=[*notes, slack_note(), context_note()])
-    _step_time(est, arch, job, card, tokens, a)
+    _step_time(est, arch, job, card, tokens, a, host)
     return est
 
 
-def _method_note(job: FitJob, fmt: WeightFormat, params: int, arch: LlmArch) -> str:
+def loss_bytes(loss: str, tokens: int, V: int, h: int, a: int) -> float:
+    """Bytes the loss holds at its peak (see the module docstring)."""
+    if loss == "chunked":  # 16-bit logits kept for backward + one chunk upcast to fp32
+        return tokens * V * (a + 4.0 / stacks.LOSS_CHUNKS)
+    if loss == "fused":  # Liger: the input gradient (BT x H) + one chunk of logits (next_pow2(BT / ceil(V / H)) rows)
+        chunk = min(tokens, 1 << max(0, math.ceil(math.log2(math.ceil(tokens / math.ceil(V / h))))))
+        return float(a * tokens * h + a * chunk * V)
+    return tokens * V * 12.0  # cross-entropy backward: saved fp32 log-softmax + its grad + the input grad
+
+
+def _loss_note(loss: str, nbytes: float, V: int, offered: frozenset[str]) -> str:
+    if loss == "chunked":
+        return (f"chunked loss: {gib(nbytes):.2f} GiB of 16-bit logits + one of {stacks.LOSS_CHUNKS} chunks upcast to "
+                f"fp32 (vocab {V})")
+    if loss == "fused":
+        return f"fused linear cross-entropy: no full logits, {gib(nbytes):.2f} GiB (input gradient + one chunk)"
+    fix = "; the stack offers a lighter one (--loss chunked/fused)" if offered & {"chunked", "fused"} else ""
+    return (f"loss backward holds {gib(nbytes):.2f} GiB of fp32 logit tensors (log-softmax, its grad, the input grad; "
+            f"vocab {V}); a fused/chunked cross-entropy (Liger, torchtune) would not{fix}")
+
+
+def _method_note(job: FitJob, fmt: WeightFormat, params: int, arch: LlmArch, adapter_bytes: int) -> str:
     if job.method == "full":
         dtype = "fp32 master weights + fp16 autocast" if fmt.name == "fp16" else f"pure {fmt.name}"
         return f"full fine-tuning, {dtype}: {params / 1e9:.2f}B trainable parameters"
     base = f"{fmt.name} base" if fmt.quantized else f"frozen {fmt.name} base"
     return (f"{'QLoRA' if fmt.quantized else 'LoRA'} on {job.lora_targets}, r={job.lora_rank} "
-            f"({params / 1e6:.1f}M fp32 adapter parameters, PEFT default) under bf16/fp16 autocast (Trainer bf16=True: "
-            f"each adapter keeps a 16-bit copy of its input), {base}, lora_dropout 0")
+            + (f"({params / 1e6:.1f}M fp32 adapter parameters, PEFT default) under bf16/fp16 autocast (Trainer "
+               "bf16=True: each adapter keeps a 16-bit copy of its input)" if adapter_bytes == 4 else
+               f"({params / 1e6:.1f}M 16-bit adapter parameters, no autocast)") + f", {base}, lora_dropout 0")
 
 
-def _step_time(est: Estimate, arch: LlmArch, job: FitJob, card: GpuSpec | None, tokens: int, a: int) -> None:
-    """FLOPs per token: 2N forward, 4N backward for full (2N for LoRA: no weight gradients), +2N recompute."""
+def _step_time(est: Estimate, arch: LlmArch, job: FitJob, card: GpuSpec | None, tokens: int, a: int,
+               host: float) -> None:
+    """FLOPs per token: 2N forward, 4N backward for full (2N for LoRA: no weight gradients), +2N recompute.
+
+    Offloaded activations cross PCIe twice a step on copy streams that overlap compute: the step takes the longer.
+    """
     tflops = 0.0 if card is None else (card.bf16_tflops if card.bf16 and a == 2 else card.fp16_tflops / (a // 2))
     if tflops <= 0:
         est.throughput_note = "no TFLOPS figure for this card: step time not estimated"
@@ -212,6 +291,7 @@ def _step_time(est: Estimate, arch: LlmArch, job: FitJob, card: GpuSpec | None, 
     n = n_params(arch, with_vision=False) - arch.vocab * arch.hidden  # the input embedding is a lookup
     mult = (6 if job.method == "full" else 4) + (2 if job.grad_ckpt else 0)
     mfu = MFU[job.method]
-    est.step_s = mult * n * tokens / (tflops * 1e12 * mfu)
+    est.step_s = max(mult * n * tokens / (tflops * 1e12 * mfu), 2 * host / (PCIE_GBPS * 1e9))
     est.throughput_note = (f"{mult}N FLOPs per token ({'full' if job.method == 'full' else 'no weight gradients'}"
-                           f"{', recompute' if job.grad_ckpt else ''}) at {mfu:.0%} of {tflops:g} TFLOPS")
+                           f"{', recompute' if job.grad_ckpt else ''}) at {mfu:.0%} of {tflops:g} TFLOPS"
+                           + (f"; offloaded activations cross PCIe at {PCIE_GBPS:g} GB/s, overlapped" if host else ""))

@@ -15,6 +15,7 @@ from typing import Any
 
 from onecard.core.errors import ConfigError, OnecardError
 from onecard.core.extras import require
+from onecard.fit import stacks
 from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
 from onecard.fit.ladder import effective_quant, family, is_gguf
@@ -179,6 +180,8 @@ def measure(job: FitJob, config: Any = None, steps: int = 3) -> Measured:
     torch.cuda.reset_peak_memory_stats()
     step_s = tokens_per_s = None
     if job.job == "train":
+        if (untraced := stacks.untraced_note(job)) is not None:
+            notes.append(untraced)
         times = _train(model, job, vocab, steps, torch, notes)
         step_s = sorted(times[1:] or times)[len(times[1:] or times) // 2]
     else:

@@ -25,6 +25,7 @@ from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from onecard.core.errors import ConfigError, OnecardError
+from onecard.fit import stacks
 from onecard.fit.job import FitJob
 from onecard.fit.ladder import SEQ_FLOOR, Family, bits, effective_quant, estimator, family, flash_for_kv, is_gguf
 
@@ -38,7 +39,8 @@ RANKING = (
     "plans that keep the request (sequence/context, resolution, image size, batch; what you set) first, then those "
     "that give part of it up (marked), least given up first; within each, fastest first (tokens/s, or items/s from "
     "the step time), plans within 15% of their tier's fastest tie, and ties go to higher precision, larger LoRA "
-    "rank, larger batch, then headroom; without a speed estimate, the memory savers' rough slow-downs stand in"
+    "rank, no activation offloading, larger batch, then headroom; without a speed estimate, the memory savers' rough "
+    "slow-downs stand in"
 )
 _METHOD_RANK = {"full": 2, "lora": 1, "qlora": 0}
 _OPTIM_BITS = {"adamw": 32, "paged_adamw": 32, "adafactor": 16, "sgd": 32}  # 8-bit ones: 8
@@ -108,6 +110,7 @@ def space(job: FitJob, fixed: Collection[str] = ()) -> dict[str, list[Any]]:
         knobs["grad_ckpt"] = [True, False]
         knobs["seq"] = _down(job.seq, SEQ_FLOOR)
         knobs["lora_rank"] = _down(job.lora_rank, 4)
+        knobs |= _stack_savers(job)
     elif fam == "llm":
         if not job.model.lower().endswith(".gguf"):  # a GGUF file's weights are what they are
             knobs["quant"] = _formats(job, ["q8_0", "q6_k", "q5_k_m", "q4_k_m"] if is_gguf(job) else
@@ -141,6 +144,20 @@ def space(job: FitJob, fixed: Collection[str] = ()) -> dict[str, list[Any]]:
         knobs["beam"] = sorted({job.beam, *[b for b in (1, 2, 5) if b <= job.beam]})
         knobs["batch"] = [1, 2, 4, 8, 16] if job.runtime == "faster-whisper" else _down(job.batch, 1, steps=3)
     return {k: v for k, v in knobs.items() if k not in fixed}
+
+
+def _stack_savers(job: FitJob) -> dict[str, list[Any]]:
+    """The lighter losses and activation offloading, tried only where the job's stack offers them
+    (`stacks.offers`: none for the transformers stack, where Liger is an extra install the user asks for)."""
+    offered, now = stacks.offers(job), stacks.resolve(job)
+    knobs: dict[str, list[Any]] = {}
+    order = ("standard", "chunked", "fused")
+    lighter = [loss for loss in order if loss in offered and order.index(loss) > order.index(now.loss)]
+    if lighter:
+        knobs["loss"] = [job.loss, *lighter]
+    if "activation_offload" in offered:
+        knobs["activation_offload"] = [job.activation_offload, not now.activation_offload]
+    return knobs
 
 
 def _from_scratch(job: FitJob) -> bool:
@@ -212,6 +229,7 @@ def _quality(plan: Plan, fam: Family) -> tuple[float, ...]:
         job.beam,
         bits(job.kv_dtype),
         _OPTIM_BITS.get(optimizer_of(job, fam), 8),
+        not (fam == "llm" and train and stacks.resolve(job).activation_offload),  # no host round trips
         job.batch,
         plan.headroom_gib or 0.0,
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 from onecard.core.errors import ConfigError
 from onecard.core.extras import require
+from onecard.fit import stacks
 from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
 from onecard.fit.ladder import effective_quant, is_gguf
@@ -233,6 +234,8 @@ def trace(job: FitJob, config: Any = None) -> Estimate:
             optim = "" if job.optimizer in ("auto", "adamw") else f" ({job.optimizer} would hold less)"
             notes.append(f"traced two training steps of batch {job.batch} x {job.seq} tokens with torch AdamW, "
                          f"states in each trainable parameter's dtype{optim}")
+            if (untraced := stacks.untraced_note(job)) is not None:
+                notes.append(untraced)
         else:
             model.eval()
             with _dispatch_mode(counter), torch.inference_mode():

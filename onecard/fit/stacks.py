@@ -1,0 +1,115 @@
+"""Training stacks: what each library does by default with the memory knobs the transformers stack does not have.
+
+A job's `stack` fills the knobs left at "auto" (`loss`, `adapter_dtype`) or unset (`optimizer_in_backward`,
+`activation_offload`); an explicit value always wins. `transformers` is the planner's reference stack, so its preset
+is what `fit` predicted before these knobs existed. Each preset cites where the tool sets it:
+
+- transformers (Trainer/TRL SFTTrainer + PEFT; LLaMA-Factory trains on it too): transformers' `ForCausalLMLoss`
+  upcasts the full logits to fp32 (`logits.float()`); PEFT keeps adapters in fp32 (`autocast_adapter_dtype=True`);
+  no optimizer-in-backward, no activation offloading. TRL `use_liger_kernel=True` is `--loss fused`.
+- torchtune (2024 single-device recipes, recipes/configs/llama3_1/*_single_device.yaml): `loss:
+  CEWithChunkedOutputLoss` (8 chunks) -> chunked; the model and its LoRA adapters are built under
+  `set_default_dtype(bf16)` -> bf16 adapters; full fine-tuning sets `optimizer_in_bwd: True` ("Requires
+  gradient_accumulation_steps=1"); `enable_activation_offloading: False`. QLoRA runs on torchao's NF4Tensor, whose
+  `LinearNF4` saves only the weight for backward (bitsandbytes' MatMul4Bit also keeps the input).
+- unsloth (FastLanguageModel.get_peft_model, the notebooks' defaults): `use_gradient_checkpointing="unsloth"`, whose
+  `Unsloth_Offloaded_Gradient_Checkpointer` copies each checkpointed block input to host RAM
+  (`hidden_states.to("cpu", non_blocking=True)`) -> activation offload with checkpointing; the loss is fused
+  (unsloth_zoo's fused linear cross-entropy; versions before 2025 ran `fast_cross_entropy_loss` on 16-bit logits,
+  writing the gradient in place, which is `--loss chunked` in memory); adapters come from PEFT (fp32).
+- litgpt (finetune/lora.py, --precision bf16-true): `model(..., lm_head_chunk_size=128)` + `chunked_cross_entropy`
+  on 16-bit logits -> chunked; bf16-true puts the adapters in bf16.
+- axolotl: the transformers stack (PEFT, TRL), so the same defaults; its plugins offer a fused loss
+  (`liger_fused_linear_cross_entropy`, `cut_cross_entropy`) and `gradient_checkpointing: offload` (the unsloth
+  checkpointer), which `solve` and the OOM ladder may propose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from onecard.core.errors import ConfigError
+from onecard.fit.job import FitJob
+
+__all__ = ["Resolved", "resolve", "offers", "untraced_note", "LOSS_CHUNKS"]
+
+LOSS_CHUNKS = 8  # torchtune CEWithChunkedOutputLoss(num_output_chunks=8); litgpt's 128-token chunks are smaller
+
+# stack -> (loss, adapter dtype, optimizer in backward for full fine-tuning, activation offload with checkpointing,
+#           quantized base linears keep their input for backward)
+_PRESETS: dict[str, tuple[str, str, bool, bool, bool]] = {
+    "transformers": ("standard", "fp32", False, False, True),
+    "axolotl": ("standard", "fp32", False, False, True),
+    "torchtune": ("chunked", "bf16", True, False, False),
+    "unsloth": ("fused", "fp32", False, True, True),
+    "litgpt": ("chunked", "bf16", False, False, True),
+}
+# The memory savers a stack can switch on, which solve and the OOM ladder may propose. The transformers stack
+# offers none: Liger (TRL use_liger_kernel) is an extra install the user asks for with --loss fused.
+# unsloth's and axolotl's offload is their checkpointer's: it offloads the checkpointed block inputs only.
+_OFFLOAD_NEEDS_CKPT = frozenset({"unsloth", "axolotl"})
+# optimizer_in_backward is left out of the search: it needs grad_accum 1, which the micro-batch search moves, and
+# torchtune's full fine-tuning preset has it on already.
+_OFFERS: dict[str, frozenset[str]] = {
+    "transformers": frozenset(),
+    "axolotl": frozenset({"fused", "activation_offload"}),
+    "torchtune": frozenset({"chunked", "activation_offload"}),
+    "unsloth": frozenset({"fused", "activation_offload"}),
+    "litgpt": frozenset({"chunked"}),
+}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The stack knobs of a job with its stack's defaults filled in."""
+
+    loss: Literal["standard", "chunked", "fused"]
+    adapter_bytes: int  # 4 for fp32 adapters, 2 for 16-bit ones
+    optimizer_in_backward: bool
+    activation_offload: bool
+    quant_saves_input: bool  # bitsandbytes 4/8-bit linears save their input; torchao's NF4 linear does not
+
+
+def resolve(job: FitJob) -> Resolved:
+    """The job's loss, adapter width, optimizer-in-backward and activation offload once its stack fills the gaps.
+
+    Raises:
+        ConfigError: optimizer-in-backward asked together with gradient accumulation (each gradient is freed as
+            soon as it is made, so there is nothing to accumulate); activation offload without checkpointing on a
+            stack that offloads only checkpointed inputs (unsloth, axolotl).
+    """
+    loss, adapter, in_bwd, offload, saves = _PRESETS[job.stack]
+    if job.optimizer_in_backward and job.grad_accum > 1:
+        raise ConfigError(f"--optimizer-in-backward frees each gradient right after its step, so --grad-accum "
+                          f"{job.grad_accum} has nothing to accumulate",
+                          "use --grad-accum 1, or --no-optimizer-in-backward")
+    if job.activation_offload and not job.grad_ckpt and job.stack in _OFFLOAD_NEEDS_CKPT:
+        raise ConfigError(f"{job.stack} offloads the inputs of checkpointed blocks; with --no-grad-ckpt there are none",
+                          "use --grad-ckpt with --activation-offload, or --stack torchtune (it offloads any)")
+    return Resolved(
+        loss=job.loss if job.loss != "auto" else loss,  # type: ignore[arg-type]
+        adapter_bytes=2 if (job.adapter_dtype if job.adapter_dtype != "auto" else adapter) == "bf16" else 4,
+        optimizer_in_backward=job.optimizer_in_backward if job.optimizer_in_backward is not None else
+        in_bwd and job.method == "full" and job.grad_accum == 1,
+        activation_offload=job.activation_offload if job.activation_offload is not None else offload and job.grad_ckpt,
+        quant_saves_input=saves,
+    )
+
+
+def offers(job: FitJob) -> frozenset[str]:
+    """The savers the job's stack can switch on, for solve and the OOM ladder: chunked, fused, activation_offload."""
+    return _OFFERS[job.stack]
+
+
+def untraced_note(job: FitJob) -> str | None:
+    """A note for --trace and --measure, which run transformers + PEFT: the stack knobs they do not reproduce."""
+    knobs = resolve(job)
+    differ = [name for name, value, reference in (
+        ("loss", knobs.loss, "standard"), ("adapter_dtype", knobs.adapter_bytes, 4),
+        ("optimizer_in_backward", knobs.optimizer_in_backward, False),
+        ("activation_offload", knobs.activation_offload, False)) if value != reference]
+    if not differ:
+        return None
+    return (f"run on the transformers + PEFT stack: {', '.join(differ)} of --stack {job.stack} (or the flags) are in "
+            "the analytic estimate only")
