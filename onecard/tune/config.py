@@ -66,7 +66,7 @@ class TuneConfig(BaseModel):
     vram: float | None = Field(None, gt=0, description="card memory in GiB to plan for, instead of --gpu")
 
     accelerate_config: str | None = Field(None, description="write an accelerate + DeepSpeed config to this folder and print the `accelerate launch` command, instead of training")
-    zero_stage: Literal[2, 3] = Field(2, description="DeepSpeed ZeRO stage for --accelerate-config")
+    zero_stage: int = Field(2, ge=2, le=3, description="DeepSpeed ZeRO stage for --accelerate-config: 2 or 3")
     num_gpus: int = Field(2, ge=1, description="processes (GPUs) for --accelerate-config")
     deepspeed: str | None = Field(None, description="DeepSpeed JSON for the trainer (set by the files --accelerate-config writes)")
 

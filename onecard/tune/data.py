@@ -102,7 +102,7 @@ def to_messages(obj: Any) -> tuple[str, list[dict[str, str]]]:
         return "alpaca", [*head, {"role": "user", "content": user + (f"\n\n{extra}" if extra.strip() else "")},
                           {"role": "assistant", "content": _text(obj, "output")}]
     if "prompt" in obj:
-        answer_key = "response" if "response" in obj else "completion"
+        answer_key = "completion" if "completion" in obj else "response"
         return "prompt", [{"role": "user", "content": _text(obj, "prompt")},
                           {"role": "assistant", "content": _text(obj, answer_key)}]
     keys = ", ".join(sorted(obj)) or "none"

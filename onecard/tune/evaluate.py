@@ -171,16 +171,16 @@ def render_check(result: dict[str, Any], console: Any) -> None:
     """The data check as lines: counts, each bad line with its reason, duplicates, lengths."""
     formats = ", ".join(f"{n} {k}" for k, n in result["formats"].items()) or "none"
     console.print(f"{result['file']}: {result['rows']} rows, {result['valid']} valid ({formats}), "
-                  f"{len(result['bad'])} bad, {len(result['duplicates'])} duplicates")
+                  f"{len(result['bad'])} bad, {len(result['duplicates'])} duplicates", soft_wrap=True)
     for b in result["bad"]:
-        console.print(f"  line {b['line']}: {b['reason']}", markup=False)
+        console.print(f"  line {b['line']}: {b['reason']}", markup=False, soft_wrap=True)
     for d in result["duplicates"]:
-        console.print(f"  line {d['line']}: duplicate of line {d['same_as_line']}")
+        console.print(f"  line {d['line']}: duplicate of line {d['same_as_line']}", soft_wrap=True)
     for key in ("tokens", "response_tokens", "characters"):
         if result.get(key):
             stats = result[key]
             line = ", ".join(f"{k} {stats[k]}" for k in ("min", "median", "mean", "p95", "max"))
             over = f"; {stats['over_max']} rows over {stats['max_length']}" if "over_max" in stats else ""
-            console.print(f"  {key.replace('_', ' ')} per row: {line}{over}")
+            console.print(f"  {key.replace('_', ' ')} per row: {line}{over}", soft_wrap=True)
     if result.get("note"):
-        console.print(f"  ({result['note']})")
+        console.print(f"  ({result['note']})", soft_wrap=True)

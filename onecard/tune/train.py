@@ -53,6 +53,8 @@ def sft_args(out: Path, *, micro_batch_size: int, grad_accum: int, gradient_chec
         logging_steps=logging_steps, logging_first_step=True, save_steps=save_steps, save_total_limit=2,
         eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps, report_to="none", seed=seed,
         data_seed=seed, dataloader_pin_memory=False, disable_tqdm=True, deepspeed=deepspeed,
+        # Evaluation needs the loss only: gathering the dev logits (rows x length x vocabulary) costs GBs.
+        prediction_loss_only=True,
     )
 
 

