@@ -59,6 +59,8 @@ class EvalConfig(LLMConfig):
     overlap_tokens: int = Field(32, ge=0, description="--beir: chunk overlap in tokens")
     reranker: str = Field("auto", description="cross-encoder for the rerank row: auto, none, a local folder or a cached hub id")
     rerank_top: int = Field(20, ge=1, description="rerank this many hybrid hits")
+    generate: int = Field(0, ge=0, description="with --qa FILE that does not exist yet: draft N questions from random chunks of the index --name with the LLM, write them to FILE, then evaluate on them")
+    seed: int = Field(0, description="--generate: which chunks are drawn")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N questions")
     answer: int = Field(0, ge=0, description="also answer the first N questions with the LLM and score exact match, token F1, ROUGE-L and citation precision")
     k: int = Field(5, ge=1, description="--answer: sources given to the LLM")

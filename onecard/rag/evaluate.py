@@ -21,7 +21,8 @@ from onecard.rag.chunk import Chunk, chunk_prose
 from onecard.rag.metrics import answer_metrics, normalize_answer, retrieval_metrics
 from onecard.rag.search import Searcher
 
-__all__ = ["EvalSet", "load_beir", "load_qa", "beir_chunks", "retrieval_eval", "answer_eval", "MODES"]
+__all__ = ["EvalSet", "load_beir", "load_qa", "beir_chunks", "retrieval_eval", "answer_eval", "generate_questions",
+           "MODES"]
 
 MODES = ("bm25", "dense", "hybrid", "rerank")
 DEPTH = 100  # chunks ranked per query before documents are deduplicated
@@ -163,3 +164,34 @@ def answer_eval(ask: Callable[[str], Any], evalset: EvalSet, n: int,
     if unanswerable:
         metrics["abstain_rate"] = round(abstain_ok / unanswerable, 4)
     return {"metrics": metrics, "answers": rows}
+
+
+QUESTION_SCHEMA = {"type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
+                   "required": ["question", "answer"]}
+_DRAFT = ("Write one question that the passage below answers, and its answer: a short phrase copied from the "
+          "passage. Reply as JSON with keys question and answer.\n\nPassage ({where}):\n{text}")
+
+
+def generate_questions(backend: Any, chunks: list[dict[str, Any]], n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Draft `n` questions from chunks drawn at random (seeded), each with its answer and gold file, by the LLM.
+
+    Drafts whose answer does not occur in their passage are dropped: the model made it up. Read the file before
+    trusting the numbers: a small model writes vague questions.
+    """
+    import random
+
+    rng = random.Random(seed)
+    pool = [c for c in chunks if len(c["text"].split()) >= 20]
+    rows = []
+    for chunk in rng.sample(pool, min(len(pool), n)):
+        reply = backend.chat([{"role": "user", "content": _DRAFT.format(where=chunk["rel"], text=chunk["text"])}],
+                             json_schema=QUESTION_SCHEMA, temperature=0.0, max_tokens=128)
+        try:
+            draft = json.loads(reply.text)
+        except json.JSONDecodeError:
+            continue
+        question, answer = str(draft.get("question", "")).strip(), str(draft.get("answer", "")).strip()
+        if question and answer and normalize_answer(answer) in normalize_answer(chunk["text"]):
+            rows.append({"question": question, "answers": [answer], "gold_files": [chunk["rel"]],
+                         "gold_chunk": chunk["id"], "lines": [chunk["start_line"], chunk["end_line"]]})
+    return rows

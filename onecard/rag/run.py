@@ -17,8 +17,16 @@ from onecard.core.progress import stderr_console
 from onecard.core.records import Run, start_run
 from onecard.rag.answer import Answer, answer, build_messages, check_citations
 from onecard.rag.config import AskConfig, EvalConfig, IndexConfig, Retriever, SearchConfig
-from onecard.rag.evaluate import MODES, answer_eval, beir_chunks, load_beir, load_qa, retrieval_eval
-from onecard.rag.index import BuildStats, build_index, index_path, open_index, write_index
+from onecard.rag.evaluate import (
+    MODES,
+    answer_eval,
+    beir_chunks,
+    generate_questions,
+    load_beir,
+    load_qa,
+    retrieval_eval,
+)
+from onecard.rag.index import BuildStats, Index, build_index, index_path, open_index, write_index
 from onecard.rag.models import Embedder, SentenceEmbedder, load_reranker
 from onecard.rag.search import Hit, Mode, Searcher
 
@@ -103,6 +111,8 @@ def evaluate(config: EvalConfig, runs_root: str | None = None, report_to: tuple[
         else:
             idx = open_index(index_path(config.name, config.index_dir))
             embedder = SentenceEmbedder(idx.meta["embed_model"], config.device)
+            if config.generate:
+                _draft_questions(config, idx, status)
             evalset = load_qa(str(config.qa), idx.rels, idx.paths).limited(config.limit)
         reranker, note = load_reranker(config.reranker, config.device)
         if note:
@@ -139,6 +149,21 @@ def evaluate(config: EvalConfig, runs_root: str | None = None, report_to: tuple[
         idx.close()
     result["run_id"] = run.id
     return result
+
+
+def _draft_questions(config: EvalConfig, idx: Index, status: Status) -> None:
+    """--generate N: write N drafted questions (with answers and gold files) to the --qa file, which must be new."""
+    import json
+
+    from onecard.llm import load
+
+    out = Path(str(config.qa)).expanduser()
+    if out.exists():
+        raise ConfigError(f"{out} exists; --generate writes a new question file",
+                          "pass a new path to --qa, or drop --generate to evaluate on this one")
+    rows = generate_questions(load(config), idx.rows(list(range(idx.size))), config.generate, config.seed)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    status(f"drafted {len(rows)} questions (of {config.generate} asked) into {out}: read them before trusting scores")
 
 
 def ask(config: AskConfig, on_text: Callable[[str], None] | None = None, status: Status = _status,

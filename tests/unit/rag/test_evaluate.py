@@ -66,3 +66,22 @@ def test_a_bad_line_is_named_by_file_and_line(tmp_path: Path) -> None:
     qa.write_text('{"question": "ok"}\n{not json}\n')
     with pytest.raises(DataError, match=r"qa.jsonl:2: not JSON"):
         load_qa(qa, [], [])
+
+
+def test_generated_questions_keep_only_answers_found_in_their_passage() -> None:
+    from onecard.llm import Reply
+    from onecard.rag.evaluate import generate_questions
+
+    class Drafts:
+        def __init__(self) -> None:
+            self.replies = iter(['{"question": "Which port?", "answer": "51820"}',
+                                 '{"question": "Made up?", "answer": "not in the text"}'])
+
+        def chat(self, messages: list[dict[str, Any]], **kwargs: Any) -> Reply:
+            assert kwargs["json_schema"]["required"] == ["question", "answer"]
+            return Reply(next(self.replies))
+
+    text = "WireGuard listens on port 51820 and the keys are kept in the etc folder of the router " * 2
+    chunks = [{"id": f"c{i}", "rel": f"n{i}.md", "text": text, "start_line": 1, "end_line": 3} for i in range(2)]
+    rows = generate_questions(Drafts(), chunks, 2)
+    assert len(rows) == 1 and rows[0]["answers"] == ["51820"] and rows[0]["gold_files"][0] in ("n0.md", "n1.md")
