@@ -32,6 +32,8 @@ class IndexConfig(_Where):
     chunk_tokens: int = Field(200, ge=16, description="token budget of a prose chunk (words and punctuation; about one word piece each in English)")
     overlap_tokens: int = Field(32, ge=0, description="prose chunks repeat up to this many tokens of whole paragraphs or sentences from the previous chunk")
     max_file_mb: float = Field(5.0, gt=0, description="files larger than this are skipped with a note")
+    store: Literal["faiss", "qdrant"] = Field("faiss", description="where vectors live: faiss (embedded, default) or qdrant (its local on-disk mode, or the server at --qdrant-url)")
+    qdrant_url: str | None = Field(None, description="a Qdrant server, e.g. http://localhost:6333 (with --store qdrant); None: Qdrant's local mode inside the index folder")
 
 
 class SearchConfig(_Where):

@@ -1,7 +1,7 @@
 """The index on disk: FAISS (vectors) + SQLite (chunk metadata) + bm25s (persisted), one version folder at a time.
 
     rag/NAME/CURRENT          {"version": "v-..."}: written atomically; readers open the version it names
-    rag/NAME/v-.../           chunks.sqlite  vectors.faiss  bm25/  meta.json
+    rag/NAME/v-.../           chunks.sqlite  vectors.faiss (or qdrant/)  bm25/  meta.json
 
 A build writes a new version folder, then swaps CURRENT (an atomic rename), then deletes older versions. A build
 that stops part-way leaves CURRENT, and so the previous index, untouched. Incremental by content: a file whose
@@ -33,6 +33,7 @@ from onecard.core.records import write_json_atomic
 from onecard.rag.chunk import Chunk
 from onecard.rag.ingest import SourceFile, read_chunks, walk
 from onecard.rag.models import Embedder
+from onecard.rag.vectors import drop_old_collections, open_vectors, write_vectors
 
 __all__ = ["Index", "BuildStats", "build_index", "write_index", "index_path", "open_index", "bm25_tokens",
            "STOPWORDS"]
@@ -80,12 +81,11 @@ class Index:
         self.root = root
         self.version = version
         self.dir = root / version
-        faiss = require("faiss", "rag", "faiss-cpu")
         bm25s = require("bm25s", "rag")
         self.meta: dict[str, Any] = json.loads((self.dir / "meta.json").read_text())
         self.db = sqlite3.connect(f"file:{self.dir / 'chunks.sqlite'}?mode=ro", uri=True, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
-        self.faiss = faiss.read_index(str(self.dir / "vectors.faiss"))
+        self.vectors = open_vectors(self.dir, self.meta)
         self.bm25 = bm25s.BM25.load(str(self.dir / "bm25"), show_progress=False) if self.size else None
         cols = self.db.execute("SELECT path, rel, language FROM chunks ORDER BY row").fetchall()
         self.paths = [c["path"] for c in cols]
@@ -110,13 +110,9 @@ class Index:
         """Indexed files by absolute path: sha256, bytes, mtime_ns, root."""
         return {r["path"]: dict(r) for r in self.db.execute("SELECT * FROM files")}
 
-    def vectors(self) -> np.ndarray:
-        """(N, dim) float32: every chunk's vector, by position."""
-        return self.faiss.reconstruct_n(0, self.faiss.ntotal) if self.faiss.ntotal else np.zeros(
-            (0, self.faiss.d), dtype=np.float32)
-
     def close(self) -> None:
         self.db.close()
+        self.vectors.close()
 
 
 def open_index(root: Path) -> Index:
@@ -135,6 +131,8 @@ def build_index(
     chunk_tokens: int = 200,
     overlap_tokens: int = 32,
     max_file_bytes: int = 5 * 2**20,
+    store: str = "faiss",
+    qdrant_url: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> BuildStats:
     """Build or update the index at `root` over the files under `roots` (see the module docstring)."""
@@ -188,10 +186,10 @@ def build_index(
     t0 = time.perf_counter()
     fresh = embedder.embed([texts[i] for i in new_ids], progress=True) if new_ids else None
     stats.embed_seconds = time.perf_counter() - t0
-    dim = fresh.shape[1] if fresh is not None else (previous.faiss.d if previous else embedder.dim)
+    dim = fresh.shape[1] if fresh is not None else (previous.vectors.dim if previous else embedder.dim)
     vectors = np.zeros((len(chunks), dim), dtype=np.float32)
     if previous is not None and len(new_ids) < len(set(ids)):
-        old_matrix = previous.vectors()
+        old_matrix = previous.vectors.all()
         for n, i in enumerate(ids):
             if i in old_vectors:
                 vectors[n] = old_matrix[old_vectors[i]]
@@ -207,7 +205,7 @@ def build_index(
                  for f, sha, cs in kept]
     rels = {str(f.path): f.rel for f, _, _ in kept}
     meta = {**settings, "roots": sorted(str(r.expanduser().resolve()) for r in roots),
-            "dim": dim, "files": len(kept), "skipped": stats.notes[:200]}
+            "dim": dim, "files": len(kept), "skipped": stats.notes[:200], "store": store, "qdrant_url": qdrant_url}
     if previous is not None:
         previous.close()
     stats.version = write_index(root, chunks, vectors, meta, file_rows, rels)
@@ -218,10 +216,11 @@ def build_index(
 def write_index(root: Path, chunks: list[Chunk], vectors: np.ndarray, meta: dict[str, Any],
                 file_rows: list[tuple[Any, ...]] | None = None, rels: dict[str, str] | None = None) -> str:
     """Write a new version folder and make it current (atomically); delete the versions before it. Returns its name."""
-    faiss = require("faiss", "rag", "faiss-cpu")
     bm25s = require("bm25s", "rag")
     root.mkdir(parents=True, exist_ok=True)
     version = f"v-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    store, url = meta.get("store", "faiss"), meta.get("qdrant_url")
+    meta = {**meta, "store": store, "collection": f"{root.name}-{version}", "dim": int(vectors.shape[1])}
     out = root / version
     out.mkdir()
     try:
@@ -240,10 +239,7 @@ def write_index(root: Path, chunks: list[Chunk], vectors: np.ndarray, meta: dict
              c.symbol, c.language, c.text) for n, c in enumerate(chunks)])
         db.commit()
         db.close()
-        index = faiss.IndexFlatIP(vectors.shape[1])  # exact inner product on unit vectors: cosine
-        if len(vectors):
-            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        faiss.write_index(index, str(out / "vectors.faiss"))
+        write_vectors(out, vectors, store, url, meta["collection"])
         if chunks:
             bm25 = bm25s.BM25()
             bm25.index(bm25s.tokenize([c.embed_text for c in chunks], stopwords=STOPWORDS, show_progress=False),
@@ -259,6 +255,7 @@ def write_index(root: Path, chunks: list[Chunk], vectors: np.ndarray, meta: dict
         if old.name != version:
             with contextlib.suppress(OSError):
                 shutil.rmtree(old)
+    drop_old_collections(url, f"{root.name}-v-", meta["collection"])
     return version
 
 

@@ -53,7 +53,7 @@ def index(config: IndexConfig, runs_root: str | None = None, report_to: tuple[st
         embedder = embedder or SentenceEmbedder(config.embed_model, config.device, config.batch_size)
         stats = build_index(root, roots, embedder, chunk_tokens=config.chunk_tokens,
                             overlap_tokens=config.overlap_tokens, max_file_bytes=int(config.max_file_mb * 2**20),
-                            progress=_status)
+                            store=config.store, qdrant_url=config.qdrant_url, progress=_status)
         run.set("index", {"dir": str(root), "roots": [str(r) for r in roots], **stats.to_json()})
         run.set("skipped", stats.notes)
         run.set_metrics({"files": stats.files, "chunks": stats.chunks, "embedded": stats.embedded,

@@ -102,11 +102,7 @@ class Searcher:
         return [(top[i], float(scores[i])) for i in order] + fused[self.rerank_top:k]
 
     def dense(self, qvec: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        faiss = require("faiss", "rag", "faiss-cpu")
-        n = min(k, self.index.size if allowed is None else len(allowed))
-        params = None if allowed is None else faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-        scores, ids = self.index.faiss.search(qvec.reshape(1, -1).astype(np.float32), n, params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        return self.index.vectors.search(qvec, min(k, self.index.size if allowed is None else len(allowed)), allowed)
 
     def bm25(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         bm25s = require("bm25s", "rag")
@@ -126,8 +122,7 @@ class Searcher:
         """Cosine of the query with each row's vector."""
         if not rows:
             return []
-        vectors = np.stack([self.index.faiss.reconstruct(int(r)) for r in rows])
-        return [float(x) for x in vectors @ qvec]
+        return [float(x) for x in self.index.vectors.get(rows) @ qvec]
 
     def _allowed(self, path_glob: str | None, language: str | None) -> np.ndarray | None:
         if path_glob is None and language is None:

@@ -97,3 +97,28 @@ def test_filters_by_path_glob_and_language(tmp_path: Path, embedder) -> None:
     assert {h.chunk["rel"] for h in searcher.search("apples", k=10, path_glob="*.md")} == {"note0.md", "note1.md"}
     assert {h.chunk["rel"] for h in searcher.search("apples", k=10, path_glob="src/*")} == {"src/apples.py"}
     assert searcher.search("apples", k=10, language="rust") == []
+
+
+def test_qdrant_local_store_searches_and_reindexes_like_faiss(tmp_path: Path, embedder) -> None:
+    pytest.importorskip("qdrant_client")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _notes(docs)
+    build_index(tmp_path / "faiss", [docs], embedder)
+    build_index(tmp_path / "qdrant", [docs], embedder, store="qdrant")
+    (docs / "note4.md").write_text("# Note 4\n\nKiwis now.\n")
+    embedder.calls.clear()
+    stats = build_index(tmp_path / "qdrant", [docs], embedder, store="qdrant")
+    assert stats.embedded == 1 and stats.reused == 8  # vectors read back from Qdrant
+    build_index(tmp_path / "faiss", [docs], embedder)
+    for query in ("apples 3", "kiwis", "topic details"):
+        scores = {}
+        for store in ("faiss", "qdrant"):
+            idx = open_index(tmp_path / store)
+            assert idx.meta["store"] == store
+            hits = Searcher(idx, embedder).search(query, k=3, mode="dense")
+            scores[store] = [round(h.score, 5) for h in hits]
+            top = hits[0].chunk["rel"]
+            idx.close()
+        assert scores["faiss"] == scores["qdrant"]  # the same vectors, the same inner products (ties may swap)
+        assert top == {"apples 3": "note3.md", "kiwis": "note4.md"}.get(query, top)
