@@ -141,7 +141,8 @@ def evaluate(config: EvalConfig, runs_root: str | None = None, report_to: tuple[
                 return answer(backend, question, hits, min_score=-1.0, max_tokens=config.max_tokens)
 
             answered = answer_eval(ask_one, evalset, config.answer, lambda h: h.chunk["rel"])
-            result["answers"] = answered["metrics"] | {"llm": config.model, "backend": config.backend}
+            result["answers"] = answered["metrics"] | {"llm": backend.model, "backend": config.backend}
+            backend.close()
             run.set("answers", answered["answers"])
         run.set_metrics({f"{m}/{k}": v for m in MODES if result[m] for k, v in result[m].items()}
                         | {f"answer/{k}": v for k, v in result.get("answers", {}).items() if isinstance(v, float)})
@@ -161,7 +162,9 @@ def _draft_questions(config: EvalConfig, idx: Index, status: Status) -> None:
     if out.exists():
         raise ConfigError(f"{out} exists; --generate writes a new question file",
                           "pass a new path to --qa, or drop --generate to evaluate on this one")
-    rows = generate_questions(load(config), idx.rows(list(range(idx.size))), config.generate, config.seed)
+    backend = load(config)
+    rows = generate_questions(backend, idx.rows(list(range(idx.size))), config.generate, config.seed)
+    backend.close()
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     status(f"drafted {len(rows)} questions (of {config.generate} asked) into {out}: read them before trusting scores")
 
@@ -177,14 +180,19 @@ def ask(config: AskConfig, on_text: Callable[[str], None] | None = None, status:
     else:
         mode = "rerank" if searcher.reranker else ("hybrid" if config.retriever == "auto" else config.retriever)
     hits = searcher.search(config.question, config.k, mode, config.path_glob, config.language)
+    own = backend is None
     if backend is None:
         from onecard.llm import load
 
         backend = load(config)
-    if not config.tools:
-        return answer(backend, config.question, hits, min_score=config.min_score, on_text=on_text, history=history,
-                      temperature=config.temperature, max_tokens=config.max_tokens)
-    return _ask_with_tools(backend, searcher, config, hits, on_text, status, history)
+    try:
+        if not config.tools:
+            return answer(backend, config.question, hits, min_score=config.min_score, on_text=on_text,
+                          history=history, temperature=config.temperature, max_tokens=config.max_tokens)
+        return _ask_with_tools(backend, searcher, config, hits, on_text, status, history)
+    finally:
+        if own:
+            backend.close()
 
 
 def _ask_with_tools(backend: Any, searcher: Searcher, config: AskConfig, hits: list[Hit],
@@ -226,4 +234,5 @@ def chat(config: AskConfig, lines: Iterable[str], write: Callable[[str], None], 
         if result.invalid_citations:
             status(f"dropped {result.invalid_citations} citation(s) naming no retrieved source")
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": result.text}]
+    backend.close()
     return 0

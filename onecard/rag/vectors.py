@@ -57,6 +57,9 @@ def drop_old_collections(url: str | None, prefix: str, keep: str) -> None:
 class FaissVectors:
     def __init__(self, folder: Path) -> None:
         self.faiss = require("faiss", "rag", "faiss-cpu")
+        # One query over 10,000 vectors takes about a millisecond on one thread. FAISS's OpenMP threads next to
+        # torch's (embedding the query) spin-wait for the same cores: on 2 cores that made a search 77 ms, not 14.
+        self.faiss.omp_set_num_threads(1)
         self.index = self.faiss.read_index(str(folder / "vectors.faiss"))
         self.dim = int(self.index.d)
 
