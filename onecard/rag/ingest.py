@@ -101,8 +101,13 @@ def _tree(root: Path, excluded: set[Path]) -> Iterator[Path]:
 
 
 def _ignored(specs: list[tuple[Path, Any]], path: Path, is_dir: bool) -> bool:
-    """Whether a .gitignore at or above `path` ignores it (a folder's rules see paths relative to that folder)."""
-    return any(spec.match_file(path.relative_to(d).as_posix() + ("/" if is_dir else "")) for d, spec in specs)
+    """Whether the .gitignore files at and above `path` ignore it: as in git, the deepest file with a rule that
+    matches decides (so `!keep.log` in a subfolder re-includes what the root ignored)."""
+    for d, spec in reversed(specs):
+        decided = spec.check_file(path.relative_to(d).as_posix() + ("/" if is_dir else "")).include
+        if decided is not None:
+            return bool(decided)
+    return False
 
 
 def _skip_reason(path: Path, size: int, max_file_bytes: int) -> str | None:

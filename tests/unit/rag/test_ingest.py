@@ -23,13 +23,13 @@ def test_gitignore_is_respected_at_every_level(tmp_path: Path) -> None:
         "notes.md": "# A\n\ntext\n",
         "debug.log": "noise", "keep.log": "kept by negation",
         "build/out.txt": "generated",
-        "src/.gitignore": "secret.py\n",
+        "src/.gitignore": "secret.py\n!debug2.log\n", "src/debug2.log": "re-included below",
         "src/app.py": "def f():\n    return 1\n", "src/secret.py": "KEY = 1\n",
         "node_modules/x.js": "var a;",
         ".git/config": "[core]",
     })
     files, notes = walk([tmp_path], 10**6)
-    assert sorted(f.rel for f in files) == ["keep.log", "notes.md", "src/app.py"]
+    assert sorted(f.rel for f in files) == ["keep.log", "notes.md", "src/app.py", "src/debug2.log"]
     assert notes == []
     assert {f.rel: f.language for f in files}["src/app.py"] == "python"
 
