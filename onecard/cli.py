@@ -423,7 +423,8 @@ def _rag(args: argparse.Namespace) -> int:
     from onecard.core.config import dump_config, explicit_fields, load_config
     from onecard.core.extras import require
 
-    for module, package in (("faiss", "faiss-cpu"), ("bm25s", None), ("sentence_transformers", "sentence-transformers")):
+    needed = (("faiss", "faiss-cpu"), ("bm25s", None), ("sentence_transformers", "sentence-transformers"))
+    for module, package in needed:
         require(module, "rag", package)
     from onecard.rag import config as cfg
     from onecard.rag import render, run

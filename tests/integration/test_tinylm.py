@@ -136,7 +136,7 @@ def test_ctrl_c_leaves_a_usable_checkpoint_and_an_interrupted_run(corpus: dict[s
     while not list(runs.glob("*/ckpt.safetensors")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert list(runs.glob("*/ckpt.safetensors")), "no checkpoint appeared"
-    time.sleep(1.0)  # some steps past the first checkpoint
+    time.sleep(2.0)  # some steps past the first checkpoint (on a loaded machine, maybe none: hence >= below)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
@@ -145,7 +145,7 @@ def test_ctrl_c_leaves_a_usable_checkpoint_and_an_interrupted_run(corpus: dict[s
     assert record["status"] == "interrupted"
     _, state = load_checkpoint(run_dir / "ckpt.safetensors")
     step = state["step"]
-    assert step > 20 and f"interrupted at step {step}: checkpoint saved" in stderr  # the steps after the last eval
+    assert step >= 20 and f"interrupted at step {step}: checkpoint saved" in stderr  # the step reached, not the eval's
     out = json.loads(_run("tinylm", "train", "--resume", run_dir.name, "--max-iters", str(step + 10), "--runs-dir",
                           str(runs), "--report-to", "none", "--json").stdout)
     assert out["steps"] == step + 10
