@@ -38,6 +38,6 @@ class ChatConfig(LLMConfig):
 
     prompt: str | None = Field(None, description="one-shot: answer this (with standard input appended when piped) and exit; None: the interactive REPL")
     system: str = Field(DEFAULT_SYSTEM, description="system prompt")
-    temperature: float = Field(0.2, ge=0, description="sampling temperature; 0: greedy, the same answer every time")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature; 0 (the default): greedy, the same answer every time, which small models need to stay on track; 0.7 for more varied replies")
     max_tokens: int = Field(512, ge=1, description="at most this many tokens per reply")
     json_schema: Path | None = Field(None, description="a JSON Schema file: every reply is constrained to it, then validated against it")
