@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -15,7 +16,7 @@ from onecard.core.extras import require
 from onecard.rag.index import STOPWORDS, Index
 from onecard.rag.models import Embedder, Reranker
 
-__all__ = ["Hit", "Searcher", "rrf", "RRF_K", "Mode"]
+__all__ = ["Hit", "Searcher", "rrf", "RRF_K", "Mode", "openable"]
 
 Mode = Literal["dense", "bm25", "hybrid", "rerank"]
 RRF_K = 60  # Cormack, Clarke & Buettcher (SIGIR 2009), "Reciprocal Rank Fusion outperforms Condorcet...": k = 60
@@ -33,11 +34,11 @@ class Hit:
 
     @property
     def location(self) -> str:
-        """`path:start-end` (with the notebook cell or PDF page), the form editors open."""
+        """`path:start-end` (with the notebook cell or PDF page), the form editors open from where the user is."""
         c = self.chunk
         lines = f"{c['start_line']}" if c["start_line"] == c["end_line"] else f"{c['start_line']}-{c['end_line']}"
         part = f" ({c['part']})" if c["part"] else ""
-        return f"{c['rel'] or c['path']}{part}:{lines}"
+        return f"{openable(c['path'], c['rel'])}{part}:{lines}"
 
     def to_json(self) -> dict[str, Any]:
         c = self.chunk
@@ -45,6 +46,17 @@ class Hit:
                 "similarity": round(float(self.similarity), 4), "path": c["path"], "rel": c["rel"],
                 "part": c["part"], "start_line": c["start_line"], "end_line": c["end_line"],
                 "heading": list(c["heading"]), "symbol": c["symbol"], "language": c["language"], "text": c["text"]}
+
+
+def openable(path: str, rel: str | None = None) -> str:
+    """The path as the user can open it: relative to the working directory when under it, else from `~` or `/`."""
+    p = Path(path)
+    if not p.is_absolute():
+        return rel or path
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        if p.is_relative_to(base):
+            return prefix + p.relative_to(base).as_posix()
+    return p.as_posix()
 
 
 def rrf(rankings: list[list[int]], k: int = RRF_K) -> list[tuple[int, float]]:

@@ -76,7 +76,9 @@ def test_index_search_edit_reindex(corpus: Path) -> None:
     assert top["rel"] == "code/retry.py" and top["symbol"] == "retry_with_backoff" and top["start_line"] == 4
     assert (corpus / top["rel"]).read_text().splitlines()[top["start_line"] - 1].startswith("def retry_with_backoff")
     vpn = _run("search", "wireguard port", "--name", "mine", "--k", "1", "--language", "markdown")["hits"][0]
-    assert vpn["location"] == "notes/vpn.md:3-5" and vpn["heading"] == ["Home network", "VPN"]
+    assert vpn["location"].endswith("/notes/vpn.md:3-5") and vpn["heading"] == ["Home network", "VPN"]
+    opened = Path(vpn["location"].rsplit(":", 1)[0]).expanduser()  # relative paths are from the test's cwd
+    assert "UDP port 51820" in opened.read_text().splitlines()[4]
 
     (corpus / "notes" / "vpn.md").write_text((corpus / "notes" / "vpn.md").read_text().replace("51820", "51821"))
     (corpus / "code" / "retry.py").rename(corpus / "code" / "backoff.py")

@@ -61,9 +61,9 @@ def test_answer_streams_renders_locations_and_drops_invalid_citations() -> None:
     assert "".join(shown) == "It is fact two [2], not ."  # streamed: the dropped citation's space stays
     assert result.text == "It is fact two [2], not."
     assert result.invalid_citations == 1
-    assert result.citations() == [{"n": 2, "id": "c2", "location": "n2.md:20-23"}]
+    assert result.citations() == [{"n": 2, "id": "c2", "location": "/notes/n2.md:20-23"}]  # absolute: openable
     prompt = backend.messages[-1]["content"]
-    assert "[1] n1.md:10-13 (Notes)\nFact number 1." in prompt and prompt.endswith("Question: Which fact?")
+    assert "[1] /notes/n1.md:10-13 (Notes)\nFact number 1." in prompt and prompt.endswith("Question: Which fact?")
 
 
 def test_no_relevant_evidence_means_i_dont_know_without_asking() -> None:
@@ -97,4 +97,4 @@ def test_read_file_tool_stays_inside_the_indexed_folders(tmp_path: Path, embedde
     with pytest.raises(PermissionError):
         tools["read_file"]("../secret.txt")
     assert tools["list_files"]("*.md") == "a.md"
-    assert "[1] a.md:1-3" in tools["search"]("alpha") and len(sources) == 1
+    assert "docs/a.md:1-3" in tools["search"]("alpha") and len(sources) == 1
