@@ -1,6 +1,6 @@
 """Benchmark `onecard rag`: retrieval quality on SQuAD, and speed on a 10,000-chunk, 1,000-file corpus.
 
-    python benchmarks/rag.py [--out benchmarks/RESULTS_rag.md]
+    python benchmarks/rag.py [--out FILE.json]
 
 1. Retrieval on ../shared/data/rag/beir/squad2_dev_small: nDCG@10, recall@5, MRR@10 of bm25, dense, hybrid, and
    rerank when a real cross-encoder is in the local hub cache (a random-weight one would only measure noise).

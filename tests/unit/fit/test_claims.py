@@ -1,4 +1,4 @@
-"""The guide's claims, as the planner answers them (figures in benchmarks/RESULTS_fit_claims.md).
+"""The guide's claims, as the planner answers them (figures in benchmarks/RESULTS.md).
 
 Each test asks what a user would ask and checks the claim only as far as the model's physics carries it; where a
 claim holds only in part, the test says which part and why.

@@ -53,7 +53,7 @@ def test_hybrid_search_finds_the_gold_paragraph_for_squad_questions(squad: dict[
         gold = next(iter(evalset.qrels[q]))
         docs = [h.chunk["path"] for h in searcher.search(evalset.queries[q], k=5, mode="hybrid")]
         found += gold in docs
-    assert found / len(judged) >= 0.9  # recall@5 of hybrid is 0.97 on all 293 (benchmarks/RESULTS_rag.md)
+    assert found / len(judged) >= 0.9  # recall@5 of hybrid is 0.97 on all 293 (benchmarks/RESULTS.md)
 
 
 def test_rerank_reorders_only_the_top_of_the_hybrid_list(squad: dict[str, Any], tiny_cross_encoder: Path) -> None:
