@@ -47,22 +47,43 @@ def _close_if_dead(record: dict[str, Any], path: Path) -> None:
     write_json_atomic(path, stored)
 
 
-def find_run(ref: str, root: str | Path | None = None) -> dict[str, Any]:
-    """A run by id, unique id prefix, run directory path, or `last`."""
+def find_run(ref: str, root: str | Path | None = None, capability: str | None = None, has: str | None = None,
+             how_to_make: str | None = None) -> dict[str, Any]:
+    """A run by id, unique id prefix, run directory path, or `last`.
+
+    Args:
+        ref: what the user typed.
+        root: the runs directory (default: the data directory's).
+        capability: only a run of this capability (`last`: the newest such run).
+        has: only a run whose directory holds this file or folder (a checkpoint, an adapter).
+        how_to_make: the fix to print when no such run exists yet (e.g. the command that trains one).
+    """
+    def usable(r: dict[str, Any]) -> bool:
+        right_kind = capability is None or r.get("capability") == capability
+        return right_kind and (has is None or Path(r["dir"], has).exists())
+
+    what = " ".join(x for x in (capability, "run", f"with {has}" if has else "") if x)
     runs = load_runs(root)
-    if ref == "last" and runs:
-        return runs[0]
+    if ref == "last":
+        found = [r for r in runs if usable(r)]
+        if found:
+            return found[0]
+        raise OnecardError(f"no {what} yet", how_to_make or "list the runs with `onecard runs list`")
     if Path(ref, RUN_FILE).is_file():
         record: dict[str, Any] = json.loads(Path(ref, RUN_FILE).read_text(encoding="utf-8"))
         record["dir"] = str(Path(ref))
-        return record
-    matches = [r for r in runs if r["id"] == ref] or [r for r in runs if str(r["id"]).startswith(ref)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise OnecardError(f"no run matches '{ref}'", "list the runs with `onecard runs list`")
-    ids = ", ".join(r["id"] for r in matches[:5])
-    raise OnecardError(f"'{ref}' matches {len(matches)} runs ({ids}...)", "give more of the run id")
+    else:
+        matches = [r for r in runs if r["id"] == ref] or [r for r in runs if str(r["id"]).startswith(ref)]
+        if not matches:
+            raise OnecardError(f"no run matches '{ref}'", "list the runs with `onecard runs list`")
+        if len(matches) > 1:
+            ids = ", ".join(r["id"] for r in matches[:5])
+            raise OnecardError(f"'{ref}' matches {len(matches)} runs ({ids}...)", "give more of the run id")
+        record = matches[0]
+    if not usable(record):
+        listing = f"onecard runs list --capability {capability}" if capability else "onecard runs list"
+        raise OnecardError(f"run {record['id']} is not a {what}", f"pick one from `{listing}`")
+    return record
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

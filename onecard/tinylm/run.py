@@ -21,7 +21,7 @@ from onecard.core.device import supports_bf16, torch_device
 from onecard.core.errors import ConfigError, DataError, OnecardError
 from onecard.core.progress import stderr_console, track
 from onecard.core.records import Run, start_run
-from onecard.core.runs import find_run, load_runs
+from onecard.core.runs import find_run
 from onecard.tinylm.config import MODEL_KEYS, BenchConfig, EvalConfig, SampleConfig, TinyLMConfig
 from onecard.tinylm.data import encode_texts, eval_windows, get_batch, load_split, read_texts, write_splits
 from onecard.tinylm.model import GPT, ModelConfig
@@ -270,18 +270,8 @@ def _dtype(name: str, device: str) -> torch.dtype:
 
 def _find_run(ref: str, runs_root: str | None) -> dict[str, Any]:
     """A tinylm training run with a checkpoint, by id, prefix, directory, or 'last' (the newest such run)."""
-    if ref == "last":
-        found = [r for r in load_runs(runs_root) if r.get("capability") == "tinylm"
-                 and Path(r["dir"], CHECKPOINT).is_file()]
-        if not found:
-            raise OnecardError("no tinylm run with a checkpoint yet",
-                               "train one, e.g. `onecard tinylm train --data input.txt --preset tiny`")
-        return found[0]
-    record = find_run(ref, runs_root)
-    if record.get("capability") != "tinylm" or not Path(record["dir"], CHECKPOINT).is_file():
-        raise OnecardError(f"run {record['id']} has no tinylm checkpoint",
-                           "pick a tinylm run: `onecard runs list --capability tinylm`")
-    return record
+    return find_run(ref, runs_root, capability="tinylm", has=CHECKPOINT,
+                    how_to_make="train one, e.g. `onecard tinylm train --data input.txt --preset tiny`")
 
 
 def _load(ref: str, runs_root: str | None, device: str) -> tuple[GPT, Tokenizer, dict[str, Any]]:

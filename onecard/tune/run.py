@@ -18,7 +18,7 @@ from onecard.core.device import supports_4bit, torch_device
 from onecard.core.errors import OnecardError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, start_run
-from onecard.core.runs import find_run, load_runs
+from onecard.core.runs import find_run
 from onecard.tune.config import CheckConfig, EvalConfig, ExportConfig, TuneConfig
 from onecard.tune.data import dedupe, load_examples, read_examples, split, write_jsonl
 from onecard.tune.formatting import encode_rows, fit_rows, length_stats
@@ -234,14 +234,5 @@ def export(config: ExportConfig, runs_root: str | None = None) -> dict[str, Any]
 
 def find_tune_run(ref: str, runs_root: str | None, need: str = ADAPTER) -> dict[str, Any]:
     """A tune run that has `need` (its adapter, or checkpoints), by id, prefix, directory, or 'last'."""
-    if ref == "last":
-        found = [r for r in load_runs(runs_root) if r.get("capability") == "tune" and Path(r["dir"], need).exists()]
-        if not found:
-            raise OnecardError(f"no tune run with {need}/ yet",
-                               "train one, e.g. `onecard tune train --model tiny --data my_pairs.jsonl --max-steps 20`")
-        return found[0]
-    record = find_run(ref, runs_root)
-    if record.get("capability") != "tune" or not Path(record["dir"], need).exists():
-        raise OnecardError(f"run {record['id']} is not a tune run with {need}/",
-                           "pick one from `onecard runs list --capability tune`")
-    return record
+    example = "onecard tune train --model tiny --data my_pairs.jsonl --max-steps 20"
+    return find_run(ref, runs_root, capability="tune", has=need, how_to_make=f"train one, e.g. `{example}`")

@@ -145,20 +145,7 @@ def is_oom(error: BaseException) -> bool:
 
 
 def plot_losses(history: dict[str, list[list[float]]], path: Path, title: str) -> None:
-    """A PNG of the training and dev loss against the step."""
-    import matplotlib
+    """A PNG of the training and dev loss against the optimizer step."""
+    from onecard.core.plots import plot_losses as plot
 
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, points in history.items():
-        if points:
-            steps, losses = zip(*points, strict=True)
-            ax.plot(steps, losses, label=f"{name} loss", marker="o" if name == "dev" else None)
-    ax.set(xlabel="optimizer step", ylabel="cross-entropy on responses (nats/token)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot(history, path, title, xlabel="optimizer step", ylabel="cross-entropy on responses (nats/token)")

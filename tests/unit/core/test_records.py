@@ -123,6 +123,22 @@ def test_find_and_compare_runs() -> None:
     assert diff["metrics"]["acc"]["delta"] == 0
 
 
+def test_find_run_of_a_capability_with_a_file() -> None:
+    with start_run("train", Cfg(lr=0.1), report_to=()) as trained:
+        (trained.dir / "ckpt.safetensors").write_bytes(b"x")
+    with start_run("train", Cfg(lr=0.2), report_to=()) as crashed:
+        pass  # no checkpoint
+    with start_run("other", Cfg(lr=0.3), report_to=()):
+        pass
+    assert find_run("last")["capability"] == "other"
+    assert find_run("last", capability="train", has="ckpt.safetensors")["id"] == trained.id
+    with pytest.raises(OnecardError, match=f"run {crashed.id} is not a train run with ckpt.safetensors"):
+        find_run(crashed.id, capability="train", has="ckpt.safetensors")
+    with pytest.raises(OnecardError, match="no demo run yet") as info:
+        find_run("last", capability="demo", how_to_make="run `onecard demo`")
+    assert info.value.fix == "run `onecard demo`"
+
+
 def test_trackio_receives_the_metric_history() -> None:
     with start_run("demo", Cfg()) as run:
         for i in range(3):
