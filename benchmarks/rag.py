@@ -5,11 +5,11 @@
 1. Retrieval on ../shared/data/rag/beir/squad2_dev_small: nDCG@10, recall@5, MRR@10 of bm25, dense, hybrid, and
    rerank when a real cross-encoder is in the local hub cache (a random-weight one would only measure noise).
 2. A corpus of 1,000 files from public text: TinyShakespeare cut into files, the SQuAD paragraphs, and this
-   repository's code and docs (nothing from the held-out acceptance set). Indexed with 64-token prose chunks to reach about
-   10,000 chunks; then: embedding chunks/s, hybrid search p50 (query embedding included), rerank-top-20 p50 with a
-   cross-encoder of ms-marco-MiniLM-L-6-v2's shape (all-MiniLM-L6-v2's encoder and an untrained head: its latency,
-   not its quality), re-index after editing one file (warm embedder: what a watcher or second run in one process
-   pays; the cold command adds start-up), and index bytes per chunk.
+   repository's code and docs (nothing from the held-out acceptance set). Indexed with 64-token prose chunks to
+   reach about 10,000 chunks; then: embedding chunks/s, hybrid search p50 (query embedding included),
+   rerank-top-20 p50 with a cross-encoder of ms-marco-MiniLM-L-6-v2's shape (all-MiniLM-L6-v2's encoder and an
+   untrained head: its latency, not its quality), re-index after editing one file (warm embedder: what a watcher
+   or second run in one process pays; the cold command adds start-up), and index bytes per chunk.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-__all__ = ["print_json", "make_console", "job_flags", "trackers"]
+__all__ = ["print_json", "make_console", "job_flags", "run_flags", "trackers"]
 
 
 def print_json(data: Any) -> None:
@@ -34,3 +34,10 @@ def job_flags(parser: argparse.ArgumentParser, json_flag: bool = True) -> None:
 
 def trackers(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(t for t in args.report_to if t != "none")
+
+
+def run_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags every command that reads a recorded run shares (sample, eval, bench, export...)."""
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with config keys (flags override it)")
+    parser.add_argument("--runs-dir", metavar="DIR", help="where run records are (default: the data directory)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")

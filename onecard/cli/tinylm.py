@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from onecard.cli.common import job_flags, make_console, print_json, trackers
+from onecard.cli.common import job_flags, make_console, print_json, run_flags, trackers
 
 
 def tinylm_args(p: argparse.ArgumentParser) -> None:
@@ -26,9 +26,7 @@ def tinylm_args(p: argparse.ArgumentParser) -> None:
     ):
         s = sub.add_parser(name, help=help_text)
         add_config_flags(s, model, positional=("run",))
-        s.add_argument("--config", metavar="FILE.yaml", help="YAML file with config keys (flags override it)")
-        s.add_argument("--runs-dir", metavar="DIR", help="where run records are (default: the data directory)")
-        s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        run_flags(s)
 
 
 def tinylm(args: argparse.Namespace) -> int:
