@@ -33,7 +33,7 @@ from onecard.core.records import write_json_atomic
 from onecard.rag.chunk import Chunk
 from onecard.rag.ingest import SourceFile, read_chunks, walk
 from onecard.rag.models import Embedder
-from onecard.rag.vectors import drop_old_collections, open_vectors, write_vectors
+from onecard.rag.vectors import drop_collection, drop_old_collections, open_vectors, write_vectors
 
 __all__ = ["Index", "BuildStats", "build_index", "write_index", "index_path", "open_index", "bm25_tokens",
            "STOPWORDS"]
@@ -250,6 +250,8 @@ def write_index(root: Path, chunks: list[Chunk], vectors: np.ndarray, meta: dict
         write_json_atomic(root / CURRENT, {"version": version})  # the swap
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
+        with contextlib.suppress(Exception):  # the server may be what failed
+            drop_collection(url, meta["collection"])
         raise
     for old in root.glob("v-*"):
         if old.name != version:

@@ -6,6 +6,8 @@ Both come from local files only (a shipped package, a folder, the hub cache), th
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import numpy as np
@@ -52,8 +54,9 @@ class SentenceEmbedder:
 
             st = require("sentence_transformers", "rag", "sentence-transformers")
             device = torch_device() if self.device == "auto" else self.device
-            self._model = st.SentenceTransformer(str(self.path), device=device, local_files_only=True,
-                                                 model_kwargs=_half_where_native(device))
+            with _no_load_bar():
+                self._model = st.SentenceTransformer(str(self.path), device=device, local_files_only=True,
+                                                     model_kwargs=_half_where_native(device))
         return self._model
 
     @property
@@ -69,6 +72,20 @@ class SentenceEmbedder:
         vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
+
+
+@contextmanager
+def _no_load_bar() -> Iterator[None]:
+    """Without transformers' "Loading weights" bar: a 90 MB model loads in a blink, and the bar clutters answers."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def _half_where_native(device: str) -> dict[str, Any]:
@@ -92,8 +109,9 @@ class Reranker:
         st = require("sentence_transformers", "rag", "sentence-transformers")
         self.name = ref
         device = torch_device() if device == "auto" else device
-        self.model = st.CrossEncoder(path, device=device, local_files_only=True,
-                                     model_kwargs=_half_where_native(device))
+        with _no_load_bar():
+            self.model = st.CrossEncoder(path, device=device, local_files_only=True,
+                                         model_kwargs=_half_where_native(device))
 
     def score(self, query: str, passages: list[str]) -> np.ndarray:
         if not passages:

@@ -55,5 +55,9 @@ def citations(result: Answer, console: Any) -> None:
     console.print()
     for c in result.citations():
         console.print(f"  [{c['n']}] {c['location']}", markup=False, highlight=False)
+    if not result.cited and result.sources and not result.abstained:
+        console.print("no source cited; the answer was written from these:", style="dim")
+        for n, hit in enumerate(result.sources, start=1):
+            console.print(f"  [{n}] {hit.location}", markup=False, highlight=False, style="dim")
     if result.invalid_citations:
         console.print(f"dropped {result.invalid_citations} citation(s) naming no retrieved source", style="dim")

@@ -15,7 +15,7 @@ import numpy as np
 
 from onecard.core.extras import require
 
-__all__ = ["write_vectors", "open_vectors", "FaissVectors", "QdrantVectors", "drop_old_collections"]
+__all__ = ["write_vectors", "open_vectors", "FaissVectors", "QdrantVectors", "drop_old_collections", "drop_collection"]
 
 
 def write_vectors(out: Path, vectors: np.ndarray, store: str, url: str | None, collection: str) -> None:
@@ -44,13 +44,23 @@ def open_vectors(folder: Path, meta: dict[str, Any]) -> FaissVectors | QdrantVec
 
 
 def drop_old_collections(url: str | None, prefix: str, keep: str) -> None:
-    """On a Qdrant server: delete this index's collections other than `keep`."""
+    """On a Qdrant server: delete this index's collections (those named `prefix...`) other than `keep`."""
     if url is None:
         return
     client = _qdrant(None, url)
     for c in client.get_collections().collections:
         if c.name.startswith(prefix) and c.name != keep:
             client.delete_collection(c.name)
+    client.close()
+
+
+def drop_collection(url: str | None, name: str) -> None:
+    """On a Qdrant server: delete the collection of a version that was never made current (a failed build)."""
+    if url is None:
+        return
+    client = _qdrant(None, url)
+    if client.collection_exists(name):
+        client.delete_collection(name)
     client.close()
 
 

@@ -122,3 +122,76 @@ def test_qdrant_local_store_searches_and_reindexes_like_faiss(tmp_path: Path, em
             idx.close()
         assert scores["faiss"] == scores["qdrant"]  # the same vectors, the same inner products (ties may swap)
         assert top == {"apples 3": "note3.md", "kiwis": "note4.md"}.get(query, top)
+
+
+class _Server:
+    """A Qdrant server stand-in: one in-memory qdrant-client shared by every connection, as a server's collections
+    are; `close()` ends a connection, not the server. (The wire protocol is qdrant-client's; this checks ours.)"""
+
+    def __init__(self) -> None:
+        from qdrant_client import QdrantClient
+
+        self.client = QdrantClient(":memory:")
+        self.urls: list[str] = []
+
+    def connect(self, folder, url):
+        assert url is not None, "server mode must not fall back to a local folder"
+        self.urls.append(url)
+        server = self
+
+        class Connection:
+            def __getattr__(self, name):
+                return getattr(server.client, name)
+
+            def close(self) -> None:
+                pass
+
+        return Connection()
+
+    def collections(self) -> list[str]:
+        return sorted(c.name for c in self.client.get_collections().collections)
+
+
+def test_qdrant_server_mode_keeps_one_collection_per_index_and_survives_a_failed_build(
+        tmp_path: Path, embedder, monkeypatch) -> None:
+    pytest.importorskip("qdrant_client")
+    from onecard.rag import vectors
+
+    server = _Server()
+    monkeypatch.setattr(vectors, "_qdrant", server.connect)
+    url = "http://qdrant.example:6333"
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _notes(docs)
+    build_index(tmp_path / "mine", [docs], embedder, store="qdrant", qdrant_url=url)
+    build_index(tmp_path / "other", [docs], embedder, store="qdrant", qdrant_url=url)
+    first = open_index(tmp_path / "mine")
+    assert first.meta["qdrant_url"] == url and not (first.dir / "qdrant").exists()  # nothing local in server mode
+    before = server.collections()
+    assert len(before) == 2 and first.meta["collection"] in before
+    first.close()
+
+    (docs / "note4.md").write_text("# Note 4\n\nKiwis now.\n")
+    stats = build_index(tmp_path / "mine", [docs], embedder, store="qdrant", qdrant_url=url)
+    assert stats.embedded == 1 and stats.reused == 8  # the unchanged vectors come back from the server
+    now = open_index(tmp_path / "mine")
+    after = server.collections()
+    assert now.meta["collection"] in after and first.meta["collection"] not in after  # the old version's is dropped
+    assert [c for c in after if c.startswith("other-")] == [c for c in before if c.startswith("other-")]
+    assert Searcher(now, embedder).search("kiwis", k=1, mode="dense")[0].chunk["rel"] == "note4.md"
+    now.close()
+
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    (docs / "note3.md").write_text("# Note 3\n\nFigs.\n")
+    monkeypatch.setattr("onecard.rag.index.write_json_atomic", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        build_index(tmp_path / "mine", [docs], embedder, store="qdrant", qdrant_url=url)
+    monkeypatch.undo()
+    monkeypatch.setattr(vectors, "_qdrant", server.connect)
+    still = open_index(tmp_path / "mine")
+    assert still.meta["collection"] == now.meta["collection"]  # the pointer never moved
+    assert server.collections() == after  # and the failed version's collection is gone from the server
+    assert Searcher(still, embedder).search("kiwis", k=1, mode="dense")[0].chunk["rel"] == "note4.md"
+    still.close()
