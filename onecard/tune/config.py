@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["CheckConfig", "TuneConfig", "EvalConfig", "ExportConfig", "TINY"]
+__all__ = ["CheckConfig", "TuneConfig", "EvalConfig", "ExportConfig", "TINY", "GgufType"]
 
 TINY = "tiny"  # the model name of a tiny random Llama-style model built locally: a smoke test in seconds
+
+# The first seven onecard writes itself (the gguf package); the rest llama.cpp quantizes (llama-cpp-python). The
+# i-quants below 4 bits are left out: llama.cpp refuses or degrades them without an importance matrix.
+GgufType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0",
+                   "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "q5_1",
+                   "iq4_nl", "iq4_xs"]
 
 
 class CheckConfig(BaseModel):
@@ -93,6 +99,11 @@ class ExportConfig(BaseModel):
     run: str = Field(description="run id, unique prefix, run directory, or 'last'")
     out: str | None = Field(None, description="folder to write into (None: RUN_DIR/export)")
     merge: bool = Field(False, description="also write the base model with the adapter merged in (safetensors)")
-    gguf: str | None = Field(None, description="also write a GGUF of the merged model: f16, q8_0, or a llama.cpp type (q4_k_m...) when llama-quantize is found")
+    gguf: GgufType | None = Field(None, description="also write a GGUF of the merged model in this type; the k-quants (q4_k_m...) need llama-cpp-python")
     ollama: bool = Field(False, description="also write an Ollama Modelfile with the model's chat template")
-    llama_cpp: str | None = Field(None, description="llama.cpp folder (convert_hf_to_gguf.py, llama-quantize); None: $LLAMA_CPP_DIR or PATH")
+    llama_cpp: str | None = Field(None, description="llama.cpp folder whose convert_hf_to_gguf.py writes the GGUF (architectures other than Llama); None: $LLAMA_CPP_DIR or PATH, else onecard writes it")
+
+    @field_validator("gguf", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value  # Q4_K_M as Ollama and llama.cpp spell it

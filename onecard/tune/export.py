@@ -1,9 +1,10 @@
 """Export a tuned adapter: the adapter folder, merged weights, a GGUF, and an Ollama Modelfile.
 
-GGUF: llama.cpp's `convert_hf_to_gguf.py` (and `llama-quantize` for the k-quants) when a llama.cpp folder is found
-(--llama-cpp, $LLAMA_CPP_DIR, or PATH); otherwise the `gguf` package writes Llama-architecture models itself in the
-types it can quantize (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0). The tokenizer metadata is copied from the GGUF the
-base model came from when there is one (so llama.cpp keeps its pre-tokenizer), else built from tokenizer.json.
+GGUF: the `gguf` package writes Llama-architecture models itself in the types it can quantize (f32, f16, bf16,
+q8_0, q4_0, q4_1, q5_0), or llama.cpp's `convert_hf_to_gguf.py` does when a llama.cpp folder is found
+(--llama-cpp, $LLAMA_CPP_DIR, or PATH; any architecture it knows). The k-quants (q4_k_m...) are quantized from an
+f16 GGUF by llama.cpp itself through llama-cpp-python. The tokenizer metadata is copied from the GGUF the base model
+came from when there is one (so llama.cpp keeps its pre-tokenizer), else built from tokenizer.json.
 """
 
 from __future__ import annotations
@@ -13,28 +14,35 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from onecard.core.errors import OnecardError
+from onecard.core.errors import ConfigError, MissingExtraError, OnecardError
+from onecard.core.extras import available
+from onecard.tune.config import GgufType
 from onecard.tune.model import SOURCE_FILE
 
-__all__ = ["export", "merge_adapter", "write_gguf", "modelfile", "ollama_template", "write_accelerate_config",
-           "GGUF_TYPES"]
+__all__ = ["export", "merge_adapter", "write_gguf", "quantize_gguf", "modelfile", "ollama_template",
+           "write_accelerate_config", "GGUF_TYPES", "ONECARD_TYPES"]
 
-GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0")  # what the gguf package quantizes (numpy)
+GGUF_TYPES: tuple[str, ...] = get_args(GgufType)
+ONECARD_TYPES = GGUF_TYPES[:7]  # f32 f16 bf16 q8_0 q4_0 q4_1 q5_0: what the gguf package quantizes (numpy)
 CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")  # convert_hf_to_gguf.py --outtype
 
 
 def export(adapter: Path, out: Path, merge: bool = False, gguf: str | None = None, ollama: bool = False,
            llama_cpp: str | None = None) -> dict[str, str]:
     """Write `out/adapter`, and as asked `out/merged`, `out/model-TYPE.gguf`, `out/Modelfile`; returns the paths."""
+    converter = _llama_cpp_tool("convert_hf_to_gguf.py", llama_cpp) if gguf else None
+    if gguf:  # before the merge, which takes minutes on a large model
+        _check_gguf_type(gguf.lower(), converter is not None)
     out.mkdir(parents=True, exist_ok=True)
     written = {"adapter": str(_copy_dir(adapter, out / "adapter"))}
     if merge or gguf or ollama:
         written["merged"] = str(merge_adapter(adapter, out / "merged"))
     if gguf:
-        written["gguf"] = str(_gguf(Path(written["merged"]), out, gguf.lower(), llama_cpp))
+        written["gguf"] = str(_gguf(Path(written["merged"]), out, gguf.lower(), converter))
     if ollama:
         from onecard.tune.model import load_tokenizer
 
@@ -83,26 +91,56 @@ def _llama_cpp_tool(name: str, folder: str | None) -> Path | None:
     return Path(found) if found else None
 
 
-def _gguf(merged: Path, out: Path, qtype: str, llama_cpp: str | None) -> Path:
+def _check_gguf_type(qtype: str, converter: bool) -> None:
+    if qtype not in GGUF_TYPES:
+        raise ConfigError(f"unknown GGUF type {qtype!r}", f"use one of {', '.join(GGUF_TYPES)}")
+    if qtype not in (CONVERTER_TYPES if converter else ONECARD_TYPES) and not available("llama_cpp"):
+        raise MissingExtraError(
+            f"GGUF type {qtype} is quantized by llama.cpp, and llama-cpp-python is not installed",
+            "install it with `pip install llama-cpp-python` (or `pip install 'onecard[llm]'`), or use --gguf with "
+            f"one of {', '.join(ONECARD_TYPES)}, which onecard writes without it")
+
+
+def _gguf(merged: Path, out: Path, qtype: str, converter: Path | None) -> Path:
+    """`out/model-TYPE.gguf`, written under a temporary name and renamed: a failed export leaves no partial file."""
     target = out / f"model-{qtype}.gguf"
-    converter = _llama_cpp_tool("convert_hf_to_gguf.py", llama_cpp)
-    quantizer = _llama_cpp_tool("llama-quantize", llama_cpp)
-    direct = qtype in (CONVERTER_TYPES if converter else GGUF_TYPES)
-    if not direct and quantizer is None:
-        raise OnecardError(
-            f"GGUF type {qtype} needs llama.cpp's llama-quantize, which was not found (--llama-cpp, $LLAMA_CPP_DIR, "
-            "PATH); merged weights are in " + str(merged),
-            f"build llama.cpp (https://github.com/ggml-org/llama.cpp: cmake -B build && cmake --build build) and pass "
-            f"--llama-cpp PATH, or use --gguf with one of {', '.join(GGUF_TYPES)}, which onecard writes itself")
-    first = target if direct else out / "model-f16.gguf"
-    if converter:
-        subprocess.run([sys.executable, str(converter), str(merged), "--outfile", str(first), "--outtype",
-                        qtype if direct else "f16"], check=True)
-    else:
-        write_gguf(merged, first, qtype if direct else "f16")
-    if not direct:
-        subprocess.run([str(quantizer), str(first), str(target), qtype.upper()], check=True)
+    direct = qtype in (CONVERTER_TYPES if converter else ONECARD_TYPES)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".gguf-") as tmp:  # same folder: the rename is atomic
+        first = Path(tmp) / ("model.gguf" if direct else "model-f16.gguf")
+        if converter:
+            subprocess.run([sys.executable, str(converter), str(merged), "--outfile", str(first), "--outtype",
+                            qtype if direct else "f16"], check=True)
+        else:
+            write_gguf(merged, first, qtype if direct else "f16")
+        final = first if direct else quantize_gguf(first, Path(tmp) / "model.gguf", qtype)
+        os.replace(final, target)
     return target
+
+
+def quantize_gguf(source: Path, path: Path, qtype: str) -> Path:
+    """Quantize an f16/f32 GGUF to a llama.cpp type (q4_k_m...) with llama.cpp's own quantizer.
+
+    Tensors whose rows are not a whole number of k-quant blocks (256 values) get the nearest type that fits
+    (llama.cpp's fallback, e.g. q5_0 for q4_k), and norms stay f32, as llama-quantize does.
+    """
+    import ctypes
+    import logging
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}")
+    log = logging.getLogger("llama-cpp-python")  # llama.cpp logs a line per tensor: only its errors are shown
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        failed = llama_cpp.llama_model_quantize(str(source).encode(), str(path).encode(), ctypes.byref(params))
+    finally:
+        log.setLevel(level)
+    if failed:
+        raise OnecardError(f"llama.cpp could not quantize {source} to {qtype} (its log above says why)",
+                           f"try --gguf with another type: {', '.join(GGUF_TYPES)}")
+    return path
 
 
 def _permute(w: Any, n_head: int) -> Any:
