@@ -23,6 +23,16 @@ class _Where(BaseModel):
     device: str = Field("auto", description="auto (the GPU if there is one), cuda, mps, cpu: for the embedding model and the reranker")
 
 
+class _Retrieval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    retriever: Retriever = Field("auto", description="auto: rerank when a cross-encoder is available locally, else hybrid; hybrid: dense + BM25 fused by reciprocal rank; dense; bm25; rerank")
+    reranker: str = Field("auto", description="cross-encoder for reranking: auto (a known one in the local hub cache, if any), none, a local folder or a cached hub id")
+    rerank_top: int = Field(20, ge=1, description="rerank this many hybrid hits")
+    path_glob: str | None = Field(None, description="only files whose path (relative to its indexed folder, or absolute) matches this glob, e.g. '*.md' or 'src/*'")
+    language: str | None = Field(None, description="only chunks of this language: python, markdown, text, pdf, ...")
+
+
 class IndexConfig(_Where):
     """`onecard rag index PATH...`: build or update an index over folders and files (incremental)."""
 
@@ -36,16 +46,11 @@ class IndexConfig(_Where):
     qdrant_url: str | None = Field(None, description="a Qdrant server, e.g. http://localhost:6333 (with --store qdrant); None: Qdrant's local mode inside the index folder")
 
 
-class SearchConfig(_Where):
+class SearchConfig(_Retrieval, _Where):
     """`onecard rag search QUERY`: the best chunks for a query, no LLM."""
 
     query: str = Field(description="what to look for")
     k: int = Field(10, ge=1, description="how many hits")
-    retriever: Retriever = Field("auto", description="auto: rerank when a cross-encoder is available locally, else hybrid; hybrid: dense + BM25 fused by reciprocal rank; dense; bm25; rerank")
-    reranker: str = Field("auto", description="cross-encoder for reranking: auto (a known one in the local hub cache, if any), none, a local folder or a cached hub id")
-    rerank_top: int = Field(20, ge=1, description="rerank this many hybrid hits")
-    path_glob: str | None = Field(None, description="only files whose path (relative to its indexed folder, or absolute) matches this glob, e.g. '*.md' or 'src/*'")
-    language: str | None = Field(None, description="only chunks of this language: python, markdown, text, pdf, ...")
 
 
 class EvalConfig(LLMConfig):
@@ -69,19 +74,11 @@ class EvalConfig(LLMConfig):
     max_tokens: int = Field(128, ge=1, description="--answer: at most this many tokens per answer")
 
 
-class AskConfig(LLMConfig):
+class AskConfig(_Retrieval, _Where, LLMConfig):
     """`onecard rag ask QUESTION` / `onecard rag chat`: answers from the index with numbered, checked citations."""
 
     question: str | None = Field(None, description="the question (ask); chat reads them from the terminal")
-    name: str = Field("default", description="the index's name")
-    index_dir: str | None = Field(None, description="where the index lives, instead of the data directory's rag/NAME")
-    device: str = Field("auto", description="auto, cuda, mps, cpu: for the embedding model and the reranker")
     k: int = Field(5, ge=1, description="sources given to the LLM")
-    retriever: Retriever = Field("auto", description="auto: rerank when a cross-encoder is available locally, else hybrid")
-    reranker: str = Field("auto", description="auto, none, a local folder or a cached hub id")
-    rerank_top: int = Field(20, ge=1, description="rerank this many hybrid hits")
-    path_glob: str | None = Field(None, description="only files matching this glob")
-    language: str | None = Field(None, description="only chunks of this language")
     min_score: float = Field(0.25, ge=-1, le=1, description="say 'I don't know' without asking the LLM when no source is this similar to the question (cosine, embedding model)")
     tools: bool = Field(False, description="let the model call search, read_file and list_files in a bounded loop (needs a backend with tools)")
     max_steps: int = Field(4, ge=1, description="--tools: at most this many rounds of calls")
