@@ -7,8 +7,9 @@ gradient checkpointing, fused AdamW, fp32, loss on the responses only. TRL's SFT
 gradient checkpointing) are set to what onecard chose on this CPU (fp32: no native bf16; no checkpointing: no GPU
 memory to save). onecard also holds out a 1% dev split and evaluates on it at the end (in its wall time).
 Each run is a subprocess; the two alternate, so both see the same machine load. Reported: seconds per optimizer
-step (median over the steps after the first four, from the per-step log lines), the whole process's wall time, and
-its peak RSS (ru_maxrss of the process).
+step (median over the steps after the first four, from the per-step log lines), the whole process's wall time, its
+peak RSS (ru_maxrss of the process), and its CPU time in user and kernel mode with its minor page faults (each step
+allocates and zeroes GBs of fresh pages for the large activations, the kernel time that varies most between runs).
 
     python benchmarks/tune.py [--steps 12] [--rounds 2]
 """
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -85,6 +87,15 @@ def long_rows(model_dir: Path, out: Path) -> Path:
     return out
 
 
+def _run(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], dict[str, float]]:
+    """Run a child process; its wall time, user and kernel CPU seconds, and minor page faults."""
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    return out, {"wall_s": wall, "user_s": after.ru_utime - before.ru_utime, "sys_s": after.ru_stime - before.ru_stime,
+                 "minflt_k": (after.ru_minflt - before.ru_minflt) / 1000}
+
+
 def run_onecard(model_dir: Path, data: Path, steps: int, work: Path, env: dict[str, str]) -> dict[str, float]:
     runs = work / "runs"
     cmd = [sys.executable, "-m", "onecard.cli", "tune", "train", "--model", str(model_dir), "--data", str(data),
@@ -93,31 +104,26 @@ def run_onecard(model_dir: Path, data: Path, steps: int, work: Path, env: dict[s
            "--learning-rate", "2e-4", "--dev-fraction", "0.01", "--max-steps", str(steps), "--logging-steps", "1",
            "--save-steps", "100000",
            "--runs-dir", str(runs), "--report-to", "none", "--json"]
-    start = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    wall = time.perf_counter() - start
+    out, usage = _run(cmd, env)
     if out.returncode != 0:
         raise SystemExit(f"onecard failed:\n{out.stderr[-3000:]}")
     run_id = json.loads(out.stdout)["run_id"]
     record = json.loads((runs / run_id / "run.json").read_text())
     # the step time of the logged line covers the steps since the previous line: one step each here
     times = [float(s) for _, s in STEP_LINE.findall(out.stderr)]
-    return {"s_per_step": statistics.median(times[WARMUP:]), "wall_s": wall,
-            "rss_gib": record["peak_memory"]["rss_gib"], "steps_s": times}
+    return {"s_per_step": statistics.median(times[WARMUP:]), **usage, "rss_gib": record["peak_memory"]["rss_gib"],
+            "steps_s": times}
 
 
 def run_plain(model_dir: Path, data: Path, steps: int, work: Path, env: dict[str, str]) -> dict[str, float]:
     script = work / "plain_trl.py"
     script.write_text(PLAIN)
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, str(script), str(model_dir), str(data), str(steps), str(work / "out")],
-                         capture_output=True, text=True, env=env, check=False)
-    wall = time.perf_counter() - start
+    out, usage = _run([sys.executable, str(script), str(model_dir), str(data), str(steps), str(work / "out")], env)
     if out.returncode != 0:
         raise SystemExit(f"plain TRL failed:\n{out.stderr[-3000:]}")
     times = [float(s) for _, s in STEP_LINE.findall(out.stderr)]
     rss = json.loads(out.stdout.strip().splitlines()[-1])["rss_gib"]
-    return {"s_per_step": statistics.median(times[WARMUP:]), "wall_s": wall, "rss_gib": rss, "steps_s": times}
+    return {"s_per_step": statistics.median(times[WARMUP:]), **usage, "rss_gib": rss, "steps_s": times}
 
 
 def main() -> None:
@@ -125,6 +131,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    before_load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "ONECARD_HOME": str(work / "home"), "TOKENIZERS_PARALLELISM": "0"}
@@ -146,11 +153,13 @@ def main() -> None:
           "| onecard tune | plain TRL | onecard / TRL |")
     print("|---|---|---|---|")
     for key, label in (("s_per_step", "s per step (median)"), ("wall_s", "process wall time (s)"),
-                       ("rss_gib", "peak RSS (GiB)")):
+                       ("user_s", "process CPU, user (s)"), ("sys_s", "process CPU, kernel (s)"),
+                       ("minflt_k", "minor page faults (thousands)"), ("rss_gib", "peak RSS (GiB)")):
         a = statistics.median(r[key] for r in results["onecard"])
         b = statistics.median(r[key] for r in results["plain"])
         print(f"| {label} | {a:.3f} | {b:.3f} | {a / b:.2f} |")
-    print("\nper round: " + json.dumps(results))
+    print(f"\nload average before {before_load}, after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("per round: " + json.dumps(results))
 
 
 if __name__ == "__main__":
