@@ -8,6 +8,8 @@ collections of older versions are deleted after it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +69,27 @@ def drop_collection(url: str | None, name: str) -> None:
 class FaissVectors:
     def __init__(self, folder: Path) -> None:
         self.faiss = require("faiss", "rag", "faiss-cpu")
-        # One query over 10,000 vectors takes about a millisecond on one thread. FAISS's OpenMP threads next to
-        # torch's (embedding the query) spin-wait for the same cores: on 2 cores that made a search 77 ms, not 14.
-        self.faiss.omp_set_num_threads(1)
         self.index = self.faiss.read_index(str(folder / "vectors.faiss"))
         self.dim = int(self.index.d)
 
     def search(self, qvec: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
         params = None if allowed is None else self.faiss.SearchParameters(sel=self.faiss.IDSelectorBatch(allowed))
-        scores, ids = self.index.search(qvec.reshape(1, -1).astype(np.float32), k, params=params)
+        with self._one_thread():
+            scores, ids = self.index.search(qvec.reshape(1, -1).astype(np.float32), k, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    @contextmanager
+    def _one_thread(self) -> Iterator[None]:
+        """One query over 10,000 vectors takes about a millisecond on one thread; FAISS's OpenMP threads next to
+        torch's (embedding the query) spin-wait for the same cores: on 2 cores that made a search 77 ms, not 14.
+        FAISS and torch share one OpenMP runtime, so the setting is put back after the search: left at one thread,
+        it halved the embedding speed of every later build in the process (torch reads the same setting)."""
+        before = self.faiss.omp_get_max_threads()
+        self.faiss.omp_set_num_threads(1)
+        try:
+            yield
+        finally:
+            self.faiss.omp_set_num_threads(before)
 
     def get(self, rows: list[int]) -> np.ndarray:
         return np.stack([self.index.reconstruct(int(r)) for r in rows]) if rows else np.zeros((0, self.dim))

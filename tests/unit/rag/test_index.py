@@ -37,6 +37,26 @@ def test_reindex_embeds_only_the_changed_file(tmp_path: Path, embedder) -> None:
     assert searcher.search("cherries", k=1, mode="bm25")[0].chunk["rel"] == "note2.md"
 
 
+def test_searching_leaves_the_processs_openmp_threads_alone(tmp_path: Path, embedder) -> None:
+    # FAISS and torch share one OpenMP runtime when torch loads first (as in `onecard rag`): a search pinned to
+    # one thread must not leave the next build's embedding on one thread too (it halved every re-index's speed).
+    import faiss
+
+    docs, index = tmp_path / "docs", tmp_path / "index"
+    docs.mkdir()
+    _notes(docs)
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    try:
+        build_index(index, [docs], embedder)
+        assert Searcher(open_index(index), embedder).search("apples", k=3, mode="hybrid")
+        (docs / "note0.md").write_text("# Note 0\n\nNow about plums.\n")
+        build_index(index, [docs], embedder)
+        assert faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def test_deleted_and_renamed_files_leave_the_index(tmp_path: Path, embedder) -> None:
     docs, index = tmp_path / "docs", tmp_path / "index"
     docs.mkdir()
