@@ -81,7 +81,8 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
             train_ex, dev_ex = split(examples, config.dev_fraction, config.seed)
     folder = model_dir(config.model)
     inputs = {"data": config.data, **({"dev_data": config.dev_data} if config.dev_data else {})}
-    with start_run("tune", config, inputs=inputs, seed=config.seed, runs_root=runs_root, report_to=report_to) as run:
+    with (start_run("tune", config, inputs=inputs, seed=config.seed, runs_root=runs_root, report_to=report_to) as run,
+          components.score_responses_only()):
         write_jsonl(train_ex, run.dir / TRAIN_SPLIT)
         write_jsonl(dev_ex, run.dir / DEV_SPLIT)
         tokenizer = load_tokenizer(folder)

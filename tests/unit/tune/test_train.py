@@ -35,6 +35,43 @@ def test_packed_rows_attend_only_within_themselves(tmp_path: Path) -> None:
     torch.testing.assert_close(packed[len(a):], alone, atol=1e-5, rtol=1e-4)
 
 
+def test_only_response_tokens_are_scored_with_the_same_loss_and_gradients(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import trl.trainer.utils as trl_utils
+    from transformers import AutoModelForCausalLM
+
+    build_tiny(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    trl_utils.add_fused_lm_head(model)
+    ids = torch.arange(40, 104).reshape(2, 32)
+    labels = ids.clone()
+    labels[0, :20] = -100  # prompt tokens
+    labels[1, :10] = -100
+    scored: list[int] = []
+    apply = trl_utils._ChunkedLogProbFunction.apply
+
+    def counting(hidden: Any, *args: Any) -> Any:
+        scored.append(hidden.shape[0])
+        return apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting)
+
+    def loss_and_grads() -> tuple[Any, list[Any]]:
+        model.zero_grad()
+        loss = model(input_ids=ids, labels=labels, fused_lm_head=True).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    every_loss, every_grads = loss_and_grads()
+    with components.score_responses_only():
+        responses_loss, responses_grads = loss_and_grads()
+    assert scored == [2 * 31, (32 - 20) + (32 - 10)]  # every shifted position, then only the labelled ones
+    torch.testing.assert_close(responses_loss, every_loss)
+    for a, b in zip(responses_grads, every_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+    assert trl_utils._use_triton(torch.device("cpu")) is False  # put back after the block
+
+
 @pytest.fixture
 def pairs(shared_data: Path, tmp_path: Path) -> Path:
     lines = (shared_data / "instruct" / "dolly_hhrlhf_train_small.jsonl").read_text().splitlines()[:24]
