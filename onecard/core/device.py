@@ -13,13 +13,15 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from onecard.core.errors import ConfigError
 from onecard.core.extras import available
 from onecard.core.gpus import GpuSpec, custom, lookup, match_detected
 from onecard.core.paths import data_dir
 
-__all__ = ["probe", "gpus", "local_gpu", "torch_device", "supports_bf16", "supports_4bit"]
+__all__ = ["probe", "gpus", "local_gpu", "select_device", "select_dtype", "torch_device", "supports_bf16",
+           "supports_4bit"]
 
 GIB = 2**30
 TORCH_HINT = (
@@ -80,6 +82,32 @@ def local_gpu() -> GpuSpec | None:
         return None
     gpu = found[0]
     return lookup(gpu["catalog_key"]) if gpu["catalog_key"] else custom(gpu["vram_total_gib"])
+
+
+def select_device(requested: str = "auto") -> str:
+    """The device a job runs on: `requested` as given ("cuda:1", "cpu", ...), or for "auto" `torch_device()`."""
+    return torch_device() if requested == "auto" else requested
+
+
+Dtype = Literal["bfloat16", "float16", "float32"]
+_DTYPE_NAMES: dict[str, Dtype] = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
+                                  "fp32": "float32", "float32": "float32"}
+
+
+def select_dtype(requested: str, device: str, *, fp16: bool = True) -> Dtype:
+    """The compute dtype, as torch names it (`getattr(torch, name)`): `requested` ("bf16", "float32", ...), or for
+    "auto" bfloat16 where `device` runs it natively (`supports_bf16`), else float16 on CUDA, else float32.
+
+    `fp16=False` is for a caller that cannot use float16 (training without loss scaling): float32 instead.
+    """
+    if requested != "auto":
+        if requested not in _DTYPE_NAMES:
+            raise ConfigError(f"unknown dtype {requested!r}", f"use auto or one of {', '.join(_DTYPE_NAMES)}")
+        return _DTYPE_NAMES[requested]
+    device = select_device(device)
+    if supports_bf16(device):
+        return "bfloat16"
+    return "float16" if fp16 and device.split(":")[0] == "cuda" else "float32"
 
 
 def torch_device() -> str:

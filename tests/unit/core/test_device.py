@@ -7,6 +7,7 @@ import pynvml
 import pytest
 
 from onecard.core import device
+from onecard.core.errors import ConfigError
 from onecard.core.extras import available
 
 MIB = 2**20
@@ -191,3 +192,55 @@ def test_broken_torch_install_is_reported_not_raised(monkeypatch: pytest.MonkeyP
     torch_info = device.probe()["torch"]
     assert torch_info["installed"] is True and torch_info["build"] is None
     assert torch_info["note"].startswith("torch is installed but import failed: ")
+
+
+def test_select_device_keeps_an_explicit_device_and_resolves_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device, "torch_device", lambda: "mps")
+    assert device.select_device() == "mps"
+    assert device.select_device("auto") == "mps"
+    assert device.select_device("cuda:1") == "cuda:1"
+    assert device.select_device("cpu") == "cpu"
+
+
+@pytest.mark.parametrize(("dev", "bf16", "fp16", "expected"), [
+    ("cuda", True, True, "bfloat16"),     # Ampere or newer
+    ("cuda:1", False, True, "float16"),   # Turing and older: fp16 tensor cores, no native bf16
+    ("cuda", False, False, "float32"),    # ... for a caller that cannot use fp16
+    ("cpu", True, True, "bfloat16"),      # AVX512-BF16 or AMX
+    ("cpu", False, True, "float32"),
+    ("mps", True, True, "bfloat16"),      # macOS 14 or newer
+    ("mps", False, True, "float32"),
+])
+def test_select_dtype_auto_is_bf16_where_native_else_fp16_on_cuda_else_fp32(
+    monkeypatch: pytest.MonkeyPatch, dev: str, bf16: bool, fp16: bool, expected: str
+) -> None:
+    asked = []
+    monkeypatch.setattr(device, "supports_bf16", lambda d: asked.append(d) or bf16)
+    assert device.select_dtype("auto", dev, fp16=fp16) == expected
+    assert asked == [dev]
+
+
+def test_select_dtype_resolves_an_auto_device_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device, "torch_device", lambda: "cuda")
+    monkeypatch.setattr(device, "supports_bf16", lambda d: False)
+    assert device.select_dtype("auto", "auto") == "float16"
+
+
+@pytest.mark.parametrize(("requested", "expected"), [
+    ("bf16", "bfloat16"), ("bfloat16", "bfloat16"), ("fp16", "float16"), ("float16", "float16"),
+    ("fp32", "float32"), ("float32", "float32"),
+])
+def test_select_dtype_keeps_an_explicit_dtype_whatever_the_device(requested: str, expected: str) -> None:
+    assert device.select_dtype(requested, "cpu") == expected
+    assert device.select_dtype(requested, "cpu", fp16=False) == expected
+
+
+def test_select_dtype_names_a_torch_dtype() -> None:
+    torch = pytest.importorskip("torch")
+    assert isinstance(getattr(torch, device.select_dtype("auto", "cpu")), torch.dtype)
+
+
+def test_select_dtype_rejects_an_unknown_name_with_the_choices() -> None:
+    with pytest.raises(ConfigError) as e:
+        device.select_dtype("int3", "cpu")
+    assert "int3" in str(e.value) and "bf16" in str(e.value)
