@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from onecard.core.answers import answer_metrics, normalize_answer
 from onecard.core.errors import DataError
 from onecard.rag.chunk import Chunk, chunk_prose
-from onecard.rag.metrics import answer_metrics, normalize_answer, retrieval_metrics
+from onecard.rag.metrics import retrieval_metrics
 from onecard.rag.search import Searcher
 
 __all__ = ["EvalSet", "load_beir", "load_qa", "beir_chunks", "retrieval_eval", "answer_eval", "generate_questions",
@@ -158,7 +159,7 @@ def answer_eval(ask: Callable[[str], Any], evalset: EvalSet, n: int,
             abstain_ok += result.abstained or "dont know" in normalize_answer(result.text).replace("don t", "dont")
         rows.append({"id": q, "question": evalset.queries[q], "answer": result.text, "gold": gold,
                      "citations": result.citations(), "invalid_citations": result.invalid_citations})
-    metrics = answer_metrics(predictions, golds)
+    metrics: dict[str, Any] = {k: round(v, 4) for k, v in answer_metrics(predictions, golds).items()}
     metrics.update({"answered": len(qids), "citations": total, "invalid_citations": invalid,
                     "citation_precision": round(correct / total, 4) if total else None})
     if unanswerable:

@@ -1,7 +1,7 @@
 """Evaluation on a fixed dev set, for the base model and the tuned one on the same prompts.
 
 Loss and perplexity are over the response tokens only (as trained). Generation is greedy, from the same chat-template
-prompt as training; its metrics follow SQuAD's answer normalization (lower case, no punctuation or articles):
+prompt as training, and scored against the reference answer by `onecard.core.answers` (SQuAD's normalisation):
 exact match, token F1, and ROUGE-L (the F-measure of the longest common token subsequence, Lin 2004).
 """
 
@@ -10,53 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
-import string
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from onecard.core.answers import answer_metrics
 from onecard.tune.data import Example
 
-__all__ = ["normalize", "exact_match", "token_f1", "rouge_l", "compare", "render", "render_check"]
-
-
-def normalize(text: str) -> list[str]:
-    """SQuAD's answer normalization, as tokens: lower case, no punctuation, no articles, single spaces."""
-    text = "".join(c for c in text.lower() if c not in set(string.punctuation))
-    return re.sub(r"\b(a|an|the)\b", " ", text).split()
-
-
-def exact_match(prediction: str, reference: str) -> float:
-    return float(normalize(prediction) == normalize(reference))
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    pred, ref = normalize(prediction), normalize(reference)
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if not pred or not ref:
-        return float(pred == ref)
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-def rouge_l(prediction: str, reference: str) -> float:
-    pred, ref = normalize(prediction), normalize(reference)
-    if not pred or not ref:
-        return float(pred == ref)
-    # longest common subsequence, one row of the table at a time
-    row = [0] * (len(ref) + 1)
-    for p in pred:
-        prev = 0
-        for j, r in enumerate(ref, 1):
-            prev, row[j] = row[j], prev + 1 if p == r else max(row[j], row[j - 1])
-    lcs = row[-1]
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(pred), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
+__all__ = ["compare", "render", "render_check"]
 
 
 def _batches(items: list[Any], size: int) -> list[list[Any]]:
@@ -132,22 +92,12 @@ def compare(adapter: Path, examples: list[Example], device: str, max_new_tokens:
         with model.disable_adapter() if name == "base" else contextlib.nullcontext():
             loss = response_loss(model, rows, tokenizer.pad_token_id, batch_size)
             outputs[name] = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
-        metrics[name] = {
-            "loss": loss, "perplexity": math.exp(loss),
-            "exact_match": _mean(exact_match(o, r) for o, r in zip(outputs[name], references, strict=True)),
-            "token_f1": _mean(token_f1(o, r) for o, r in zip(outputs[name], references, strict=True)),
-            "rouge_l": _mean(rouge_l(o, r) for o, r in zip(outputs[name], references, strict=True)),
-        }
+        metrics[name] = {"loss": loss, "perplexity": math.exp(loss), **answer_metrics(outputs[name], references)}
     rows_out = zip(examples, references, outputs["base"], outputs["tuned"], strict=True)
     samples = [{"line": ex.line, "prompt": ex.messages[-2]["content"] if len(ex.messages) > 1 else "",
                 "reference": ref, "base": b, "tuned": t} for ex, ref, b, t in list(rows_out)[:show]]
     return {"rows": len(examples), "max_new_tokens": max_new_tokens, "base": metrics["base"],
             "tuned": metrics["tuned"], "samples": samples}
-
-
-def _mean(values: Any) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else 0.0
 
 
 def render(result: dict[str, Any], console: Any) -> None:

@@ -56,7 +56,7 @@ def test_answers_are_scored_with_citation_precision_and_abstention(tmp_path: Pat
         return Answer(question, "51820", hits, cited=[vpn, 3 - vpn], invalid_citations=1)
 
     scored = answer_eval(ask, evalset, 2, lambda h: h.chunk["rel"])["metrics"]
-    assert scored["exact_match"] == 1.0 and scored["f1"] == 1.0
+    assert scored["exact_match"] == 1.0 and scored["token_f1"] == 1.0
     assert scored["citation_precision"] == 0.5 and scored["invalid_citations"] == 1
     assert scored["abstain_rate"] == 1.0
 

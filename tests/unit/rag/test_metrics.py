@@ -6,15 +6,8 @@ import math
 
 import pytest
 
-from onecard.rag.metrics import (
-    exact_match,
-    mrr_at,
-    ndcg_at,
-    recall_at,
-    retrieval_metrics,
-    rouge_l,
-    token_f1,
-)
+from onecard.core.answers import exact_match, rouge_l, token_f1
+from onecard.rag.metrics import mrr_at, ndcg_at, recall_at, retrieval_metrics
 
 RANKED = ["d3", "d1", "d5", "d2", "d4"]
 RELEVANT = {"d1": 1, "d2": 2}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from onecard.tune.evaluate import exact_match, normalize, rouge_l, token_f1
+from onecard.core.answers import answer_tokens, exact_match, rouge_l, token_f1
 
 
 def test_normalization_drops_case_punctuation_and_articles() -> None:
-    assert normalize("The Cat, sat!") == ["cat", "sat"]
+    assert answer_tokens("The Cat, sat!") == ["cat", "sat"]
     assert exact_match("The cat.", "cat") == 1.0 and exact_match("cats", "cat") == 0.0
 
 
