@@ -37,14 +37,18 @@ def test_means_over_judged_queries_only() -> None:
 
 
 def test_against_pytrec_eval() -> None:
-    pytrec_eval = pytest.importorskip("pytrec_eval")
+    # pytrec-eval-terrier (in onecard[test]) ships wheels of pytrec_eval; pytrec_eval itself is a source package
+    pytrec_eval = pytest.importorskip("pytrec_eval", reason="pip install pytrec-eval-terrier (in onecard[test])")
     qrels = {"q1": RELEVANT, "q2": {"a": 1, "b": 3, "c": 1}}
     runs = {"q1": RANKED, "q2": ["x", "b", "y", "a", "z", "w", "v", "u", "t", "s", "c"]}
     as_run = {q: {d: float(len(r) - i) for i, d in enumerate(r)} for q, r in runs.items()}
-    ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.5"}).evaluate(as_run)
+    ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.5", "recall.10", "recip_rank"}).evaluate(as_run)
     for q in qrels:
         assert ndcg_at(runs[q], qrels[q], 10) == pytest.approx(ref[q]["ndcg_cut_10"], abs=1e-6)
         assert recall_at(runs[q], qrels[q], 5) == pytest.approx(ref[q]["recall_5"], abs=1e-6)
+        assert recall_at(runs[q], qrels[q], 10) == pytest.approx(ref[q]["recall_10"], abs=1e-6)
+        # trec_eval's recip_rank has no cut-off; both queries' first relevant document is at rank 2, inside 10
+        assert mrr_at(runs[q], qrels[q], 10) == pytest.approx(ref[q]["recip_rank"], abs=1e-6)
 
 
 def test_answer_metrics_by_hand() -> None:
