@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from onecard.core.device import probe, supports_bf16, torch_device
+from onecard.core.device import probe, select_device, supports_bf16
 from onecard.core.extras import require
 from onecard.core.gpus import match_detected
 from onecard.core.records import Run, start_run
@@ -170,7 +170,7 @@ class BenchConfig(BaseModel):
 
 def run_bench(config: BenchConfig, runs_root: str | None = None, report_to: tuple[str, ...] = ("trackio",)) -> Run:
     """Measure this machine's device as a recorded run; the figures are its metrics."""
-    device = torch_device() if config.device == "auto" else config.device
+    device = select_device(config.device)
     with start_run("doctor", config, runs_root=runs_root, report_to=report_to) as run:
         result = bench(device, config.seconds)
         run.set("bench", result)

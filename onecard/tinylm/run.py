@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from onecard.core.config import load_config
-from onecard.core.device import supports_bf16, torch_device
+from onecard.core.device import select_device, select_dtype
 from onecard.core.errors import ConfigError, DataError, OnecardError
 from onecard.core.progress import stderr_console, track
 from onecard.core.records import Run, start_run
@@ -48,7 +48,8 @@ CHECKPOINT, TOKENIZER, LOSS_PLOT = "ckpt.safetensors", "tokenizer.json", "loss.p
 def train(config: TinyLMConfig, runs_root: str | None = None, report_to: tuple[str, ...] = ("trackio",),
           resume: str | None = None) -> Run:
     """Train a model as a recorded run; with `resume`, continue run `resume` from its checkpoint's step."""
-    device, dtype = _device(config.device), _dtype(config.dtype, config.device)
+    device = select_device(config.device)
+    dtype = _dtype(config.dtype, device)
     previous = _find_run(resume, runs_root) if resume else None
     console = stderr_console()
     with start_run("tinylm", config, inputs={"data": config.data}, seed=config.seed, runs_root=runs_root,
@@ -171,7 +172,7 @@ def resume_config(ref: str, overrides: dict[str, Any], runs_root: str | None = N
 def sample(config: SampleConfig, runs_root: str | None = None,
            on_text: Callable[[str], None] | None = None) -> list[str]:
     """Generate `num_samples` texts; `on_text` receives each piece of text as it is generated."""
-    device = _device(config.device)
+    device = select_device(config.device)
     model, tokenizer, _ = _load(config.run, runs_root, device)
     try:
         prompt = tokenizer.encode(config.prompt)
@@ -198,7 +199,7 @@ def sample(config: SampleConfig, runs_root: str | None = None,
 
 def evaluate(config: EvalConfig, runs_root: str | None = None) -> dict[str, Any]:
     """Loss (nats/token), perplexity and bits per character of the model on text: `data`, or its validation split."""
-    device = _device(config.device)
+    device = select_device(config.device)
     model, tokenizer, record = _load(config.run, runs_root, device)
     block_size = model.config.block_size
     if config.data is None:
@@ -217,7 +218,7 @@ def evaluate(config: EvalConfig, runs_root: str | None = None) -> dict[str, Any]
 
 def bench(config: BenchConfig, runs_root: str | None = None) -> dict[str, Any]:
     """Training tokens/s and MFU at the run's batch and context; generation tokens/s with and without the KV cache."""
-    device = _device(config.device)
+    device = select_device(config.device)
     model, _, record = _load(config.run, runs_root, device)
     run_config = TinyLMConfig.model_validate(record["config"])
     dtype = _dtype(run_config.dtype, device)
@@ -258,14 +259,9 @@ def bench(config: BenchConfig, runs_root: str | None = None) -> dict[str, Any]:
 # -- helpers --------------------------------------------------------------------------------------------------------
 
 
-def _device(name: str) -> str:
-    return torch_device() if name == "auto" else name
-
-
 def _dtype(name: str, device: str) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if supports_bf16(_device(device)) else torch.float32
-    return torch.bfloat16 if name == "bfloat16" else torch.float32
+    # fp16=False: the training step has no loss scaler, so a GPU without native bf16 trains in fp32
+    return getattr(torch, select_dtype(name, device, fp16=False))
 
 
 def _find_run(ref: str, runs_root: str | None) -> dict[str, Any]:
