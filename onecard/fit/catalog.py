@@ -250,7 +250,7 @@ def _tinylm(preset: str, n_layers: int, n_heads: int, hidden: int, ctx: int, sou
                    source=f"onecard/tinylm/config.py preset {preset!r}; {source}")
 
 
-# onecard.tinylm's from-scratch GPT (trained by `onecard tinylm train`; memory in onecard/fit/scratch.py).
+# onecard.tinylm's from-scratch GPT (trained by `onecard tinylm train`; memory in onecard/fit/tinylm.py).
 CATALOG += (
     _tinylm("tiny", 2, 2, 32, 32, "the CPU test size"),
     _tinylm("nanogpt-cpu", 4, 4, 128, 64, "nanoGPT README's CPU run of config/train_shakespeare_char.py"),

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from onecard.core.gpus import GpuSpec
 from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
+from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB
 
 __all__ = ["DiffusionArch", "find", "estimate", "CATALOG"]
 
-TORCH_CONTEXT_GIB = 0.45  # CUDA context with lazy module loading (CUDA >= 11.7) + cuBLAS/cuDNN handles
-ALLOC_SLACK = 0.10  # PyTorch caching allocator: reserved above allocated, as a share of the working tensors
 # VAE decoder (block_out_channels [128, 256, 512, 512]): in the last up block a 256-channel map at full
 # resolution is alive three times (resnet input kept for the residual, GroupNorm output, SiLU output); the trace
 # gives exactly 768 elements per output pixel. cuDNN's convolution workspace for that layer is taken as one
@@ -206,7 +205,7 @@ def estimate(arch: DiffusionArch, job: FitJob, card: GpuSpec | None) -> Estimate
     return Estimate(
         parts={k: v / GIB for k, v in parts.items()},
         slack_gib=ALLOC_SLACK * work / GIB,
-        context_gib=TORCH_CONTEXT_GIB,
+        context_gib=CUDA_CONTEXT_GIB,
         assumptions=notes,
         cpu_gib=cpu_gib,
     )

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Estimate", "PARTS", "GIB"]
+__all__ = ["Estimate", "PARTS", "GIB", "gib"]
 
 GIB = 1024**3
+
+
+def gib(nbytes: float) -> float:
+    return nbytes / GIB
 
 # Tensor parts that add up to the allocated peak, in the order they are drawn.
 PARTS = (

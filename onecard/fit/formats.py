@@ -1,4 +1,4 @@
-"""LLM/VLM memory: weight formats, KV cache, and the dispatch to the inference and training estimators.
+"""How LLM/VLM tensors are stored, and the bytes they take: weight formats and KV cache dtypes.
 
 Weights are counted tensor by tensor from the architecture (or taken from the file when one was read):
 - 16/32-bit: every parameter at its width.
@@ -22,17 +22,12 @@ from typing import TYPE_CHECKING, Literal
 
 from onecard.core.errors import ConfigError
 from onecard.fit.catalog import LlmArch, block_small_params, linears, norm_params
-from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
 
 if TYPE_CHECKING:
     from onecard.core.gpus import GpuSpec
 
-__all__ = ["WeightFormat", "WeightBytes", "parse_quant", "weight_bytes", "kv_bytes_per_token", "estimate",
-           "GGUF_BITS", "CUDA_CONTEXT_GIB", "ALLOC_SLACK", "context_note", "slack_note"]
-
-CUDA_CONTEXT_GIB = 0.5  # CUDA context + cuBLAS handle of a PyTorch or llama.cpp process; 0.3-0.7 by driver and GPU
-ALLOC_SLACK = 0.10  # PyTorch caching allocator: reserved above allocated, as a share of the transient tensors
+__all__ = ["WeightFormat", "WeightBytes", "parse_quant", "weight_bytes", "kv_bytes_per_token", "GGUF_BITS"]
 
 # ggml block sizes (elements, bytes) of the types a GGUF file mixes (ggml-common.h)
 _GGML = {"F32": (1, 4), "F16": (1, 2), "BF16": (1, 2), "Q8_0": (32, 34), "Q6_K": (256, 210), "Q5_K": (256, 176),
@@ -215,35 +210,3 @@ def kv_bytes_per_token(arch: LlmArch, kv_dtype: str, act: int = 2) -> float:
         raise ConfigError(f"unknown KV cache dtype {kv_dtype!r}", f"use one of {', '.join(_KV_BYTES)}")
     per = _KV_BYTES[dtype] if dtype not in ("f16", "bf16", "fp16") else float(act)
     return 2 * arch.n_layers * arch.n_kv_heads * arch.head_dim * per
-
-
-def context_note() -> str:
-    return (f"CUDA context {CUDA_CONTEXT_GIB} GiB (varies 0.3-0.7 by driver and GPU; nvidia-smi shows it, "
-            "torch does not)")
-
-
-def slack_note() -> str:
-    return f"PyTorch allocator slack (reserved - allocated) {ALLOC_SLACK:.0%} of the transient tensors"
-
-
-def gib(nbytes: float) -> float:
-    return nbytes / GIB
-
-
-def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
-    """Peak GPU memory of an LLM/VLM job: inference on transformers, llama.cpp, vLLM or Ollama, or training.
-
-    Raises:
-        ConfigError: a combination the runtime does not offer (e.g. full fine-tuning of 4-bit weights).
-    """
-    if job.job == "train" and arch.family == "tinylm":
-        from onecard.fit import scratch
-
-        return scratch.estimate(arch, job, card)
-    if job.job == "train":
-        from onecard.fit import llm_train
-
-        return llm_train.estimate(arch, job, card)
-    from onecard.fit import llm_infer
-
-    return llm_infer.estimate(arch, job, card)

@@ -19,19 +19,10 @@ from typing import TYPE_CHECKING
 
 from onecard.core.errors import ConfigError
 from onecard.fit.catalog import LlmArch, linears, n_params
-from onecard.fit.estimate import GIB, Estimate
+from onecard.fit.estimate import GIB, Estimate, gib
+from onecard.fit.formats import WeightBytes, kv_bytes_per_token, parse_quant, weight_bytes
 from onecard.fit.job import FitJob
-from onecard.fit.llm import (
-    ALLOC_SLACK,
-    CUDA_CONTEXT_GIB,
-    WeightBytes,
-    context_note,
-    gib,
-    kv_bytes_per_token,
-    parse_quant,
-    slack_note,
-    weight_bytes,
-)
+from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB, context_note, slack_note
 
 if TYPE_CHECKING:
     from onecard.core.gpus import GpuSpec

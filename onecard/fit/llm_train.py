@@ -51,18 +51,10 @@ from typing import TYPE_CHECKING
 from onecard.core.errors import ConfigError
 from onecard.fit import stacks
 from onecard.fit.catalog import Linear, LlmArch, linears, n_params
-from onecard.fit.estimate import Estimate
+from onecard.fit.estimate import Estimate, gib
+from onecard.fit.formats import WeightFormat, parse_quant, weight_bytes
 from onecard.fit.job import FitJob
-from onecard.fit.llm import (
-    ALLOC_SLACK,
-    CUDA_CONTEXT_GIB,
-    WeightFormat,
-    context_note,
-    gib,
-    parse_quant,
-    slack_note,
-    weight_bytes,
-)
+from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB, context_note, slack_note
 
 if TYPE_CHECKING:
     from onecard.core.gpus import GpuSpec

@@ -18,7 +18,7 @@ from onecard.core.extras import require
 from onecard.fit import stacks
 from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
-from onecard.fit.ladder import effective_quant, family, is_gguf
+from onecard.fit.knobs import effective_quant, family, is_gguf
 from onecard.fit.trace import hf_config, prepare_training
 
 __all__ = ["Measured", "measure", "require_cuda"]

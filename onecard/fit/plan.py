@@ -8,20 +8,27 @@ Catalog answers import no torch and take a few milliseconds (benchmarks/startup.
 from __future__ import annotations
 
 import difflib
-import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from onecard.core.errors import ModelNotFoundError
 from onecard.core.gpus import GpuSpec
-from onecard.fit import catalog
+from onecard.fit import catalog, diffusion, llm, readers, whisper, yolo
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
 
-__all__ = ["Plan", "resolve_card", "resolve_model", "estimate", "plan"]
+__all__ = ["Plan", "Resolved", "Family", "resolve_card", "resolve_arch", "estimate", "plan"]
 
-_OTHER_FAMILIES = ("diffusion", "yolo", "whisper")  # onecard.fit.<family>: find(name) and estimate(arch, job, card)
+Family = Literal["llm", "diffusion", "yolo", "whisper"]
+Estimator = Callable[[Any, FitJob, "GpuSpec | None"], Estimate]
+# The families besides LLMs, in the order their catalogs are searched: (family, find, estimate, catalog).
+_CATALOGS: tuple[tuple[Family, Callable[[str], Any], Estimator, dict[str, Any]], ...] = (
+    ("diffusion", diffusion.find, diffusion.estimate, diffusion.CATALOG),
+    ("yolo", yolo.find, yolo.estimate, yolo.CATALOG),
+    ("whisper", whisper.find, whisper.estimate, whisper.CATALOG),
+)
 
 
 @dataclass
@@ -36,48 +43,55 @@ class Plan:
     headroom_gib: float | None
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """What a model reference resolved to: its family, its architecture facts and the estimator that sizes it.
+
+    Attributes:
+        family: llm (LLMs, VLMs and tinylm), diffusion, yolo or whisper.
+        arch: the architecture (`LlmArch`, `DiffusionArch`, `YoloArch` or `WhisperArch`).
+        estimator: the family's `estimate(arch, job, card)`.
+    """
+
+    family: Family
+    arch: Any
+    estimator: Estimator
+
+    def estimate(self, job: FitJob, card: GpuSpec | None) -> Estimate:
+        """The peak of `job` (whose knobs may differ from the request's) for this model."""
+        return self.estimator(self.arch, job, card)
+
+
 def resolve_card(job: FitJob) -> GpuSpec | None:
     """The card to plan for: --gpu from the catalog, --vram as a custom card, else the detected GPU, else None."""
-    from onecard.core import gpus
+    from onecard.core import device, gpus
 
     if job.gpu:
         return gpus.lookup(job.gpu)
     if job.vram:
         return gpus.custom(job.vram)
-    from onecard.core import device
-
     return device.local_gpu()
 
 
-def _family(name: str) -> Any:
-    try:
-        return importlib.import_module(f"onecard.fit.{name}")
-    except ImportError:  # a family module not written yet
-        return None
-
-
-def resolve_model(ref: str) -> tuple[Any, Any]:
-    """(estimator module, architecture) for a model reference.
+def resolve_arch(ref: str) -> Resolved:
+    """The family, architecture and estimator of a model reference.
 
     Raises:
         ModelNotFoundError: nothing matches; the message lists the closest catalog names and how to get the model.
     """
-    from onecard.fit import llm, readers
-
     arch: Any = catalog.find(ref)
     if arch is not None:
-        return llm, arch
-    for name in _OTHER_FAMILIES:
-        module = _family(name)
-        found = module.find(ref) if module is not None else None
+        return Resolved("llm", arch, llm.estimate)
+    for family, find, estimator, _ in _CATALOGS:
+        found = find(ref)
         if found is not None:
-            return module, found
+            return Resolved(family, found, estimator)
     if Path(ref).expanduser().exists():
-        return llm, readers.read_path(ref)
+        return Resolved("llm", readers.read_path(ref), llm.estimate)
     if ref.count("/") == 1 and not ref.startswith((".", "/", "~")):
         cached = readers.find_in_hub_cache(ref)
         if cached is not None:
-            return llm, cached
+            return Resolved("llm", cached, llm.estimate)
         raise ModelNotFoundError(
             f"{ref!r} is not in the catalog and not in the local Hugging Face cache ({readers.hub_cache_dir()})",
             f"download its config with `huggingface-cli download {ref} --include config.json "
@@ -88,9 +102,8 @@ def resolve_model(ref: str) -> tuple[Any, Any]:
 
 def _suggest(ref: str) -> str:
     pool = list(catalog.names())
-    for name in _OTHER_FAMILIES:
-        entries = getattr(_family(name), "CATALOG", {})  # a dict name -> arch in the other families
-        for key, arch in (entries.items() if isinstance(entries, dict) else ((a.key, a) for a in entries)):
+    for _, _, _, entries in _CATALOGS:
+        for key, arch in entries.items():
             pool += [key, *getattr(arch, "aliases", ())]
     close = difflib.get_close_matches(ref.lower(), pool, n=5, cutoff=0.5) or \
         difflib.get_close_matches(catalog.normalize(ref), pool, n=5, cutoff=0.4)
@@ -100,9 +113,7 @@ def _suggest(ref: str) -> str:
 
 def estimate(job: FitJob, card: GpuSpec | None = None) -> Estimate:
     """The peak memory of a job on a card (None: a card-independent estimate, no throughput)."""
-    module, arch = resolve_model(job.model)
-    result: Estimate = module.estimate(arch, job, card)
-    return result
+    return resolve_arch(job.model).estimate(job, card)
 
 
 def plan(job: FitJob) -> Plan:

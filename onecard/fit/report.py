@@ -9,10 +9,12 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from onecard.fit.catalog import find
 from onecard.fit.estimate import PARTS
 from onecard.fit.job import FitJob
-from onecard.fit.ladder import describe_changes, family
-from onecard.fit.solve import RANKING, gives_up
+from onecard.fit.knobs import family, gives_up
+from onecard.fit.ladder import describe_changes
+from onecard.fit.solve import RANKING
 
 if TYPE_CHECKING:
     from onecard.fit.estimate import Estimate
@@ -166,8 +168,6 @@ def _speed(plan: Plan) -> str:
 
 
 def _method(job: FitJob) -> str:
-    from onecard.fit.catalog import find
-
     arch = find(job.model)
     return "from scratch" if arch is not None and arch.family == "tinylm" else job.method
 

@@ -1,6 +1,6 @@
 """`onecard fit`: plan a job on a card, and optionally solve, trace or measure it.
 
-The CLI and the web app call `answer` (and `measure_run` for `--measure`, which is a recorded run).
+The CLI and the web app call `advise` (and `measure_run` for `--measure`, which is a recorded run).
 """
 
 from __future__ import annotations
@@ -10,12 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onecard.core import gpus
 from onecard.core.gpus import GpuSpec
+from onecard.fit import catalog
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
-from onecard.fit.plan import Plan, plan
+from onecard.fit.ladder import cheapest_fixes
+from onecard.fit.plan import Plan, estimate, plan
+from onecard.fit.report import to_json
+from onecard.fit.solve import solve
+from onecard.fit.trace import trace
 
-__all__ = ["Answer", "answer", "measure_run", "card_summary", "can_run"]
+__all__ = ["Advice", "advise", "measure_run", "card_summary", "can_run"]
 
 _YOLO_SIZES = ("x", "l", "m", "s", "n")
 # SDXL inference flag sets, cheapest first (the ladder's order: VAE slicing, then model, then sequential offload)
@@ -26,8 +32,8 @@ _SDXL_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 
 @dataclass
-class Answer:
-    """The plan for the request, the cheapest fixes when it does not fit, and what --solve/--trace add."""
+class Advice:
+    """The planner's advice on a request: the plan, the cheapest fixes if it does not fit, what --solve/--trace add."""
 
     plan: Plan
     fixes: list[tuple[str, Plan]] = field(default_factory=list)
@@ -35,39 +41,31 @@ class Answer:
     traced: Estimate | None = None
 
     def to_json(self) -> dict[str, Any]:
-        from onecard.fit.report import to_json
-
         out = to_json(self.plan, self.fixes, self.solutions)
         if self.traced is not None:
             out["trace"] = _versus(self.plan.estimate, self.traced)
         return out
 
 
-def answer(
-    job: FitJob, *, fixed: Collection[str] = (), solve: bool = False, top: int = 10, trace: bool = False
-) -> Answer:
-    """Plan `job`; find fixes when it does not fit; rank settings (`solve`); trace it on fake tensors (`trace`).
+def advise(
+    job: FitJob, *, fixed: Collection[str] = (), solutions: bool = False, top: int = 10, traced: bool = False
+) -> Advice:
+    """Plan `job`; find fixes when it does not fit; rank the settings that fit; trace it on fake tensors.
 
     Args:
         job: the request.
-        fixed: knobs the user set explicitly; `solve` keeps them.
-        solve: also search the settings that fit, ranked.
+        fixed: knobs the user set explicitly; the search keeps them.
+        solutions: also search the settings that fit, ranked (`onecard fit --solve`).
         top: how many solutions to keep.
-        trace: also count the peak on fake tensors (needs `onecard[fit]`).
+        traced: also count the peak on fake tensors (`--trace`; needs `onecard[fit]`).
     """
-    from onecard.fit.ladder import cheapest_fixes
-
-    result = Answer(plan(job))
+    result = Advice(plan(job))
     if result.plan.fits is False:
         result.fixes = cheapest_fixes(job, result.plan.budget_gib)
-    if solve:
-        from onecard.fit.solve import solve as search
-
-        result.solutions = search(job, top=top, fixed=fixed)
-    if trace:
-        from onecard.fit.trace import trace as trace_job
-
-        result.traced = trace_job(job)
+    if solutions:
+        result.solutions = solve(job, top=top, fixed=fixed)
+    if traced:
+        result.traced = trace(job)
     return result
 
 
@@ -77,13 +75,10 @@ def card_summary(card: GpuSpec, margin_gib: float = 0.5) -> list[str]:
     Each line is a question the guide answers with a number: the largest catalog LLM at 4-bit with an 8k context,
     QLoRA of an 8B at 2k tokens, SDXL at 1024 px, YOLOv8 training at batch 16, Whisper large-v3.
     """
-    from onecard.fit import catalog
-    from onecard.fit import plan as planning
-
     budget = card.vram_gib - margin_gib
 
     def gib(**job: Any) -> float:
-        return planning.estimate(FitJob(**job), card).process_gib
+        return estimate(FitJob(**job), card).process_gib
 
     llms = sorted((a for a in catalog.CATALOG if a.family != "tinylm" and a.vision is None), key=catalog.n_params,
                   reverse=True)
@@ -122,8 +117,6 @@ def can_run(detected: list[dict[str, Any]], gpu: str | None = None) -> dict[str,
         detected: the GPUs of the doctor's report (dicts with "catalog_key" and "vram_total_gib").
         gpu: a catalog card name that replaces the detected one.
     """
-    from onecard.core import gpus
-
     if gpu:
         card = gpus.lookup(gpu)
     elif detected:
@@ -146,7 +139,6 @@ def measure_run(
     """
     from onecard.core.records import start_run
     from onecard.fit.measure import measure
-    from onecard.fit.report import to_json
 
     predicted = plan(job)
     with start_run("fit", job, runs_root=runs_root, report_to=report_to) as run:

@@ -15,7 +15,7 @@ Saved for backward, per token of one block (a: 2 under bf16 autocast, 4 in fp32;
   (SDPA's fused CUDA kernels draw the attention dropout from a seed and keep no mask).
 After the blocks: ln_f's fp32 input, lm_head's input, the fp32 log-softmax of the logits; per sequence the RoPE
 cos/sin rows. This count equals torch.autograd.graph.saved_tensors_hooks on the real tinylm model to the byte
-(tests/unit/fit/test_scratch.py, CPU, fp32 and bf16 autocast, no dropout).
+(tests/unit/fit/test_tinylm.py, CPU, fp32 and bf16 autocast, no dropout).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 
 from onecard.core.errors import ConfigError
 from onecard.fit.catalog import LlmArch, linears, n_params
-from onecard.fit.estimate import Estimate
+from onecard.fit.estimate import Estimate, gib
 from onecard.fit.job import FitJob
-from onecard.fit.llm import ALLOC_SLACK, CUDA_CONTEXT_GIB, context_note, gib, slack_note
+from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB, context_note, slack_note
 
 if TYPE_CHECKING:
     from onecard.core.gpus import GpuSpec

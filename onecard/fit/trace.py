@@ -19,10 +19,11 @@ from typing import Any
 
 from onecard.core.errors import ConfigError
 from onecard.core.extras import require
-from onecard.fit import stacks
+from onecard.fit import catalog, stacks
 from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
-from onecard.fit.ladder import effective_quant, is_gguf
+from onecard.fit.knobs import effective_quant, is_gguf
+from onecard.fit.plan import resolve_arch
 
 __all__ = ["trace", "hf_config", "torch_dtype", "prepare_training"]
 
@@ -52,14 +53,11 @@ def hf_config(job: FitJob) -> Any:
     if config_file.suffix == ".json" and config_file.is_file():
         data = json.loads(config_file.read_text(encoding="utf-8"))
         return transformers.AutoConfig.for_model(data.pop("model_type"), **data)
-    from onecard.fit import catalog
-    from onecard.fit import plan as planning
-
-    module, arch = planning.resolve_model(job.model)
-    if not module.__name__.endswith(".llm"):
-        raise ConfigError(f"--trace builds transformers causal LMs; {job.model} is a {module.__name__.rsplit('.')[-1]} "
-                          "model", "drop --trace: the analytic estimate is what the planner has for it")
-    return catalog.hf_config(arch)
+    resolved = resolve_arch(job.model)
+    if resolved.family != "llm":
+        raise ConfigError(f"--trace builds transformers causal LMs; {job.model} is a {resolved.family} model",
+                          "drop --trace: the analytic estimate is what the planner has for it")
+    return catalog.hf_config(resolved.arch)
 
 
 class _LiveBytes:

@@ -13,16 +13,18 @@ from dataclasses import dataclass
 from onecard.core.gpus import GpuSpec
 from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
+from onecard.fit.overheads import CUDA_CONTEXT_GIB
 
 __all__ = ["WhisperArch", "find", "estimate", "CATALOG"]
 
 N_AUDIO_CTX = 1500  # encoder frames per 30 s window (paper, Sec. 2.2: 3000 mel frames, conv stride 2)
 N_TEXT_CTX = 448  # decoder positions
-TORCH_CONTEXT_GIB = 0.45  # CUDA context (lazy loading) + cuBLAS/cuDNN handles of a PyTorch process
-CT2_CONTEXT_GIB = 0.45  # CUDA context + cuBLAS/cuDNN handles of a CTranslate2 process
 # CTranslate2's cub caching allocator keeps up to 200 MB of freed blocks (src/cuda/allocator.cc, max_cached_bytes).
 CT2_CACHE_BYTES = 200 * 2**20
-ALLOC_SLACK = 0.03  # PyTorch allocator rounding on top of the tensors
+# PyTorch allocator rounding, as a share of every tensor. Not overheads.ALLOC_SLACK (a share of the transient tensors):
+# Whisper's transient tensors are small beside its weights and caches, and the cache growth that makes most of an
+# inference's slack is counted on its own (`_infer`: the outgrown self-attention blocks).
+ROUNDING_SLACK = 0.03
 
 
 @dataclass(frozen=True)
@@ -135,10 +137,10 @@ def _infer(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, 
         parts.update(kv_cache=0.0, logits=0.0, activations=encoder)
     if rt == "faster-whisper":
         parts["runtime"] = float(CT2_CACHE_BYTES)
-        return parts, 0.0, CT2_CONTEXT_GIB
+        return parts, 0.0, CUDA_CONTEXT_GIB
     # PyTorch runtimes grow the self-attention cache with torch.cat each step: the outgrown blocks stay cached.
-    slack = self_kv + ALLOC_SLACK * sum(parts.values())
-    return parts, slack, TORCH_CONTEXT_GIB
+    slack = self_kv + ROUNDING_SLACK * sum(parts.values())
+    return parts, slack, CUDA_CONTEXT_GIB
 
 
 def _train(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, float], float]:
@@ -172,7 +174,7 @@ def _train(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, 
         f"batch {job.batch} x 30 s windows, labels padded to {dec_s} tokens, optimizer {opt}, "
         f"gradient checkpointing {'on' if job.grad_ckpt else 'off'}"
     )
-    return parts, ALLOC_SLACK * sum(parts.values())
+    return parts, ROUNDING_SLACK * sum(parts.values())
 
 
 def estimate(arch: WhisperArch, job: FitJob, card: GpuSpec | None) -> Estimate:
@@ -183,7 +185,7 @@ def estimate(arch: WhisperArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     ]
     if job.job == "train":
         parts, slack = _train(arch, job, notes)
-        context = TORCH_CONTEXT_GIB
+        context = CUDA_CONTEXT_GIB
     else:
         parts, slack, context = _infer(arch, job, notes)
     return Estimate(

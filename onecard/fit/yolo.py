@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from onecard.core.gpus import GpuSpec
 from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
+from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB
 
 __all__ = ["YoloArch", "find", "estimate", "CATALOG"]
 
-# CUDA context of a PyTorch process with lazy module loading (CUDA >= 11.7), plus cuBLAS/cuDNN handles.
-TORCH_CONTEXT_GIB = 0.45
-# cuDNN convolution workspace, allocator rounding and backward-pass transients, as a share of the tensors.
-ALLOC_SLACK = 0.10
 REG_MAX = 16  # Detect head: distribution focal loss bins per box side (ultralytics nn/modules/head.py)
 
 
@@ -203,10 +200,12 @@ def estimate(arch: YoloArch, job: FitJob, card: GpuSpec | None) -> Estimate:
         per_img = walk.live + walk.out + 3 * job.imgsz**2
         parts = {"weights": p * act_b, "activations": per_img * act_b * job.batch}
         notes.append(f"inference at imgsz {job.imgsz}, batch {job.batch}, {'fp16' if act_b == 2 else 'fp32'}")
+    # The allocator's slack (the same share as the other estimators' transient tensors) is taken of every tensor
+    # here: activations are most of a YOLO step, and cuDNN's convolution workspaces come and go with them.
     allocated = sum(parts.values())
     return Estimate(
         parts={k: v / GIB for k, v in parts.items()},
         slack_gib=ALLOC_SLACK * allocated / GIB,
-        context_gib=TORCH_CONTEXT_GIB,
+        context_gib=CUDA_CONTEXT_GIB,
         assumptions=notes,
     )

@@ -15,6 +15,10 @@ from typing import Any
 
 from onecard.core.errors import ConfigError, OnecardError
 from onecard.fit.job import FitJob
+from onecard.fit.knobs import optimizer_of
+from onecard.fit.ladder import describe_changes, oom_ladder
+from onecard.fit.plan import plan
+from onecard.fit.solve import solve
 from onecard.tune.config import TuneConfig
 
 __all__ = ["Settings", "choose", "settings_of", "ladder", "HF_OPTIMIZER"]
@@ -79,8 +83,6 @@ def _request(config: TuneConfig, model: str, seq: int, four_bit: bool) -> tuple[
 
 def settings_of(job: FitJob, source: str, plan: Any = None) -> Settings:
     """The Settings a fit job stands for."""
-    from onecard.fit.solve import optimizer_of
-
     return Settings(
         method=job.method, micro_batch_size=job.batch, grad_accum=job.grad_accum, gradient_checkpointing=job.grad_ckpt,
         optimizer=HF_OPTIMIZER[optimizer_of(job, "llm")], max_seq_length=job.seq, source=source,
@@ -102,9 +104,6 @@ def choose(config: TuneConfig, model: str, longest_row: int, max_positions: int,
         four_bit: whether 4-bit weights and 8-bit optimizers run here.
         on_gpu: whether training runs on a GPU (plans for the detected card); on a CPU only a named card is planned.
     """
-    from onecard.fit.plan import plan
-    from onecard.fit.solve import solve
-
     seq = config.max_seq_length if config.max_seq_length != "auto" else min(max_positions, -(-longest_row // 64) * 64)
     job, fixed = _request(config, model, seq, four_bit)
     if not on_gpu and config.gpu is None and config.vram is None:
@@ -129,9 +128,6 @@ def choose(config: TuneConfig, model: str, longest_row: int, max_positions: int,
 
 def ladder(job: FitJob, four_bit: bool) -> Iterator[tuple[FitJob, str]]:
     """fit's out-of-memory ladder, less the steps this machine cannot take (4-bit and 8-bit need bitsandbytes)."""
-    from onecard.fit.ladder import describe_changes, oom_ladder
-    from onecard.fit.solve import optimizer_of
-
     keep = {"method": job.method, "quant": job.quant, "optimizer": job.optimizer}
     previous = job
     for new, reason in oom_ladder(job):

@@ -9,9 +9,10 @@ from __future__ import annotations
 import pytest
 
 from onecard.fit.job import FitJob
+from onecard.fit.knobs import gives_up
 from onecard.fit.ladder import cheapest_fixes
 from onecard.fit.plan import plan
-from onecard.fit.solve import gives_up, solve
+from onecard.fit.solve import solve
 
 CARD = "4070ti"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from onecard.fit.job import FitJob
-from onecard.fit.ladder import SEQ_FLOOR, cheapest_fixes, describe_changes, oom_ladder, steps
+from onecard.fit.knobs import SEQ_FLOOR, steps
+from onecard.fit.ladder import cheapest_fixes, describe_changes, oom_ladder
 
 CARD = "4070ti"
 LADDER_JOBS = [

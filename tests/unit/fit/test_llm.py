@@ -8,7 +8,7 @@ import pytest
 
 from onecard.core.errors import ConfigError
 from onecard.core.gpus import custom, lookup
-from onecard.fit import catalog, llm, llm_infer, llm_train
+from onecard.fit import catalog, formats, llm_infer, llm_train
 from onecard.fit.estimate import GIB
 from onecard.fit.job import FitJob
 from onecard.fit.plan import estimate, plan
@@ -25,11 +25,11 @@ def _arch(key: str) -> catalog.LlmArch:
 def test_kv_cache_per_token_equals_the_llama_cpp_logs() -> None:
     # measured.md rows 12-13: Llama-2-7B KV 1024 MiB at n_ctx 2048 (512 KiB/token, 32 KV heads),
     # Llama-3-8B 64 MiB at n_ctx 512 (128 KiB/token, GQA with 8 KV heads)
-    assert llm.kv_bytes_per_token(_arch("llama-2-7b"), "f16") == 512 * 1024
-    assert llm.kv_bytes_per_token(_arch("llama-3-8b"), "f16") == 128 * 1024
+    assert formats.kv_bytes_per_token(_arch("llama-2-7b"), "f16") == 512 * 1024
+    assert formats.kv_bytes_per_token(_arch("llama-3-8b"), "f16") == 128 * 1024
     # q8_0 blocks are 34 bytes per 32 values, q4_0 18 per 32 (ggml-common.h)
-    assert llm.kv_bytes_per_token(_arch("llama-3-8b"), "q8_0") == 128 * 1024 * 34 / 64
-    assert llm.kv_bytes_per_token(_arch("llama-3-8b"), "fp8") == 64 * 1024
+    assert formats.kv_bytes_per_token(_arch("llama-3-8b"), "q8_0") == 128 * 1024 * 34 / 64
+    assert formats.kv_bytes_per_token(_arch("llama-3-8b"), "fp8") == 64 * 1024
 
 
 @pytest.mark.parametrize(("model", "ctx", "card", "weights_mib", "kv_mib", "compute_mib"), [
@@ -48,7 +48,7 @@ def test_llama_cpp_buffers_equal_the_logs(model: str, ctx: int, card: str, weigh
 @pytest.mark.parametrize(("model", "bpw"), [("llama-2-7b", 4.84), ("llama-3-8b", 4.89)])  # rows 12-13 headers
 def test_q4_k_m_is_not_four_bits(model: str, bpw: float) -> None:
     arch = _arch(model)
-    wb = llm.weight_bytes(arch, llm.WeightFormat("gguf", "Q4_K_M"))
+    wb = formats.weight_bytes(arch, formats.WeightFormat("gguf", "Q4_K_M"))
     assert round(8 * wb.total / catalog.n_params(arch), 2) == bpw
 
 
@@ -64,8 +64,8 @@ def test_nf4_double_quant_saves_what_the_qlora_paper_says() -> None:
     # QLoRA paper section 2: absmax costs 32/64 = 0.5 bit/weight, double quantization 8/64 + 32/(64*256) = 0.127.
     arch = _arch("llama-2-7b")
     linears = arch.n_layers * sum(lin.d_in * lin.d_out for lin in catalog.linears(arch))
-    nf4 = llm.weight_bytes(arch, llm.WeightFormat("bnb4", "nf4")).total
-    dq = llm.weight_bytes(arch, llm.WeightFormat("bnb4", "nf4-dq", double_quant=True)).total
+    nf4 = formats.weight_bytes(arch, formats.WeightFormat("bnb4", "nf4")).total
+    dq = formats.weight_bytes(arch, formats.WeightFormat("bnb4", "nf4-dq", double_quant=True)).total
     assert nf4 - dq == pytest.approx(linears * (0.5 - 0.127) / 8, rel=0.01)
 
 
@@ -231,4 +231,4 @@ def test_impossible_combinations_say_the_fix(job: dict[str, Any], match: str) ->
 def test_every_estimate_states_its_assumptions() -> None:
     est = estimate(FitJob(model="llama-3.1-8b", job="train", method="qlora"))
     text = " ".join(est.assumptions)
-    assert "r=16" in text and "all-linear" in text and "CUDA context 0.5 GiB" in text
+    assert "r=16" in text and "all-linear" in text and "CUDA context 0.45 GiB" in text

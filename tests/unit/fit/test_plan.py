@@ -43,8 +43,7 @@ def test_detected_gpu_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(("ref", "family"), [("llama3.1:8b", "llm"), ("sdxl", "diffusion"), ("yolov8s", "yolo"),
                                              ("whisper-large-v3", "whisper")])
 def test_names_resolve_to_their_family(ref: str, family: str) -> None:
-    module, _ = planning.resolve_model(ref)
-    assert module.__name__ == f"onecard.fit.{family}"
+    assert planning.resolve_arch(ref).family == family
 
 
 def test_local_paths_resolve(tmp_path: Path) -> None:
@@ -52,8 +51,8 @@ def test_local_paths_resolve(tmp_path: Path) -> None:
            "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000}
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     for ref in (str(tmp_path), str(tmp_path / "config.json")):
-        module, arch = planning.resolve_model(ref)
-        assert module is llm and arch.n_kv_heads == 8
+        resolved = planning.resolve_arch(ref)
+        assert resolved.family == "llm" and resolved.estimator is llm.estimate and resolved.arch.n_kv_heads == 8
     est = planning.estimate(FitJob(model=str(tmp_path), quant="nf4"), lookup("4070ti"))
     assert est.peak_allocated_gib > 4
 

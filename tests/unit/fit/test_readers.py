@@ -181,11 +181,11 @@ def test_hub_cache_is_read_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_uncached_hub_id_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from onecard.fit.plan import resolve_model
+    from onecard.fit.plan import resolve_arch
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(ModelNotFoundError) as err:
-        resolve_model("acme/not-downloaded-7b")
+        resolve_arch("acme/not-downloaded-7b")
     assert "huggingface-cli download acme/not-downloaded-7b --include config.json" in str(err.value)
 
 

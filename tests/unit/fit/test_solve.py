@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from onecard.core.errors import ConfigError
+from onecard.fit import llm
+from onecard.fit import plan as planning
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
-from onecard.fit.solve import TIE, gives_up, solve, space, throughput
+from onecard.fit.knobs import gives_up, space
+from onecard.fit.solve import TIE, solve, throughput
 
 CARD = "4070ti"
 JOBS = [
@@ -51,8 +54,6 @@ def test_a_fixed_knob_is_not_searched() -> None:
 
 
 def test_without_a_card_it_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    from onecard.fit import plan as planning
-
     monkeypatch.setattr(planning, "resolve_card", lambda job: None)
     with pytest.raises(ConfigError, match="--gpu"):
         solve(FitJob(model="llama-3.1-8b", job="infer"))
@@ -61,20 +62,14 @@ def test_without_a_card_it_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch)
 def test_ranking_keeps_the_request_then_fastest_then_quality(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fake estimator: nf4 is fastest; bf16 and int8 tie on speed, so bf16 wins as higher precision; a shorter
     context is faster still, but it gives up part of the request (the default ctx counts as asked for)."""
-    from onecard.fit import plan as planning
-
     speed = {"auto": 50.0, "int8": 48.0, "nf4": 90.0}
 
-    class FakeLlm:
-        __name__ = "onecard.fit.llm"
+    def fake_estimate(arch: object, job: FitJob, card: object = None) -> Estimate:
+        weights = {"auto": 8.0, "int8": 5.0, "nf4": 3.0}[job.quant]
+        return Estimate(parts={"weights": weights, "kv_cache": job.ctx / 4096}, slack_gib=0.2, context_gib=0.4,
+                        tokens_per_s=speed[job.quant] * 8192 / job.ctx)
 
-        @staticmethod
-        def estimate(arch: object, job: FitJob, card: object = None) -> Estimate:
-            weights = {"auto": 8.0, "int8": 5.0, "nf4": 3.0}[job.quant]
-            return Estimate(parts={"weights": weights, "kv_cache": job.ctx / 4096}, slack_gib=0.2, context_gib=0.4,
-                            tokens_per_s=speed[job.quant] * 8192 / job.ctx)
-
-    monkeypatch.setattr(planning, "resolve_model", lambda ref: (FakeLlm, None))
+    monkeypatch.setattr(llm, "estimate", fake_estimate)
     request = FitJob(model="llama-3.1-8b", job="infer", ctx=8192, gpu=CARD)
     plans = solve(request, top=100)
     lost = [gives_up(request, p.job, "llm") for p in plans]

@@ -13,9 +13,9 @@ from onecard.fit import llm_train, stacks
 from onecard.fit.catalog import find
 from onecard.fit.estimate import GIB
 from onecard.fit.job import FitJob
-from onecard.fit.ladder import oom_ladder, steps
+from onecard.fit.knobs import space, steps
+from onecard.fit.ladder import oom_ladder
 from onecard.fit.plan import estimate
-from onecard.fit.solve import space
 
 T, V, H, L = 2 * 2048, 128256, 4096, 32  # llama-3.1-8b at batch 2 x 2048
 LORA = dict(model="llama-3.1-8b", job="train", method="lora", quant="bf16", batch=2, seq=2048, optimizer="adamw")

@@ -11,7 +11,7 @@ import pytest
 from onecard.fit import catalog
 from onecard.fit.job import FitJob
 from onecard.fit.plan import plan
-from onecard.fit.scratch import saved_bytes
+from onecard.fit.tinylm import saved_bytes
 
 PRESETS = ("tiny", "nanogpt-cpu", "baby")
 
