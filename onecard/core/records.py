@@ -1,4 +1,6 @@
-"""Run records: every job opens a run directory whose `run.json` is written atomically and kept current.
+"""Writing run records: every job opens a run directory whose `run.json` is written atomically and kept current.
+
+`onecard.core.runs` reads them back (list, show, compare).
 
 A run is `running` while it works, then `succeeded`, `failed` (with the error) or `interrupted` (Ctrl-C, SIGTERM).
 A run killed outright (SIGKILL, power loss) cannot write its end; readers see its process is gone and mark it
@@ -84,7 +86,7 @@ class Run:
                 tracker.log(dict(metrics), step=self._step)
 
     def set_metrics(self, metrics: Mapping[str, Any]) -> None:
-        """Record final metrics (shown by `runs list/show/compare`) and send them to the trackers as a summary."""
+        """Record final metrics in `run.json` (shown by `runs list/show/compare`); only `log` reaches the trackers."""
         self.record["metrics"].update(metrics)
         self.save()
 

@@ -1,4 +1,4 @@
-"""Reading run records: list, show and compare the runs in a runs directory."""
+"""Reading run records: list, show and compare the runs in a runs directory (`onecard.core.records` writes them)."""
 
 from __future__ import annotations
 

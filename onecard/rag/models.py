@@ -76,15 +76,15 @@ class SentenceEmbedder:
 @contextmanager
 def _no_load_bar() -> Iterator[None]:
     """Without transformers' "Loading weights" bar: a 90 MB model loads in a blink, and the bar clutters answers."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
 
-    was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+    was_on = is_progress_bar_enabled()
+    disable_progress_bar()
     try:
         yield
     finally:
         if was_on:
-            hf_logging.enable_progress_bar()
+            enable_progress_bar()
 
 
 def _weights_dtype(device: str) -> dict[str, Any]:

@@ -81,7 +81,7 @@ def search(config: SearchConfig, status: Status = _status) -> dict[str, Any]:
     """The best chunks for `config.query`, as JSON-able dicts with their `path:line`."""
     searcher, mode = open_searcher(config.name, config.index_dir, config.device, config.retriever, config.reranker,
                                    config.rerank_top, status)
-    assert searcher.embedder.dim  # loads the model, so that the time below is the search's
+    _ = searcher.embedder.dim  # loads the model, so that the time below is the search's
     start = time.perf_counter()
     hits = searcher.search(config.query, config.k, mode, config.path_glob, config.language)
     return {"query": config.query, "retriever": mode, "seconds": round(time.perf_counter() - start, 4),

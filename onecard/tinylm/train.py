@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from onecard.core.plots import plot_losses
 from onecard.tinylm.model import GPT, ModelConfig
 
 __all__ = [
@@ -198,10 +199,3 @@ def generation_speed(model: GPT, new_tokens: int, use_cache: bool, device: str, 
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
     return new_tokens / best
-
-
-def plot_losses(history: dict[str, list[list[float]]], path: Path, title: str) -> None:
-    """A PNG of the training and validation loss against the step."""
-    from onecard.core.plots import plot_losses as plot
-
-    plot(history, path, title)
