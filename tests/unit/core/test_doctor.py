@@ -1,6 +1,7 @@
 import json
 import sys
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pynvml
 import pytest
@@ -47,17 +48,29 @@ def test_render_on_a_cpu_machine_says_what_is_missing(no_gpu: None) -> None:
     assert "NVIDIA GPU    an NVIDIA card with its driver" in text
 
 
-def test_render_with_a_gpu_and_cpu_torch() -> None:
-    report = doctor.report()
-    report["gpus"] = [{"index": 0, "name": "NVIDIA GeForce RTX 4070 Ti", "vram_total_gib": 11.99,
-                       "vram_free_gib": 11.2, "compute_capability": "8.9", "bf16": True, "driver": "550.54.14",
-                       "cuda_driver": "12.4", "cuda_runtime": None, "catalog_key": "rtx-4070-ti"}]
-    report["torch"] = {"installed": True, "version": "2.5.1+cpu", "build": "cpu", "cuda_available": False,
-                       "mps_available": False, "note": ""}
-    text = _text(doctor.render, report)
-    assert "NVIDIA GeForce RTX 4070 Ti: 12.0 GiB (11.2 free), compute 8.9, bf16 yes" in text
-    assert "catalog rtx-4070-ti" in text
-    assert "CUDA build of torch" in text
+def test_render_with_a_gpu_and_cpu_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What NVML reports for an RTX 4070 Ti (12,282 MiB total) beside a CPU-only build of torch.
+    torch = pytest.importorskip("torch")
+    handle = object()
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlSystemGetDriverVersion", lambda: "550.54.14")
+    monkeypatch.setattr(pynvml, "nvmlSystemGetCudaDriverVersion", lambda: 12040)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 1)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda i: handle)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetName", lambda h: "NVIDIA GeForce RTX 4070 Ti")
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo",
+                        lambda h: SimpleNamespace(total=12282 * MIB, free=11469 * MIB, used=813 * MIB))
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCudaComputeCapability", lambda h: (8, 9))
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    text = _text(doctor.render, doctor.report())
+    assert ("NVIDIA GeForce RTX 4070 Ti: 12.0 GiB (11.2 free), compute 8.9, bf16 yes, driver 550.54.14 (CUDA 12.4), "
+            "catalog rtx-4070-ti") in text
+    assert "CPU-only build of torch, but an NVIDIA GPU is present" in text
+    assert "CUDA build of torch  the CUDA wheel from https://pytorch.org/get-started/locally/" in text
     assert "an NVIDIA card with its driver" not in text
 
 
@@ -81,15 +94,24 @@ def test_bench_cpu_measures_positive_numbers() -> None:
     assert "matmul fp32 1024x1024" in text and "GB/s" in text
 
 
-def test_render_bench_shows_fraction_of_peak() -> None:
-    result = {"device": "cuda:0", "device_name": "NVIDIA GeForce RTX 4070 Ti", "torch": "2.5.1", "matmul_n": 8192,
-              "matmul_tflops": {"fp32": 38.1, "fp16": 70.0, "bf16": 69.5}, "bandwidth_gbs": 460.0,
-              "bandwidth_bytes": 512 * MIB, "catalog_key": "rtx-4070-ti",
-              "peak": {"fp16_tflops": 80.2, "bf16_tflops": 80.2, "bandwidth_gbs": 504.2},
-              "fraction_of_peak": {"fp16": 0.873, "bf16": 0.867, "bandwidth": 0.912}}
-    text = _text(doctor.render_bench, result)
-    assert "NVIDIA GeForce RTX 4070 Ti" in text
-    assert "80.2 TFLOPS" in text and "87%" in text and "91%" in text
+def test_bench_on_a_catalog_gpu_shows_the_fraction_of_its_peak(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An RTX 4070 Ti whose kernels take the times below; the catalog gives its peaks (80.2 TFLOPS fp16 and bf16
+    # with FP32 accumulate, 504.2 GB/s): 70.0 / 80.2 = 87%, 60.0 / 80.2 = 75%, 460 / 504.2 = 91%.
+    torch = pytest.importorskip("torch")
+    tflops = {torch.float32: 38.1, torch.float16: 70.0, torch.bfloat16: 60.0}
+    monkeypatch.setattr(doctor, "_time_matmul", lambda torch, dev, n, dtype, *_: 2 * n**3 / tflops[dtype] / 1e12)
+    monkeypatch.setattr(doctor, "_time_copy", lambda torch, dev, nbytes, *_: 2 * nbytes / 460e9)
+    monkeypatch.setattr(doctor, "supports_bf16", lambda device: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda dev: SimpleNamespace(name="NVIDIA GeForce RTX 4070 Ti", total_memory=12282 * MIB))
+    text = _text(doctor.render_bench, doctor.bench("cuda:0"))
+    rows = {cells[0]: cells[1:] for line in text.splitlines()
+            if len(cells := [c.strip() for c in line.strip("│ ").split("│")]) == 4}
+    assert "Measured on NVIDIA GeForce RTX 4070 Ti" in text
+    assert rows["matmul fp32 8192x8192"] == ["38.10 TFLOPS", "-", "-"]  # the catalog lists tensor-core peaks only
+    assert rows["matmul fp16 8192x8192"] == ["70.00 TFLOPS", "80.2 TFLOPS", "87%"]
+    assert rows["matmul bf16 8192x8192"] == ["60.00 TFLOPS", "80.2 TFLOPS", "75%"]
+    assert rows["copy 512 MiB"] == ["460 GB/s", "504.2 GB/s", "91%"]
 
 
 @pytest.mark.gpu

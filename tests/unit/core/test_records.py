@@ -139,10 +139,11 @@ def test_find_run_of_a_capability_with_a_file() -> None:
     assert info.value.fix == "run `onecard demo`"
 
 
-def test_trackio_receives_the_metric_history() -> None:
+def test_trackio_receives_the_metric_history_and_not_the_final_metrics() -> None:
     with start_run("demo", Cfg()) as run:
         for i in range(3):
             run.log({"loss": 1.0 / (i + 1)})
+        run.set_metrics({"loss": 0.25})  # the record's, not a fourth point of the history
     import sqlite3
 
     from trackio.sqlite_storage import SQLiteStorage
@@ -152,3 +153,4 @@ def test_trackio_receives_the_metric_history() -> None:
     rows = sqlite3.connect(db).execute("select step, metrics from metrics where run_name = ?", (run.id,)).fetchall()
     assert [r[0] for r in rows] == [1, 2, 3]
     assert json.loads(rows[-1][1])["loss"] == pytest.approx(1 / 3)
+    assert _record(run.dir)["metrics"] == {"loss": 0.25}

