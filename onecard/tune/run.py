@@ -7,20 +7,19 @@ chat rows), `adapter/` (safetensors that peft loads, with the tokenizer and its 
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from onecard.core.config import load_config
-from onecard.core.device import supports_4bit, torch_device
-from onecard.core.errors import OnecardError
+from onecard.core.device import select_device, supports_4bit
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, start_run
 from onecard.core.runs import find_run
+from onecard.fit.retry import OomStep, retry_on_oom
 from onecard.tune.config import CheckConfig, EvalConfig, ExportConfig, TuneConfig
-from onecard.tune.data import dedupe, load_examples, read_examples, split, write_jsonl
+from onecard.tune.data import Example, dedupe, load_examples, read_examples, split, write_jsonl
 from onecard.tune.formatting import encode_rows, fit_rows, length_stats
 
 __all__ = ["check", "train", "resume_config", "evaluate", "export", "find_tune_run"]
@@ -55,34 +54,34 @@ def check(config: CheckConfig) -> dict[str, Any]:
 def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str, ...] = ("trackio",),
           resume: str | None = None) -> Run:
     """Fine-tune `config.model` on `config.data` as a recorded run; with `resume`, continue that run's checkpoint."""
-    import torch
+    from transformers import AutoConfig
 
-    from onecard.tune import train as components
     from onecard.tune.model import load_model, load_tokenizer, lora_config, model_dir
-    from onecard.tune.plan import choose, ladder, settings_of
+    from onecard.tune.plan import Settings, choose, ladder, settings_of
+    from onecard.tune.train import (
+        RecordCallback,
+        StopFlag,
+        latest_checkpoint,
+        make_trainer,
+        plot_losses,
+        precision,
+        score_responses_only,
+        sft_args,
+        stop_on_signal,
+    )
 
-    device = torch_device() if config.device == "auto" else config.device
-    dtype = components.precision(config.precision, device)
+    device = select_device(config.device)
+    dtype = precision(config.precision, device)
     four_bit = device.startswith("cuda") and supports_4bit()
     console = stderr_console()
     previous = find_tune_run(resume, runs_root, need=CHECKPOINTS) if resume else None
 
     # -- set up: the rows (bad lines are an error, duplicates dropped and listed), the split, the model folder
-    duplicates: list[tuple[int, int]] = []
-    if previous:  # the resumed run trains on the same split
-        train_ex, dev_ex = (load_examples(Path(previous["dir"]) / name) for name in (TRAIN_SPLIT, DEV_SPLIT))
-    else:
-        examples = load_examples(config.data)
-        if config.dedupe:
-            examples, duplicates = dedupe(examples)
-        if config.dev_data:
-            train_ex, dev_ex = examples, load_examples(config.dev_data)
-        else:
-            train_ex, dev_ex = split(examples, config.dev_fraction, config.seed)
+    train_ex, dev_ex, duplicates = _examples(config, previous)
     folder = model_dir(config.model)
     inputs = {"data": config.data, **({"dev_data": config.dev_data} if config.dev_data else {})}
     with (start_run("tune", config, inputs=inputs, seed=config.seed, runs_root=runs_root, report_to=report_to) as run,
-          components.score_responses_only()):
+          score_responses_only()):
         write_jsonl(train_ex, run.dir / TRAIN_SPLIT)
         write_jsonl(dev_ex, run.dir / DEV_SPLIT)
         tokenizer = load_tokenizer(folder)
@@ -93,22 +92,24 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
             run.set("resumed_from", {"run": previous["id"]})
 
         # -- plan: fit turns the "auto" knobs into numbers for the card
-        from transformers import AutoConfig
-
         max_positions = getattr(AutoConfig.from_pretrained(folder), "max_position_embeddings", 2048)
         longest = max(len(ids) for _, ids, _ in train_enc)
-        settings, job = choose(config, str(folder), longest, max_positions, four_bit, device.startswith("cuda"))
+        settings, job = choose(config, str(folder), longest, max_positions, four_bit=four_bit,
+                               on_gpu=device.startswith("cuda"))
         console.print(f"tune: {config.model} on {device} ({str(dtype).removeprefix('torch.')}), "
                       f"{len(train_ex)} train / {len(dev_ex)} dev rows; {settings.source}:\n  {settings.describe()}")
-        steps_down = ladder(job, four_bit)
-        oom_steps: list[dict[str, Any]] = []
-        history: dict[str, list[list[float]]] = {"train": [], "dev": []}
-        checkpoint = components.latest_checkpoint(Path(previous["dir"]) / CHECKPOINTS) if previous else None
-        if checkpoint is not None:
-            history["train"] = _logged_losses(checkpoint)
 
-        # -- work: train; on a CUDA out-of-memory error, take fit's next step down and continue from the checkpoint
-        while True:
+        # -- work: train; on a CUDA out-of-memory error, fit's retry loop takes the ladder's next step down and
+        # training continues from the latest checkpoint
+        checkpoint = latest_checkpoint(Path(previous["dir"]) / CHECKPOINTS) if previous else None
+        history: dict[str, list[list[float]]] = {"train": _logged_losses(checkpoint) if checkpoint else [], "dev": []}
+        stop = StopFlag()
+        callback = RecordCallback(run, history, stop)
+        rungs: list[tuple[Settings, Path | None]] = [(settings, checkpoint)]  # the settings of each try, its start
+        oom_steps: list[dict[str, Any]] = []
+
+        def attempt(settings: Settings, resume_from: Path | None) -> _Trained:
+            """Train with `settings`, continuing from the checkpoint `resume_from` (None: from the start)."""
             fitted = fit_rows(train_enc, settings.max_seq_length)
             dev_rows = fit_rows(dev_enc, settings.max_seq_length).rows
             run.set("plan", settings.to_json())
@@ -122,7 +123,7 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
                               + (f"; {len(fitted.dropped)} keep no response token and are left out"
                                  if fitted.dropped else ""))
             model = load_model(folder, dtype, device, four_bit=settings.method == "qlora")
-            args = components.sft_args(
+            args = sft_args(
                 run.dir / CHECKPOINTS, micro_batch_size=settings.micro_batch_size, grad_accum=settings.grad_accum,
                 gradient_checkpointing=settings.gradient_checkpointing, optimizer=settings.optimizer,
                 max_seq_length=settings.max_seq_length, packing=config.packing, learning_rate=config.learning_rate,
@@ -130,66 +131,88 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
                 epochs=config.epochs, max_steps=config.max_steps, dtype=dtype, device=device,
                 logging_steps=config.logging_steps, save_steps=config.save_steps, eval_steps=config.eval_steps,
                 seed=config.seed, deepspeed=config.deepspeed)
-            with components.stop_on_signal() as stop_flag:
-                callback = components.RecordCallback(run, history, stop_flag)
-                trainer = components.make_trainer(
+            with stop_on_signal(stop):
+                trainer = make_trainer(
                     model, tokenizer, args, fitted.rows, dev_rows,
                     lora_config(config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets),
                     [callback])
-                try:
-                    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-                    break
-                except Exception as e:
-                    if not components.is_oom(e):
-                        raise
-                    step = next(steps_down, None)
-                    if step is None:
-                        raise OnecardError(f"out of GPU memory with {settings.describe()}, and fit's ladder has no "
-                                           "further step", "use a smaller model or a larger card") from e
-                    at_step = trainer.state.global_step
-                    del trainer, model
-                    gc.collect()
-                    torch.cuda.empty_cache()
-                    job, reason = step
-                    before, settings = settings, settings_of(job, f"fit's out-of-memory ladder: {reason}")
-                    saved = components.latest_checkpoint(run.dir / CHECKPOINTS)
-                    if saved is not None and settings.optimizer == before.optimizer:
-                        checkpoint = saved  # an optimizer change cannot load the old optimizer state
-                    oom_steps.append({"at_step": at_step, "change": reason, "resume_from": str(checkpoint)
-                                      if checkpoint else None, "settings": settings.to_json()})
-                    run.set("oom_steps", oom_steps)
-                    console.print(f"out of memory at step {at_step}: {reason}; continuing")
-        if stop_flag.requested:
-            step = trainer.state.global_step
-            console.print(f"interrupted at step {step}: checkpoint saved; continue with "
+                output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            steps_run = max(1, trainer.state.global_step - _step_of(resume_from))
+            return _Trained(trainer, s_per_step=output.metrics["train_runtime"] / steps_run,
+                            train_rows=len(fitted.rows), truncated_rows=len(fitted.truncated), dev_rows=len(dev_rows))
+
+        def step_down(step: OomStep) -> None:
+            """Record a step down the ladder; the next try continues from the latest checkpoint it can load."""
+            before, resume_from = rungs[-1]
+            after = settings_of(step.job, f"fit's out-of-memory ladder: {step.change}")
+            saved = latest_checkpoint(run.dir / CHECKPOINTS)
+            if saved is not None and after.optimizer == before.optimizer:
+                resume_from = saved  # an optimizer change cannot load the old optimizer state
+            rungs.append((after, resume_from))
+            oom_steps.append({"at_step": callback.step, "change": step.change,
+                              "resume_from": str(resume_from) if resume_from else None, "settings": after.to_json()})
+            run.set("oom_steps", oom_steps)
+            console.print(f"out of memory at step {callback.step}: {step.change}; continuing")
+
+        # each try trains the latest rung's settings, which stand for the job the loop passes
+        trained = retry_on_oom(job, lambda _: attempt(*rungs[-1]), ladder=ladder(job, four_bit=four_bit),
+                               on_step=step_down)
+        trainer = trained.trainer
+        if stop.requested:
+            console.print(f"interrupted at step {trainer.state.global_step}: checkpoint saved; continue with "
                           f"`onecard tune train --resume {run.id}`")
-            components.plot_losses(history, run.dir / LOSS_PLOT, f"tune {run.id}")
+            plot_losses(history, run.dir / LOSS_PLOT, f"tune {run.id}")
             raise KeyboardInterrupt
 
         # -- evaluate: loss on the dev responses
-        dev = trainer.evaluate() if dev_rows else {}
+        dev = trainer.evaluate() if trained.dev_rows else {}
         if "eval_loss" in dev:
             history["dev"].append([trainer.state.global_step, dev["eval_loss"]])
-        steps = trainer.state.global_step
         metrics = {
             "first_loss": history["train"][0][1] if history["train"] else None,
             "final_loss": history["train"][-1][1] if history["train"] else None,
             "dev_loss": dev.get("eval_loss"), "dev_perplexity": math.exp(dev["eval_loss"]) if dev else None,
-            "steps": steps, "s_per_step": output.metrics["train_runtime"] / max(1, steps - _step_of(checkpoint)),
-            "train_rows": len(fitted.rows), "truncated_rows": len(fitted.truncated), "oom_steps": len(oom_steps),
+            "steps": trainer.state.global_step, "s_per_step": trained.s_per_step, "train_rows": trained.train_rows,
+            "truncated_rows": trained.truncated_rows, "oom_steps": len(oom_steps),
         }
         run.set_metrics(metrics)
-        console.print(f"step {steps}: train loss {metrics['first_loss']:.4f} -> {metrics['final_loss']:.4f}"
+        console.print(f"step {metrics['steps']}: train loss {metrics['first_loss']:.4f} -> {metrics['final_loss']:.4f}"
                       + (f", dev loss {metrics['dev_loss']:.4f} (perplexity {metrics['dev_perplexity']:.2f})"
                          if dev else ""))
 
         # -- save: the adapter (with the tokenizer and its chat template), the loss curve
         trainer.save_model(str(run.dir / ADAPTER))
         tokenizer.save_pretrained(run.dir / ADAPTER)
-        components.plot_losses(history, run.dir / LOSS_PLOT, f"tune {run.id}")
+        plot_losses(history, run.dir / LOSS_PLOT, f"tune {run.id}")
         for name in (ADAPTER, LOSS_PLOT, TRAIN_SPLIT, DEV_SPLIT):
             run.add_artifact(run.dir / name)
     return run
+
+
+class _Trained(NamedTuple):
+    """An attempt that fit: its trainer, and what the metrics take from it."""
+
+    trainer: Any
+    s_per_step: float
+    train_rows: int
+    truncated_rows: int
+    dev_rows: int
+
+
+def _examples(config: TuneConfig,
+              previous: dict[str, Any] | None) -> tuple[list[Example], list[Example], list[tuple[int, int]]]:
+    """The train rows, the dev rows, and the duplicates dropped (line, same as line); a resumed run keeps its split."""
+    if previous:
+        folder = Path(previous["dir"])
+        return load_examples(folder / TRAIN_SPLIT), load_examples(folder / DEV_SPLIT), []
+    examples = load_examples(config.data)
+    duplicates: list[tuple[int, int]] = []
+    if config.dedupe:
+        examples, duplicates = dedupe(examples)
+    if config.dev_data:
+        return examples, load_examples(config.dev_data), duplicates
+    train_ex, dev_ex = split(examples, config.dev_fraction, config.seed)
+    return train_ex, dev_ex, duplicates
 
 
 def _step_of(checkpoint: Path | None) -> int:
@@ -214,7 +237,7 @@ def evaluate(config: EvalConfig, runs_root: str | None = None) -> dict[str, Any]
 
     record = find_tune_run(config.run, runs_root)
     data = config.data or str(Path(record["dir"]) / DEV_SPLIT)
-    device = torch_device() if config.device == "auto" else config.device
+    device = select_device(config.device)
     plan = record.get("plan", {})
     result = compare(Path(record["dir"]) / ADAPTER, load_examples(data)[: config.max_rows], device=device,
                      max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, show=config.show,
@@ -225,12 +248,12 @@ def evaluate(config: EvalConfig, runs_root: str | None = None) -> dict[str, Any]
 
 def export(config: ExportConfig, runs_root: str | None = None) -> dict[str, Any]:
     """Write the adapter, and as asked the merged model, a GGUF, and an Ollama Modelfile; returns their paths."""
-    from onecard.tune import export as exporting
+    import onecard.tune.export
 
     record = find_tune_run(config.run, runs_root)
     out = Path(config.out) if config.out else Path(record["dir"]) / "export"
-    return exporting.export(Path(record["dir"]) / ADAPTER, out, merge=config.merge, gguf=config.gguf,
-                            ollama=config.ollama, llama_cpp=config.llama_cpp)
+    return onecard.tune.export.export(Path(record["dir"]) / ADAPTER, out, merge=config.merge, gguf=config.gguf,
+                                      ollama=config.ollama, llama_cpp=config.llama_cpp)
 
 
 def find_tune_run(ref: str, runs_root: str | None, need: str = ADAPTER) -> dict[str, Any]:

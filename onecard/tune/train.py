@@ -18,18 +18,15 @@ from transformers import TrainerCallback
 from onecard.core.progress import stderr_console
 
 __all__ = ["sft_args", "make_trainer", "score_responses_only", "RecordCallback", "StopFlag", "stop_on_signal",
-           "latest_checkpoint", "plot_losses", "is_oom", "precision"]
+           "latest_checkpoint", "plot_losses", "precision"]
 
 
 def precision(name: str, device: str) -> torch.dtype:
-    """The compute dtype: bf16 where the device runs it natively, fp16 on older GPUs, fp32 on CPU (or as asked)."""
-    from onecard.core.device import supports_bf16
+    """The compute dtype (`onecard.core.device.select_dtype`): bf16 where the device runs it natively, fp16 on other
+    CUDA GPUs (the trainer scales the loss), else fp32; or as asked."""
+    from onecard.core.device import select_dtype
 
-    if name == "auto":
-        if device.startswith("cpu"):
-            return torch.float32
-        return torch.bfloat16 if supports_bf16(device) else torch.float16
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    return getattr(torch, select_dtype(name, device))
 
 
 def sft_args(out: Path, *, micro_batch_size: int, grad_accum: int, gradient_checkpointing: bool, optimizer: str,
@@ -100,13 +97,28 @@ def score_responses_only() -> Iterator[None]:
 
 
 class RecordCallback(TrainerCallback):  # type: ignore[misc]
-    """Sends each logged loss to the run's trackers and the loss history, and prints a line to stderr."""
+    """Sends each logged loss to the run's trackers and the loss history, and prints a line to stderr.
+
+    One callback serves every try of a run (after an out-of-memory error the trainer is built again); `step` is the
+    optimizer step reached, to say where a try stopped.
+    """
 
     def __init__(self, run: Any, history: dict[str, list[list[float]]], stop: StopFlag | None = None) -> None:
         self.run, self.history, self.stop = run, history, stop
         self.console = stderr_console()
         self.tick = time.perf_counter()
-        self.tick_step = 0
+        self.tick_step = self.step = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # a try starts at step 0 or at its checkpoint's step: time its steps from here
+        self.tick, self.tick_step = time.perf_counter(), state.global_step
+        self.step = state.global_step
+        if self.stop is not None:
+            self.stop.stepping = True
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.stop is not None:
+            self.stop.stepping = False
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         logs = logs or {}
@@ -126,6 +138,7 @@ class RecordCallback(TrainerCallback):  # type: ignore[misc]
             self.console.print(f"step {step}: dev loss {logs['eval_loss']:.4f}")
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.step = state.global_step
         if state.global_step >= state.max_steps:
             control.should_log = True  # the final loss is always logged
         if self.stop is not None and self.stop.requested:
@@ -135,23 +148,28 @@ class RecordCallback(TrainerCallback):  # type: ignore[misc]
 
 class StopFlag:
     requested = False
+    stepping = False  # the trainer's loop runs (`RecordCallback`): a stop request ends it at a step's end
 
 
 @contextlib.contextmanager
-def stop_on_signal() -> Iterator[StopFlag]:
-    """Ctrl-C / SIGTERM ask the trainer to save and stop at the end of the current step; a second one aborts."""
-    flag = StopFlag()
+def stop_on_signal(flag: StopFlag) -> Iterator[None]:
+    """Ctrl-C / SIGTERM set `flag`: the trainer (`RecordCallback`) saves and stops after this step; a second aborts.
+
+    Before the trainer's loop starts (building the trainer, tokenizing) or after it ends there is no step to finish
+    and save: Ctrl-C aborts at once, instead of waiting for a first step that may be seconds away.
+    """
 
     def handler(signum: int, frame: Any) -> None:
-        if flag.requested:
+        if flag.requested or not flag.stepping:
             raise KeyboardInterrupt
         flag.requested = True
         stderr_console().print("stopping after this step (a checkpoint is saved); press Ctrl-C again to abort")
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield flag
+        yield
     finally:
+        flag.stepping = False  # a try that failed (out of memory) did not reach on_train_end
         for s, h in previous.items():
             signal.signal(s, h)
 
@@ -162,13 +180,8 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
 
 
-def is_oom(error: BaseException) -> bool:
-    """Whether an error is the GPU running out of memory."""
-    return isinstance(error, torch.OutOfMemoryError) or "CUDA out of memory" in str(error)
-
-
 def plot_losses(history: dict[str, list[list[float]]], path: Path, title: str) -> None:
     """A PNG of the training and dev loss against the optimizer step."""
-    from onecard.core.plots import plot_losses as plot
+    from onecard.core import plots
 
-    plot(history, path, title, xlabel="optimizer step", ylabel="cross-entropy on responses (nats/token)")
+    plots.plot_losses(history, path, title, xlabel="optimizer step", ylabel="cross-entropy on responses (nats/token)")

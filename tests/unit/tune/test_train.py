@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from onecard.tune import run  # noqa: E402
-from onecard.tune import train as components  # noqa: E402
 from onecard.tune.config import TuneConfig  # noqa: E402
 from onecard.tune.model import build_random_llama  # noqa: E402
+from onecard.tune.train import make_trainer, score_responses_only  # noqa: E402
 
 
 def test_packed_rows_attend_only_within_themselves(tmp_path: Path) -> None:
@@ -63,7 +63,7 @@ def test_only_response_tokens_are_scored_with_the_same_loss_and_gradients(
         return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
     every_loss, every_grads = loss_and_grads()
-    with components.score_responses_only():
+    with score_responses_only():
         responses_loss, responses_grads = loss_and_grads()
     assert scored == [2 * 31, (32 - 20) + (32 - 10)]  # every shifted position, then only the labelled ones
     torch.testing.assert_close(responses_loss, every_loss)
@@ -82,11 +82,10 @@ def pairs(shared_data: Path, tmp_path: Path) -> Path:
 
 def test_an_out_of_memory_error_steps_down_the_ladder_and_training_continues(
         pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = components.make_trainer
     attempts: list[Any] = []
 
     def first_attempt_runs_out_of_memory(*args: Any, **kwargs: Any) -> Any:
-        trainer = real(*args, **kwargs)
+        trainer = make_trainer(*args, **kwargs)
         attempts.append(trainer.args)
         if len(attempts) == 1:
             def oom(**_: Any) -> None:
@@ -94,13 +93,15 @@ def test_an_out_of_memory_error_steps_down_the_ladder_and_training_continues(
             trainer.train = oom
         return trainer
 
-    monkeypatch.setattr(components, "make_trainer", first_attempt_runs_out_of_memory)
+    monkeypatch.setattr("onecard.tune.train.make_trainer", first_attempt_runs_out_of_memory)
     config = TuneConfig(model="tiny", data=str(pairs), max_steps=3, batch_size=4, max_seq_length=384,
                         learning_rate=5e-3, logging_steps=1, save_steps=100)
     trained = run.train(config, str(tmp_path / "runs"), ())
     record = trained.record
     assert record["status"] == "succeeded" and len(attempts) == 2
     assert record["oom_steps"][0]["change"] == "gradient checkpointing on"  # seq is at fit's floor; no 4-bit here
+    assert record["oom_steps"][0]["at_step"] == 0 and record["oom_steps"][0]["resume_from"] is None
+    assert record["oom_steps"][0]["settings"] == record["plan"]
     assert record["plan"]["gradient_checkpointing"] is True and attempts[1].gradient_checkpointing is True
     assert record["plan"]["source"].startswith("fit's out-of-memory ladder")
     assert record["metrics"]["oom_steps"] == 1 and record["metrics"]["steps"] == 3
