@@ -24,7 +24,6 @@ import time
 import traceback
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from pydantic import BaseModel
@@ -161,13 +160,13 @@ def start_run(
         "error": None,
     }
     run = Run(run_dir, record)
-    run.save()
     handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    previous_sigterm = _raise_on_sigterm()
+    previous_handlers = _interrupt_on_signals()
     try:
+        run.save()  # from here on, Ctrl-C or SIGTERM ends the run marked interrupted
         run._trackers = _open_trackers(report_to, capability, run_id, record["config"], run_dir)
         log.info("run %s started: %s", run_id, " ".join(record["command"]))
         yield run
@@ -185,8 +184,8 @@ def start_run(
         }
         raise
     finally:
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        for signum, previous in previous_handlers.items():
+            signal.signal(signum, previous)
         record["ended_at"] = _now()
         record["duration_s"] = round(time.time() - started, 3)
         record["peak_memory"] = _peak_memory()
@@ -199,17 +198,24 @@ def start_run(
         handler.close()
 
 
-def _raise_on_sigterm() -> Any:
-    """Turn SIGTERM into KeyboardInterrupt so `kill PID` also leaves the run marked interrupted."""
+def _interrupt_on_signals() -> dict[int, Any]:
+    """Make SIGTERM (`kill PID`) and Ctrl-C raise KeyboardInterrupt, so the run ends marked interrupted.
+
+    Ctrl-C too: Python maps SIGINT to KeyboardInterrupt only if SIGINT was not ignored when it started, and a job
+    started in the background of a script or non-interactive shell (`onecard tinylm train ... &`, a test runner run
+    that way) starts with it ignored: Ctrl-C and `kill -INT` did nothing and the job ran to its end. A SIGINT handler
+    the calling program set is kept. Only the main thread can set handlers: elsewhere (a web worker) nothing changes.
+    Returns the handlers to put back.
+    """
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, handler)
+        return {}
+    signums = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+        signums.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, signal.default_int_handler) for signum in signums}
+    return {signum: handler for signum, handler in previous.items() if handler is not None}  # None: set outside Python
 
 
 def _peak_memory() -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,19 @@ def test_exception_marks_failed_with_the_error() -> None:
 def test_ctrl_c_marks_interrupted() -> None:
     with pytest.raises(KeyboardInterrupt), start_run("demo", Cfg(), report_to=()) as run:
         raise KeyboardInterrupt
+    assert _record(run.dir)["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_interrupts_the_run_even_when_the_process_started_ignoring_it(signum: int) -> None:
+    # A job started in the background of a script (`onecard ... &`) starts with SIGINT ignored, and Python keeps it so
+    previous = signal.signal(signum, signal.SIG_IGN)
+    try:
+        with pytest.raises(KeyboardInterrupt), start_run("demo", Cfg(), report_to=()) as run:
+            signal.raise_signal(signum)  # delivered before it returns
+        assert signal.getsignal(signum) == signal.SIG_IGN  # the process's own setting is back
+    finally:
+        signal.signal(signum, previous)
     assert _record(run.dir)["status"] == "interrupted"
 
 
