@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from onecard.cli.common import make_console, print_json
+from onecard.cli.common import config_flag, emit, json_flag, resolve_config
 
 
 def chat_args(p: argparse.ArgumentParser) -> None:
@@ -13,22 +13,17 @@ def chat_args(p: argparse.ArgumentParser) -> None:
     from onecard.llm.config import ChatConfig
 
     add_config_flags(p, ChatConfig)
-    p.add_argument("--config", metavar="FILE.yaml", help="YAML file with config keys (flags override it)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--json", action="store_true", help="print each reply as JSON (text, tokens, timings, settings)")
+    config_flag(p)
+    json_flag(p, "print each reply as JSON (text, tokens, timings, settings)")
 
 
 def chat(args: argparse.Namespace) -> int:
-    from onecard.core.config import config_from_args, dump_config
     from onecard.core.progress import stderr_console
     from onecard.llm import load
     from onecard.llm.chat import Chat, one_shot, read_lines, repl
     from onecard.llm.config import ChatConfig
 
-    config = config_from_args(ChatConfig, args)
-    if args.print_config:
-        print_json(dump_config(config))
-        return 0
+    config = resolve_config(args, ChatConfig)
     console = stderr_console()
 
     def status(line: str) -> None:
@@ -54,7 +49,7 @@ def llm_args(p: argparse.ArgumentParser) -> None:
     pull.add_argument("ref", help="org/name, or org/name/FILE.gguf for one file of a GGUF repo")
     pull.add_argument("--include", metavar="GLOB", help="only these files of the repo, e.g. '*Q4_K_M.gguf'")
     for s in (ls, pull):
-        s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        json_flag(s)
 
 
 def llm(args: argparse.Namespace) -> int:
@@ -62,9 +57,8 @@ def llm(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         models = catalog.list_local(args.ollama_url)
-        print_json({"models": models}) if args.json else catalog.render_list(models, make_console())
+        emit(args, {"models": models}, lambda _, console: catalog.render_list(models, console))
         return 0
     path = catalog.pull(args.ref, args.include)
-    print_json({"ref": args.ref, "path": str(path)}) if args.json else print(
-        f"{path}\nnext: onecard chat --model {path}")
+    emit(args, {"ref": args.ref, "path": str(path)}, lambda *_: print(f"{path}\nnext: onecard chat --model {path}"))
     return 0

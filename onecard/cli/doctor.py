@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
-from onecard.cli.common import job_flags, make_console, print_json, trackers
+from onecard.cli.common import emit, job_flags, resolve_config, trackers
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def doctor_args(p: argparse.ArgumentParser) -> None:
@@ -19,28 +23,25 @@ def doctor_args(p: argparse.ArgumentParser) -> None:
 
 
 def doctor(args: argparse.Namespace) -> int:
-    from onecard.core import doctor
-    from onecard.core.config import config_from_args, dump_config
-
-    config = config_from_args(doctor.BenchConfig, args)
-    if args.print_config:
-        print_json(dump_config(config))
-        return 0
-    data = doctor.report()
-    if args.bench:
-        run = doctor.run_bench(config, args.runs_dir, trackers(args))
-        data["bench"] = run.record["bench"]
-        data["run_id"] = run.id
+    from onecard.core.doctor import BenchConfig, report, run_bench
     from onecard.fit.run import can_run
 
-    data["can_run"] = can_run(data["gpus"], args.gpu)
-    if args.json:
-        print_json(data)
-        return 0
-    console = make_console()
-    doctor.render(data, console)
+    config = resolve_config(args, BenchConfig)
+    data = report()
     if args.bench:
-        doctor.render_bench(data["bench"], console)
-        console.print(f"recorded as run [bold]{data['run_id']}[/] (see `onecard runs show {data['run_id']}`)")
-    doctor.render_lines("What this card can run (onecard fit)", data["can_run"]["lines"], console)
+        bench = run_bench(config, args.runs_dir, trackers(args))
+        data["bench"] = bench.record["bench"]
+        data["run_id"] = bench.id
+    data["can_run"] = can_run(data["gpus"], args.gpu)
+    emit(args, data, _render)
     return 0
+
+
+def _render(data: dict[str, Any], console: Console) -> None:
+    from onecard.core.doctor import render, render_bench, render_lines
+
+    render(data, console)
+    if "bench" in data:
+        render_bench(data["bench"], console)
+        console.print(f"recorded as run [bold]{data['run_id']}[/] (see `onecard runs show {data['run_id']}`)")
+    render_lines("What this card can run (onecard fit)", data["can_run"]["lines"], console)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from onecard.cli.common import job_flags, make_console, print_json, trackers
+from onecard.cli.common import emit, job_flags, resolve_config, trackers
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def fit_args(p: argparse.ArgumentParser) -> None:
@@ -22,34 +26,31 @@ def fit_args(p: argparse.ArgumentParser) -> None:
 
 
 def fit(args: argparse.Namespace) -> int:
-    from onecard.core.config import config_from_args, dump_config
     from onecard.fit import report
     from onecard.fit.job import FitJob
-    from onecard.fit.run import answer, measure_run
+    from onecard.fit.run import advise, measure_run
 
-    job = config_from_args(FitJob, args)
-    if args.print_config:
-        print_json(dump_config(job))
-        return 0
+    job = resolve_config(args, FitJob)
     if args.measure:
         predicted, measured, run_id = measure_run(job, runs_root=args.runs_dir, report_to=trackers(args))
         rows = [(name, round(p, 3), None if m is None else round(m, 3)) for name, p, m in measured.versus(
             predicted.estimate)]
-        if args.json:
-            print_json({"run_id": run_id, "device": measured.device, "predicted_vs_measured": rows,
-                         "notes": measured.notes})
-        else:
-            report.render_measured(predicted, measured, make_console())
-            make_console().print(f"recorded as run [bold]{run_id}[/]")
+
+        def show_measured(_: object, console: Console) -> None:
+            report.render_measured(predicted, measured, console)
+            console.print(f"recorded as run [bold]{run_id}[/]")
+
+        emit(args, {"run_id": run_id, "device": measured.device, "predicted_vs_measured": rows,
+                    "notes": measured.notes}, show_measured)
         return 0
-    result = answer(job, fixed=job.model_fields_set, solve=args.solve, top=args.top, trace=args.trace)
-    if args.json:
-        print_json(result.to_json())
-        return 0
-    console = make_console()
-    report.render(result.plan, console, result.fixes)
-    if result.traced is not None:
-        report.render_trace(result.plan.estimate, result.traced, console)
-    if result.solutions is not None:
-        report.render_solutions(result.solutions, console, job)
+    result = advise(job, fixed=job.model_fields_set, solutions=args.solve, top=args.top, traced=args.trace)
+
+    def show(_: object, console: Console) -> None:
+        report.render(result.plan, console, result.fixes)
+        if result.traced is not None:
+            report.render_trace(result.plan.estimate, result.traced, console)
+        if result.solutions is not None:
+            report.render_solutions(result.solutions, console, job)
+
+    emit(args, result.to_json(), show)
     return 0

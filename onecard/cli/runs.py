@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from onecard.cli.common import make_console, print_json
+from onecard.cli.common import emit, json_flag, runs_dir_flag
 
 
 def runs_args(p: argparse.ArgumentParser) -> None:
@@ -19,34 +19,22 @@ def runs_args(p: argparse.ArgumentParser) -> None:
     cmp.add_argument("a", help="first run")
     cmp.add_argument("b", help="second run")
     for s in (ls, show, cmp):
-        s.add_argument("--runs-dir", metavar="DIR", help="where run records are (default: the data directory)")
-        s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        runs_dir_flag(s)
+        json_flag(s)
 
 
 def runs(args: argparse.Namespace) -> int:
-    from onecard.core import runs
+    from onecard.core.runs import compare, find_run, load_runs, render_compare, render_list, render_show
 
-    console = make_console()
     if args.action == "list":
         found = [
-            r for r in runs.load_runs(args.runs_dir)
+            r for r in load_runs(args.runs_dir)
             if (args.capability is None or r.get("capability") == args.capability)
             and (args.status is None or r.get("status") == args.status)
         ][: args.limit]
-        if args.json:
-            print_json({"runs": found})
-        else:
-            runs.render_list(found, console)
+        emit(args, {"runs": found}, lambda _, console: render_list(found, console))
     elif args.action == "show":
-        record = runs.find_run(args.run, args.runs_dir)
-        if args.json:
-            print_json(record)
-        else:
-            runs.render_show(record, console)
+        emit(args, find_run(args.run, args.runs_dir), render_show)
     else:
-        diff = runs.compare(runs.find_run(args.a, args.runs_dir), runs.find_run(args.b, args.runs_dir))
-        if args.json:
-            print_json(diff)
-        else:
-            runs.render_compare(diff, console)
+        emit(args, compare(find_run(args.a, args.runs_dir), find_run(args.b, args.runs_dir)), render_compare)
     return 0
