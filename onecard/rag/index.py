@@ -1,12 +1,14 @@
 """The index on disk: FAISS (vectors) + SQLite (chunk metadata) + bm25s (persisted), one version folder at a time.
 
     rag/NAME/CURRENT          {"version": "v-..."}: written atomically; readers open the version it names
+    rag/NAME/MANIFEST.json    the version folders the index created (see rag.versions)
     rag/NAME/v-.../           chunks.sqlite  vectors.faiss (or qdrant/)  bm25/  meta.json
 
-A build writes a new version folder, then swaps CURRENT (an atomic rename), then deletes older versions. A build
-that stops part-way leaves CURRENT, and so the previous index, untouched. Incremental by content: a file whose
-bytes did not change keeps its chunks; a chunk whose text did not change (same file or not: renames) keeps its
-vector; only the rest is embedded. Files gone from the folders leave the index.
+A build holds the folder's lock (a second build is refused), writes a new version folder, swaps CURRENT (an atomic
+rename), then deletes the older versions it created. A build that stops part-way leaves CURRENT, and so the previous
+index, untouched. Incremental by content: a file whose bytes did not change keeps its chunks; a chunk whose text did
+not change (same file or not: renames) keeps its vector; only the rest is embedded. Files gone from the folders leave
+the index.
 """
 
 from __future__ import annotations
@@ -33,17 +35,27 @@ from onecard.core.records import write_json_atomic
 from onecard.rag.chunk import Chunk
 from onecard.rag.ingest import SourceFile, read_chunks, walk
 from onecard.rag.models import Embedder
-from onecard.rag.vectors import drop_collection, drop_old_collections, open_vectors, write_vectors
+from onecard.rag.vectors import open_vectors, write_vectors
+from onecard.rag.versions import (
+    CURRENT,
+    add_version,
+    building,
+    check_name,
+    current_version,
+    remove_versions,
+    set_current,
+)
 
 __all__ = ["Index", "BuildStats", "build_index", "write_index", "index_path", "open_index", "bm25_tokens",
            "STOPWORDS"]
 
-CURRENT = "CURRENT"
 STOPWORDS = "en"  # bm25s's English stop words
 
 
 def index_path(name: str, index_dir: str | Path | None = None) -> Path:
-    """Where index `name` lives: `index_dir` when given, else the data directory's rag/NAME."""
+    """Where index `name` lives: `index_dir` when given, else the data directory's rag/NAME (`name` must be a plain
+    folder name: `../x` or `/x` are refused)."""
+    check_name(name)
     return Path(index_dir).expanduser() if index_dir else data_dir() / "rag" / name
 
 
@@ -116,11 +128,16 @@ class Index:
 
 
 def open_index(root: Path) -> Index:
-    """The current version of the index at `root`; a clear error when there is none."""
-    pointer = root / CURRENT
-    if not pointer.is_file():
+    """The current version of the index at `root` (the newest complete one when CURRENT names a deleted one); a
+    clear error when there is none."""
+    if not (root / CURRENT).is_file():
         raise OnecardError(f"no index at {root}", "build one with `onecard rag index PATH... --name NAME`")
-    return Index(root, json.loads(pointer.read_text())["version"])
+    version = current_version(root)
+    if version is None:
+        raise OnecardError(f"the index at {root} is empty: its CURRENT names a version folder that is gone, and no "
+                           "complete version is left", "rebuild it: `onecard rag index PATH... --name NAME` "
+                           "(with the same --index-dir, if you used one)")
+    return Index(root, version)
 
 
 def build_index(
@@ -135,7 +152,18 @@ def build_index(
     qdrant_url: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> BuildStats:
-    """Build or update the index at `root` over the files under `roots` (see the module docstring)."""
+    """Build or update the index at `root` over the files under `roots` (see the module docstring).
+
+    Raises OnecardError when another build of `root` is running, or `root` holds files that are not the index's.
+    """
+    with building(root):
+        return _build(root, roots, embedder, chunk_tokens, overlap_tokens, max_file_bytes, store, qdrant_url,
+                      progress)
+
+
+def _build(root: Path, roots: list[Path], embedder: Embedder, chunk_tokens: int, overlap_tokens: int,
+           max_file_bytes: int, store: str, qdrant_url: str | None,
+           progress: Callable[[str], None] | None) -> BuildStats:
     start = time.perf_counter()
     say = progress or (lambda line: None)
     stats = BuildStats()
@@ -208,7 +236,7 @@ def build_index(
             "dim": dim, "files": len(kept), "skipped": stats.notes[:200], "store": store, "qdrant_url": qdrant_url}
     if previous is not None:
         previous.close()
-    stats.version = write_index(root, chunks, vectors, meta, file_rows, rels)
+    stats.version = _write_version(root, chunks, vectors, meta, file_rows, rels)
     stats.seconds = time.perf_counter() - start
     return stats
 
@@ -216,12 +244,18 @@ def build_index(
 def write_index(root: Path, chunks: list[Chunk], vectors: np.ndarray, meta: dict[str, Any],
                 file_rows: list[tuple[Any, ...]] | None = None, rels: dict[str, str] | None = None) -> str:
     """Write a new version folder and make it current (atomically); delete the versions before it. Returns its name."""
+    with building(root):
+        return _write_version(root, chunks, vectors, meta, file_rows, rels)
+
+
+def _write_version(root: Path, chunks: list[Chunk], vectors: np.ndarray, meta: dict[str, Any],
+                   file_rows: list[tuple[Any, ...]] | None, rels: dict[str, str] | None) -> str:
     bm25s = require("bm25s", "rag")
-    root.mkdir(parents=True, exist_ok=True)
     version = f"v-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     store, url = meta.get("store", "faiss"), meta.get("qdrant_url")
     meta = {**meta, "store": store, "collection": f"{root.name}-{version}", "dim": int(vectors.shape[1])}
     out = root / version
+    add_version(root, version, {"collection": meta["collection"], "qdrant_url": url})
     out.mkdir()
     try:
         rels = rels or {}
@@ -247,17 +281,13 @@ def write_index(root: Path, chunks: list[Chunk], vectors: np.ndarray, meta: dict
             bm25.save(str(out / "bm25"), show_progress=False)
         write_json_atomic(out / "meta.json", {**meta, "chunks": len(chunks), "version": version,
                                               "created_at": dt.datetime.now(dt.UTC).isoformat()})
-        write_json_atomic(root / CURRENT, {"version": version})  # the swap
+        set_current(root, version)  # the swap
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
-        with contextlib.suppress(Exception):  # the server may be what failed
-            drop_collection(url, meta["collection"])
+        with contextlib.suppress(Exception):  # the disk may be what failed: the next build removes the rest
+            remove_versions(root, keep=set())  # the failed version's collection and manifest entry; CURRENT's stays
         raise
-    for old in root.glob("v-*"):
-        if old.name != version:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(old)
-    drop_old_collections(url, f"{root.name}-v-", meta["collection"])
+    remove_versions(root, keep={version})
     return version
 
 

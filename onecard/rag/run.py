@@ -29,6 +29,7 @@ from onecard.rag.evaluate import (
 from onecard.rag.index import BuildStats, Index, build_index, index_path, open_index, write_index
 from onecard.rag.models import Embedder, SentenceEmbedder, load_reranker
 from onecard.rag.search import Hit, Mode, Searcher
+from onecard.rag.versions import CURRENT, check_outside
 
 __all__ = ["index", "open_searcher", "search", "evaluate", "ask", "chat"]
 
@@ -45,10 +46,12 @@ def index(config: IndexConfig, runs_root: str | None = None, report_to: tuple[st
     root = index_path(config.name, config.index_dir)
     roots = [Path(p) for p in config.paths]
     if not roots:
-        if not (root / "CURRENT").is_file():
+        if not (root / CURRENT).is_file():
             raise ConfigError(f"index '{config.name}' does not exist yet and no folders were given",
                               f"name the folders and files to index: `onecard rag index PATH... --name {config.name}`")
         roots = [Path(p) for p in open_index(root).meta["roots"]]
+    if config.index_dir:
+        check_outside(root, roots)
     with start_run("rag", config, runs_root=runs_root, report_to=report_to) as run:
         embedder = embedder or SentenceEmbedder(config.embed_model, config.device, config.batch_size)
         stats = build_index(root, roots, embedder, chunk_tokens=config.chunk_tokens,

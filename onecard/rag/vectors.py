@@ -2,8 +2,9 @@
 
 Both hold one vector per chunk row, found by row number, searched by inner product (cosine on unit vectors).
 FAISS and Qdrant's local mode live inside the version folder, so the version swap covers them. On a Qdrant server
-each version is its own collection, `<index name>-<version>`; the swap of CURRENT switches collections and the
-collections of older versions are deleted after it.
+each version is its own collection, `<index name>-<version>`, recorded in the index's manifest; the swap of CURRENT
+switches collections and the collections of older versions are deleted after it (only those: never one that another
+index of the same folder name created).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from onecard.core.extras import require
 
-__all__ = ["write_vectors", "open_vectors", "FaissVectors", "QdrantVectors", "drop_old_collections", "drop_collection"]
+__all__ = ["write_vectors", "open_vectors", "FaissVectors", "QdrantVectors", "drop_collection"]
 
 
 def write_vectors(out: Path, vectors: np.ndarray, store: str, url: str | None, collection: str) -> None:
@@ -45,19 +46,8 @@ def open_vectors(folder: Path, meta: dict[str, Any]) -> FaissVectors | QdrantVec
     return QdrantVectors(folder, meta.get("qdrant_url"), meta["collection"], int(meta["dim"]))
 
 
-def drop_old_collections(url: str | None, prefix: str, keep: str) -> None:
-    """On a Qdrant server: delete this index's collections (those named `prefix...`) other than `keep`."""
-    if url is None:
-        return
-    client = _qdrant(None, url)
-    for c in client.get_collections().collections:
-        if c.name.startswith(prefix) and c.name != keep:
-            client.delete_collection(c.name)
-    client.close()
-
-
 def drop_collection(url: str | None, name: str) -> None:
-    """On a Qdrant server: delete the collection of a version that was never made current (a failed build)."""
+    """On a Qdrant server: delete the collection of a version (an older one, or a failed build's)."""
     if url is None:
         return
     client = _qdrant(None, url)
