@@ -6,11 +6,15 @@ the KV cache's generation speedup.
 
 quality   nanoGPT's README CPU run (4 layers, 4 heads, 128 wide, context 64, batch 12, 2,000 steps, no dropout;
           nanoGPT reports val loss 1.88), trained with `onecard tinylm train` under each position scheme and learning
-          rate. Val loss is over the whole validation split (nanoGPT's figure: 20 random batches).
+          rate. The variant is chosen on a selection split that is not the reported one: each variant trains on the
+          first 80% of the text and is scored on the next 10%; the chosen one and nanoGPT's own configuration then
+          train on the first 90% (nanoGPT's split) and are reported on the last 10%, which no choice has seen. Val
+          loss is over the whole split (nanoGPT's figure: 20 random batches).
 speed     tokens/s of `onecard.tinylm.run.train` (progress bar, logging, trackio, schedule and all) against a plain
-          loop (batch, forward, backward, clip, step) of the same model, same batches, same precision; alternated.
+          loop (batch, forward, backward, clip, step) of the same model, same batches, same precision; alternated,
+          and which side goes first alternates from one repeat to the next.
 generate  tokens/s generating 512 tokens after a 1-token prompt with a context of 512 (baby model size, fp32), with
-          and without the KV cache.
+          and without the KV cache: each side warmed up once, then the best of the same number of repeats.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 import torch
 
 from onecard.core.config import load_config
+from onecard.core.device import supports_bf16
 from onecard.core.progress import set_quiet
 from onecard.tinylm import run
 from onecard.tinylm.config import TinyLMConfig
@@ -43,28 +48,49 @@ CPU_YAML = ROOT / "configs" / "tinylm" / "shakespeare-char-cpu.yaml"
 NANOGPT_VAL_LOSS = 1.88  # nanoGPT README, "I only have a macbook" section
 
 
-def quality(data: Path, runs: Path) -> list[dict[str, Any]]:
-    """One 2,000-step run per variant at nanoGPT's CPU budget."""
-    variants: list[tuple[str, dict[str, Any] | None]] = [
-        ("nanoGPT's config as documented (learned positions, lr 1e-3)", {"preset": "nanogpt-cpu", "pos": "learned"}),
-        ("+ ALiBi", {"preset": "nanogpt-cpu", "pos": "alibi"}),
-        ("+ RoPE (preset nanogpt-cpu)", {"preset": "nanogpt-cpu", "pos": "rope"}),
-        ("+ ALiBi, lr 3e-3", {"preset": "nanogpt-cpu", "pos": "alibi", "learning_rate": 3e-3, "min_lr": 3e-4}),
-        (f"+ RoPE, lr 3e-3 ({CPU_YAML.relative_to(ROOT)})", None),
-    ]
-    rows = []
-    for name, overrides in variants:
-        config = (load_config(TinyLMConfig, CPU_YAML, {"data": str(data), "device": "cpu"}) if overrides is None
-                  else TinyLMConfig(data=str(data), device="cpu", **overrides))
-        start = time.perf_counter()
-        trained = run.train(config, runs_root=str(runs), report_to=())
-        m = trained.record["metrics"]
-        rows.append({"variant": name, "pos": config.pos, "lr": config.learning_rate, "steps": m["steps"],
-                     "val_loss": m["val_loss"], "bits_per_char": m["val_bits_per_char"],
-                     "tokens_per_s": m["tokens_per_s"], "mfu": m["mfu"], "minutes": (time.perf_counter() - start) / 60,
-                     "run": trained.id})
-        print(f"quality: {name}: val loss {m['val_loss']:.4f}", flush=True)
-    return rows
+NANOGPT_NAME = "nanoGPT's config as documented (learned positions, lr 1e-3)"
+VARIANTS: list[tuple[str, dict[str, Any] | None]] = [  # None: the shipped YAML
+    (NANOGPT_NAME, {"preset": "nanogpt-cpu", "pos": "learned"}),
+    ("+ ALiBi", {"preset": "nanogpt-cpu", "pos": "alibi"}),
+    ("+ RoPE (preset nanogpt-cpu)", {"preset": "nanogpt-cpu", "pos": "rope"}),
+    ("+ ALiBi, lr 3e-3", {"preset": "nanogpt-cpu", "pos": "alibi", "learning_rate": 3e-3, "min_lr": 3e-4}),
+    (f"+ RoPE, lr 3e-3 ({CPU_YAML.relative_to(ROOT)})", None),
+]
+VAL_FRACTION = 0.1  # nanoGPT's split: the last 10% of the text
+SELECT_FRACTION = 0.1  # of the text, just before the validation split: where the variant is chosen
+
+
+def _train_variant(name: str, overrides: dict[str, Any] | None, data: Path, val_fraction: float,
+                   runs: Path) -> dict[str, Any]:
+    config = (load_config(TinyLMConfig, CPU_YAML, {"data": str(data), "device": "cpu", "val_fraction": val_fraction})
+              if overrides is None else TinyLMConfig(data=str(data), device="cpu", val_fraction=val_fraction,
+                                                     **overrides))
+    start = time.perf_counter()
+    trained = run.train(config, runs_root=str(runs), report_to=())
+    m = trained.record["metrics"]
+    return {"variant": name, "pos": config.pos, "lr": config.learning_rate, "steps": m["steps"],
+            "val_loss": m["val_loss"], "bits_per_char": m["val_bits_per_char"], "tokens_per_s": m["tokens_per_s"],
+            "mfu": m["mfu"], "minutes": (time.perf_counter() - start) / 60, "run": trained.id}
+
+
+def quality(data: Path, runs: Path) -> dict[str, Any]:
+    """Choose among the variants on the selection split, then report the choice and nanoGPT's own configuration on
+    the validation split, both trained at nanoGPT's CPU budget (2,000 steps) on nanoGPT's training split."""
+    text = data.read_text()
+    # The text without its validation part: the variants never see the reported split, not even to be scored.
+    selection_data = runs.parent / "selection.txt"
+    selection_data.write_text(text[: len(text) - int(len(text) * VAL_FRACTION)])
+    selection = []
+    for name, overrides in VARIANTS:
+        selection.append(_train_variant(name, overrides, selection_data, SELECT_FRACTION / (1 - VAL_FRACTION), runs))
+        print(f"quality, selection split: {name}: loss {selection[-1]['val_loss']:.4f}", flush=True)
+    chosen = min(selection, key=lambda r: r["val_loss"])["variant"]
+    reported = []
+    for name, overrides in VARIANTS:
+        if name in (chosen, NANOGPT_NAME):
+            reported.append(_train_variant(name, overrides, data, VAL_FRACTION, runs))
+            print(f"quality, validation split: {name}: val loss {reported[-1]['val_loss']:.4f}", flush=True)
+    return {"selection": selection, "chosen": chosen, "reported": reported}
 
 
 def plain_loop(config: TinyLMConfig, data: Path, dtype: torch.dtype) -> float:
@@ -101,24 +127,30 @@ def speed(data: Path, runs: Path, steps: int, repeats: int) -> list[dict[str, An
                                                       "device": "cpu", "eval_interval": 10 * steps})  # no mid-run eval
         ours, plain, mfu = [], [], []
         set_quiet(False)  # as a user runs it: with the progress bar (on stderr)
-        for _ in range(repeats):  # alternate, so that drifts of the machine hit both alike
-            metrics = run.train(config, runs_root=str(runs), report_to=("trackio",)).record["metrics"]
-            ours.append(metrics["tokens_per_s"])
-            mfu.append(metrics["mfu"])
-            plain.append(plain_loop(config, data, dtype))
+        for i in range(repeats):  # alternate, so that drifts of the machine hit both alike; and who goes first
+            for side in (("ours", "plain") if i % 2 == 0 else ("plain", "ours")):
+                if side == "ours":
+                    metrics = run.train(config, runs_root=str(runs), report_to=("trackio",)).record["metrics"]
+                    ours.append(metrics["tokens_per_s"])
+                    mfu.append(metrics["mfu"])
+                else:
+                    plain.append(plain_loop(config, data, dtype))
         rows.append({"dtype": dtype_name, "steps": steps, "ours": ours, "plain": plain,
                      "ratio": statistics.median(ours) / statistics.median(plain), "mfu": statistics.median(mfu)})
         print(f"speed {dtype_name}: ours {ours}, plain {plain}", flush=True)
     return rows
 
 
-def generate(new_tokens: int = 512, block_size: int = 512) -> dict[str, Any]:
+def generate(new_tokens: int = 512, block_size: int = 512, repeats: int = 3) -> dict[str, Any]:
+    """Both sides timed alike: one untimed warm-up generation, then the best of `repeats`."""
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=65, block_size=block_size, n_layer=6, n_head=6, n_embd=384)).eval()
-    cached = generation_speed(model, new_tokens, True, "cpu", repeats=3)
-    uncached = generation_speed(model, new_tokens, False, "cpu", repeats=1)
-    return {"params": model.num_params(), "block_size": block_size, "new_tokens": new_tokens,
-            "cached": cached, "uncached": uncached, "speedup": cached / uncached}
+    speeds = {}
+    for use_cache in (True, False):
+        generation_speed(model, 32, use_cache, "cpu")  # warm-up: kernel selection, first allocations
+        speeds[use_cache] = generation_speed(model, new_tokens, use_cache, "cpu", repeats=repeats)
+    return {"params": model.num_params(), "block_size": block_size, "new_tokens": new_tokens, "repeats": repeats,
+            "cached": speeds[True], "uncached": speeds[False], "speedup": speeds[True] / speeds[False]}
 
 
 def machine() -> str:
@@ -127,26 +159,39 @@ def machine() -> str:
     if cpuinfo.is_file():
         cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
                     if ln.startswith("model name")), cpu)
-    return (f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python "
-            f"{platform.python_version()}, {platform.system()}")
+    return (f"{cpu} ({'AVX512-BF16 or AMX' if supports_bf16('cpu') else 'no native bf16'}), "
+            f"{torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}, "
+            f"{platform.system()}")
 
 
 def report(results: dict[str, Any], command: str) -> str:
     lines = ["# tinylm benchmarks", "", f"Machine: {machine()}. No GPU.", "", f"Command: `{command}`", ""]
     if "quality" in results:
+        q = results["quality"]
+        precision = "bf16 autocast" if supports_bf16("cpu") else "fp32"
         lines += ["## Quality: nanoGPT's CPU budget on character-level TinyShakespeare", "",
-                  "4 layers, 4 heads, 128 wide, context 64, batch 12, 2,000 steps, no dropout, bf16 autocast (auto). "
-                  f"nanoGPT reports val loss {NANOGPT_VAL_LOSS} for this run (20 random val batches); ours is over "
-                  "the whole validation split (the last 10% of the text, as nanoGPT's split).", "",
+                  "4 layers, 4 heads, 128 wide, context 64, batch 12, 2,000 steps, no dropout, precision auto "
+                  f"({precision} on this CPU). nanoGPT reports val loss {NANOGPT_VAL_LOSS} for its configuration "
+                  "(fp32 on a CPU, 20 random val batches); ours is over the whole split.", "",
+                  "Choice, on the selection split: each variant trains on the first 80% of the text and is scored on "
+                  "the next 10%.", "",
+                  "| variant | selection-split loss | train tokens/s | minutes |", "|---|---|---|---|"]
+        for r in q["selection"]:
+            mark = " (chosen)" if r["variant"] == q["chosen"] else ""
+            lines.append(f"| {r['variant']}{mark} | {r['val_loss']:.3f} | {r['tokens_per_s']:,.0f} | "
+                         f"{r['minutes']:.1f} |")
+        lines += ["", "Reported, on the validation split (the last 10%, nanoGPT's split, which the choice did not "
+                  "see): the chosen variant and nanoGPT's own configuration, each trained on the first 90%.", "",
                   "| variant | val loss | bits/char | train tokens/s | MFU | minutes |", "|---|---|---|---|---|---|"]
-        for r in results["quality"]:
+        for r in q["reported"]:
             lines.append(f"| {r['variant']} | {r['val_loss']:.3f} | {r['bits_per_char']:.3f} | "
                          f"{r['tokens_per_s']:,.0f} | {r['mfu']:.1%} | {r['minutes']:.1f} |")
         lines.append("")
     if "speed" in results:
         lines += ["## Speed: our training loop against a plain PyTorch loop", "",
                   "Same model (the CPU config above), same batches and precision; each side alternated "
-                  f"{len(results['speed'][0]['ours'])} times; tokens/s medians (each run's figure in brackets). "
+                  f"{len(results['speed'][0]['ours'])} times, ours first in odd repeats and the plain loop first in "
+                  "even ones; tokens/s medians (each run's figure in brackets, in run order). "
                   "Ours is `onecard.tinylm.run.train` with the progress bar, trackio logging every 10 steps and the "
                   "schedule, timed over its training steps (not setup or evaluation); the plain loop is timed over "
                   "its steps.", "",
@@ -160,14 +205,16 @@ def report(results: dict[str, Any], command: str) -> str:
         lines += ["", f"Noise: the plain loop alone varies by {spreads} (slowest to fastest run) on this shared "
                   "machine, so a ratio within a few percent of 1.0 is a tie."]
         lines += ["", "MFU: model FLOPs (6 N + 12 L C T per token, nanoGPT's estimate) against this CPU's measured "
-                  "1024^3 matmul peak in the same precision (`onecard doctor --bench`'s measurement). This CPU's "
-                  "bf16 matmul peak (AVX512-BF16) is several times its fp32 peak, but a 128-wide model gains little "
-                  "from it: hence the lower bf16 MFU at a higher tokens/s.", ""]
+                  "1024^3 matmul peak in the same precision (`onecard doctor --bench`'s measurement)."
+                  + (" This CPU's bf16 matmul peak (AVX512-BF16) is several times its fp32 peak, but a 128-wide model "
+                     "gains little from it: hence the lower bf16 MFU at a higher tokens/s." if supports_bf16("cpu")
+                     else ""), ""]
     if "generate" in results:
         g = results["generate"]
         lines += ["## Generation: KV cache", "",
                   f"{g['params'] / 1e6:.2f} M parameters (6 layers, 6 heads, 384 wide), context {g['block_size']}, "
                   f"{g['new_tokens']} new tokens after a 1-token prompt, fp32, batch 1.", "",
+                  f"Each side: one untimed 32-token warm-up, then the best of {g['repeats']} runs.", "",
                   "| | tokens/s |", "|---|---|",
                   f"| with the KV cache | {g['cached']:,.1f} |", f"| without (re-reads the context each token) | "
                   f"{g['uncached']:,.1f} |", f"| speedup | {g['speedup']:.1f}x |", ""]
