@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +21,40 @@ def load_runs(root: str | Path | None = None) -> list[dict[str, Any]]:
     base = Path(root).expanduser() if root else runs_dir()
     runs = []
     for path in base.glob(f"*/{RUN_FILE}"):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue  # a directory being created, or not ours
+        record = _read_record(path)
+        if record is None:
+            continue
         record["dir"] = str(path.parent)
         _close_if_dead(record, path)
         runs.append(record)
     return sorted(runs, key=lambda r: str(r.get("started_at", "")), reverse=True)
 
 
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """A run.json as a dict; None (with a warning on stderr for a damaged one) when it cannot serve as a record."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None  # removed while listing
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
+        _warn_skipped(path, str(e))
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+        _warn_skipped(path, "not a run record (no run id)")
+        return None
+    return record
+
+
+def _warn_skipped(path: Path, why: str) -> None:
+    print(f"warning: skipping {path}: {why}; move or delete that run folder to silence this", file=sys.stderr)
+
+
 def _close_if_dead(record: dict[str, Any], path: Path) -> None:
     if record.get("status") != "running" or record.get("host") != socket.gethostname():
         return
-    pid = int(record.get("pid") or 0)
+    pid = record.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return  # no process to ask about
     try:
         os.kill(pid, 0)
         return  # still running
@@ -70,7 +91,11 @@ def find_run(ref: str, root: str | Path | None = None, capability: str | None = 
             return found[0]
         raise OnecardError(f"no {what} yet", how_to_make or "list the runs with `onecard runs list`")
     if Path(ref, RUN_FILE).is_file():
-        record: dict[str, Any] = json.loads(Path(ref, RUN_FILE).read_text(encoding="utf-8"))
+        found_record = _read_record(Path(ref, RUN_FILE))
+        if found_record is None:
+            raise OnecardError(f"{Path(ref, RUN_FILE)} is damaged: it is not a run record that can be read",
+                               "pick another run from `onecard runs list`")
+        record = found_record
         record["dir"] = str(Path(ref))
     else:
         matches = [r for r in runs if r["id"] == ref] or [r for r in runs if str(r["id"]).startswith(ref)]

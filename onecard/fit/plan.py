@@ -86,7 +86,11 @@ def resolve_arch(ref: str) -> Resolved:
         found = find(ref)
         if found is not None:
             return Resolved(family, found, estimator)
-    if Path(ref).expanduser().exists():
+    try:
+        on_disk = Path(ref).expanduser().exists()
+    except OSError:  # longer than a file name may be, say: not a path, then
+        on_disk = False
+    if on_disk:
         return Resolved("llm", readers.read_path(ref), llm.estimate)
     if ref.count("/") == 1 and not ref.startswith((".", "/", "~")):
         cached = readers.find_in_hub_cache(ref)
@@ -96,8 +100,9 @@ def resolve_arch(ref: str) -> Resolved:
             f"{ref!r} is not in the catalog and not in the local Hugging Face cache ({readers.hub_cache_dir()})",
             f"download its config with `huggingface-cli download {ref} --include config.json "
             "'*.safetensors.index.json'`, or pass a local config.json / model folder / .gguf path")
-    raise ModelNotFoundError(f"unknown model {ref!r}: not a catalog name, and no file or folder at that path",
-                             _suggest(ref))
+    shown = ref if len(ref) <= 80 else f"{ref[:60]}... ({len(ref):,} characters)"
+    raise ModelNotFoundError(f"unknown model {shown!r}: not a catalog name, and no file or folder at that path",
+                             _suggest(ref[:200]))
 
 
 def _suggest(ref: str) -> str:

@@ -8,6 +8,7 @@ that names every tensor's dtype, shape and byte range; a GGUF file starts with i
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
@@ -19,8 +20,8 @@ from onecard.core.errors import ConfigError, ModelNotFoundError
 from onecard.core.sources import hub_cache_dir, hub_snapshot
 from onecard.fit.catalog import LlmArch, VisionTower, WeightsFile
 
-__all__ = ["read_path", "read_config", "read_gguf", "read_safetensors_header", "hub_cache_dir", "find_in_hub_cache",
-           "GGML_TYPES", "GGUF_FILE_TYPES"]
+__all__ = ["read_path", "read_config", "read_json", "read_gguf", "read_safetensors_header", "hub_cache_dir",
+           "find_in_hub_cache", "GGML_TYPES", "GGUF_FILE_TYPES"]
 
 # ggml type id -> (name, elements per block, bytes per block); gguf-py constants.GGML_QUANT_SIZES
 GGML_TYPES: dict[int, tuple[str, int, int]] = {
@@ -61,16 +62,49 @@ def _first(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
     return default
 
 
-def _vision(cfg: dict[str, Any], text_hidden: int) -> VisionTower:
+def _size(cfg: dict[str, Any], source: str, *keys: str, default: int | None = None) -> int:
+    """A dimension of the config: the first of `keys` that is set, as a positive integer.
+
+    Raises:
+        ConfigError: it is missing (and has no default), not an integer, or not positive.
+    """
+    value = _first(cfg, *keys, default=default)
+    if value is None:
+        raise ConfigError(f"{source}: not a decoder-only LLM config (no {' / '.join(keys)})",
+                          "pass the config.json of a causal language model")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or \
+            value != int(value) or value <= 0:
+        raise ConfigError(f"{source}: {keys[0]} must be a positive integer, got {value!r}",
+                          "fix the value in the config.json, or pass the model's original config")
+    return int(value)
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content.
+
+    Raises:
+        ConfigError: it is not UTF-8 or not JSON; the message names the file and the line.
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})", "pass a JSON file saved as UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})",
+                          "fix the file, or download it again") from None
+
+
+def _vision(cfg: dict[str, Any], text_hidden: int, source: str) -> VisionTower:
     """A CLIP-style ViT tower + LLaVA mlp2x_gelu projector, counted from the vision_config dimensions."""
     v = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "image_size": 336,
          "patch_size": 14, **cfg.get("vision_config", {})}
-    h, f, p = v["hidden_size"], v["intermediate_size"], v["patch_size"]
-    patches = (v["image_size"] // p) ** 2
+    h, f, p, layers, size = (_size(v, f"{source} vision_config", k) for k in (
+        "hidden_size", "intermediate_size", "patch_size", "num_hidden_layers", "image_size"))
+    patches = (size // p) ** 2
     block = 4 * (h * h + h) + 2 * h * f + f + h + 4 * h
-    params = 3 * p * p * h + h + (patches + 1) * h + 4 * h + v["num_hidden_layers"] * block
+    params = 3 * p * p * h + h + (patches + 1) * h + 4 * h + layers * block
     projector = h * text_hidden + text_hidden + text_hidden * text_hidden + text_hidden
-    return VisionTower(f"ViT {h}x{v['num_hidden_layers']} @ {v['image_size']}px", params, projector, h, patches)
+    return VisionTower(f"ViT {h}x{layers} @ {size}px", params, projector, h, patches)
 
 
 def read_config(cfg: dict[str, Any], key: str, source: str) -> LlmArch:
@@ -79,31 +113,37 @@ def read_config(cfg: dict[str, Any], key: str, source: str) -> LlmArch:
     Raises:
         ConfigError: the config does not describe a decoder-only text model this planner counts.
     """
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{source}: expected a JSON object of config keys, got {type(cfg).__name__}",
+                          "pass the config.json of a causal language model")
     model_type = str(cfg.get("model_type", "llama"))
     vision = None
     if "text_config" in cfg:  # LLaVA-style: the LLM lives in text_config
+        if not isinstance(cfg["text_config"], dict) or not isinstance(cfg.get("vision_config", {}), dict):
+            raise ConfigError(f"{source}: text_config and vision_config must be JSON objects",
+                              "pass the config.json of a LLaVA-style model as its authors wrote it")
         text = {"model_type": "llama", **cfg["text_config"]}
         arch = read_config(text, key, source)
-        vision = _vision(cfg, arch.hidden)
+        vision = _vision(cfg, arch.hidden, source)
         return replace(arch, vision=vision, family=model_type)
     c = {**_DEFAULTS.get(model_type, {}), **cfg}
-    hidden = _first(c, "hidden_size", "n_embd", "d_model")
-    layers = _first(c, "num_hidden_layers", "n_layer", "num_layers")
-    heads = _first(c, "num_attention_heads", "n_head")
-    if not (hidden and layers and heads):
-        raise ConfigError(f"{source}: not a decoder-only LLM config (no hidden size / layers / heads)",
-                          "pass the config.json of a causal language model")
-    kv = _first(c, "num_key_value_heads", "num_kv_heads", default=heads)
+    hidden = _size(c, source, "hidden_size", "n_embd", "d_model")
+    layers = _size(c, source, "num_hidden_layers", "n_layer", "num_layers")
+    heads = _size(c, source, "num_attention_heads", "n_head")
+    kv = _size(c, source, "num_key_value_heads", "num_kv_heads", default=heads)
     if c.get("multi_query") and not c.get("new_decoder_architecture"):
         kv = 1
     parallel = model_type == "falcon" and c.get("parallel_attn", True) and not c.get("new_decoder_architecture")
     norms = 4 if model_type in ("gemma2", "gemma3", "gemma3_text") else 1 if parallel else 2
+    if heads > hidden or kv > heads:
+        raise ConfigError(f"{source}: {heads} attention heads ({kv} KV heads) for hidden size {hidden} do not make a "
+                          "transformer", "fix the config.json, or pass the model's original config")
     return LlmArch(
-        key=key, name=key, n_layers=int(layers), hidden=int(hidden),
-        intermediate=int(_first(c, "intermediate_size", "n_inner", "ffn_hidden_size", default=4 * hidden)),
-        n_heads=int(heads), n_kv_heads=int(kv), head_dim=int(_first(c, "head_dim", default=hidden // heads)),
-        vocab=int(_first(c, "vocab_size", "padded_vocab_size", default=32000)),
-        max_ctx=int(_first(c, "max_position_embeddings", "n_positions", "seq_length", "max_seq_len", default=2048)),
+        key=key, name=key, n_layers=layers, hidden=hidden,
+        intermediate=_size(c, source, "intermediate_size", "n_inner", "ffn_hidden_size", default=4 * hidden),
+        n_heads=heads, n_kv_heads=kv, head_dim=_size(c, source, "head_dim", default=hidden // heads),
+        vocab=_size(c, source, "vocab_size", "padded_vocab_size", default=32000),
+        max_ctx=_size(c, source, "max_position_embeddings", "n_positions", "seq_length", "max_seq_len", default=2048),
         tied_embeddings=bool(c.get("tie_word_embeddings", True)),
         gated_mlp=model_type not in _NOT_GATED,
         norm="layer" if model_type in _NOT_GATED else "rms",
@@ -113,17 +153,42 @@ def read_config(cfg: dict[str, Any], key: str, source: str) -> LlmArch:
         fused_qkv=model_type in ("phi3", "falcon", "gpt_bigcode"),
         fused_gate_up=model_type == "phi3",
         qk_norm=model_type in ("gemma3", "gemma3_text", "qwen3"),
-        learned_positions=int(c.get("n_positions", 0)) if model_type == "gpt_bigcode" else 0,
+        learned_positions=_size(c, source, "n_positions") if model_type == "gpt_bigcode" and c.get("n_positions")
+        is not None else 0,
         family=model_type, vision=vision, source=source,
     )
 
 
 def read_safetensors_header(path: str | Path) -> dict[str, dict[str, Any]]:
-    """The tensor table of a .safetensors file: name -> {dtype, shape, data_offsets}, without reading weights."""
+    """The tensor table of a .safetensors file: name -> {dtype, shape, data_offsets}, without reading weights.
+
+    Raises:
+        ConfigError: the file is not a whole safetensors file (bad header, or shorter than its tensor table says).
+    """
+    bad = ConfigError(f"{path}: not a readable .safetensors file (damaged or cut off)", "download the file again")
+    file_size = os.path.getsize(path)
     with open(path, "rb") as fh:
-        (size,) = struct.unpack("<Q", fh.read(8))
-        header: dict[str, dict[str, Any]] = json.loads(fh.read(size))
+        head = fh.read(8)
+        if len(head) < 8:
+            raise bad
+        (size,) = struct.unpack("<Q", head)
+        if size > file_size - 8:
+            raise bad
+        try:
+            header = json.loads(fh.read(size))
+        except ValueError:
+            raise bad from None
+    if not isinstance(header, dict):
+        raise bad
     header.pop("__metadata__", None)
+    for name, t in header.items():
+        offsets = t.get("data_offsets") if isinstance(t, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] and isinstance(t.get("dtype"), str)):
+            raise ConfigError(f"{path}: tensor {name!r} has no valid dtype and data_offsets", "download the file again")
+        if 8 + size + offsets[1] > file_size:
+            raise ConfigError(f"{path}: truncated: tensor {name!r} ends at byte {8 + size + offsets[1]:,} but the file "
+                              f"has {file_size:,} bytes", "the download was cut off: download the file again")
     return header
 
 
@@ -149,11 +214,10 @@ def _read_folder(folder: Path, key: str) -> LlmArch:
     if not cfg_path.is_file():
         raise ConfigError(f"{folder}: no config.json next to the weights",
                           "pass a model folder that holds config.json, or the config.json itself")
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg = read_json(cfg_path)
     arch = read_config(cfg, key, str(cfg_path))
     index = folder / "model.safetensors.index.json"
-    shards = sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()}) if index.is_file() \
-        else sorted(folder.glob("*.safetensors"))
+    shards = _shards(index) if index.is_file() else sorted(folder.glob("*.safetensors"))
     if not shards:
         return arch
     sizes: dict[str, int] = {}
@@ -163,26 +227,51 @@ def _read_folder(folder: Path, key: str) -> LlmArch:
             start, end = t["data_offsets"]
             sizes[name] = end - start
             dtypes[t["dtype"]] = dtypes.get(t["dtype"], 0) + end - start
-    quant = cfg.get("quantization_config", {}).get("quant_method") or max(dtypes, key=dtypes.__getitem__).lower()
+    qconfig = cfg.get("quantization_config")
+    quant = (qconfig.get("quant_method") if isinstance(qconfig, dict) else None) or \
+        max(dtypes, key=dtypes.__getitem__).lower()
     layer_bytes, embed, output, other = _group(sizes)
 
     return replace(arch, weights_file=WeightsFile(str(folder), "safetensors", str(quant), layer_bytes, embed, output,
                                                   other))
 
 
+def _shards(index: Path) -> list[Path]:
+    """The shard files a model.safetensors.index.json names, each checked to exist."""
+    data = read_json(index)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        raise ConfigError(f"{index}: no weight_map of tensor names to shard files", "download the file again")
+    shards = sorted({index.parent / f for f in weight_map.values()})
+    missing = [s.name for s in shards if not s.is_file()]
+    if missing:
+        raise ConfigError(f"{index.parent}: shard(s) {', '.join(missing[:3])} named in {index.name} are missing",
+                          "download the missing shards, or pass the config.json alone")
+    return shards
+
+
 class _GgufParser:
-    """Just enough of the GGUF v2/v3 format to read metadata and the tensor table."""
+    """Just enough of the GGUF v2/v3 format to read metadata and the tensor table, checked against the file's size."""
 
     _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 
-    def __init__(self, fh: BinaryIO) -> None:
-        self.fh = fh
+    def __init__(self, fh: BinaryIO, path: str | Path) -> None:
+        self.fh, self.path = fh, path
+        self.size = os.fstat(fh.fileno()).st_size
+
+    def _error(self, what: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {what}", "the file is damaged or its download was cut off: download it again")
+
+    def _read(self, n: int) -> bytes:
+        if n > self.size - self.fh.tell():
+            raise self._error(f"truncated header (needs {n:,} more bytes at byte {self.fh.tell():,})")
+        return self.fh.read(n)
 
     def _unpack(self, fmt: str) -> Any:
-        return struct.unpack(fmt, self.fh.read(struct.calcsize(fmt)))[0]
+        return struct.unpack(fmt, self._read(struct.calcsize(fmt)))[0]
 
     def _string(self) -> str:
-        return self.fh.read(self._unpack("<Q")).decode("utf-8", errors="replace")
+        return self._read(self._unpack("<Q")).decode("utf-8", errors="replace")
 
     def _value(self, vtype: int) -> Any:
         if vtype == 8:
@@ -192,16 +281,24 @@ class _GgufParser:
             if itype in self._SCALARS:
                 size = struct.calcsize(self._SCALARS[itype])
                 if count > 64:
+                    if size * count > self.size - self.fh.tell():
+                        raise self._error(f"truncated header (an array of {count:,} items runs past the end)")
                     self.fh.seek(size * count, os.SEEK_CUR)
                     return count
                 return [self._unpack(self._SCALARS[itype]) for _ in range(count)]
+            if itype not in (8, 9):
+                raise self._error(f"unknown metadata array item type {itype}")
+            if count > self.size - self.fh.tell():  # each item takes at least a byte
+                raise self._error(f"truncated header (an array of {count:,} items runs past the end)")
             items = [self._value(itype) for _ in range(count)]
             return count if count > 64 else items
+        if vtype not in self._SCALARS:
+            raise self._error(f"unknown metadata value type {vtype}")
         return self._unpack(self._SCALARS[vtype])
 
     def read(self) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
         if self.fh.read(4) != b"GGUF":
-            raise ConfigError(f"{getattr(self.fh, 'name', '?')}: not a GGUF file (bad magic)",
+            raise ConfigError(f"{self.path}: not a GGUF file (bad magic)",
                               "pass a .gguf model file written by llama.cpp")
         version = self._unpack("<I")
         if version < 2:
@@ -212,41 +309,67 @@ class _GgufParser:
         for _ in range(n_kv):
             key = self._string()
             meta[key] = self._value(self._unpack("<I"))
-        tensors = {}
+        tensors, end = {}, 0
         for _ in range(n_tensors):
             name = self._string()
-            dims = [self._unpack("<Q") for _ in range(self._unpack("<I"))]
+            n_dims = self._unpack("<I")
+            if n_dims > 8:  # ggml tensors have at most 4 dimensions (GGML_MAX_DIMS)
+                raise self._error(f"tensor {name!r} has {n_dims} dimensions")
+            dims = [self._unpack("<Q") for _ in range(n_dims)]
             ttype = self._unpack("<I")
-            self._unpack("<Q")  # offset
+            offset = self._unpack("<Q")
+            if ttype not in GGML_TYPES:
+                raise self._error(f"tensor {name!r} has an unknown ggml type {ttype}")
             n = 1
             for d in dims:
                 n *= d
             _, block, nbytes = GGML_TYPES[ttype]
             tensors[name] = (n, n // block * nbytes)
+            end = max(end, offset + n // block * nbytes)
+        # tensor data starts at the next multiple of general.alignment (32 by default) after the header (gguf.md)
+        align = meta.get("general.alignment", 32)
+        align = align if isinstance(align, int) and align > 0 else 32
+        data_start = -(-self.fh.tell() // align) * align
+        if data_start + end > self.size:
+            raise ConfigError(
+                f"{self.path}: truncated: its tensor table needs {data_start + end:,} bytes, the file has "
+                f"{self.size:,}",
+                "the download was cut off: download the file again (the planner would size a model that cannot load)")
         return meta, tensors
 
 
 def read_gguf(path: str | Path) -> LlmArch:
     """An architecture and its real per-tensor sizes from a GGUF file's header."""
     with open(path, "rb") as fh:
-        meta, tensors = _GgufParser(fh).read()
-    a = meta.get("general.architecture", "llama")
+        meta, tensors = _GgufParser(fh, path).read()
+    a = str(meta.get("general.architecture", "llama"))
 
     def kv(name: str, default: Any = None) -> Any:
         return meta.get(f"{a}.{name}", default)
 
-    hidden, heads = int(kv("embedding_length")), int(kv("attention.head_count"))
-    vocab = kv("vocab_size") or meta.get("tokenizer.ggml.tokens") or tensors["token_embd.weight"][0] // hidden
+    def size(name: str, default: int | None = None) -> int:
+        return _size(meta, f"{path} metadata", f"{a}.{name}", default=default)
+
+    hidden, heads, layers = size("embedding_length"), size("attention.head_count"), size("block_count")
+    kv_heads = size("attention.head_count_kv", heads)
+    if heads > hidden or kv_heads > heads:
+        raise ConfigError(f"{path}: {heads} attention heads ({kv_heads} KV heads) for embedding length {hidden} do "
+                          "not make a transformer", "the file is damaged: download it again")
+    embd = tensors.get("token_embd.weight", (0, 0))[0] // hidden
+    vocab = kv("vocab_size") or meta.get("tokenizer.ggml.tokens") or embd
+    if not isinstance(vocab, int) or vocab <= 0:
+        raise ConfigError(f"{path}: no vocabulary size (no vocab_size, token list or token_embd.weight)",
+                          "the file is damaged: download it again")
     layer_bytes, embed, output, other = _group({name: nbytes for name, (_, nbytes) in tensors.items()})
-    ftype = GGUF_FILE_TYPES.get(int(meta.get("general.file_type", -1)), "unknown")
+    file_type = meta.get("general.file_type", -1)
+    ftype = GGUF_FILE_TYPES.get(file_type if isinstance(file_type, int) else -1, "unknown")
     name = Path(path).name
     family = {"starcoder": "gpt_bigcode", "gemma3": "gemma3_text"}.get(a, a)
     return LlmArch(
-        key=name, name=str(meta.get("general.name", name)), n_layers=int(kv("block_count")), hidden=hidden,
-        intermediate=int(kv("feed_forward_length", 4 * hidden)), n_heads=heads,
-        n_kv_heads=int(kv("attention.head_count_kv", heads)),
-        head_dim=int(kv("attention.key_length", hidden // heads)), vocab=int(vocab),
-        max_ctx=int(kv("context_length", 2048)), tied_embeddings="output.weight" not in tensors,
+        key=name, name=str(meta.get("general.name", name)), n_layers=layers, hidden=hidden,
+        intermediate=size("feed_forward_length", 4 * hidden), n_heads=heads, n_kv_heads=kv_heads,
+        head_dim=size("attention.key_length", hidden // heads), vocab=vocab,
+        max_ctx=size("context_length", 2048), tied_embeddings="output.weight" not in tensors,
         gated_mlp="blk.0.ffn_gate.weight" in tensors or "blk.0.ffn_gate_up.weight" in tensors,
         norm="layer" if "blk.0.attn_norm.bias" in tensors else "rms",
         norms_per_layer=4 if "blk.0.post_attention_norm.weight" in tensors else
@@ -275,7 +398,7 @@ def read_path(path: str | Path) -> LlmArch:
     if p.suffix == ".json":
         if (p.parent / "model.safetensors").is_file() or (p.parent / "model.safetensors.index.json").is_file():
             return _read_folder(p.parent, p.parent.name)
-        return read_config(json.loads(p.read_text(encoding="utf-8")), p.parent.name or p.stem, str(p))
+        return read_config(read_json(p), p.parent.name or p.stem, str(p))
     raise ConfigError(f"{p}: not a config.json, model folder, .safetensors or .gguf",
                       "pass one of those, or a catalog name")
 

@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field
 
 from onecard.core.config import add_config_flags, config_from_args, load_config
@@ -80,3 +83,28 @@ def test_missing_required_input_is_named() -> None:
     with pytest.raises(ConfigError) as e:
         load_config(TrainConfig)
     assert "'data'" in str(e.value)
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_bytes(b"data: notes.txt\nlr: \xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"train\.yaml:2: not UTF-8 text \(byte 20 is b'\\xff'\)"):
+        load_config(TrainConfig, path)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(st.text(max_size=200), st.binary(max_size=200).map(lambda b: b.decode("latin-1")),
+                      st.dictionaries(st.sampled_from(["data", "lora_rank", "lr", "grad_ckpt", "precision",
+                                                       "max_steps", "other"]),
+                                      st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=10),
+                                                st.lists(st.integers(), max_size=3)), max_size=6)
+                      .map(lambda d: yaml.safe_dump(d))),
+       raw=st.booleans())
+def test_fuzz_config_file(tmp_path: Path, text: str, raw: bool) -> None:
+    """Any file given to --config loads or raises a ConfigError that names it; never another exception."""
+    path = tmp_path / "fuzz.yaml"
+    path.write_bytes(text.encode("latin-1", errors="replace") if raw else text.encode())
+    try:
+        load_config(TrainConfig, path)
+    except ConfigError as e:
+        assert "fuzz.yaml" in str(e) or "flags" in str(e)

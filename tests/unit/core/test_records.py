@@ -168,3 +168,21 @@ def test_trackio_receives_the_metric_history_and_not_the_final_metrics() -> None
     assert [r[0] for r in rows] == [1, 2, 3]
     assert json.loads(rows[-1][1])["loss"] == pytest.approx(1 / 3)
     assert _record(run.dir)["metrics"] == {"loss": 0.25}
+
+
+def test_a_damaged_run_json_is_skipped_with_a_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    """One corrupt record (not UTF-8, not JSON, not a record) must not break `runs list` or every `last` lookup."""
+    with start_run("demo", Cfg(), report_to=()) as good:
+        good.set_metrics({"loss": 1.0})
+    root = Path(good.dir).parent
+    damaged = {"zz-binary": b"\xff\xfe\x00", "zz-cut": b'{"id": "zz-cut", "status": "runn', "zz-list": b"[]",
+               "zz-no-id": b'{"status": "succeeded"}'}
+    for name, content in damaged.items():
+        (root / name).mkdir()
+        (root / name / "run.json").write_bytes(content)
+    assert [r["id"] for r in load_runs(root)] == [good.id]
+    assert find_run("last")["id"] == good.id
+    err = capsys.readouterr().err
+    assert all(f"skipping {root / name / 'run.json'}" in err for name in damaged)
+    with pytest.raises(OnecardError, match="is damaged"):
+        find_run(str(root / "zz-list"))

@@ -81,12 +81,12 @@ def test_model_folder_reads_true_sizes_sharded(tmp_path: Path) -> None:
     assert catalog.n_params(arch) * 2 == wf.total_bytes  # fp16: 2 bytes per parameter counted from the config
 
 
-def test_tiny_gguf_written_by_gguf_writer(tmp_path: Path) -> None:
+def write_tiny_gguf(path: Path) -> None:
+    """A 2-layer, 64-wide Llama in Q8_0 written by the gguf package (the reference writer)."""
     gguf = pytest.importorskip("gguf", reason="the gguf package writes the reference file")
-    from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
+    from gguf import GGMLQuantizationType, GGUFWriter
     from gguf.quants import quantize
 
-    path = tmp_path / "tiny.gguf"
     w = GGUFWriter(str(path), "llama")
     w.add_block_count(2)
     w.add_embedding_length(64)
@@ -111,6 +111,13 @@ def test_tiny_gguf_written_by_gguf_writer(tmp_path: Path) -> None:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def test_tiny_gguf_written_by_gguf_writer(tmp_path: Path) -> None:
+    from gguf import GGUFReader
+
+    path = tmp_path / "tiny.gguf"
+    write_tiny_gguf(path)
     arch = readers.read_gguf(path)
     ref = GGUFReader(str(path))  # reference parser
     assert (arch.n_layers, arch.hidden, arch.n_heads, arch.n_kv_heads, arch.vocab, arch.max_ctx) == \

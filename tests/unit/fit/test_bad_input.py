@@ -1,0 +1,146 @@
+"""Damaged model files and odd references: a named error (file, what is wrong, the fix), never a traceback or a plan
+of a model that cannot load. The fuzz tests assert one thing: success or an OnecardError."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from onecard.core.errors import ConfigError, ModelNotFoundError, OnecardError
+from onecard.fit import readers
+from onecard.fit.job import FitJob
+from onecard.fit.plan import plan, resolve_arch
+from tests.unit.fit.test_readers import TINY, _tiny_tensors, write_tiny_gguf
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
+    write_tiny_gguf(path)
+    return path.read_bytes()
+
+
+def test_gguf_cut_in_its_data_is_named_truncated(tmp_path: Path, tiny_gguf: bytes) -> None:
+    """The header is whole, so without the size check the planner would size a model llama.cpp cannot load."""
+    path = tmp_path / "cut.gguf"
+    path.write_bytes(tiny_gguf[: len(tiny_gguf) - 1000])
+    with pytest.raises(ConfigError, match=r"cut\.gguf: truncated: its tensor table needs [\d,]+ bytes") as err:
+        readers.read_gguf(path)
+    assert "download the file again" in str(err.value)
+    path.write_bytes(tiny_gguf)
+    assert readers.read_gguf(path).n_layers == 2
+
+
+@pytest.mark.parametrize("keep", [5, 12, 30, 200, 700])
+def test_gguf_cut_in_its_header_is_named(tmp_path: Path, tiny_gguf: bytes, keep: int) -> None:
+    path = tmp_path / "head.gguf"
+    path.write_bytes(tiny_gguf[:keep])
+    with pytest.raises(ConfigError, match=r"head\.gguf: truncated"):
+        readers.read_gguf(path)
+
+
+def test_config_json_that_is_not_json_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text('{\n  "model_type": "llama",\n  "hidden_size": 4096,\n}\n')
+    with pytest.raises(ConfigError, match=r"config\.json:4:1: not valid JSON"):
+        resolve_arch(str(path))
+    path.write_bytes(b'{"model_type": "\xff"}')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        resolve_arch(str(path))
+
+
+@pytest.mark.parametrize(("key", "value"), [("hidden_size", "4096"), ("num_hidden_layers", -2),
+                                            ("num_attention_heads", 0), ("vocab_size", 1.5), ("hidden_size", True)])
+def test_config_json_with_a_bad_dimension_names_the_key(tmp_path: Path, key: str, value: object) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(TINY | {key: value}))
+    with pytest.raises(ConfigError, match=f"{key} must be a positive integer"):
+        resolve_arch(str(path))
+
+
+def test_safetensors_shorter_than_its_table_is_named_truncated(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    (tmp_path / "config.json").write_text(json.dumps(TINY))
+    save_file(_tiny_tensors(), str(tmp_path / "model.safetensors"))
+    whole = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(whole[:-4096])
+    with pytest.raises(ConfigError, match=r"model\.safetensors: truncated: tensor"):
+        resolve_arch(str(tmp_path))
+
+
+def test_a_sharded_model_with_a_missing_shard_says_which(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(TINY))
+    index = {"weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ConfigError, match="model-00001-of-00002.safetensors named in .* missing"):
+        resolve_arch(str(tmp_path))
+
+
+def test_a_model_name_longer_than_any_path_is_an_unknown_model() -> None:
+    with pytest.raises(ModelNotFoundError, match=r"\(5,000 characters\)': not a catalog name") as err:
+        resolve_arch("a" * 5000)
+    assert len(str(err.value)) < 600
+
+
+@pytest.mark.parametrize("vram", [float("inf"), float("nan")])
+def test_vram_must_be_finite(vram: float) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="finite"):
+        FitJob(model="llama-3.1-8b", vram=vram)
+
+
+# --- fuzz: every reader either succeeds or raises an OnecardError ---------------------------------------------------
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_damaged_gguf(tmp_path: Path, tiny_gguf: bytes, data: st.DataObject) -> None:
+    raw = bytearray(tiny_gguf[: data.draw(st.integers(4, len(tiny_gguf)), label="keep")])
+    for _ in range(data.draw(st.integers(0, 8), label="flips")):
+        at = data.draw(st.integers(0, min(len(raw) - 1, 2048)))  # the header is the first ~1.5 KB
+        raw[at] = data.draw(st.integers(0, 255))
+    path = tmp_path / "fuzz.gguf"
+    path.write_bytes(bytes(raw))
+    try:
+        arch = readers.read_gguf(path)
+    except OnecardError:
+        return
+    assert arch.n_layers > 0 and arch.hidden > 0 and arch.weights_file is not None
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                  max_size=4), max_leaves=12)
+_keys = st.sampled_from(["model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                         "num_key_value_heads", "intermediate_size", "vocab_size", "head_dim", "text_config",
+                         "vision_config", "quantization_config", "n_positions", "max_position_embeddings"])
+
+
+@FUZZ
+@given(config=st.one_of(_json, st.dictionaries(_keys, _json, max_size=8).map(lambda d: TINY | d)))
+def test_fuzz_config_json(tmp_path: Path, config: object) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    with contextlib.suppress(OnecardError):
+        plan(FitJob(model=str(path), gpu="4070ti"))
+        plan(FitJob(model=str(path), job="train", method="lora", gpu="4070ti"))
+
+
+@FUZZ
+@given(header=st.one_of(st.binary(max_size=64), _json.map(lambda v: json.dumps(v).encode())),
+       size=st.integers(0, 2**64 - 1))
+def test_fuzz_safetensors_header(tmp_path: Path, header: bytes, size: int) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", size if size % 2 else len(header)) + header)
+    with contextlib.suppress(OnecardError):
+        readers.read_safetensors_header(path)
