@@ -217,12 +217,16 @@ def test_ctrl_c_leaves_a_resumable_checkpoint_and_an_interrupted_run(work: dict[
     proc = subprocess.Popen(
         [*ONECARD, "tune", "train", *TRAIN, "--data", str(work["data"]), "--max-steps", "100000", "--save-steps",
          "3", "--runs-dir", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 120
-    while not list(runs.glob("*/checkpoints/checkpoint-*")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert list(runs.glob("*/checkpoints/checkpoint-*")), proc.stderr.read() if proc.poll() is not None else ""
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        deadline = time.time() + 120
+        while not list(runs.glob("*/checkpoints/checkpoint-*")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert list(runs.glob("*/checkpoints/checkpoint-*")), proc.stderr.read() if proc.poll() is not None else ""
+        # No sleep: Ctrl-C at any step once training runs finishes that step, saves it and stops
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)  # uninterrupted, the job trains for 100000 steps
+    finally:
+        proc.kill()
     assert proc.returncode == 130, stderr
     run_dir = next(runs.glob("*/run.json")).parent
     record = _record(runs, run_dir.name)

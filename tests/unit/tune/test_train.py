@@ -127,3 +127,23 @@ def test_the_saved_adapter_gives_the_logits_of_the_trained_model(pairs: Path, tm
             with model.disable_adapter():
                 base = model(ids).logits
     assert torch.equal(logits[0], logits[1]) and not torch.allclose(logits[0], base)
+
+
+def test_ctrl_c_before_the_trainer_steps_aborts_at_once_and_while_it_steps_asks_for_a_checkpoint() -> None:
+    import signal
+
+    from onecard.tune.train import RecordCallback, StopFlag, stop_on_signal
+
+    flag = StopFlag()
+    callback = RecordCallback(run=None, history={"train": [], "dev": []}, stop=flag)
+    state = type("State", (), {"global_step": 0})()
+    with pytest.raises(KeyboardInterrupt), stop_on_signal(flag):
+        signal.raise_signal(signal.SIGINT)  # building the trainer: there is no step to finish and save
+    assert not flag.requested
+    with stop_on_signal(flag):
+        callback.on_train_begin(None, state, None)
+        signal.raise_signal(signal.SIGINT)
+        assert flag.requested  # the callback saves and stops at the end of this step
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)  # a second Ctrl-C aborts
+    assert not flag.stepping
