@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,17 +46,54 @@ class EvalSet:
                                    qrels={q: self.qrels[q] for q in keep if q in self.qrels})
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The lines of a text file with their numbers; a line that is not UTF-8 is named by file and line."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not JSON ({e.msg})", "each line must be one JSON object") from None
+                yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{n}: not UTF-8 text (byte {e.start} of the line)",
+                                "save the file as UTF-8") from None
+
+
+def _jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The JSON objects of a JSONL file, each with its `file:line` for errors; blank lines are skipped."""
+    rows = []
+    for n, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, a 5,000-digit number, [[[[... nested too deep
+            raise DataError(f"{path}:{n}: not JSON ({getattr(e, 'msg', None) or type(e).__name__})",
+                            "each line must be one JSON object") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{n}: a JSON {type(row).__name__}, not an object",
+                            "each line must be one JSON object") from None
+        rows.append((f"{path}:{n}", row))
     return rows
+
+
+def _text(row: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+    """row[key] as a string (an id may be a number); a missing or wrong value is named by file and line."""
+    value = row.get(key, default)
+    if key.endswith("id") and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if value is None and default is not None:
+        value = default
+    if not isinstance(value, str):
+        what = f"no {key!r} key" if key not in row else f"{key!r} is {json.dumps(value)[:40]}, not a string"
+        raise DataError(f"{where}: {what}", f"each line needs {key!r} as a string")
+    return value
+
+
+def _strings(row: dict[str, Any], key: str, where: str, of: type | tuple[type, ...] = str) -> list[Any]:
+    value = row.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, of) for v in value):
+        raise DataError(f"{where}: {key!r} is {json.dumps(value)[:40]}, not a list of strings",
+                        f"write {key!r} as a list of strings, e.g. [\"51820\"]")
+    return value
 
 
 def load_beir(folder: str | Path) -> EvalSet:
@@ -66,19 +103,25 @@ def load_beir(folder: str | Path) -> EvalSet:
     if not (root / "corpus.jsonl").is_file() or not (root / "queries.jsonl").is_file() or qrels_file is None:
         raise DataError(f"{root} is not a BEIR folder", "it needs corpus.jsonl, queries.jsonl and qrels.tsv "
                         "(or qrels/test.tsv)")
-    corpus = [{"_id": str(d["_id"]), "title": d.get("title", ""), "text": d["text"]}
-              for d in _jsonl(root / "corpus.jsonl")]
-    rows = _jsonl(root / "queries.jsonl")
+    corpus = [{"_id": _text(d, "_id", at), "title": _text(d, "title", at, ""), "text": _text(d, "text", at)}
+              for at, d in _jsonl(root / "corpus.jsonl")]
+    queries, answers = {}, {}
+    for at, q in _jsonl(root / "queries.jsonl"):
+        qid = _text(q, "_id", at)
+        queries[qid], answers[qid] = _text(q, "text", at), _strings(q, "answers", at)
     qrels: dict[str, dict[str, int]] = {}
-    for n, line in enumerate(qrels_file.read_text(encoding="utf-8").splitlines(), start=1):
-        parts = line.split("\t")
-        if n == 1 and parts[0] in ("query-id", "query_id", "qid"):
+    for n, line in _lines(qrels_file):
+        parts = line.rstrip("\r\n").split("\t")
+        if not line.strip() or (n == 1 and parts[0] in ("query-id", "query_id", "qid")):
             continue
         if len(parts) < 3:
             raise DataError(f"{qrels_file}:{n}: expected query-id, corpus-id, score separated by tabs")
-        qrels.setdefault(parts[0], {})[parts[1]] = int(float(parts[2]))
-    return EvalSet(queries={str(q["_id"]): q["text"] for q in rows}, qrels=qrels,
-                   answers={str(q["_id"]): list(q.get("answers") or []) for q in rows}, corpus=corpus)
+        try:
+            qrels.setdefault(parts[0], {})[parts[1]] = int(float(parts[2]))
+        except (ValueError, OverflowError):
+            raise DataError(f"{qrels_file}:{n}: the score {parts[2][:40]!r} is not a finite number",
+                            "the third column is the relevance grade: 0, 1, 2...") from None
+    return EvalSet(queries=queries, qrels=qrels, answers=answers, corpus=corpus)
 
 
 def load_qa(path: str | Path, rels: list[str], paths: list[str]) -> EvalSet:
@@ -89,16 +132,23 @@ def load_qa(path: str | Path, rels: list[str], paths: list[str]) -> EvalSet:
         raise DataError(f"{file} does not exist", "pass a JSONL file of {question, answers, gold_files}")
     known = sorted(set(zip(rels, paths, strict=True)))
     queries, qrels, answers = {}, {}, {}
-    for n, row in enumerate(_jsonl(file), start=1):
+    for n, (at, row) in enumerate(_jsonl(file), start=1):
         if "question" not in row:
-            raise DataError(f"{file}:{n}: no 'question' key", "each line needs question (and answers, gold_files)")
+            raise DataError(f"{at}: no 'question' key", "each line needs question (and answers, gold_files)")
         qid = str(row.get("id", n))
-        queries[qid] = row["question"]
-        answers[qid] = list(row.get("answers") or [])
-        gold = [str(g) for g in row.get("gold_files") or []]
+        queries[qid] = _text(row, "question", at)
+        answers[qid] = _strings(row, "answers", at)
+        gold = [str(g) for g in _strings(row, "gold_files", at, of=(str, int))]
         qrels[qid] = {rel: 1 for rel, p in known for g in gold
-                      if rel == g or p == str(Path(g).expanduser().resolve()) or rel.endswith("/" + g)}
+                      if rel == g or p == _absolute(g) or rel.endswith("/" + g)}
     return EvalSet(queries, qrels, answers)
+
+
+def _absolute(path: str) -> str:
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (ValueError, OSError, RuntimeError):  # a NUL byte, a name too long, a symlink loop: matches no file
+        return ""
 
 
 def beir_chunks(corpus: list[dict[str, str]], budget: int, overlap: int) -> list[Chunk]:

@@ -85,3 +85,55 @@ def test_generated_questions_keep_only_answers_found_in_their_passage() -> None:
     chunks = [{"id": f"c{i}", "rel": f"n{i}.md", "text": text, "start_line": 1, "end_line": 3} for i in range(2)]
     rows = generate_questions(Drafts(), chunks, 2)
     assert len(rows) == 1 and rows[0]["answers"] == ["51820"] and rows[0]["gold_files"][0] in ("n0.md", "n1.md")
+
+
+def _beir(root: Path, corpus: bytes, queries: bytes, qrels: bytes) -> Path:
+    root.mkdir(exist_ok=True)
+    (root / "corpus.jsonl").write_bytes(corpus)
+    (root / "queries.jsonl").write_bytes(queries)
+    (root / "qrels.tsv").write_bytes(qrels)
+    return root
+
+
+GOOD = (b'\xef\xbb\xbf{"_id": "d1", "title": "VPN", "text": "port 51820"}\n{"_id": 2, "text": "printer"}\n',
+        b'{"_id": "q1", "text": "which port?", "answers": ["51820"]}\n\n', b"query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+
+
+def test_a_beir_folder_loads_with_a_bom_numeric_ids_and_blank_lines(tmp_path: Path) -> None:
+    from onecard.rag.evaluate import load_beir
+
+    loaded = load_beir(_beir(tmp_path / "beir", *GOOD))
+    assert [d["_id"] for d in loaded.corpus] == ["d1", "2"] and loaded.corpus[1]["title"] == ""
+    assert loaded.queries == {"q1": "which port?"} and loaded.answers == {"q1": ["51820"]}
+    assert loaded.qrels == {"q1": {"d1": 1}}
+
+
+@pytest.mark.parametrize(("which", "content", "message"), [
+    (0, GOOD[0] + b'{"_id": "d3", "text": "caf\xe9"}\n', r"corpus.jsonl:3: not UTF-8 text"),
+    (1, b'{"_id": "q1", "text": "\xff"}\n', r"queries.jsonl:1: not UTF-8 text"),
+    (2, GOOD[2] + b"q1\td\xe92\t1\n", r"qrels.tsv:3: not UTF-8 text"),
+    (2, GOOD[2] + b"q1\td2\tnan\n", r"qrels.tsv:3: the score 'nan' is not a finite number"),
+    (2, GOOD[2] + b"q1\td2\t1e999\n", r"qrels.tsv:3: the score '1e999' is not a finite number"),
+    (0, GOOD[0] + b'["d3", "text"]\n', r"corpus.jsonl:3: a JSON list, not an object"),
+    (0, GOOD[0] + b'{"_id": "d3"}\n', r"corpus.jsonl:3: no 'text' key"),
+    (0, GOOD[0] + b'{"_id": "d3", "text": 7}\n', r"corpus.jsonl:3: 'text' is 7, not a string"),
+    (1, b'{"_id": "q1", "text": "x", "answers": "51820"}\n', r"queries.jsonl:1: 'answers' is \"51820\", not a list"),
+    (1, b'{"_id": "q1", "text": "x"}\n' + b"[" * 100_000 + b"\n", r"queries.jsonl:2: not JSON"),
+])
+def test_a_bad_beir_file_is_named_by_file_and_line(tmp_path: Path, which: int, content: bytes, message: str) -> None:
+    from onecard.rag.evaluate import load_beir
+
+    files = list(GOOD)
+    files[which] = content
+    with pytest.raises(DataError, match=message):
+        load_beir(_beir(tmp_path / "beir", *files))
+
+
+def test_a_qa_file_that_is_not_utf8_or_has_wrong_types_is_named(tmp_path: Path) -> None:
+    qa = tmp_path / "qa.jsonl"
+    qa.write_bytes(b'{"question": "ok"}\n{"question": "caf\xe9?"}\n')
+    with pytest.raises(DataError, match=r"qa.jsonl:2: not UTF-8 text"):
+        load_qa(qa, [], [])
+    qa.write_bytes(b'{"question": "ok", "gold_files": ["a\\u0000b", 3]}\n{"question": ["no"]}\n')
+    with pytest.raises(DataError, match=r"qa.jsonl:2: 'question' is \[\"no\"\], not a string"):
+        load_qa(qa, [], [])
