@@ -100,7 +100,8 @@ def run_onecard(model_dir: Path, data: Path, steps: int, work: Path, env: dict[s
     runs = work / "runs"
     cmd = [sys.executable, "-m", "onecard.cli", "tune", "train", "--model", str(model_dir), "--data", str(data),
            "--max-seq-length", "256", "--lora-rank", "16", "--lora-alpha", "32", "--batch-size", "4",
-           "--micro-batch-size", "4", "--no-gradient-checkpointing", "--optimizer", "adamw_torch_fused",
+           "--micro-batch-size", "4", "--no-gradient-checkpointing", "--optimizer", "adamw_torch_fused", "--precision",
+           "fp32",
            "--learning-rate", "2e-4", "--dev-fraction", "0.01", "--max-steps", str(steps), "--logging-steps", "1",
            "--save-steps", "100000",
            "--runs-dir", str(runs), "--report-to", "none", "--json"]

@@ -61,7 +61,7 @@ class TuneConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     epochs: float = Field(1.0, gt=0, description="passes over the training rows (ignored when --max-steps is set)")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps in total (None: --epochs)")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 where the device runs it natively, fp16 on older GPUs, fp32 on CPU")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 where the device runs it natively (Ampere+ GPUs, CPUs with AVX512-BF16 or AMX), fp16 on older GPUs, else fp32")
 
     logging_steps: int = Field(10, ge=1, description="log the training loss every N steps")
     save_steps: int = Field(100, ge=1, description="save a resumable checkpoint every N steps (and on Ctrl-C)")
