@@ -21,6 +21,7 @@ from onecard.fit.retry import OomStep, retry_on_oom
 from onecard.tune.config import CheckConfig, EvalConfig, ExportConfig, TuneConfig
 from onecard.tune.data import Example, dedupe, load_examples, read_examples, split, write_jsonl
 from onecard.tune.formatting import encode_rows, fit_rows, length_stats
+from onecard.tune.plan import Settings, choose, ladder, settings_of
 
 __all__ = ["check", "train", "resume_config", "evaluate", "export", "find_tune_run"]
 
@@ -57,7 +58,6 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
     from transformers import AutoConfig
 
     from onecard.tune.model import load_model, load_tokenizer, lora_config, model_dir
-    from onecard.tune.plan import Settings, choose, ladder, settings_of
     from onecard.tune.train import (
         RecordCallback,
         StopFlag,
@@ -66,7 +66,6 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
         plot_losses,
         precision,
         score_responses_only,
-        sft_args,
         stop_on_signal,
     )
 
@@ -123,19 +122,10 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
                               + (f"; {len(fitted.dropped)} keep no response token and are left out"
                                  if fitted.dropped else ""))
             model = load_model(folder, dtype, device, four_bit=settings.method == "qlora")
-            args = sft_args(
-                run.dir / CHECKPOINTS, micro_batch_size=settings.micro_batch_size, grad_accum=settings.grad_accum,
-                gradient_checkpointing=settings.gradient_checkpointing, optimizer=settings.optimizer,
-                max_seq_length=settings.max_seq_length, packing=config.packing, learning_rate=config.learning_rate,
-                lr_scheduler=config.lr_scheduler, warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
-                epochs=config.epochs, max_steps=config.max_steps, dtype=dtype, device=device,
-                logging_steps=config.logging_steps, save_steps=config.save_steps, eval_steps=config.eval_steps,
-                seed=config.seed, deepspeed=config.deepspeed)
+            args = _sft_args(config, settings, run.dir / CHECKPOINTS, dtype=dtype, device=device)
+            adapter = lora_config(config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets)
             with stop_on_signal(stop):
-                trainer = make_trainer(
-                    model, tokenizer, args, fitted.rows, dev_rows,
-                    lora_config(config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets),
-                    [callback])
+                trainer = make_trainer(model, tokenizer, args, fitted.rows, dev_rows, adapter, [callback])
                 output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             steps_run = max(1, trainer.state.global_step - _step_of(resume_from))
             return _Trained(trainer, s_per_step=output.metrics["train_runtime"] / steps_run,
@@ -197,6 +187,20 @@ class _Trained(NamedTuple):
     train_rows: int
     truncated_rows: int
     dev_rows: int
+
+
+def _sft_args(config: TuneConfig, settings: Settings, out: Path, *, dtype: Any, device: str) -> Any:
+    """TRL's arguments for one try: the knobs fit chose (`settings`) and the ones the user set (`config`)."""
+    from onecard.tune.train import sft_args
+
+    return sft_args(
+        out, micro_batch_size=settings.micro_batch_size, grad_accum=settings.grad_accum,
+        gradient_checkpointing=settings.gradient_checkpointing, optimizer=settings.optimizer,
+        max_seq_length=settings.max_seq_length, packing=config.packing, learning_rate=config.learning_rate,
+        lr_scheduler=config.lr_scheduler, warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
+        epochs=config.epochs, max_steps=config.max_steps, dtype=dtype, device=device,
+        logging_steps=config.logging_steps, save_steps=config.save_steps, eval_steps=config.eval_steps,
+        seed=config.seed, deepspeed=config.deepspeed)
 
 
 def _examples(config: TuneConfig,
