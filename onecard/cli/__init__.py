@@ -1,7 +1,8 @@
 """The `onecard` command: a table of commands. Each parses its flags and calls the library; no logic lives here.
 
-One module per command (`onecard/cli/fit.py` for `onecard fit`...). Heavy modules are imported inside the command
-that needs them, so `onecard --help` answers at once.
+One module per command (`onecard/cli/fit.py` for `onecard fit`...): its flags and one call into the library, with the
+shared flags, config resolution (--config, --resume, --print-config) and --json output from `onecard/cli/common.py`.
+Heavy modules are imported inside the command that needs them, so `onecard --help` answers at once.
 """
 
 from __future__ import annotations
