@@ -49,6 +49,15 @@ def _run(*args: str) -> dict[str, Any]:
     return dict(json.loads(result.stdout))
 
 
+def _refused(*args: str) -> str:
+    """Run a rag command that must be refused with a named error (exit 2, no traceback); its message."""
+    result = subprocess.run([ONECARD, "-q", "rag", *args], capture_output=True, text=True, timeout=600,  # type: ignore
+                            env=os.environ.copy())
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr, \
+        result.stderr
+    return result.stderr
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     root = tmp_path / "me"
@@ -113,3 +122,28 @@ def test_ask_streams_an_answer_with_checked_citations(corpus: Path) -> None:
     assert answer["sources"][0]["rel"] == "notes/vpn.md"
     unknown = _run("ask", "zxqv plmokn wertyu", "--name", "mine", "--min-score", "0.5")
     assert unknown["abstained"] and unknown["answer"].startswith("I don't know")
+
+
+def test_index_is_refused_while_another_build_holds_it_and_never_takes_the_users_files(
+        corpus: Path, tmp_path: Path) -> None:
+    import filelock
+
+    index = tmp_path / "index"
+    _run("index", str(corpus), "--index-dir", str(index), "--report-to", "none")
+    with filelock.FileLock(str(index / ".lock"), timeout=0):  # another process's build, as the CLI sees it
+        message = _refused("index", str(corpus), "--index-dir", str(index), "--report-to", "none")
+    assert "another build of the index" in message and "wait for it to finish" in message
+    again = _run("index", str(corpus), "--index-dir", str(index), "--report-to", "none")
+    assert again["embedded"] == 0 and len(list(index.glob("v-*"))) == 1
+    assert _run("search", "wireguard", "--index-dir", str(index), "--k", "1")["hits"][0]["rel"] == "notes/vpn.md"
+
+    (corpus / "v-2023-trip").mkdir()
+    (corpus / "v-2023-trip" / "trip.md").write_text("# Trip\n\nLisbon in May.\n")
+    message = _refused("index", str(corpus), "--index-dir", str(corpus), "--report-to", "none")
+    assert "lies inside the indexed folder" in message
+    (tmp_path / "elsewhere").mkdir()
+    message = _refused("index", str(tmp_path / "elsewhere"), "--index-dir", str(corpus), "--report-to", "none")
+    assert "holds files that are not this index's" in message
+    assert (corpus / "v-2023-trip" / "trip.md").read_text() == "# Trip\n\nLisbon in May.\n"
+    assert "not a plain name" in _refused("index", str(corpus), "--name", "../../x", "--report-to", "none")
+    assert not (Path(os.environ["ONECARD_HOME"]).parent / "x").exists()
