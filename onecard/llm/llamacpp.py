@@ -1,12 +1,14 @@
 """The embedded default: a GGUF file through llama-cpp-python, with the context and GPU layers from `onecard fit`.
 
-JSON schemas become a llama.cpp grammar (`response_format`), so the reply parses every time. Tools work through the
-same grammar: the tools are described in the system prompt and the reply is constrained to a call or an answer.
+JSON schemas become a llama.cpp grammar, with every string and array bounded (`schema.bounded`), so the reply is
+whole JSON unless the token limit cuts it, which `Backend` reports as an error. Tools work through the same grammar:
+the tools are described in the system prompt and the reply is constrained to a call or an answer.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Generator
 from pathlib import Path
@@ -18,16 +20,19 @@ from onecard.llm.base import (
     Capabilities,
     Clock,
     ContextOverflowError,
+    InvalidOutputError,
     LLMError,
     Message,
     Reply,
     Request,
     ToolCall,
+    UnsupportedError,
     drain,
     parse_arguments,
 )
+from onecard.llm.schema import bounded, validate
 
-__all__ = ["LlamaCppBackend", "check_gguf", "tool_schema", "tool_messages", "plain_messages"]
+__all__ = ["LlamaCppBackend", "check_gguf", "grammar", "tool_schema", "tool_messages", "plain_messages"]
 
 GGUF_MAGIC = b"GGUF"
 
@@ -83,7 +88,7 @@ class LlamaCppBackend(Backend):
         kwargs: dict[str, Any] = {"temperature": request.temperature, "max_tokens": request.max_tokens,
                                   "seed": request.seed}
         if request.json_schema is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
+            kwargs["grammar"] = grammar(bounded(request.json_schema))
         if request.tools:
             return self._tool_call(request.messages, request.tools, request.tool_choice, kwargs, clock)
         return self._stream(request.messages, kwargs, clock)
@@ -114,12 +119,20 @@ class LlamaCppBackend(Backend):
                    clock: Clock) -> Generator[str, None, Reply]:
         # The reply is constrained to {"tool": NAME, "arguments": {...}} or {"answer": TEXT}; the history is written
         # in plain messages, so any chat template works, including those that know no "tool" role.
-        kwargs["response_format"] = {"type": "json_object", "schema": tool_schema(tools, choice)}
+        schema = tool_schema(tools, choice)
+        kwargs["grammar"] = grammar(schema)
         reply = drain(self._stream(tool_messages(messages, tools), kwargs, clock))  # JSON until it is whole
         try:
-            data = json.loads(reply.text)
-        except json.JSONDecodeError:  # cut by max_tokens
-            data = {"answer": reply.text}
+            data = validate(reply.text, schema)
+        except InvalidOutputError:
+            if reply.finish_reason != "length":
+                raise
+            answer = _partial_answer(reply.text)  # an answer is cut like a plain reply; a cut call is an error
+            if answer is None:
+                raise InvalidOutputError(
+                    f"the tool call was cut off at the token limit ({kwargs['max_tokens']} tokens): {reply.text!r}",
+                    "raise max_tokens, or bound the tool's string arguments with maxLength") from None
+            data = {"answer": answer}
         if "tool" in data:
             call_id = f"call_{uuid.uuid4().hex[:12]}"
             reply.tool_calls = [ToolCall(call_id, data["tool"], parse_arguments(data.get("arguments")))]
@@ -138,13 +151,28 @@ class LlamaCppBackend(Backend):
         return LLMError(f"llama.cpp failed: {error}")
 
 
-def tool_schema(tools: list[dict[str, Any]], choice: str = "auto") -> dict[str, Any]:
-    """The JSON schema of a reply: one tool call, with that tool's own argument schema, or an answer.
+def grammar(schema: dict[str, Any]) -> Any:
+    """llama.cpp's grammar for `schema`, built here: llama-cpp-python's `response_format` turns a schema its converter
+    cannot handle into "any JSON" without a word."""
+    from llama_cpp.llama_grammar import LlamaGrammar
 
-    `choice` "none" leaves only the answer, "required" only the calls.
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except Exception as e:  # the converter's asserts and ValueErrors: a construct it does not know
+        raise UnsupportedError(f"llama.cpp cannot turn this JSON schema into a grammar ({type(e).__name__}: {e})",
+                               "simplify the schema (local #/$defs references only), or use --backend ollama or "
+                               "openai") from None
+
+
+def tool_schema(tools: list[dict[str, Any]], choice: str = "auto") -> dict[str, Any]:
+    """The JSON schema of a reply: one tool call, with that tool's own argument schema (bounded), or an answer.
+
+    `choice` "none" leaves only the answer, "required" only the calls. The answer is not bounded: like a plain reply it
+    runs to the token limit at most.
     """
     calls = [{"type": "object", "properties": {"tool": {"const": t["function"]["name"]},
-                                               "arguments": t["function"].get("parameters") or {"type": "object"}},
+                                               "arguments": bounded(t["function"].get("parameters")
+                                                                    or {"type": "object"})},
               "required": ["tool", "arguments"]} for t in tools]
     answer = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
     return {"anyOf": [*(calls if choice != "none" else []), *([answer] if choice != "required" else [])]}
@@ -164,6 +192,24 @@ def tool_messages(messages: list[Message], tools: list[dict[str, Any]]) -> list[
     if out and out[0]["role"] == "system":
         return [{"role": "system", "content": out[0]["content"] + guide}, *out[1:]]
     return [{"role": "system", "content": guide.strip()}, *out]
+
+
+_ANSWER = re.compile(r'\{\s*"answer"\s*:\s*"(.*)', re.DOTALL)
+
+
+def _partial_answer(text: str) -> str | None:
+    """The text of an answer `{"answer": "...` cut at the token limit, up to its last whole character."""
+    match = _ANSWER.match(text)
+    if match is None:
+        return None
+    body = match.group(1)
+    for end in range(len(body), max(len(body) - 7, -1), -1):  # drop a cut escape such as \u00 or a closing quote
+        try:
+            answer = json.loads(f'"{body[:end]}"')
+        except json.JSONDecodeError:
+            continue
+        return str(answer)
+    return None
 
 
 def plain_messages(messages: list[Message]) -> list[Message]:

@@ -231,15 +231,17 @@ def generate_questions(backend: Any, chunks: list[dict[str, Any]], n: int, seed:
     """
     import random
 
+    from onecard.llm import InvalidOutputError
+
     rng = random.Random(seed)
     pool = [c for c in chunks if len(c["text"].split()) >= 20]
     rows = []
     for chunk in rng.sample(pool, min(len(pool), n)):
-        reply = backend.chat([{"role": "user", "content": _DRAFT.format(where=chunk["rel"], text=chunk["text"])}],
-                             json_schema=QUESTION_SCHEMA, temperature=0.0, max_tokens=128)
         try:
+            reply = backend.chat([{"role": "user", "content": _DRAFT.format(where=chunk["rel"], text=chunk["text"])}],
+                                 json_schema=QUESTION_SCHEMA, temperature=0.0, max_tokens=128)
             draft = json.loads(reply.text)
-        except json.JSONDecodeError:
+        except (InvalidOutputError, json.JSONDecodeError):  # cut off at max_tokens: no draft
             continue
         question, answer = str(draft.get("question", "")).strip(), str(draft.get("answer", "")).strip()
         if question and answer and normalize_answer(answer) in normalize_answer(chunk["text"]):

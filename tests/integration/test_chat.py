@@ -53,6 +53,17 @@ def test_json_schema_gives_valid_json(tmp_path: Path) -> None:
     assert set(value) == {"city", "country"} and "Paris" in value["city"]
 
 
+def test_json_schema_that_cannot_be_met_is_an_error_and_prints_nothing(tmp_path: Path) -> None:
+    (tmp_path / "true.json").write_text("true")
+    (tmp_path / "story.json").write_text(json.dumps({"type": "object", "properties": {"story": {"type": "string"}}}))
+    ask = ["chat", "--prompt", "Tell a long story about a dragon, as JSON.", *FAST]
+    unusable = _run(*ask, "--json-schema", str(tmp_path / "true.json"), check=False)
+    assert unusable.returncode == 2 and "true.json: the schema is true, not an object" in unusable.stderr
+    cut = _run(*ask, "--json-schema", str(tmp_path / "story.json"), "--max-tokens", "6", check=False)
+    assert cut.returncode == 2 and "cut off at the token limit (6 tokens)" in cut.stderr and cut.stdout == ""
+    assert "Traceback" not in unusable.stderr + cut.stderr
+
+
 def test_repl_from_stdin_with_reset_and_save(tmp_path: Path) -> None:
     lines = ["Name the capital of France.", f"/save {tmp_path / 'one.json'}", "/reset",
              "Name the capital of France.", f"/save {tmp_path / 'two.json'}", "/exit"]

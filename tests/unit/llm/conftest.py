@@ -19,6 +19,8 @@ from onecard.core.errors import ModelNotFoundError
 from onecard.core.sources import resolve_model
 
 REPLY = ["The capital", " of France", " is Paris."]
+JSON_REPLY = ['{"city": ', '"Paris"}']  # what the servers answer when a schema is sent
+CUT = 4  # a max_tokens below this cuts the reply after its first piece, with finish reason "length"
 CALL = {"name": "add", "arguments": {"a": 17, "b": 25}}
 
 
@@ -83,15 +85,17 @@ class _Handler(BaseHTTPRequestHandler):
         if body["model"] != "llama3.1:8b":
             self._send(404, json.dumps({"error": f"model '{body['model']}' not found"}).encode())
             return
-        done = {"done": True, "done_reason": "stop", "prompt_eval_count": 26, "eval_count": 8,
+        cut = body["options"].get("num_predict", CUT) < CUT
+        pieces = (JSON_REPLY if body.get("format") else REPLY)[:1 if cut else None]
+        done = {"done": True, "done_reason": "length" if cut else "stop", "prompt_eval_count": 26, "eval_count": 8,
                 "message": {"role": "assistant", "content": ""}}
         if body.get("tools"):
             call = {"message": {"role": "assistant", "content": "", "tool_calls": [{"function": CALL}]}}
             self._send(200, json.dumps({**done, **call}).encode())
         elif not body["stream"]:
-            self._send(200, json.dumps({**done, "message": {"role": "assistant", "content": "".join(REPLY)}}).encode())
+            self._send(200, json.dumps({**done, "message": {"role": "assistant", "content": "".join(pieces)}}).encode())
         else:
-            lines = [{"message": {"role": "assistant", "content": p}, "done": False} for p in REPLY] + [done]
+            lines = [{"message": {"role": "assistant", "content": p}, "done": False} for p in pieces] + [done]
             self._stream("application/x-ndjson", [json.dumps(line).encode() + b"\n" for line in lines])
 
     def _openai(self, body: dict[str, Any]) -> None:
@@ -102,15 +106,18 @@ class _Handler(BaseHTTPRequestHandler):
             message = "This model's maximum context length is 32768 tokens. However, you requested 40000 tokens."
             self._send(400, json.dumps({"error": {"message": message, "type": "BadRequestError"}}).encode())
             return
+        cut = body.get("max_tokens", CUT) < CUT
+        pieces = (JSON_REPLY if body.get("response_format") else REPLY)[:1 if cut else None]
+        finish = "length" if cut else "stop"
         usage = {"prompt_tokens": 26, "completion_tokens": 8, "total_tokens": 34}
         base = {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"]}
         args = json.dumps(CALL["arguments"])
         if not body.get("stream"):
-            message: dict[str, Any] = {"role": "assistant", "content": "".join(REPLY)}
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(pieces)}
             if body.get("tools"):
                 message = {"role": "assistant", "content": None, "tool_calls": [
                     {"id": "call_1", "type": "function", "function": {"name": CALL["name"], "arguments": args}}]}
-            choice = {"index": 0, "message": message, "finish_reason": "tool_calls" if body.get("tools") else "stop"}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls" if body.get("tools") else finish}
             self._send(200, json.dumps({**base, "choices": [choice], "usage": usage}).encode())
             return
         base["object"] = "chat.completion.chunk"
@@ -120,9 +127,9 @@ class _Handler(BaseHTTPRequestHandler):
                       {"tool_calls": [{"index": 0, "function": {"arguments": args[:7]}}]},
                       {"tool_calls": [{"index": 0, "function": {"arguments": args[7:]}}]}]
         else:
-            deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in REPLY]
+            deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]
         chunks = [{**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
-        chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         chunks.append({**base, "choices": [], "usage": usage})
         events = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
         self._stream("text/event-stream", events)

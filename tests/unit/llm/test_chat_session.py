@@ -52,6 +52,32 @@ def test_a_reply_that_breaks_the_schema_is_an_error_and_leaves_history_alone(tmp
     assert len(chat.history) == 3
 
 
+def test_with_a_schema_only_a_whole_valid_reply_is_shown(tmp_path: Path) -> None:
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"CITY": {"type": "string"}}, "required": ["CITY"]}))
+    chat = Chat(Echo("echo"), ChatConfig(json_schema=schema))
+    seen: list[str] = []
+    with pytest.raises(InvalidOutputError, match="'CITY' is a required property"):
+        chat.ask('{"town": "paris"}', seen.append)
+    out = io.StringIO()
+    with pytest.raises(InvalidOutputError, match="not valid JSON"):
+        one_shot(chat, '{"city": "par', None, out, print, as_json=False)
+    assert seen == [] and out.getvalue() == ""  # Echo streams in two chunks: neither reached the user
+    assert chat.ask('{"city": "paris"}', seen.append).text == '{"CITY": "PARIS"}' and seen == ['{"CITY": "PARIS"}']
+    assert [m["role"] for m in chat.history] == ["system", "user", "assistant"]  # the failed turns left nothing
+
+
+def test_the_token_budget_fits_the_longest_bounded_reply(tmp_path: Path) -> None:
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "additionalProperties": False, "properties": {
+        "city": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}}}))
+    # "{ " + '"city" : ' + 256-character string + ", " + '"tags" : ' + [10 such strings] + "} ": 2899 characters
+    # at most (schema.max_reply_chars counts a comma after each value), a token for each and one for the end.
+    assert Chat(Echo("echo"), ChatConfig(json_schema=schema)).max_tokens == 2900
+    assert Chat(Echo("echo"), ChatConfig(json_schema=schema, max_tokens=64)).max_tokens == 64  # the user's word
+    assert Chat(Echo("echo"), ChatConfig()).max_tokens == 512
+
+
 def test_repl_commands_and_turns(tmp_path: Path) -> None:
     chat = Chat(Echo("echo"), ChatConfig())
     out, lines = io.StringIO(), []

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from onecard.core.errors import ModelNotFoundError
-from onecard.llm import ContextOverflowError, LLMConfig, LLMError, Tool, load, run_tools
+from onecard.llm import ContextOverflowError, InvalidOutputError, LLMConfig, LLMError, Tool, load, run_tools
 from onecard.llm.base import Backend
 from onecard.llm.config import DEFAULT_SYSTEM
 from onecard.llm.llamacpp import plain_messages, tool_schema
-from onecard.llm.schema import validate
+from onecard.llm.schema import bounded, max_reply_chars, validate
 
 pytest.importorskip("llama_cpp")
 
@@ -63,6 +63,36 @@ def test_json_schema_output_validates(llm: Backend) -> None:
         reply = llm.chat(ask, json_schema=schema, temperature=temperature, max_tokens=80, seed=3)
         value = validate(reply.text, schema)
         assert set(value) == {"city", "country", "population_millions"}
+
+
+def test_a_string_that_hits_the_token_limit_is_an_error_not_json(llm: Backend) -> None:
+    schema = {"type": "object", "properties": {"story": {"type": "string"}}, "required": ["story"]}
+    ask = [*ASK[:1], {"role": "user", "content": "Tell a long story about a dragon, as JSON."}]
+    with pytest.raises(InvalidOutputError, match="cut off at the token limit \\(6 tokens\\)"):
+        llm.chat(ask, json_schema=schema, temperature=0, max_tokens=6)
+    stream = llm.stream(ask, json_schema=schema, temperature=0, max_tokens=6)
+    with pytest.raises(InvalidOutputError, match="before its JSON was complete"):
+        list(stream)
+    assert stream.reply is None
+
+
+def test_the_grammar_bounds_strings(llm: Backend) -> None:
+    schema = {"type": "object", "properties": {"story": {"type": "string", "maxLength": 12}}, "required": ["story"]}
+    ask = [*ASK[:1], {"role": "user", "content": "Tell a long story about a dragon, as JSON."}]
+    reply = llm.chat(ask, json_schema=schema, temperature=0, max_tokens=64)
+    assert reply.finish_reason == "stop" and 0 < len(validate(reply.text, schema)["story"]) <= 12
+    assert len(reply.text) <= (max_reply_chars(bounded(schema)) or 0)
+
+
+def test_a_cut_tool_call_is_an_error_and_a_cut_answer_is_text(llm: Backend) -> None:
+    tools = [{"type": "function", "function": {"name": "add", "description": "Add two integers", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}}]
+    ask = [*ASK[:1], {"role": "user", "content": "What is 17 + 25?"}]
+    assert llm.chat(ask, tools=tools, temperature=0, max_tokens=48).tool_calls  # whole, it is a call
+    with pytest.raises(InvalidOutputError, match="tool call was cut off at the token limit \\(5 tokens\\)"):
+        llm.chat(ask, tools=tools, temperature=0, max_tokens=5)
+    reply = llm.chat(ASK, tools=tools, tool_choice="none", temperature=0, max_tokens=8)
+    assert (reply.text, reply.finish_reason) == ("Paris", "length")  # 8 tokens: '{ "answer": "Paris', the rest cut
 
 
 def test_context_overflow_names_the_ctx_option(llm: Backend) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
-from onecard.core.errors import ModelNotFoundError
-from onecard.llm import BackendUnavailableError, ContextOverflowError, LLMConfig, load
+from onecard.core.errors import ConfigError, ModelNotFoundError
+from onecard.llm import BackendUnavailableError, ContextOverflowError, InvalidOutputError, LLMConfig, load
 from onecard.llm.catalog import list_local
 from onecard.llm.ollama import OllamaBackend
 from onecard.llm.openai_compat import OpenAIBackend
-from tests.unit.llm.conftest import CALL, REPLY, MockServer
+from tests.unit.llm.conftest import CALL, CUT, REPLY, MockServer
 
 ASK = [{"role": "user", "content": "What is the capital of France?"}]
 TOOLS = [{"type": "function", "function": {"name": "add", "description": "add two integers",
@@ -47,7 +50,8 @@ def test_ollama_tools_and_schema_are_sent_its_way(mock_server: MockServer) -> No
     assert [(c.name, c.arguments) for c in reply.tool_calls] == [(CALL["name"], CALL["arguments"])]
     assert reply.finish_reason == "tool_calls"
     # the call goes back into the history with its arguments as an object, as Ollama wants them
-    backend.chat([*ASK, reply.message(), {"role": "tool", "content": "42"}], json_schema=SCHEMA)
+    answer = backend.chat([*ASK, reply.message(), {"role": "tool", "content": "42"}], json_schema=SCHEMA)
+    assert json.loads(answer.text) == {"city": "Paris"}
     sent = mock_server.requests[-1]
     assert sent["format"] == SCHEMA and sent["messages"][1]["tool_calls"][0]["function"]["arguments"] == {"a": 17,
                                                                                                         "b": 25}
@@ -83,9 +87,30 @@ def test_openai_tool_call_pieces_are_joined_and_schema_sent(mock_server: MockSer
             list(reply)
             reply = reply.reply
         assert [(c.id, c.name, c.arguments) for c in reply.tool_calls] == [("call_1", "add", CALL["arguments"])]
-    backend.chat(ASK, json_schema=SCHEMA)
+    assert json.loads(backend.chat(ASK, json_schema=SCHEMA).text) == {"city": "Paris"}
     assert mock_server.requests[-1]["response_format"] == {"type": "json_schema",
                                                            "json_schema": {"name": "reply", "schema": SCHEMA}}
+
+
+@pytest.mark.parametrize("make", [_ollama, _openai])
+def test_server_replies_that_break_the_schema_or_are_cut_are_errors(mock_server: MockServer, make: Any) -> None:
+    backend = make(mock_server)
+    both = {**SCHEMA, "required": ["city", "country"]}
+    for stream in (False, True):
+        with pytest.raises(InvalidOutputError, match="at \\(top level\\): 'country' is a required property"):
+            _answer(backend, both, 64, stream)
+        with pytest.raises(InvalidOutputError, match=f"cut off at the token limit \\({CUT - 1} tokens\\)"):
+            _answer(backend, SCHEMA, CUT - 1, stream)
+    sent = len(mock_server.requests)
+    with pytest.raises(ConfigError, match="'#/\\$defs/city' points to nothing"):
+        backend.chat(ASK, json_schema={"$ref": "#/$defs/city"})
+    assert len(mock_server.requests) == sent  # refused before any request
+
+
+def _answer(backend: Any, schema: dict[str, Any], max_tokens: int, stream: bool) -> str:
+    if not stream:
+        return str(backend.chat(ASK, json_schema=schema, max_tokens=max_tokens).text)
+    return "".join(backend.stream(ASK, json_schema=schema, max_tokens=max_tokens))
 
 
 def test_openai_errors_name_the_url_the_model_and_the_context(mock_server: MockServer, closed_port_url: str) -> None:
