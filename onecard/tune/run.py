@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from onecard.core.config import load_config
 from onecard.core.device import select_device, supports_4bit
+from onecard.core.errors import OnecardError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, start_run
 from onecard.core.runs import find_run
@@ -57,11 +58,11 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
     """Fine-tune `config.model` on `config.data` as a recorded run; with `resume`, continue that run's checkpoint."""
     from transformers import AutoConfig
 
+    from onecard.tune.checkpoints import latest_checkpoint
     from onecard.tune.model import load_model, load_tokenizer, lora_config, model_dir
     from onecard.tune.train import (
         RecordCallback,
         StopFlag,
-        latest_checkpoint,
         make_trainer,
         plot_losses,
         precision,
@@ -74,6 +75,7 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
     four_bit = device.startswith("cuda") and supports_4bit()
     console = stderr_console()
     previous = find_tune_run(resume, runs_root, need=CHECKPOINTS) if resume else None
+    checkpoint, skipped = _resume_point(previous) if previous else (None, [])
 
     # -- set up: the rows (bad lines are an error, duplicates dropped and listed), the split, the model folder
     train_ex, dev_ex, duplicates = _examples(config, previous)
@@ -88,7 +90,10 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
         dev_enc = encode_rows(tokenizer, [(ex.line, ex.messages) for ex in dev_ex])
         run.set("model", {"ref": config.model, "dir": str(folder)})
         if previous:
-            run.set("resumed_from", {"run": previous["id"]})
+            run.set("resumed_from", {"run": previous["id"], "checkpoint": checkpoint.name, "skipped": skipped})
+            for cut in skipped:
+                console.print(f"resuming from {checkpoint.name}: {cut['checkpoint']} of run {previous['id']} lacks "
+                              f"{cut['missing']} (its save was cut short)")
 
         # -- plan: fit turns the "auto" knobs into numbers for the card
         max_positions = getattr(AutoConfig.from_pretrained(folder), "max_position_embeddings", 2048)
@@ -100,7 +105,6 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
 
         # -- work: train; on a CUDA out-of-memory error, fit's retry loop takes the ladder's next step down and
         # training continues from the latest checkpoint
-        checkpoint = latest_checkpoint(Path(previous["dir"]) / CHECKPOINTS) if previous else None
         history: dict[str, list[list[float]]] = {"train": _logged_losses(checkpoint) if checkpoint else [], "dev": []}
         stop = StopFlag()
         callback = RecordCallback(run, history, stop)
@@ -135,7 +139,7 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
             """Record a step down the ladder; the next try continues from the latest checkpoint it can load."""
             before, resume_from = rungs[-1]
             after = settings_of(step.job, f"fit's out-of-memory ladder: {step.change}")
-            saved = latest_checkpoint(run.dir / CHECKPOINTS)
+            saved, _ = latest_checkpoint(run.dir / CHECKPOINTS)
             if saved is not None and after.optimizer == before.optimizer:
                 resume_from = saved  # an optimizer change cannot load the old optimizer state
             rungs.append((after, resume_from))
@@ -217,6 +221,20 @@ def _examples(config: TuneConfig,
         return examples, load_examples(config.dev_data), duplicates
     train_ex, dev_ex = split(examples, config.dev_fraction, config.seed)
     return train_ex, dev_ex, duplicates
+
+
+def _resume_point(previous: dict[str, Any]) -> tuple[Path, list[dict[str, str]]]:
+    """The newest complete checkpoint of run `previous`, and the newer ones skipped (cut short while saved)."""
+    from onecard.tune.checkpoints import latest_checkpoint
+
+    checkpoint, skipped = latest_checkpoint(Path(previous["dir"]) / CHECKPOINTS)
+    if checkpoint is None:
+        why = "; ".join(f"{s['checkpoint']} lacks {s['missing']}" for s in skipped) or "no checkpoint-N folder"
+        config = previous["config"]
+        raise OnecardError(f"nothing to resume: run {previous['id']} has no complete checkpoint ({why})",
+                           f"start over without --resume, e.g. `onecard tune train --model {config['model']} "
+                           f"--data {config['data']}` with the run's other flags")
+    return checkpoint, skipped
 
 
 def _step_of(checkpoint: Path | None) -> int:

@@ -1,4 +1,4 @@
-"""Training components around TRL's SFTTrainer: its arguments, the run-record callback, Ctrl-C, checkpoints, plots.
+"""Training components around TRL's SFTTrainer: its arguments, the run-record callback, Ctrl-C, plots.
 
 Each is a small function of flat arguments; `run.py` puts them together.
 """
@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 from onecard.core.progress import stderr_console
 
 __all__ = ["sft_args", "make_trainer", "score_responses_only", "RecordCallback", "StopFlag", "stop_on_signal",
-           "latest_checkpoint", "plot_losses", "precision"]
+           "plot_losses", "precision"]
 
 
 def precision(name: str, device: str) -> torch.dtype:
@@ -57,17 +57,19 @@ def sft_args(out: Path, *, micro_batch_size: int, grad_accum: int, gradient_chec
 
 def make_trainer(model: Any, tokenizer: Any, args: Any, train_rows: list[dict[str, list[int]]],
                  dev_rows: list[dict[str, list[int]]], peft_config: Any, callbacks: list[Any]) -> Any:
-    """An SFTTrainer over pre-tokenized rows, its console printers replaced by `callbacks` (stdout stays clean)."""
+    """An SFTTrainer over pre-tokenized rows, its console printers replaced by `callbacks` (stdout stays clean), its
+    checkpoints written whole or not at all (`onecard.tune.checkpoints`)."""
     import datasets
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from trl import SFTTrainer
+
+    from onecard.tune.checkpoints import AtomicSFTTrainer
 
     datasets.disable_progress_bars()  # rows arrive tokenized: TRL's truncate/filter passes take no time worth a bar
 
-    trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=peft_config,
-                         train_dataset=Dataset.from_list(train_rows),
-                         eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None, callbacks=callbacks)
+    trainer = AtomicSFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=peft_config,
+                               train_dataset=Dataset.from_list(train_rows),
+                               eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None, callbacks=callbacks)
     for printer in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(printer)
     return trainer
@@ -172,12 +174,6 @@ def stop_on_signal(flag: StopFlag) -> Iterator[None]:
         flag.stepping = False  # a try that failed (out of memory) did not reach on_train_end
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The newest `checkpoint-N` folder the trainer wrote, or None."""
-    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
 
 
 def plot_losses(history: dict[str, list[list[float]]], path: Path, title: str) -> None:

@@ -192,9 +192,32 @@ def test_resume_continues_the_run_from_its_checkpoint(work: dict[str, Any]) -> N
     out = _json("tune", "train", "--resume", work["trained"]["run_id"], "--max-steps", "14", "--runs-dir",
                 str(work["runs"]), "--report-to", "none")
     record = _record(work["runs"], out["run_id"])
-    assert record["resumed_from"] == {"run": work["trained"]["run_id"]}
+    assert record["resumed_from"] == {"run": work["trained"]["run_id"], "checkpoint": "checkpoint-12", "skipped": []}
     assert out["steps"] == 14 and out["first_loss"] == work["trained"]["first_loss"]  # the curve goes on
     assert record["config"]["max_steps"] == 14 and record["config"]["model"] == "tiny"
+
+
+def test_resume_after_a_kill_during_a_save_takes_the_checkpoint_before(work: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    runs = tmp_path / "runs"
+    copy = runs / work["trained"]["run_id"]
+    shutil.copytree(Path(work["trained"]["dir"]), copy)
+    for name in ("checkpoint-12", "tmp-checkpoint-14"):  # what kill -9 in the middle of a save leaves
+        shutil.rmtree(copy / "checkpoints" / name, ignore_errors=True)
+        (copy / "checkpoints" / name).mkdir()
+    code, out, err = _cli("tune", "train", "--resume", copy.name, "--max-steps", "8", "--runs-dir", str(runs),
+                          "--report-to", "none", "--json")
+    assert code == 0, err
+    resumed = json.loads(out)
+    record = _record(runs, resumed["run_id"])
+    assert record["resumed_from"]["checkpoint"] == "checkpoint-6" and resumed["steps"] == 8
+    [skipped] = record["resumed_from"]["skipped"]
+    assert skipped["checkpoint"] == "checkpoint-12" and skipped["missing"].startswith("trainer_state.json")
+
+    shutil.rmtree(copy / "checkpoints" / "checkpoint-6")
+    code, _, err = _cli("tune", "train", "--resume", copy.name, "--runs-dir", str(runs), "--report-to", "none")
+    assert code == 2 and "nothing to resume" in err and "start over without --resume" in err
 
 
 def test_bad_data_is_a_clear_error(tmp_path: Path) -> None:
