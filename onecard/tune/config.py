@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 __all__ = ["CheckConfig", "TuneConfig", "EvalConfig", "ExportConfig", "TINY", "GgufType"]
 
@@ -75,6 +75,15 @@ class TuneConfig(BaseModel):
     zero_stage: int = Field(2, ge=2, le=3, description="DeepSpeed ZeRO stage for --accelerate-config: 2 or 3")
     num_gpus: int = Field(2, ge=1, description="processes (GPUs) for --accelerate-config")
     deepspeed: str | None = Field(None, description="DeepSpeed JSON for the trainer (set by the files --accelerate-config writes)")
+
+    @field_validator("max_seq_length", "micro_batch_size")
+    @classmethod
+    def _at_least(cls, value: int | str, info: ValidationInfo) -> int | str:
+        # a bound on the int side of `int | "auto"`: one message that names the key (not one per side of the union)
+        least = {"max_seq_length": 8, "micro_batch_size": 1}[str(info.field_name)]
+        if value != "auto" and int(value) < least:
+            raise ValueError(f"should be at least {least}, or auto")
+        return value
 
 
 class EvalConfig(BaseModel):

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from onecard.core.errors import DataError
 
@@ -23,6 +25,9 @@ __all__ = ["Example", "BadLine", "DataReport", "read_examples", "to_messages", "
            "load_examples"]
 
 ROLES = ("system", "user", "assistant")
+# A row's limit in bytes: 1 MiB of text is ~250k tokens, more than any sequence one card trains on (the guide's
+# project trains at 2,048). A longer line is named and skipped before it is read whole.
+MAX_ROW_BYTES = 1 << 20
 
 
 @dataclass
@@ -110,22 +115,48 @@ def to_messages(obj: Any) -> tuple[str, list[dict[str, str]]]:
 
 
 def read_examples(path: str | Path) -> DataReport:
-    """Read every line of a JSONL file; bad lines are kept in the report with their reasons, never dropped silently."""
+    """Read every line of a JSONL file; bad lines are kept in the report with their reasons, never dropped silently.
+
+    Lines are read as bytes and measured first: one over `MAX_ROW_BYTES` is named and skipped without being held
+    (a 50 MB row cost 10 GB once tokenized); one that is not UTF-8 is named with the offending byte.
+    """
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.jsonl"))
+        raise DataError(f"{path} is a folder; a JSONL file with one example per line is expected",
+                        f"pass a file inside it, e.g. {path / inside[0]}" if inside else "pass the JSONL file's path")
     if not path.is_file():
         raise DataError(f"{path} does not exist", "pass a JSONL file with one example per line")
     report = DataReport(str(path), [])
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
+    with path.open("rb") as f:
+        for number, (raw, size) in enumerate(_lines(f, MAX_ROW_BYTES), 1):
+            if raw is None:
+                report.bad.append(BadLine(number, f"the line is {size:,} bytes, over the {MAX_ROW_BYTES:,} a row may "
+                                                  "hold (~250k tokens, longer than any sequence a card trains on)"))
+                continue
+            if not raw.strip():
                 continue  # a blank line is not a row
             try:
-                obj = json.loads(line)
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM may open the file
+            except UnicodeDecodeError as e:
+                report.bad.append(BadLine(number, f"not UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of "
+                                                  "the line); save the file as UTF-8"))
+                continue
+            try:
+                obj = json.loads(text)
             except json.JSONDecodeError as e:
                 report.bad.append(BadLine(number, f"not valid JSON ({e.msg} at column {e.colno})"))
                 continue
+            except RecursionError:
+                report.bad.append(BadLine(number, "not usable JSON (nested too deeply)"))
+                continue
+            except ValueError:  # the one other error json.loads raises on a str: Python's limit on int digits
+                report.bad.append(BadLine(number, "not usable JSON (a number of more than "
+                                                  f"{sys.get_int_max_str_digits():,} digits)"))
+                continue
             try:
                 kind, messages = to_messages(obj)
+                _encodable(messages)
             except ValueError as e:
                 report.bad.append(BadLine(number, str(e)))
                 continue
@@ -134,6 +165,31 @@ def read_examples(path: str | Path) -> DataReport:
     if not report.examples and not report.bad:
         raise DataError(f"{path} has no rows", "put one JSON object per line")
     return report
+
+
+def _encodable(messages: list[dict[str, str]]) -> None:
+    """A ValueError if a text holds half of a UTF-16 pair (`"\\ud83d"` without its partner): valid JSON, but no UTF-8
+    file (the run's split) or tokenizer takes it."""
+    for i, m in enumerate(messages, 1):
+        try:
+            m["content"].encode("utf-8")
+        except UnicodeEncodeError as e:
+            half = m["content"][e.start].encode("unicode_escape").decode()
+            raise ValueError(f"message {i} ({m['role']}) holds {half}, half of a UTF-16 surrogate pair; "
+                             "write the character itself or both halves") from None
+
+
+def _lines(f: BinaryIO, limit: int) -> Iterator[tuple[bytes | None, int]]:
+    """(line, its length in bytes without the newline) for each line of `f`; a line longer than `limit` bytes is
+    (None, its length), its rest read in 64 KiB chunks and never held whole."""
+    while line := f.readline(limit + 1):
+        size = len(line) - line.endswith(b"\n")
+        if size <= limit:
+            yield line, size
+            continue
+        while not line.endswith(b"\n") and (line := f.readline(1 << 16)):
+            size += len(line) - line.endswith(b"\n")
+        yield None, size
 
 
 def load_examples(path: str | Path) -> list[Example]:

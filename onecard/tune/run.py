@@ -14,14 +14,14 @@ from typing import Any, NamedTuple
 
 from onecard.core.config import load_config
 from onecard.core.device import select_device, supports_4bit
-from onecard.core.errors import OnecardError
+from onecard.core.errors import ConfigError, OnecardError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, start_run
 from onecard.core.runs import find_run
 from onecard.fit.retry import OomStep, retry_on_oom
 from onecard.tune.config import CheckConfig, EvalConfig, ExportConfig, TuneConfig
 from onecard.tune.data import Example, dedupe, load_examples, read_examples, split, write_jsonl
-from onecard.tune.formatting import encode_rows, fit_rows, length_stats
+from onecard.tune.formatting import IGNORE_INDEX, encode_rows, fit_rows, length_stats
 from onecard.tune.plan import Settings, choose, ladder, settings_of
 
 __all__ = ["check", "train", "resume_config", "evaluate", "export", "find_tune_run"]
@@ -114,6 +114,12 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
         def attempt(settings: Settings, resume_from: Path | None) -> _Trained:
             """Train with `settings`, continuing from the checkpoint `resume_from` (None: from the start)."""
             fitted = fit_rows(train_enc, settings.max_seq_length)
+            if not fitted.rows:  # every row is cut before its answer begins: nothing to train on
+                need = 1 + min(next((i for i, x in enumerate(labels) if x != IGNORE_INDEX), len(labels))
+                               for _, _, labels in train_enc)
+                raise ConfigError(f"at max_seq_length {settings.max_seq_length} no train row keeps a token of its "
+                                  "answer", f"set --max-seq-length to at least {need} (the shortest prompt and one "
+                                  "answer token), or auto")
             dev_rows = fit_rows(dev_enc, settings.max_seq_length).rows
             run.set("plan", settings.to_json())
             run.set("data", {"train_rows": len(train_ex), "dev_rows": len(dev_ex), "duplicates_dropped": [

@@ -227,6 +227,27 @@ def test_bad_data_is_a_clear_error(tmp_path: Path) -> None:
     assert code == 2 and f"{path}:2: 'response' is missing" in err and "onecard tune data check" in err
 
 
+def test_bad_input_is_a_named_error_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(b'{"prompt": "a", "response": "b"}\n{"prompt": "caf\xe9", "response": "b"}\n')
+    code, _, err = _cli("tune", "train", "--model", "tiny", "--data", str(path), "--runs-dir", str(tmp_path))
+    assert code == 2 and f"{path}:2: not UTF-8 (byte 0xe9" in err
+    code, out, _ = _cli("tune", "data", "check", str(path))
+    assert code == 1 and "line 2: not UTF-8" in out
+    code, _, err = _cli("tune", "data", "check", str(tmp_path))
+    assert code == 2 and f"{tmp_path} is a folder; a JSONL file with one example per line is expected" in err
+    assert f"e.g. {path}" in err
+    for flag, least in (("--max-seq-length", 8), ("--micro-batch-size", 1)):
+        code, _, err = _cli("tune", "train", "--model", "tiny", "--data", str(path), flag, "0")
+        assert code == 2 and f"key '{flag[2:].replace('-', '_')}': Value error, should be at least {least}" in err
+    rows = DOLLY.read_text().splitlines()[:8] if DOLLY.is_file() else pytest.skip("no Dolly rows")
+    path.write_text("\n".join(rows) + "\n")
+    code, _, err = _cli("tune", "train", *TRAIN, "--data", str(path), "--max-seq-length", "8", "--runs-dir",
+                        str(tmp_path / "runs"))
+    assert code == 2 and "at max_seq_length 8 no train row keeps a token of its answer" in err
+    assert "set --max-seq-length to at least" in err
+
+
 def test_accelerate_config_prints_the_launch_command(tmp_path: Path) -> None:
     out = _json("tune", "train", "--model", "tiny", "--data", "pairs.jsonl", "--accelerate-config",
                 str(tmp_path / "launch"), "--zero-stage", "2", "--num-gpus", "2")

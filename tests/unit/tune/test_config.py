@@ -29,3 +29,11 @@ def test_model_and_data_are_required_and_bad_keys_are_named() -> None:
                                             "gradient_checkpointing": "false"})
     assert config.micro_batch_size == 4 and config.gradient_checkpointing is False
     assert load_config(TuneConfig, None, {"model": "tiny", "data": "x"}).micro_batch_size == "auto"
+
+
+@pytest.mark.parametrize(("key", "value", "least"), [("max_seq_length", "0", 8), ("micro_batch_size", "0", 1),
+                                                     ("max_seq_length", "7", 8), ("micro_batch_size", "-2", 1)])
+def test_lengths_and_batch_sizes_below_their_floor_name_the_key(key: str, value: str, least: int) -> None:
+    with pytest.raises(ConfigError, match=f"key '{key}': Value error, should be at least {least}, or auto"):
+        load_config(TuneConfig, None, {"model": "tiny", "data": "x", key: value})
+    assert load_config(TuneConfig, None, {"model": "tiny", "data": "x", key: str(least)}).model_dump()[key] == least

@@ -76,3 +76,59 @@ def test_split_is_seeded_and_disjoint(tmp_path: Path) -> None:
 def test_missing_file_says_what_to_pass(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         read_examples(tmp_path / "nope.jsonl")
+
+
+def test_a_folder_is_named_as_a_folder_with_the_file_expected(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="is a folder; a JSONL file with one example per line is expected") as e:
+        read_examples(tmp_path)
+    assert e.value.fix == "pass the JSONL file's path"
+    (tmp_path / "train.jsonl").write_text('{"prompt": "p", "response": "r"}\n')
+    with pytest.raises(DataError, match="is a folder") as e:
+        read_examples(tmp_path)
+    assert e.value.fix == f"pass a file inside it, e.g. {tmp_path / 'train.jsonl'}"
+
+
+def test_a_line_that_is_not_utf8_is_named_with_its_byte_and_a_bom_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"prompt": "p", "response": "r"}\n'
+                     + '{"prompt": "café", "response": "r"}\n'.encode("latin-1")
+                     + b'{"prompt": "\\ud83d", "response": "r"}\n')  # valid JSON, but half of a UTF-16 pair
+    report = read_examples(path)
+    assert [ex.line for ex in report.examples] == [1]
+    assert [(b.line, b.reason) for b in report.bad] == [
+        (2, "not UTF-8 (byte 0xe9 at byte 16 of the line); save the file as UTF-8"),
+        (3, "message 1 (user) holds \\ud83d, half of a UTF-16 surrogate pair; write the character itself or both "
+            "halves")]
+    with pytest.raises(DataError, match=f"{path}:2: not UTF-8"):
+        load_examples(path)
+
+
+def test_json_python_cannot_read_is_a_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "deep.jsonl"
+    path.write_text("[" * 100_000 + "\n" + '{"prompt": ' + "9" * 5000 + "}\n")
+    assert [(b.line, b.reason) for b in read_examples(path).bad] == [
+        (1, "not usable JSON (nested too deeply)"), (2, "not usable JSON (a number of more than 4,300 digits)")]
+
+
+def test_an_overlong_line_is_named_and_skipped_without_being_held(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from onecard.tune.data import MAX_ROW_BYTES
+
+    path = tmp_path / "long.jsonl"
+    long_row = json.dumps({"prompt": "x" * (8 * MAX_ROW_BYTES), "response": "r"})
+    path.write_text(json.dumps({"prompt": "a", "response": "b"}) + "\n" + long_row + "\n"
+                    + json.dumps({"prompt": "c", "response": "d"}) + "\n" + "y" * (MAX_ROW_BYTES + 1))
+    del long_row
+    tracemalloc.start()
+    try:
+        report = read_examples(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * MAX_ROW_BYTES  # the 8 MiB line was read in 1 MiB pieces and dropped
+    assert [ex.line for ex in report.examples] == [1, 3]
+    assert [b.line for b in report.bad] == [2, 4]
+    assert report.bad[0].reason == (f"the line is {8 * MAX_ROW_BYTES + 31:,} bytes, over the {MAX_ROW_BYTES:,} a "
+                                    "row may hold (~250k tokens, longer than any sequence a card trains on)")
+    assert report.bad[1].reason.startswith(f"the line is {MAX_ROW_BYTES + 1:,} bytes")
