@@ -23,6 +23,8 @@ from onecard.fit.catalog import LlmArch, VisionTower, WeightsFile
 __all__ = ["read_path", "read_config", "read_json", "read_gguf", "read_safetensors_header", "hub_cache_dir",
            "find_in_hub_cache", "GGML_TYPES", "GGUF_FILE_TYPES"]
 
+MAX_LAYERS = 4096  # repeated blocks; the deepest published LLMs have a few hundred (a sanity bound, not a limit)
+
 # ggml type id -> (name, elements per block, bytes per block); gguf-py constants.GGML_QUANT_SIZES
 GGML_TYPES: dict[int, tuple[str, int, int]] = {
     0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
@@ -62,11 +64,11 @@ def _first(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
     return default
 
 
-def _size(cfg: dict[str, Any], source: str, *keys: str, default: int | None = None) -> int:
-    """A dimension of the config: the first of `keys` that is set, as a positive integer.
+def _size(cfg: dict[str, Any], source: str, *keys: str, default: int | None = None, most: int = 2**31) -> int:
+    """A dimension of the config: the first of `keys` that is set, as a positive integer up to `most`.
 
     Raises:
-        ConfigError: it is missing (and has no default), not an integer, or not positive.
+        ConfigError: it is missing (and has no default), not an integer, not positive, or larger than any model's.
     """
     value = _first(cfg, *keys, default=default)
     if value is None:
@@ -75,6 +77,9 @@ def _size(cfg: dict[str, Any], source: str, *keys: str, default: int | None = No
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or \
             value != int(value) or value <= 0:
         raise ConfigError(f"{source}: {keys[0]} must be a positive integer, got {value!r}",
+                          "fix the value in the config.json, or pass the model's original config")
+    if value > most:
+        raise ConfigError(f"{source}: {keys[0]} {value:,} is larger than any model's (at most {most:,} here)",
                           "fix the value in the config.json, or pass the model's original config")
     return int(value)
 
@@ -128,7 +133,7 @@ def read_config(cfg: dict[str, Any], key: str, source: str) -> LlmArch:
         return replace(arch, vision=vision, family=model_type)
     c = {**_DEFAULTS.get(model_type, {}), **cfg}
     hidden = _size(c, source, "hidden_size", "n_embd", "d_model")
-    layers = _size(c, source, "num_hidden_layers", "n_layer", "num_layers")
+    layers = _size(c, source, "num_hidden_layers", "n_layer", "num_layers", most=MAX_LAYERS)
     heads = _size(c, source, "num_attention_heads", "n_head")
     kv = _size(c, source, "num_key_value_heads", "num_kv_heads", default=heads)
     if c.get("multi_query") and not c.get("new_decoder_architecture"):
@@ -350,7 +355,8 @@ def read_gguf(path: str | Path) -> LlmArch:
     def size(name: str, default: int | None = None) -> int:
         return _size(meta, f"{path} metadata", f"{a}.{name}", default=default)
 
-    hidden, heads, layers = size("embedding_length"), size("attention.head_count"), size("block_count")
+    hidden, heads = size("embedding_length"), size("attention.head_count")
+    layers = _size(meta, f"{path} metadata", f"{a}.block_count", most=MAX_LAYERS)
     kv_heads = size("attention.head_count_kv", heads)
     if heads > hidden or kv_heads > heads:
         raise ConfigError(f"{path}: {heads} attention heads ({kv_heads} KV heads) for embedding length {hidden} do "

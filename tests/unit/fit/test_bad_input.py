@@ -66,6 +66,14 @@ def test_config_json_with_a_bad_dimension_names_the_key(tmp_path: Path, key: str
         resolve_arch(str(path))
 
 
+def test_config_json_with_an_impossible_size_is_refused_before_it_is_counted(tmp_path: Path) -> None:
+    """2^40 layers would build a 2^40-entry table (MemoryError) before any answer."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(TINY | {"num_hidden_layers": 2**40}))
+    with pytest.raises(ConfigError, match="num_hidden_layers 1,099,511,627,776 is larger than any model's"):
+        resolve_arch(str(path))
+
+
 def test_safetensors_shorter_than_its_table_is_named_truncated(tmp_path: Path) -> None:
     from safetensors.numpy import save_file
 
