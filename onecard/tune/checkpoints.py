@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
-from trl import SFTTrainer
+from trl.trainer.sft_trainer import SFTTrainer
 
 __all__ = ["AtomicSFTTrainer", "latest_checkpoint", "missing", "STAGING_PREFIX"]
 
@@ -24,7 +24,7 @@ WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors"
            "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-class AtomicSFTTrainer(SFTTrainer):  # type: ignore[misc]
+class AtomicSFTTrainer(SFTTrainer):
     """TRL's SFTTrainer whose checkpoints appear whole or not at all.
 
     transformers (5.x) writes `checkpoint-N/` in place, file by file, with `trainer_state.json` last. Here the
@@ -46,7 +46,7 @@ class AtomicSFTTrainer(SFTTrainer):  # type: ignore[misc]
         self.accelerator.wait_for_everyone()
         self._staging = out / f"{STAGING_PREFIX}{name}"
         try:
-            super()._save_checkpoint(model, trial)
+            super()._save_checkpoint(model, trial)  # type: ignore[no-untyped-call]
         finally:
             self._staging = None
         self.accelerator.wait_for_everyone()

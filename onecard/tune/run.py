@@ -89,7 +89,7 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
         train_enc = encode_rows(tokenizer, [(ex.line, ex.messages) for ex in train_ex])
         dev_enc = encode_rows(tokenizer, [(ex.line, ex.messages) for ex in dev_ex])
         run.set("model", {"ref": config.model, "dir": str(folder)})
-        if previous:
+        if previous and checkpoint:
             run.set("resumed_from", {"run": previous["id"], "checkpoint": checkpoint.name, "skipped": skipped})
             for cut in skipped:
                 console.print(f"resuming from {checkpoint.name}: {cut['checkpoint']} of run {previous['id']} lacks "
