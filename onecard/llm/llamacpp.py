@@ -151,17 +151,24 @@ class LlamaCppBackend(Backend):
         return LLMError(f"llama.cpp failed: {error}")
 
 
+# llama-cpp-python's string character lets raw control characters through (a newline inside a string, which JSON
+# forbids and SmolLM2 writes); llama.cpp's own converter (common/json-schema-to-grammar.cpp) excludes them.
+_LOOSE_CHAR = r'char ::= [^"\\] |'
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
 def grammar(schema: dict[str, Any]) -> Any:
     """llama.cpp's grammar for `schema`, built here: llama-cpp-python's `response_format` turns a schema its converter
-    cannot handle into "any JSON" without a word."""
-    from llama_cpp.llama_grammar import LlamaGrammar
+    cannot handle into "any JSON" without a word, and lets control characters into strings."""
+    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
 
     try:
-        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        gbnf = json_schema_to_gbnf(json.dumps(schema))
     except Exception as e:  # the converter's asserts and ValueErrors: a construct it does not know
         raise UnsupportedError(f"llama.cpp cannot turn this JSON schema into a grammar ({type(e).__name__}: {e})",
                                "simplify the schema (local #/$defs references only), or use --backend ollama or "
                                "openai") from None
+    return LlamaGrammar.from_string(gbnf.replace(_LOOSE_CHAR, _JSON_CHAR), verbose=False)
 
 
 def tool_schema(tools: list[dict[str, Any]], choice: str = "auto") -> dict[str, Any]:

@@ -122,5 +122,9 @@ def test_a_schema_llama_cpp_cannot_convert_is_refused_not_loosened() -> None:
     from onecard.llm.llamacpp import grammar
 
     assert "root ::=" in grammar({"type": "object", "properties": {"a": {"type": "integer"}}})._grammar
+    # a raw newline inside a string is not JSON: the string character excludes control characters, as llama.cpp's
+    # own converter does (llama-cpp-python's let SmolLM2 end a title with one)
+    rules = dict(line.split(" ::= ", 1) for line in grammar({"type": "string"})._grammar.splitlines())
+    assert rules["char"].startswith(r'[^"\\\x7F\x00-\x1F] |')
     with pytest.raises(UnsupportedError, match="cannot turn this JSON schema into a grammar"):
         grammar({"$ref": "https://example.com/schema.json"})
