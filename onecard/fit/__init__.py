@@ -7,7 +7,7 @@ only those above it in this list):
     overheads.py   what a process holds besides its tensors: CUDA context, allocator slack (defined once)
     catalog.py     LLM/VLM architecture facts; readers.py the same facts from config.json, safetensors, GGUF
     formats.py     weight formats (16-bit, bitsandbytes, GPTQ/AWQ, GGUF) and KV cache dtypes, and their bytes
-    stacks.py      what each training stack (transformers, torchtune, unsloth, litgpt, axolotl) does by default
+    stacks.py      what each training stack (transformers, trl, onecard, torchtune, unsloth, litgpt, axolotl) does
 
   the estimators, one per family, each `estimate(arch, job, card) -> Estimate`:
     llm.py         LLM/VLM: sends a job to llm_infer.py (transformers, llama.cpp, Ollama, vLLM inference),

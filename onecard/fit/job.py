@@ -16,8 +16,8 @@ Runtime = Literal[
 Optimizer = Literal["auto", "adamw", "adamw8bit", "paged_adamw8bit", "paged_adamw", "adafactor", "sgd"]
 Attention = Literal["sdpa", "flash", "eager", "xformers", "slicing"]
 Offload = Literal["none", "model", "sequential"]
-Stack = Literal["transformers", "torchtune", "unsloth", "litgpt", "axolotl"]
-Loss = Literal["auto", "standard", "chunked", "fused"]
+Stack = Literal["transformers", "trl", "onecard", "torchtune", "unsloth", "litgpt", "axolotl"]
+Loss = Literal["auto", "standard", "chunked", "tiled", "fused"]
 AdapterDtype = Literal["auto", "fp32", "bf16"]
 
 
@@ -38,10 +38,11 @@ class FitJob(BaseModel):
     seq: int = Field(2048, ge=1, description="training sequence length in tokens")
     lora_rank: int = Field(16, ge=1, description="LoRA rank r")
     lora_targets: str = Field("all-linear", description="LoRA target modules: all-linear, attn (q,k,v,o), qv, or a comma list of module names")
+    lora_dropout: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False, description="dropout on each LoRA adapter's input (any p > 0 keeps a 1-byte mask per input element); unset: the stack's")
     optimizer: Optimizer = Field("auto", description="optimizer; auto: adamw for full/lora, paged_adamw8bit for qlora")
     grad_ckpt: bool = Field(True, description="gradient (activation) checkpointing")
-    stack: Stack = Field("transformers", description="LLM training library whose defaults fill loss, adapter_dtype, optimizer_in_backward and activation_offload (see onecard.fit.stacks): transformers (with PEFT/TRL; LLaMA-Factory too), torchtune, unsloth, litgpt, axolotl")
-    loss: Loss = Field("auto", description="LLM training loss: standard (full logits upcast to fp32), chunked (16-bit logits, one chunk upcast at a time: torchtune, litgpt), fused (no full logits: Liger, unsloth); auto: the stack's")
+    stack: Stack = Field("transformers", description="LLM training library whose defaults fill loss, adapter_dtype, lora_dropout, optimizer_in_backward and activation_offload (see onecard.fit.stacks): transformers (Trainer + PEFT; LLaMA-Factory too), trl (SFTTrainer's fused LM head), onecard (what `onecard tune` runs: trl with lora_dropout 0.05), torchtune, unsloth, litgpt, axolotl")
+    loss: Loss = Field("auto", description="LLM training loss: standard (full logits upcast to fp32), chunked (16-bit logits, one chunk upcast at a time: torchtune, litgpt), tiled (TRL SFTTrainer's fused LM head: one 16-bit tile of logits at a time, labelled tokens only), fused (no full logits: Liger, unsloth); auto: the stack's")
     adapter_dtype: AdapterDtype = Field("auto", description="LoRA adapter dtype: fp32 (PEFT) or bf16 (torchtune, litgpt; 16-bit either way); auto: the stack's")
     optimizer_in_backward: bool | None = Field(None, description="step and free each gradient inside backward (torchtune optimizer_in_bwd; needs grad_accum 1); unset: the stack's")
     activation_offload: bool | None = Field(None, description="keep saved activations (the checkpointed block inputs) in host RAM (torchtune enable_activation_offloading, unsloth gradient checkpointing); unset: the stack's")

@@ -162,7 +162,7 @@ def _stack_savers(job: FitJob) -> dict[str, list[Any]]:
     (`stacks.offers`: none for the transformers stack, where Liger is an extra install the user asks for)."""
     offered, now = stacks.offers(job), stacks.resolve(job)
     knobs: dict[str, list[Any]] = {}
-    order = ("standard", "chunked", "fused")
+    order = stacks.LOSSES
     lighter = [loss for loss in order if loss in offered and order.index(loss) > order.index(now.loss)]
     if lighter:
         knobs["loss"] = [job.loss, *lighter]
@@ -355,7 +355,7 @@ def _offload(level: Literal["model", "sequential"]) -> Apply:
 
 def _lighter_loss(job: FitJob) -> FitJob | None:
     """The lightest loss the job's stack offers (fused, then chunked), if lighter than the one it runs."""
-    order = ("standard", "chunked", "fused")
+    order = stacks.LOSSES
     now, offered = stacks.resolve(job).loss, stacks.offers(job)
     best = next((loss for loss in reversed(order) if loss in offered), None)
     return _changed(job, loss=best) if best and order.index(best) > order.index(now) else None

@@ -34,6 +34,22 @@ What the other stacks change, each from how its code works:
   logits. Liger's forward walks chunks of BT / ceil(V / H) tokens (logits about the size of the hidden states, in the
   compute dtype, the gradient written in place), computes the input gradient (BT x H, kept for backward) and, when the
   head trains, its weight gradient right there (fused_linear_cross_entropy_forward).
+- tiled loss (TRL 1.16 SFTTrainer's fused LM head, `ChunkedLogProbFunction` in trl/kernels/chunked_logprob.py; the
+  trl and onecard stacks): the labelled tokens' hidden states are gathered (N x H, saved for backward) and projected
+  through one tile buffer of min(N, 4096) tokens x 32768 vocabulary entries in the compute dtype (`mm_buf`, the full
+  32768 columns even for a smaller vocabulary), folded into per-token log-sum-exp statistics by a Triton kernel that
+  allocates nothing; backward recomputes each tile into the same kind of buffer, accumulates the input gradient in
+  fp32 (N x H) and returns it cast to 16 bits, so its peak is the tile + 16-bit saved input + fp32 gradient + its
+  16-bit cast. Full fine-tuning also accumulates the head's weight gradient in fp32 (V x H) and casts it. Measured on
+  a CPU, bf16, with TRL's own code and its Triton kernels' CPU stand-ins left uncounted (tests/unit/fit/test_stacks.py):
+  the formula plus 21-33 B per token (TRL's per-token statistics) from 256 to 8,190 scored tokens (the larger sizes
+  one-off runs of the test's counter, hidden 256): 0.129 GiB at 2,047 tokens and a 128k vocabulary, where the
+  standard loss measured 2.936 GiB. TRL scores only labelled tokens
+  (prompt tokens cost nothing: 0.064 GiB with half of them), but the planner does not know how many a row has: it
+  counts every token, a bound. TRL's CPU fallback (no Triton) holds several fp32 copies of each tile instead (1.94 GiB
+  there, 0.97 with half scored); fit plans GPUs.
+- LoRA dropout p > 0 (PEFT `lora_A(dropout(x))`, torchtune alike): each adapter's input is its own dropped copy
+  (16-bit, the copy fp32 adapters keep anyway) and the dropout keeps a 1-byte mask of it for backward.
 - 16-bit adapters (torchtune, litgpt): 2 B weights, gradients and AdamW moments; no autocast, so an adapter reads its
   input as is (saved once per input tensor, shared with whatever else saves it) and no 16-bit weight copies are kept.
 - optimizer in backward (torchtune optimizer_in_bwd: one optimizer per parameter stepped by a post-accumulate-grad
@@ -62,6 +78,9 @@ if TYPE_CHECKING:
 __all__ = ["estimate", "lora_targets", "layer_saved_bytes", "trainable_params", "loss_bytes"]
 
 MFU = {"full": 0.4, "lora": 0.4, "qlora": 0.3}  # assumed model FLOPs utilisation of the transformers/PEFT stack
+# TRL 1.16's fused LM head projects into a tile of 4096 tokens (trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE) x
+# 32768 vocabulary entries (trl/trainer/utils.py _CHUNKED_LOGPROB_CHUNK_SIZE)
+TRL_TILE_TOKENS, TRL_TILE_VOCAB = 4096, 32768
 PCIE_GBPS = 25.0  # host <-> GPU copies: PCIe 4.0 x16 moves about 25 GB/s of its 32 GB/s in practice
 _TARGETS = {"all-linear": None, "attn": {"q", "k", "v", "qkv", "o"}, "qv": {"q", "v", "qkv"}}
 
@@ -94,18 +113,19 @@ def trainable_params(arch: LlmArch, job: FitJob) -> int:
 
 
 def layer_saved_bytes(arch: LlmArch, a: int, full: bool, frozen_saves: bool, adapted: list[Linear], attention: str,
-                      seq: int, rank: int = 16, adapter_bytes: int = 4) -> float:
+                      seq: int, rank: int = 16, adapter_bytes: int = 4, dropout: bool = False) -> float:
     """Bytes one block keeps for backward, per token (see the module docstring for what each op keeps).
 
     fp32 adapters (PEFT under autocast) each keep their own 16-bit copy of their input; 16-bit adapters save the
-    input tensor itself, once for all the adapters that read it.
+    input tensor itself, once for all the adapters that read it, or with dropout each its own dropped copy. Dropout
+    adds a 1-byte mask per adapter input element.
     """
     h, q, kv, f = arch.hidden, arch.q_dim, arch.kv_dim, arch.intermediate
     size = {"attn_in": h, "attn_out": q, "mlp_in": h, "mlp_act": f}
     norm = (4 * h if arch.norm == "rms" else a * h) + (a * h if full else 0)  # + the normed input for weight grads
     total = arch.norms_per_layer * norm + (4 * (q + kv) if arch.qk_norm else 0)
     saved = {lin.reads for lin in linears(arch)} if full or frozen_saves else set()
-    if adapter_bytes == 2:
+    if adapter_bytes == 2 and not dropout:
         saved |= {lin.reads for lin in adapted}
     total += a * sum(size[slot] for slot in saved - {"attn_out", "mlp_act"})
     if attention == "eager":  # q, k and v repeated to every head, fp32 softmax + its cast, transposed output copy
@@ -113,9 +133,9 @@ def layer_saved_bytes(arch: LlmArch, a: int, full: bool, frozen_saves: bool, ada
     else:  # q, k, v, output (which the o_proj input shares) and the fp32 log-sum-exp per head
         total += a * (2 * q + 2 * kv) + 4 * arch.n_heads
     total += (3 if arch.gated_mlp else 1) * a * f + (a * f if "mlp_act" in saved else 0)
-    copy = adapter_bytes == 4  # PEFT casts the input to fp32, autocast casts it back: a 16-bit copy per adapter
-    total += sum(a * ((lin.d_in if copy else 0) + rank) for lin in adapted)  # (the input copy and) x @ A
-    return float(total)
+    copy = adapter_bytes == 4 or dropout  # PEFT casts the input to fp32, autocast casts it back; or dropout's output
+    total += sum(a * ((lin.d_in if copy else 0) + rank) + (lin.d_in if dropout else 0) for lin in adapted)
+    return float(total)  # per adapter: (the input copy and) x @ A, (and the dropout mask)
 
 
 def _optimizer(job: FitJob) -> str:
@@ -178,7 +198,7 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     paged = opt.startswith("paged")
     adapted = [] if full else lora_targets(arch, job.lora_targets)
     per_layer = layer_saved_bytes(arch, a, full, fmt.quantized and kn.quant_saves_input, adapted, job.attention, seq,
-                                  job.lora_rank, param_bytes) * tokens
+                                  job.lora_rank, param_bytes, kn.lora_dropout > 0) * tokens
     ckpt_in = a * h * tokens
     casts = 2.0 * params if not full and param_bytes == 4 else 0.0  # autocast's 16-bit copies of fp32 adapters
     block = ckpt_in if job.grad_ckpt else per_layer + casts / L  # what one block leaves saved until backward
@@ -196,6 +216,8 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     phases = {"loss": {"activations": stack + final, "logits": logits}}
     if full and kn.loss == "fused":  # the fused loss makes the head's weight gradient in forward
         phases["loss"]["gradients"] = V * h * param_bytes
+    if full and kn.loss == "tiled":  # TRL's head accumulates the head's weight gradient in fp32, then casts it
+        phases["loss"]["gradients"] = V * h * (4 + (param_bytes if param_bytes != 4 else 0))
     if kn.optimizer_in_backward:  # one gradient (and its optimizer temporary) at a time; no optimizer phase
         g_max = max([V * h, *(lin.d_in * lin.d_out for lin in linears(arch))] if full else
                     [job.lora_rank * max(lin.d_in, lin.d_out) for lin in adapted]) * param_bytes
@@ -215,14 +237,14 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     parts["runtime"] = parts.get("runtime", 0.0) + wb.dequant + (2.0 * params if amp else 0.0)
     transient = sum(v for k, v in parts.items() if k in ("activations", "logits", "runtime", "gradients"))
     host = (L - on_gpu) * block
-    notes = [_method_note(job, fmt, params, arch, param_bytes), f"micro-batch {job.batch} x sequence {job.seq}"
-             + (f" (+{img} image tokens)" if img else "") + f", gradient accumulation {job.grad_accum} "
-             "(does not change the peak)",
+    notes = [_method_note(job, fmt, params, arch, param_bytes, kn.lora_dropout),
+             f"micro-batch {job.batch} x sequence {job.seq}" + (f" (+{img} image tokens)" if img else "")
+             + f", gradient accumulation {job.grad_accum} (does not change the peak)",
              f"gradient checkpointing {'on' if job.grad_ckpt else 'off'}, attention {job.attention}",
              f"optimizer {opt}: {gib(states):.2f} GiB of states"
              + (" in CUDA unified memory (paged: spills to host RAM, not counted in the peak)" if paged else "")
              + (", stepped inside backward (each gradient freed after its step)" if kn.optimizer_in_backward else ""),
-             _loss_note(kn.loss, logits, V, stacks.offers(job)),
+             _loss_note(kn.loss, logits, V, stacks.offers(job), job.batch * job.seq),
              f"peak during the {phase}"]
     if job.stack != "transformers":
         notes.insert(0, f"stack {job.stack}: its defaults fill the knobs not given (onecard.fit.stacks)")
@@ -245,21 +267,28 @@ def loss_bytes(loss: str, tokens: int, V: int, h: int, a: int) -> float:
     if loss == "fused":  # Liger: the input gradient (BT x H) + one chunk of logits (next_pow2(BT / ceil(V / H)) rows)
         chunk = min(tokens, 1 << max(0, math.ceil(math.log2(math.ceil(tokens / math.ceil(V / h))))))
         return float(a * tokens * h + a * chunk * V)
+    if loss == "tiled":  # TRL's backward: one logits tile + the saved 16-bit input, its fp32 gradient and 16-bit cast
+        return float(a * min(tokens, TRL_TILE_TOKENS) * TRL_TILE_VOCAB + (2 * a + 4) * tokens * h)
     return tokens * V * 12.0  # cross-entropy backward: saved fp32 log-softmax + its grad + the input grad
 
 
-def _loss_note(loss: str, nbytes: float, V: int, offered: frozenset[str]) -> str:
+def _loss_note(loss: str, nbytes: float, V: int, offered: frozenset[str], tokens: int) -> str:
     if loss == "chunked":
         return (f"chunked loss: {gib(nbytes):.2f} GiB of 16-bit logits + one of {stacks.LOSS_CHUNKS} chunks upcast to "
                 f"fp32 (vocab {V})")
     if loss == "fused":
         return f"fused linear cross-entropy: no full logits, {gib(nbytes):.2f} GiB (input gradient + one chunk)"
+    if loss == "tiled":
+        return (f"TRL's fused LM head: no full logits, {gib(nbytes):.2f} GiB (one {min(tokens, TRL_TILE_TOKENS)} x "
+                f"{TRL_TILE_VOCAB} tile of logits + the input, its fp32 gradient and 16-bit cast), every token counted "
+                "as scored (TRL scores only the labelled ones)")
     fix = "; the stack offers a lighter one (--loss chunked/fused)" if offered & {"chunked", "fused"} else ""
     return (f"loss backward holds {gib(nbytes):.2f} GiB of fp32 logit tensors (log-softmax, its grad, the input grad; "
             f"vocab {V}); a fused/chunked cross-entropy (Liger, torchtune) would not{fix}")
 
 
-def _method_note(job: FitJob, fmt: WeightFormat, params: int, arch: LlmArch, adapter_bytes: int) -> str:
+def _method_note(job: FitJob, fmt: WeightFormat, params: int, arch: LlmArch, adapter_bytes: int,
+                 dropout: float) -> str:
     if job.method == "full":
         dtype = "fp32 master weights + fp16 autocast" if fmt.name == "fp16" else f"pure {fmt.name}"
         return f"full fine-tuning, {dtype}: {params / 1e9:.2f}B trainable parameters"
@@ -267,7 +296,8 @@ def _method_note(job: FitJob, fmt: WeightFormat, params: int, arch: LlmArch, ada
     return (f"{'QLoRA' if fmt.quantized else 'LoRA'} on {job.lora_targets}, r={job.lora_rank} "
             + (f"({params / 1e6:.1f}M fp32 adapter parameters, PEFT default) under bf16/fp16 autocast (Trainer "
                "bf16=True: each adapter keeps a 16-bit copy of its input)" if adapter_bytes == 4 else
-               f"({params / 1e6:.1f}M 16-bit adapter parameters, no autocast)") + f", {base}, lora_dropout 0")
+               f"({params / 1e6:.1f}M 16-bit adapter parameters, no autocast)") + f", {base}, lora_dropout {dropout:g}"
+            + (" (a 1-byte mask per adapter input element)" if dropout else ""))
 
 
 def _step_time(est: Estimate, arch: LlmArch, job: FitJob, card: GpuSpec | None, tokens: int, a: int,

@@ -1,12 +1,22 @@
 """Training stacks: what each library does by default with the memory knobs the transformers stack does not have.
 
-A job's `stack` fills the knobs left at "auto" (`loss`, `adapter_dtype`) or unset (`optimizer_in_backward`,
-`activation_offload`); an explicit value always wins. `transformers` is the planner's reference stack, so its preset
-is what `fit` predicted before these knobs existed. Each preset cites where the tool sets it:
+A job's `stack` fills the knobs left at "auto" (`loss`, `adapter_dtype`) or unset (`lora_dropout`,
+`optimizer_in_backward`, `activation_offload`); an explicit value always wins. `transformers` is the planner's reference
+stack, so its preset is what `fit` predicted before these knobs existed. Each preset cites where the tool sets it:
 
-- transformers (Trainer/TRL SFTTrainer + PEFT; LLaMA-Factory trains on it too): transformers' `ForCausalLMLoss`
-  upcasts the full logits to fp32 (`logits.float()`); PEFT keeps adapters in fp32 (`autocast_adapter_dtype=True`);
-  no optimizer-in-backward, no activation offloading. TRL `use_liger_kernel=True` is `--loss fused`.
+- transformers (Trainer + PEFT; LLaMA-Factory trains on it too): transformers' `ForCausalLMLoss` upcasts the full
+  logits to fp32 (`logits.float()`); PEFT keeps adapters in fp32 (`autocast_adapter_dtype=True`) with `lora_dropout`
+  0.0 (peft/tuners/lora/config.py); no optimizer-in-backward, no activation offloading.
+- trl (SFTTrainer, TRL 1.16 as `onecard[tune]` installs it): `SFTTrainer.__init__` patches the model with
+  `add_fused_lm_head` (trl/trainer/sft_trainer.py:1144) and `compute_loss` calls `model(**inputs, fused_lm_head=True)`
+  (:1611), so the loss never holds the full logits: `ChunkedLogProbFunction` (trl/kernels/chunked_logprob.py) projects
+  the labelled tokens only (trl/trainer/utils.py:1642-1645, on CUDA) through one 16-bit tile of 4096 tokens x 32768
+  vocabulary entries at a time (`mm_buf`, :347 and :413) -> `--loss tiled` (`llm_train.loss_bytes`); adapters and
+  dropout are PEFT's (fp32, 0.0). TRL's `use_liger_kernel` no longer swaps in Liger's fused loss (it would replace the
+  patched forward), so TRL offers no lighter loss.
+- onecard (what `onecard tune` runs: onecard/tune/train.py builds TRL's SFTTrainer, onecard/tune/model.py PEFT's
+  LoraConfig with `TuneConfig.lora_dropout`, 0.05 by default): the trl preset with lora_dropout 0.05. `tune` plans
+  with it and passes its own lora_dropout.
 - torchtune (2024 single-device recipes, recipes/configs/llama3_1/*_single_device.yaml): `loss:
   CEWithChunkedOutputLoss` (8 chunks) -> chunked; the model and its LoRA adapters are built under
   `set_default_dtype(bf16)` -> bf16 adapters; full fine-tuning sets `optimizer_in_bwd: True` ("Requires
@@ -22,6 +32,8 @@ is what `fit` predicted before these knobs existed. Each preset cites where the 
 - axolotl: the transformers stack (PEFT, TRL), so the same defaults; its plugins offer a fused loss
   (`liger_fused_linear_cross_entropy`, `cut_cross_entropy`) and `gradient_checkpointing: offload` (the unsloth
   checkpointer), which `solve` and the OOM ladder may propose.
+The presets other than trl and onecard keep lora_dropout 0 (what `fit` predicted before the knob existed); pass
+--lora-dropout for a run that sets it.
 """
 
 from __future__ import annotations
@@ -32,18 +44,21 @@ from typing import Literal
 from onecard.core.errors import ConfigError
 from onecard.fit.job import FitJob
 
-__all__ = ["Resolved", "resolve", "offers", "untraced_note", "LOSS_CHUNKS"]
+__all__ = ["Resolved", "resolve", "offers", "untraced_note", "LOSS_CHUNKS", "LOSSES"]
 
 LOSS_CHUNKS = 8  # torchtune CEWithChunkedOutputLoss(num_output_chunks=8); litgpt's 128-token chunks are smaller
+LOSSES = ("standard", "chunked", "tiled", "fused")  # heaviest first (llm_train.loss_bytes)
 
 # stack -> (loss, adapter dtype, optimizer in backward for full fine-tuning, activation offload with checkpointing,
-#           quantized base linears keep their input for backward)
-_PRESETS: dict[str, tuple[str, str, bool, bool, bool]] = {
-    "transformers": ("standard", "fp32", False, False, True),
-    "axolotl": ("standard", "fp32", False, False, True),
-    "torchtune": ("chunked", "bf16", True, False, False),
-    "unsloth": ("fused", "fp32", False, True, True),
-    "litgpt": ("chunked", "bf16", False, False, True),
+#           quantized base linears keep their input for backward, lora_dropout)
+_PRESETS: dict[str, tuple[str, str, bool, bool, bool, float]] = {
+    "transformers": ("standard", "fp32", False, False, True, 0.0),
+    "trl": ("tiled", "fp32", False, False, True, 0.0),
+    "onecard": ("tiled", "fp32", False, False, True, 0.05),
+    "axolotl": ("standard", "fp32", False, False, True, 0.0),
+    "torchtune": ("chunked", "bf16", True, False, False, 0.0),
+    "unsloth": ("fused", "fp32", False, True, True, 0.0),
+    "litgpt": ("chunked", "bf16", False, False, True, 0.0),
 }
 # The memory savers a stack can switch on, which solve and the OOM ladder may propose. The transformers stack
 # offers none: Liger (TRL use_liger_kernel) is an extra install the user asks for with --loss fused.
@@ -53,6 +68,8 @@ _OFFLOAD_NEEDS_CKPT = frozenset({"unsloth", "axolotl"})
 # torchtune's full fine-tuning preset has it on already.
 _OFFERS: dict[str, frozenset[str]] = {
     "transformers": frozenset(),
+    "trl": frozenset(),
+    "onecard": frozenset(),  # tune's settings have none of these knobs
     "axolotl": frozenset({"fused", "activation_offload"}),
     "torchtune": frozenset({"chunked", "activation_offload"}),
     "unsloth": frozenset({"fused", "activation_offload"}),
@@ -64,22 +81,24 @@ _OFFERS: dict[str, frozenset[str]] = {
 class Resolved:
     """The stack knobs of a job with its stack's defaults filled in."""
 
-    loss: Literal["standard", "chunked", "fused"]
+    loss: Literal["standard", "chunked", "tiled", "fused"]
     adapter_bytes: int  # 4 for fp32 adapters, 2 for 16-bit ones
     optimizer_in_backward: bool
     activation_offload: bool
     quant_saves_input: bool  # bitsandbytes 4/8-bit linears save their input; torchao's NF4 linear does not
+    lora_dropout: float  # p > 0: each adapter keeps a dropout mask (and its own dropped input)
 
 
 def resolve(job: FitJob) -> Resolved:
-    """The job's loss, adapter width, optimizer-in-backward and activation offload once its stack fills the gaps.
+    """The job's loss, adapter width, LoRA dropout, optimizer-in-backward and activation offload once its stack fills
+    the gaps.
 
     Raises:
         ConfigError: optimizer-in-backward asked together with gradient accumulation (each gradient is freed as
             soon as it is made, so there is nothing to accumulate); activation offload without checkpointing on a
             stack that offloads only checkpointed inputs (unsloth, axolotl).
     """
-    loss, adapter, in_bwd, offload, saves = _PRESETS[job.stack]
+    loss, adapter, in_bwd, offload, saves, dropout = _PRESETS[job.stack]
     if job.optimizer_in_backward and job.grad_accum > 1:
         raise ConfigError(f"--optimizer-in-backward frees each gradient right after its step, so --grad-accum "
                           f"{job.grad_accum} has nothing to accumulate",
@@ -94,11 +113,15 @@ def resolve(job: FitJob) -> Resolved:
         in_bwd and job.method == "full" and job.grad_accum == 1,
         activation_offload=job.activation_offload if job.activation_offload is not None else offload and job.grad_ckpt,
         quant_saves_input=saves,
+        lora_dropout=job.lora_dropout if job.lora_dropout is not None else dropout,
     )
 
 
 def offers(job: FitJob) -> frozenset[str]:
-    """The savers the job's stack can switch on, for solve and the OOM ladder: chunked, fused, activation_offload."""
+    """The savers the job's stack can switch on, for solve and the OOM ladder: chunked, fused, activation_offload.
+
+    The trl and onecard stacks offer none: TRL 1.16 refuses Liger's fused loss next to its own head, and `tune`'s
+    settings (the micro-batch, checkpointing, optimizer, sequence) have no switch for activation offloading."""
     return _OFFERS[job.stack]
 
 
@@ -107,6 +130,7 @@ def untraced_note(job: FitJob) -> str | None:
     knobs = resolve(job)
     differ = [name for name, value, reference in (
         ("loss", knobs.loss, "standard"), ("adapter_dtype", knobs.adapter_bytes, 4),
+        ("lora_dropout", knobs.lora_dropout if job.method != "full" else 0.0, 0.0),
         ("optimizer_in_backward", knobs.optimizer_in_backward, False),
         ("activation_offload", knobs.activation_offload, False)) if value != reference]
     if not differ:

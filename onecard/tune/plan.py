@@ -2,8 +2,9 @@
 
 The planner searches the knobs the user left on "auto" (method, micro-batch with gradient accumulation at the same
 effective batch, gradient checkpointing, optimizer, sequence length) for the fastest setting that fits the card, and
-keeps the ones the user set. Without a card to plan for (a CPU run, no --gpu/--vram) there is no memory budget: the
-auto knobs take plain defaults, and the record says so.
+keeps the ones the user set. It plans with fit's `onecard` stack, the one `tune` runs (TRL's SFTTrainer with its fused
+LM head, PEFT adapters with the config's lora_dropout; `onecard.fit.stacks`). Without a card to plan for (a CPU run,
+no --gpu/--vram) there is no memory budget: the auto knobs take plain defaults, and the record says so.
 """
 
 from __future__ import annotations
@@ -42,8 +43,12 @@ class Settings:
     max_seq_length: int
     source: str
     card: str | None = None
-    predicted_gib: float | None = None
+    predicted_gib: float | None = None  # what nvidia-smi would show (process)
     budget_gib: float | None = None
+    # beside the record's measured peak_memory (gpu_allocated_gib, gpu_reserved_gib): the planner's figures for them
+    predicted_allocated_gib: float | None = None
+    predicted_reserved_gib: float | None = None
+    fit_job: dict[str, Any] | None = None  # the fit job these settings stand for: `onecard fit` predicts it again
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,18 +82,23 @@ def _request(config: TuneConfig, model: str, seq: int, four_bit: bool) -> tuple[
         fixed.add("seq")
     job = FitJob(model=model, job="train", method="lora" if method == "auto" else method, seq=seq, batch=batch,
                  grad_accum=accum, lora_rank=config.lora_rank, lora_targets=config.lora_targets, optimizer=optimizer,
-                 grad_ckpt=config.gradient_checkpointing is not False, gpu=config.gpu, vram=config.vram)
+                 grad_ckpt=config.gradient_checkpointing is not False, stack="onecard",
+                 lora_dropout=config.lora_dropout, gpu=config.gpu, vram=config.vram)
     return job, fixed
 
 
 def settings_of(job: FitJob, source: str, plan: Any = None) -> Settings:
-    """The Settings a fit job stands for."""
+    """The Settings a fit job stands for, with the plan's predicted peaks when it was planned for a card."""
+    est = plan.estimate if plan is not None else None
     return Settings(
         method=job.method, micro_batch_size=job.batch, grad_accum=job.grad_accum, gradient_checkpointing=job.grad_ckpt,
         optimizer=HF_OPTIMIZER[optimizer_of(job, "llm")], max_seq_length=job.seq, source=source,
         card=plan.card.name if plan is not None and plan.card is not None else None,
-        predicted_gib=round(plan.estimate.process_gib, 3) if plan is not None else None,
+        predicted_gib=round(est.process_gib, 3) if est is not None else None,
         budget_gib=round(plan.budget_gib, 3) if plan is not None and plan.budget_gib is not None else None,
+        predicted_allocated_gib=round(est.peak_allocated_gib, 3) if est is not None else None,
+        predicted_reserved_gib=round(est.peak_reserved_gib, 3) if est is not None else None,
+        fit_job=job.model_dump(mode="json"),
     )
 
 
@@ -120,7 +130,7 @@ def choose(config: TuneConfig, model: str, longest_row: int, max_positions: int,
         raise OnecardError(
             f"no setting of {model} fits {base.card.name} ({base.card.vram_gib} GiB) for training at sequence "
             f"{seq} with the knobs you fixed ({', '.join(sorted(fixed - {'lora_rank', 'lora_targets'})) or 'none'})",
-            f"see the budget with `onecard fit {model} --job train --method qlora --seq {seq} --solve"
+            f"see the budget with `onecard fit {model} --job train --method qlora --seq {seq} --stack onecard --solve"
             f"{' --gpu ' + config.gpu if config.gpu else ''}`, then lower --max-seq-length or use a smaller model")
     best = found[0]
     return settings_of(best.job, f"fit: fastest plan that fits {base.card.name}", best), best.job

@@ -80,10 +80,137 @@ def test_defaults_are_the_transformers_stack() -> None:
     ("torchtune", "full", ("chunked", 2, True, False, False)),
     ("unsloth", "qlora", ("fused", 4, False, True, True)),
     ("litgpt", "lora", ("chunked", 2, False, False, True)),
+    ("trl", "qlora", ("tiled", 4, False, False, True)),
+    ("onecard", "qlora", ("tiled", 4, False, False, True)),
 ])
 def test_stack_presets_set_the_documented_knobs(stack: str, method: str, expected: tuple[Any, ...]) -> None:
     r = stacks.resolve(FitJob(model="m", job="train", stack=stack, method=method))
     assert (r.loss, r.adapter_bytes, r.optimizer_in_backward, r.activation_offload, r.quant_saves_input) == expected
+
+
+def test_lora_dropout_is_the_stacks_unless_given() -> None:
+    """PEFT's LoraConfig default is 0.0; `onecard tune` sets 0.05 (TuneConfig.lora_dropout)."""
+    from onecard.tune.config import TuneConfig
+
+    tune_default = TuneConfig.model_fields["lora_dropout"].default
+    assert stacks.resolve(FitJob(model="m", job="train", stack="onecard")).lora_dropout == tune_default == 0.05
+    for stack in ("transformers", "trl", "torchtune", "unsloth", "litgpt", "axolotl"):
+        assert stacks.resolve(FitJob(model="m", job="train", stack=stack)).lora_dropout == 0.0  # type: ignore[arg-type]
+    assert stacks.resolve(FitJob(model="m", job="train", stack="onecard", lora_dropout=0.0)).lora_dropout == 0.0
+    # the mask costs the same for any p > 0: 1 byte per adapter input element, in the one block backward recomputes
+    with_mask, without = _est(stack="onecard", grad_ckpt=False), _est(stack="onecard", grad_ckpt=False,
+                                                                      lora_dropout=0.0)
+    adapted = llm_train.lora_targets(find("llama-3.1-8b"), "all-linear")  # type: ignore[arg-type]
+    mask = L * T * sum(lin.d_in for lin in adapted)  # every block keeps its activations without checkpointing
+    assert with_mask.peak_allocated_gib - without.peak_allocated_gib == pytest.approx(mask / GIB)
+
+
+def test_tiled_loss_holds_one_trl_tile_and_the_input_gradients() -> None:
+    """TRL's fused LM head: a 4096 x 32768 16-bit tile (fewer rows for fewer tokens) + the gathered 16-bit input,
+    its fp32 gradient and 16-bit cast; the guide's 8B QLoRA at 2048 tokens holds 0.19 GiB there, not 2.94."""
+    assert llm_train.loss_bytes("tiled", 2048, V, H, 2) == 2 * 2048 * 32768 + (2 * 2 + 4) * 2048 * H
+    assert llm_train.loss_bytes("tiled", 2048, V, H, 2) / GIB == pytest.approx(0.1875)
+    assert llm_train.loss_bytes("tiled", 8192, V, H, 2) == 2 * 4096 * 32768 + 8 * 8192 * H  # the tile stops at 4096
+    assert llm_train.loss_bytes("tiled", 1024, 49152, 576, 2) == 2 * 1024 * 32768 + 8 * 1024 * 576  # full width
+    qlora = dict(method="qlora", quant="auto", batch=1, optimizer="auto")
+    plain, trl = _est(**qlora), _est(**qlora, stack="trl")
+    assert plain.parts["logits"] == pytest.approx(2048 * V * 12 / GIB)  # the transformers stack, fp32 logits
+    assert plain.process_gib - trl.process_gib > 2  # the loss no longer sets the peak
+    assert any("TRL's fused LM head" in a for a in trl.assumptions)
+
+
+class _LiveBytes:
+    """A dispatch mode that counts the bytes of live tensor storages and their peak (as `fit --trace` does)."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.weak import WeakIdKeyDictionary
+
+        self.live = self.peak = 0
+        self.paused = False
+        seen: Any = WeakIdKeyDictionary()
+        counter = self
+
+        class Mode(TorchDispatchMode):  # type: ignore[misc]
+            def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+                import torch
+
+                out = func(*args, **(kwargs or {}))
+                if not counter.paused:
+                    for t in torch.utils._pytree.tree_leaves(out):
+                        if isinstance(t, torch.Tensor):
+                            counter.add(t)
+                    counter.peak = max(counter.peak, counter.live)
+                return out
+
+        self.seen, self.mode = seen, Mode()
+
+    def add(self, t: Any) -> None:
+        import weakref
+
+        st = t.untyped_storage()
+        if st not in self.seen:
+            self.seen[st] = st.nbytes()
+            self.live += st.nbytes()
+            weakref.finalize(st, self._free, st.nbytes())
+
+    def _free(self, nbytes: int) -> None:
+        self.live -= nbytes
+
+
+@pytest.mark.slow
+def test_tiled_loss_matches_trls_fused_lm_head_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TRL's own fused LM head (trl.trainer.utils.add_fused_lm_head, as SFTTrainer patches the model) on a CPU, bf16:
+    the bytes the head and the loss add, forward and backward, against `loss_bytes("tiled")` for the scored tokens.
+
+    On CUDA the tiles are folded by Triton kernels, and the fp32 gradient accumulates through
+    `torch.addmm(..., out_dtype=torch.float32, out=acc)`, none of which allocates; their CPU stand-ins
+    (`_forward_tile`, `_backward_tile`, `_addmm_fp32` upcast whole tiles to fp32) run uncounted here. The rest is
+    TRL's code as it runs on a GPU: the gathered labelled tokens, the tile buffer, the saved input, the gradients.
+    """
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("trl")
+    import trl.kernels.chunked_logprob as kernels
+    import trl.trainer.utils as trl_utils
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    if not hasattr(trl_utils, "add_fused_lm_head"):
+        pytest.skip("this TRL has no fused LM head")
+    B, T, h, vocab = 2, 256, 256, 34_000  # two vocabulary tiles; half of each row is prompt (label -100)
+    cfg = transformers.LlamaConfig(hidden_size=h, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                   num_key_value_heads=4, vocab_size=vocab, tie_word_embeddings=False)
+    model = transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).requires_grad_(False)
+    hidden = torch.randn(B, T, h, dtype=torch.bfloat16, requires_grad=True)  # the backbone's output
+    model.model.forward = lambda *a, **k: BaseModelOutputWithPast(last_hidden_state=hidden)
+    trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))  # as SFTTrainer calls it
+    counter = _LiveBytes()
+
+    def uncounted(fn: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            counter.paused = True
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                counter.paused = False
+        return run
+
+    monkeypatch.setattr(trl_utils, "_use_triton", lambda device: True)  # labelled tokens only, as on CUDA
+    for name in ("_forward_tile", "_backward_tile", "_addmm_fp32"):
+        monkeypatch.setattr(kernels, name, uncounted(getattr(kernels, name)))
+    ids = torch.randint(0, vocab, (B, T))
+    labels = ids.clone()
+    labels[:, : T // 2] = -100
+    for t in [*model.parameters(), hidden, ids, labels]:
+        counter.add(t)
+    before = counter.live
+    with counter.mode:
+        model(input_ids=ids, labels=labels, use_cache=False, fused_lm_head=True).loss.backward()
+    measured = counter.peak - before
+    scored = int((labels[:, 1:] != -100).sum())
+    formula = llm_train.loss_bytes("tiled", scored, vocab, h, 2)
+    assert 0 <= measured - formula <= 64 * scored  # + TRL's per-token statistics (log-sum-exp, targets...)
+    assert llm_train.loss_bytes("tiled", B * T, vocab, h, 2) >= measured  # the planner counts every token
 
 
 def test_explicit_knobs_win_over_the_stack() -> None:
@@ -130,25 +257,27 @@ def test_trace_and_measure_say_what_they_do_not_reproduce() -> None:
     assert stacks.untraced_note(FitJob(model="m", job="train")) is None
     note = stacks.untraced_note(FitJob(model="m", job="train", stack="torchtune"))
     assert note is not None and "loss" in note and "adapter_dtype" in note
+    note = stacks.untraced_note(FitJob(model="m", job="train", stack="onecard"))
+    assert note is not None and "loss" in note and "lora_dropout" in note
 
 
-def test_bf16_adapter_layer_formula_matches_autograd() -> None:
-    """16-bit adapters without autocast (torchtune, litgpt): saved bytes of one Llama block, to the formula."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    peft = pytest.importorskip("peft")
+def _saved_by_one_block(n: int, bf16_adapters: bool, dropout: float) -> int:
+    """Bytes autograd saves for backward in one Llama block (SmolLM2-135M's shape) with PEFT LoRA on all linears:
+    bf16 adapters without autocast (torchtune, litgpt), or PEFT's fp32 adapters under bf16 autocast (Trainer)."""
+    import torch
+    import transformers
+    from peft import LoraConfig, get_peft_model
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
     arch = find("smollm2-135m")
     assert arch is not None
-    n = 128
     cfg = transformers.LlamaConfig(vocab_size=1000, hidden_size=arch.hidden, intermediate_size=arch.intermediate,
                                    num_hidden_layers=2, num_attention_heads=arch.n_heads,
                                    num_key_value_heads=arch.n_kv_heads, head_dim=arch.head_dim,
                                    attn_implementation="sdpa")
     model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
-    model = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules="all-linear"),
-                                autocast_adapter_dtype=False)  # adapters stay bf16, as torchtune builds them
+    model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear", lora_dropout=dropout),
+                           autocast_adapter_dtype=not bf16_adapters)  # False: adapters stay bf16, as torchtune's
     model.train()
     layer = [m for m in model.modules() if isinstance(m, LlamaDecoderLayer)][1]
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -163,9 +292,47 @@ def test_bf16_adapter_layer_formula_matches_autograd() -> None:
     layer.register_forward_pre_hook(lambda *_: inside.__setitem__(0, True))
     layer.register_forward_hook(lambda *_: inside.__setitem__(0, False))
     ids = torch.randint(0, 1000, (1, n))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with (torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+          torch.autocast("cpu", dtype=torch.bfloat16, enabled=not bf16_adapters)):
         model(input_ids=ids, labels=ids)
+    return sum(saved.values())
+
+
+def test_bf16_adapter_layer_formula_matches_autograd() -> None:
+    """16-bit adapters without autocast (torchtune, litgpt): saved bytes of one Llama block, to the formula."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    arch = find("smollm2-135m")
+    assert arch is not None
+    n = 128
     adapted = llm_train.lora_targets(arch, "all-linear")
     formula = llm_train.layer_saved_bytes(arch, 2, False, False, adapted, "sdpa", n, rank=8, adapter_bytes=2) * n
     formula += 2 * 2 * n * arch.head_dim  # RoPE cos/sin: made once per model, seen here by this layer
-    assert formula == pytest.approx(sum(saved.values()), rel=0.01)
+    assert formula == pytest.approx(_saved_by_one_block(n, bf16_adapters=True, dropout=0.0), rel=0.01)
+
+
+@pytest.mark.parametrize("bf16_adapters", [True, False])
+def test_lora_dropout_formula_matches_autograd(bf16_adapters: bool) -> None:
+    """lora_dropout 0.05 (`onecard tune`) against 0, one block: each adapter saves its dropped input and a 1-byte
+    mask; with fp32 adapters under autocast the dropped input is the 16-bit copy they keep anyway, so only the masks
+    are new. (The dropout-free figures are checked above for bf16 adapters; fp32 adapters also save autocast's 16-bit
+    copies of their weights, the estimate's separate `casts` term.)"""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    arch = find("smollm2-135m")
+    assert arch is not None
+    n = 128
+    adapted = llm_train.lora_targets(arch, "all-linear")
+    width = 2 if bf16_adapters else 4
+    with_mask, plain = (llm_train.layer_saved_bytes(arch, 2, False, False, adapted, "sdpa", n, rank=8,
+                                                    adapter_bytes=width, dropout=d) * n for d in (True, False))
+    inputs = sum(lin.d_in for lin in adapted)
+    if not bf16_adapters:
+        assert with_mask - plain == inputs * n  # only the masks are new
+    # On CUDA dropout runs fused (ATen Dropout.cpp is_fused_kernel_acceptable: native_dropout keeps a bool mask); on
+    # a CPU it multiplies by a noise tensor in the input's dtype (bf16, or fp32 after PEFT's cast), which it keeps
+    cpu_mask = 2 if bf16_adapters else 4
+    measured = _saved_by_one_block(n, bf16_adapters, 0.05) - _saved_by_one_block(n, bf16_adapters, 0.0)
+    assert measured == with_mask - plain + (cpu_mask - 1) * inputs * n

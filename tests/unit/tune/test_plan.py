@@ -46,6 +46,27 @@ def test_a_named_card_is_planned_by_fit_and_fixed_knobs_are_kept(smol: str) -> N
     assert (fixed.micro_batch_size, fixed.grad_accum, fixed.gradient_checkpointing) == (2, 8, True)
 
 
+def test_tune_plans_with_the_stack_it_runs(smol: str) -> None:
+    """fit's `onecard` stack: TRL's fused LM head (no full fp32 logits) and the config's lora_dropout; the settings
+    (the run record's "plan") carry the fit job and its predicted peaks, to set beside the measured ones."""
+    from onecard.fit.plan import plan
+
+    settings, job = choose(TuneConfig(model=smol, data="x", gpu="4070ti", batch_size=16, max_seq_length=1024,
+                                      lora_dropout=0.1), smol, 300, 8192, False, False)
+    assert (job.stack, job.lora_dropout) == ("onecard", 0.1)
+    assert settings.fit_job is not None and FitJob(**settings.fit_job) == job
+    again = plan(FitJob(**settings.fit_job)).estimate
+    assert settings.predicted_gib == round(again.process_gib, 3)
+    assert settings.predicted_allocated_gib == round(again.peak_allocated_gib, 3)
+    assert settings.predicted_reserved_gib == round(again.peak_reserved_gib, 3)
+    plain = plan(job.model_copy(update={"stack": "transformers", "lora_dropout": None})).estimate
+    assert plain.parts["logits"] == pytest.approx(job.batch * job.seq * 49152 * 12 / 2**30)  # fp32 logits
+    assert again.parts.get("logits", 0.0) < plain.parts["logits"] / 10 and again.process_gib < plain.process_gib
+    assert any("TRL's fused LM head" in a for a in again.assumptions)
+    cpu, cpu_job = choose(TuneConfig(model=smol, data="x"), smol, 300, 8192, False, False)
+    assert cpu_job.stack == "onecard" and cpu.fit_job is not None and cpu.predicted_gib is None  # no card, no budget
+
+
 def test_qlora_without_cuda_says_what_it_needs(smol: str) -> None:
     with pytest.raises(ConfigError, match="QLoRA needs an NVIDIA GPU with bitsandbytes"):
         choose(TuneConfig(model=smol, data="x", method="qlora"), smol, 300, 8192, four_bit=False, on_gpu=False)
