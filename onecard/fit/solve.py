@@ -7,20 +7,23 @@ same effective batch), YOLO's batch (largest that fits, like Ultralytics' AutoBa
 A training --batch the user gives is the effective batch: the search splits it into micro-batch x accumulation
 unless --grad-accum is given too.
 
-Ranking (`RANKING`): first the plans that keep the request, then those that give part of it up, least given up
-first (`gives_up`). The request is what the user set and, even at their defaults, the sizes that define what they
-get: the training sequence, the inference context and batch, the diffusion resolution and batch, YOLO's image size
-(FitJob's defaults, e.g. seq 2048, are what a user who names no sequence asks for). Within each group, fastest
-first; plans within 15% of the fastest plan of their speed tier tie, and ties go to quality: higher-precision
-weights, full > LoRA > QLoRA, longer context or sequence, larger LoRA rank, larger image and beam, higher-precision
-KV cache and optimizer, a larger batch, then more headroom. Where the estimator gives no speed (diffusion, YOLO,
-Whisper today), `relative_speed` stands in: the memory savers' rough slow-downs.
+Ranking (`RANKING`): first the request as given, when it fits (a plan that changes a knob, even one the user left at
+its default or on "auto", such as `optimizer auto -> adamw`, is an alternative to it, not an answer that replaces it;
+a training batch's split into micro-batch x accumulation is the search's, so each split of it counts as given); then
+the plans that keep the request, then those that give part of it up, least given up first (`gives_up`). The request
+they keep is what the user set and, even at their defaults, the sizes that define what they get: the training
+sequence, the inference context and batch, the diffusion resolution and batch, YOLO's image size (FitJob's defaults,
+e.g. seq 2048, are what a user who names no sequence asks for). Within each group, fastest first; plans within 15%
+of the fastest plan of their speed tier tie, and ties go to quality: higher-precision weights, full > LoRA > QLoRA,
+longer context or sequence, larger LoRA rank, larger image and beam, higher-precision KV cache and optimizer, a larger
+batch, then more headroom. Where the estimator gives no speed (diffusion, YOLO, Whisper today), `relative_speed`
+stands in: the memory savers' rough slow-downs.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from onecard.core.errors import ConfigError, OnecardError
 from onecard.fit import stacks
@@ -32,8 +35,9 @@ __all__ = ["solve", "throughput", "relative_speed", "RANKING", "TIE"]
 
 TIE = 0.15  # speeds within 15% of their tier's fastest plan count as equal
 RANKING = (
-    "plans that keep the request (sequence/context, resolution, image size, batch; what you set) first, then those "
-    "that give part of it up (marked), least given up first; within each, fastest first (tokens/s, or items/s from "
+    "the request as given first when it fits, then the plans that keep the request (sequence/context, resolution, "
+    "image size, batch; what you set), then those that give part of it up (marked), least given up first; within "
+    "each, fastest first (tokens/s, or items/s from "
     "the step time), plans within 15% of their tier's fastest tie, and ties go to higher precision, larger LoRA "
     "rank, no activation offloading, larger batch, then headroom; without a speed estimate, the memory savers' rough "
     "slow-downs stand in"
@@ -91,7 +95,16 @@ def relative_speed(job: FitJob, fam: Family) -> float:
     return speed * (0.5 if job.quant == "fp32" or (fam == "yolo" and not job.amp) else 1.0)
 
 
-def _rank(plans: list[Plan], fam: Family, top: int, request: FitJob) -> list[Plan]:
+def _as_given(request: FitJob, job: FitJob, split: bool) -> bool:
+    """Whether `job` is the request unchanged, but for the micro-batch split of its effective batch when `split`."""
+    asked, planned = request.model_dump(), job.model_dump()
+    if split:
+        asked["batch"], planned["batch"] = request.batch * request.grad_accum, job.batch * job.grad_accum
+        del asked["grad_accum"], planned["grad_accum"]
+    return asked == planned
+
+
+def _rank(plans: list[Plan], fam: Family, top: int, request: FitJob, first: Callable[[FitJob], bool]) -> list[Plan]:
     speed = {id(p): throughput(p, fam) for p in plans}
     if not any(speed.values()):  # the estimator gives no speed: rank by the rough one
         speed = {id(p): relative_speed(p.job, fam) for p in plans}
@@ -105,6 +118,7 @@ def _rank(plans: list[Plan], fam: Family, top: int, request: FitJob) -> list[Pla
         else:
             tiers.append([p])
     ranked = [p for tier in tiers for p in sorted(tier, key=lambda p: _quality(p, fam), reverse=True)]
+    ranked.sort(key=lambda p: not first(p.job))  # stable: the request as given (when asked for first), then the rest
     # Drop a plan that another ranked above it beats or equals on speed, every quality and memory: it only adds a
     # saver that saves nothing (VAE tiling at the native size) or gives up something for nothing.
     kept: list[Plan] = []
@@ -118,7 +132,7 @@ def _rank(plans: list[Plan], fam: Family, top: int, request: FitJob) -> list[Pla
     return kept
 
 
-def solve(job: FitJob, top: int = 10, fixed: Collection[str] = ()) -> list[Plan]:
+def solve(job: FitJob, top: int = 10, fixed: Collection[str] = (), request_first: bool = True) -> list[Plan]:
     """The settings that fit the card's budget, best first (see `RANKING`).
 
     Args:
@@ -126,6 +140,8 @@ def solve(job: FitJob, top: int = 10, fixed: Collection[str] = ()) -> list[Plan]
         top: how many plans to return.
         fixed: names of the FitJob fields the user set explicitly; they keep their requested values (a training
             batch given without grad_accum is kept as the effective batch, split into micro-batch x accumulation).
+        request_first: put the request as given first when it fits. False ranks it among the others, for a caller
+            whose unfixed knobs are the planner's to choose (`onecard tune`'s "auto" ones: fastest first).
 
     Raises:
         ConfigError: no card is known (neither --gpu nor --vram, and none detected).
@@ -146,4 +162,6 @@ def solve(job: FitJob, top: int = 10, fixed: Collection[str] = ()) -> list[Plan]
         if est.process_gib <= budget:
             plans[key] = Plan(job=cand, card=base.card, estimate=est, budget_gib=budget, fits=True,
                                        headroom_gib=budget - est.process_gib)
-    return _rank(list(plans.values()), fam, top, job)
+    split = job.job == "train" and fam != "yolo" and "grad_accum" not in fixed  # as knobs.candidates splits it
+    return _rank(list(plans.values()), fam, top, job,
+                 lambda cand: request_first and _as_given(job, cand, split))

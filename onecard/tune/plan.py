@@ -125,7 +125,7 @@ def choose(config: TuneConfig, model: str, longest_row: int, max_positions: int,
     base = plan(job)
     if base.card is None:
         return settings_of(job, "defaults: no card detected (pass --gpu NAME or --vram GIB)", base), job
-    found = [p for p in solve(job, top=20, fixed=fixed) if p.job.method in ("lora", "qlora")]
+    found = [p for p in solve(job, top=20, fixed=fixed, request_first=False) if p.job.method in ("lora", "qlora")]
     if not found:
         raise OnecardError(
             f"no setting of {model} fits {base.card.name} ({base.card.vram_gib} GiB) for training at sequence "

@@ -90,7 +90,8 @@ def test_solutions_table_ranks_plans_with_their_changes() -> None:
     request = FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=2048, gpu="4070ti")
     plans = solve(request, top=5, fixed={"method"})
     text = _text(render_solutions, plans, request=request)
-    assert "settings that fit 12 GiB RTX 4070 Ti" in text and "ranking: plans that keep the request" in text
+    assert "settings that fit 12 GiB RTX 4070 Ti" in text and "ranking: the request as given first" in text
+    assert "plans that keep the request" in text
     assert all(f"{p.estimate.process_gib:.1f}" in text for p in plans)
     out = to_json(real_plan(request), solutions=plans)
     assert len(out["solutions"]) == len(plans) and all(s["fits"] for s in out["solutions"])

@@ -61,7 +61,8 @@ def test_without_a_card_it_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch)
 
 def test_ranking_keeps_the_request_then_fastest_then_quality(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fake estimator: nf4 is fastest; bf16 and int8 tie on speed, so bf16 wins as higher precision; a shorter
-    context is faster still, but it gives up part of the request (the default ctx counts as asked for)."""
+    context is faster still, but it gives up part of the request (the default ctx counts as asked for). The request
+    as given (quant auto: bf16) fits, so it comes first, before the faster nf4."""
     speed = {"auto": 50.0, "int8": 48.0, "nf4": 90.0}
 
     def fake_estimate(arch: object, job: FitJob, card: object = None) -> Estimate:
@@ -76,12 +77,35 @@ def test_ranking_keeps_the_request_then_fastest_then_quality(monkeypatch: pytest
     kept = [p for p, g in zip(plans, lost, strict=True) if not g]
     assert kept and all(not g for g in lost[: len(kept)]), "every plan that keeps the request comes first"
     assert plans[len(kept)].job.ctx == 4096, "then the least given up: half the context before a quarter"
-    assert [p.job.quant for p in kept][0] == "nf4", "fastest first among those that keep the request"
+    assert plans[0].job == request, "the request as given first: it fits"
+    assert [p.job.quant for p in kept[1:]][0] == "nf4", "fastest first among those that keep the request"
     quants = [p.job.quant for p in kept]
     assert quants.index("auto") < quants.index("int8"), "within a speed tie, higher precision first"
-    speeds = [throughput(p) for p in kept]
+    speeds = [throughput(p) for p in kept[1:]]
     for i, faster in enumerate(speeds):
         assert all(slower <= faster / (1 - TIE) for slower in speeds[i + 1:]), "no clearly faster plan ranks lower"
+
+
+def test_the_request_as_given_comes_first_when_it_fits() -> None:
+    """The guide's QLoRA 8B on a 12 GB card: AdamW in fp32 is 'higher precision' than the paged 8-bit AdamW that
+    `optimizer auto` stands for, and as fast, but it is not what was asked; it ranks second, as an alternative."""
+    request = FitJob(model="llama-3.1-8b", job="train", method="qlora", gpu=CARD)
+    plans = solve(request, fixed={"method"})
+    assert plans[0].job.model_dump() == request.model_dump()
+    assert plans[1].job.optimizer == "adamw" and not gives_up(request, plans[1].job)
+    # a caller whose unfixed knobs are free (tune's "auto" ones) ranks the request among the others
+    free = solve(request, fixed={"method"}, request_first=False)
+    assert free[0].job.optimizer == "adamw" and request in [p.job for p in free]
+    # an effective batch given alone: its split into micro-batch x accumulation is the search's, so the fastest split
+    # that changes nothing else comes first
+    big = FitJob(model="llama-3.1-8b", job="train", method="qlora", batch=16, gpu=CARD)
+    top = solve(big, fixed={"method", "batch"})
+    assert top[0].job.model_dump() == big.model_copy(update={"batch": 1, "grad_accum": 16}).model_dump()
+    assert top[1].job.optimizer == "adamw"
+    # with --grad-accum given too the split is the user's: a request that does not fit is not among the plans
+    fixed_split = FitJob(model="llama-3.1-8b", job="train", method="qlora", batch=2, grad_accum=8, seq=4096, gpu=CARD)
+    plans = solve(fixed_split, fixed={"method", "batch", "grad_accum"})
+    assert not planning.plan(fixed_split).fits and plans and all(p.job != fixed_split for p in plans)
 
 
 def test_default_sequence_is_part_of_the_request() -> None:
