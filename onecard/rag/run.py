@@ -10,13 +10,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from onecard.core.errors import ConfigError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, start_run
 from onecard.rag.answer import Answer, answer, build_messages, check_citations
-from onecard.rag.config import AskConfig, EvalConfig, IndexConfig, Retriever, SearchConfig
+from onecard.rag.config import AskConfig, EvalConfig, Fusion, IndexConfig, Retriever, SearchConfig
 from onecard.rag.evaluate import (
     MODES,
     answer_eval,
@@ -66,7 +66,8 @@ def index(config: IndexConfig, runs_root: str | None = None, report_to: tuple[st
 
 
 def open_searcher(name: str, index_dir: str | None, device: str, retriever: Retriever, reranker: str,
-                  rerank_top: int, status: Status = _status) -> tuple[Searcher, Mode]:
+                  rerank_top: int, status: Status = _status, fusion: Fusion = "convex",
+                  alpha: float | Literal["auto"] = "auto") -> tuple[Searcher, Mode]:
     """The index's searcher with its own embedding model, and the mode `retriever` comes to (auto: rerank when a
     cross-encoder is found, else hybrid, with a note saying how to get one)."""
     idx = open_index(index_path(name, index_dir))
@@ -77,13 +78,13 @@ def open_searcher(name: str, index_dir: str | None, device: str, retriever: Retr
     if note:
         status(note)
     mode: Mode = "rerank" if model is not None else ("hybrid" if retriever == "auto" else retriever)  # type: ignore
-    return Searcher(idx, embedder, model, rerank_top), mode
+    return Searcher(idx, embedder, model, rerank_top, fusion, alpha), mode
 
 
 def search(config: SearchConfig, status: Status = _status) -> dict[str, Any]:
     """The best chunks for `config.query`, as JSON-able dicts with their `path:line`."""
     searcher, mode = open_searcher(config.name, config.index_dir, config.device, config.retriever, config.reranker,
-                                   config.rerank_top, status)
+                                   config.rerank_top, status, config.fusion, config.alpha)
     _ = searcher.embedder.dim  # loads the model, so that the time below is the search's
     start = time.perf_counter()
     hits = searcher.search(config.query, config.k, mode, config.path_glob, config.language)
@@ -120,7 +121,7 @@ def evaluate(config: EvalConfig, runs_root: str | None = None, report_to: tuple[
         reranker, note = load_reranker(config.reranker, config.device)
         if note:
             status(note)
-        searcher = Searcher(idx, embedder, reranker, config.rerank_top)
+        searcher = Searcher(idx, embedder, reranker, config.rerank_top, config.fusion, config.alpha)
         doc_of = idx.rels.__getitem__
 
         # -- work: every retriever on every judged question
@@ -130,7 +131,8 @@ def evaluate(config: EvalConfig, runs_root: str | None = None, report_to: tuple[
         result: dict[str, Any] = {m: scored.get(m) for m in MODES}
         result.update({"questions": len(evalset.queries), "judged": sum(q in evalset.qrels for q in evalset.queries),
                        "documents": len(set(idx.rels)), "chunks": idx.size, "embed_model": embedder.name,
-                       "reranker": reranker.name if reranker else None})
+                       "reranker": reranker.name if reranker else None,
+                       "fusion": config.fusion, "alpha": searcher.alpha if config.fusion == "convex" else None})
         if note:
             result["note"] = note
         if config.answer:
@@ -179,7 +181,7 @@ def ask(config: AskConfig, on_text: Callable[[str], None] | None = None, status:
         raise ConfigError("no question", "pass the question: `onecard rag ask \"...\" --name NAME`")
     if searcher is None:
         searcher, mode = open_searcher(config.name, config.index_dir, config.device, config.retriever,
-                                       config.reranker, config.rerank_top, status)
+                                       config.reranker, config.rerank_top, status, config.fusion, config.alpha)
     else:
         mode = "rerank" if searcher.reranker else ("hybrid" if config.retriever == "auto" else config.retriever)
     hits = searcher.search(config.question, config.k, mode, config.path_glob, config.language)
@@ -223,7 +225,7 @@ def chat(config: AskConfig, lines: Iterable[str], write: Callable[[str], None], 
     from onecard.llm import load
 
     searcher, _ = open_searcher(config.name, config.index_dir, config.device, config.retriever, config.reranker,
-                                config.rerank_top, status)
+                                config.rerank_top, status, config.fusion, config.alpha)
     backend = load(config)
     history: list[dict[str, Any]] = []
     for line in lines:

@@ -29,3 +29,16 @@ def test_shipped_config_validates(path: Path) -> None:
 def test_unknown_key_is_named() -> None:
     with pytest.raises(ConfigError, match="chunk_token"):
         load_config(IndexConfig, overrides={"chunk_token": 100})
+
+
+def test_fusion_defaults_to_convex_with_the_development_alpha_and_alpha_is_bounded() -> None:
+    from onecard.rag.config import SearchConfig
+
+    config = load_config(SearchConfig, overrides={"query": "q"})
+    assert (config.fusion, config.alpha) == ("convex", "auto")
+    assert load_config(SearchConfig, overrides={"query": "q", "fusion": "rrf", "alpha": "0.3"}).alpha == 0.3
+    assert load_config(EvalConfig, overrides={"fusion": "rrf"}).fusion == "rrf"
+    with pytest.raises(ConfigError, match="alpha"):
+        load_config(AskConfig, overrides={"alpha": 1.5})
+    with pytest.raises(ConfigError, match="fusion"):
+        load_config(AskConfig, overrides={"fusion": "max"})

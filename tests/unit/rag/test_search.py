@@ -1,4 +1,5 @@
-"""Retrieval: reciprocal rank fusion by hand, hybrid search on SQuAD questions, reranking with a tiny cross-encoder."""
+"""Retrieval: convex and reciprocal rank fusion by hand, hybrid search on SQuAD questions, reranking with a tiny
+cross-encoder."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from onecard.rag.search import RRF_K, rrf
+from onecard.rag.search import CONVEX_ALPHA, FLOORS, RRF_K, convex, normalise, rrf
 
 pytest.importorskip("faiss")
 pytest.importorskip("bm25s")
@@ -21,6 +23,38 @@ def test_rrf_by_hand() -> None:
     assert fused[2] == pytest.approx(1 / 62)
     assert [r for r, _ in rrf([[1, 2, 3], [3, 1]])] == [1, 3, 2]
     assert RRF_K == 60
+
+
+DENSE = [(1, 0.8), (2, 0.6), (3, 0.4)]  # cosine: min-max -> 1, 0.5, 0; floor -1 -> 1, 8/9, 7/9
+BM25 = [(3, 12.0), (4, 8.0), (2, 4.0)]  # min-max -> 1, 0.5, 0; floor 0 -> 1, 2/3, 1/3
+
+
+def test_convex_fusion_by_hand() -> None:
+    fused = dict(convex(DENSE, BM25, alpha=0.7, floors=(None, None)))
+    assert fused == pytest.approx({1: 0.7, 2: 0.7 * 0.5 + 0.3 * 0.0, 3: 0.3, 4: 0.3 * 0.5})
+    assert [r for r, _ in convex(DENSE, BM25, 0.7, (None, None))] == [1, 2, 3, 4]
+    assert [r for r, _ in convex(DENSE, BM25, 0.2, (None, None))] == [3, 4, 1, 2]  # BM25 weighs more
+    assert [r for r, _ in convex(DENSE, BM25, 1.0, (None, None))][:2] == [1, 2]  # dense alone
+    assert [r for r, _ in convex(DENSE, BM25, 0.0, (None, None))][:2] == [3, 4]  # BM25 alone
+    # theoretical min-max (Bruch et al. 2023): the floors of cosine (-1) and BM25 (0), not the candidates' minimum
+    tmm = dict(convex(DENSE, BM25, alpha=0.5, floors=(-1.0, 0.0)))
+    assert tmm == pytest.approx({1: 0.5, 2: 0.5 * 8 / 9 + 0.5 / 3, 3: 0.5 * 7 / 9 + 0.5, 4: 0.5 * 2 / 3})
+    assert [r for r, _ in convex(DENSE, BM25, 0.5, (-1.0, 0.0))] == [3, 2, 1, 4]
+    assert 0.0 <= CONVEX_ALPHA <= 1.0 and FLOORS == (-1.0, 0.0)
+
+
+def test_normalisation_edge_cases() -> None:
+    assert list(normalise(np.array([0.3, 0.3, 0.3]))) == [1.0, 1.0, 1.0]  # all equal: all this retriever's best
+    assert list(normalise(np.array([5.0]))) == [1.0]  # one candidate
+    assert list(normalise(np.array([0.0, 0.0]), floor=0.0)) == [1.0, 1.0]  # at the floor, still equal
+    assert list(normalise(np.array([2.0, 1.0]), floor=0.0)) == [1.0, 0.5]
+    assert len(normalise(np.array([]))) == 0
+    # a retriever with no candidates (a query whose words are all unknown to BM25): the other one's order, weighted
+    assert dict(convex(DENSE, [], alpha=0.9, floors=(None, None))) == pytest.approx({1: 0.9, 2: 0.45, 3: 0.0})
+    assert [r for r, _ in convex([], BM25, alpha=0.9)] == [3, 4, 2]
+    assert convex([], [], alpha=0.5) == []
+    # all-equal scores in one retriever: its candidates tie, and the other retriever breaks the tie
+    assert [r for r, _ in convex([(7, 0.5), (8, 0.5)], [(8, 3.0)], alpha=0.5, floors=(None, None))] == [8, 7]
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +118,29 @@ def test_beir_folder_loads(squad: dict[str, Any]) -> None:
     evalset = squad["evalset"]
     assert len(evalset.corpus) == 87 and len(evalset.queries) == 626 and len(evalset.qrels) == 293
     assert json.dumps(evalset.answers["56ddde6b9a695914005b9628"]) == '["France"]'
+
+
+def test_fusion_rrf_still_gives_reciprocal_rank_fusion(squad: dict[str, Any]) -> None:
+    from onecard.rag.search import DEPTH, Searcher
+
+    query = "Who was the Norse leader?"
+    qvec = squad["embedder"].embed([query])[0]
+    rrf_searcher = Searcher(squad["index"], squad["embedder"], fusion="rrf")
+    dense, sparse = rrf_searcher.dense(qvec, DEPTH), rrf_searcher.bm25(query, DEPTH)
+    assert rrf_searcher.rank(query, qvec, 10, "hybrid") == rrf([[r for r, _ in dense], [r for r, _ in sparse]])[:10]
+    default = Searcher(squad["index"], squad["embedder"])
+    assert default.fusion == "convex" and default.alpha == CONVEX_ALPHA
+    assert default.rank(query, qvec, 10, "hybrid") == convex(dense, sparse, CONVEX_ALPHA)[:10]
+    assert Searcher(squad["index"], squad["embedder"], alpha=0.0).rank(query, qvec, 3, "hybrid")[0][0] == sparse[0][0]
+
+
+def test_default_hybrid_is_at_or_above_both_of_its_parts_on_squad(squad: dict[str, Any]) -> None:
+    from onecard.rag.evaluate import retrieval_eval
+    from onecard.rag.search import Searcher
+
+    index = squad["index"]
+    result = retrieval_eval(Searcher(index, squad["embedder"]), squad["evalset"], index.rels.__getitem__,
+                            ("bm25", "dense", "hybrid"))
+    ndcg = {m: result[m]["ndcg@10"] for m in ("bm25", "dense", "hybrid")}
+    # benchmarks/RESULTS.md, "Fusion (issue 15)": bm25 0.8535, dense 0.8292 (bf16; 0.8276 fp32), convex 0.9161
+    assert ndcg["hybrid"] >= max(ndcg["bm25"], ndcg["dense"]), ndcg
