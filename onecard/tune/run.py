@@ -18,6 +18,7 @@ from onecard.core.errors import ConfigError, OnecardError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, start_run
 from onecard.core.runs import find_run
+from onecard.fit.plan import plan
 from onecard.fit.retry import OomStep, retry_on_oom
 from onecard.tune.config import CheckConfig, EvalConfig, ExportConfig, TuneConfig
 from onecard.tune.data import Example, dedupe, load_examples, read_examples, split, write_jsonl
@@ -144,7 +145,7 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
         def step_down(step: OomStep) -> None:
             """Record a step down the ladder; the next try continues from the latest checkpoint it can load."""
             before, resume_from = rungs[-1]
-            after = settings_of(step.job, f"fit's out-of-memory ladder: {step.change}")
+            after = settings_of(step.job, f"fit's out-of-memory ladder: {step.change}", plan(step.job))
             saved, _ = latest_checkpoint(run.dir / CHECKPOINTS)
             if saved is not None and after.optimizer == before.optimizer:
                 resume_from = saved  # an optimizer change cannot load the old optimizer state
@@ -266,11 +267,11 @@ def evaluate(config: EvalConfig, runs_root: str | None = None) -> dict[str, Any]
     record = find_tune_run(config.run, runs_root)
     data = config.data or str(Path(record["dir"]) / DEV_SPLIT)
     device = select_device(config.device)
-    plan = record.get("plan", {})
+    recorded = record.get("plan", {})
     result = compare(Path(record["dir"]) / ADAPTER, load_examples(data)[: config.max_rows], device=device,
                      max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, show=config.show,
-                     max_length=plan.get("max_seq_length"),
-                     four_bit=plan.get("method") == "qlora" and device.startswith("cuda") and supports_4bit())
+                     max_length=recorded.get("max_seq_length"),
+                     four_bit=recorded.get("method") == "qlora" and device.startswith("cuda") and supports_4bit())
     return {"run": record["id"], "data": data, **result}
 
 
