@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from onecard.core import environment
 from onecard.core.fingerprint import fingerprint, sha256_file
 from onecard.core.paths import data_dir, runs_dir
 
-__all__ = ["Run", "start_run", "write_json_atomic", "RUN_FILE"]
+__all__ = ["Run", "start_run", "uninterrupted", "write_json_atomic", "RUN_FILE"]
 
 RUN_FILE = "run.json"
 LOG_FILE = "log.txt"
@@ -164,7 +164,7 @@ def start_run(
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    previous_handlers = _interrupt_on_signals()
+    restore_signals = _interrupt_on_signals()
     try:
         run.save()  # from here on, Ctrl-C or SIGTERM ends the run marked interrupted
         run._trackers = _open_trackers(report_to, capability, run_id, record["config"], run_dir)
@@ -184,8 +184,7 @@ def start_run(
         }
         raise
     finally:
-        for signum, previous in previous_handlers.items():
-            signal.signal(signum, previous)
+        restore_signals()
         record["ended_at"] = _now()
         record["duration_s"] = round(time.time() - started, 3)
         record["peak_memory"] = _peak_memory()
@@ -198,24 +197,68 @@ def start_run(
         handler.close()
 
 
-def _interrupt_on_signals() -> dict[int, Any]:
-    """Make SIGTERM (`kill PID`) and Ctrl-C raise KeyboardInterrupt, so the run ends marked interrupted.
+def _interrupt_on_signals() -> Callable[[], None]:
+    """Make SIGTERM (`kill PID`) and Ctrl-C raise KeyboardInterrupt, so the run ends marked interrupted; returns the
+    function that puts the previous handlers back.
 
     Ctrl-C too: Python maps SIGINT to KeyboardInterrupt only if SIGINT was not ignored when it started, and a job
     started in the background of a script or non-interactive shell (`onecard tinylm train ... &`, a test runner run
     that way) starts with it ignored: Ctrl-C and `kill -INT` did nothing and the job ran to its end. A SIGINT handler
     the calling program set is kept. Only the main thread can set handlers: elsewhere (a web worker) nothing changes.
-    Returns the handlers to put back.
+
+    A signal handler can run inside a destructor or a weakref callback (an import's module-lock callback, while torch
+    or trackio loads), where Python prints "Exception ignored in ..." and drops the KeyboardInterrupt: the run would go
+    on. A dropped KeyboardInterrupt is sent again, from outside it.
     """
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        return {}
+        return lambda: None
     signums = [signal.SIGTERM]
     if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
         signums.append(signal.SIGINT)
     previous = {signum: signal.signal(signum, signal.default_int_handler) for signum in signums}
-    return {signum: handler for signum, handler in previous.items() if handler is not None}  # None: set outside Python
+    previous_hook = sys.unraisablehook
+
+    def resend_dropped_interrupt(unraisable: Any) -> None:
+        previous_hook(unraisable)
+        if unraisable.exc_type is KeyboardInterrupt:
+            # from another thread, a moment later: the main thread has left the callback when its handler runs
+            threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    sys.unraisablehook = resend_dropped_interrupt
+
+    def restore() -> None:
+        sys.unraisablehook = previous_hook
+        for signum, handler in previous.items():
+            if handler is not None:  # None: set outside Python, cannot be put back from here
+                signal.signal(signum, handler)
+
+    return restore
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them: for work that must not stop half-way.
+
+    A checkpoint is such work: an interrupt inside its first, lazy imports (matplotlib loads its backend on the first
+    plot) leaves a module half-imported, and the checkpoint that Ctrl-C itself saves then fails.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: held.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if held:
+        signal.raise_signal(held[0])  # to the handler now in place: KeyboardInterrupt in a run
 
 
 def _peak_memory() -> dict[str, float]:

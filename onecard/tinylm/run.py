@@ -20,7 +20,7 @@ from onecard.core.config import load_config
 from onecard.core.device import select_device, select_dtype
 from onecard.core.errors import ConfigError, DataError, OnecardError
 from onecard.core.progress import stderr_console, track
-from onecard.core.records import Run, start_run
+from onecard.core.records import Run, start_run, uninterrupted
 from onecard.core.runs import find_run
 from onecard.tinylm.config import MODEL_KEYS, BenchConfig, EvalConfig, SampleConfig, TinyLMConfig
 from onecard.tinylm.data import encode_texts, eval_windows, get_batch, load_split, read_texts, write_splits
@@ -105,9 +105,10 @@ def train(config: TinyLMConfig, runs_root: str | None = None, report_to: tuple[s
             return get_batch(train_data, config.block_size, config.batch_size, batch_order, device)
 
         def save() -> None:
-            save_checkpoint(run.dir / CHECKPOINT, model, optimizer, step, history=history,
-                            batch_order=batch_order.get_state())
-            plot_losses(history, run.dir / LOSS_PLOT, f"tinylm {run.id}")
+            with uninterrupted():  # Ctrl-C waits for it: the save that Ctrl-C makes needs this one whole
+                save_checkpoint(run.dir / CHECKPOINT, model, optimizer, step, history=history,
+                                batch_order=batch_order.get_state())
+                plot_losses(history, run.dir / LOSS_PLOT, f"tinylm {run.id}")
 
         probe = eval_windows(len(val_data), config.block_size, config.eval_windows)
         seconds, trained_tokens, since, tick = 0.0, 0, step, time.perf_counter()

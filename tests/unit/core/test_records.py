@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 from onecard.core.errors import OnecardError
-from onecard.core.records import start_run, write_json_atomic
+from onecard.core.records import start_run, uninterrupted, write_json_atomic
 from onecard.core.runs import compare, find_run, load_runs
 
 
@@ -74,6 +75,29 @@ def test_a_signal_interrupts_the_run_even_when_the_process_started_ignoring_it(s
         assert signal.getsignal(signum) == signal.SIG_IGN  # the process's own setting is back
     finally:
         signal.signal(signum, previous)
+    assert _record(run.dir)["status"] == "interrupted"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_that_python_drops_in_a_destructor_is_sent_again() -> None:
+    class Dropping:
+        def __del__(self) -> None:
+            raise KeyboardInterrupt  # as if Ctrl-C's handler ran here: Python prints "Exception ignored in" and goes on
+
+    with pytest.raises(KeyboardInterrupt), start_run("demo", Cfg(), report_to=()) as run:
+        Dropping()
+        time.sleep(10)  # the run would go on; the interrupt sent again ends the sleep
+    assert _record(run.dir)["status"] == "interrupted" and _record(run.dir)["duration_s"] < 10
+
+
+def test_ctrl_c_inside_uninterrupted_waits_for_the_block_to_end() -> None:
+    done = []
+    with pytest.raises(KeyboardInterrupt), start_run("demo", Cfg(), report_to=()) as run:
+        with uninterrupted():
+            signal.raise_signal(signal.SIGINT)
+            done.append("the checkpoint is written whole")
+        done.append("not reached")
+    assert done == ["the checkpoint is written whole"]
     assert _record(run.dir)["status"] == "interrupted"
 
 
