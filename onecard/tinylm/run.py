@@ -247,7 +247,7 @@ def bench(config: BenchConfig, runs_root: str | None = None) -> dict[str, Any]:
 
     model.eval()
     # both sides timed alike: a short warm-up (kernel choice, first allocations), then the best of the same repeats
-    speeds = {}
+    speeds: dict[bool, float] = {}
     for use_cache in (True, False):
         generation_speed(model, 32, use_cache, device)
         speeds[use_cache] = generation_speed(model, config.new_tokens, use_cache, device, repeats=2)
