@@ -137,7 +137,15 @@ def open_index(root: Path) -> Index:
         raise OnecardError(f"the index at {root} is empty: its CURRENT names a version folder that is gone, and no "
                            "complete version is left", "rebuild it: `onecard rag index PATH... --name NAME` "
                            "(with the same --index-dir, if you used one)")
-    return Index(root, version)
+    try:
+        return Index(root, version)
+    except (OSError, sqlite3.Error):
+        # A build swapped CURRENT and deleted this version while it was being opened: open the one CURRENT names
+        # now. (Once open, the files stay readable even if deleted: the index holds them open or in memory.)
+        newer = current_version(root)
+        if newer is None or newer == version:
+            raise
+        return Index(root, newer)
 
 
 def build_index(

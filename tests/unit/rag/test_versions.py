@@ -14,7 +14,7 @@ from onecard.rag import index as index_module
 from onecard.rag.config import IndexConfig
 from onecard.rag.index import build_index, index_path, open_index
 from onecard.rag.search import Searcher
-from onecard.rag.versions import LOCK, MANIFEST, add_version
+from onecard.rag.versions import CURRENT, LOCK, MANIFEST, add_version
 
 pytest.importorskip("faiss")
 pytest.importorskip("bm25s")
@@ -167,3 +167,26 @@ def test_an_index_name_that_is_a_path_is_refused(name: str, tmp_path: Path, monk
         index_path(name)
     assert "--index-dir" in str(e.value)
     assert index_path("notes-2024.v2") == tmp_path / "home" / "rag" / "notes-2024.v2"
+
+
+def test_a_reader_opening_the_version_a_build_just_deleted_opens_the_new_one(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rag search` reads CURRENT, then a build swaps it and deletes that version before the files are opened."""
+    root = tmp_path / "idx"
+    (root / "v-old").mkdir(parents=True)
+    (root / "v-new").mkdir()
+    opened: list[str] = []
+
+    class FakeIndex:
+        def __init__(self, at: Path, version: str) -> None:
+            if version == "v-old":
+                (at / CURRENT).write_text(json.dumps({"version": "v-new"}))  # the build's swap, meanwhile
+                raise FileNotFoundError(at / version / "meta.json")
+            opened.append(version)
+
+    (root / CURRENT).write_text(json.dumps({"version": "v-old"}))
+    monkeypatch.setattr(index_module, "Index", FakeIndex)
+    monkeypatch.setattr(index_module, "current_version",
+                        lambda at: json.loads((at / CURRENT).read_text())["version"])
+    index_module.open_index(root)
+    assert opened == ["v-new"]
