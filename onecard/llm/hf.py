@@ -32,7 +32,7 @@ class TransformersBackend(Backend):
         transformers = require("transformers", "llm")
         import torch
 
-        dev = device.torch_device()
+        dev = device.select_device()
         kwargs: dict[str, Any] = {"dtype": {"bf16": torch.bfloat16, "fp16": torch.float16}.get(quant, torch.float32)}
         if quant == "nf4":
             if not device.supports_4bit():
