@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.integration.interrupt import IGNORING_SIGINT, interrupt_when_ready
 
 pytestmark = pytest.mark.integration
 
@@ -95,28 +96,15 @@ def test_unknown_config_key_is_an_error_naming_it(tmp_path: Path) -> None:
     assert "second" in result.stderr and "did you mean 'seconds'" in result.stderr
 
 
-# How a shell starts a job in the background of a script (`onecard ... &`): with SIGINT ignored, which Python keeps.
-IGNORING_SIGINT = ["sh", "-c", 'trap "" INT; exec "$@"', "sh"]
-
-
 @pytest.mark.parametrize("sigint", ["default", "ignored"])
 def test_ctrl_c_leaves_the_run_marked_interrupted(onecard_home: Path, sigint: str) -> None:
     prefix = IGNORING_SIGINT if sigint == "ignored" else []
-    proc = subprocess.Popen([*prefix, *ONECARD, "doctor", "--bench", "--device", "cpu", "--seconds", "600", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline and proc.poll() is None and not list((onecard_home / "runs").glob("*/run.json")):
-            time.sleep(0.05)
-        run_files = list((onecard_home / "runs").glob("*/run.json"))
-        assert run_files, "the run record appears as soon as the job starts"
-        # No sleep: from the moment its record exists (trackio starting, torch importing, measuring), Ctrl-C ends a run
-        sent = time.time()
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)  # uninterrupted, the job measures for 600 s
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, stderr
+    # From the moment its record exists (trackio starting, torch importing, measuring), Ctrl-C ends a run
+    returncode, stderr, sent = interrupt_when_ready(
+        [*prefix, *ONECARD, "doctor", "--bench", "--device", "cpu", "--seconds", "600", "--json"],
+        lambda: list((onecard_home / "runs").glob("*/run.json")), wait_s=60)
+    assert returncode == 130, stderr
+    run_files = list((onecard_home / "runs").glob("*/run.json"))
     record = json.loads(run_files[0].read_text())
     assert record["status"] == "interrupted" and record["ended_at"]
     # a bound, not a benchmark: the record was closed 0.1 s after the signal on 2 cores at load average 9

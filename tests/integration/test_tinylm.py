@@ -6,10 +6,8 @@ import datetime as dt
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 pytest.importorskip("torch")
 
 from onecard.tinylm.train import load_checkpoint  # noqa: E402
+from tests.integration.interrupt import IGNORING_SIGINT, interrupt_when_ready
 
 pytestmark = pytest.mark.integration
 
@@ -128,25 +127,14 @@ def test_bad_data_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ctrl_c_leaves_a_usable_checkpoint_and_an_interrupted_run(corpus: dict[str, Path], tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    # started as a script's background job is (`... &`): with SIGINT ignored, which Python keeps unless the run maps it
-    proc = subprocess.Popen(
-        ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *ONECARD, "tinylm", "train", "--data", str(corpus["train"]),
-         "--preset", "tiny", "--max-iters", "100000", "--eval-interval", "20", "--eval-windows", "4", "--runs-dir",
-         str(runs), "--report-to", "none"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
-    )
-    try:
-        deadline = time.time() + 120
-        while not list(runs.glob("*/ckpt.safetensors")) and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        assert list(runs.glob("*/ckpt.safetensors")), "no checkpoint appeared"
-        # No sleep: Ctrl-C at any step past the first checkpoint (written atomically) saves the step reached
-        sent = time.time()
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)  # uninterrupted, the job trains for 100000 steps
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, stderr
+    # Ctrl-C at any step past the first checkpoint (written atomically) saves the step reached; started with SIGINT
+    # ignored, as a script's background job is
+    returncode, stderr, sent = interrupt_when_ready(
+        [*IGNORING_SIGINT, *ONECARD, "tinylm", "train", "--data", str(corpus["train"]), "--preset", "tiny",
+         "--max-iters", "100000", "--eval-interval", "20", "--eval-windows", "4", "--runs-dir", str(runs),
+         "--report-to", "none"],
+        lambda: list(runs.glob("*/ckpt.safetensors")), wait_s=120, env=os.environ.copy())
+    assert returncode == 130, stderr
     run_dir = next(runs.glob("*/ckpt.safetensors")).parent
     record = _record(runs, run_dir.name)
     assert record["status"] == "interrupted"

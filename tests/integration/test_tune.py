@@ -7,10 +7,7 @@ import importlib.util
 import io
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from onecard.cli import main  # noqa: E402
+from tests.integration.interrupt import interrupt_when_ready  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -258,20 +256,11 @@ def test_accelerate_config_prints_the_launch_command(tmp_path: Path) -> None:
 def test_ctrl_c_leaves_a_resumable_checkpoint_and_an_interrupted_run(work: dict[str, Any], tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     env = {**os.environ, "ONECARD_HOME": str(work["root"] / "home")}
-    proc = subprocess.Popen(
-        [*ONECARD, "tune", "train", *TRAIN, "--data", str(work["data"]), "--max-steps", "100000", "--save-steps",
-         "3", "--runs-dir", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        deadline = time.time() + 120
-        while not list(runs.glob("*/checkpoints/checkpoint-*")) and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        assert list(runs.glob("*/checkpoints/checkpoint-*")), proc.stderr.read() if proc.poll() is not None else ""
-        # No sleep: Ctrl-C at any step once training runs finishes that step, saves it and stops
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)  # uninterrupted, the job trains for 100000 steps
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, stderr
+    # Ctrl-C at any step once training runs finishes that step, saves it and stops
+    returncode, stderr, _ = interrupt_when_ready(
+        [*ONECARD, "tune", "train", *TRAIN, "--data", str(work["data"]), "--max-steps", "100000", "--save-steps", "3",
+         "--runs-dir", str(runs)], lambda: list(runs.glob("*/checkpoints/checkpoint-*")), wait_s=120, env=env)
+    assert returncode == 130, stderr
     run_dir = next(runs.glob("*/run.json")).parent
     record = _record(runs, run_dir.name)
     assert record["status"] == "interrupted" and "interrupted at step" in stderr
