@@ -110,9 +110,9 @@ def check(cases: list[dict[str, Any]]) -> None:
         if "duplicate_of" in case:
             first = by_id.get(case["duplicate_of"])
             if first is None or not scored(first):
-                raise SystemExit(f"{where}: duplicate_of {case['duplicate_of']!r} is not a scored case listed before it")
+                raise SystemExit(f"{where}: duplicate_of {case['duplicate_of']!r} is not a scored case before it")
             if abs(case["measured_gib"] / first["measured_gib"] - 1) > SAME_FIGURE:
-                raise SystemExit(f"{where}: its figure differs from {first['id']}'s; a duplicate is the same measurement")
+                raise SystemExit(f"{where}: its figure differs from {first['id']}'s; a duplicate is one measurement")
         by_id[case["id"]] = case
 
 
@@ -158,13 +158,13 @@ def line(result: dict[str, Any]) -> str:
     under = (f"{result['worst_under_case']} {result['worst_under_error']:+.1%}" if result["worst_under_case"]
              else "none")
     return (f"{result['scored']} of {result['cases']} cases scored; median |error| {result['median_abs_error']:.1%}; "
-            f"worst under-prediction {under}; bound >= measured in {coverage} of {result['bound_cases']} whole-peak cases")
+            f"worst under-prediction {under}; bound >= measured in {coverage} of {result['bound_cases']} whole peaks")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print the rows and the summaries as JSON")
-    parser.add_argument("--heldout", action="store_true", help="also plan the held-out cases (score them once, at the end)")
+    parser.add_argument("--heldout", action="store_true", help="also plan the held-out cases (once, at the end)")
     parser.add_argument("--cases", type=Path, help="plan this folder of case YAML files instead of the development set")
     args = parser.parse_args()
     dev_rows = [run_case(case) for case in load([args.cases] if args.cases else DEV)]
