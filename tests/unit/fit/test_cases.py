@@ -1,0 +1,61 @@
+"""The case files of benchmarks/fit_cases keep benchmarks/fit_accuracy.py's scoring rule, and its summary counts what
+the issue's targets name. Nothing here plans a held-out case: loading only reads the YAML."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).parents[3] / "benchmarks" / "fit_accuracy.py"
+_spec = importlib.util.spec_from_file_location("fit_accuracy", BENCH)
+assert _spec is not None and _spec.loader is not None
+fit_accuracy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fit_accuracy)
+
+
+def _row(cid: str, error: float, upper: float | None = None, kind: str = "process",
+         scored: bool = True) -> dict[str, Any]:
+    return {"id": cid, "kind": kind, "measured_gib": 10.0, "predicted_gib": 10.0 * (1 + error), "upper_gib": upper,
+            "error": error, "scored": scored, "source": "test"}
+
+
+def test_every_case_file_keeps_the_rule() -> None:
+    cases = fit_accuracy.load(fit_accuracy.DEV + fit_accuracy.HELDOUT)
+    assert len({c["id"] for c in cases}) == len(cases)
+    left_out = [c for c in cases if not fit_accuracy.scored(c)]
+    assert all(c.get("duplicate_of") or fit_accuracy.NOT_SCORED.match(c["note"]) for c in left_out)
+
+
+def test_one_sdxl_figure_is_scored_once() -> None:
+    cases = {c["id"]: c for c in fit_accuracy.load([fit_accuracy.CASES])}
+    row34 = [c for c in cases.values() if c["id"].startswith("C34-sdxl-fp16")]
+    assert [c["id"] for c in row34 if fit_accuracy.scored(c)] == ["C34-sdxl-fp16-default-attn-b4"]
+
+
+def test_a_left_out_case_must_name_its_rule(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(
+        "- {id: a, source: s, job: {model: sd15}, measured_gib: 1.0, kind: process, predictable: false,\n"
+        "   note: big error}\n")
+    with pytest.raises(SystemExit, match="NOT SCORED"):
+        fit_accuracy.load([tmp_path])
+
+
+def test_a_duplicate_must_repeat_a_scored_figure(tmp_path: Path) -> None:
+    (tmp_path / "dup.yaml").write_text(
+        "- {id: a, source: s, job: {model: sd15}, measured_gib: 1.0, kind: process}\n"
+        "- {id: b, source: s, job: {model: sd15}, measured_gib: 2.0, kind: process, duplicate_of: a}\n")
+    with pytest.raises(SystemExit, match="one measurement"):
+        fit_accuracy.load([tmp_path])
+
+
+def test_summary_worst_under_prediction_and_coverage() -> None:
+    rows = [_row("over", 0.30, upper=14.0), _row("under", -0.20, upper=11.0), _row("fine", 0.01, upper=9.0),
+            _row("ignored", -0.90, scored=False), _row("part", -0.10, kind="part:weights")]
+    result = fit_accuracy.summary(rows)
+    assert result["scored"] == 4 and result["worst_under_case"] == "under"  # a part is a scored case too
+    assert result["worst_under_error"] == pytest.approx(-0.20)
+    assert result["bound_cases"] == 3 and result["bound_coverage"] == pytest.approx(2 / 3)
+    assert fit_accuracy.summary([_row("a", 0.1)])["bound_coverage"] is None  # no bound: n/a, not 0 %
