@@ -11,7 +11,8 @@ __all__ = ["FitJob", "Job", "Method", "Runtime", "Optimizer", "Attention", "Offl
 Job = Literal["infer", "train"]
 Method = Literal["full", "lora", "qlora"]
 Runtime = Literal[
-    "auto", "transformers", "llama.cpp", "vllm", "ollama", "diffusers", "ultralytics", "openai-whisper", "faster-whisper"
+    "auto", "transformers", "autoawq", "llama.cpp", "vllm", "ollama", "diffusers", "ultralytics", "openai-whisper",
+    "faster-whisper"
 ]
 Optimizer = Literal["auto", "adamw", "adamw8bit", "paged_adamw8bit", "paged_adamw", "adafactor", "sgd"]
 Attention = Literal["sdpa", "flash", "eager", "xformers", "slicing"]
@@ -30,7 +31,8 @@ class FitJob(BaseModel):
     job: Job = Field("infer", description="infer (generate, sample, transcribe, predict) or train")
     method: Method = Field("qlora", description="training method for LLM/VLM: full, lora or qlora")
     quant: str = Field("auto", description="weight format: fp32 fp16 bf16 int8 nf4 fp4 gptq awq, or a GGUF type (q4_k_m, q8_0...); auto: bf16, nf4 for qlora, the file's own for GGUF")
-    runtime: Runtime = Field("auto", description="runtime that holds the model; auto: picked from the model family and file")
+    runtime: Runtime = Field("auto", description="runtime that holds the model (autoawq: AutoAWQ's from_quantized(fuse_layers=True) fused modules); auto: picked from the model family and file")
+    transformers_version: str | None = Field(None, pattern=r"^\d+\.\d+(\.\d+)?$", description="transformers release the LLM runs on (4.38.2), for its memory changes: before 4.42 generate keeps the KV cache as tuples (each decode step copies it), before 4.45 it computes the logits of every prompt position, before 4.46 in fp32; unset: 4.46 or later")
     batch: int = Field(1, ge=1, description="sequences (or images, or audio segments) processed at once; the micro-batch when training")
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (does not change peak memory, keeps the effective batch)")
     ctx: int = Field(4096, ge=1, description="inference context length in tokens (prompt + new tokens) that the KV cache holds")
@@ -49,6 +51,7 @@ class FitJob(BaseModel):
     attention: Attention = Field("sdpa", description="attention kernel: sdpa, flash, eager (materialises the T x T scores), xformers, slicing")
     kv_dtype: str = Field("f16", description="KV cache dtype: f16, bf16, fp8, q8_0, q4_0")
     gpu_layers: int | None = Field(None, ge=0, description="llama.cpp layers on the GPU; None: as many as fit")
+    max_num_batched_tokens: int | None = Field(None, ge=1, description="vLLM: tokens one forward step takes, which its profiling run sizes the activations by (--max-num-batched-tokens); unset: 2048, the V1 engine's `vllm serve` default (the V0 engine, vLLM < 0.8, took max(ctx, 2048) without chunked prefill)")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, allow_inf_nan=False, description="vLLM: fraction of the card it reserves")
     resolution: int | None = Field(None, ge=64, description="diffusion image side in pixels; None: the model's native size")
     offload: Offload = Field("none", description="diffusion CPU offload: none, model, or sequential")
@@ -61,3 +64,4 @@ class FitJob(BaseModel):
     gpu: str | None = Field(None, description="card from the catalog (4070ti, rtx-3060, a100-80gb); None: the detected card")
     vram: float | None = Field(None, gt=0, le=100_000, allow_inf_nan=False, description="card memory in GiB, instead of --gpu")
     margin_gib: float = Field(0.5, ge=0, allow_inf_nan=False, description="safety margin kept free when deciding what fits")
+    calibration: bool = Field(True, description="scale the estimate by this machine's correction for the card and job kind, if `onecard fit calibrate` made one; --no-calibration plans without it")
