@@ -42,6 +42,7 @@ _GGUF_SCHEMES = {"F32": ("F32", "F32", "F32"), "F16": ("F16", "F16", "F16"), "BF
                  "Q2_K": ("Q3_K", "Q3_K", "Q6_K")}
 _K_FALLBACK = {"Q6_K": "Q8_0", "Q5_K": "Q5_1", "Q4_K": "Q5_0", "Q3_K": "Q4_0", "Q2_K": "Q4_0"}  # IQ4_NL ~ Q4_0 size
 GGUF_BITS = {name: 8 * b / n for name, (n, b) in _GGML.items()}
+# bytes per KV element: the quantized caches are ggml blocks of 32 (_GGML: Q8_0 34 B, Q4_0 18 B)
 _KV_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 _BNB_ABSMAX = {False: 4 / 64, True: 1 / 64 + 4 / (64 * 256)}  # bytes per weight of the quantization constants
 

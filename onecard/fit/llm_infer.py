@@ -112,7 +112,7 @@ def graph_bytes(arch: LlmArch, n_ctx: int, n_ub: int, flash: bool, bpw: float) -
     partial = 4 * n_ub * h + max(
         4 * n_ub * (1 + h + max(n_ctx, h)) + h * h * bpw / 8
         + 4 * n_ctx * ((0 if flash else n_ub * nh) + arch.head_dim * arch.n_kv_heads),
-        4 * n_ub * (h + V) + h * V * 105 / 128)
+        4 * n_ub * (h + V) + h * V * 105 / 128)  # output.weight copied in Q6_K: 210 B per 256 (_GGML)
     return float(full), float(partial)
 
 
