@@ -25,6 +25,9 @@ CT2_CACHE_BYTES = 200 * 2**20
 # Whisper's transient tensors are small beside its weights and caches, and the cache growth that makes most of an
 # inference's slack is counted on its own (`_infer`: the outgrown self-attention blocks).
 ROUNDING_SLACK = 0.03
+# openai-whisper's released checkpoints (the .pt files load_model downloads) hold fp16 tensors: large-v2.pt is 2.87 GB
+# for 1.54B parameters (openai/whisper whisper/__init__.py _MODELS; the sizes are the files').
+CHECKPOINT_BYTES_PER_PARAM = 2
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,11 @@ def _weight_bytes(arch: WhisperArch, runtime: str, quant: str) -> tuple[float, s
     p = arch.params
     if quant in ("fp32", "float32"):
         return p * 4.0, "fp32"
+    if runtime == "openai-whisper" and quant == "auto":
+        # whisper.load_model builds Whisper(dims) in fp32 and moves it to the GPU as is; transcribe(fp16=True), the
+        # default, casts the mel to fp16 and each Linear/Conv1d casts its weight to the input dtype per call
+        # (openai/whisper whisper/model.py `self.weight.to(x.dtype)`): fp32 weights, fp16 activations.
+        return p * 4.0, "fp32 (load_model), fp16 activations"
     if runtime == "faster-whisper" and quant.startswith("int8"):
         # CTranslate2 int8: linear and embedding weights int8 with one fp32 scale per output row; the conv frontend
         # stays in the model's fp16 (WhisperModel::is_quantizable excludes "conv"), as do biases and norms.
@@ -101,6 +109,11 @@ def _infer(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, 
     rt = _runtime(job)
     weights, wname = _weight_bytes(arch, rt, job.quant)
     act_b = 4 if wname == "fp32" else 2
+    # openai-whisper's load_model reads the released checkpoint (fp16 tensors) with torch.load(map_location=device):
+    # it sits on the GPU while the fp32 model is moved there, and once freed its blocks stay in PyTorch's cache
+    # (nothing calls empty_cache). openai/whisper whisper/__init__.py load_model, 7858aa9 (2023-01) to c0d2f62
+    # (2025-06). A model cast with .half() before it reaches the GPU (quant fp16) does not go through this.
+    checkpoint = CHECKPOINT_BYTES_PER_PARAM * arch.params if rt == "openai-whisper" and job.quant != "fp16" else 0.0
     n_seq = job.batch * job.beam
     # Sequential long-form transcription conditions each window on the previous text (openai-whisper and
     # faster-whisper default condition_on_previous_text=True): up to 223 prompt + 224 new tokens = 447 positions.
@@ -128,13 +141,22 @@ def _infer(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, 
         f"cross-attention KV over {N_AUDIO_CTX} frames x {cross_copies} "
         + ("(per beam)" if rt == "transformers" else "(shared by the beams)"),
     ]
-    if rt == "openai-whisper":
+    if rt == "openai-whisper" and checkpoint:
         notes.append(
-            "openai-whisper loads fp32 weights; the figure assumes the model was cast with .half() (fp16=True)"
+            f"openai-whisper load_model: fp32 weights, plus the fp16 checkpoint ({checkpoint / GIB:.2f} GiB) that "
+            "torch.load put on the GPU, freed but still held by PyTorch's cache (quant fp16: a model cast with "
+            ".half() before .cuda(), which skips both)"
         )
+    elif rt == "openai-whisper":
+        notes.append("openai-whisper model cast with .half() before it reached the GPU (quant fp16)")
     parts = {"weights": weights, "kv_cache": self_kv + cross_kv, "logits": logits, "activations": 0.0}
     if encoder > decode_phase:
         parts.update(kv_cache=0.0, logits=0.0, activations=encoder)
+    if checkpoint:
+        # The cached checkpoint blocks are shaped like the weights (3-13 MiB per matrix, the 133 MiB embedding);
+        # the measured V100S rows (faster-whisper README @a98a2ee, @58f4447: 11.1 GiB) match the decode reusing
+        # none of them, not the 9.1 GiB that full reuse would give.
+        parts["runtime"] = checkpoint
     if rt == "faster-whisper":
         parts["runtime"] = float(CT2_CACHE_BYTES)
         return parts, 0.0, CUDA_CONTEXT_GIB

@@ -94,3 +94,13 @@ def test_fine_tune_full_above_lora() -> None:
 )
 def test_faster_whisper_benchmark_rows_within_25_percent(kw: dict[str, object], measured_mib: int) -> None:
     assert abs(_process_gib(**kw) / (measured_mib / 1024) - 1) < 0.25
+
+
+def test_openai_whisper_load_model_keeps_fp32_weights_and_the_cached_checkpoint() -> None:
+    # faster-whisper README @58f4447 (V100S, openai/whisper@6dea21fd, transcribe fp16 beam 5): 11325 MiB process.
+    default = whisper.estimate(LARGE_V2, FitJob(model="large-v2", runtime="openai-whisper", beam=5), None)
+    assert default.parts["weights"] == pytest.approx(LARGE_V2.params * 4 / 2**30)
+    assert default.parts["runtime"] == pytest.approx(LARGE_V2.params * 2 / 2**30)  # the fp16 checkpoint
+    assert abs(default.process_gib / (11325 / 1024) - 1) < 0.10
+    halved = whisper.estimate(LARGE_V2, FitJob(model="large-v2", runtime="openai-whisper", quant="fp16"), None)
+    assert "runtime" not in halved.parts and halved.parts["weights"] == pytest.approx(LARGE_V2.params * 2 / 2**30)
