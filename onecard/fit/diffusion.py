@@ -2,9 +2,10 @@
 
 A pipeline call runs three phases one after the other: text encoders, the UNet loop (classifier-free guidance
 doubles the batch), the VAE decode. The peak is the weights that sit on the GPU plus the working memory of the
-heaviest phase. Working memory comes from the model graphs: the per-sample UNet terms were counted by running the
-diffusers 0.31 UNet forward (and forward + backward for training) on meta tensors with a live-tensor tracker, the
-VAE term is the three 256-channel maps that are alive at once in the decoder's last up block (same trace).
+heaviest phase. Working memory comes from the model graphs: `benchmarks/fit_diffusion_trace.py` builds the UNet and
+VAE from their config.json values and counts the live tensor bytes of a diffusers 0.31 forward (and, for training,
+forward + backward with LoRA on the attention projections) on fake tensors, no GPU needed; it prints each constant
+below beside its traced value.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ __all__ = ["DiffusionArch", "find", "estimate", "CATALOG"]
 
 # VAE decoder (block_out_channels [128, 256, 512, 512]): in the last up block a 256-channel map at full
 # resolution is alive three times (resnet input kept for the residual, GroupNorm output, SiLU output); the trace
-# gives exactly 768 elements per output pixel. cuDNN's convolution workspace for that layer is taken as one
-# more map of the same size (assumption; the SDXL blog rows put it at 0.8 of a map).
+# (benchmarks/fit_diffusion_trace.py) gives 768 elements per output pixel. cuDNN's convolution workspace for that
+# layer is taken as one more map of the same size (assumption; the SDXL blog rows put it at 0.8 of a map).
 VAE_DECODE_ELEMS_PER_PX = 4 * 256
 VAE_ENCODE_SHARE = 0.5  # encoding needs about half the decoder's working memory (InvokeAI vae_working_memory.py)
 
@@ -39,8 +40,9 @@ class DiffusionArch:
     vae_force_upcast: bool  # vae config force_upcast: the pipeline decodes in fp32 even in fp16
     heads_at_top: int  # attention heads at the highest-resolution attention level
     top_attn_downsample: int  # latent downsampling of that level (1: 64x64 latent for SD1.5 at 512)
-    unet_infer_gib: float  # UNet forward working memory per sample at native_px, fp16, SDPA (no score matrix)
-    unet_train_gib: float  # forward + backward kept tensors per sample at native_px, fp16, no checkpointing
+    # Working-memory terms per sample at native_px, traced by benchmarks/fit_diffusion_trace.py (diffusers 0.31):
+    unet_infer_gib: float  # UNet forward, fp16, SDPA (no score matrix)
+    unet_train_gib: float  # forward + backward, frozen fp16 UNet, fp32 LoRA r=4 under fp16 autocast, no checkpointing
     unet_train_ckpt_gib: float  # same with unet.enable_gradient_checkpointing()
     lora_params_per_rank: int  # LoRA on attention to_q, to_k, to_v, to_out.0 (diffusers train_*_lora scripts)
     aliases: tuple[str, ...]
@@ -59,8 +61,8 @@ CATALOG: dict[str, DiffusionArch] = {
         heads_at_top=8,
         top_attn_downsample=1,
         unet_infer_gib=0.0635,
-        unet_train_gib=0.746,
-        unet_train_ckpt_gib=0.218,
+        unet_train_gib=0.859,
+        unet_train_ckpt_gib=0.226,
         lora_params_per_rank=199_296,
         aliases=(
             "sd-1.5",
@@ -83,8 +85,8 @@ CATALOG: dict[str, DiffusionArch] = {
         heads_at_top=10,
         top_attn_downsample=2,
         unet_infer_gib=0.154,
-        unet_train_gib=5.0,
-        unet_train_ckpt_gib=0.586,
+        unet_train_gib=6.10,
+        unet_train_ckpt_gib=0.512,
         lora_params_per_rank=1_451_520,
         aliases=(
             "sdxl-base",
