@@ -27,7 +27,8 @@ from onecard.fit.job import FitJob
 if TYPE_CHECKING:
     from onecard.core.gpus import GpuSpec
 
-__all__ = ["WeightFormat", "WeightBytes", "parse_quant", "weight_bytes", "kv_bytes_per_token", "GGUF_BITS"]
+__all__ = ["WeightFormat", "WeightBytes", "parse_quant", "weight_bytes", "kv_bytes_per_token", "GGUF_BITS",
+           "GPTQ_AWQ_BYTES_PER_WEIGHT"]
 
 # ggml block sizes (elements, bytes) of the types a GGUF file mixes (ggml-common.h)
 _GGML = {"F32": (1, 4), "F16": (1, 2), "BF16": (1, 2), "Q8_0": (32, 34), "Q6_K": (256, 210), "Q5_K": (256, 176),
@@ -44,6 +45,7 @@ _K_FALLBACK = {"Q6_K": "Q8_0", "Q5_K": "Q5_1", "Q4_K": "Q5_0", "Q3_K": "Q4_0", "
 GGUF_BITS = {name: 8 * b / n for name, (n, b) in _GGML.items()}
 # bytes per KV element: the quantized caches are ggml blocks of 32 (_GGML: Q8_0 34 B, Q4_0 18 B)
 _KV_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+GPTQ_AWQ_BYTES_PER_WEIGHT = 0.5 + 2 / 128 + 0.5 / 128  # int4 + an fp16 scale and a packed 4-bit zero per 128 inputs
 _BNB_ABSMAX = {False: 4 / 64, True: 1 / 64 + 4 / (64 * 256)}  # bytes per weight of the quantization constants
 
 
@@ -187,8 +189,8 @@ def weight_bytes(arch: LlmArch, fmt: WeightFormat) -> WeightBytes:
         per_w = 0.5 + _BNB_ABSMAX[fmt.double_quant]
     elif fmt.kind == "int8":
         per_w = 1.0
-    else:  # gptq/awq int4, group 128: fp16 scale + packed 4-bit zero per 128 inputs
-        per_w = 0.5 + 2 / 128 + 0.5 / 128
+    else:  # gptq/awq int4, group 128
+        per_w = GPTQ_AWQ_BYTES_PER_WEIGHT
     quant = sum(block_lin) * per_w
     if fmt.kind == "int8":  # fp32 row scales + fp16 outlier sub-matrices (7 input features per linear)
         quant += sum(lin.d_out * (4 + 7 * 2) for lin in linears(arch))

@@ -20,20 +20,37 @@ from typing import TYPE_CHECKING
 from onecard.core.errors import ConfigError
 from onecard.fit.catalog import LlmArch, linears, n_params
 from onecard.fit.estimate import GIB, Estimate, gib
-from onecard.fit.formats import WeightBytes, kv_bytes_per_token, parse_quant, weight_bytes
+from onecard.fit.formats import GPTQ_AWQ_BYTES_PER_WEIGHT, WeightBytes, kv_bytes_per_token, parse_quant, weight_bytes
 from onecard.fit.job import FitJob
 from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB, context_note, slack_note
 
 if TYPE_CHECKING:
     from onecard.core.gpus import GpuSpec
 
-__all__ = ["estimate", "runtime_of", "graph_bytes"]
+__all__ = ["estimate", "runtime_of", "graph_bytes", "transformers_release"]
 
 OLLAMA_MIN_MIB = 457  # ollama discover/gpu.go: cudaMinimumMemory = 457 MiB
 LLAMA_CPP_UBATCH = 512  # llama.cpp default n_ubatch (and llama-cpp-python's n_batch)
-VLLM_BATCHED_TOKENS = 2048  # vLLM V1 `vllm serve` default max_num_batched_tokens (chunked prefill)
+# vLLM V1 `vllm serve` default max_num_batched_tokens (chunked prefill); the profiling forward takes that many tokens.
+# The V0 engine (vLLM < 0.8) turned chunked prefill on only past 32k tokens of context and otherwise took
+# max(max_model_len, 2048) (vllm/config.py SchedulerConfig.__post_init__, 0.6.x): --max-num-batched-tokens
+VLLM_BATCHED_TOKENS = 2048
 VLLM_MAX_SEQS = 256  # vLLM default max_num_seqs: the sampler's logits in the profiling run
 VLLM_CUDA_GRAPH_GIB = 0.5  # captured CUDA graphs (vLLM logs 0.3-0.6 GiB for 7-8B models)
+# What generate holds, by transformers release (read in the released wheels):
+# - before 4.42 the cache travels between steps as a tuple of per-layer (K, V) tensors: each decode step's
+#   attention makes a new one with torch.cat (models/llama/modeling_llama.py 4.35.0 l.382-385; 4.38.2 rebuilds a
+#   DynamicCache from the tuple and returns `to_legacy_cache()`, l.982 and l.1046) while generate's model_kwargs
+#   still hold the old one, so the last layer of a step ends with the whole cache twice. 4.42 passes a DynamicCache
+#   (generation/utils.py 4.42.0 l.1775-1780), whose update replaces each layer's tensor (cache_utils.py).
+# - before 4.45 the model's head runs on every prompt position; 4.45 passes num_logits_to_keep=1
+#   (generation/utils.py 4.45.0 l.1900-1904);
+# - before 4.46 Llama-style heads upcast: `logits = logits.float()` (modeling_llama.py 4.38.2 l.1196, 4.45.0
+#   l.1214; 4.46.0 l.1210 keeps the model dtype). Falcon's and GPTBigCode's heads never did (`lm_logits =
+#   self.lm_head(hidden_states)`).
+DYNAMIC_CACHE_SINCE, LAST_LOGITS_SINCE, NO_UPCAST_SINCE = (4, 42), (4, 45), (4, 46)
+CURRENT_TRANSFORMERS = (4, 46)
+_NO_UPCAST = frozenset({"falcon", "gpt_bigcode"})
 
 
 def runtime_of(arch: LlmArch, job: FitJob) -> str:
@@ -57,46 +74,98 @@ def _decode_speed(est: Estimate, card: GpuSpec | None, read_bytes: float, batch:
                            f"{read_bytes / 1e9:.2f} GB read per step (weights + KV); an upper bound")
 
 
+def transformers_release(job: FitJob) -> tuple[int, int]:
+    """The job's transformers release as (major, minor); unset is the current behaviour (4.46 or later)."""
+    if job.transformers_version is None:
+        return CURRENT_TRANSFORMERS
+    major, minor = job.transformers_version.split(".")[:2]
+    return int(major), int(minor)
+
+
 def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[str]) -> Estimate:
     fmt = parse_quant(arch, job, card, "transformers")
     if fmt.kind == "gguf":
         raise ConfigError(f"{fmt.name} is a GGUF format; transformers would dequantize it to 16-bit",
                           "use --runtime llama.cpp (or ollama) for GGUF, or a transformers format such as nf4")
+    fused = job.runtime == "autoawq"
+    if fused and fmt.kind != "awq":
+        raise ConfigError(f"--runtime autoawq runs AWQ checkpoints; --quant {job.quant} is not one",
+                          "use --quant awq, or --runtime transformers")
     a, wb = fmt.act_bytes, weight_bytes(arch, fmt)
-    B, L, h, f = job.batch, arch.n_layers, arch.hidden, arch.intermediate
+    B, L, h, f, V = job.batch, arch.n_layers, arch.hidden, arch.intermediate, arch.vocab
     img = arch.vision.image_tokens if arch.vision else 0
     prompt = max(job.ctx - job.new_tokens, 1) + img
     ctx = job.ctx + img
     kvt = kv_bytes_per_token(arch, job.kv_dtype, a)
+    release = transformers_release(job)
+    tuple_cache = release < DYNAMIC_CACHE_SINCE and not fused  # AutoAWQ's fused attention keeps its own cache
+    all_logits = release < LAST_LOGITS_SINCE
+    upcast = release < NO_UPCAST_SINCE and arch.family not in _NO_UPCAST
     # no autograd: per token the residual stream, the norm output (+ its fp32 upcast) and the MLP's gate, up and
     # activation (the gated product takes the gate's place), or the attention's q, k, v and output
     per_tok = 2 * a * h + 4 * h + max((3 if arch.gated_mlp else 2) * a * f, a * (2 * arch.q_dim + 2 * arch.kv_dim))
     scores = 0.0
-    if job.attention == "eager":  # T x T scores in the model dtype, the fp32 softmax and its cast back, the mask
+    if fused:  # awq/modules/fused/attn.py: at the softmax the block holds its input, the norm output, the fused
+        # qkv, k and v repeated to every query head (repeat_interleave), the fp16 scores, `F.softmax(scores.float())`
+        # (an fp32 copy and the fp32 output) and the (1, 1, T, T) mask; the MLP's tensors are not alive then
+        attn_tok = a * (2 * h + arch.q_dim + 2 * arch.kv_dim + 2 * arch.q_dim)
+        per_tok = max(per_tok, attn_tok + prompt * arch.n_heads * (a + 8))
+        scores = prompt * prompt * a
+    elif job.attention == "eager":  # T x T scores in the model dtype, the fp32 softmax and its cast back, the mask
         scores = B * prompt * prompt * (arch.n_heads * (2 * a + 4) + a)
     vision = B * (img + 1) * a * 6 * arch.vision.hidden if arch.vision else 0.0  # ViT block: residual, norm, 4h MLP
-    logits = B * arch.vocab * (a + 4)  # last position only (transformers >= 4.45) + the fp32 copy sampling takes
-    prefill = {"kv_cache": B * prompt * kvt, "activations": B * prompt * per_tok + scores + vision,
-               "logits": logits, "runtime": wb.dequant}
-    decode = {"kv_cache": B * ctx * kvt, "activations": B * per_tok + B * ctx * kvt / (2 * L), "logits": logits}
-    phase, work = ("prefill", prefill) if sum(prefill.values()) >= sum(decode.values()) else ("decode", decode)
+    last = B * V * (a + 4)  # the last position's logits + the fp32 copy sampling takes
+    # before 4.45 every prompt position goes through the head (and, before 4.46, `logits.float()` holds both widths);
+    # generate keeps that output until the next step's forward returns
+    head = B * prompt * V * (a + (4 if upcast else 0)) if all_logits else 0.0
+    held = B * prompt * V * (4 if upcast else a) if all_logits else 0.0
+    # the cache: pre-allocated for the whole context (AutoAWQ), else grown per step
+    kv_prompt = B * (ctx if fused else prompt) * kvt
+    # tuple cache: the old and the concatenated new cache, every layer, once a decode step runs (new_tokens > 1)
+    kv_step = 2.0 if tuple_cache and job.new_tokens > 1 else 1.0
+    concat = 0.0 if tuple_cache or fused else B * ctx * kvt / (2 * L)  # DynamicCache: one layer's K or V copy
+    phases: dict[str, dict[str, float]] = {
+        "prefill": {"kv_cache": kv_prompt, "activations": B * prompt * per_tok + scores + vision,
+                    "logits": 0.0 if all_logits else last, "runtime": wb.dequant},
+        "decode": {"kv_cache": kv_step * B * ctx * kvt, "activations": B * per_tok + concat, "logits": last}}
+    if all_logits:
+        phases["prompt logits"] = {"kv_cache": kv_prompt, "activations": B * prompt * a * h, "logits": head}
+    if all_logits and job.new_tokens > 1:
+        phases["first decode step"] = {"kv_cache": kv_step * kv_prompt, "activations": B * per_tok,
+                                       "logits": held + last}
+    if fused:  # the fuser's peak: every layer's q, k and v twice, and the caches already allocated
+        dup = 0.0 if arch.fused_qkv else L * (arch.q_dim + 2 * arch.kv_dim) * h * GPTQ_AWQ_BYTES_PER_WEIGHT
+        phases["fusing"] = {"kv_cache": B * ctx * kvt, "runtime": dup}
+    phase, work = max(phases.items(), key=lambda kv: sum(kv[1].values()))
     parts = {"weights": wb.total, **work}
+    if fused:  # each fused attention has its own complex64 RoPE table of 2 x max_seq_len positions
+        parts["runtime"] = parts.get("runtime", 0.0) + L * 2 * ctx * (arch.head_dim // 2) * 8
     notes += [f"weights {fmt.name}" + (f" ({gib(wb.total):.2f} GiB)" if fmt.quantized else ""),
               f"batch {B}, context {job.ctx} tokens ({job.ctx - job.new_tokens} prompt + {job.new_tokens} new)",
               f"KV cache {job.kv_dtype if job.kv_dtype not in ('f16', 'bf16') else 'in the model dtype'}: "
               f"{kvt / 1024:.0f} KiB/token", f"peak during the {phase}",
-              "logits of the last position only, fp32 for sampling (transformers >= 4.45; older versions keep "
-              "the whole prompt's logits in fp32)",
               f"attention {job.attention}" + (": T x T scores materialised" if job.attention == "eager" else "")]
+    notes.append(_release_note(job, all_logits, upcast, tuple_cache) if not fused else
+                 f"AutoAWQ fused modules: a {gib(B * ctx * kvt):.2f} GiB KV cache pre-allocated for batch {B} x "
+                 f"{job.ctx} positions, eager attention with an fp32 softmax"
+                 + ("" if arch.fused_qkv else ", and each layer's q, k, v held twice while the fuser runs"))
     if wb.dequant:
         notes.append(f"prefill matmuls dequantize one weight at a time: {gib(wb.dequant):.2f} GiB buffer")
     if img:
         notes.append(f"one image per sequence: {img} image tokens in the context")
-    est = Estimate({k: gib(v) for k, v in parts.items()},
-                   slack_gib=gib(ALLOC_SLACK * (parts["activations"] + parts["logits"] + parts.get("runtime", 0))),
+    transient = sum(v for k, v in parts.items() if k in ("activations", "logits", "runtime"))
+    est = Estimate({k: gib(v) for k, v in parts.items()}, slack_gib=gib(ALLOC_SLACK * transient),
                    context_gib=CUDA_CONTEXT_GIB, assumptions=[*notes, slack_note()])
     _decode_speed(est, card, wb.total + B * (prompt + job.new_tokens / 2) * kvt, B, "transformers")
     return est
+
+
+def _release_note(job: FitJob, all_logits: bool, upcast: bool, tuple_cache: bool) -> str:
+    release = job.transformers_version or f"{CURRENT_TRANSFORMERS[0]}.{CURRENT_TRANSFORMERS[1]}+"
+    note = f"transformers {release}: " + (
+        "logits of every prompt position" + (" upcast to fp32" if upcast else "") if all_logits else
+        "logits of the last position only, fp32 for sampling")
+    return note + ("; the KV cache as tuples, copied whole by each decode step" if tuple_cache else "")
 
 
 def graph_bytes(arch: LlmArch, n_ctx: int, n_ub: int, flash: bool, bpw: float) -> tuple[float, float]:
@@ -198,7 +267,7 @@ def _vllm(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[str]) ->
                           "use fp16/bf16, awq, gptq or nf4 (bitsandbytes) with vLLM, or --runtime llama.cpp")
     a, wb = fmt.act_bytes, weight_bytes(arch, fmt)
     kvt = kv_bytes_per_token(arch, job.kv_dtype, a)
-    T = VLLM_BATCHED_TOKENS
+    T = job.max_num_batched_tokens or VLLM_BATCHED_TOKENS
     act = T * a * (2 * arch.hidden + 3 * arch.intermediate) + VLLM_MAX_SEQS * arch.vocab * 4 * 2 + wb.dequant
     graphs = VLLM_CUDA_GRAPH_GIB * GIB
     needed = job.batch * job.ctx * kvt
@@ -232,7 +301,7 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
         est = _llama_cpp(arch, job, card, runtime == "ollama", notes)
     elif runtime == "vllm":
         est = _vllm(arch, job, card, notes)
-    elif runtime == "transformers":
+    elif runtime in ("transformers", "autoawq"):
         est = _transformers(arch, job, card, notes)
     else:
         raise ConfigError(f"--runtime {runtime} does not run LLMs",
