@@ -2,7 +2,11 @@
 
 - transformers: weights + the KV cache + the larger of two phases: prefill (the prompt's activations, eager
   attention's T x T scores, the dequantization buffer of 4-bit matmuls, the sampled logits) and the last decode step
-  (full KV cache, one token's activations, the KV concat copy of `DynamicCache`).
+  (full KV cache, one token's activations, the KV concat copy of `DynamicCache`). Older releases
+  (`--transformers-version`) add the prompt's logits (every position, fp32 before 4.46) and a decode step that copies
+  the whole tuple cache (before 4.42).
+- AutoAWQ fused modules (`--runtime autoawq`): the same model with a KV cache allocated for batch x ctx at load,
+  eager attention with an fp32 softmax, and the fuser's own peak (every layer's q, k, v twice).
 - llama.cpp: the buffers it logs (model, KV, compute). The compute buffer is Ollama's GraphSize formula for llama
   (ollama fs/ggml/ggml.go), which gives the measured.md rows 12-13 to the MiB: 4*n_ub*(1 + 4*n_embd +
   n_ctx*(1 + n_head)) with all layers offloaded (scores, mask and four hidden-size tensors), or the output layer

@@ -1,0 +1,106 @@
+"""LLM inference mechanisms by runtime and release: what generate holds in older transformers, AutoAWQ's fused
+modules, vLLM's profiling step. Expected figures are the public peaks of benchmarks/fit_cases/public/dev (source in
+each case) or byte counts from the library's code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from onecard.core.errors import ConfigError
+from onecard.fit import catalog, llm_infer
+from onecard.fit.estimate import GIB
+from onecard.fit.formats import GPTQ_AWQ_BYTES_PER_WEIGHT, kv_bytes_per_token
+from onecard.fit.job import FitJob
+from onecard.fit.plan import estimate
+
+QWEN = {"model": "qwen2.5-7b", "runtime": "transformers", "attention": "flash", "gpu": "a100-80gb"}
+OPTIMUM = {"model": "llama-2-13b", "runtime": "transformers", "quant": "fp16", "gpu": "a100-80gb"}
+AWQ = {"runtime": "autoawq", "quant": "awq", "new_tokens": 1, "transformers_version": "4.35", "gpu": "rtx-4090"}
+
+
+def _arch(key: str) -> catalog.LlmArch:
+    arch = catalog.find(key)
+    assert arch is not None
+    return arch
+
+
+def test_unset_release_is_the_current_behaviour() -> None:
+    job = FitJob(**QWEN, quant="bf16", batch=2, ctx=32768, new_tokens=2048)
+    assert estimate(job).parts == estimate(job.model_copy(update={"transformers_version": "4.46.0"})).parts
+    assert llm_infer.transformers_release(FitJob(model="x", transformers_version="4.38.2")) == (4, 38)
+
+
+def test_before_4_45_generate_holds_every_prompt_logit_in_fp32() -> None:
+    # Qwen2-7B BF16 at 30720 input tokens: 42.62 GiB with transformers 4.38.2, 19.97 with 4.46 (Qwen speed benchmark,
+    # cases P-qwen2-7b-bf16-in30720 / qwen25). The head's bf16 output and its `.float()` copy: 6 B per logit.
+    job = FitJob(**QWEN, quant="bf16", ctx=32768, new_tokens=2048, transformers_version="4.38.2")
+    est = estimate(job)
+    assert est.parts["logits"] * GIB == pytest.approx(30720 * 152064 * 6)
+    assert est.peak_allocated_gib == pytest.approx(42.62, rel=0.03)
+    assert estimate(job.model_copy(update={"transformers_version": None})).parts["logits"] < 0.01
+
+
+def test_before_4_46_only_llama_style_heads_upcast() -> None:
+    # Falcon's head returns `lm_logits = self.lm_head(hidden_states)` in every release: 2 B per prompt logit
+    job = FitJob(model="falcon-7b", quant="bf16", ctx=8192, new_tokens=1, transformers_version="4.40")
+    assert estimate(job).parts["logits"] * GIB == pytest.approx(8191 * 65024 * 2)
+    # 4.45: the last position only, still upcast (its fp32 copy counted with the sampler's)
+    late = FitJob(**QWEN, quant="bf16", ctx=8192, new_tokens=1, transformers_version="4.45.0")
+    assert estimate(late).parts["logits"] * GIB == pytest.approx(152064 * 6)
+
+
+def test_before_4_42_each_decode_step_copies_the_whole_tuple_cache() -> None:
+    # optimum benchmark, transformers 4.32, Llama-2-13B fp16, batch 8, 512 + 512 tokens: 37.56 GiB (process).
+    # The cache is 8 x 1024 x 800 KiB = 6.25 GiB; at the end of a step the old and the new one both exist.
+    job = FitJob(**OPTIMUM, batch=8, ctx=1024, new_tokens=512, transformers_version="4.32")
+    est = estimate(job)
+    assert est.parts["kv_cache"] == pytest.approx(2 * 6.25)
+    assert est.process_gib == pytest.approx(37.56, rel=0.03)
+    # one new token: no decode step runs, so nothing is copied (the peak is the prompt's logits, 512 cached tokens)
+    prefill = estimate(job.model_copy(update={"ctx": 513, "new_tokens": 1}))
+    assert prefill.parts["kv_cache"] == pytest.approx(8 * 512 * 800 * 1024 / GIB)
+
+
+def test_autoawq_fused_cache_is_allocated_for_batch_times_context() -> None:
+    # AutoAWQ 0.1.6 WindowedCache: (batch, kv heads, max_seq_len, head_dim) K and V per layer, from load on, so a
+    # 64-token prompt with a 2048 cache at batch 8 holds all 2 GiB (Mistral 7B: 128 KiB per position)
+    arch = _arch("mistral-7b-v0.1")
+    est = estimate(FitJob(model="mistral-7b-v0.1", batch=8, ctx=2048, **AWQ))
+    assert est.parts["kv_cache"] == pytest.approx(8 * 2048 * kv_bytes_per_token(arch, "f16") / GIB) == 2.0
+    # the 8 x 2048 prefill: 8 x 32 heads x 2047^2 scores at 10 B (fp16, fp32 copy, fp32 softmax) dominate;
+    # AutoAWQ README @5c7e368 measures 16.82 GiB allocated (case P-awq-mistral7b-gemm-b8-2048)
+    assert est.parts["activations"] * GIB > 8 * 32 * 2047**2 * 10
+    assert est.peak_allocated_gib == pytest.approx(16.82, rel=0.03)
+
+
+def test_autoawq_fuser_holds_each_layers_qkv_twice() -> None:
+    # LlamaFuser.fuse_transformer concatenates q, k, v into a new module per layer while the old model keeps the
+    # originals until the loop ends: Llama-2-13B adds 40 x 3 x 5120^2 AWQ weights; 8.47 GiB measured at 64 tokens
+    est = estimate(FitJob(model="llama-2-13b", batch=1, ctx=64, **AWQ))
+    dup = 40 * 3 * 5120 * 5120 * GPTQ_AWQ_BYTES_PER_WEIGHT
+    assert est.parts["runtime"] * GIB > dup
+    assert est.peak_allocated_gib == pytest.approx(8.47, rel=0.03)
+    # Falcon's fuser reuses its fused query_key_value: nothing twice; runtime is the prefill's dequantization buffer
+    # (the 4544 x 18176 MLP weight at 16 bits) and the RoPE tables
+    falcon = estimate(FitJob(model="falcon-7b", batch=1, ctx=64, **AWQ))
+    assert falcon.parts["runtime"] * GIB == pytest.approx(4544 * 18176 * 2 + 32 * 2 * 64 * 32 * 8)
+
+
+@pytest.mark.parametrize(("job", "match"), [
+    ({"model": "mistral-7b-v0.1", "runtime": "autoawq", "quant": "nf4"}, "AWQ checkpoints"),
+    ({"model": "llama-2-7b", "transformers_version": "four"}, "pattern"),
+])
+def test_what_autoawq_and_the_release_refuse(job: dict[str, Any], match: str) -> None:
+    with pytest.raises((ConfigError, ValueError), match=match):
+        estimate(FitJob(**job))
+
+
+def test_vllm_profiling_step_sizes_the_activations() -> None:
+    # V0 (vLLM < 0.8) profiled max(max_model_len, 2048) tokens at max_model_len 8192: 4x V1's 2048-token step
+    job = FitJob(model="llama-3-8b", runtime="vllm", quant="bf16", ctx=8192, vram=79.22)
+    v1 = estimate(job).parts["activations"]
+    v0 = estimate(job.model_copy(update={"max_num_batched_tokens": 8192})).parts["activations"]
+    sampler = 256 * 128256 * 8 / GIB  # the profiling run's 256 sampled sequences, unchanged
+    assert v0 - sampler == pytest.approx(4 * (v1 - sampler), rel=0.01)
