@@ -13,7 +13,7 @@ only those above it in this list):
     llm.py         LLM/VLM: sends a job to llm_infer.py (transformers, llama.cpp, Ollama, vLLM inference),
                    llm_train.py (full / LoRA / QLoRA fine-tuning) or tinylm.py (onecard tinylm's from-scratch GPT)
     diffusion.py   Stable Diffusion 1.5 / SDXL inference and LoRA training
-    yolo.py        YOLOv8 detection and segmentation, training and inference
+    yolo.py        YOLOv8 detection, segmentation, pose and classification, training and inference
     whisper.py     Whisper transcription and fine-tuning (openai-whisper, faster-whisper, transformers)
 
   planning on top of them:

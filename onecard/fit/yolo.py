@@ -1,14 +1,16 @@
-"""YOLOv8 (ultralytics) detection and segmentation: catalog facts and the memory estimator.
+"""YOLOv8 (ultralytics) detection, segmentation, pose and classification: catalog facts and the memory estimator.
 
 The activation term is not a fitted number: the module walks the model graph of ultralytics'
-`cfg/models/v8/yolov8.yaml` (and `yolov8-seg.yaml`) at the job's image size and adds up the tensors that
-autograd keeps for the backward pass, block by block. The same walk counts the parameters, and the test checks
-that count against the published table, so the graph the activations come from is the real one.
+`cfg/models/v8/yolov8.yaml` (and `yolov8-seg.yaml`, `yolov8-pose.yaml`, `yolov8-cls.yaml`) at the job's image size
+and adds up the tensors that autograd keeps for the backward pass, block by block. The same walk counts the
+parameters, and the test checks that count against the published table, so the graph the activations come from is
+the real one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from onecard.core.gpus import GpuSpec
 from onecard.fit.estimate import GIB, Estimate
@@ -18,6 +20,14 @@ from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB
 __all__ = ["YoloArch", "find", "estimate", "CATALOG"]
 
 REG_MAX = 16  # Detect head: distribution focal loss bins per box side (ultralytics nn/modules/head.py)
+NM = 32  # Segment head: mask prototypes (yolov8-seg.yaml `Segment, [nc, 32, 256]`)
+KPT_SHAPE = (17, 3)  # Pose head: COCO keypoints x (x, y, visibility) (yolov8-pose.yaml kpt_shape)
+CLS_HIDDEN = 1280  # Classify head: Conv(c1, 1280, 1) before the pool and the Linear (ultralytics nn/modules/head.py)
+# Classes of the published models each task's table counts: COCO 80 (detect, seg), COCO person 1 (pose), ImageNet 1000.
+DEFAULT_NC = {"detect": 80, "segment": 80, "pose": 1, "classify": 1000}
+
+Task = Literal["detect", "segment", "pose", "classify"]
+_SUFFIX: dict[Task, str] = {"detect": "", "segment": "-seg", "pose": "-pose", "classify": "-cls"}
 
 
 @dataclass(frozen=True)
@@ -28,10 +38,14 @@ class YoloArch:
     depth: float  # depth_multiple of the yaml scale
     width: float  # width_multiple
     max_channels: int
-    seg: bool
-    params_m: float  # published parameters, millions (nc=80)
+    task: Task
+    params_m: float  # published parameters, millions (nc as DEFAULT_NC)
     gflops: float  # published GFLOPs at 640
     source: str = "ultralytics docs.ultralytics.com/models/yolov8 (tables) and cfg/models/v8/yolov8*.yaml"
+
+    @property
+    def seg(self) -> bool:
+        return self.task == "segment"
 
 
 _SCALES = {
@@ -41,19 +55,19 @@ _SCALES = {
     "l": (1.00, 1.00, 512),
     "x": (1.00, 1.25, 512),
 }
-_PUBLISHED = {  # (params M, GFLOPs) detect, then -seg
-    "n": ((3.2, 8.7), (3.4, 12.6)),
-    "s": ((11.2, 28.6), (11.8, 42.6)),
-    "m": ((25.9, 78.9), (27.3, 110.2)),
-    "l": ((43.7, 165.2), (46.0, 220.5)),
-    "x": ((68.2, 257.8), (71.8, 344.1)),
+_CLS_MAX_CHANNELS = 1024  # yolov8-cls.yaml scales: [depth, width, 1024] for n to x
+_PUBLISHED: dict[Task, dict[str, tuple[float, float]]] = {  # (params M, GFLOPs at 640), docs tables per task
+    "detect": {"n": (3.2, 8.7), "s": (11.2, 28.6), "m": (25.9, 78.9), "l": (43.7, 165.2), "x": (68.2, 257.8)},
+    "segment": {"n": (3.4, 12.6), "s": (11.8, 42.6), "m": (27.3, 110.2), "l": (46.0, 220.5), "x": (71.8, 344.1)},
+    "pose": {"n": (3.3, 9.2), "s": (11.6, 30.2), "m": (26.4, 81.0), "l": (44.4, 168.6), "x": (69.4, 263.2)},
+    "classify": {"n": (2.7, 4.3), "s": (6.4, 13.5), "m": (17.0, 42.7), "l": (37.5, 99.7), "x": (57.4, 154.8)},
 }
 CATALOG: dict[str, YoloArch] = {}
-for _s, (_d, _w, _mc) in _SCALES.items():
-    for _seg in (False, True):
-        _key = f"yolov8{_s}{'-seg' if _seg else ''}"
-        _p, _g = _PUBLISHED[_s][_seg]
-        CATALOG[_key] = YoloArch(_key, _d, _w, _mc, _seg, _p, _g)
+for _task, _table in _PUBLISHED.items():
+    for _s, (_p, _g) in _table.items():
+        _d, _w, _mc = _SCALES[_s]
+        _key = f"yolov8{_s}{_SUFFIX[_task]}"
+        CATALOG[_key] = YoloArch(_key, _d, _w, _CLS_MAX_CHANNELS if _task == "classify" else _mc, _task, _p, _g)
 
 
 def find(name: str) -> YoloArch | None:
@@ -98,7 +112,7 @@ def _c2f(t: _Tally, c1: int, c2: int, n: int, shortcut: bool, hw: float) -> None
 
 
 def _walk(arch: YoloArch, imgsz: int, nc: int) -> _Tally:
-    """Walk yolov8(-seg).yaml (backbone + PAN head + Detect/Segment) at `imgsz`; shapes per image."""
+    """Walk yolov8(-seg, -pose, -cls).yaml (backbone + PAN head + Detect/Segment/Pose, or Classify) at `imgsz`."""
     t = _Tally()
 
     def ch(c: int) -> int:
@@ -120,6 +134,13 @@ def _walk(arch: YoloArch, imgsz: int, nc: int) -> _Tally:
     _c2f(t, c512, c512, rep(6), True, hw(16))
     _conv(t, c512, c1024, 3, hw(32))  # 7 P5/32
     _c2f(t, c1024, c1024, rep(3), True, hw(32))
+    if arch.task == "classify":  # yolov8-cls.yaml: Classify on layer 8 (no SPPF, no PAN head)
+        _conv(t, c1024, CLS_HIDDEN, 1, hw(32))
+        t.params += CLS_HIDDEN * nc + nc  # AdaptiveAvgPool2d(1) -> Dropout -> Linear(1280, nc)
+        t.saved += CLS_HIDDEN  # the pooled vector, the Linear's input
+        t.out += nc
+        t.saved += t.out
+        return t
     c_ = c1024 // 2  # 9 SPPF(k=5): cv1, three max-pools (each keeps int64 indices), cat, cv2
     _conv(t, c1024, c_, 1, hw(32))
     t.saved += 3 * c_ * hw(32) + 4 * c_ * hw(32)
@@ -143,7 +164,7 @@ def _walk(arch: YoloArch, imgsz: int, nc: int) -> _Tally:
             t.out += co * hw(s)
     t.params += REG_MAX  # DFL conv (frozen)
     if arch.seg:  # Segment: Proto at stride 4 and mask-coefficient branch (cv4) per level
-        nm, npr = 32, _div8(min(256, arch.max_channels) * arch.width)
+        nm, npr = NM, _div8(min(256, arch.max_channels) * arch.width)
         _conv(t, c256, npr, 3, hw(8))
         t.params += npr * npr * 4 + npr  # ConvTranspose2d(npr, npr, 2, 2) with bias
         t.saved += npr * hw(4)
@@ -155,22 +176,30 @@ def _walk(arch: YoloArch, imgsz: int, nc: int) -> _Tally:
             _conv(t, c4, c4, 3, hw(s))
             t.params += c4 * nm + nm
             t.out += nm * hw(s)
+    if arch.task == "pose":  # Pose: keypoint branch (cv4) per level, nk = 17 x 3 channels
+        nk = KPT_SHAPE[0] * KPT_SHAPE[1]
+        c4 = max(c256 // 4, nk)
+        for cx, s in levels:
+            _conv(t, cx, c4, 3, hw(s))
+            _conv(t, c4, c4, 3, hw(s))
+            t.params += c4 * nk + nk
+            t.out += nk * hw(s)
     t.saved += t.out
     return t
 
 
-def param_count(arch: YoloArch, nc: int = 80) -> int:
-    """Parameters of the model built from its yaml (nc classes), from the same walk as the activations."""
-    return _walk(arch, 640, nc).params
+def param_count(arch: YoloArch, nc: int | None = None) -> int:
+    """Parameters of the model built from its yaml (nc classes; the published model's by default), from the walk."""
+    return _walk(arch, 640, DEFAULT_NC[arch.task] if nc is None else nc).params
 
 
 def estimate(arch: YoloArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     """Peak memory of `yolo train` (one forward + backward, AMP) or `yolo predict` for `arch`."""
-    nc = 80
+    nc = DEFAULT_NC[arch.task]
     walk = _walk(arch, job.imgsz, nc)
     p = walk.params
     notes = [
-        f"{arch.key}: {p / 1e6:.1f}M parameters from yolov8{'-seg' if arch.seg else ''}.yaml "
+        f"{arch.key}: {p / 1e6:.1f}M parameters from yolov8{_SUFFIX[arch.task]}.yaml "
         f"(published {arch.params_m}M), nc={nc}"
     ]
     if job.job == "train":
