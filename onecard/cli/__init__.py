@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 
 from onecard import __version__
-from onecard.cli import chat, doctor, fit, rag, runs, tinylm, tune
+from onecard.cli import asr, chat, doctor, fit, rag, runs, tinylm, tune
 
 __all__ = ["main", "COMMANDS", "build_parser"]
 
@@ -31,6 +31,8 @@ COMMANDS: dict[str, Command] = {
              tune.tune),
     "rag": ("an assistant over your notes and code: index, search, ask, chat with citations, eval", rag.rag_args,
             rag.rag),
+    "asr": ("transcripts of your recordings with Whisper, VAD and an LLM post-edit; WER against references",
+            asr.asr_args, asr.asr),
 }
 
 

@@ -1,0 +1,69 @@
+"""`onecard asr transcribe / eval`: transcripts with Whisper, VAD and an LLM post-edit; WER against references."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from onecard.cli.common import emit, job_flags, resolve_config, trackers
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def asr_args(p: argparse.ArgumentParser) -> None:
+    from onecard.asr.config import EvalConfig, TranscribeConfig
+    from onecard.core.config import add_config_flags
+
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    transcribe = sub.add_parser("transcribe", help="transcripts (TXT, SRT, VTT, JSON) of audio or video files")
+    transcribe.add_argument("audio", nargs="*", default=argparse.SUPPRESS, metavar="AUDIO",
+                            help="audio or video files (or --audio, or audio: in --config)")
+    add_config_flags(transcribe, TranscribeConfig)
+    job_flags(transcribe)
+    evaluate = sub.add_parser("eval", help="WER and CER per file and overall against reference transcripts, and RTF")
+    add_config_flags(evaluate, EvalConfig)
+    job_flags(evaluate)
+
+
+def asr(args: argparse.Namespace) -> int:
+    from onecard.asr.config import EvalConfig, TranscribeConfig
+    from onecard.core.extras import require
+
+    require("faster_whisper", "asr", "faster-whisper")
+    require("jiwer", "asr")
+    from onecard.asr import run
+
+    if args.action == "transcribe":
+        emit(args, run.transcribe(resolve_config(args, TranscribeConfig), args.runs_dir, trackers(args)), _files)
+    else:
+        emit(args, run.evaluate(resolve_config(args, EvalConfig), args.runs_dir, trackers(args)), _scores)
+    return 0
+
+
+def _files(result: dict[str, Any], console: Console) -> None:
+    for f in result["files"]:
+        console.print(f"{f['audio']}: {f['duration_s']:.1f} s of {f['language'] or '?'} audio, RTF {f['rtf']:.3f}")
+        console.print("  " + "\n  ".join(f["files"]))
+    edits = result.get("post_edit")
+    if edits:
+        console.print(f"post-edit: {edits['accepted']} accepted, {edits['rejected']} rejected (too many words "
+                      f"changed), {edits['unchanged']} unchanged")
+    console.print(f"recorded as run {result['run_id']} ({result['settings']['device']}, "
+                  f"{result['settings']['compute_type']})")
+
+
+def _scores(result: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
+
+    table = Table("file", *[v["variant"] for v in result["variants"]], title="WER (CER)")
+    for i, f in enumerate(result["variants"][0]["files"]):
+        table.add_row(f["file"], *[_pct(v["files"][i]["wer"], v["files"][i]["cer"]) for v in result["variants"]])
+    table.add_row("overall", *[_pct(v["wer"], v["cer_mean"]) for v in result["variants"]])
+    table.add_row("RTF", *[f"{v['rtf']:.3f}" for v in result["variants"]])
+    console.print(table)
+    console.print(f"recorded as run {result['run_id']}")
+
+
+def _pct(wer: float | None, cer: float | None) -> str:
+    return "-" if wer is None else f"{100 * wer:.1f}% ({100 * (cer or 0):.1f}%)"
