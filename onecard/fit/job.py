@@ -32,7 +32,7 @@ class FitJob(BaseModel):
     method: Method = Field("qlora", description="training method for LLM/VLM: full, lora or qlora")
     quant: str = Field("auto", description="weight format: fp32 fp16 bf16 int8 nf4 fp4 gptq awq, or a GGUF type (q4_k_m, q8_0...); auto: bf16, nf4 for qlora, the file's own for GGUF")
     runtime: Runtime = Field("auto", description="runtime that holds the model (autoawq: AutoAWQ's from_quantized(fuse_layers=True) fused modules); auto: picked from the model family and file")
-    transformers_version: str | None = Field(None, pattern=r"^\d+\.\d+(\.\d+)?$", description="transformers release the LLM runs on (4.38.2), for its memory changes: before 4.42 generate keeps the KV cache as tuples (each decode step copies it), before 4.45 it computes the logits of every prompt position, before 4.46 in fp32; unset: 4.46 or later")
+    transformers_version: str | None = Field(None, pattern=r"^\d+\.\d+(\.\d+)?$", description="transformers release the LLM runs on (4.38.2), for its memory changes: before 4.42 generate keeps the KV cache as tuples (each decode step copies it), before 4.45 it computes the logits of every prompt position (Falcon before 4.47, GPTBigCode before 5.0), before 4.46 in fp32; unset: 5.0 or later")
     batch: int = Field(1, ge=1, description="sequences (or images, or audio segments) processed at once; the micro-batch when training")
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (does not change peak memory, keeps the effective batch)")
     ctx: int = Field(4096, ge=1, description="inference context length in tokens (prompt + new tokens) that the KV cache holds")

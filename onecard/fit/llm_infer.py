@@ -48,12 +48,15 @@ VLLM_CUDA_GRAPH_GIB = 0.5  # captured CUDA graphs (vLLM logs 0.3-0.6 GiB for 7-8
 #   still hold the old one, so the last layer of a step ends with the whole cache twice. 4.42 passes a DynamicCache
 #   (generation/utils.py 4.42.0 l.1775-1780), whose update replaces each layer's tensor (cache_utils.py).
 # - before 4.45 the model's head runs on every prompt position; 4.45 passes num_logits_to_keep=1
-#   (generation/utils.py 4.45.0 l.1900-1904);
+#   (generation/utils.py 4.45.0 l.1900-1904) to the models whose forward takes it: Llama, Mistral, Qwen2, Phi-3,
+#   Gemma 2, LLaVA in 4.45.0; Falcon from 4.47.0 (modeling_falcon.py, absent in 4.46.3); GPTBigCode from 5.0.0
+#   (`logits_to_keep`, absent in 4.57.0);
 # - before 4.46 Llama-style heads upcast: `logits = logits.float()` (modeling_llama.py 4.38.2 l.1196, 4.45.0
 #   l.1214; 4.46.0 l.1210 keeps the model dtype). Falcon's and GPTBigCode's heads never did (`lm_logits =
 #   self.lm_head(hidden_states)`).
 DYNAMIC_CACHE_SINCE, LAST_LOGITS_SINCE, NO_UPCAST_SINCE = (4, 42), (4, 45), (4, 46)
-CURRENT_TRANSFORMERS = (4, 46)
+_LAST_LOGITS_SINCE = {"falcon": (4, 47), "gpt_bigcode": (5, 0)}
+CURRENT_TRANSFORMERS = (5, 0)  # unset: a release with every one of these changes
 _NO_UPCAST = frozenset({"falcon", "gpt_bigcode"})
 
 
@@ -79,7 +82,7 @@ def _decode_speed(est: Estimate, card: GpuSpec | None, read_bytes: float, batch:
 
 
 def transformers_release(job: FitJob) -> tuple[int, int]:
-    """The job's transformers release as (major, minor); unset is the current behaviour (4.46 or later)."""
+    """The job's transformers release as (major, minor); unset is the current behaviour (5.0 or later)."""
     if job.transformers_version is None:
         return CURRENT_TRANSFORMERS
     major, minor = job.transformers_version.split(".")[:2]
@@ -103,7 +106,7 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
     kvt = kv_bytes_per_token(arch, job.kv_dtype, a)
     release = transformers_release(job)
     tuple_cache = release < DYNAMIC_CACHE_SINCE and not fused  # AutoAWQ's fused attention keeps its own cache
-    all_logits = release < LAST_LOGITS_SINCE
+    all_logits = release < _LAST_LOGITS_SINCE.get(arch.family, LAST_LOGITS_SINCE)
     upcast = release < NO_UPCAST_SINCE and arch.family not in _NO_UPCAST
     # no autograd: per token the residual stream, the norm output (+ its fp32 upcast) and the MLP's gate, up and
     # activation (the gated product takes the gate's place), or the attention's q, k, v and output

@@ -28,6 +28,7 @@ def _arch(key: str) -> catalog.LlmArch:
 
 def test_unset_release_is_the_current_behaviour() -> None:
     job = FitJob(**QWEN, quant="bf16", batch=2, ctx=32768, new_tokens=2048)
+    assert estimate(job).parts == estimate(job.model_copy(update={"transformers_version": "5.0"})).parts
     assert estimate(job).parts == estimate(job.model_copy(update={"transformers_version": "4.46.0"})).parts
     assert llm_infer.transformers_release(FitJob(model="x", transformers_version="4.38.2")) == (4, 38)
 
@@ -46,6 +47,10 @@ def test_before_4_46_only_llama_style_heads_upcast() -> None:
     # Falcon's head returns `lm_logits = self.lm_head(hidden_states)` in every release: 2 B per prompt logit
     job = FitJob(model="falcon-7b", quant="bf16", ctx=8192, new_tokens=1, transformers_version="4.40")
     assert estimate(job).parts["logits"] * GIB == pytest.approx(8191 * 65024 * 2)
+    # Falcon's forward took num_logits_to_keep only in 4.47: generate on 4.46 still projects every prompt position
+    assert estimate(job.model_copy(update={"transformers_version": "4.46.3"})).parts["logits"] * GIB == \
+        pytest.approx(8191 * 65024 * 2)
+    assert estimate(job.model_copy(update={"transformers_version": "4.47"})).parts["logits"] < 0.01
     # 4.45: the last position only, still upcast (its fp32 copy counted with the sampler's)
     late = FitJob(**QWEN, quant="bf16", ctx=8192, new_tokens=1, transformers_version="4.45.0")
     assert estimate(late).parts["logits"] * GIB == pytest.approx(152064 * 6)
