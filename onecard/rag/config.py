@@ -14,6 +14,10 @@ __all__ = ["IndexConfig", "SearchConfig", "EvalConfig", "AskConfig", "Retriever"
 DEFAULT_EMBED_MODEL = "all-minilm-l6-v2"
 Retriever = Literal["auto", "hybrid", "dense", "bm25", "rerank"]
 Fusion = Literal["convex", "rrf"]
+RERANKER_HELP = ("auto (a known cross-encoder in the local hub cache, if any; never a chat model), none, a cross-encoder "
+                 "(local folder or cached hub id), or a chat model through onecard.llm: llm (the --model answering, or "
+                 "the shipped smollm2-135m-instruct; grades each passage 0-3), llm:MODEL, llm-listwise[:MODEL] (one "
+                 "call ranks them all). The shipped 135M model ranks worse than hybrid alone (benchmarks/RESULTS.md)")
 
 
 class _Where(BaseModel):
@@ -32,8 +36,8 @@ class _Fusion(BaseModel):
 
 
 class _Retrieval(_Fusion):
-    retriever: Retriever = Field("auto", description="auto: rerank when a cross-encoder is available locally, else hybrid; hybrid: dense + BM25 fused (--fusion); dense; bm25; rerank")
-    reranker: str = Field("auto", description="cross-encoder for reranking: auto (a known one in the local hub cache, if any), none, a local folder or a cached hub id")
+    retriever: Retriever = Field("auto", description="auto: rerank when a cross-encoder is available locally or --reranker names a chat model, else hybrid; hybrid: dense + BM25 fused (--fusion); dense; bm25; rerank")
+    reranker: str = Field("auto", description=RERANKER_HELP)
     rerank_top: int = Field(20, ge=1, description="rerank this many hybrid hits")
     path_glob: str | None = Field(None, description="only files whose path (relative to its indexed folder, or absolute) matches this glob, e.g. '*.md' or 'src/*'")
     language: str | None = Field(None, description="only chunks of this language: python, markdown, text, pdf, ...")
@@ -70,7 +74,7 @@ class EvalConfig(_Fusion, LLMConfig):
     embed_model: str = Field(DEFAULT_EMBED_MODEL, description="--beir: the embedding model of the on-the-fly index")
     chunk_tokens: int = Field(200, ge=16, description="--beir: token budget of a chunk")
     overlap_tokens: int = Field(32, ge=0, description="--beir: chunk overlap in tokens")
-    reranker: str = Field("auto", description="cross-encoder for the rerank row: auto, none, a local folder or a cached hub id")
+    reranker: str = Field("auto", description="the rerank row's reranker: " + RERANKER_HELP)
     rerank_top: int = Field(20, ge=1, description="rerank this many hybrid hits")
     generate: int = Field(0, ge=0, description="with --qa FILE that does not exist yet: draft N questions from random chunks of the index --name with the LLM, write them to FILE, then evaluate on them")
     seed: int = Field(0, description="--generate: which chunks are drawn")

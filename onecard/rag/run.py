@@ -15,6 +15,7 @@ from typing import Any, Literal
 from onecard.core.errors import ConfigError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, start_run
+from onecard.llm.config import LLMConfig
 from onecard.rag.answer import Answer, answer, build_messages, check_citations
 from onecard.rag.config import AskConfig, EvalConfig, Fusion, IndexConfig, Retriever, SearchConfig
 from onecard.rag.evaluate import (
@@ -27,7 +28,8 @@ from onecard.rag.evaluate import (
     retrieval_eval,
 )
 from onecard.rag.index import BuildStats, Index, build_index, index_path, open_index, write_index
-from onecard.rag.models import Embedder, SentenceEmbedder, load_reranker
+from onecard.rag.models import Embedder, SentenceEmbedder
+from onecard.rag.rerank import load_reranker
 from onecard.rag.search import Hit, Mode, Searcher
 from onecard.rag.versions import CURRENT, check_outside
 
@@ -67,14 +69,15 @@ def index(config: IndexConfig, runs_root: str | None = None, report_to: tuple[st
 
 def open_searcher(name: str, index_dir: str | None, device: str, retriever: Retriever, reranker: str,
                   rerank_top: int, status: Status = _status, fusion: Fusion = "convex",
-                  alpha: float | Literal["auto"] = "auto") -> tuple[Searcher, Mode]:
+                  alpha: float | Literal["auto"] = "auto", llm: LLMConfig | None = None) -> tuple[Searcher, Mode]:
     """The index's searcher with its own embedding model, and the mode `retriever` comes to (auto: rerank when a
-    cross-encoder is found, else hybrid, with a note saying how to get one)."""
+    cross-encoder is found or `reranker` names a chat model, else hybrid, with a note saying how to get one); `llm`:
+    the chat model `--reranker llm` reranks with."""
     idx = open_index(index_path(name, index_dir))
     embedder = SentenceEmbedder(idx.meta["embed_model"], device)
-    model, note = load_reranker("none" if retriever in ("dense", "bm25", "hybrid") else reranker, device)
+    model, note = load_reranker("none" if retriever in ("dense", "bm25", "hybrid") else reranker, device, llm)
     if retriever == "rerank" and model is None:
-        raise ConfigError("--retriever rerank needs a cross-encoder", note or "pass --reranker PATH")
+        raise ConfigError("--retriever rerank needs a reranker", note or "pass --reranker PATH, or --reranker llm")
     if note:
         status(note)
     mode: Mode = "rerank" if model is not None else ("hybrid" if retriever == "auto" else retriever)  # type: ignore
@@ -118,7 +121,7 @@ def evaluate(config: EvalConfig, runs_root: str | None = None, report_to: tuple[
             if config.generate:
                 _draft_questions(config, idx, status)
             evalset = load_qa(str(config.qa), idx.rels, idx.paths).limited(config.limit)
-        reranker, note = load_reranker(config.reranker, config.device)
+        reranker, note = load_reranker(config.reranker, config.device, config)
         if note:
             status(note)
         searcher = Searcher(idx, embedder, reranker, config.rerank_top, config.fusion, config.alpha)
@@ -181,7 +184,8 @@ def ask(config: AskConfig, on_text: Callable[[str], None] | None = None, status:
         raise ConfigError("no question", "pass the question: `onecard rag ask \"...\" --name NAME`")
     if searcher is None:
         searcher, mode = open_searcher(config.name, config.index_dir, config.device, config.retriever,
-                                       config.reranker, config.rerank_top, status, config.fusion, config.alpha)
+                                       config.reranker, config.rerank_top, status, config.fusion, config.alpha,
+                                       config)
     else:
         mode = "rerank" if searcher.reranker else ("hybrid" if config.retriever == "auto" else config.retriever)
     hits = searcher.search(config.question, config.k, mode, config.path_glob, config.language)
@@ -225,7 +229,7 @@ def chat(config: AskConfig, lines: Iterable[str], write: Callable[[str], None], 
     from onecard.llm import load
 
     searcher, _ = open_searcher(config.name, config.index_dir, config.device, config.retriever, config.reranker,
-                                config.rerank_top, status, config.fusion, config.alpha)
+                                config.rerank_top, status, config.fusion, config.alpha, config)
     backend = load(config)
     history: list[dict[str, Any]] = []
     for line in lines:

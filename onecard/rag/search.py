@@ -1,4 +1,5 @@
-"""Retrieval over an open index: dense (FAISS), BM25 (bm25s), hybrid (their fusion), cross-encoder rerank.
+"""Retrieval over an open index: dense (FAISS), BM25 (bm25s), hybrid (their fusion), rerank (a cross-encoder or a
+chat model, `rerank.py`).
 
 Hybrid fuses the two retrievers' candidates by a convex combination of their normalised scores (the default) or by
 reciprocal rank fusion.
@@ -18,7 +19,8 @@ import numpy as np
 from onecard.core.extras import require
 from onecard.rag.config import Fusion
 from onecard.rag.index import STOPWORDS, Index
-from onecard.rag.models import Embedder, Reranker
+from onecard.rag.models import Embedder
+from onecard.rag.rerank import PassageScorer
 
 __all__ = ["Hit", "Searcher", "rrf", "RRF_K", "convex", "normalise", "CONVEX_ALPHA", "FLOORS", "Fusion", "Mode",
            "openable"]
@@ -107,7 +109,7 @@ class Searcher:
     """Search one index with one embedder, and a reranker when there is one; hybrid fuses by `fusion` (convex with
     weight `alpha` on dense, "auto": CONVEX_ALPHA; or rrf)."""
 
-    def __init__(self, index: Index, embedder: Embedder, reranker: Reranker | None = None, rerank_top: int = 20,
+    def __init__(self, index: Index, embedder: Embedder, reranker: PassageScorer | None = None, rerank_top: int = 20,
                  fusion: Fusion = "convex", alpha: float | Literal["auto"] = "auto"):
         if index.meta.get("embed_model") not in (None, embedder.name):
             from onecard.core.errors import ConfigError
