@@ -10,12 +10,19 @@ from onecard.cli.common import emit, job_flags, resolve_config, trackers
 if TYPE_CHECKING:
     from rich.console import Console
 
+CALIBRATE = "calibrate"  # `onecard fit calibrate`: no model is named so (a model path would be ./calibrate)
+
 
 def fit_args(p: argparse.ArgumentParser) -> None:
     from onecard.core.config import add_config_flags
     from onecard.fit.job import FitJob
 
     add_config_flags(p, FitJob, positional=("model",))
+    p.usage = "onecard fit [MODEL] [flags]\n       onecard fit calibrate [--json]"
+    p.epilog = ("onecard fit calibrate: fit per-card, per-kind corrections from this machine's measured peaks "
+                "(`onecard fit MODEL --measure` runs and the capabilities' runs on a GPU add them), show how much they "
+                "move the error on them (leave-one-out), and save them; `onecard fit` uses them from then on "
+                "(--no-calibration plans without them).")
     p.add_argument("--solve", action="store_true", help="search the settings that fit the card, ranked")
     p.add_argument("--top", type=int, default=10, help="with --solve: how many plans to list (default: 10)")
     p.add_argument("--trace", action="store_true",
@@ -30,6 +37,8 @@ def fit(args: argparse.Namespace) -> int:
     from onecard.fit.job import FitJob
     from onecard.fit.run import advise, measure_run
 
+    if getattr(args, "model", None) == CALIBRATE:
+        return calibrate(args)
     job = resolve_config(args, FitJob)
     if args.measure:
         predicted, measured, run_id = measure_run(job, runs_root=args.runs_dir, report_to=trackers(args))
@@ -53,4 +62,23 @@ def fit(args: argparse.Namespace) -> int:
             report.render_solutions(result.solutions, console, job)
 
     emit(args, result.to_json(), show)
+    return 0
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    """`onecard fit calibrate`: it takes no job flags; --json prints the result as JSON."""
+    from onecard.core.config import explicit_fields
+    from onecard.core.errors import ConfigError
+    from onecard.fit import report
+    from onecard.fit.calibrate import calibrate as fit_corrections
+    from onecard.fit.job import FitJob
+
+    given = sorted(set(explicit_fields(FitJob, args)) - {"model"})
+    extra = given + [flag for flag in ("solve", "trace", "measure") if getattr(args, flag)]
+    if extra or args.config:
+        flags = ", ".join("--" + name.replace("_", "-") for name in extra) or "--config"
+        raise ConfigError(f"`onecard fit calibrate` fits corrections from every observation; it takes no job flags "
+                          f"({flags} given)", "run `onecard fit calibrate` alone, then `onecard fit MODEL ...` to plan")
+    result = fit_corrections()
+    emit(args, result.to_json(), lambda _, console: report.render_calibration(result, console))
     return 0

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from onecard.core.errors import OnecardError
 from onecard.fit.job import FitJob
 from onecard.fit.knobs import Apply, steps
-from onecard.fit.plan import Plan, plan, resolve_arch
+from onecard.fit.plan import Plan, judge, resolve_arch, resolve_card
 
 __all__ = ["oom_ladder", "cheapest_fixes", "describe_changes"]
 
@@ -83,7 +83,7 @@ def _fix_candidates(job: FitJob, max_changes: int) -> Iterator[tuple[float, FitJ
 
 def cheapest_fixes(job: FitJob, budget_gib: float | None = None, limit: int = 5,
                    max_changes: int = 3) -> list[tuple[str, Plan]]:
-    """The changes (one step, or up to `max_changes` together) that make a job fit, cheapest first.
+    """The changes (one step, or up to `max_changes` together) that make a job fit on its upper bound, cheapest first.
 
     Args:
         job: the job as requested.
@@ -96,11 +96,11 @@ def cheapest_fixes(job: FitJob, budget_gib: float | None = None, limit: int = 5,
         that changes every knob a cheaper fix changes, and more, is left out. Empty when the job already fits or
         there is no budget (no card).
     """
-    base = plan(job)
-    budget = base.budget_gib if budget_gib is None else budget_gib
-    if budget is None or base.estimate.process_gib <= budget:
+    resolved = resolve_arch(job.model)
+    base = judge(resolved, job, resolve_card(job), budget_gib)
+    budget = base.budget_gib
+    if budget is None or base.fits:
         return []
-    predict = resolve_arch(job.model).estimate
     found: dict[str, tuple[float, Plan]] = {}
     misses: set[str] = set()
     for cost, cand in _fix_candidates(job, max_changes):
@@ -108,15 +108,14 @@ def cheapest_fixes(job: FitJob, budget_gib: float | None = None, limit: int = 5,
         if key in misses or (key in found and found[key][0] <= cost):
             continue
         try:
-            est = predict(cand, base.card)
+            fix = judge(resolved, cand, base.card, budget)
         except OnecardError:  # a combination the runtime does not offer
             misses.add(key)
             continue
-        if est.process_gib > budget:
+        if not fix.fits:  # decided on the upper bound, as plan() decides
             misses.add(key)
             continue
-        found[key] = (cost, Plan(job=cand, card=base.card, estimate=est, budget_gib=budget, fits=True,
-                                          headroom_gib=budget - est.process_gib))
+        found[key] = (cost, fix)
     ranked = sorted(found.values(), key=lambda f: (f[0], f[1].estimate.process_gib))
     kept: list[tuple[set[str], Plan]] = []
     for _, fix in ranked:

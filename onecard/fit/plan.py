@@ -1,5 +1,9 @@
 """The planner's front door: resolve the card and the model, call the family's estimator, say whether it fits.
 
+Whether it fits is decided on the safe bound, not the point estimate: the process figure times (1 + the margin of
+its job kind), the planner's worst under-prediction on its own cases of that kind (`onecard.fit.bound`). On a card
+`onecard fit calibrate` has corrections for, the estimate is first scaled by the correction (`judge`).
+
 A model reference resolves in this order: the LLM catalog (name, hub id or Ollama tag), the diffusion, YOLO and
 Whisper catalogs, a local path (config.json, model folder, .safetensors, .gguf), a hub id in the local HF cache.
 Catalog answers import no torch and take a few milliseconds (benchmarks/startup.py measures the import cost).
@@ -15,11 +19,11 @@ from typing import Any, Literal
 
 from onecard.core.errors import ModelNotFoundError
 from onecard.core.gpus import GpuSpec
-from onecard.fit import catalog, diffusion, llm, readers, whisper, yolo
+from onecard.fit import bound, catalog, diffusion, llm, llm_infer, readers, whisper, yolo
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
 
-__all__ = ["Plan", "Resolved", "Family", "resolve_card", "resolve_arch", "estimate", "plan"]
+__all__ = ["Plan", "Resolved", "Family", "resolve_card", "resolve_arch", "estimate", "judge", "plan"]
 
 Family = Literal["llm", "diffusion", "yolo", "whisper"]
 Estimator = Callable[[Any, FitJob, "GpuSpec | None"], Estimate]
@@ -33,7 +37,15 @@ _CATALOGS: tuple[tuple[Family, Callable[[str], Any], Estimator, dict[str, Any]],
 
 @dataclass
 class Plan:
-    """An estimate on a card: the budget is the card's memory less the job's safety margin."""
+    """An estimate on a card, and whether it fits: the budget is the card's memory less the job's safety margin.
+
+    Attributes:
+        fits: whether the upper bound is within the budget (None: no card).
+        headroom_gib: budget - upper bound (budget - the estimate where there is no bound).
+        peak_upper_gib: the safe bound on the process figure (`estimate.process_gib` x (1 + margin.margin)).
+        margin: the job kind's bound margin and what stands behind it.
+        calibration: the correction applied to the estimate on this card, if `onecard fit calibrate` made one.
+    """
 
     job: FitJob
     card: GpuSpec | None
@@ -41,6 +53,9 @@ class Plan:
     budget_gib: float | None
     fits: bool | None
     headroom_gib: float | None
+    peak_upper_gib: float | None = None
+    margin: bound.Margin | None = None
+    calibration: bound.Correction | None = None
 
 
 @dataclass(frozen=True)
@@ -58,8 +73,12 @@ class Resolved:
     estimator: Estimator
 
     def estimate(self, job: FitJob, card: GpuSpec | None) -> Estimate:
-        """The peak of `job` (whose knobs may differ from the request's) for this model."""
+        """The model's own peak of `job` (whose knobs may differ from the request's), uncalibrated, no bound."""
         return self.estimator(self.arch, job, card)
+
+    def kind(self, job: FitJob) -> str:
+        """The job kind its bound and calibration are kept for (`bound.kind_of`)."""
+        return bound.kind_of(self.family, self.arch, job)
 
 
 def resolve_card(job: FitJob) -> GpuSpec | None:
@@ -121,11 +140,34 @@ def estimate(job: FitJob, card: GpuSpec | None = None) -> Estimate:
     return resolve_arch(job.model).estimate(job, card)
 
 
+def judge(resolved: Resolved, job: FitJob, card: GpuSpec | None, budget_gib: float | None = None) -> Plan:
+    """Estimate `job` on `card` with this machine's correction, bound it, and decide on the bound whether it fits.
+
+    Args:
+        resolved: the job's model (`resolve_arch`).
+        job: the job; `job.calibration` False leaves the saved correction out.
+        card: the card; None: no budget and no verdict (the bound is still given).
+        budget_gib: the memory the job may use; None: the card's memory less `job.margin_gib`.
+    """
+    kind = resolved.kind(job)
+    fix = bound.correction(card.key, kind) if card is not None and job.calibration else None
+    runtime = llm_infer.runtime_of(resolved.arch, job) if kind == "llm-infer" else None
+    margin = bound.RESERVED if runtime == "vllm" else bound.margin(kind)
+    scale = (1 + margin.margin) * (fix.scale if fix is not None else 1.0)  # upper bound / uncalibrated estimate
+    budget = None if card is None else card.vram_gib - job.margin_gib if budget_gib is None else budget_gib
+    est = resolved.estimate(job, card)
+    if card is not None and budget is not None and runtime == "llama.cpp" and job.gpu_layers is None \
+            and est.process_gib * scale > budget:
+        # llama.cpp's GPU layers are the planner's to choose (as many as fit): as many as fit on the bound
+        est = resolved.estimate(job.model_copy(update={"margin_gib": max(0.0, card.vram_gib - budget / scale)}), card)
+    if fix is not None:
+        est = bound.apply(est, fix)
+    upper = est.process_gib * (1 + margin.margin)
+    if card is None or budget is None:
+        return Plan(job, None, est, None, None, None, upper, margin, fix)
+    return Plan(job, card, est, budget, upper <= budget, budget - upper, upper, margin, fix)
+
+
 def plan(job: FitJob) -> Plan:
-    """Estimate the job on its card and decide whether it fits: process memory <= card memory - margin."""
-    card = resolve_card(job)
-    est = estimate(job, card)
-    if card is None:
-        return Plan(job, None, est, None, None, None)
-    budget = card.vram_gib - job.margin_gib
-    return Plan(job, card, est, budget, est.process_gib <= budget, budget - est.process_gib)
+    """Estimate the job on its card and decide whether it fits: upper bound <= card memory - margin (`judge`)."""
+    return judge(resolve_arch(job.model), job, resolve_card(job))

@@ -17,12 +17,14 @@ from onecard.fit.ladder import describe_changes
 from onecard.fit.solve import RANKING
 
 if TYPE_CHECKING:
+    from onecard.fit.calibrate import Calibration
     from onecard.fit.estimate import Estimate
     from onecard.fit.measure import Measured
     from onecard.fit.plan import Plan
 
 __all__ = [
-    "to_json", "render", "render_solutions", "render_trace", "render_measured", "breakdown", "verdict", "LABELS",
+    "to_json", "render", "render_solutions", "render_trace", "render_measured", "render_calibration", "breakdown",
+    "verdict", "bound_note", "LABELS",
 ]
 
 BAR_WIDTH = 60
@@ -59,13 +61,35 @@ def _card_text(plan: Plan) -> str:
 
 
 def verdict(plan: Plan) -> str:
-    """One line: "fits a 12 GiB RTX 4070 Ti with 2.3 GiB to spare" or "does not fit: needs 15.2 GiB of 11.5"."""
-    need = plan.estimate.process_gib
+    """One line, decided on the upper bound where the plan has one: "fits a 12 GiB RTX 4070 Ti with margin: upper
+    bound 9.1 of 11.5 GiB, 2.4 to spare", "may not fit: ...", or "does not fit: needs 15.2 GiB of 11.5"."""
+    need, upper = plan.estimate.process_gib, plan.peak_upper_gib
     if plan.card is None or plan.budget_gib is None:
-        return f"needs {need:.1f} GiB (no card given: pass --gpu or --vram to check the fit)"
+        bound = "" if upper is None else f", upper bound {upper:.1f}"
+        return f"needs {need:.1f} GiB{bound} (no card given: pass --gpu or --vram to check the fit)"
+    if upper is None:  # a plan made without a bound
+        if plan.fits:
+            return f"fits a {_card_text(plan)} with {plan.headroom_gib:.1f} GiB to spare"
+        return f"does not fit: needs {need:.1f} GiB of {plan.budget_gib:.1f}"
     if plan.fits:
-        return f"fits a {_card_text(plan)} with {plan.headroom_gib:.1f} GiB to spare"
+        return (f"fits a {_card_text(plan)} with margin: upper bound {upper:.1f} of {plan.budget_gib:.1f} GiB, "
+                f"{plan.headroom_gib:.1f} to spare")
+    if need <= plan.budget_gib:
+        return (f"may not fit: the estimate {need:.1f} GiB is within the {plan.budget_gib:.1f} budget, its upper "
+                f"bound {upper:.1f} is not")
     return f"does not fit: needs {need:.1f} GiB of {plan.budget_gib:.1f}"
+
+
+def bound_note(plan: Plan) -> str | None:
+    """Where the upper bound comes from: "upper bound 9.1 GiB = estimate x 1.12: the planner's worst
+    under-prediction on its 31 llm-train cases (fits is decided on it)"."""
+    if plan.peak_upper_gib is None or plan.margin is None:
+        return None
+    m = plan.margin
+    behind = (f"{m.rule} ({m.cases} scored {m.kind} cases)" if m.cases
+              else f"{m.rule} (no scored {m.kind} case)")
+    return (f"upper bound {plan.peak_upper_gib:.1f} GiB = estimate x {1 + m.margin:.3f}: {behind}; "
+            "fits is decided on it")
 
 
 def _throughput(plan: Plan) -> dict[str, Any]:
@@ -81,6 +105,7 @@ def _summary(plan: Plan, request: FitJob) -> dict[str, Any]:
         "peak_allocated_gib": round(plan.estimate.peak_allocated_gib, 3),
         "peak_reserved_gib": round(plan.estimate.peak_reserved_gib, 3),
         "process_gib": round(plan.estimate.process_gib, 3),
+        "peak_upper_gib": None if plan.peak_upper_gib is None else round(plan.peak_upper_gib, 3),
         "headroom_gib": round(plan.headroom_gib, 3) if plan.headroom_gib is not None else None,
         "fits": plan.fits,
         "throughput": _throughput(plan),
@@ -110,9 +135,16 @@ def to_json(plan: Plan, fixes: Sequence[tuple[str, Plan]] | None = None,
             "fp16_tflops": card.fp16_tflops, "bf16_tflops": card.bf16_tflops, "bf16": card.bf16},
         "fits": plan.fits,
         "verdict": verdict(plan),
+        "decided_on": "peak_upper_gib" if plan.peak_upper_gib is not None else "process_gib",
         "peak_allocated_gib": round(est.peak_allocated_gib, 3),
         "peak_reserved_gib": round(est.peak_reserved_gib, 3),
         "process_gib": round(est.process_gib, 3),
+        "peak_upper_gib": None if plan.peak_upper_gib is None else round(plan.peak_upper_gib, 3),
+        "kind": None if plan.margin is None else plan.margin.kind,
+        "bound_margin": None if plan.margin is None else plan.margin.margin,
+        "bound_cases": None if plan.margin is None else plan.margin.cases,
+        "calibration": None if plan.calibration is None else {
+            "scale": plan.calibration.scale, "observations": plan.calibration.observations},
         "budget_gib": None if plan.budget_gib is None else round(plan.budget_gib, 3),
         "headroom_gib": None if plan.headroom_gib is None else round(plan.headroom_gib, 3),
         "breakdown": {k: round(v, 3) for k, v in breakdown(plan).items()},
@@ -180,6 +212,8 @@ def render(plan: Plan, console: Console, fixes: Sequence[tuple[str, Plan]] | Non
     console.print(f"peak {est.process_gib:.1f} GiB on the card: {est.peak_allocated_gib:.2f} allocated by tensors, "
                   f"{est.peak_reserved_gib:.2f} reserved by the allocator, + {est.context_gib:.2f} CUDA context")
     console.print(Text(verdict(plan), style="bold green" if plan.fits else "bold red"))
+    if (note := bound_note(plan)) is not None:
+        console.print(note, highlight=False)
     if est.cpu_gib >= 0.05:  # paged optimizer states or offloaded layers; less rounds to 0.0
         console.print(f"+ {est.cpu_gib:.1f} GiB held in CPU RAM (offloaded)")
     if est.gpu_layers is not None:
@@ -197,9 +231,10 @@ def render(plan: Plan, console: Console, fixes: Sequence[tuple[str, Plan]] | Non
         table = Table(title="cheapest changes that make it fit", title_justify="left")
         table.add_column("change")
         table.add_column("peak GiB", justify="right")
+        table.add_column("upper GiB", justify="right")
         table.add_column("spare GiB", justify="right")
         for text, fix in fixes:
-            table.add_row(text, f"{fix.estimate.process_gib:.1f}", f"{fix.headroom_gib:.1f}")
+            table.add_row(text, f"{fix.estimate.process_gib:.1f}", _upper(fix), f"{fix.headroom_gib:.1f}")
         console.print(table)
     elif fixes is not None and plan.fits is False:
         console.print("no change of up to three knobs makes it fit: `--solve` searches all of them together; "
@@ -220,22 +255,28 @@ def render_solutions(plans: Sequence[Plan], console: Console, request: FitJob | 
     ref = request or plans[0].job
     fam = family(ref)
     note = next((p.estimate.throughput_note for p in plans if p.estimate.throughput_note), None)
-    table = Table(title=f"settings that fit {_card_text(plans[0])} (budget {plans[0].budget_gib:.1f} GiB)",
+    decided = " on the upper bound" if plans[0].peak_upper_gib is not None else ""
+    table = Table(title=f"settings that fit {_card_text(plans[0])}{decided} (budget {plans[0].budget_gib:.1f} GiB)",
                   title_justify="left", caption=f"ranking: {RANKING}" + (f"\nspeed: {note}" if note else ""),
                   caption_justify="left")
     table.add_column("#", justify="right")
     table.add_column("request")
     table.add_column("settings")
     table.add_column("peak GiB", justify="right")
+    table.add_column("upper GiB", justify="right")
     table.add_column("spare GiB", justify="right")
     table.add_column("speed", justify="right")
     kept = [not gives_up(ref, p.job, fam) for p in plans]
     for i, p in enumerate(plans):
         request_cell = Text("kept", style="green") if kept[i] else Text("changed", style="bold yellow")
         table.add_row(str(i + 1), request_cell, describe_changes(ref, p.job) or "as requested",
-                      f"{p.estimate.process_gib:.1f}", f"{p.headroom_gib:.1f}", _speed(p),
+                      f"{p.estimate.process_gib:.1f}", _upper(p), f"{p.headroom_gib:.1f}", _speed(p),
                       end_section=kept[i] and i + 1 < len(plans) and not kept[i + 1])
     console.print(table)
+
+
+def _upper(plan: Plan) -> str:
+    return "-" if plan.peak_upper_gib is None else f"{plan.peak_upper_gib:.1f}"
 
 
 def _error(pred: float, ref: float | None) -> str:
@@ -277,3 +318,38 @@ def render_measured(predicted: Plan, measured: Measured, console: Console) -> No
                       + (f" (predicted {est.step_s:.3f})" if est.step_s else ""))
     for line in measured.notes:
         console.print(f"  • {line}", highlight=False)
+
+
+def _pct(error: float | None) -> str:
+    return "-" if error is None else f"{error:+.1%}"
+
+
+def render_calibration(result: Calibration, console: Console) -> None:
+    """Print each card and kind's correction and the errors before and after it (after: leave-one-out)."""
+    data = result.to_json()
+    if not data["groups"]:
+        console.print(f"no observations in {result.observations_file}: `onecard fit MODEL --measure` and the "
+                      "capabilities' runs on a GPU add them")
+        return
+    table = Table(title=f"corrections from {result.observations_file}", title_justify="left",
+                  caption=f"error = predicted / measured - 1; a correction needs {data['min_observations']} "
+                  "observations; after: each observation predicted with the median of the others (leave-one-out)",
+                  caption_justify="left")
+    for name in ("card", "kind", "observations", "scale", "median |error| before", "after", "worst under before",
+                 "after"):
+        table.add_column(name, justify="left" if name in ("card", "kind") else "right")
+    for g in data["groups"]:
+        table.add_row(g["card"], g["kind"], str(g["observations"]),
+                      "none" if g["scale"] is None else f"x{g['scale']:.3f}",
+                      f"{g['before_median_abs_error']:.1%}", f"{g['after_median_abs_error']:.1%}",
+                      _pct(g["before_worst_under"]), _pct(g["after_worst_under"]))
+    overall = data["overall"]
+    table.add_row(Text("all", style="bold"), "", str(sum(g["observations"] for g in data["groups"])), "",
+                  f"{overall['before_median_abs_error']:.1%}", f"{overall['after_median_abs_error']:.1%}",
+                  _pct(overall["before_worst_under"]), _pct(overall["after_worst_under"]))
+    console.print(table)
+    for line in result.notes:
+        console.print(f"  • {line}", highlight=False)
+    saved = sum(g["scale"] is not None for g in data["groups"])
+    console.print(f"saved {saved} correction(s) to {result.saved_to}; `onecard fit` uses them from now on "
+                  "(--no-calibration to compare)" if result.saved_to else f"{saved} correction(s), not saved")

@@ -6,7 +6,7 @@ The CLI and the web app call `advise` (and `measure_run` for `--measure`, which 
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ from onecard.fit import catalog
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
 from onecard.fit.ladder import cheapest_fixes
-from onecard.fit.plan import Plan, estimate, plan
+from onecard.fit.observations import Figure, observe
+from onecard.fit.plan import Plan, judge, plan, resolve_arch
 from onecard.fit.report import to_json
 from onecard.fit.solve import solve
 from onecard.fit.trace import trace
@@ -73,17 +74,22 @@ def card_summary(card: GpuSpec, margin_gib: float = 0.5) -> list[str]:
     """A few lines on what a card runs, from the planner: the guide's jobs at their usual settings (`onecard doctor`).
 
     Each line is a question the guide answers with a number: the largest catalog LLM at 4-bit with an 8k context,
-    QLoRA of an 8B at 2k tokens, SDXL at 1024 px, YOLOv8 training at batch 16, Whisper large-v3.
+    QLoRA of an 8B at 2k tokens, SDXL at 1024 px, YOLOv8 training at batch 16, Whisper large-v3. The figures are the
+    upper bounds `onecard fit` decides on.
     """
     budget = card.vram_gib - margin_gib
 
     def gib(**job: Any) -> float:
-        return estimate(FitJob(**job), card).process_gib
+        """The job's safe upper bound on the card: what decides whether it fits (`plan.judge`)."""
+        fit_job = FitJob(**job, margin_gib=margin_gib)
+        upper = judge(resolve_arch(fit_job.model), fit_job, card).peak_upper_gib
+        assert upper is not None  # judge always bounds
+        return upper
 
     llms = sorted((a for a in catalog.CATALOG if a.family != "tinylm" and a.vision is None), key=catalog.n_params,
                   reverse=True)
     fits = [(a, p) for a in llms if (p := gib(model=a.key, job="infer", quant="nf4", ctx=8192)) <= budget]
-    lines = [f"{card.name}: {card.vram_gib:.1f} GiB, planning with a {margin_gib} GiB margin"]
+    lines = [f"{card.name}: {card.vram_gib:.1f} GiB, planning on the safe upper bound with a {margin_gib} GiB margin"]
     if fits:
         arch, peak = fits[0]
         largest = ", the catalog's largest" if arch is llms[0] else ""
@@ -132,7 +138,8 @@ def can_run(detected: list[dict[str, Any]], gpu: str | None = None) -> dict[str,
 def measure_run(
     job: FitJob, *, runs_root: str | Path | None = None, report_to: tuple[str, ...] = ("trackio",)
 ) -> tuple[Plan, Any, str]:
-    """Run the job for a few steps on the GPU, as a recorded run holding the prediction and the measurement.
+    """Run the job for a few steps on the GPU, as a recorded run holding the prediction and the measurement; the
+    measured peak is appended to the observations `onecard fit calibrate` fits its corrections on.
 
     Returns:
         The plan, the `Measured` peaks, and the run id.
@@ -154,6 +161,11 @@ def measure_run(
             metrics[f"{key}_predicted_gib"] = round(pred, 3)
             metrics[f"{key}_error_pct"] = round(100 * (pred - meas) / meas, 1)
         run.set_metrics(metrics)
+        # kept for `onecard fit calibrate`: the figure nearest what fit decides on (process, else reserved)
+        figure: Figure = "process" if measured.process_gib else "reserved"
+        observed = observe(job, figure, measured.process_gib or measured.peak_reserved_gib,
+                           f"fit --measure run {run.id}")
+        run.set("observation", None if observed is None else asdict(observed))
     return predicted, measured, run.id
 
 

@@ -29,7 +29,7 @@ from onecard.core.errors import ConfigError, OnecardError
 from onecard.fit import stacks
 from onecard.fit.job import FitJob
 from onecard.fit.knobs import Family, bits, candidates, effective_quant, family, gives_up, optimizer_of
-from onecard.fit.plan import Plan, plan, resolve_arch
+from onecard.fit.plan import Plan, judge, plan, resolve_arch
 
 __all__ = ["solve", "throughput", "relative_speed", "RANKING", "TIE"]
 
@@ -133,7 +133,7 @@ def _rank(plans: list[Plan], fam: Family, top: int, request: FitJob, first: Call
 
 
 def solve(job: FitJob, top: int = 10, fixed: Collection[str] = (), request_first: bool = True) -> list[Plan]:
-    """The settings that fit the card's budget, best first (see `RANKING`).
+    """The settings whose upper bound fits the card's budget, best first (see `RANKING`).
 
     Args:
         job: the request; its card and margin set the budget (card memory minus `margin_gib`).
@@ -149,19 +149,18 @@ def solve(job: FitJob, top: int = 10, fixed: Collection[str] = (), request_first
     base = plan(job)
     if base.card is None or base.budget_gib is None:
         raise ConfigError("solving needs a card to fit: none was given or detected", "pass --gpu NAME or --vram GIB")
-    budget, fam, predict = base.budget_gib, family(job), resolve_arch(job.model).estimate
+    budget, fam, resolved = base.budget_gib, family(job), resolve_arch(job.model)
     plans: dict[str, Plan] = {}
     for cand in candidates(job, fam, set(fixed)):
         key = cand.model_dump_json()
         if key in plans:
             continue
         try:
-            est = predict(cand, base.card)
+            planned = judge(resolved, cand, base.card, budget)
         except OnecardError:  # a combination the estimator does not support is not a solution
             continue
-        if est.process_gib <= budget:
-            plans[key] = Plan(job=cand, card=base.card, estimate=est, budget_gib=budget, fits=True,
-                                       headroom_gib=budget - est.process_gib)
+        if planned.fits:  # decided on the upper bound, as plan() decides
+            plans[key] = planned
     split = job.job == "train" and fam != "yolo" and "grad_accum" not in fixed  # as knobs.candidates splits it
     return _rank(list(plans.values()), fam, top, job,
                  lambda cand: request_first and _as_given(job, cand, split))

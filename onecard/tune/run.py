@@ -18,6 +18,7 @@ from onecard.core.errors import ConfigError, OnecardError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, start_run
 from onecard.core.runs import find_run
+from onecard.fit.observations import observe_run
 from onecard.fit.plan import plan
 from onecard.fit.retry import OomStep, retry_on_oom
 from onecard.tune.config import CheckConfig, EvalConfig, ExportConfig, TuneConfig
@@ -187,6 +188,7 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
         plot_losses(history, run.dir / LOSS_PLOT, f"tune {run.id}")
         for name in (ADAPTER, LOSS_PLOT, TRAIN_SPLIT, DEV_SPLIT):
             run.add_artifact(run.dir / name)
+    observe_run(run.record)  # on a GPU: the measured peak beside the plan it trained with, for `onecard fit calibrate`
     return run
 
 

@@ -1,7 +1,8 @@
 """The guide's claims, as the planner answers them (figures in benchmarks/RESULTS.md).
 
 Each test asks what a user would ask and checks the claim only as far as the model's physics carries it; where a
-claim holds only in part, the test says which part and why.
+claim holds only in part, the test says which part and why. The claims are about the peak, so the plans here fit on
+their point estimate (`point_estimate`: bound margins at 0); what the safe bound adds is tests/unit/fit/test_bound.py's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from onecard.fit.plan import plan
 from onecard.fit.solve import solve
 
 CARD = "4070ti"
+pytestmark = pytest.mark.usefixtures("point_estimate")
 
 
 def test_qlora_8b_at_2k_with_micro_batch_1_2_fits_12gb() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from rich.console import Console
@@ -13,6 +14,12 @@ from onecard.fit.job import FitJob
 from onecard.fit.report import LABELS, render, render_solutions, to_json, verdict
 
 CARD = lookup("4070ti")
+
+
+@pytest.fixture(autouse=True)
+def _margins(set_margins: Callable[[float], None]) -> None:
+    """Real plans here are bounded at 10 % above their estimate, whatever bounds.json says today."""
+    set_margins(0.1)
 REQUIRED = {"peak_allocated_gib", "peak_reserved_gib", "process_gib", "breakdown", "fits", "budget_gib",
             "headroom_gib", "assumptions", "model", "job", "card", "gpu_layers", "cpu_gib", "throughput"}
 
@@ -124,3 +131,33 @@ def test_without_a_card_it_gives_the_peak_and_asks_for_one() -> None:
     assert "needs 8.7 GiB" in text and "--gpu" in text
     out = to_json(bare)
     assert out["card"] is None and out["fits"] is None and out["process_gib"] == pytest.approx(8.7)
+
+
+def test_a_real_plan_says_it_decides_on_the_upper_bound() -> None:
+    from onecard.fit.plan import plan as real_plan
+
+    p = real_plan(FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=2048, gpu="4070ti"))
+    assert p.peak_upper_gib == pytest.approx(1.1 * p.estimate.process_gib) and p.fits
+    text = _text(render, p)
+    assert (f"fits a 12 GiB RTX 4070 Ti with margin: upper bound {p.peak_upper_gib:.1f} of 11.5 GiB, "
+            f"{11.5 - p.peak_upper_gib:.1f} to spare") in text
+    assert "= estimate x 1.100" in text and "llm-train" in text and "fits is decided on it" in text
+    out = to_json(p)
+    assert out["decided_on"] == "peak_upper_gib" and out["kind"] == "llm-train" and out["bound_margin"] == 0.1
+    assert out["peak_upper_gib"] == pytest.approx(1.1 * out["process_gib"], abs=2e-3)
+    assert out["headroom_gib"] == pytest.approx(out["budget_gib"] - out["peak_upper_gib"], abs=2e-3)
+    assert out["calibration"] is None and out["bound_cases"] > 0
+
+
+def test_an_estimate_inside_the_budget_whose_bound_is_not_may_not_fit(set_margins: Callable[[float], None]) -> None:
+    from onecard.fit.plan import plan as real_plan
+
+    job = FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=2048, gpu="4070ti")
+    set_margins(0.0)
+    point = real_plan(job).estimate.process_gib
+    set_margins(11.5 / point - 1 + 0.02)  # the bound lands 0.02 x the estimate over the 11.5 GiB budget
+    p = real_plan(job)
+    assert p.estimate.process_gib == pytest.approx(point) and p.fits is False
+    assert verdict(p) == (f"may not fit: the estimate {point:.1f} GiB is within the 11.5 budget, its upper bound "
+                          f"{p.peak_upper_gib:.1f} is not")
+    assert to_json(p)["fits"] is False

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from onecard.core import gpus
 from onecard.fit.run import can_run, card_summary
 
 
-def test_summary_of_a_12gb_card() -> None:
+def test_summary_of_a_12gb_card(set_margins: Callable[[float], None]) -> None:
+    set_margins(0.1)
     lines = card_summary(gpus.lookup("4070ti"))
     text = "\n".join(lines)
-    assert lines[0].startswith("NVIDIA GeForce RTX 4070 Ti: 12.0 GiB")
+    assert lines[0].startswith("NVIDIA GeForce RTX 4070 Ti: 12.0 GiB, planning on the safe upper bound")
     assert "QLoRA Llama 3.1 8B at 2048 tokens: fits with micro-batch 1" in text
     assert "LLM inference at 4-bit (nf4), 8k context: up to" in text
     assert "SDXL 1024 px" in text and "YOLOv8 training" in text and "Whisper large-v3" in text
 
 
-def test_a_small_card_needs_flags_and_says_what_does_not_fit() -> None:
+def test_a_small_card_needs_flags_and_says_what_does_not_fit(set_margins: Callable[[float], None]) -> None:
+    set_margins(0.1)
     text = "\n".join(card_summary(gpus.lookup("rtx-4060-ti-8gb")))
     assert "QLoRA Llama 3.1 8B at 2048 tokens: does not fit" in text
     assert "SDXL 1024 px, 1 image: with VAE slicing" in text

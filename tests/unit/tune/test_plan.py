@@ -46,6 +46,7 @@ def test_a_named_card_is_planned_by_fit_and_fixed_knobs_are_kept(smol: str) -> N
     assert (fixed.micro_batch_size, fixed.grad_accum, fixed.gradient_checkpointing) == (2, 8, True)
 
 
+@pytest.mark.usefixtures("point_estimate")  # which micro-batch fits is the bound's; this is about the stack
 def test_tune_plans_with_the_stack_it_runs(smol: str) -> None:
     """fit's `onecard` stack: TRL's fused LM head (no full fp32 logits) and the config's lora_dropout; the settings
     (the run record's "plan") carry the fit job and its predicted peaks, to set beside the measured ones."""

@@ -1,0 +1,120 @@
+"""The safe bound beside the point estimate, and the corrections `onecard fit calibrate` fitted on this machine.
+
+Bound: each job kind (`kind_of`: llm-infer, llm-train, tinylm, diffusion-infer, diffusion-train, yolo-infer,
+yolo-train, whisper-infer, whisper-train) has a margin, the planner's worst under-prediction among its own scored
+development cases of that kind (with a floor; `benchmarks/fit_bounds.py` states the rule and writes bounds.json
+beside this module). The upper bound is the process figure times (1 + margin); `fits` is decided on it.
+
+Corrections: `onecard fit calibrate` fits a scale per (card, kind) from this machine's observations and saves it to
+<ONECARD_HOME>/fit/calibration.json; the planner multiplies its estimate on that card by it (`apply`), unless the
+job says `calibration: false` (`--no-calibration`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from onecard.core.errors import ConfigError
+from onecard.core.paths import data_dir
+from onecard.fit.estimate import Estimate
+from onecard.fit.job import FitJob
+
+__all__ = ["Margin", "Correction", "kind_of", "margin", "bounds", "BOUNDS_FILE", "RESERVED", "calibration_file",
+           "corrections", "correction", "apply"]
+
+BOUNDS_FILE = Path(__file__).with_name("bounds.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class Margin:
+    """How far above the point estimate the bound of a job kind sits, and what stands behind the figure."""
+
+    kind: str
+    margin: float  # upper = process * (1 + margin)
+    cases: int  # scored development cases of this kind behind it (0: the default for a kind without cases)
+    rule: str  # why this figure: the worst case, or the floor for kinds with few cases
+
+
+@dataclasses.dataclass(frozen=True)
+class Correction:
+    """A scale `onecard fit calibrate` fitted for one card and job kind from this machine's observations."""
+
+    card: str
+    kind: str
+    scale: float  # measured / predicted, median over the observations
+    observations: int
+
+
+# vLLM reserves gpu_memory_utilization of the card when it starts and fills what its weights and profiling run leave
+# with KV cache blocks: its peak is that reservation, whatever the model's error (which moves the KV pool instead).
+RESERVED = Margin("llm-infer", 0.0, 0, "vLLM's peak is the share of the card it reserves (gpu_memory_utilization)")
+
+
+def kind_of(family: str, arch: Any, job: FitJob) -> str:
+    """The job kind a bound and a correction are kept for: family and infer/train; tinylm's training on its own."""
+    if family == "llm" and job.job == "train" and getattr(arch, "family", None) == "tinylm":
+        return "tinylm"
+    return f"{family}-{job.job}"
+
+
+@functools.cache
+def bounds() -> dict[str, Any]:
+    """bounds.json as written by `python benchmarks/fit_bounds.py`."""
+    return dict(json.loads(BOUNDS_FILE.read_text(encoding="utf-8")))
+
+
+def margin(kind: str) -> Margin:
+    """The bound's margin for a job kind; a kind without development cases gets the file's default."""
+    data = bounds()
+    entry = data["kinds"].get(kind)
+    if entry is None:
+        return Margin(kind, data["default"]["margin"], 0, data["default"]["rule"])
+    return Margin(kind, entry["margin"], entry["cases"], entry["rule"])
+
+
+def calibration_file() -> Path:
+    """Where `onecard fit calibrate` saves the corrections: <ONECARD_HOME>/fit/calibration.json."""
+    return data_dir() / "fit" / "calibration.json"
+
+
+def corrections() -> dict[tuple[str, str], Correction]:
+    """The saved corrections by (card key, kind); none when `onecard fit calibrate` was never run."""
+    path = calibration_file()
+    try:
+        stamp = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return {}
+    return _read(path, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _read(path: Path, stamp: int) -> dict[tuple[str, str], Correction]:
+    # cached by modification time: --solve asks for every candidate, and a new calibration is read at once
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {(c["card"], c["kind"]): Correction(c["card"], c["kind"], float(c["scale"]), int(c["observations"]))
+                for c in data["corrections"]}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: not a calibration file written by `onecard fit calibrate` ({e})",
+                          f"run `onecard fit calibrate` again to rewrite it, or delete {path}") from e
+
+
+def correction(card_key: str, kind: str) -> Correction | None:
+    """The saved correction for a card and job kind, if any."""
+    return corrections().get((card_key, kind))
+
+
+def apply(est: Estimate, fix: Correction) -> Estimate:
+    """The estimate scaled by a correction: every part, the slack and the context alike (a scale on the whole
+    figure, as it was fitted on whole measured figures), with an assumption line that says so."""
+    s = fix.scale
+    return dataclasses.replace(
+        est, parts={k: v * s for k, v in est.parts.items()}, slack_gib=est.slack_gib * s,
+        context_gib=est.context_gib * s,
+        assumptions=[*est.assumptions, f"calibrated on this machine: x{s:.3f} for {fix.kind} on {fix.card}, the median "
+                     f"measured/predicted of {fix.observations} observations (`onecard fit calibrate`; "
+                     "--no-calibration plans without it)"])

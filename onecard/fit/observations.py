@@ -1,0 +1,161 @@
+"""Measured peaks of real jobs on this machine's card, kept for `onecard fit calibrate`.
+
+One JSON object per line in <ONECARD_HOME>/fit/observations.jsonl, appended by `onecard fit --measure` (`observe`)
+and by the capabilities' recorded runs on a GPU (`observe_run`). Each line holds the card, the job kind, the job
+(FitJob fields: calibrate plans it again with the planner of the day), the planner's parts when it was observed
+(uncalibrated), the measured figure and its kind (allocated: torch.cuda.max_memory_allocated, reserved:
+max_memory_reserved, process: nvidia-smi), and where it came from.
+
+A line is appended with one `write` on a file opened for appending (O_APPEND), so concurrent writers never
+interleave within a line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from onecard.core.errors import ConfigError
+from onecard.core.gpus import GpuSpec
+from onecard.core.paths import data_dir
+from onecard.fit.estimate import Estimate
+from onecard.fit.job import FitJob
+from onecard.fit.plan import resolve_arch
+
+__all__ = ["Observation", "Figure", "observations_file", "append", "load", "of_estimate", "predicted_figure",
+           "observe", "observe_run"]
+
+Figure = Literal["allocated", "reserved", "process"]
+FIGURES: tuple[Figure, ...] = ("allocated", "reserved", "process")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One measured peak of a job on a card.
+
+    Attributes:
+        card: the catalog key of the card it ran on (`GpuSpec.key`; custom-<n>gib for an unlisted card).
+        kind: the job kind (`bound.kind_of`): llm-train, diffusion-infer...
+        job: the FitJob fields of the job that ran.
+        figure: what was measured: allocated, reserved or process.
+        measured_gib: the measured peak (GiB).
+        predicted_gib: the planner's figure of the same kind when it was observed, uncalibrated.
+        parts: the planner's parts then (GiB), with allocator slack and CUDA context.
+        source: what measured it: "fit --measure", "tune run <id>"...
+        at: when (UTC, ISO 8601).
+    """
+
+    card: str
+    kind: str
+    job: dict[str, Any]
+    figure: Figure
+    measured_gib: float
+    predicted_gib: float
+    parts: dict[str, float] = field(default_factory=dict)
+    source: str = ""
+    at: str = ""
+
+    def fit_job(self) -> FitJob:
+        """The job, planned for the card it ran on, without calibration."""
+        fields = {k: v for k, v in self.job.items() if k not in ("gpu", "vram", "calibration")}
+        return FitJob(**fields, gpu=None if self.card.startswith("custom-") else self.card,
+                      vram=float(self.card.removeprefix("custom-").removesuffix("gib"))
+                      if self.card.startswith("custom-") else None, calibration=False)
+
+
+def observations_file() -> Path:
+    """<ONECARD_HOME>/fit/observations.jsonl."""
+    return data_dir() / "fit" / "observations.jsonl"
+
+
+def predicted_figure(est: Estimate, figure: Figure) -> float:
+    """The estimate's figure that matches a measured one."""
+    return {"allocated": est.peak_allocated_gib, "reserved": est.peak_reserved_gib, "process": est.process_gib}[figure]
+
+
+def of_estimate(card: str, kind: str, job: FitJob, est: Estimate, figure: Figure, measured_gib: float,
+                source: str) -> Observation:
+    """An observation of `job` measured at `measured_gib`, beside the planner's uncalibrated estimate `est`."""
+    parts = {k: round(v, 4) for k, v in est.parts.items()} | {
+        "allocator_slack": round(est.slack_gib, 4), "cuda_context": round(est.context_gib, 4)}
+    return Observation(card=card, kind=kind, job=job.model_dump(mode="json", exclude={"calibration"}), figure=figure,
+                       measured_gib=round(measured_gib, 4), predicted_gib=round(predicted_figure(est, figure), 4),
+                       parts=parts, source=source, at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+
+
+def append(observations: list[Observation], path: Path | None = None) -> Path:
+    """Append observations to the file, each line whole (one O_APPEND write); returns the file."""
+    path = observations_file() if path is None else path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(json.dumps(asdict(o), sort_keys=True) + "\n" for o in observations).encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+def load(path: Path | None = None) -> list[Observation]:
+    """Every observation in the file (none when it does not exist).
+
+    Raises:
+        ConfigError: a line is not an observation; the error names the file and the line.
+    """
+    path = observations_file() if path is None else path
+    if not path.exists():
+        return []
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+                obs = Observation(**data)
+                if obs.figure not in FIGURES or not obs.measured_gib > 0 or not obs.predicted_gib >= 0:
+                    raise ValueError(f"figure {obs.figure!r}, measured_gib {obs.measured_gib!r}")
+                obs.fit_job()
+            except (ValueError, TypeError, ValidationError) as e:
+                reason = str(e).splitlines()[0]
+                raise ConfigError(f"{path}, line {number}: not an observation ({reason})",
+                                  f"fix or delete line {number} of {path}") from e
+            out.append(obs)
+    return out
+
+
+def observe(job: FitJob, figure: Figure, measured_gib: float, source: str,
+            card: GpuSpec | None = None) -> Observation | None:
+    """Append an observation of `job` measured on `card` (None: this machine's GPU); None where there is no GPU.
+
+    The planner's uncalibrated estimate of the job on that card is stored beside the measured figure.
+    """
+    from onecard.core.device import local_gpu
+
+    card = local_gpu() if card is None else card
+    if card is None:
+        return None
+    resolved = resolve_arch(job.model)
+    obs = of_estimate(card.key, resolved.kind(job), job, resolved.estimate(job, card), figure, measured_gib, source)
+    append([obs])
+    return obs
+
+
+def observe_run(record: dict[str, Any]) -> Observation | None:
+    """Append the observation a capability's run record holds, if it holds one: the reserved GPU peak
+    (`peak_memory.gpu_reserved_gib`) of a succeeded run beside the fit job it ran (`plan.fit_job`).
+
+    A run that stepped down the out-of-memory ladder is left out: its peak may be the failed attempt's.
+    """
+    peak = record.get("peak_memory", {}).get("gpu_reserved_gib")
+    fit_job = (record.get("plan") or {}).get("fit_job")
+    if record.get("status") != "succeeded" or not peak or fit_job is None or record.get("oom_steps"):
+        return None
+    return observe(FitJob(**fit_job), "reserved", peak, f"{record['capability']} run {record['id']}")
