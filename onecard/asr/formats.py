@@ -40,6 +40,8 @@ class Transcript:
     language: str
     duration_s: float
     segments: list[Segment]
+    speech_s: float = 0.0  # what VAD kept of duration_s (all of it with VAD off)
+
 
     @property
     def text(self) -> str:
@@ -47,7 +49,8 @@ class Transcript:
 
     def to_json(self) -> dict[str, Any]:
         return {"audio": self.audio, "language": self.language, "duration_s": round(self.duration_s, 3),
-                "text": self.text, "segments": [asdict(s) for s in self.segments]}
+                "speech_s": round(self.speech_s, 3), "text": self.text,
+                "segments": [asdict(s) for s in self.segments]}
 
 
 def load_json(path: str | Path) -> Transcript:
@@ -56,7 +59,8 @@ def load_json(path: str | Path) -> Transcript:
 
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     segments = [Segment(**{**s, "words": [Word(**w) for w in s["words"]]}) for s in data["segments"]]
-    return Transcript(data["audio"], data["language"], data["duration_s"], segments)
+    return Transcript(data["audio"], data["language"], data["duration_s"], segments,
+                      data.get("speech_s", data["duration_s"]))
 
 
 def timestamp(seconds: float, sep: str = ",") -> str:

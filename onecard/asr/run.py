@@ -38,7 +38,7 @@ def transcribe(config: TranscribeConfig, runs_dir: str | None = None,
         whisper, settings = _open_model(config, run)
         out = Path(config.out).expanduser() if config.out else run.dir
         editor = _open_editor(config) if config.post_edit else None
-        results, totals = [], {"audio_s": 0.0, "processing_s": 0.0, "segments": 0, "words": 0}
+        results, totals = [], {"audio_s": 0.0, "speech_s": 0.0, "processing_s": 0.0, "segments": 0, "words": 0}
         edits = {"accepted": 0, "rejected": 0, "unchanged": 0}
         try:
             for f in files:
@@ -56,11 +56,13 @@ def transcribe(config: TranscribeConfig, runs_dir: str | None = None,
                 for p in paths:
                     run.add_artifact(p, kind=f"transcript-{p.suffix[1:]}")
                 totals["audio_s"] += transcript.duration_s
+                totals["speech_s"] += transcript.speech_s
                 totals["processing_s"] += seconds
                 totals["segments"] += len(transcript.segments)
                 totals["words"] += len(transcript.text.split())
                 results.append({"audio": str(f), "language": transcript.language,
-                                "duration_s": round(transcript.duration_s, 3), "processing_s": round(seconds, 3),
+                                "duration_s": round(transcript.duration_s, 3),
+                                "speech_s": round(transcript.speech_s, 3), "processing_s": round(seconds, 3),
                                 "rtf": round(seconds / transcript.duration_s, 4) if transcript.duration_s else None,
                                 "files": [str(p) for p in paths], "text": transcript.text})
         finally:
@@ -176,9 +178,14 @@ def _transcribe_file(whisper: Any, settings: model.Settings, config: TranscribeC
             duration += len(chunk) / audio.SAMPLE_RATE
             yield chunk
 
-    found = list(transcribe_chunks(whisper, counted(), options, settings.batch_size, on_progress, config.chunk_s))
+    infos: list[Any] = []
+    found = list(transcribe_chunks(whisper, counted(), options, settings.batch_size, on_progress, config.chunk_s,
+                                   infos))
     detected = found[-1][1] if found else lang
-    return Transcript(str(path), detected if detected != "auto" else "", duration, [s for s, _ in found])
+    # the carried seams are counted twice here: a few seconds per 10-minute chunk
+    speech = sum(i.duration_after_vad for i in infos) if config.vad else duration
+    return Transcript(str(path), detected if detected != "auto" else "", duration, [s for s, _ in found],
+                      min(speech, duration))
 
 
 def _kind(requested: str, config: TranscribeConfig | EvalConfig, language: str | None) -> Any:

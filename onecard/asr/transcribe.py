@@ -32,7 +32,7 @@ def decode_options(language: str, vad: bool, word_timestamps: bool, beam_size: i
 
 def transcribe_chunks(model: Any, chunks: Iterable[np.ndarray], options: dict[str, Any], batch_size: int = 1,
                       on_progress: Callable[[float], None] | None = None, chunk_s: float = 600.0,
-                      ) -> Iterator[tuple[Segment, str]]:
+                      infos: list[Any] | None = None) -> Iterator[tuple[Segment, str]]:
     """Yield (segment, language) in order, with times from the start of the audio.
 
     Args:
@@ -42,6 +42,7 @@ def transcribe_chunks(model: Any, chunks: Iterable[np.ndarray], options: dict[st
         batch_size: > 1 decodes that many 30 s windows at once (faster-whisper's BatchedInferencePipeline).
         on_progress: called with the seconds of audio done so far.
         chunk_s: the chunks' length: the carried audio never exceeds half of it.
+        infos: if given, each chunk's faster-whisper TranscriptionInfo is appended (duration_after_vad...).
     """
     import numpy as np
 
@@ -53,16 +54,20 @@ def transcribe_chunks(model: Any, chunks: Iterable[np.ndarray], options: dict[st
     carry = np.zeros(0, dtype=np.float32)
     offset = 0.0  # where `carry` starts in the whole audio, seconds
     language = options.get("language")
+    done = 0.0  # seconds reported to on_progress: never back (a carried segment is reported, then taken back)
     for chunk, last in _with_last(chunks):
         audio = np.concatenate([carry, chunk]) if len(carry) else chunk
         length = len(audio) / SAMPLE_RATE
         segments, info = runner.transcribe(audio, **{**options, "language": language})
         language = language or info.language  # the first chunk's detection holds for the rest
+        if infos is not None:
+            infos.append(info)
         held: list[Segment] = []
         for raw in segments:  # a lazy generator: decoding happens as it is consumed
             held.append(_segment(raw, offset))
-            if on_progress is not None:
-                on_progress(offset + raw.end)
+            if on_progress is not None and offset + raw.end > done:
+                done = offset + raw.end
+                on_progress(done)
         keep_until = length
         if not last:
             end, start = (held[-1].end - offset, held[-1].start - offset) if held else (0.0, 0.0)
@@ -74,8 +79,9 @@ def transcribe_chunks(model: Any, chunks: Iterable[np.ndarray], options: dict[st
             yield segment, str(language)
         cut = min(len(audio), int(round(keep_until * SAMPLE_RATE)))
         carry, offset = audio[cut:], offset + cut / SAMPLE_RATE
-        if on_progress is not None:
-            on_progress(offset)
+        if on_progress is not None and offset > done:
+            done = offset
+            on_progress(done)
 
 
 def _segment(raw: Any, offset: float) -> Segment:

@@ -54,11 +54,13 @@ def _files(result: dict[str, Any], console: Console) -> None:
 
 
 def _scores(result: dict[str, Any], console: Console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table("file", *[v["variant"] for v in result["variants"]], title="WER (CER)")
     for i, f in enumerate(result["variants"][0]["files"]):
-        table.add_row(f["file"], *[_pct(v["files"][i]["wer"], v["files"][i]["cer"]) for v in result["variants"]])
+        cells = [_pct(v["files"][i]["wer"], v["files"][i]["cer"]) for v in result["variants"]]
+        table.add_row(escape(f["file"]), *cells)
     table.add_row("overall", *[_pct(v["wer"], v["cer_mean"]) for v in result["variants"]])
     table.add_row("RTF", *[f"{v['rtf']:.3f}" for v in result["variants"]])
     console.print(table)
