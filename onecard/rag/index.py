@@ -34,7 +34,7 @@ from onecard.core.paths import data_dir
 from onecard.core.records import write_json_atomic
 from onecard.rag.chunk import Chunk
 from onecard.rag.ingest import SourceFile, read_chunks, walk
-from onecard.rag.models import Embedder
+from onecard.rag.models import Embedder, backend_family, query_backend
 from onecard.rag.vectors import open_vectors, write_vectors
 from onecard.rag.versions import (
     CURRENT,
@@ -177,6 +177,9 @@ def _build(root: Path, roots: list[Path], embedder: Embedder, chunk_tokens: int,
     stats = BuildStats()
     previous = open_index(root) if (root / CURRENT).is_file() else None
     settings = {"embed_model": embedder.name, "chunk_tokens": chunk_tokens, "overlap_tokens": overlap_tokens}
+    backend = str(getattr(embedder, "backend", "torch"))  # a test's fake embedder names none
+    same_vectors = previous is not None and previous.meta.get("embed_model") == embedder.name \
+        and query_backend(previous.meta) == backend_family(backend)
     same_chunking = previous is not None and all(previous.meta.get(k) == v for k, v in settings.items())
     old_files = previous.files() if previous else {}
     old_chunks: dict[str, list[dict[str, Any]]] = {}
@@ -185,7 +188,7 @@ def _build(root: Path, roots: list[Path], embedder: Embedder, chunk_tokens: int,
         for r in previous.db.execute("SELECT * FROM chunks ORDER BY row"):
             row = dict(r)
             old_chunks.setdefault(row["path"], []).append(row)
-            if previous.meta.get("embed_model") == embedder.name:
+            if same_vectors:
                 old_vectors.setdefault(row["id"], row["row"])
 
     files, notes = walk(roots, max_file_bytes, exclude=(root,))
@@ -240,7 +243,7 @@ def _build(root: Path, roots: list[Path], embedder: Embedder, chunk_tokens: int,
     file_rows = [(str(f.path), str(f.root), f.rel, sha, f.bytes, f.mtime_ns, f.language, len(cs))
                  for f, sha, cs in kept]
     rels = {str(f.path): f.rel for f, _, _ in kept}
-    meta = {**settings, "roots": sorted(str(r.expanduser().resolve()) for r in roots),
+    meta = {**settings, "embed_backend": backend, "roots": sorted(str(r.expanduser().resolve()) for r in roots),
             "dim": dim, "files": len(kept), "skipped": stats.notes[:200], "store": store, "qdrant_url": qdrant_url}
     if previous is not None:
         previous.close()

@@ -16,8 +16,11 @@ from onecard.core.device import select_device, select_dtype
 from onecard.core.errors import ModelNotFoundError
 from onecard.core.extras import require
 from onecard.core.sources import resolve_model
+from onecard.rag.config import EmbedBackend
+from onecard.rag.onnx_embed import OnnxEncoder, choose_backend, load_encoder
 
-__all__ = ["Embedder", "SentenceEmbedder", "Reranker", "load_reranker", "KNOWN_RERANKERS", "RERANKER_HINT"]
+__all__ = ["Embedder", "SentenceEmbedder", "query_backend", "backend_family", "Reranker", "load_reranker",
+           "KNOWN_RERANKERS", "RERANKER_HINT"]
 
 log = logging.getLogger("onecard.rag")
 
@@ -39,24 +42,43 @@ class Embedder(Protocol):
 
 
 class SentenceEmbedder:
-    """A sentence-transformers model from local files, loaded on first use."""
+    """A sentence-transformers model from local files, loaded on first use, run by `backend` (see `onnx_embed`):
+    torch (fp32, or bf16/fp16 where the device runs it natively), ONNX Runtime fp32 or int8 on the CPU, or auto."""
 
-    def __init__(self, ref: str, device: str = "auto", batch_size: int = 32) -> None:
+    def __init__(self, ref: str, device: str = "auto", batch_size: int = 32, backend: EmbedBackend = "auto") -> None:
         self.name = ref
         self.path = resolve_model(ref).path
         self.device = device
         self.batch_size = batch_size
+        self.requested = backend
         self._model: Any = None
+        self._onnx: OnnxEncoder | None = None
 
     @property
     def model(self) -> Any:
+        """The sentence-transformers model (torch; on the CPU in fp32 when ONNX Runtime embeds)."""
         if self._model is None:
             st = require("sentence_transformers", "rag", "sentence-transformers")
-            device = select_device(self.device)
+            want = choose_backend(self.requested, self.device)
+            device = "cpu" if want != "torch" else select_device(self.device)
             with _no_load_bar():
                 self._model = st.SentenceTransformer(str(self.path), device=device, local_files_only=True,
-                                                     model_kwargs=_weights_dtype(device))
+                                                     model_kwargs={} if want != "torch" else _weights_dtype(device))
+            if want != "torch":
+                self._onnx = load_encoder(self._model, self.path, want, auto=self.requested == "auto")
+                if self._onnx is None:  # auto, int8 not close enough, and the CPU has bf16: torch in bf16
+                    with _no_load_bar():
+                        self._model = st.SentenceTransformer(str(self.path), device="cpu", local_files_only=True,
+                                                             model_kwargs=_weights_dtype("cpu"))
         return self._model
+
+    @property
+    def backend(self) -> str:
+        """What embeds, for the record: onnx-int8, onnx-fp32, or torch-<dtype> (torch-float32, torch-bfloat16...)."""
+        model = self.model
+        if self._onnx is not None:
+            return self._onnx.backend
+        return f"torch-{str(next(model.parameters()).dtype).removeprefix('torch.')}"
 
     @property
     def dim(self) -> int:  # type: ignore[override]
@@ -68,9 +90,25 @@ class SentenceEmbedder:
         """(N, dim) unit vectors; batched, on the GPU when there is one."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False)
+        model = self.model
+        if self._onnx is not None:
+            return self._onnx.encode(texts, self.batch_size)
+        vectors = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                               convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
+
+
+def query_backend(meta: dict[str, Any]) -> EmbedBackend:
+    """The backend that embeds queries for (and re-indexes) an index with this meta.json: the one that built it.
+    Indexes from before the backend was recorded were built by torch."""
+    return backend_family(str(meta.get("embed_backend", "torch")))
+
+
+def backend_family(backend: str) -> EmbedBackend:
+    """Vectors of one family may be compared and mixed: torch's dtypes (bf16 and fp16 vectors have a cosine of
+    0.9999 to fp32's) are one; onnx-int8's differ from fp32's (all-MiniLM-L6-v2: cosine 0.994 on average, 0.98 at
+    worst), enough to reorder close hits, so int8 and fp32 vectors are never mixed, and onnx-fp32 is kept apart too."""
+    return "torch" if backend.startswith("torch") else backend  # type: ignore[return-value]
 
 
 @contextmanager

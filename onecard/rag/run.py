@@ -16,7 +16,8 @@ from onecard.core.errors import ConfigError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, start_run
 from onecard.llm.config import LLMConfig
-from onecard.rag.answer import Answer, answer, build_messages, check_citations
+from onecard.rag.answer import Answer, answer, build_messages, checked
+from onecard.rag.citations import CitationChecker, load_checker
 from onecard.rag.config import AskConfig, EvalConfig, Fusion, IndexConfig, Retriever, SearchConfig
 from onecard.rag.evaluate import (
     MODES,
@@ -28,7 +29,7 @@ from onecard.rag.evaluate import (
     retrieval_eval,
 )
 from onecard.rag.index import BuildStats, Index, build_index, index_path, open_index, write_index
-from onecard.rag.models import Embedder, SentenceEmbedder
+from onecard.rag.models import Embedder, SentenceEmbedder, query_backend
 from onecard.rag.rerank import load_reranker
 from onecard.rag.search import Hit, Mode, Searcher
 from onecard.rag.versions import CURRENT, check_outside
@@ -55,7 +56,8 @@ def index(config: IndexConfig, runs_root: str | None = None, report_to: tuple[st
     if config.index_dir:
         check_outside(root, roots)
     with start_run("rag", config, runs_root=runs_root, report_to=report_to) as run:
-        embedder = embedder or SentenceEmbedder(config.embed_model, config.device, config.batch_size)
+        embedder = embedder or SentenceEmbedder(config.embed_model, config.device, config.batch_size,
+                                                config.embed_backend)
         stats = build_index(root, roots, embedder, chunk_tokens=config.chunk_tokens,
                             overlap_tokens=config.overlap_tokens, max_file_bytes=int(config.max_file_mb * 2**20),
                             store=config.store, qdrant_url=config.qdrant_url, progress=_status)
@@ -64,6 +66,7 @@ def index(config: IndexConfig, runs_root: str | None = None, report_to: tuple[st
         run.set_metrics({"files": stats.files, "chunks": stats.chunks, "embedded": stats.embedded,
                          "seconds": round(stats.seconds, 3),
                          "chunks_per_s": round(stats.embedded / stats.embed_seconds, 1) if stats.embedded else None})
+        run.set("embed_backend", getattr(embedder, "backend", None))
     return run, stats
 
 
@@ -74,7 +77,7 @@ def open_searcher(name: str, index_dir: str | None, device: str, retriever: Retr
     cross-encoder is found or `reranker` names a chat model, else hybrid, with a note saying how to get one); `llm`:
     the chat model `--reranker llm` reranks with."""
     idx = open_index(index_path(name, index_dir))
-    embedder = SentenceEmbedder(idx.meta["embed_model"], device)
+    embedder = SentenceEmbedder(idx.meta["embed_model"], device, backend=query_backend(idx.meta))
     model, note = load_reranker("none" if retriever in ("dense", "bm25", "hybrid") else reranker, device, llm)
     if retriever == "rerank" and model is None:
         raise ConfigError("--retriever rerank needs a reranker", note or "pass --reranker PATH, or --reranker llm")
@@ -106,18 +109,18 @@ def evaluate(config: EvalConfig, runs_root: str | None = None, report_to: tuple[
         # -- set up: the index (a BEIR corpus is chunked and embedded here), the reranker
         if config.beir:
             evalset = load_beir(config.beir).limited(config.limit)
-            embedder = SentenceEmbedder(config.embed_model, config.device)
+            embedder = SentenceEmbedder(config.embed_model, config.device, backend=config.embed_backend)
             chunks = beir_chunks(evalset.corpus, config.chunk_tokens, config.overlap_tokens)
             status(f"{len(evalset.corpus)} documents -> {len(chunks)} chunks; embedding with {config.embed_model}")
             start = time.perf_counter()
             vectors = embedder.embed([c.embed_text for c in chunks], progress=True)
             run.set("embedding", {"chunks": len(chunks), "seconds": round(time.perf_counter() - start, 3)})
             write_index(Path(tmp), chunks, vectors, {"embed_model": config.embed_model, "dim": int(vectors.shape[1]),
-                                                    "roots": []})
+                                                    "roots": [], "embed_backend": embedder.backend})
             idx = open_index(Path(tmp))
         else:
             idx = open_index(index_path(config.name, config.index_dir))
-            embedder = SentenceEmbedder(idx.meta["embed_model"], config.device)
+            embedder = SentenceEmbedder(idx.meta["embed_model"], config.device, backend=query_backend(idx.meta))
             if config.generate:
                 _draft_questions(config, idx, status)
             evalset = load_qa(str(config.qa), idx.rels, idx.paths).limited(config.limit)
@@ -134,6 +137,7 @@ def evaluate(config: EvalConfig, runs_root: str | None = None, report_to: tuple[
         result: dict[str, Any] = {m: scored.get(m) for m in MODES}
         result.update({"questions": len(evalset.queries), "judged": sum(q in evalset.qrels for q in evalset.queries),
                        "documents": len(set(idx.rels)), "chunks": idx.size, "embed_model": embedder.name,
+                       "embed_backend": embedder.backend,
                        "reranker": reranker.name if reranker else None,
                        "fusion": config.fusion, "alpha": searcher.alpha if config.fusion == "convex" else None})
         if note:
@@ -143,10 +147,11 @@ def evaluate(config: EvalConfig, runs_root: str | None = None, report_to: tuple[
 
             backend = load(config)
             mode: Mode = "rerank" if reranker else "hybrid"
+            checker = load_checker(config.citation_check, embedder, config.citation_threshold, config.device)
 
             def ask_one(question: str) -> Answer:
                 hits = searcher.search(question, config.k, mode)
-                return answer(backend, question, hits, min_score=-1.0, max_tokens=config.max_tokens)
+                return answer(backend, question, hits, min_score=-1.0, max_tokens=config.max_tokens, checker=checker)
 
             answered = answer_eval(ask_one, evalset, config.answer, lambda h: h.chunk["rel"])
             result["answers"] = answered["metrics"] | {"llm": backend.model, "backend": config.backend}
@@ -189,6 +194,7 @@ def ask(config: AskConfig, on_text: Callable[[str], None] | None = None, status:
     else:
         mode = "rerank" if searcher.reranker else ("hybrid" if config.retriever == "auto" else config.retriever)
     hits = searcher.search(config.question, config.k, mode, config.path_glob, config.language)
+    checker = load_checker(config.citation_check, searcher.embedder, config.citation_threshold, config.device)
     own = backend is None
     if backend is None:
         from onecard.llm import load
@@ -197,8 +203,9 @@ def ask(config: AskConfig, on_text: Callable[[str], None] | None = None, status:
     try:
         if not config.tools:
             return answer(backend, config.question, hits, min_score=config.min_score, on_text=on_text,
-                          history=history, temperature=config.temperature, max_tokens=config.max_tokens)
-        return _ask_with_tools(backend, searcher, config, hits, on_text, status, history)
+                          history=history, temperature=config.temperature, max_tokens=config.max_tokens,
+                          checker=checker)
+        return _ask_with_tools(backend, searcher, config, hits, on_text, status, history, checker)
     finally:
         if own:
             backend.close()
@@ -206,7 +213,7 @@ def ask(config: AskConfig, on_text: Callable[[str], None] | None = None, status:
 
 def _ask_with_tools(backend: Any, searcher: Searcher, config: AskConfig, hits: list[Hit],
                     on_text: Callable[[str], None] | None, status: Status,
-                    history: list[dict[str, Any]] | None) -> Answer:
+                    history: list[dict[str, Any]] | None, checker: CitationChecker | None) -> Answer:
     from onecard.llm import run_tools
     from onecard.rag.tools import rag_tools
 
@@ -218,10 +225,11 @@ def _ask_with_tools(backend: Any, searcher: Searcher, config: AskConfig, hits: l
              for c in done.calls]
     for c in calls:
         status(f"tool {c['step']}: {c['name']}({c['arguments']}){' error: ' + c['error'] if c['error'] else ''}")
-    text, cited, invalid = check_citations(done.reply.text, len(sources))
+    result = checked(Answer(str(config.question), done.reply.text, sources, reply=done.reply.to_json(),
+                            tool_calls=calls), checker)
     if on_text:
-        on_text(text)
-    return Answer(str(config.question), text, sources, cited, invalid, reply=done.reply.to_json(), tool_calls=calls)
+        on_text(result.text)
+    return result
 
 
 def chat(config: AskConfig, lines: Iterable[str], write: Callable[[str], None], status: Status = _status) -> int:
@@ -242,6 +250,8 @@ def chat(config: AskConfig, lines: Iterable[str], write: Callable[[str], None], 
         write("\n" + "".join(f"  [{c['n']}] {c['location']}\n" for c in result.citations()))
         if result.invalid_citations:
             status(f"dropped {result.invalid_citations} citation(s) naming no retrieved source")
+        for v in result.unsupported:
+            status(f"[{v.n}?] source {v.n} does not support \"{v.sentence}\" (score {v.score:.2f})")
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": result.text}]
     backend.close()
     return 0
