@@ -22,8 +22,8 @@ from onecard.rag.chunk import Chunk, chunk_prose
 from onecard.rag.metrics import retrieval_metrics
 from onecard.rag.search import Searcher
 
-__all__ = ["EvalSet", "load_beir", "load_qa", "beir_chunks", "retrieval_eval", "answer_eval", "generate_questions",
-           "MODES"]
+__all__ = ["EvalSet", "load_beir", "load_qa", "beir_chunks", "retrieval_eval", "answer_eval", "checker_metrics",
+           "generate_questions", "MODES"]
 
 MODES = ("bm25", "dense", "hybrid", "rerank")
 DEPTH = 100  # chunks ranked per query before documents are deduplicated
@@ -185,11 +185,14 @@ def answer_eval(ask: Callable[[str], Any], evalset: EvalSet, n: int,
 
     citation_precision: of the valid citations, the share whose source is a gold document, or (no gold documents
     known) contains a gold answer. abstain_rate: of the questions with no gold answer (unanswerable), the share
-    answered "I don't know".
+    answered "I don't know". When the answers carry citation checks (`rag.citations`): supported_citations, the
+    share the checker judged supported, and checker_precision / checker_recall, its verdicts against that gold
+    (a citation is truly supported when its source is gold, as for citation_precision).
     """
     qids = list(evalset.queries)[:n]
     predictions, golds, rows = [], [], []
     correct = total = invalid = abstain_ok = unanswerable = 0
+    judged: list[tuple[bool, bool | None]] = []  # (checker's verdict, gold) per checked citation
     for q in qids:
         result = ask(evalset.queries[q])
         gold = evalset.answers.get(q, [])
@@ -198,23 +201,41 @@ def answer_eval(ask: Callable[[str], Any], evalset: EvalSet, n: int,
         invalid += result.invalid_citations
         relevant = {d for d, g in evalset.qrels.get(q, {}).items() if g > 0}
         for c in result.cited:
-            hit = result.sources[c - 1]
             total += 1
-            if relevant:
-                correct += doc_of_hit(hit) in relevant
-            else:
-                correct += any(normalize_answer(a) in normalize_answer(hit.chunk["text"]) for a in gold)
+            correct += bool(_is_gold(result.sources[c - 1], relevant, gold, doc_of_hit))
+        judged += [(v.supported, _is_gold(result.sources[v.n - 1], relevant, gold, doc_of_hit)) for v in result.checks]
         if not gold:
             unanswerable += 1
             abstain_ok += result.abstained or "dont know" in normalize_answer(result.text).replace("don t", "dont")
         rows.append({"id": q, "question": evalset.queries[q], "answer": result.text, "gold": gold,
-                     "citations": result.citations(), "invalid_citations": result.invalid_citations})
+                     "citations": result.citations(), "invalid_citations": result.invalid_citations,
+                     "citation_checks": [v.to_json() for v in result.checks]})
     metrics: dict[str, Any] = {k: round(v, 4) for k, v in answer_metrics(predictions, golds).items()}
     metrics.update({"answered": len(qids), "citations": total, "invalid_citations": invalid,
                     "citation_precision": round(correct / total, 4) if total else None})
     if unanswerable:
         metrics["abstain_rate"] = round(abstain_ok / unanswerable, 4)
+    if judged:
+        metrics.update(checker_metrics(judged))
     return {"metrics": metrics, "answers": rows}
+
+
+def _is_gold(hit: Any, relevant: set[str], gold: list[str], doc_of_hit: Callable[[Any], str]) -> bool | None:
+    """The source is a gold document, or (none known) holds a gold answer; None when nothing gold is known."""
+    if relevant:
+        return doc_of_hit(hit) in relevant
+    return any(normalize_answer(a) in normalize_answer(hit.chunk["text"]) for a in gold) if gold else None
+
+
+def checker_metrics(judged: list[tuple[bool, bool | None]]) -> dict[str, float | None]:
+    """supported_citations (the share judged supported), and where gold is known the checker's precision (of its
+    "supported", the share truly supported) and recall (of the truly supported, the share it judged so)."""
+    known = [(said, truth) for said, truth in judged if truth is not None]
+    said_yes = [truth for said, truth in known if said]
+    truly = [said for said, truth in known if truth]
+    return {"supported_citations": round(sum(s for s, _ in judged) / len(judged), 4),
+            "checker_precision": round(sum(said_yes) / len(said_yes), 4) if said_yes else None,
+            "checker_recall": round(sum(truly) / len(truly), 4) if truly else None}
 
 
 QUESTION_SCHEMA = {"type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},

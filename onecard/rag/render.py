@@ -61,3 +61,6 @@ def citations(result: Answer, console: Any) -> None:
             console.print(f"  [{n}] {hit.location}", markup=False, highlight=False, style="dim")
     if result.invalid_citations:
         console.print(f"dropped {result.invalid_citations} citation(s) naming no retrieved source", style="dim")
+    for v in result.unsupported:
+        console.print(f"[{v.n}?] source {v.n} does not support \"{v.sentence}\" (score {v.score:.2f})",
+                      style="yellow", markup=False, highlight=False)
