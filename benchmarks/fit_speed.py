@@ -2,7 +2,7 @@
 
     python benchmarks/fit_speed.py [--repeats 20]
 
-Times `onecard.fit.run.answer` in this process: the first call (cold: catalog and modules loaded) and the median of
+Times `onecard.fit.run.advise` in this process: the first call (cold: catalog and modules loaded) and the median of
 the repeats after it. The `onecard fit` command adds the interpreter start and the CLI import (see startup.py).
 """
 
@@ -29,7 +29,7 @@ def main() -> None:
 
     t = time.perf_counter()
     from onecard.fit.job import FitJob
-    from onecard.fit.run import answer
+    from onecard.fit.run import advise
 
     print(f"import onecard.fit: {1000 * (time.perf_counter() - t):.1f} ms")
     print(f"{'case':34} {'solve':>6} {'first ms':>9} {'median ms':>10} {'plans':>6}")
@@ -37,12 +37,12 @@ def main() -> None:
         job = FitJob(**fields)  # type: ignore[arg-type]
         for solve in (False, True):
             t = time.perf_counter()
-            result = answer(job, solve=solve)
+            result = advise(job, solutions=solve)
             first = time.perf_counter() - t
             times = []
             for _ in range(args.repeats):
                 t = time.perf_counter()
-                answer(job, solve=solve)
+                advise(job, solutions=solve)
                 times.append(time.perf_counter() - t)
             plans = len(result.solutions) if result.solutions is not None else 1
             print(f"{name:34} {'yes' if solve else 'no':>6} {1000 * first:9.2f} {1000 * statistics.median(times):10.2f}"

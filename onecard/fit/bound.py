@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from onecard.core.errors import ConfigError
+from onecard.core.errors import DataError
 from onecard.core.paths import data_dir
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
@@ -99,7 +99,7 @@ def _read(path: Path, stamp: int) -> dict[tuple[str, str], Correction]:
         return {(c["card"], c["kind"]): Correction(c["card"], c["kind"], float(c["scale"]), int(c["observations"]))
                 for c in data["corrections"]}
     except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{path}: not a calibration file written by `onecard fit calibrate` ({e})",
+        raise DataError(f"{path}: not a calibration file written by `onecard fit calibrate` ({e})",
                           f"run `onecard fit calibrate` again to rewrite it, or delete {path}") from e
 
 

@@ -99,7 +99,7 @@ def calibrate(path: Path | None = None, save: bool = True) -> Calibration:
         save: write calibration.json; False only reports.
 
     Raises:
-        ConfigError: a line of the observations file is not an observation (named by file and line).
+        DataError: a line of the observations file is not an observation (named by file and line).
     """
     path = obs_store.observations_file() if path is None else path
     found = obs_store.load(path)

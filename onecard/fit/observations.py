@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from onecard.core.errors import ConfigError
+from onecard.core.errors import DataError
 from onecard.core.gpus import GpuSpec
 from onecard.core.paths import data_dir
 from onecard.fit.estimate import Estimate
@@ -107,7 +107,7 @@ def load(path: Path | None = None) -> list[Observation]:
     """Every observation in the file (none when it does not exist).
 
     Raises:
-        ConfigError: a line is not an observation; the error names the file and the line.
+        DataError: a line is not an observation; the error names the file and the line.
     """
     path = observations_file() if path is None else path
     if not path.exists():
@@ -125,7 +125,7 @@ def load(path: Path | None = None) -> list[Observation]:
                 obs.fit_job()
             except (ValueError, TypeError, ValidationError) as e:
                 reason = str(e).splitlines()[0]
-                raise ConfigError(f"{path}, line {number}: not an observation ({reason})",
+                raise DataError(f"{path}, line {number}: not an observation ({reason})",
                                   f"fix or delete line {number} of {path}") from e
             out.append(obs)
     return out

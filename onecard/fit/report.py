@@ -321,7 +321,7 @@ def render_measured(predicted: Plan, measured: Measured, console: Console) -> No
 
 
 def _pct(error: float | None) -> str:
-    return "-" if error is None else f"{error:+.1%}"
+    return "-" if error is None else f"{error:+.1%}" if round(error, 3) else "0.0%"
 
 
 def render_calibration(result: Calibration, console: Console) -> None:

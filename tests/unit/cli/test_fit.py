@@ -1,0 +1,86 @@
+"""`onecard fit`: the bound in its answer, `onecard fit calibrate`, and --no-calibration, through the command table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from onecard.cli import main
+from onecard.core.gpus import lookup
+from onecard.fit import observations
+from onecard.fit.job import FitJob
+from onecard.fit.plan import resolve_arch
+
+JOB = ["llama-3.1-8b", "--job", "train", "--method", "qlora", "--gpu", "4070ti"]
+
+
+def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:  # type: ignore[type-arg]
+    assert main(list(argv)) == 0
+    return dict(json.loads(capsys.readouterr().out))
+
+
+def _observe(scale: float, n: int = 4) -> None:
+    card = lookup("4070ti")
+    found = []
+    for i in range(n):
+        job = FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=512 * (i + 1), gpu="4070ti")
+        resolved = resolve_arch(job.model)
+        est = resolved.estimate(job, card)
+        found.append(observations.of_estimate(card.key, "llm-train", job, est, "process", est.process_gib * scale,
+                                              "synthetic"))
+    observations.append(found)
+
+
+def test_the_answer_gives_the_bound_and_decides_on_it(capsys: pytest.CaptureFixture[str]) -> None:
+    out = _json(capsys, "fit", *JOB, "--json")
+    assert out["decided_on"] == "peak_upper_gib" and out["kind"] == "llm-train"
+    assert out["peak_upper_gib"] == pytest.approx(out["process_gib"] * (1 + out["bound_margin"]), abs=2e-3)
+    assert out["fits"] == (out["peak_upper_gib"] <= out["budget_gib"])
+    assert main(["fit", *JOB]) == 0
+    text = capsys.readouterr().out
+    assert "upper bound" in text and "fits is decided on it" in text
+
+
+def test_calibrate_then_plan_with_and_without_it(capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "120")  # rich's width: the table whole on one screen
+    before = _json(capsys, "fit", *JOB, "--json")
+    _observe(1.1)
+    result = _json(capsys, "fit", "calibrate", "--json")
+    (group,) = result["groups"]
+    assert (group["card"], group["kind"], group["observations"]) == ("rtx-4070-ti", "llm-train", 4)
+    assert group["scale"] == pytest.approx(1.1, rel=1e-3)
+    assert group["after_median_abs_error"] < group["before_median_abs_error"]
+    assert result["saved_to"].endswith("calibration.json")
+    after = _json(capsys, "fit", *JOB, "--json")
+    assert after["calibration"] == {"scale": pytest.approx(1.1, rel=1e-3), "observations": 4}
+    assert after["process_gib"] == pytest.approx(1.1 * before["process_gib"], abs=2e-3)
+    without = _json(capsys, "fit", *JOB, "--no-calibration", "--json")
+    assert without["calibration"] is None and without["process_gib"] == before["process_gib"]
+    assert main(["fit", "calibrate"]) == 0
+    text = capsys.readouterr().out
+    assert "rtx-4070-ti" in text and "x1.100" in text and "leave-one-out" in text and "saved 1 correction" in text
+
+
+def test_calibrate_takes_no_job_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", "calibrate", "--gpu", "4070ti"]) == 2
+    err = capsys.readouterr().err
+    assert "takes no job flags (--gpu given)" in err
+
+
+def test_a_corrupt_observations_line_is_an_error_naming_file_and_line(capsys: pytest.CaptureFixture[str]) -> None:
+    _observe(1.1, n=1)
+    path = observations.observations_file()
+    with path.open("a", encoding="utf-8") as f:
+        f.write("not json\n")
+    assert main(["fit", "calibrate"]) == 2
+    assert f"{path}, line 2: not an observation" in capsys.readouterr().err
+
+
+def test_help_shows_both_forms(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = capsys.readouterr().out
+    assert "onecard fit [MODEL] [flags]" in text and "onecard fit calibrate [--json]" in text
+    assert "--no-calibration" in text and "leave-one-out" in text
