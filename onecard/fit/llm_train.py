@@ -113,12 +113,14 @@ def trainable_params(arch: LlmArch, job: FitJob) -> int:
 
 
 def layer_saved_bytes(arch: LlmArch, a: int, full: bool, frozen_saves: bool, adapted: list[Linear], attention: str,
-                      seq: int, rank: int = 16, adapter_bytes: int = 4, dropout: bool = False) -> float:
+                      seq: int, rank: int = 16, adapter_bytes: int = 4, dropout: bool = False,
+                      qkv_one_adapter: bool = False) -> float:
     """Bytes one block keeps for backward, per token (see the module docstring for what each op keeps).
 
     fp32 adapters (PEFT under autocast) each keep their own 16-bit copy of their input; 16-bit adapters save the
     input tensor itself, once for all the adapters that read it, or with dropout each its own dropped copy. Dropout
-    adds a 1-byte mask per adapter input element.
+    adds a 1-byte mask per adapter input element. `qkv_one_adapter` (LitGPT): the q, k and v adapters drop one shared
+    copy of their input.
     """
     h, q, kv, f = arch.hidden, arch.q_dim, arch.kv_dim, arch.intermediate
     size = {"attn_in": h, "attn_out": q, "mlp_in": h, "mlp_act": f}
@@ -134,8 +136,10 @@ def layer_saved_bytes(arch: LlmArch, a: int, full: bool, frozen_saves: bool, ada
         total += a * (2 * q + 2 * kv) + 4 * arch.n_heads
     total += (3 if arch.gated_mlp else 1) * a * f + (a * f if "mlp_act" in saved else 0)
     copy = adapter_bytes == 4 or dropout  # PEFT casts the input to fp32, autocast casts it back; or dropout's output
-    total += sum(a * ((lin.d_in if copy else 0) + rank) + (lin.d_in if dropout else 0) for lin in adapted)
-    return float(total)  # per adapter: (the input copy and) x @ A, (and the dropout mask)
+    qkv = [lin for lin in adapted if qkv_one_adapter and lin.kind in ("q", "k", "v")]
+    inputs = [lin.d_in for lin in adapted if lin not in qkv] + ([qkv[0].d_in] if qkv else [])
+    total += sum((a * d if copy else 0) + (d if dropout else 0) for d in inputs) + a * rank * len(adapted)
+    return float(total)  # per adapter input: (the input copy and the dropout mask); per adapter: x @ A
 
 
 def _optimizer(job: FitJob) -> str:
@@ -198,7 +202,7 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     paged = opt.startswith("paged")
     adapted = [] if full else lora_targets(arch, job.lora_targets)
     per_layer = layer_saved_bytes(arch, a, full, fmt.quantized and kn.quant_saves_input, adapted, job.attention, seq,
-                                  job.lora_rank, param_bytes, kn.lora_dropout > 0) * tokens
+                                  job.lora_rank, param_bytes, kn.lora_dropout > 0, kn.qkv_one_adapter) * tokens
     ckpt_in = a * h * tokens
     casts = 2.0 * params if not full and param_bytes == 4 else 0.0  # autocast's 16-bit copies of fp32 adapters
     block = ckpt_in if job.grad_ckpt else per_layer + casts / L  # what one block leaves saved until backward

@@ -28,11 +28,14 @@ stack, so its preset is what `fit` predicted before these knobs existed. Each pr
   (unsloth_zoo's fused linear cross-entropy; versions before 2025 ran `fast_cross_entropy_loss` on 16-bit logits,
   writing the gradient in place, which is `--loss chunked` in memory); adapters come from PEFT (fp32).
 - litgpt (finetune/lora.py, --precision bf16-true): `model(..., lm_head_chunk_size=128)` + `chunked_cross_entropy`
-  on 16-bit logits -> chunked; bf16-true puts the adapters in bf16.
+  on 16-bit logits -> chunked; bf16-true puts the adapters in bf16; `lora_dropout = 0.05` (finetune/lora.py
+  @8641822, Oct 2023; `lora_dropout: float = 0.05` in litgpt/finetune/lora.py today). Its attention is one fused qkv
+  linear whose LoRA (LoRAQKVLinear) runs one `lora_A` on one dropped copy of the input for q, k and v together
+  (`F.linear(self.lora_dropout(x), self.lora_A)`, litgpt/lora.py), so the q/k/v adapters keep one copy and mask.
 - axolotl: the transformers stack (PEFT, TRL), so the same defaults; its plugins offer a fused loss
   (`liger_fused_linear_cross_entropy`, `cut_cross_entropy`) and `gradient_checkpointing: offload` (the unsloth
   checkpointer), which `solve` and the OOM ladder may propose.
-The presets other than trl and onecard keep lora_dropout 0 (what `fit` predicted before the knob existed); pass
+The presets other than trl, onecard and litgpt keep lora_dropout 0 (PEFT's and torchtune's default); pass
 --lora-dropout for a run that sets it.
 """
 
@@ -58,8 +61,9 @@ _PRESETS: dict[str, tuple[str, str, bool, bool, bool, float]] = {
     "axolotl": ("standard", "fp32", False, False, True, 0.0),
     "torchtune": ("chunked", "bf16", True, False, False, 0.0),
     "unsloth": ("fused", "fp32", False, True, True, 0.0),
-    "litgpt": ("chunked", "bf16", False, False, True, 0.0),
+    "litgpt": ("chunked", "bf16", False, False, True, 0.05),
 }
+_ONE_QKV_ADAPTER = frozenset({"litgpt"})  # q, k and v adapters share one dropped input (a fused qkv LoRA)
 # The memory savers a stack can switch on, which solve and the OOM ladder may propose. The transformers stack
 # offers none: Liger (TRL use_liger_kernel) is an extra install the user asks for with --loss fused.
 # unsloth's and axolotl's offload is their checkpointer's: it offloads the checkpointed block inputs only.
@@ -87,6 +91,7 @@ class Resolved:
     activation_offload: bool
     quant_saves_input: bool  # bitsandbytes 4/8-bit linears save their input; torchao's NF4 linear does not
     lora_dropout: float  # p > 0: each adapter keeps a dropout mask (and its own dropped input)
+    qkv_one_adapter: bool  # the q, k, v adapters share one dropped input (LitGPT's fused qkv LoRA)
 
 
 def resolve(job: FitJob) -> Resolved:
@@ -114,6 +119,7 @@ def resolve(job: FitJob) -> Resolved:
         activation_offload=job.activation_offload if job.activation_offload is not None else offload and job.grad_ckpt,
         quant_saves_input=saves,
         lora_dropout=job.lora_dropout if job.lora_dropout is not None else dropout,
+        qkv_one_adapter=job.stack in _ONE_QKV_ADAPTER,
     )
 
 

@@ -94,8 +94,10 @@ def test_lora_dropout_is_the_stacks_unless_given() -> None:
 
     tune_default = TuneConfig.model_fields["lora_dropout"].default
     assert stacks.resolve(FitJob(model="m", job="train", stack="onecard")).lora_dropout == tune_default == 0.05
-    for stack in ("transformers", "trl", "torchtune", "unsloth", "litgpt", "axolotl"):
+    for stack in ("transformers", "trl", "torchtune", "unsloth", "axolotl"):
         assert stacks.resolve(FitJob(model="m", job="train", stack=stack)).lora_dropout == 0.0  # type: ignore[arg-type]
+    # LitGPT's finetune/lora.py: `lora_dropout = 0.05` (@8641822), `lora_dropout: float = 0.05` (today)
+    assert stacks.resolve(FitJob(model="m", job="train", stack="litgpt")).lora_dropout == 0.05
     assert stacks.resolve(FitJob(model="m", job="train", stack="onecard", lora_dropout=0.0)).lora_dropout == 0.0
     # the mask costs the same for any p > 0: 1 byte per adapter input element, in the one block backward recomputes
     with_mask, without = _est(stack="onecard", grad_ckpt=False), _est(stack="onecard", grad_ckpt=False,
@@ -336,3 +338,20 @@ def test_lora_dropout_formula_matches_autograd(bf16_adapters: bool) -> None:
     cpu_mask = 2 if bf16_adapters else 4
     measured = _saved_by_one_block(n, bf16_adapters, 0.05) - _saved_by_one_block(n, bf16_adapters, 0.0)
     assert measured == with_mask - plain + (cpu_mask - 1) * inputs * n
+
+
+def test_litgpt_drops_one_copy_for_its_fused_qkv_adapter() -> None:
+    """LitGPT's LoRAQKVLinear runs one lora_A on one `lora_dropout(x)` for q and v together (litgpt/lora.py): one
+    16-bit copy and one 1-byte mask of the block's attention input, where separate PEFT-style q and v adapters with
+    16-bit weights (torchtune) keep one each. Setting: the LitGPT 13B table's LoRA r=8 on q and v, 1,304 tokens."""
+    arch = find("llama-2-13b")
+    assert arch is not None
+    adapted = llm_train.lora_targets(arch, "qv")
+    one = llm_train.layer_saved_bytes(arch, 2, False, False, adapted, "sdpa", 1304, 8, 2, True, qkv_one_adapter=True)
+    two = llm_train.layer_saved_bytes(arch, 2, False, False, adapted, "sdpa", 1304, 8, 2, True)
+    assert two - one == (2 + 1) * arch.hidden  # the second copy and mask, per token
+    job = {"model": "llama-2-13b", "method": "lora", "quant": "bf16", "batch": 1, "seq": 1304, "lora_rank": 8,
+           "lora_targets": "qv", "grad_ckpt": False, "optimizer": "adamw"}
+    litgpt, no_dropout = _est(stack="litgpt", **job), _est(stack="litgpt", lora_dropout=0.0, **job)
+    # with dropout the adapter no longer reads the saved input itself: its copy replaces it, the mask comes on top
+    assert (litgpt.parts["activations"] - no_dropout.parts["activations"]) * GIB == pytest.approx(40 * 1304 * 5120)
