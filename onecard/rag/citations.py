@@ -34,7 +34,7 @@ EMBEDDING_THRESHOLD = 0.4
 EMBEDDING_SLACK = 0.05
 NLI_THRESHOLD = 0.5
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n\s*")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+|\n\s*")
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")  # as answer.check_citations keeps them
 _ANY_CITATION = re.compile(r"\[\s*\d+\??(?:\s*,\s*\d+\??)*\s*\]")  # and as marked: [2?], [1, 3?]
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,;:!?])")
