@@ -143,6 +143,10 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
     if fused:  # the fuser's peak: every layer's q, k and v twice, and the caches already allocated
         dup = 0.0 if arch.fused_qkv else L * (arch.q_dim + 2 * arch.kv_dim) * h * GPTQ_AWQ_BYTES_PER_WEIGHT
         phases["fusing"] = {"kv_cache": B * ctx * kvt, "runtime": dup}
+    if fmt.kind == "gptq":  # exllama's temp_dq, allocated at load and kept: the largest weight at fp16
+        # (AutoGPTQ v0.4.2 auto_gptq/modeling/_utils.py autogptq_post_init, l.223 and l.249)
+        for work in phases.values():
+            work["runtime"] = wb.dequant
     phase, work = max(phases.items(), key=lambda kv: sum(kv[1].values()))
     parts = {"weights": wb.total, **work}
     if fused:  # each fused attention has its own complex64 RoPE table of 2 x max_seq_len positions

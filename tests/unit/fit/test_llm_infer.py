@@ -109,3 +109,13 @@ def test_vllm_profiling_step_sizes_the_activations() -> None:
     v0 = estimate(job.model_copy(update={"max_num_batched_tokens": 8192})).parts["activations"]
     sampler = 256 * 128256 * 8 / GIB  # the profiling run's 256 sampled sequences, unchanged
     assert v0 - sampler == pytest.approx(4 * (v1 - sampler), rel=0.01)
+
+
+def test_exllama_keeps_its_dequantization_buffer_while_decoding() -> None:
+    # AutoGPTQ 0.4.2 allocates temp_dq (the largest weight at fp16) at load; the decode-bound peak of optimum's
+    # GPTQ row (Llama-2-13B, batch 4, 512 + 512 tokens, transformers 4.32) still holds it: 5120 x 13824 x 2 B
+    job = FitJob(**{**OPTIMUM, "quant": "gptq"}, batch=4, ctx=1024, new_tokens=512, transformers_version="4.32")
+    est = estimate(job)
+    assert est.parts["runtime"] * GIB == 5120 * 13824 * 2
+    assert est.parts["kv_cache"] == pytest.approx(2 * 4 * 1024 * 800 * 1024 / GIB)  # a decode step: the tuple twice
+    assert est.process_gib == pytest.approx(14.45, rel=0.07)  # measured; the rest is the A100's non-torch memory
