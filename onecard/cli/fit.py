@@ -47,7 +47,7 @@ def fit(args: argparse.Namespace) -> int:
 
         def show_measured(_: object, console: Console) -> None:
             report.render_measured(predicted, measured, console)
-            console.print(f"recorded as run [bold]{run_id}[/]")
+            console.print(f"recorded as run [bold]{run_id}[/]; its peak is kept for `onecard fit calibrate`")
 
         emit(args, {"run_id": run_id, "device": measured.device, "predicted_vs_measured": rows,
                     "notes": measured.notes}, show_measured)

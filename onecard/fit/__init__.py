@@ -17,8 +17,10 @@ only those above it in this list):
     whisper.py     Whisper transcription and fine-tuning (openai-whisper, faster-whisper, transformers)
 
   planning on top of them:
+    bound.py       the safe bound (a margin per job kind, from bounds.json: benchmarks/fit_bounds.py) and this
+                   machine's corrections (calibration.json)
     plan.py        the front door: resolve the card and the model (`resolve_arch`: family, architecture,
-                   estimator), estimate, say whether it fits the budget
+                   estimator), estimate, correct, bound, say whether the bound fits the budget (`judge`)
     knobs.py       the space of knobs per family: what "auto" stands for, the values a search tries, the steps
                    that lower the peak
     solve.py       walks the space: every setting that fits, ranked (`onecard fit --solve`)
@@ -26,5 +28,7 @@ only those above it in this list):
     retry.py       the retry-on-OOM loop a training capability wraps its work in (steps down the ladder)
     trace.py       the peak of a real transformers model on fake tensors (`--trace`, needs torch)
     measure.py     a few real steps on the GPU, NVML and allocator peaks (`--measure`)
+    observations.py  measured peaks of real jobs on this machine (--measure, the capabilities' GPU runs)
+    calibrate.py   `onecard fit calibrate`: per-card, per-kind corrections from them, checked leave-one-out
     report.py      the answer as JSON or rich text;  run.py  the entry points the CLI and web app call
 """

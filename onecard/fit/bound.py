@@ -3,7 +3,9 @@
 Bound: each job kind (`kind_of`: llm-infer, llm-train, tinylm, diffusion-infer, diffusion-train, yolo-infer,
 yolo-train, whisper-infer, whisper-train) has a margin, the planner's worst under-prediction among its own scored
 development cases of that kind (with a floor; `benchmarks/fit_bounds.py` states the rule and writes bounds.json
-beside this module). The upper bound is the process figure times (1 + margin); `fits` is decided on it.
+beside this module). The upper bound is the process figure times (1 + margin); `fits` is decided on it. Two runtimes
+size themselves to the card (`plan.judge`): vLLM's peak is the share it reserves (`RESERVED`, margin 0), and
+llama.cpp's GPU layers, when the planner chooses them, are as many as fit on the bound.
 
 Corrections: `onecard fit calibrate` fits a scale per (card, kind) from this machine's observations and saves it to
 <ONECARD_HOME>/fit/calibration.json; the planner multiplies its estimate on that card by it (`apply`), unless the

@@ -6,8 +6,8 @@ and by the capabilities' recorded runs on a GPU (`observe_run`). Each line holds
 (uncalibrated), the measured figure and its kind (allocated: torch.cuda.max_memory_allocated, reserved:
 max_memory_reserved, process: nvidia-smi), and where it came from.
 
-A line is appended with one `write` on a file opened for appending (O_APPEND), so concurrent writers never
-interleave within a line.
+Lines are appended with one `write` on a file opened for appending (O_APPEND): each lands whole at the end of the
+file, so two runs that finish at once do not cut into each other's lines (local filesystems; not NFS).
 """
 
 from __future__ import annotations
