@@ -134,3 +134,21 @@ def test_a_tune_run_on_a_gpu_becomes_an_observation(monkeypatch: pytest.MonkeyPa
     assert observations.observe_run(record | {"oom_steps": [{"change": "sequence 2048 -> 1024"}]}) is None
     assert observations.observe_run(record | {"status": "failed"}) is None
     assert len(observations.load()) == 1
+
+
+def test_a_measure_run_appends_its_peak(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`onecard fit --measure` (no GPU here: the measurement is stood in for) keeps the process figure it read."""
+    from onecard.core import device
+    from onecard.core.runs import find_run
+    from onecard.fit import measure
+    from onecard.fit.run import measure_run
+
+    monkeypatch.setattr(device, "local_gpu", lambda: lookup("4070ti"))
+    monkeypatch.setattr(measure, "measure", lambda job: measure.Measured(
+        peak_allocated_gib=6.0, peak_reserved_gib=6.5, process_gib=7.0, device="NVIDIA GeForce RTX 4070 Ti", steps=3))
+    job = FitJob(**TRAIN | {"seq": 1024})  # type: ignore[arg-type]
+    _, _, run_id = measure_run(job, runs_root=tmp_path, report_to=())
+    (obs,) = observations.load()
+    assert (obs.card, obs.kind, obs.figure, obs.measured_gib) == ("rtx-4070-ti", "llm-train", "process", 7.0)
+    assert obs.source == f"fit --measure run {run_id}" and obs.fit_job().seq == 1024
+    assert find_run(run_id, tmp_path)["observation"]["measured_gib"] == 7.0
