@@ -111,6 +111,9 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
     # no autograd: per token the residual stream, the norm output (+ its fp32 upcast) and the MLP's gate, up and
     # activation (the gated product takes the gate's place), or the attention's q, k, v and output
     per_tok = 2 * a * h + 4 * h + max((3 if arch.gated_mlp else 2) * a * f, a * (2 * arch.q_dim + 2 * arch.kv_dim))
+    if fmt.kind == "int8":  # LLM.int8 matmul (bitsandbytes 0.45 MatMul8bitLt.forward, inference path): beside its
+        # fp16 output the largest linear holds the input quantized to int8 and the int32 product (int8_linear_matmul)
+        per_tok += max(lin.d_in + 4 * lin.d_out for lin in linears(arch))
     scores = 0.0
     if fused:  # awq/modules/fused/attn.py: at the softmax the block holds its input, the norm output, the fused
         # qkv, k and v repeated to every query head (repeat_interleave), the fp16 scores, `F.softmax(scores.float())`

@@ -119,3 +119,12 @@ def test_exllama_keeps_its_dequantization_buffer_while_decoding() -> None:
     assert est.parts["runtime"] * GIB == 5120 * 13824 * 2
     assert est.parts["kv_cache"] == pytest.approx(2 * 4 * 1024 * 800 * 1024 / GIB)  # a decode step: the tuple twice
     assert est.process_gib == pytest.approx(14.45, rel=0.07)  # measured; the rest is the A100's non-torch memory
+
+
+def test_llm_int8_prefill_holds_the_int8_input_and_int32_product() -> None:
+    # bitsandbytes 0.45 MatMul8bitLt.forward: int8_vectorwise_quant(A) (1 B per input element) and
+    # int8_linear_matmul's int32 output (4 B per output element) beside the fp16 result; Mistral's largest is gate/up
+    job = FitJob(model="mistral-7b-v0.3", quant="fp16", ctx=8192, new_tokens=1)
+    fp16, int8 = estimate(job), estimate(job.model_copy(update={"quant": "int8"}))
+    extra = (int8.parts["activations"] - fp16.parts["activations"]) * GIB
+    assert extra == pytest.approx(8191 * (4096 + 4 * 14336))
