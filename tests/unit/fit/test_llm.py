@@ -237,3 +237,15 @@ def test_every_estimate_states_its_assumptions() -> None:
     est = estimate(FitJob(model="llama-3.1-8b", job="train", method="qlora"))
     text = " ".join(est.assumptions)
     assert "r=16" in text and "all-linear" in text and "CUDA context 0.45 GiB" in text
+
+
+def test_flash_attention_training_keeps_no_score_matrix() -> None:
+    # FlashAttention-2 (transformers attn_implementation="flash_attention_2", LLaMA-Factory's fa2) saves q, k, v, the
+    # output and the per-head log-sum-exp for backward: bytes per token do not grow with the sequence, where eager's
+    # T x T softmax does (llm_train.layer_saved_bytes; the LLaMA-Factory QLoRA rows run 1k-32k tokens with it)
+    arch = _arch("llama-2-7b")
+    adapted = llm_train.lora_targets(arch, "all-linear")
+    flash = [llm_train.layer_saved_bytes(arch, 2, False, True, adapted, "flash", T, 8) for T in (1024, 32768)]
+    eager = [llm_train.layer_saved_bytes(arch, 2, False, True, adapted, "eager", T, 8) for T in (1024, 32768)]
+    assert flash[0] == flash[1]
+    assert eager[1] - eager[0] == (32768 - 1024) * 32 * (4 + 2)  # fp32 softmax + its 16-bit cast, per head

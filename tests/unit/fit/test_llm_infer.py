@@ -128,3 +128,4 @@ def test_llm_int8_prefill_holds_the_int8_input_and_int32_product() -> None:
     fp16, int8 = estimate(job), estimate(job.model_copy(update={"quant": "int8"}))
     extra = (int8.parts["activations"] - fp16.parts["activations"]) * GIB
     assert extra == pytest.approx(8191 * (4096 + 4 * 14336))
+
