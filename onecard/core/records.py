@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from pydantic import BaseModel
@@ -203,8 +205,9 @@ def _interrupt_on_signals() -> Callable[[], None]:
 
     Ctrl-C too: Python maps SIGINT to KeyboardInterrupt only if SIGINT was not ignored when it started, and a job
     started in the background of a script or non-interactive shell (`onecard tinylm train ... &`, a test runner run
-    that way) starts with it ignored: Ctrl-C and `kill -INT` did nothing and the job ran to its end. A SIGINT handler
-    the calling program set is kept. Only the main thread can set handlers: elsewhere (a web worker) nothing changes.
+    that way) starts with it ignored: Ctrl-C and `kill -INT` did nothing and the job ran to its end. Python's own
+    Ctrl-C handler is replaced too (see `_raise_interrupt`); a SIGINT handler the calling program set is kept. Only the
+    main thread can set handlers: elsewhere (a web worker) nothing changes.
 
     A signal handler can run inside a destructor or a weakref callback (an import's module-lock callback, while torch
     or trackio loads), where Python prints "Exception ignored in ..." and drops the KeyboardInterrupt: the run would go
@@ -215,16 +218,17 @@ def _interrupt_on_signals() -> Callable[[], None]:
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     signums = [signal.SIGTERM]
-    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, signal.default_int_handler):
         signums.append(signal.SIGINT)
-    previous = {signum: signal.signal(signum, signal.default_int_handler) for signum in signums}
+    deferred_since: list[float] = []
+    previous = {signum: signal.signal(signum, functools.partial(_raise_interrupt, deferred_since))
+                for signum in signums}
     previous_hook = sys.unraisablehook
 
     def resend_dropped_interrupt(unraisable: Any) -> None:
         previous_hook(unraisable)
         if unraisable.exc_type is KeyboardInterrupt:
-            # from another thread, a moment later: the main thread has left the callback when its handler runs
-            threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
+            _send_again(signal.SIGINT)
 
     sys.unraisablehook = resend_dropped_interrupt
 
@@ -235,6 +239,40 @@ def _interrupt_on_signals() -> Callable[[], None]:
                 signal.signal(signum, handler)
 
     return restore
+
+
+# How long an interrupt waits for code run by exec/eval from a string to return before it is raised inside it anyway
+# (a whole program run as `exec(open(path).read())` never returns).
+_DEFER_S = 1.0
+
+
+def _raise_interrupt(deferred_since: list[float], signum: int, frame: FrameType | None) -> None:
+    """The run's SIGINT/SIGTERM handler: raise KeyboardInterrupt, but not inside code run by exec/eval from a string.
+
+    A KeyboardInterrupt that leaves such code (`dataclasses` and `namedtuple` build their methods that way, so every
+    import that defines one runs some: trackio's, huggingface_hub's...) makes CPython note an uncaught Ctrl-C
+    (`PyRun_StringFlags`), and the note stays even once the run has caught it: under `python -m onecard.cli`, the
+    interpreter then ends by killing itself with SIGINT, whatever status the command returned (130). The signal is
+    sent again a moment later, when that code has returned.
+    """
+    inside_exec = False
+    while frame is not None and frame.f_back is not None:  # the outermost frame is `python -c`'s program: not deferred
+        inside_exec = inside_exec or frame.f_code.co_filename == "<string>"
+        frame = frame.f_back
+    now = time.monotonic()
+    if inside_exec and now - (deferred_since or [now])[0] < _DEFER_S:
+        deferred_since[:] = deferred_since or [now]
+        _send_again(signum)
+        return
+    deferred_since.clear()
+    raise KeyboardInterrupt
+
+
+def _send_again(signum: int) -> None:
+    import threading
+
+    # from another thread, a moment later: the main thread has left the callback or exec'd code when its handler runs
+    threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
 
 
 @contextlib.contextmanager
