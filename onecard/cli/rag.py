@@ -22,7 +22,8 @@ def rag_args(p: argparse.ArgumentParser) -> None:
     ev = sub.add_parser("eval", help="bm25, dense, hybrid, rerank side by side on --beir DIR or --qa FILE (a run)")
     add_config_flags(ev, EvalConfig)
     job_flags(ev)
-    ask = sub.add_parser("ask", help="a streamed answer with [n] -> path:line citations, checked to be in range")
+    ask = sub.add_parser("ask", help="a streamed answer with [n] -> path:line citations, checked to be in range "
+                                          "and judged against the cited text ([n?]: not supported)")
     add_config_flags(ask, AskConfig, positional=("question",))
     chat = sub.add_parser("chat", help="multi-turn questions over the index, same sources and checks")
     add_config_flags(chat, AskConfig)
