@@ -96,11 +96,12 @@ def card_summary(card: GpuSpec, margin_gib: float = 0.5) -> list[str]:
         lines.append(f"LLM inference at 4-bit (nf4), 8k context: up to {arch.name} ({peak:.1f} GiB{largest})")
     else:
         lines.append("LLM inference at 4-bit (nf4), 8k context: no catalog LLM fits; llama.cpp can offload layers")
-    qlora = [(b, p) for b in (16, 8, 4, 2, 1)
-             if (p := gib(model="llama-3.1-8b", job="train", method="qlora", seq=2048, batch=b)) <= budget]
+    qlora = [(b, p) for b in (16, 8, 4, 2, 1)  # planned as `onecard tune` runs it (fit's onecard stack)
+             if (p := gib(model="llama-3.1-8b", job="train", method="qlora", seq=2048, batch=b, stack="onecard"))
+             <= budget]
     lines.append("QLoRA Llama 3.1 8B at 2048 tokens: " + (
-        f"fits with micro-batch {qlora[0][0]} + gradient accumulation, checkpointing on ({qlora[0][1]:.1f} GiB)"
-        if qlora else "does not fit even at micro-batch 1 with checkpointing"))
+        f"fits with micro-batch {qlora[0][0]} + gradient accumulation, checkpointing on ({qlora[0][1]:.1f} GiB, "
+        "as `onecard tune` runs it)" if qlora else "does not fit even at micro-batch 1 with checkpointing"))
     sdxl = next(((name, p) for name, flags in _SDXL_FLAGS
                  if (p := gib(model="sdxl", job="infer", resolution=1024, **flags)) <= budget), None)
     lines.append("SDXL 1024 px, 1 image: " + (f"with {sdxl[0]} ({sdxl[1]:.1f} GiB, {budget - sdxl[1]:.1f} to spare)"
