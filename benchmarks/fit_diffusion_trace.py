@@ -26,23 +26,7 @@ from onecard.fit import diffusion
 from onecard.fit.estimate import GIB
 from onecard.fit.trace import _dispatch_mode, _fake_params, _LiveBytes
 
-# runwayml/stable-diffusion-v1-5 unet/config.json and stabilityai/stable-diffusion-xl-base-1.0 unet/config.json
-# (the keys that differ from UNet2DConditionModel's defaults).
-UNET = {
-    "sd15": dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8),
-    "sdxl": dict(
-        sample_size=128, cross_attention_dim=2048, attention_head_dim=[5, 10, 20], use_linear_projection=True,
-        block_out_channels=[320, 640, 1280], transformer_layers_per_block=[1, 2, 10],
-        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-        up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-        addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
-    ),
-}
-# vae/config.json of both (the SDXL VAE has the same shapes; force_upcast decodes it in fp32).
-VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=[128, 256, 512, 512],
-    down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-)
+UNET, VAE = diffusion.UNET_CONFIGS, diffusion.VAE_CONFIG
 TEXT_TOKENS, TEXT_DIM = 77, {"sd15": 768, "sdxl": 2048}
 
 

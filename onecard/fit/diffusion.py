@@ -11,13 +11,15 @@ below beside its traced value.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from onecard.core.gpus import GpuSpec
 from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
 from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB
 
-__all__ = ["DiffusionArch", "find", "estimate", "CATALOG"]
+__all__ = ["DiffusionArch", "find", "estimate", "CATALOG", "UNET_CONFIGS", "VAE_CONFIG", "TEXT_CONFIGS",
+           "SAFETY_CHECKER_VISION"]
 
 # VAE decoder (block_out_channels [128, 256, 512, 512]): in the last up block a 256-channel map at full
 # resolution is alive three times (resnet input kept for the residual, GroupNorm output, SiLU output); the trace
@@ -98,6 +100,33 @@ CATALOG: dict[str, DiffusionArch] = {
         "SDXL report arXiv:2307.01952 (2.6B UNet, CLIP ViT-L + OpenCLIP ViT-bigG)",
     ),
 }
+
+
+# The models' config.json values that differ from diffusers' / transformers' class defaults, for the tools that build
+# them with random weights (`--measure`, benchmarks/fit_diffusion_trace.py): runwayml/stable-diffusion-v1-5 and
+# stabilityai/stable-diffusion-xl-base-1.0 unet/, vae/, text_encoder*/ config.json, and
+# CompVis/stable-diffusion-safety-checker config.json (CLIP ViT-L/14 vision tower, projection 768).
+UNET_CONFIGS: dict[str, dict[str, Any]] = {
+    "sd15": dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8),
+    "sdxl": dict(
+        sample_size=128, cross_attention_dim=2048, attention_head_dim=[5, 10, 20], use_linear_projection=True,
+        block_out_channels=[320, 640, 1280], transformer_layers_per_block=[1, 2, 10],
+        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+    ),
+}
+VAE_CONFIG: dict[str, Any] = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=[128, 256, 512, 512],
+    down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4, sample_size=512,
+)
+_CLIP_L = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+               num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)
+_CLIP_G = dict(vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+               num_attention_heads=20, max_position_embeddings=77, hidden_act="gelu", projection_dim=1280)
+TEXT_CONFIGS: dict[str, list[dict[str, Any]]] = {"sd15": [_CLIP_L], "sdxl": [_CLIP_L, _CLIP_G]}
+SAFETY_CHECKER_VISION: dict[str, Any] = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                             num_attention_heads=16, patch_size=14, image_size=224)
 
 
 def find(name: str) -> DiffusionArch | None:

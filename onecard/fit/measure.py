@@ -1,7 +1,8 @@
 """`--measure`: run the real job for a few steps on the GPU and read the allocator's and NVML's peaks.
 
 The model is built from its config with random weights (nothing is downloaded); 8-bit and 4-bit weights go through
-bitsandbytes, LoRA through peft, as `tune` runs them. The figures are read the way the measured table's sources read
+bitsandbytes, LoRA through peft, as `tune` runs them. Diffusion, YOLO and Whisper jobs run through
+`measure_jobs` (diffusers, ultralytics, transformers). The figures are read the way the measured table's sources read
 theirs: `torch.cuda.max_memory_allocated/reserved`, and NVML's memory for this process (allocator cache included,
 since nothing is freed before the reading).
 """
@@ -10,15 +11,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from onecard.core.errors import ConfigError, OnecardError
 from onecard.core.extras import require
-from onecard.fit import stacks
+from onecard.fit import measure_jobs, stacks
 from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
 from onecard.fit.knobs import effective_quant, family, is_gguf
+from onecard.fit.plan import resolve_arch
 from onecard.fit.trace import hf_config, prepare_training
 
 __all__ = ["Measured", "measure", "require_cuda"]
@@ -159,20 +162,28 @@ def _generate(model: Any, job: FitJob, vocab: int, torch: Any, notes: list[str])
 
 
 def measure(job: FitJob, config: Any = None, steps: int = 3) -> Measured:
-    """Run the LLM job on the GPU (a few training steps, or one generate) and read its memory peaks.
+    """Run the job on the GPU (a few training steps, or one generate / pipeline call / transcription) and read its
+    memory peaks.
 
     Args:
-        job: an LLM/VLM job on transformers (training: full, LoRA, QLoRA; inference: generate).
-        config: a transformers config instead of the job's model (see `trace.hf_config`).
+        job: an LLM/VLM job on transformers (training: full, LoRA, QLoRA; inference: generate), a diffusers job
+            (sd15, sdxl: a pipeline call or LoRA training steps), an ultralytics YOLOv8 job (training steps or a
+            predict forward) or a Whisper job on transformers (beam search or fine-tuning steps).
+        config: a transformers config instead of an LLM job's model (see `trace.hf_config`).
         steps: training steps; the step time is the median after the first.
 
     Raises:
-        OnecardError: no CUDA GPU (use --trace), or a job --measure does not run (GGUF, diffusion, YOLO, Whisper).
+        OnecardError: no CUDA GPU (use --trace), a job --measure does not run (GGUF, Whisper on CTranslate2 or
+            openai-whisper), or the capability's extra (diffusers, ultralytics) is not installed.
     """
-    torch = require_cuda()
-    if family(job) != "llm" or is_gguf(job):
-        raise ConfigError(f"--measure runs transformers LLM jobs; {job.model} ({family(job)}, {job.runtime}) is not",
+    kind = family(job)
+    if kind != "llm":
+        measure_jobs.check(job, kind)
+        return _measure_other(job, steps, require_cuda())
+    if is_gguf(job):
+        raise ConfigError(f"--measure runs transformers LLM jobs; {job.model} ({job.runtime}) is a GGUF model",
                           "use the capability's own run (its record stores the peak), or --trace")
+    torch = require_cuda()
     config = config if config is not None else hf_config(job)
     _, device_before = _nvml_used(torch)
     model, notes = _model(job, config, torch)
@@ -186,6 +197,24 @@ def measure(job: FitJob, config: Any = None, steps: int = 3) -> Measured:
         step_s = sorted(times[1:] or times)[len(times[1:] or times) // 2]
     else:
         tokens_per_s = job.batch * job.new_tokens / _generate(model, job, vocab, torch, notes)
+    return _read(torch, device_before, notes, steps if job.job == "train" else 1, step_s, tokens_per_s)
+
+
+def _measure_other(job: FitJob, steps: int, torch: Any) -> Measured:
+    """Diffusion, YOLO and Whisper: the model is built inside the measured window, so its weights count."""
+    resolved = resolve_arch(job.model)
+    runs: dict[str, Callable[[FitJob, Any, int, Any], tuple[list[str], float | None]]] = {
+        "diffusion": measure_jobs.run_diffusion, "yolo": measure_jobs.run_yolo, "whisper": measure_jobs.run_whisper}
+    run = runs[resolved.family]
+    _, device_before = _nvml_used(torch)
+    torch.cuda.reset_peak_memory_stats()
+    notes, step_s = run(job, resolved.arch, steps, torch)
+    return _read(torch, device_before, notes, steps if job.job == "train" else 1, step_s, None)
+
+
+def _read(torch: Any, device_before: int, notes: list[str], steps: int, step_s: float | None,
+          tokens_per_s: float | None) -> Measured:
+    """The allocator's peaks and NVML's figure for this process, read before anything is freed."""
     allocated, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
     mine, device_after = _nvml_used(torch)  # read before anything is freed: the allocator still holds its peak
     if mine is None:
@@ -193,4 +222,4 @@ def measure(job: FitJob, config: Any = None, steps: int = 3) -> Measured:
         notes.append("NVML shows no per-process figure here (container?): process = device use minus use at start")
     return Measured(peak_allocated_gib=allocated / GIB, peak_reserved_gib=reserved / GIB,
                     process_gib=mine / GIB if mine > 0 else None, device=torch.cuda.get_device_name(),
-                    steps=steps if job.job == "train" else 1, step_s=step_s, tokens_per_s=tokens_per_s, notes=notes)
+                    steps=steps, step_s=step_s, tokens_per_s=tokens_per_s, notes=notes)
