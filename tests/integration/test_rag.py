@@ -119,6 +119,9 @@ def test_ask_streams_an_answer_with_checked_citations(corpus: Path) -> None:
     answer = _run("ask", "Which port does the VPN use?", "--name", "mine", "--k", "3", "--max-tokens", "48")
     assert not answer["abstained"] and answer["answer"]
     assert {c["n"] for c in answer["citations"]} <= {s["n"] for s in answer["sources"]}
+    checks = answer["citation_checks"]  # one verdict per [n] in the text, judged against the source's text
+    assert len(checks) >= len(answer["citations"]) and {v["n"] for v in checks} == {c["n"] for c in answer["citations"]}
+    assert all(set(v) >= {"sentence", "id", "score", "supported"} for v in checks)
     assert answer["sources"][0]["rel"] == "notes/vpn.md"
     unknown = _run("ask", "zxqv plmokn wertyu", "--name", "mine", "--min-score", "0.5")
     assert unknown["abstained"] and unknown["answer"].startswith("I don't know")

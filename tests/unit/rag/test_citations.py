@@ -76,6 +76,13 @@ def test_answer_streams_and_records_the_verdicts_and_still_drops_out_of_range(ch
     assert record[1]["sentence"] == "They came from Denmark, Iceland and Norway"  # the words before [2]
     assert record[1]["score"] < record[1]["best_other"]
     assert [v.n for v in result.unsupported] == [2]
+    from rich.console import Console
+
+    from onecard.rag import render
+
+    console = Console(record=True, width=200)
+    render.citations(result, console)
+    assert '[2?] source 2 does not support "They came from Denmark, Iceland and Norway"' in console.export_text()
 
 
 def test_without_a_checker_nothing_is_judged() -> None:
