@@ -123,7 +123,8 @@ def space(job: FitJob, fixed: Collection[str] = ()) -> dict[str, list[Any]]:
         knobs["lora_rank"] = _down(job.lora_rank, 4)
         knobs |= _stack_savers(job)
     elif fam == "llm":
-        if not job.model.lower().endswith(".gguf"):  # a GGUF file's weights are what they are
+        if not job.model.lower().endswith(".gguf") and job.runtime != "autoawq":  # a GGUF file's (and AutoAWQ's
+            # checkpoint's) weights are what they are
             knobs["quant"] = _formats(job, ["q8_0", "q6_k", "q5_k_m", "q4_k_m"] if is_gguf(job) else
                                       ["bf16", "int8", "nf4"])
         knobs["ctx"] = _down(job.ctx, 512)

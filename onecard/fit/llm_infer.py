@@ -158,6 +158,7 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
               f"batch {B}, context {job.ctx} tokens ({job.ctx - job.new_tokens} prompt + {job.new_tokens} new)",
               f"KV cache {job.kv_dtype if job.kv_dtype not in ('f16', 'bf16') else 'in the model dtype'}: "
               f"{kvt / 1024:.0f} KiB/token", f"peak during the {phase}",
+              "attention eager (AutoAWQ's fused attention): T x T scores materialised" if fused else
               f"attention {job.attention}" + (": T x T scores materialised" if job.attention == "eager" else "")]
     notes.append(_release_note(job, all_logits, upcast, tuple_cache) if not fused else
                  f"AutoAWQ fused modules: a {gib(B * ctx * kvt):.2f} GiB KV cache pre-allocated for batch {B} x "

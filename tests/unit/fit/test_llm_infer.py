@@ -129,3 +129,12 @@ def test_llm_int8_prefill_holds_the_int8_input_and_int32_product() -> None:
     extra = (int8.parts["activations"] - fp16.parts["activations"]) * GIB
     assert extra == pytest.approx(8191 * (4096 + 4 * 14336))
 
+
+
+def test_autoawq_weights_are_not_searched() -> None:
+    # AutoAWQ loads an AWQ checkpoint: solve may move the context and batch, not the weight format
+    from onecard.fit.knobs import space
+
+    knobs = space(FitJob(model="mistral-7b-v0.1", runtime="autoawq", quant="awq"))
+    assert "quant" not in knobs and {"ctx", "batch"} <= set(knobs)
+    assert "quant" in space(FitJob(model="mistral-7b-v0.1", runtime="transformers", quant="awq"))
