@@ -70,7 +70,8 @@ def bounds() -> dict[str, Any]:
 
 
 def margin(kind: str) -> Margin:
-    """The bound's margin for a job kind; a kind without development cases gets the file's default."""
+    """The bound's margin for a job kind (one without scored cases: its family's, see bounds.json's rule); a kind
+    the file does not list gets its default."""
     data = bounds()
     entry = data["kinds"].get(kind)
     if entry is None:
