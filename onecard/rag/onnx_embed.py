@@ -161,12 +161,17 @@ def _export(st_model: Any, out: Path) -> None:
                               "sentence_embedding": {0: "batch"}}, opset_version=17, dynamo=False)
         # Per channel: per-tensor int8 gives all-MiniLM-L6-v2 vectors a cosine of only 0.955 (worst 0.75) to fp32.
         # Without VNNI, 7-bit weights keep AVX2's 16-bit sums from saturating (ONNX Runtime's quantization guide).
-        logging.disable(logging.WARNING)  # its advice to pre-process the graph, logged on the root logger
+        # It logs advice through the root logger, which without a handler would install a stderr one for good
+        # (logging.basicConfig) and so print every library's debug lines from then on.
+        quiet = logging.NullHandler()
+        logging.root.addHandler(quiet)
+        logging.disable(logging.WARNING)
         try:
             quantize_dynamic(out / "model.onnx", out / "model.int8.onnx", weight_type=QuantType.QInt8,
                              per_channel=True, reduce_range=not cpu_has_vnni(), op_types_to_quantize=["MatMul"])
         finally:
             logging.disable(logging.NOTSET)
+            logging.root.removeHandler(quiet)
     vectors = {}
     for name in ("model.onnx", "model.int8.onnx"):
         session = ort.InferenceSession(str(out / name), providers=["CPUExecutionProvider"])
