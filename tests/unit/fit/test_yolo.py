@@ -11,8 +11,18 @@ from onecard.fit.job import FitJob
 @pytest.mark.parametrize("key", sorted(yolo.CATALOG))
 def test_walk_reproduces_published_params(key: str) -> None:
     arch = yolo.CATALOG[key]
-    # The pose table's l and x rows sit 0.09M below the walk (yolov8l-pose 44.49M walked, 44.4M published).
+    # The docs' pose table sits up to 0.09M below the model (yolov8l-pose: 44,489,196 in ultralytics, 44.4M there).
     assert yolo.param_count(arch) / 1e6 == pytest.approx(arch.params_m, abs=0.1 if arch.task == "pose" else 0.06)
+
+
+@pytest.mark.parametrize(
+    ("key", "params"),
+    # sum(p.numel()) of ultralytics 8.4.190's own model built from the yaml (benchmarks/fit_yolo_trace.py).
+    [("yolov8n", 3_157_200), ("yolov8x-seg", 71_827_888), ("yolov8n-pose", 3_295_470),
+     ("yolov8l-pose", 44_489_196), ("yolov8n-cls", 2_719_288), ("yolov8x-cls", 57_422_840)],
+)
+def test_walk_equals_ultralytics_model(key: str, params: int) -> None:
+    assert yolo.param_count(yolo.CATALOG[key]) == params
 
 
 def test_classify_head_on_three_classes() -> None:
