@@ -205,6 +205,11 @@ CATALOG: tuple[LlmArch, ...] = (
     LlmArch("qwen2.5-7b", "Qwen2.5 7B", **_QWEN25_7B, max_ctx=131072,
             aliases=("Qwen/Qwen2.5-7B", "Qwen/Qwen2.5-7B-Instruct", "qwen2.5:7b", "qwen2.5"),
             source=_hf("Qwen/Qwen2.5-7B")),
+    # Qwen2 7B has the Qwen2.5 7B shapes; the base model's config says 131072 positions, the Instruct one 32768
+    LlmArch("qwen2-7b", "Qwen2 7B", **_QWEN25_7B, max_ctx=131072, aliases=("Qwen/Qwen2-7B",),
+            source=_hf("Qwen/Qwen2-7B")),
+    LlmArch("qwen2-7b-instruct", "Qwen2 7B Instruct", **_QWEN25_7B, max_ctx=32768,
+            aliases=("Qwen/Qwen2-7B-Instruct", "qwen2:7b", "qwen2"), source=_hf("Qwen/Qwen2-7B-Instruct")),
     LlmArch("qwen2.5-coder-7b", "Qwen2.5-Coder 7B", **_QWEN25_7B, max_ctx=32768,
             aliases=("Qwen/Qwen2.5-Coder-7B", "Qwen/Qwen2.5-Coder-7B-Instruct", "qwen2.5-coder:7b", "qwen2.5-coder"),
             source=_hf("Qwen/Qwen2.5-Coder-7B")),

@@ -54,7 +54,12 @@ VLLM_CUDA_GRAPH_GIB = 0.5  # captured CUDA graphs (vLLM logs 0.3-0.6 GiB for 7-8
 # - before 4.46 Llama-style heads upcast: `logits = logits.float()` (modeling_llama.py 4.38.2 l.1196, 4.45.0
 #   l.1214; 4.46.0 l.1210 keeps the model dtype). Falcon's and GPTBigCode's heads never did (`lm_logits =
 #   self.lm_head(hidden_states)`).
+# - each attention layer built its own RoPE table, cos and sin for all max_position_embeddings positions in the
+#   model's dtype (`register_buffer("cos_cached", ...)`): Llama until 4.40 (`_cos_cached`, modeling_llama.py 4.40.0
+#   l.112; none in 4.41.2), Mistral until 4.41 (4.41.2 l.114; none in 4.42.0), Qwen2 until 4.44 (4.44.0; none in
+#   4.45.0, where one model-level rotary module computes them per step). Other families are not modelled.
 DYNAMIC_CACHE_SINCE, LAST_LOGITS_SINCE, NO_UPCAST_SINCE = (4, 42), (4, 45), (4, 46)
+_ROPE_TABLES_UNTIL = {"llama": (4, 40), "llava": (4, 40), "mistral": (4, 41), "qwen2": (4, 44)}
 _LAST_LOGITS_SINCE = {"falcon": (4, 47), "gpt_bigcode": (5, 0)}
 CURRENT_TRANSFORMERS = (5, 0)  # unset: a release with every one of these changes
 _NO_UPCAST = frozenset({"falcon", "gpt_bigcode"})
@@ -152,8 +157,16 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
             work["runtime"] = wb.dequant
     phase, work = max(phases.items(), key=lambda kv: sum(kv[1].values()))
     parts = {"weights": wb.total, **work}
+    transient = sum(v for k, v in parts.items() if k in ("activations", "logits", "runtime"))
+    rope = 0.0  # RoPE tables held from load on (not in the allocator's slack)
     if fused:  # each fused attention has its own complex64 RoPE table of 2 x max_seq_len positions
-        parts["runtime"] = parts.get("runtime", 0.0) + L * 2 * ctx * (arch.head_dim // 2) * 8
+        rope = L * 2 * ctx * (arch.head_dim // 2) * 8
+    elif release <= _ROPE_TABLES_UNTIL.get(arch.family, (0, 0)):  # per-layer cos and sin tables (see above)
+        rope = L * 2 * arch.max_ctx * arch.head_dim * a
+        notes.append(f"transformers before the shared rotary module: every layer holds cos and sin tables for "
+                     f"{arch.max_ctx} positions, {gib(rope):.2f} GiB")
+    if rope:
+        parts["runtime"] = parts.get("runtime", 0.0) + rope
     notes += [f"weights {fmt.name}" + (f" ({gib(wb.total):.2f} GiB)" if fmt.quantized else ""),
               f"batch {B}, context {job.ctx} tokens ({job.ctx - job.new_tokens} prompt + {job.new_tokens} new)",
               f"KV cache {job.kv_dtype if job.kv_dtype not in ('f16', 'bf16') else 'in the model dtype'}: "
@@ -168,7 +181,6 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
         notes.append(f"prefill matmuls dequantize one weight at a time: {gib(wb.dequant):.2f} GiB buffer")
     if img:
         notes.append(f"one image per sequence: {img} image tokens in the context")
-    transient = sum(v for k, v in parts.items() if k in ("activations", "logits", "runtime"))
     est = Estimate({k: gib(v) for k, v in parts.items()}, slack_gib=gib(ALLOC_SLACK * transient),
                    context_gib=CUDA_CONTEXT_GIB, assumptions=[*notes, slack_note()])
     _decode_speed(est, card, wb.total + B * (prompt + job.new_tokens / 2) * kvt, B, "transformers")

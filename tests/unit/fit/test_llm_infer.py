@@ -116,7 +116,8 @@ def test_exllama_keeps_its_dequantization_buffer_while_decoding() -> None:
     # GPTQ row (Llama-2-13B, batch 4, 512 + 512 tokens, transformers 4.32) still holds it: 5120 x 13824 x 2 B
     job = FitJob(**{**OPTIMUM, "quant": "gptq"}, batch=4, ctx=1024, new_tokens=512, transformers_version="4.32")
     est = estimate(job)
-    assert est.parts["runtime"] * GIB == 5120 * 13824 * 2
+    rope = 40 * 2 * 4096 * 128 * 2  # and, in 4.32, each layer's cos/sin tables for Llama 2's 4096 positions
+    assert est.parts["runtime"] * GIB == 5120 * 13824 * 2 + rope
     assert est.parts["kv_cache"] == pytest.approx(2 * 4 * 1024 * 800 * 1024 / GIB)  # a decode step: the tuple twice
     assert est.process_gib == pytest.approx(14.45, rel=0.07)  # measured; the rest is the A100's non-torch memory
 
@@ -138,3 +139,15 @@ def test_autoawq_weights_are_not_searched() -> None:
     knobs = space(FitJob(model="mistral-7b-v0.1", runtime="autoawq", quant="awq"))
     assert "quant" not in knobs and {"ctx", "batch"} <= set(knobs)
     assert "quant" in space(FitJob(model="mistral-7b-v0.1", runtime="transformers", quant="awq"))
+
+
+def test_older_releases_keep_a_rope_table_per_layer() -> None:
+    # Qwen2 before transformers 4.45: every attention layer registers cos_cached and sin_cached for all
+    # max_position_embeddings positions (Qwen2-7B-Instruct: 32768) at head_dim 128 in bf16: 28 x 2 x 32768 x 128 x 2 B.
+    # The Qwen2 speed table at 4.38.2 (1 input + 2048 new tokens, case P-qwen2-7b-bf16-in1) measures 14.92 GiB.
+    job = FitJob(**{**QWEN, "model": "Qwen/Qwen2-7B-Instruct"}, quant="bf16", ctx=2049, new_tokens=2048,
+                 transformers_version="4.38.2")
+    est = estimate(job)
+    assert est.parts["runtime"] * GIB == 28 * 2 * 32768 * 128 * 2
+    assert est.peak_allocated_gib == pytest.approx(14.92, rel=0.02)
+    assert "runtime" not in estimate(job.model_copy(update={"transformers_version": "4.45.0"})).parts
