@@ -20,6 +20,9 @@ __all__ = ["WhisperArch", "find", "estimate", "CATALOG"]
 N_AUDIO_CTX = 1500  # encoder frames per 30 s window (paper, Sec. 2.2: 3000 mel frames, conv stride 2)
 N_TEXT_CTX = 448  # decoder positions
 # CTranslate2's cub caching allocator keeps up to 200 MB of freed blocks (src/cuda/allocator.cc, max_cached_bytes).
+# Since CTranslate2 2.11 (PR #684) that allocator is used only with CT2_CUDA_ALLOCATOR=cub_caching or CUDA < 11.2; the
+# default is cudaMallocAsync, whose pool holds freed memory until a synchronisation, by an amount not measured here.
+# The 200 MB bound stands for both (the measured faster-whisper rows are 4-12% above the estimate, not below).
 CT2_CACHE_BYTES = 200 * 2**20
 # PyTorch allocator rounding, as a share of every tensor. Not overheads.ALLOC_SLACK (a share of the transient tensors):
 # Whisper's transient tensors are small beside its weights and caches, and the cache growth that makes most of an
