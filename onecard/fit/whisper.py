@@ -28,6 +28,9 @@ CT2_CACHE_BYTES = 200 * 2**20
 # Whisper's transient tensors are small beside its weights and caches, and the cache growth that makes most of an
 # inference's slack is counted on its own (`_infer`: the outgrown self-attention blocks).
 ROUNDING_SLACK = 0.03
+# Encoder working memory of one window beside its weights, in 1500 frames x d_model elements: 12.1-12.4 for tiny, small
+# and large-v2 (benchmarks/fit_whisper_trace.py: transformers' WhisperEncoder, fp16, SDPA, traced on fake tensors).
+ENCODER_WORKING_UNITS = 12
 # openai-whisper's released checkpoints (the .pt files load_model downloads) hold fp16 tensors: large-v2.pt is 2.87 GB
 # for 1.54B parameters (openai/whisper whisper/__init__.py _MODELS; the sizes are the files').
 CHECKPOINT_BYTES_PER_PARAM = 2
@@ -135,7 +138,7 @@ def _infer(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, 
     # Encoder pass of `batch` windows: residual, LN, q/k/v and the 4d MLP hidden; CTranslate2 materialises the
     # (heads, 1500, 1500) scores and their softmax, the PyTorch runtimes use SDPA.
     scores = 2 * arch.heads * N_AUDIO_CTX**2 if rt == "faster-whisper" else 0
-    encoder = job.batch * (N_AUDIO_CTX * arch.d * 10 + scores) * act_b
+    encoder = job.batch * (N_AUDIO_CTX * arch.d * ENCODER_WORKING_UNITS + scores) * act_b
     decode_phase = self_kv + cross_kv + logits
     notes += [
         f"runtime {rt}, weights {wname}, batch {job.batch} window(s) x beam {job.beam} = {n_seq} hypotheses",
@@ -175,6 +178,8 @@ def _train(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, 
     opt_b = 2 if "8bit" in opt else (0 if opt == "sgd" else 8)
     # Activations per layer (Korthikanti et al. 2022, fp16, SDPA): 34*s*d bytes; the decoder adds cross-attention
     # (~10*s*d). Gradient checkpointing keeps only each layer's input (2*s*d) plus one layer being recomputed.
+    # benchmarks/fit_whisper_trace.py traces transformers' full fine-tuning step 15-22% below this (dropout 0 keeps
+    # no masks): the figure is kept as the upper one.
     dec_s = N_TEXT_CTX
     if job.grad_ckpt:
         acts = 2 * (N_AUDIO_CTX * arch.enc_layers + dec_s * arch.dec_layers) * arch.d + 44 * N_AUDIO_CTX * arch.d
