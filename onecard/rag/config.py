@@ -16,10 +16,10 @@ DEFAULT_EMBED_MODEL = "all-minilm-l6-v2"
 Retriever = Literal["auto", "hybrid", "dense", "bm25", "rerank"]
 Fusion = Literal["convex", "rrf"]
 EmbedBackend = Literal["auto", "torch", "onnx-fp32", "onnx-int8"]
-_BACKEND_HELP = ("what runs the embedding model: auto (ONNX Runtime int8 on a CPU when its vectors stay within cosine "
-                 "0.99 of fp32, else torch; torch on a GPU), torch (bf16/fp16 where the device runs it natively, else "
-                 "fp32), onnx-fp32, onnx-int8 (ONNX Runtime on the CPU, exported once per model into the data "
-                 "directory); search and ask use the backend the index was built with")
+_BACKEND_HELP = ("what runs the embedding model: auto (on a CPU, ONNX Runtime in int8 when its vectors stay within "
+                 "cosine 0.99 of fp32, else in fp32; torch on a GPU or without onnxruntime), torch (bf16/fp16 where "
+                 "the device runs it natively, else fp32), onnx-fp32, onnx-int8 (ONNX Runtime on the CPU, exported "
+                 "once per model into the data directory); search and ask use the backend the index was built with")
 RERANKER_HELP = ("auto (a known cross-encoder in the local hub cache, if any; never a chat model), none, a cross-encoder "
                  "(local folder or cached hub id), or a chat model through onecard.llm: llm (the --model answering, or "
                  "the shipped smollm2-135m-instruct; grades each passage 0-3), llm:MODEL, llm-listwise[:MODEL] (one "

@@ -66,10 +66,6 @@ class SentenceEmbedder:
                                                      model_kwargs={} if want != "torch" else _weights_dtype(device))
             if want != "torch":
                 self._onnx = load_encoder(self._model, self.path, want, auto=self.requested == "auto")
-                if self._onnx is None:  # auto, int8 not close enough, and the CPU has bf16: torch in bf16
-                    with _no_load_bar():
-                        self._model = st.SentenceTransformer(str(self.path), device="cpu", local_files_only=True,
-                                                             model_kwargs=_weights_dtype("cpu"))
         return self._model
 
     @property
