@@ -57,7 +57,7 @@ def run_set(evalset, qids: list[str], rerankers: dict, top: int, workdir: Path) 
             start = time.perf_counter()
             ranked[name][q] = searcher.rank(evalset.queries[q], qvecs[q], 10, "rerank")
             seconds[name].append(time.perf_counter() - start)
-            if n % 10 == 0:
+            if n % 4 == 0:
                 print(f"  {name}: {n}/{len(qids)} ({sum(seconds[name]) / n:.2f} s/question)", flush=True)
     qrels = {q: evalset.qrels[q] for q in qids}
     metrics = {name: score(r, idx.rels.__getitem__, qrels) for name, r in ranked.items()}
