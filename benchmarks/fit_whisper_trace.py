@@ -13,6 +13,10 @@ weights, no GPU) and counts live tensor bytes with onecard.fit.trace's counter:
 
 Both print traced / estimated. Needs torch and transformers (`pip install 'onecard[asr]'` or `[tune]`).
 
+It also applies PyTorch's caching-allocator segment rules to each model's fp16 weights (whisper.ROUNDING_SLACK's
+question): 0.013 tiny, 0.122 small, 0.074 medium, 0.095 large-v2 / large-v3 (segments packed in allocation order, so
+an upper bound).
+
 transformers 5.25, torch 2.13: encoder 12.43 (tiny), 12.21 (small), 12.13 (large-v2) units; training activations +
 logits traced / estimated 0.25 / 0.32 (tiny), 0.70 / 0.82 (small), 2.46 / 2.91 GiB (large-v2).
 """
@@ -88,6 +92,28 @@ def train_activations_gib(arch: whisper.WhisperArch) -> float:
     return at_peak.get("activations", 0) / GIB
 
 
+# PyTorch's caching allocator (c10/cuda/CUDACachingAllocator.cpp): requests round up to 512 B; up to 1 MiB they share
+# 2 MiB segments, up to 10 MiB (kMinLargeAlloc) they share 20 MiB segments (kLargeBuffer), larger ones get a segment of
+# their own rounded up to 2 MiB (kRoundLarge).
+MIB = 2**20
+
+
+def weight_rounding(arch: whisper.WhisperArch, bytes_per_param: int = 2) -> float:
+    """Reserved / allocated - 1 for the model's parameters, allocated one by one in order as from_pretrained does."""
+    sizes = [-(-p.numel() * bytes_per_param // 512) * 512 for p in _model(arch).parameters()]
+    reserved, room = 0, 0  # room: free bytes left in the current 20 MiB segment
+    for size in sizes:
+        if size <= MIB:
+            reserved += size  # packed into 2 MiB segments: the tail waste is below one segment
+        elif size < 10 * MIB:
+            if size > room:
+                reserved, room = reserved + 20 * MIB, 20 * MIB
+            room -= size
+        else:
+            reserved += -(-size // (2 * MIB)) * 2 * MIB
+    return reserved / sum(sizes) - 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["small", "large-v2"], choices=sorted(whisper.CATALOG))
@@ -96,6 +122,8 @@ def main() -> None:
     print(f"{'figure':40} {'traced':>8} {'whisper.py':>10}")
     for key in args.models:
         arch = whisper.CATALOG[key]
+        print(f"{key + ' fp16 weights: allocator rounding':40} {weight_rounding(arch):8.3f} "
+              f"{whisper.ROUNDING_SLACK:10}")
         print(f"{key + ' encoder (frames x d x 2 B)':40} {encoder_units(arch):8.2f} {whisper.ENCODER_WORKING_UNITS:10}")
         if not args.skip_train:
             est = whisper.estimate(arch, FitJob(model=key, job="train", method="full", batch=1, grad_ckpt=False), None)
