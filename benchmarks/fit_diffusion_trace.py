@@ -13,7 +13,7 @@ and runs them under onecard.fit.trace's live-storage counter, which needs no GPU
 
 Each figure is the traced peak minus the weights (and the adapters): tensor bytes only, no allocator rounding. It
 prints the table and the constants in DiffusionArch beside it. Needs torch, diffusers and peft
-(`pip install 'onecard[diffuse]'`); diffusers 0.31.0 gave the printed constants.
+(`pip install 'onecard[diffuse]'`); diffusers 0.31.0 gave the printed constants (0.42.1: the same inference figures).
 """
 
 from __future__ import annotations
@@ -125,6 +125,12 @@ def vae_decode_elems_per_px(arch: str) -> float:
     return work / (512 * 512) / (4 if dtype == torch.float32 else 2)
 
 
+def largest_leaf(arch: str) -> int:
+    """Parameters of the UNet's largest leaf module: what sequential CPU offload holds on the GPU at once."""
+    model = _unet(arch, require("torch", "fit").float16)
+    return max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", nargs="+", default=["sd15", "sdxl"], choices=sorted(diffusion.CATALOG))
@@ -133,7 +139,8 @@ def main() -> None:
     print(f"{'figure':34} {'traced':>9} {'constant':>9}")
     for arch in args.arch:
         spec = diffusion.CATALOG[arch]
-        rows = [("unet_infer_gib", unet_infer(arch), spec.unet_infer_gib)]
+        rows = [("unet_infer_gib", unet_infer(arch), spec.unet_infer_gib),
+                ("largest_leaf", largest_leaf(arch), spec.largest_leaf)]
         if not args.skip_train:
             rows += [("unet_train_gib", unet_train(arch, ckpt=False), spec.unet_train_gib),
                      ("unet_train_ckpt_gib", unet_train(arch, ckpt=True), spec.unet_train_ckpt_gib)]

@@ -47,6 +47,7 @@ class DiffusionArch:
     unet_train_gib: float  # forward + backward, frozen fp16 UNet, fp32 LoRA r=4 under fp16 autocast, no checkpointing
     unet_train_ckpt_gib: float  # same with unet.enable_gradient_checkpointing()
     lora_params_per_rank: int  # LoRA on attention to_q, to_k, to_v, to_out.0 (diffusers train_*_lora scripts)
+    largest_leaf: int  # parameters of the UNet's largest leaf module (a 3x3 conv 2560 -> 1280; fit_diffusion_trace.py)
     aliases: tuple[str, ...]
     source: str
 
@@ -66,6 +67,7 @@ CATALOG: dict[str, DiffusionArch] = {
         unet_train_gib=0.859,
         unet_train_ckpt_gib=0.226,
         lora_params_per_rank=199_296,
+        largest_leaf=29_492_480,
         aliases=(
             "sd-1.5",
             "sd1.5",
@@ -90,6 +92,7 @@ CATALOG: dict[str, DiffusionArch] = {
         unet_train_gib=6.10,
         unet_train_ckpt_gib=0.512,
         lora_params_per_rank=1_451_520,
+        largest_leaf=29_492_480,
         aliases=(
             "sdxl-base",
             "sdxl-base-1.0",
@@ -189,8 +192,9 @@ def _infer(arch: DiffusionArch, job: FitJob, notes: list[str]) -> tuple[dict[str
         notes.append(f"model offload: only the active component is on the GPU; the peak is the {name} phase")
         return {"weights": w, "activations": work}, (w_te + w_unet + w_vae) / GIB
     # sequential: accelerate moves each leaf module's weights in right before its forward and out after.
-    largest_layer = 0.01 * w_unet
-    notes.append("sequential offload: weights streamed per module (about 1% of the UNet on the GPU at a time)")
+    largest_layer = arch.largest_leaf * b
+    notes.append(f"sequential offload: weights streamed per leaf module (the largest, {arch.largest_leaf / 1e6:.1f}M "
+                 "parameters, on the GPU at a time)")
     return {"weights": largest_layer, "activations": max(unet_work, vae_work)}, (w_te + w_unet + w_vae) / GIB
 
 
