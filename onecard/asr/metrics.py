@@ -11,7 +11,7 @@ Corpus figures are jiwer's: errors summed over all files divided by reference wo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Literal
 
 __all__ = ["normalizer", "error_rates", "word_changes"]
@@ -49,11 +49,24 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str], normalize:
             "insertions": words.insertions, "reference_words": sum(len(r.split()) for r in refs)}
 
 
-def word_changes(original: str, edited: str, normalize: Normalize) -> float:
-    """The share of the original's words an edit changed: WER of the edit against the original, both normalised."""
+def word_changes(original: str, edited: str, normalize: Normalize, allowed: Collection[str] = ()) -> float:
+    """The share of the original's words an edit changed: WER of the edit against the original, both normalised.
+
+    Words of `allowed` (glossary names) that the edit substitutes or inserts are not counted: spelling a name as the
+    glossary does is what the edit is for.
+    """
     import jiwer
 
     before, after = normalize(original), normalize(edited)
     if not before.strip():
         return 0.0 if not after.strip() else 1.0
-    return float(jiwer.wer(before, after))
+    free = {w for term in allowed for w in normalize(term).split()}
+    out = jiwer.process_words(before, after)
+    hyp = out.hypotheses[0]
+    changed = 0
+    for chunk in out.alignments[0]:
+        if chunk.type == "delete":
+            changed += chunk.ref_end_idx - chunk.ref_start_idx
+        elif chunk.type in ("substitute", "insert"):
+            changed += sum(w not in free for w in hyp[chunk.hyp_start_idx:chunk.hyp_end_idx])
+    return changed / len(before.split())

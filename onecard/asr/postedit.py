@@ -4,7 +4,7 @@ Each segment's text goes to the LLM alone (a 135M model keeps to the task on one
 it paraphrases). The edit is then compared with the original after Whisper's normalisation, which drops punctuation
 and casing: what is left is what the edit changed in the words. An edit that changes more than `max_share` of them
 is rejected and the original kept, so the post-editor cannot make the transcript's WER much worse than `max_share`
-per segment, and a bad model cannot rewrite it.
+per segment, and a bad model cannot rewrite it. Glossary words the edit puts in are not counted.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def post_edit(segments: list[Segment], llm: Any, glossary: list[str], normalize:
         text = _clean(reply.text)
         if text == original or not text:
             verdict = "unchanged"
-        elif word_changes(original, text, normalize) > max_share:
+        elif word_changes(original, text, normalize, glossary) > max_share:
             verdict = "rejected"
         else:
             verdict = "accepted"
@@ -57,7 +57,7 @@ def post_edit(segments: list[Segment], llm: Any, glossary: list[str], normalize:
 
 
 def _clean(reply: str) -> str:
-    # small models echo the label or quote the answer
+    # small models echo the prompt's label or quote the answer; other chatter is left for the guard to count
     text = reply.strip().split("\n")[0].strip()
     text = text.removeprefix("Corrected:").strip()
     return text[1:-1].strip() if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'" else text

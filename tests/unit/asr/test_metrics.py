@@ -29,3 +29,11 @@ def test_word_changes_counts_words_not_punctuation() -> None:
     assert word_changes("hello world how are you", "Hello, world! How are you?", basic) == 0.0
     assert word_changes("hello world how are you", "Hello, world! Who are you?", basic) == pytest.approx(0.2)
     assert word_changes("", "", basic) == 0.0
+
+
+def test_glossary_words_an_edit_puts_in_are_free() -> None:
+    basic = normalizer("basic")
+    original = "we deployed it on cube and eighties yesterday"
+    assert word_changes(original, "We deployed it on Kubernetes yesterday.", basic, ["Kubernetes"]) == \
+        pytest.approx(2 / 8)  # the substitution is free, the two deleted words count
+    assert word_changes(original, "We deployed it on Kubernetes yesterday.", basic) == pytest.approx(3 / 8)
