@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 
 from onecard import __version__
-from onecard.cli import asr, chat, doctor, fit, rag, runs, tinylm, tune
+from onecard.cli import asr, chat, detect, doctor, fit, rag, runs, tinylm, tune
 
 __all__ = ["main", "COMMANDS", "build_parser"]
 
@@ -33,6 +33,8 @@ COMMANDS: dict[str, Command] = {
             rag.rag),
     "asr": ("transcripts of your recordings with Whisper, VAD and an LLM post-edit; WER against references",
             asr.asr_args, asr.asr),
+    "detect": ("a YOLO detector on your labelled images: data check, train, eval, predict", detect.detect_args,
+               detect.detect),
 }
 
 

@@ -1,0 +1,65 @@
+"""`onecard detect data check / train / eval / predict`: a YOLO detector on your labelled images."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from onecard.cli.common import emit, job_flags, json_flag, recorded, resolve_config, run_flags, trackers
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def detect_args(p: argparse.ArgumentParser) -> None:
+    from onecard.core.config import add_config_flags
+    from onecard.detect.config import CheckConfig, DetectConfig, EvalConfig, PredictConfig
+
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    data = sub.add_parser("data", help="inspect a YOLO data set")
+    check = data.add_subparsers(dest="data_action", required=True, metavar="ACTION").add_parser(
+        "check", help="every bad image and label line by file and line, duplicates and leaks, class balance")
+    add_config_flags(check, CheckConfig, positional=("data",))
+    json_flag(check)
+    train = sub.add_parser("train", help="train a YOLO detector with ultralytics, fitted to the card (a recorded run)")
+    add_config_flags(train, DetectConfig)
+    job_flags(train, resume="--epochs")
+    evaluate = sub.add_parser("eval", help="mAP50, mAP50-95, precision, recall and AP per class on a split")
+    add_config_flags(evaluate, EvalConfig, positional=("run",))
+    run_flags(evaluate)
+    predict = sub.add_parser("predict", help="boxes drawn on images, and a JSON of the detections")
+    add_config_flags(predict, PredictConfig, positional=("run",))
+    predict.add_argument("source", nargs="*", default=argparse.SUPPRESS, metavar="IMAGE",
+                         help="images or folders of images (or --source)")
+    run_flags(predict)
+
+
+def detect(args: argparse.Namespace) -> int:
+    from onecard.core.extras import require
+
+    require("ultralytics", "detect")
+    from onecard.detect import run
+    from onecard.detect.config import CheckConfig, DetectConfig, EvalConfig, PredictConfig
+    from onecard.detect.report import render_check, render_eval
+
+    if args.action == "data":
+        result = run.check(resolve_config(args, CheckConfig))
+        emit(args, result, render_check)
+        return 1 if result["errors"] else 0
+    if args.action == "train":
+        config = resolve_config(args, DetectConfig, resume=run.resume_config)
+        trained = run.train(config, args.runs_dir, trackers(args), resume=args.resume)
+        next_step = f"recorded as run {trained.id}; next: onecard detect eval {trained.id}"
+        emit(args, recorded(trained), lambda *_: print(next_step))
+    elif args.action == "eval":
+        emit(args, run.evaluate(resolve_config(args, EvalConfig), args.runs_dir), render_eval)
+    else:
+        emit(args, run.predict(resolve_config(args, PredictConfig), args.runs_dir), _predicted)
+    return 0
+
+
+def _predicted(result: dict[str, Any], console: Console) -> None:
+    for image in result["images"]:
+        found = ", ".join(f"{d['name']} {d['confidence']:.2f}" for d in image["detections"]) or "nothing"
+        console.print(f"{image['image']}: {found}")
+    console.print(f"drawn images and detections.json in {result['out']}")

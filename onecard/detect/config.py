@@ -1,0 +1,85 @@
+"""Configs of `onecard detect`: data check, train, eval, predict, export (with its latency measurement)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["CheckConfig", "DetectConfig", "EvalConfig", "PredictConfig", "ExportConfig"]
+
+
+class CheckConfig(BaseModel):
+    """`onecard detect data check DATA`: every problem of a YOLO data set, named by file and line, before training."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field(description="data.yaml of a YOLO data set, or the folder that holds it")
+    plots: bool = Field(False, description="also write class and box-size histograms (PNG) next to the report, in --out")
+    out: str | None = Field(None, description="folder for the histograms (default: ./detect-check)")
+
+
+class DetectConfig(BaseModel):
+    """`onecard detect train`: a YOLO detector trained by ultralytics' trainer, with batch, image size and AMP fitted
+    to the card by `onecard fit`, evaluated (mAP50, mAP50-95) on the val split and recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field(description="data.yaml of a YOLO data set, or the folder that holds it (checked before training)")
+    model: str = Field(description="yolov8n.yaml (from scratch), yolov8n / yolov8s.pt (pretrained, from a local file or ultralytics' weights folder), or PATH.pt")
+    epochs: int = Field(100, ge=1, description="passes over the training images")
+    imgsz: int | Literal["auto"] = Field(640, description="training image side in pixels (a multiple of 32); auto: the largest of 640, 480, 320 that fits the card")
+    batch: int | Literal["auto"] = Field("auto", description="images per step; auto: the largest that fits the card by fit's prediction (16 on a CPU)")
+    amp: bool | Literal["auto"] = Field("auto", description="mixed precision; auto: on a CUDA card that runs fp16 correctly (not GTX 16xx: NaN losses, ultralytics #17812), off on CPU")
+    patience: int = Field(50, ge=0, description="stop early after N epochs without a better val fitness (0: never)")
+    optimizer: Literal["auto", "SGD", "AdamW", "Adam"] = Field("auto", description="ultralytics' optimizer; auto: AdamW for short runs, SGD for long ones (its rule)")
+    lr0: float | None = Field(None, gt=0, description="initial learning rate (None: ultralytics' default for the optimizer)")
+    warmup_epochs: float = Field(3.0, ge=0, description="epochs of learning-rate warm-up")
+    mosaic: float = Field(1.0, ge=0, le=1, description="probability of mosaic augmentation")
+    close_mosaic: int = Field(10, ge=0, description="turn mosaic off for the last N epochs")
+    workers: int = Field(2, ge=0, description="dataloader worker processes (0: load in the main process)")
+    plots: bool = Field(True, description="loss curves, PR curve and confusion matrix PNGs in the run folder")
+    gpu: str | None = Field(None, description="card to plan for (4070ti, rtx-3060...); None: the detected card")
+    vram: float | None = Field(None, gt=0, description="card memory in GiB to plan for, instead of --gpu")
+    device: str = Field("auto", description="auto (the GPU if there is one), cuda, cuda:1, cpu")
+    seed: int = Field(0, description="random seed (weights of a from-scratch model, augmentations, batch order)")
+
+
+class EvalConfig(BaseModel):
+    """`onecard detect eval RUN`: mAP50, mAP50-95, precision, recall and per-class AP of a trained model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str = Field(description="run id, unique prefix, run directory or 'last'; or a weights file (.pt)")
+    data: str | None = Field(None, description="data.yaml to evaluate on (None: the run's data set)")
+    split: Literal["val", "test", "train"] = Field("val", description="split of the data set")
+    imgsz: int | None = Field(None, ge=32, description="image side (None: the run's)")
+    batch: int = Field(16, ge=1, description="images per forward pass")
+    device: str = Field("auto", description="auto, cuda, cpu")
+
+
+class PredictConfig(BaseModel):
+    """`onecard detect predict RUN SOURCE...`: boxes drawn on the images, and a JSON of the detections."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str = Field(description="run id, unique prefix, run directory or 'last'; or a weights file (.pt)")
+    source: list[str] = Field(description="images or folders of images")
+    out: str = Field("detections", description="folder for the drawn images and detections.json")
+    conf: float = Field(0.25, ge=0, le=1, description="keep boxes with at least this confidence")
+    iou: float = Field(0.7, gt=0, le=1, description="non-maximum suppression IoU threshold")
+    imgsz: int | None = Field(None, ge=32, description="image side (None: the run's)")
+    device: str = Field("auto", description="auto, cuda, cpu")
+
+
+class ExportConfig(BaseModel):
+    """`onecard detect export RUN --format onnx`: the model in a deployment format, with its latency measured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str = Field(description="run id, unique prefix, run directory or 'last'; or a weights file (.pt)")
+    format: Literal["onnx", "torchscript"] = Field("onnx", description="export format")
+    imgsz: int | None = Field(None, ge=32, description="image side (None: the run's)")
+    warmup: int = Field(5, ge=0, description="untimed runs before timing")
+    repeats: int = Field(30, ge=1, description="timed runs at batch 1; the median and p90 are reported")
+    device: str = Field("cpu", description="device for the latency measurement (cpu, cuda)")
