@@ -46,7 +46,7 @@ class _PostEdit(BaseModel):
     max_edit_share: float = Field(0.1, ge=0, le=1, description="an edit may change at most this share of a segment's words (word error rate between the normalised original and edit; glossary words put in are free); above it the original is kept. 0.1: the shipped 135M model's chatter ('Transcription: ...', 1 word in 7) is rejected (benchmarks/RESULTS.md, asr)")
 
 
-class TranscribeConfig(_Decode, _PostEdit):
+class TranscribeConfig(_PostEdit, _Decode):
     """`onecard asr transcribe AUDIO...`: transcripts with segment and word timestamps, in TXT, SRT, VTT and JSON."""
 
     audio: list[str] = Field(description="audio or video files PyAV decodes (wav, flac, mp3, m4a, mp4...)")
@@ -62,7 +62,7 @@ class TranscribeConfig(_Decode, _PostEdit):
         return [f.strip() for item in v for f in str(item).split(",") if f.strip()] if isinstance(v, list) else v
 
 
-class EvalConfig(_Decode, _PostEdit):
+class EvalConfig(_PostEdit, _Decode):
     """`onecard asr eval --data DIR|manifest.tsv`: WER and CER per file and overall, and the real-time factor."""
 
     data: str = Field(description="a TSV manifest (header with file and reference_text or text columns; paths relative to it), or a folder with REFERENCES.tsv or AUDIO + AUDIO-stem.txt pairs")

@@ -132,3 +132,18 @@ def test_a_post_edit_that_rewrites_too_much_is_rejected(tmp_path: Path, monkeypa
     record = json.loads((tmp_path / "runs" / result["run_id"] / "run.json").read_text())
     assert record["metrics"]["post_edit"] == edits
     assert {s.edit for s in load_json(tmp_path / "out" / "jfk.json").segments} == {"rejected"}
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_fit_picks_the_compute_type_and_the_transcript_holds(tmp_path: Path) -> None:
+    import ctranslate2
+
+    if ctranslate2.get_cuda_device_count() == 0:
+        pytest.skip("CTranslate2 sees no CUDA device")
+    config = load_config(TranscribeConfig, overrides={"audio": [str(JFK)], "device": "cuda", "formats": ["json"],
+                                                      "out": str(tmp_path / "out")})
+    result = run.transcribe(config, str(tmp_path / "runs"), ())
+    settings = result["settings"]
+    assert settings["device"] == "cuda" and settings["compute_type"] in ("float16", "int8_float16", "bfloat16")
+    assert settings["source"].startswith(("fit:", "defaults:"))
+    assert "ask not what your country can do for you" in result["files"][0]["text"].lower()
