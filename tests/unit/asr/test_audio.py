@@ -47,3 +47,26 @@ def test_a_mono_file_has_no_right_channel(tmp_path: Path) -> None:
     path = write_wav(tmp_path / "mono.wav", np.zeros(1600))
     with pytest.raises(DataError, match="no right channel"):
         audio.decode(path, 1)
+
+
+@pytest.mark.parametrize("suffix, codec", [(".m4a", "aac"), (".mp3", "libmp3lame"), (".flac", "flac")])
+def test_compressed_formats_decode_to_the_same_length(tmp_path: Path, suffix: str, codec: str) -> None:
+    import av
+
+    if codec not in av.codecs_available:
+        pytest.skip(f"this PyAV build has no {codec} encoder")
+    rate, seconds = 44_100, 3.0
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
+    path = tmp_path / f"tone{suffix}"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(tone[None, :] if codec != "flac" else (tone * 32767).astype("<i2")[None, :],
+                                           format="fltp" if codec != "flac" else "s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    decoded = audio.decode(path)
+    assert len(decoded) / audio.SAMPLE_RATE == pytest.approx(seconds, abs=0.1)
+    assert np.abs(decoded).max() == pytest.approx(0.3, abs=0.05)
