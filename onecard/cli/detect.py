@@ -35,10 +35,7 @@ def detect_args(p: argparse.ArgumentParser) -> None:
 
 
 def detect(args: argparse.Namespace) -> int:
-    from onecard.core.extras import require
-
-    require("ultralytics", "detect")
-    from onecard.detect import run
+    from onecard.detect import run  # ultralytics is imported by each entry point, after its offline set-up
     from onecard.detect.config import CheckConfig, DetectConfig, EvalConfig, PredictConfig
     from onecard.detect.report import render_check, render_eval
 

@@ -87,6 +87,8 @@ def train(config: DetectConfig, runs_root: str | None = None, report_to: tuple[s
         oom_steps: list[dict[str, Any]] = []
 
         def on_epoch(trainer: Any) -> None:
+            if trainer.epoch + 1 > trainer.epochs:
+                return  # the final validation of best.pt calls this hook again: its metrics are the run's
             losses = trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss else {}
             point = {"epoch": trainer.epoch + 1, **{k.removeprefix("train/"): float(v) for k, v in losses.items()},
                      **box_metrics(trainer.metrics)}

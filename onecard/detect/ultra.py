@@ -33,8 +33,8 @@ def setup() -> ModuleType:
     ultralytics = require("ultralytics", "detect")
     from ultralytics.utils import LOGGER, SETTINGS, USER_CONFIG_DIR  # where it looks is fixed at its first import
 
-    if SETTINGS.get("sync") or SETTINGS.get("hub"):
-        SETTINGS.update(sync=False, hub=False)
+    if SETTINGS.get("sync"):
+        SETTINGS.update(sync=False)  # no telemetry
     import matplotlib
 
     font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
