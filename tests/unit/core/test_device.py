@@ -244,3 +244,10 @@ def test_select_dtype_rejects_an_unknown_name_with_the_choices() -> None:
     with pytest.raises(ConfigError) as e:
         device.select_dtype("int3", "cpu")
     assert "int3" in str(e.value) and "bf16" in str(e.value)
+
+
+@pytest.mark.skipif(not device._no_gpu_device_nodes(), reason="this machine has a GPU device node")
+def test_the_probe_does_not_import_torch_where_no_gpu_driver_exists() -> None:
+    code = "import sys; from onecard.core import device; device.gpus(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
