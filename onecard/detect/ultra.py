@@ -43,10 +43,20 @@ def setup() -> ModuleType:
             Path(USER_CONFIG_DIR).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(font, Path(USER_CONFIG_DIR) / name)
     for handler in LOGGER.handlers:  # its progress and tables go to stderr: stdout stays for --json
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stderr)
+        if type(handler) is logging.StreamHandler:  # its own, not a log-capturing subclass (pytest's)
+            handler.setStream(_Stderr())  # type: ignore[arg-type]
     LOGGER.setLevel(logging.WARNING if is_quiet() else logging.INFO)
     return ultralytics
+
+
+class _Stderr:
+    """Whatever sys.stderr is at the time of writing (a test's capture, a redirect), not the one at set-up."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def resolve_model(ref: str) -> str:
