@@ -66,12 +66,11 @@ def _dtype(job: FitJob, torch: Any) -> Any:
     return torch.float32 if job.quant in ("fp32", "float32") else torch.float16
 
 
-def _diffusion_models(arch: diffusion.DiffusionArch, dtype: Any, torch: Any) -> dict[str, Any]:
+def _diffusion_models(arch: diffusion.DiffusionArch, dtype: Any, vae_dtype: Any, torch: Any) -> dict[str, Any]:
     diffusers = require("diffusers", "diffuse")
     transformers = require("transformers", "diffuse")
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 
-    vae_dtype = torch.float32 if dtype == torch.float32 or arch.vae_force_upcast else dtype
     with torch.device(DEVICE):
         parts = {
             "unet": diffusers.UNet2DConditionModel(**diffusion.UNET_CONFIGS[arch.key]).to(dtype),
@@ -124,7 +123,10 @@ def _text_embeds(parts: dict[str, Any], batch: int, torch: Any) -> dict[str, Any
 def run_diffusion(job: FitJob, arch: diffusion.DiffusionArch, steps: int, torch: Any) -> tuple[list[str], float | None]:
     """One pipeline call (`job.job == "infer"`) or `steps` LoRA training steps of `arch` on random weights."""
     dtype = _dtype(job, torch) if job.job == "infer" else torch.float16
-    parts = _diffusion_models(arch, dtype, torch)
+    # Inference loads the VAE in the pipeline's dtype and the pipeline upcasts a force_upcast VAE before decoding;
+    # the SDXL LoRA script keeps that VAE in fp32 throughout.
+    vae_dtype = torch.float32 if job.job == "train" and arch.vae_force_upcast else dtype
+    parts = _diffusion_models(arch, dtype, vae_dtype, torch)
     notes = [f"{arch.key} built from its config.json values with random weights (diffusers), {str(dtype)[6:]}",
              _attention(parts["unet"], job)]
     px = job.resolution or arch.native_px
