@@ -23,7 +23,8 @@ _BACKEND_HELP = ("what runs the embedding model: auto (on a CPU, ONNX Runtime in
 RERANKER_HELP = ("auto (a known cross-encoder in the local hub cache, if any; never a chat model), none, a cross-encoder "
                  "(local folder or cached hub id), or a chat model through onecard.llm: llm (the --model answering, or "
                  "the shipped smollm2-135m-instruct; grades each passage 0-3), llm:MODEL, llm-listwise[:MODEL] (one "
-                 "call ranks them all). The shipped 135M model ranks worse than hybrid alone (benchmarks/RESULTS.md)")
+                 "call ranks them all). The shipped 135M model does not help: pointwise it lowers nDCG@10, listwise it "
+                 "leaves the order as it was (benchmarks/RESULTS.md)")
 
 
 class _Where(BaseModel):

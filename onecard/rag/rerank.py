@@ -131,7 +131,7 @@ def load_reranker(ref: str, device: str = "auto", llm: LLMConfig | None = None) 
 
     `llm` and `llm-listwise` rerank with the chat model of `llm` (an ask's own model; None: the shipped default);
     `llm:MODEL` and `llm-listwise:MODEL` with MODEL (a .gguf file or shipped name on llama.cpp, or what `llm`'s
-    backend takes). "auto" never picks a chat model: with the small shipped one it ranks worse than hybrid alone.
+    backend takes). "auto" never picks a chat model: the small shipped one does not help (benchmarks/RESULTS.md).
     """
     prefix, _, model = ref.partition(":")
     if prefix not in LLM_PREFIXES:
