@@ -114,13 +114,15 @@ def trainable_params(arch: LlmArch, job: FitJob) -> int:
 
 def layer_saved_bytes(arch: LlmArch, a: int, full: bool, frozen_saves: bool, adapted: list[Linear], attention: str,
                       seq: int, rank: int = 16, adapter_bytes: int = 4, dropout: bool = False,
-                      qkv_one_adapter: bool = False) -> float:
+                      qkv_one_adapter: bool = False, qkv_zero_pad: bool = False) -> float:
     """Bytes one block keeps for backward, per token (see the module docstring for what each op keeps).
 
     fp32 adapters (PEFT under autocast) each keep their own 16-bit copy of their input; 16-bit adapters save the
     input tensor itself, once for all the adapters that read it, or with dropout each its own dropped copy. Dropout
     adds a 1-byte mask per adapter input element. `qkv_one_adapter` (LitGPT): the q, k and v adapters drop one shared
-    copy of their input.
+    copy of their input. `qkv_zero_pad` (LitGPT): when only some of q, k, v are adapted, LoRAQKVLinear.zero_pad
+    scatters their update into the fused qkv width with `index_copy`, whose backward keeps its source (a 16-bit
+    value per adapted q/k/v output) for `expand_as(source)`.
     """
     h, q, kv, f = arch.hidden, arch.q_dim, arch.kv_dim, arch.intermediate
     size = {"attn_in": h, "attn_out": q, "mlp_in": h, "mlp_act": f}
@@ -139,6 +141,11 @@ def layer_saved_bytes(arch: LlmArch, a: int, full: bool, frozen_saves: bool, ada
     qkv = [lin for lin in adapted if qkv_one_adapter and lin.kind in ("q", "k", "v")]
     inputs = [lin.d_in for lin in adapted if lin not in qkv] + ([qkv[0].d_in] if qkv else [])
     total += sum((a * d if copy else 0) + (d if dropout else 0) for d in inputs) + a * rank * len(adapted)
+    if qkv_zero_pad and 0 < len({lin.kind for lin in adapted} & {"q", "k", "v"}) < 3:
+        # lit_gpt/lora.py @8641822 LoRAQKVLinear.zero_pad: result.index_copy(1, lora_ind, after_B) (litgpt today:
+        # index_copy_); IndexCopyBackward saves source (tools/autograd/derivatives.yaml index_copy: source:
+        # grad.index_select(dim, index).expand_as(source)). Checked with saved_tensors_hooks on lit_gpt @8641822
+        total += a * sum(lin.d_out for lin in adapted if lin.kind in ("q", "k", "v"))
     return float(total)  # per adapter input: (the input copy and the dropout mask); per adapter: x @ A
 
 
@@ -202,7 +209,8 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     paged = opt.startswith("paged")
     adapted = [] if full else lora_targets(arch, job.lora_targets)
     per_layer = layer_saved_bytes(arch, a, full, fmt.quantized and kn.quant_saves_input, adapted, job.attention, seq,
-                                  job.lora_rank, param_bytes, kn.lora_dropout > 0, kn.qkv_one_adapter) * tokens
+                                  job.lora_rank, param_bytes, kn.lora_dropout > 0, kn.qkv_one_adapter,
+                                  kn.qkv_one_adapter) * tokens
     ckpt_in = a * h * tokens
     casts = 2.0 * params if not full and param_bytes == 4 else 0.0  # autocast's 16-bit copies of fp32 adapters
     block = ckpt_in if job.grad_ckpt else per_layer + casts / L  # what one block leaves saved until backward
@@ -210,7 +218,7 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     stack = on_gpu * block
     grad_tmp = (3 * a * arch.intermediate + 2 * a * h) * tokens + (per_layer if job.grad_ckpt else 0)
     final = (4 * h + (a * h if full else 0)) * tokens
-    logits = loss_bytes(kn.loss, tokens, V, h, a)
+    logits = loss_bytes(kn.loss, tokens, V, h, a, kn.fp32_output)
     lin_params = L * sum(lin.d_in * lin.d_out for lin in linears(arch))
     g_layer = (lin_params / L) * param_bytes if full else 0.0
     g_head = (params - lin_params) * param_bytes if full else params * param_bytes  # LoRA: all grads at once
@@ -248,7 +256,7 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
              f"optimizer {opt}: {gib(states):.2f} GiB of states"
              + (" in CUDA unified memory (paged: spills to host RAM, not counted in the peak)" if paged else "")
              + (", stepped inside backward (each gradient freed after its step)" if kn.optimizer_in_backward else ""),
-             _loss_note(kn.loss, logits, V, stacks.offers(job), job.batch * job.seq),
+             _loss_note(kn.loss, logits, V, stacks.offers(job), job.batch * job.seq, kn.fp32_output),
              f"peak during the {phase}"]
     if job.stack != "transformers":
         notes.insert(0, f"stack {job.stack}: its defaults fill the knobs not given (onecard.fit.stacks)")
@@ -264,8 +272,16 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     return est
 
 
-def loss_bytes(loss: str, tokens: int, V: int, h: int, a: int) -> float:
-    """Bytes the loss holds at its peak (see the module docstring)."""
+def loss_bytes(loss: str, tokens: int, V: int, h: int, a: int, fp32_output: bool = False) -> float:
+    """Bytes the loss holds at its peak (see the module docstring).
+
+    `fp32_output` (LitGPT under Fabric): the precision plugin casts the model's output, every chunk of logits, to
+    fp32 (`convert_output`: `dst_type=torch.get_default_dtype()`), the training loop holds that list through
+    backward (finetune/lora.py `logits = model(...)`), and each chunk's cross-entropy keeps its fp32 log-softmax:
+    4 + 4 B per logit.
+    """
+    if loss == "chunked" and fp32_output:
+        return tokens * V * 8.0
     if loss == "chunked":  # 16-bit logits kept for backward + one chunk upcast to fp32
         return tokens * V * (a + 4.0 / stacks.LOSS_CHUNKS)
     if loss == "fused":  # Liger: the input gradient (BT x H) + one chunk of logits (next_pow2(BT / ceil(V / H)) rows)
@@ -276,7 +292,10 @@ def loss_bytes(loss: str, tokens: int, V: int, h: int, a: int) -> float:
     return tokens * V * 12.0  # cross-entropy backward: saved fp32 log-softmax + its grad + the input grad
 
 
-def _loss_note(loss: str, nbytes: float, V: int, offered: frozenset[str], tokens: int) -> str:
+def _loss_note(loss: str, nbytes: float, V: int, offered: frozenset[str], tokens: int, fp32_output: bool) -> str:
+    if loss == "chunked" and fp32_output:
+        return (f"chunked loss on the fp32 logits Fabric's precision plugin returns: {gib(nbytes):.2f} GiB (the fp32 "
+                f"logits the loop holds + each chunk's fp32 log-softmax, vocab {V})")
     if loss == "chunked":
         return (f"chunked loss: {gib(nbytes):.2f} GiB of 16-bit logits + one of {stacks.LOSS_CHUNKS} chunks upcast to "
                 f"fp32 (vocab {V})")

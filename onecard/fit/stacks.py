@@ -31,7 +31,10 @@ stack, so its preset is what `fit` predicted before these knobs existed. Each pr
   on 16-bit logits -> chunked; bf16-true puts the adapters in bf16; `lora_dropout = 0.05` (finetune/lora.py
   @8641822, Oct 2023; `lora_dropout: float = 0.05` in litgpt/finetune/lora.py today). Its attention is one fused qkv
   linear whose LoRA (LoRAQKVLinear) runs one `lora_A` on one dropped copy of the input for q, k and v together
-  (`F.linear(self.lora_dropout(x), self.lora_A)`, litgpt/lora.py), so the q/k/v adapters keep one copy and mask.
+  (`F.linear(self.lora_dropout(x), self.lora_A)`, litgpt/lora.py), so the q/k/v adapters keep one copy and mask;
+  with only some of q, k, v adapted its zero_pad's index_copy keeps their 16-bit update for backward
+  (`llm_train.layer_saved_bytes(qkv_zero_pad)`). Fabric's precision plugin hands the chunked logits back in fp32,
+  held by the loop through backward with each chunk's fp32 log-softmax (`llm_train.loss_bytes(fp32_output)`).
 - axolotl: the transformers stack (PEFT, TRL), so the same defaults; its plugins offer a fused loss
   (`liger_fused_linear_cross_entropy`, `cut_cross_entropy`) and `gradient_checkpointing: offload` (the unsloth
   checkpointer), which `solve` and the OOM ladder may propose.
@@ -64,6 +67,9 @@ _PRESETS: dict[str, tuple[str, str, bool, bool, bool, float]] = {
     "litgpt": ("chunked", "bf16", False, False, True, 0.05),
 }
 _ONE_QKV_ADAPTER = frozenset({"litgpt"})  # q, k and v adapters share one dropped input (a fused qkv LoRA)
+# Lightning Fabric's HalfPrecision and BitsandbytesPrecision (lightning 2.1, which LitGPT @8641822 pins) cast the
+# model's output to the default dtype: `convert_output` -> `_convert_fp_tensor(..., torch.get_default_dtype())`, fp32
+_FP32_OUTPUT = frozenset({"litgpt"})
 # The memory savers a stack can switch on, which solve and the OOM ladder may propose. The transformers stack
 # offers none: Liger (TRL use_liger_kernel) is an extra install the user asks for with --loss fused.
 # unsloth's and axolotl's offload is their checkpointer's: it offloads the checkpointed block inputs only.
@@ -92,6 +98,7 @@ class Resolved:
     quant_saves_input: bool  # bitsandbytes 4/8-bit linears save their input; torchao's NF4 linear does not
     lora_dropout: float  # p > 0: each adapter keeps a dropout mask (and its own dropped input)
     qkv_one_adapter: bool  # the q, k, v adapters share one dropped input (LitGPT's fused qkv LoRA)
+    fp32_output: bool  # the logits come back cast to fp32 and are held through backward (LitGPT under Fabric)
 
 
 def resolve(job: FitJob) -> Resolved:
@@ -120,6 +127,7 @@ def resolve(job: FitJob) -> Resolved:
         quant_saves_input=saves,
         lora_dropout=job.lora_dropout if job.lora_dropout is not None else dropout,
         qkv_one_adapter=job.stack in _ONE_QKV_ADAPTER,
+        fp32_output=job.stack in _FP32_OUTPUT,
     )
 
 

@@ -355,3 +355,47 @@ def test_litgpt_drops_one_copy_for_its_fused_qkv_adapter() -> None:
     litgpt, no_dropout = _est(stack="litgpt", **job), _est(stack="litgpt", lora_dropout=0.0, **job)
     # with dropout the adapter no longer reads the saved input itself: its copy replaces it, the mask comes on top
     assert (litgpt.parts["activations"] - no_dropout.parts["activations"]) * GIB == pytest.approx(40 * 1304 * 5120)
+
+
+def test_litgpt_zero_pad_keeps_the_qv_update() -> None:
+    """LitGPT's LoRAQKVLinear with q and v adapted, k not (finetune/lora.py @8641822: lora_query, lora_value):
+    zero_pad scatters the (T, q + v) update into the qkv width with index_copy, whose backward keeps that source,
+    16-bit: 2 x (4096 + 4096) B per token and block for Llama 2 7B. With q, k and v all adapted zero_pad returns the
+    update as is (nothing kept); PEFT-style separate adapters have no zero_pad."""
+    arch = find("llama-2-7b")
+    assert arch is not None
+    qv, qkv = llm_train.lora_targets(arch, "qv"), llm_train.lora_targets(arch, "q,k,v")
+
+    def saved(adapted: list[Any], pad: bool) -> float:
+        return llm_train.layer_saved_bytes(arch, 2, False, False, adapted, "sdpa", 1304, 8, 2, True, True, pad)
+
+    assert saved(qv, True) - saved(qv, False) == 2 * (arch.q_dim + arch.kv_dim) == 4 * 4096
+    assert saved(qkv, True) == saved(qkv, False)
+
+
+def test_index_copy_keeps_its_source_for_backward() -> None:
+    """The autograd fact the zero_pad term rests on, on the op LitGPT calls (out-of-place index_copy @8641822)."""
+    torch = pytest.importorskip("torch")
+    T, q, v = 64, 32, 32
+    after_b = torch.randn(T, q + v, dtype=torch.bfloat16, requires_grad=True) * 1.0  # non-leaf, as LoRA's output
+    lora_ind = torch.tensor(list(range(q)) + list(range(2 * q, 2 * q + v)))
+    saved: list[Any] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        after_b.new_zeros(T, 3 * q).index_copy(1, lora_ind, after_b)
+    assert any(t.untyped_storage().data_ptr() == after_b.untyped_storage().data_ptr() for t in saved)
+
+
+def test_litgpt_loss_holds_fabric_fp32_logits() -> None:
+    """Under Fabric (bf16-true or bnb), LitGPT's chunked logits come back cast to fp32 (convert_output), the loop
+    keeps the list through backward, and each chunk's cross-entropy saves its fp32 log-softmax: 8 B per logit, where
+    16-bit chunks would keep 2 B + one chunk upcast. B27's step: 1,304 tokens x 32,000 vocabulary."""
+    tokens, vocab = 1304, 32000
+    assert llm_train.loss_bytes("chunked", tokens, vocab, 4096, 2, fp32_output=True) == tokens * vocab * 8
+    assert stacks.resolve(FitJob(model="llama-2-7b", job="train", stack="litgpt")).fp32_output
+    assert not stacks.resolve(FitJob(model="llama-2-7b", job="train", stack="torchtune")).fp32_output
+    torch = pytest.importorskip("torch")
+    logits = torch.randn(128, 512, dtype=torch.bfloat16, requires_grad=True).float()  # the plugin's cast
+    saved: list[Any] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        torch.nn.functional.cross_entropy(logits, torch.zeros(128, dtype=torch.long), reduction="none")
+    assert max(t.nbytes for t in saved if t.dtype == torch.float32) == 128 * 512 * 4  # the fp32 log-softmax
