@@ -1,4 +1,4 @@
-"""`onecard detect data check / train / eval / predict`: a YOLO detector on your labelled images."""
+"""`onecard detect data check / train / eval / predict / export`: a YOLO detector on your labelled images."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def detect_args(p: argparse.ArgumentParser) -> None:
     from onecard.core.config import add_config_flags
-    from onecard.detect.config import CheckConfig, DetectConfig, EvalConfig, PredictConfig
+    from onecard.detect.config import CheckConfig, DetectConfig, EvalConfig, ExportConfig, PredictConfig
 
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     data = sub.add_parser("data", help="inspect a YOLO data set")
@@ -32,12 +32,15 @@ def detect_args(p: argparse.ArgumentParser) -> None:
     predict.add_argument("source", nargs="*", default=argparse.SUPPRESS, metavar="IMAGE",
                          help="images or folders of images (or --source)")
     run_flags(predict)
+    export = sub.add_parser("export", help="ONNX or TorchScript, with ms per image against PyTorch's")
+    add_config_flags(export, ExportConfig, positional=("run",))
+    run_flags(export)
 
 
 def detect(args: argparse.Namespace) -> int:
     from onecard.detect import run  # ultralytics is imported by each entry point, after its offline set-up
-    from onecard.detect.config import CheckConfig, DetectConfig, EvalConfig, PredictConfig
-    from onecard.detect.report import render_check, render_eval
+    from onecard.detect.config import CheckConfig, DetectConfig, EvalConfig, ExportConfig, PredictConfig
+    from onecard.detect.report import render_check, render_eval, render_export
 
     if args.action == "data":
         result = run.check(resolve_config(args, CheckConfig))
@@ -50,8 +53,10 @@ def detect(args: argparse.Namespace) -> int:
         emit(args, recorded(trained), lambda *_: print(next_step))
     elif args.action == "eval":
         emit(args, run.evaluate(resolve_config(args, EvalConfig), args.runs_dir), render_eval)
-    else:
+    elif args.action == "predict":
         emit(args, run.predict(resolve_config(args, PredictConfig), args.runs_dir), _predicted)
+    else:
+        emit(args, run.export(resolve_config(args, ExportConfig), args.runs_dir), render_export)
     return 0
 
 

@@ -6,5 +6,6 @@
     ultra.py      ultralytics set up offline (settings, fonts, stderr logging); model refs; its metric names
     plan.py       batch, image size and AMP from `onecard.fit`; the out-of-memory ladder
     report.py     the check's and the evaluation's tables; class and box-size histograms
-    run.py        the entry points: check, train (ultralytics' trainer), resume_config, evaluate, predict
+    latency.py    export (ultralytics exporter) and ms per image at batch 1, PyTorch against ONNX Runtime
+    run.py        the entry points: check, train (ultralytics' trainer), resume_config, evaluate, predict, export
 """

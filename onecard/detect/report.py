@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["render_check", "render_eval", "plot_histograms"]
+__all__ = ["render_check", "render_eval", "render_export", "plot_histograms"]
 
 SHOWN = 50  # problems listed in the table; --json has them all
 
@@ -56,6 +56,16 @@ def render_eval(result: dict[str, Any], console: Console) -> None:
     console.print(table)
     console.print(f"precision {result.get('precision', 0):.3f}, recall {result.get('recall', 0):.3f}; plots "
                   f"(confusion matrix, PR curve) in {result['plots']}")
+
+
+def render_export(result: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
+
+    table = Table("format", "median ms", "p90 ms", title=f"batch 1, imgsz {result['imgsz']}, {result['device']}")
+    for fmt, t in result["latency"].items():
+        table.add_row(fmt, f"{t['median_ms']:.1f}", f"{t['p90_ms']:.1f}")
+    console.print(table)
+    console.print(f"exported {result['exported']}")
 
 
 def plot_histograms(report: dict[str, Any], out: Path) -> list[str]:

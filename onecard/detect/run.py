@@ -19,15 +19,15 @@ from onecard.core.errors import DataError, OnecardError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, start_run
 from onecard.core.runs import find_run
-from onecard.detect.config import CheckConfig, DetectConfig, EvalConfig, PredictConfig
+from onecard.detect.config import CheckConfig, DetectConfig, EvalConfig, ExportConfig, PredictConfig
 from onecard.detect.dataset import check_data, load_data, resolved_yaml
 from onecard.detect.plan import Settings, amp_runs_correctly, choose, ladder, settings_of
-from onecard.detect.ultra import arch_of, box_metrics, resolve_model, setup, torch_device_arg
+from onecard.detect.ultra import arch_of, box_metrics, quiet_stdout, resolve_model, setup, torch_device_arg, yolo
 from onecard.fit.observations import observe_run
 from onecard.fit.plan import plan
 from onecard.fit.retry import OomStep, retry_on_oom
 
-__all__ = ["check", "train", "resume_config", "evaluate", "predict", "find_detect_run", "weights_of"]
+__all__ = ["check", "train", "resume_config", "evaluate", "predict", "export", "find_detect_run", "weights_of"]
 
 TRAIN_DIR, DATA_YAML = "train", "data.yaml"
 LAST, BEST = f"{TRAIN_DIR}/weights/last.pt", f"{TRAIN_DIR}/weights/best.pt"
@@ -47,7 +47,6 @@ def train(config: DetectConfig, runs_root: str | None = None, report_to: tuple[s
           resume: str | None = None) -> Run:
     """Train `config.model` on `config.data` as a recorded run; with `resume`, continue that run's last.pt."""
     setup()
-    from ultralytics import YOLO
 
     device = select_device(config.device)
     console = stderr_console()
@@ -61,7 +60,7 @@ def train(config: DetectConfig, runs_root: str | None = None, report_to: tuple[s
                         f"see them all with `onecard detect data check {config.data}`, fix them, then train")
     weights = resolve_model(config.model)
     with start_run("detect", config, inputs={"data": ds.root}, seed=config.seed, runs_root=runs_root,
-                   report_to=report_to) as run:
+                   report_to=report_to) as run, quiet_stdout():
         # -- set up: the data as checked, the model, the previous run's curve
         data_yaml = resolved_yaml(ds, run.dir / DATA_YAML)
         save_dir = run.dir / TRAIN_DIR
@@ -71,7 +70,7 @@ def train(config: DetectConfig, runs_root: str | None = None, report_to: tuple[s
             start = str(Path(previous["dir"]) / LAST)
             shutil.copyfile(Path(previous["dir"]) / TRAIN_DIR / "results.csv", save_dir / "results.csv")
             run.set("resumed_from", {"run": previous["id"], "checkpoint": start})
-        arch = arch_of(YOLO(start))
+        arch = arch_of(yolo(start))
         run.set("data", {"splits": report["splits"], "classes": report["classes"], "warnings": report["warnings"]})
 
         # -- plan: fit turns batch, imgsz and AMP "auto" into numbers for the card
@@ -97,7 +96,7 @@ def train(config: DetectConfig, runs_root: str | None = None, report_to: tuple[s
             run.set("epochs", epochs)
 
         def attempt(s: Settings, resuming: bool) -> Any:
-            model = YOLO(str(save_dir / "weights" / "last.pt") if resuming and not previous else start)
+            model = yolo(str(save_dir / "weights" / "last.pt") if resuming and not previous else start)
             model.add_callback("on_fit_epoch_end", on_epoch)
             args = dict(data=str(data_yaml), epochs=config.epochs, imgsz=s.imgsz, batch=s.batch, amp=s.amp,
                         device=torch_device_arg(device), workers=config.workers, patience=config.patience,
@@ -176,7 +175,6 @@ def resume_config(ref: str, overrides: dict[str, Any], runs_root: str | None = N
 def evaluate(config: EvalConfig, runs_root: str | None = None) -> dict[str, Any]:
     """mAP50, mAP50-95, precision, recall and AP per class of a run's best weights (or a .pt) on a split."""
     setup()
-    from ultralytics import YOLO
 
     weights, record = weights_of(config.run, runs_root)
     if config.data is None and record is None:
@@ -187,10 +185,11 @@ def evaluate(config: EvalConfig, runs_root: str | None = None) -> dict[str, Any]
         data = str(resolved_yaml(ds, _scratch(record, "eval") / DATA_YAML))
     imgsz = config.imgsz or (record or {}).get("metrics", {}).get("imgsz") or 640
     out = _scratch(record, "eval")
-    model = YOLO(weights)
-    metrics = model.val(data=data, split=config.split, imgsz=imgsz, batch=config.batch,
-                        device=torch_device_arg(select_device(config.device)), plots=True, project=str(out.parent),
-                        name=out.name, exist_ok=True, verbose=False)
+    model = yolo(weights)
+    with quiet_stdout():
+        metrics = model.val(data=data, split=config.split, imgsz=imgsz, batch=config.batch,
+                            device=torch_device_arg(select_device(config.device)), plots=True,
+                            project=str(out.parent), name=out.name, exist_ok=True, verbose=False)
     names = model.names
     per_class = [{"id": int(c), "name": names[int(c)], "ap50_95": float(metrics.box.maps[int(c)]),
                   "ap50": float(metrics.box.ap50[i])} for i, c in enumerate(metrics.box.ap_class_index)]
@@ -203,28 +202,49 @@ def predict(config: PredictConfig, runs_root: str | None = None) -> dict[str, An
     import json
 
     setup()
-    from ultralytics import YOLO
 
     weights, record = weights_of(config.run, runs_root)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     imgsz = config.imgsz or (record or {}).get("metrics", {}).get("imgsz") or 640
-    model = YOLO(weights)
+    model = yolo(weights)
     images: list[dict[str, Any]] = []
-    for source in config.source:
-        if not Path(source).exists():
-            raise OnecardError(f"image or folder {source} does not exist", "pass image files or folders of images")
-        for r in model.predict(source, imgsz=imgsz, conf=config.conf, iou=config.iou, stream=True, verbose=False,
-                               device=torch_device_arg(select_device(config.device))):
-            drawn = out / Path(r.path).name
-            r.save(filename=str(drawn))
-            images.append({"image": r.path, "drawn": str(drawn), "detections": [
-                {"class": int(c), "name": r.names[int(c)], "confidence": round(float(p), 4),
-                 "box_xyxy": [round(float(v), 1) for v in xyxy]}
-                for xyxy, p, c in zip(r.boxes.xyxy.tolist(), r.boxes.conf.tolist(), r.boxes.cls.tolist(),
-                                      strict=True)]})
+    with quiet_stdout():
+        for source in config.source:
+            if not Path(source).exists():
+                raise OnecardError(f"image or folder {source} does not exist", "pass image files or folders of images")
+            for r in model.predict(source, imgsz=imgsz, conf=config.conf, iou=config.iou, stream=True, verbose=False,
+                                   device=torch_device_arg(select_device(config.device))):
+                drawn = out / Path(r.path).name
+                r.save(filename=str(drawn))
+                images.append({"image": r.path, "drawn": str(drawn), "detections": [
+                    {"class": int(c), "name": r.names[int(c)], "confidence": round(float(p), 4),
+                     "box_xyxy": [round(float(v), 1) for v in xyxy]}
+                    for xyxy, p, c in zip(r.boxes.xyxy.tolist(), r.boxes.conf.tolist(), r.boxes.cls.tolist(),
+                                          strict=True)]})
     (out / "detections.json").write_text(json.dumps({"weights": weights, "images": images}, indent=2))
     return {"weights": weights, "out": str(out), "images": images}
+
+
+def export(config: ExportConfig, runs_root: str | None = None) -> dict[str, Any]:
+    """Export the run's best weights and time both at batch 1: PyTorch against the exported file."""
+    from onecard.detect.latency import export as export_model
+    from onecard.detect.latency import onnx_latency, torch_latency
+
+    setup()
+    weights, record = weights_of(config.run, runs_root)
+    imgsz = config.imgsz or (record or {}).get("metrics", {}).get("imgsz") or 640
+    device = select_device(config.device)
+    with quiet_stdout():
+        path = export_model(weights, config.format, imgsz)
+    latency = {"pytorch": torch_latency(weights, imgsz, device, config.warmup, config.repeats)}
+    if config.format == "onnx":
+        latency["onnx"] = onnx_latency(path, imgsz, config.warmup, config.repeats)
+    result = {"run": record["id"] if record else None, "weights": weights, "exported": str(path),
+              "format": config.format, "imgsz": imgsz, "device": device, "latency": latency}
+    if "onnx" in latency:
+        result["onnx_vs_pytorch"] = latency["onnx"]["median_ms"] / latency["pytorch"]["median_ms"]
+    return result
 
 
 def _scratch(record: dict[str, Any] | None, name: str) -> Path:

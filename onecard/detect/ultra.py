@@ -7,10 +7,12 @@ plots download Arial.ttf; matplotlib's DejaVu Sans stands in for it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,7 +22,7 @@ from onecard.core.extras import require
 from onecard.core.paths import data_dir
 from onecard.core.progress import is_quiet
 
-__all__ = ["setup", "resolve_model", "arch_of", "box_metrics", "torch_device_arg"]
+__all__ = ["setup", "quiet_stdout", "yolo", "resolve_model", "arch_of", "box_metrics", "torch_device_arg"]
 
 FONTS = ("Arial.ttf", "Arial.Unicode.ttf")  # the names ultralytics' plotting asks check_font for
 
@@ -30,11 +32,12 @@ def setup() -> ModuleType:
     os.environ.setdefault("YOLO_CONFIG_DIR", str(data_dir() / "ultralytics"))
     os.environ["YOLO_OFFLINE"] = "1"  # weights come from the user's disk; nothing is fetched at run time
     require("torchvision", "detect")
-    ultralytics = require("ultralytics", "detect")
+    with quiet_stdout():  # its first import prints where it wrote its settings file
+        ultralytics = require("ultralytics", "detect")
     from ultralytics.utils import LOGGER, SETTINGS, USER_CONFIG_DIR  # where it looks is fixed at its first import
 
     if SETTINGS.get("sync"):
-        SETTINGS.update(sync=False)  # no telemetry
+        SETTINGS.update(sync=False)  # type: ignore[no-untyped-call]  # no telemetry
     import matplotlib
 
     font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
@@ -44,9 +47,23 @@ def setup() -> ModuleType:
             shutil.copyfile(font, Path(USER_CONFIG_DIR) / name)
     for handler in LOGGER.handlers:  # its progress and tables go to stderr: stdout stays for --json
         if type(handler) is logging.StreamHandler:  # its own, not a log-capturing subclass (pytest's)
-            handler.setStream(_Stderr())  # type: ignore[arg-type]
+            handler.setStream(_Stderr())
     LOGGER.setLevel(logging.WARNING if is_quiet() else logging.INFO)
     return ultralytics
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Send what ultralytics prints to stdout (progress bars, its first-run notes) to stderr: stdout is for --json."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def yolo(model: str) -> Any:
+    """`ultralytics.YOLO(model)` (after `setup()`): a yaml builds a new model, a .pt loads one."""
+    from ultralytics import YOLO  # type: ignore[attr-defined]
+
+    return YOLO(model)
 
 
 class _Stderr:

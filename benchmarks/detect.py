@@ -1,0 +1,114 @@
+"""detect's numbers (issue 16): training time per epoch and mAP50 of `onecard detect train` against plain
+ultralytics with the same settings, and latency per image of PyTorch against ONNX Runtime, on a CPU.
+
+    python benchmarks/detect.py [--train 200] [--val 50] [--imgsz 320] [--epochs 3] [--repeats 2] [--out FILE]
+
+data      onecard.detect.synthetic.make_shapes: coloured circles, squares and triangles (1-4 per image, 10-35% of the
+          side) on noisy striped gradients, seed 0, generated here (no shipped data set is learnable from scratch
+          on a CPU in minutes).
+train     yolov8n.yaml from scratch at --imgsz, batch 16, AdamW lr0 0.003, 1 warm-up epoch, mosaic off, workers 0,
+          seed 0, plots off: `onecard.detect.run.train` (data check, fit plan, record, trackio off) and
+          `YOLO("yolov8n.yaml").train(...)` alike; alternated --repeats times, which side goes first alternating.
+          Seconds per epoch from each one's results.csv (train + val), and the final mAP50 of best.pt on val.
+latency   the first onecard run's best.pt at --imgsz, batch 1, fp32: the fused PyTorch model against its ONNX
+          export under ONNX Runtime (CPU provider), alternated 3 times, 5 warm-up + 30 timed runs each; medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("ONECARD_HOME", tempfile.mkdtemp(prefix="onecard-bench-"))
+
+from onecard.core.progress import set_quiet  # noqa: E402
+from onecard.detect import run  # noqa: E402
+from onecard.detect.config import DetectConfig  # noqa: E402
+from onecard.detect.latency import export, onnx_latency, torch_latency  # noqa: E402
+from onecard.detect.synthetic import make_shapes  # noqa: E402
+from onecard.detect.ultra import box_metrics, setup  # noqa: E402
+
+SETTINGS: dict[str, Any] = dict(epochs=3, imgsz=320, batch=16, optimizer="AdamW", lr0=0.003, warmup_epochs=1.0,
+                                mosaic=0.0, workers=0, plots=False, seed=0)
+
+
+def ours(data: Path, runs: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    config = DetectConfig(data=str(data), model="yolov8n.yaml", device="cpu", **settings)
+    trained = run.train(config, str(runs), report_to=())
+    m = trained.record["metrics"]
+    return {"s_per_epoch": m["s_per_epoch"], "map50": m["map50"], "map50_95": m["map50_95"],
+            "weights": str(trained.dir / run.BEST)}
+
+
+def plain(data: Path, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    from onecard.detect.ultra import yolo
+
+    model = yolo("yolov8n.yaml")
+    model.train(data=str(data), device="cpu", amp=False, project=str(out), name=f"plain-{time.time_ns()}",
+                verbose=False, **settings)
+    results = Path(model.trainer.save_dir) / "results.csv"
+    times = [float(line.split(",")[1]) for line in results.read_text().splitlines()[1:]]
+    return {"s_per_epoch": times[-1] / len(times), **box_metrics(model.trainer.metrics)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--train", type=int, default=200)
+    p.add_argument("--val", type=int, default=50)
+    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--out", type=Path)
+    a = p.parse_args()
+    set_quiet(True)
+    setup()
+    import torch
+
+    settings = {**SETTINGS, "epochs": a.epochs, "imgsz": a.imgsz}
+    work = Path(tempfile.mkdtemp(prefix="detect-bench-"))
+    data = make_shapes(work / "shapes", train=a.train, val=a.val, size=a.imgsz, seed=0)
+    rows: dict[str, list[dict[str, Any]]] = {"onecard detect train": [], "plain ultralytics": []}
+    for i in range(a.repeats):
+        order = [("onecard detect train", lambda: ours(data, work / "runs", settings)),
+                 ("plain ultralytics", lambda: plain(data, work / "plain", settings))]
+        for name, fn in order if i % 2 == 0 else order[::-1]:
+            rows[name].append(fn())
+    weights = rows["onecard detect train"][0]["weights"]
+    onnx = export(weights, "onnx", a.imgsz)
+    lat: dict[str, list[float]] = {"pytorch": [], "onnx": []}
+    for i in range(3):
+        sides = [("pytorch", lambda: torch_latency(weights, a.imgsz)), ("onnx", lambda: onnx_latency(onnx, a.imgsz))]
+        for name, fn in sides if i % 2 == 0 else sides[::-1]:
+            lat[name].append(fn()["median_ms"])
+
+    lines = [f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, torch "
+             f"{torch.__version__}, {torch.get_num_threads()} threads, Python {platform.python_version()}",
+             f"data: shapes, {a.train} train / {a.val} val at {a.imgsz} px; yolov8n.yaml from scratch, "
+             f"{a.epochs} epochs, batch 16, AdamW lr0 0.003, mosaic off, CPU", "",
+             "| trainer | s/epoch (median; each run) | mAP50 (each run) | mAP50-95 |", "|---|---|---|---|"]
+    for name, rs in rows.items():
+        each = {k: ", ".join(f"{r[k]:.{d}f}" for r in rs) for k, d in (("s_per_epoch", 1), ("map50", 3),
+                                                                        ("map50_95", 3))}
+        lines.append(f"| {name} | {statistics.median(r['s_per_epoch'] for r in rs):.1f} ({each['s_per_epoch']}) | "
+                     f"{each['map50']} | {each['map50_95']} |")
+    ratio = statistics.median(r["s_per_epoch"] for r in rows["onecard detect train"]) / statistics.median(
+        r["s_per_epoch"] for r in rows["plain ultralytics"])
+    lines += [f"time per epoch, ours / plain: {ratio:.2f}", "",
+              f"| batch 1, imgsz {a.imgsz}, CPU | median ms (each of 3 alternations) |", "|---|---|"]
+    for name, ms in lat.items():
+        lines.append(f"| {name} | {statistics.median(ms):.1f} ({', '.join(f'{m:.1f}' for m in ms)}) |")
+    lines.append(f"ONNX Runtime / PyTorch: {statistics.median(lat['onnx']) / statistics.median(lat['pytorch']):.2f}")
+    text = "\n".join(lines)
+    print(text)
+    if a.out:
+        a.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
