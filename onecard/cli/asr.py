@@ -1,4 +1,5 @@
-"""`onecard asr transcribe / eval`: transcripts with Whisper, VAD and an LLM post-edit; WER against references."""
+"""`onecard asr transcribe / eval / finetune`: transcripts with Whisper, VAD and an LLM post-edit; WER against
+references; a LoRA fine-tune exported to CTranslate2."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def asr_args(p: argparse.ArgumentParser) -> None:
-    from onecard.asr.config import EvalConfig, TranscribeConfig
+    from onecard.asr.config import EvalConfig, FinetuneConfig, TranscribeConfig
     from onecard.core.config import add_config_flags
 
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -24,17 +25,26 @@ def asr_args(p: argparse.ArgumentParser) -> None:
     evaluate = sub.add_parser("eval", help="WER and CER per file and overall against reference transcripts, and RTF")
     add_config_flags(evaluate, EvalConfig)
     job_flags(evaluate)
+    finetune = sub.add_parser("finetune", help="LoRA on your clips, dev WER before and after, exported to CTranslate2")
+    add_config_flags(finetune, FinetuneConfig)
+    job_flags(finetune)
 
 
 def asr(args: argparse.Namespace) -> int:
-    from onecard.asr.config import EvalConfig, TranscribeConfig
+    from onecard.asr.config import EvalConfig, FinetuneConfig, TranscribeConfig
     from onecard.core.extras import require
 
     require("faster_whisper", "asr", "faster-whisper")
     require("jiwer", "asr")
     from onecard.asr import run
 
-    if args.action == "transcribe":
+    if args.action == "finetune":
+        for module, package in (("torch", "torch"), ("peft", "peft"), ("ctranslate2", "ctranslate2")):
+            require(module, "asr", package)
+        from onecard.asr.train import finetune
+
+        emit(args, finetune(resolve_config(args, FinetuneConfig), args.runs_dir, trackers(args)), _tuned)
+    elif args.action == "transcribe":
         emit(args, run.transcribe(resolve_config(args, TranscribeConfig), args.runs_dir, trackers(args)), _files)
     else:
         emit(args, run.evaluate(resolve_config(args, EvalConfig), args.runs_dir, trackers(args)), _scores)
@@ -51,6 +61,13 @@ def _files(result: dict[str, Any], console: Console) -> None:
                       f"changed), {edits['unchanged']} unchanged")
     console.print(f"recorded as run {result['run_id']} ({result['settings']['device']}, "
                   f"{result['settings']['compute_type']})")
+
+
+def _tuned(result: dict[str, Any], console: Console) -> None:
+    console.print(f"dev WER {_pct(result['wer_before'], result['cer_before'])} -> "
+                  f"{_pct(result['wer_after'], result['cer_after'])} (CER) after {result['steps']} steps")
+    console.print(f"model: {result['model_dir']}\n  transcribe with `onecard asr transcribe AUDIO --model "
+                  f"{result['run_id']}`")
 
 
 def _scores(result: dict[str, Any], console: Console) -> None:
