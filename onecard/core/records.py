@@ -9,6 +9,7 @@ interrupted (see `onecard.core.runs`).
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import datetime as dt
 import functools
@@ -269,10 +270,15 @@ def _raise_interrupt(deferred_since: list[float], signum: int, frame: FrameType 
 
 
 def _send_again(signum: int) -> None:
-    import threading
+    # From another thread, a moment later: the main thread has left the callback or exec'd code when its handler runs.
+    # A bare `_thread` thread, not threading.Timer: this runs inside a signal handler, and the interrupted main thread
+    # may hold threading's own locks (it may have been starting a thread), which Timer.start takes.
+    _thread.start_new_thread(_kill_later, (signum,))
 
-    # from another thread, a moment later: the main thread has left the callback or exec'd code when its handler runs
-    threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
+
+def _kill_later(signum: int) -> None:
+    time.sleep(0.01)
+    os.kill(os.getpid(), signum)
 
 
 @contextlib.contextmanager
