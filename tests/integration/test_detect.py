@@ -60,7 +60,8 @@ def test_training_lowers_the_loss_and_lifts_map_above_the_untrained_model(traine
     epochs = record["epochs"]
     assert [e["epoch"] for e in epochs] == list(range(1, 17))
     assert epochs[0]["map50"] == 0.0  # an untrained (one epoch) from-scratch model finds nothing
-    assert out["map50"] > 0.0 and out["map50"] >= max(e["map50"] for e in epochs) - 1e-9  # best.pt's, on val
+    # best.pt's (the best fitness: 0.1 mAP50 + 0.9 mAP50-95), validated on val after the last epoch; 0.076 measured
+    assert out["map50"] > 0.02 and any(abs(e["map50"] - out["map50"]) < 1e-4 for e in epochs)
     assert out["final_box_loss"] < out["first_box_loss"]
     assert set(out) >= {"run_id", "map50", "map50_95", "precision", "recall", "s_per_epoch"}
 
