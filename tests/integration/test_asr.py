@@ -147,3 +147,78 @@ def test_on_a_gpu_fit_picks_the_compute_type_and_the_transcript_holds(tmp_path: 
     assert settings["device"] == "cuda" and settings["compute_type"] in ("float16", "int8_float16", "bfloat16")
     assert settings["source"].startswith(("fit:", "defaults:"))
     assert "ask not what your country can do for you" in result["files"][0]["text"].lower()
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("peft")
+    pytest.importorskip("ctranslate2")
+    from tests.unit.asr.conftest import build_tiny_whisper
+
+    return build_tiny_whisper(tmp_path_factory.mktemp("tiny-random-whisper"))
+
+
+def _manifest(path: Path, *names: str) -> Path:
+    refs = {"jfk.flac": "And so my fellow Americans, ask not what your country can do for you, ask what you can do "
+            "for your country.", "LDC93S1.wav": "She had your dark suit in greasy wash water all year."}
+    path.write_text("file\treference_text\n" + "".join(f"{SPEECH / n}\t{refs[n]}\n" for n in names))
+    return path
+
+
+def _finetune_config(model: Path, tmp_path: Path, **kw: Any) -> Any:
+    from onecard.asr.config import FinetuneConfig
+
+    return load_config(FinetuneConfig, overrides={
+        "model": str(model), "data": str(_manifest(tmp_path / "train.tsv", "jfk.flac", "LDC93S1.wav")),
+        "dev_data": str(_manifest(tmp_path / "dev.tsv", "LDC93S1.wav")), "batch_size": 2, "learning_rate": 3e-3,
+        "precision": "fp32", **kw})
+
+
+@pytest.mark.slow
+def test_finetune_lowers_the_loss_records_wer_and_exports_a_model_faster_whisper_runs(tiny_whisper: Path,
+                                                                                     tmp_path: Path) -> None:
+    from faster_whisper import WhisperModel
+
+    from onecard.asr.train import finetune
+
+    result = finetune(_finetune_config(tiny_whisper, tmp_path, max_steps=4), str(tmp_path / "runs"), ())
+    record = json.loads((Path(result["dir"]) / "run.json").read_text())
+    assert record["status"] == "succeeded"
+    metrics = record["metrics"]
+    assert metrics["steps"] == 4 and metrics["final_loss"] < metrics["first_loss"]
+    assert metrics["wer_before"] is not None and metrics["wer_after"] is not None
+    assert [f["file"] for f in record["dev"]["before"]] == ["LDC93S1.wav"]
+    assert record["plan"]["source"].startswith("defaults")
+    assert (Path(result["dir"]) / "checkpoints" / "step-4" / "training_state.pt").is_file()
+    exported = Path(result["model_dir"])
+    assert {"model.bin", "tokenizer.json", "preprocessor_config.json"} <= {p.name for p in exported.iterdir()}
+    segments, info = WhisperModel(str(exported), device="cpu", compute_type="int8").transcribe(
+        str(SPEECH / "LDC93S1.wav"), beam_size=1, temperature=0.0, max_new_tokens=8)
+    list(segments)  # random weights: any text, but decoding runs to the end
+    assert info.duration == pytest.approx(2.9, abs=0.1)
+    # the run's id is a model reference for `asr transcribe`
+    from onecard.asr.model import resolve
+
+    assert resolve(result["run_id"], tmp_path / "runs") == exported.resolve()
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_step_and_marks_the_run_interrupted(tiny_whisper: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from onecard.asr import train
+
+    real = train.collate
+
+    def interrupted(*args: Any) -> Any:  # Ctrl-C arrives during the first step
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args)
+
+    monkeypatch.setattr(train, "collate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train.finetune(_finetune_config(tiny_whisper, tmp_path, max_steps=50), str(tmp_path / "runs"), ())
+    [run_dir] = (tmp_path / "runs").iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "interrupted"
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-1"]
