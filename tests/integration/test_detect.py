@@ -143,3 +143,13 @@ def test_ctrl_c_leaves_last_pt_and_an_interrupted_run_that_resumes(trained: dict
     resumed = _record(out["dir"])
     assert resumed["status"] == "succeeded" and resumed["resumed_from"]["run"] == run_dir.name
     assert [e["epoch"] for e in resumed["epochs"]] == list(range(done + 1, 4))
+
+
+@pytest.mark.slow
+def test_export_onnx_runs_and_is_timed_against_pytorch(trained: dict[str, Any]) -> None:
+    pytest.importorskip("onnxruntime")
+    result = json.loads(_run("detect", "export", trained["out"]["run_id"], "--format", "onnx", "--repeats", "5",
+                             "--runs-dir", str(trained["runs"]), "--json", env=trained["env"]).stdout)
+    assert result["exported"].endswith("best.onnx") and Path(result["exported"]).stat().st_size > 1_000_000
+    assert result["imgsz"] == 128 and set(result["latency"]) == {"pytorch", "onnx"}
+    assert all(t["median_ms"] > 0 and t["p90_ms"] >= t["median_ms"] for t in result["latency"].values())
