@@ -23,7 +23,7 @@ def detect_args(p: argparse.ArgumentParser) -> None:
     json_flag(check)
     train = sub.add_parser("train", help="train a YOLO detector with ultralytics, fitted to the card (a recorded run)")
     add_config_flags(train, DetectConfig)
-    job_flags(train, resume="--epochs")
+    job_flags(train, resume="--workers")  # ultralytics resumes with its checkpoint's epochs
     evaluate = sub.add_parser("eval", help="mAP50, mAP50-95, precision, recall and AP per class on a split")
     add_config_flags(evaluate, EvalConfig, positional=("run",))
     run_flags(evaluate)

@@ -95,8 +95,12 @@ def train(config: DetectConfig, runs_root: str | None = None, report_to: tuple[s
             run.log({k: v for k, v in point.items() if k != "epoch"}, step=point["epoch"])
             run.set("epochs", epochs)
 
-        def attempt(s: Settings, resuming: bool) -> Any:
-            model = yolo(str(save_dir / "weights" / "last.pt") if resuming and not previous else start)
+        def attempt(s: Settings, after_oom: bool) -> Any:
+            """Train with `s`: from this run's last.pt after an out-of-memory step, from the previous run's when
+            resuming, else from `start`."""
+            own = save_dir / "weights" / "last.pt"
+            checkpoint = own if after_oom and own.is_file() else Path(start) if previous else None
+            model = yolo(str(checkpoint) if checkpoint else start)
             model.add_callback("on_fit_epoch_end", on_epoch)
             args = dict(data=str(data_yaml), epochs=config.epochs, imgsz=s.imgsz, batch=s.batch, amp=s.amp,
                         device=torch_device_arg(device), workers=config.workers, patience=config.patience,
@@ -105,7 +109,7 @@ def train(config: DetectConfig, runs_root: str | None = None, report_to: tuple[s
                         project=str(run.dir), name=TRAIN_DIR, exist_ok=True, verbose=False, val=True)
             if config.lr0 is not None:
                 args["lr0"] = config.lr0
-            if resuming or previous:
+            if checkpoint:
                 args.update(resume=True, save_dir=str(save_dir))  # the checkpoint's own folder is another run's
             # AMP is decided above (amp_runs_correctly); ultralytics' own check would download yolo26n.pt to test it
             with mock.patch("ultralytics.engine.trainer.check_amp", lambda model: s.amp):
@@ -125,7 +129,7 @@ def train(config: DetectConfig, runs_root: str | None = None, report_to: tuple[s
                 trainer = attempt(settings, False)
             else:
                 amp_ok = amp_runs_correctly(device)
-                trainer = retry_on_oom(job, lambda _: attempt(rungs[-1], len(rungs) > 1 and bool(epochs)),
+                trainer = retry_on_oom(job, lambda _: attempt(rungs[-1], len(rungs) > 1),
                                        ladder=ladder(job, amp_ok), on_step=step_down)
         except KeyboardInterrupt:
             console.print(f"interrupted after {len(epochs)} epochs: {LAST} is the last whole epoch; continue with "
@@ -135,8 +139,8 @@ def train(config: DetectConfig, runs_root: str | None = None, report_to: tuple[s
         # -- evaluate: ultralytics validates best.pt on val after the last epoch
         final = box_metrics(trainer.metrics)
         metrics: dict[str, Any] = {
-            **final, "epochs": len(epochs) + (previous or {}).get("metrics", {}).get("epochs", 0),
-            "best_epoch": int(getattr(trainer, "best_fitness_epoch", 0) or 0) or None,
+            **final, "epochs": epochs[-1]["epoch"] if epochs else 0,  # counted from the first run's start
+            "best_epoch": max(epochs, key=_fitness)["epoch"] if epochs else None,
             "first_box_loss": epochs[0]["box_loss"] if epochs else None,
             "final_box_loss": epochs[-1]["box_loss"] if epochs else None,
             "s_per_epoch": _seconds_per_epoch(save_dir / "results.csv"),
@@ -153,6 +157,11 @@ def train(config: DetectConfig, runs_root: str | None = None, report_to: tuple[s
                 run.add_artifact(run.dir / name)
     observe_run(run.record)  # on a GPU: the measured peak beside the plan, for `onecard fit calibrate`
     return run
+
+
+def _fitness(point: dict[str, float]) -> float:
+    """ultralytics' choice of best.pt: 0.1 mAP50 + 0.9 mAP50-95 on val (utils/metrics.py DetMetrics.fitness)."""
+    return 0.1 * point.get("map50", 0.0) + 0.9 * point.get("map50_95", 0.0)
 
 
 def _seconds_per_epoch(results_csv: Path) -> float | None:
