@@ -149,7 +149,8 @@ def _export(st_model: Any, out: Path) -> None:
             self.st = st_model
 
         def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-            return self.st(dict(zip(names, tensors, strict=True)))["sentence_embedding"]
+            embedding: torch.Tensor = self.st(dict(zip(names, tensors, strict=True)))["sentence_embedding"]
+            return embedding
 
     axes = {n: {0: "batch", 1: "tokens"} for n in names}
     with warnings.catch_warnings(), torch.inference_mode():
