@@ -117,7 +117,8 @@ def label_path(image: Path) -> Path:
 
 
 def check_data(ds: DataSet) -> dict[str, Any]:
-    """Check every image and label line; returns the report (problems, per-split counts, class histogram)."""
+    """Check every image and label line; returns the report (problems, per-split counts, class histogram, and
+    `box_sides`: each valid box's width and height as shares of the image)."""
     problems: list[Problem] = []
     nc = len(ds.names)
     instances: dict[str, Counter[int]] = {}

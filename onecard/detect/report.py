@@ -68,7 +68,7 @@ def render_export(result: dict[str, Any], console: Console) -> None:
     console.print(f"exported {result['exported']}")
 
 
-def plot_histograms(report: dict[str, Any], out: Path) -> list[str]:
+def plot_histograms(report: dict[str, Any], sides: list[tuple[float, float]], out: Path) -> list[str]:
     """classes.png (instances per class and split) and box_sizes.png (box width and height, share of the image)."""
     import matplotlib
 
@@ -86,7 +86,6 @@ def plot_histograms(report: dict[str, Any], out: Path) -> list[str]:
     fig.savefig(out / "classes.png", dpi=100)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
-    sides = report["box_sides"]
     ax.hist([[w for w, _ in sides], [h for _, h in sides]], bins=20, range=(0, 1), label=["width", "height"])
     ax.set(xlabel="box side / image side", ylabel="boxes", title="box sizes")
     ax.legend()

@@ -36,10 +36,11 @@ LAST, BEST = f"{TRAIN_DIR}/weights/last.pt", f"{TRAIN_DIR}/weights/best.pt"
 def check(config: CheckConfig) -> dict[str, Any]:
     """The data check's report: problems by file and line, per-split counts, the class histogram."""
     report = check_data(load_data(config.data))
+    sides = report.pop("box_sides")  # one pair per box: for the histogram, not for the printed report
     if config.plots:
         from onecard.detect.report import plot_histograms
 
-        report["plots"] = plot_histograms(report, Path(config.out or "detect-check"))
+        report["plots"] = plot_histograms(report, sides, Path(config.out or "detect-check"))
     return report
 
 

@@ -108,3 +108,12 @@ def test_the_trainer_reads_the_checked_images(shapes: Path, tmp_path: Path) -> N
     listed = Path(spec["train"]).read_text().split()
     assert listed == [str(p) for p in ds.images["train"]]
     assert label_path(Path("/d/images/train/a.b.jpg")) == Path("/d/labels/train/a.b.txt")
+
+
+def test_check_writes_the_histograms(shapes: Path, tmp_path: Path) -> None:
+    from onecard.detect.config import CheckConfig
+    from onecard.detect.run import check
+
+    report = check(CheckConfig(data=str(shapes), plots=True, out=str(tmp_path / "plots")))
+    assert [Path(p).name for p in report["plots"]] == ["classes.png", "box_sizes.png"]
+    assert all(Path(p).stat().st_size > 5000 for p in report["plots"]) and "box_sides" not in report
