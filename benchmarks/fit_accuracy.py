@@ -81,7 +81,9 @@ def scored(case: dict[str, Any]) -> bool:
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
     plan = planning.plan(FitJob(**case["job"], calibration=False))
     pred = predicted(plan.estimate, case["kind"])
-    return {"id": case["id"], "kind": case["kind"], "measured_gib": case["measured_gib"], "predicted_gib": pred,
+    job_kind = plan.margin.kind if plan.margin is not None else "?"
+    return {"id": case["id"], "job_kind": job_kind, "kind": case["kind"], "measured_gib": case["measured_gib"],
+            "predicted_gib": pred,
             "upper_gib": upper(plan, case["kind"]), "error": pred / case["measured_gib"] - 1,
             "scored": scored(case), "source": case["source"]}
 
@@ -153,6 +155,23 @@ def print_table(title: str, rows: list[dict[str, Any]], result: dict[str, Any]) 
     print(f"\n{title}: {line(result)}\n")
 
 
+def by_job_kind(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The summary per job kind (llm-infer, llm-train, whisper-infer...): how far to trust each (the README's table)."""
+    kinds = sorted({r["job_kind"] for r in rows if r["scored"]})
+    return {kind: summary([r for r in rows if r["job_kind"] == kind]) for kind in kinds}
+
+
+def print_kinds(title: str, rows: list[dict[str, Any]]) -> None:
+    print(f"{title}, by job kind (scored cases):")
+    print(f"  {'job kind':16} {'scored':>6} {'median |error|':>15} {'worst under':>12} {'bound covers':>13}")
+    for kind, result in by_job_kind(rows).items():
+        coverage = "n/a" if result["bound_coverage"] is None else (
+            f"{result['bound_coverage']:.0%} of {result['bound_cases']}")
+        print(f"  {kind:16} {result['scored']:6d} {result['median_abs_error']:15.1%} "
+              f"{result['worst_under_error']:+12.1%} {coverage:>13}")
+    print()
+
+
 def line(result: dict[str, Any]) -> str:
     coverage = "n/a" if result["bound_coverage"] is None else f"{result['bound_coverage']:.0%}"
     under = (f"{result['worst_under_case']} {result['worst_under_error']:+.1%}" if result["worst_under_case"]
@@ -174,13 +193,18 @@ def main() -> int:
     whole = summary(dev_rows + held_rows) if held_rows is not None else None
     met = targets(dev, held, whole)
     if args.json:
-        print(json.dumps({"rows": dev_rows, "summary": dev, "heldout_rows": held_rows, "heldout_summary": held,
+        print(json.dumps({"rows": dev_rows, "summary": dev, "by_job_kind": by_job_kind(dev_rows),
+                          "heldout_rows": held_rows, "heldout_summary": held,
+                          "heldout_by_job_kind": None if held_rows is None else by_job_kind(held_rows),
                           "whole_summary": whole, "targets_met": met}, indent=2))
     else:
         print_table("development" if not args.cases else str(args.cases), dev_rows, dev)
+        print_kinds("development" if not args.cases else str(args.cases), dev_rows)
         if held_rows is not None and held is not None and whole is not None:
             print_table("held-out", held_rows, held)
-            print(f"whole set: {line(whole)}")
+            print_kinds("held-out", held_rows)
+            print(f"whole set: {line(whole)}\n")
+            print_kinds("whole set", dev_rows + held_rows)
         print(f"Targets: whole-set median <= {WHOLE_MEDIAN:.0%}, no under-prediction worse than -{WORST_UNDER:.0%}"
               f"{'' if held is not None else ' (checked on the development set; --heldout for the whole set)'}; "
               f"held-out median <= {HELDOUT_MEDIAN:.0%}, coverage >= {HELDOUT_COVERAGE:.0%}"
