@@ -1,0 +1,70 @@
+"""Does feeding real measurements back improve the planner on a card? `onecard fit calibrate` on public measurements.
+
+    python benchmarks/fit_calibration.py [--json]
+
+The development cases (benchmarks/fit_cases/*.yaml and public/dev; never held-out) stand in for a user's own runs:
+each scored whole-peak case (allocated, reserved or process) is appended as an observation of its card, in a
+throw-away ONECARD_HOME, exactly as `onecard fit --measure` or a `tune` run on a GPU appends one. Then
+`onecard.fit.calibrate.calibrate` fits its per-card, per-job-kind corrections (the median of measured / predicted,
+from 3 observations up) and this prints, per group, the error before and with the correction, leave-one-out (each
+observation is predicted with the correction fitted on the others of its group, so a group cannot score itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fit_accuracy import DEV, load, scored  # noqa: E402
+
+from onecard.fit.job import FitJob  # noqa: E402
+
+WHOLE = ("allocated", "reserved", "process")
+
+
+def run() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["ONECARD_HOME"] = home
+        from onecard.fit import calibrate, observations
+        from onecard.fit.plan import resolve_card
+
+        for case in load(DEV):
+            if not scored(case) or case["kind"] not in WHOLE:
+                continue
+            job = FitJob(**case["job"], calibration=False)
+            card = resolve_card(job)
+            if card is not None:
+                observations.observe(job, case["kind"], case["measured_gib"], source=case["id"], card=card)
+        return calibrate.calibrate(save=False).to_json()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print calibrate's JSON")
+    args = parser.parse_args()
+    result = run()
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{'card':22} {'job kind':15} {'obs':>4} {'scale':>6} {'median |err| before':>20} {'after':>7} "
+          f"{'worst under before':>19} {'after':>7}")
+    for g in result["groups"]:
+        scale = "-" if g["scale"] is None else f"{g['scale']:.3f}"
+        print(f"{g['card']:22} {g['kind']:15} {g['observations']:4d} {scale:>6} {g['before_median_abs_error']:20.1%} "
+              f"{g['after_median_abs_error']:7.1%} {g['before_worst_under']:+19.1%} {g['after_worst_under']:+7.1%}")
+    o = result["overall"]
+    print(f"\nall {sum(g['observations'] for g in result['groups'])} observations: median |error| "
+          f"{o['before_median_abs_error']:.1%} -> {o['after_median_abs_error']:.1%} (leave-one-out), worst "
+          f"under-prediction {o['before_worst_under']:+.1%} -> {o['after_worst_under']:+.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
