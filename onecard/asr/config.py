@@ -46,7 +46,19 @@ class _PostEdit(BaseModel):
     max_edit_share: float = Field(0.1, ge=0, le=1, description="an edit may change at most this share of a segment's words (word error rate between the normalised original and edit; glossary words put in are free); above it the original is kept. 0.1: the shipped 135M model's chatter ('Transcription: ...', 1 word in 7) is rejected (benchmarks/RESULTS.md, asr)")
 
 
-class TranscribeConfig(_PostEdit, _Decode):
+class _Speakers(BaseModel):
+    speakers: str = Field("off", description="speaker labels per segment: auto (as many speakers as the voices' clustering finds), a number of speakers, or off. Needs resemblyzer's voice encoder: `pip install --no-deps resemblyzer`")
+
+    @field_validator("speakers", mode="before")
+    @classmethod
+    def _speakers(cls, v: object) -> object:
+        text = str(v).strip().lower()
+        if text in ("auto", "off") or (text.isdigit() and int(text) >= 1):
+            return text
+        raise ValueError(f"{v!r} is not auto, off or a number of speakers (1 or more)")
+
+
+class TranscribeConfig(_Speakers, _PostEdit, _Decode):
     """`onecard asr transcribe AUDIO...`: transcripts with segment and word timestamps, in TXT, SRT, VTT and JSON."""
 
     audio: list[str] = Field(description="audio or video files PyAV decodes (wav, flac, mp3, m4a, mp4...)")
@@ -62,10 +74,10 @@ class TranscribeConfig(_PostEdit, _Decode):
         return [f.strip() for item in v for f in str(item).split(",") if f.strip()] if isinstance(v, list) else v
 
 
-class EvalConfig(_PostEdit, _Decode):
+class EvalConfig(_Speakers, _PostEdit, _Decode):
     """`onecard asr eval --data DIR|manifest.tsv`: WER and CER per file and overall, and the real-time factor."""
 
-    data: str = Field(description="a TSV manifest (header with file and reference_text or text columns; paths relative to it), or a folder with REFERENCES.tsv or AUDIO + AUDIO-stem.txt pairs")
+    data: str = Field(description="a TSV manifest (header with file and reference_text or text columns; paths relative to it), or a folder with REFERENCES.tsv or AUDIO + AUDIO-stem.txt pairs; an AUDIO-stem.rttm beside a file is its speaker reference (DER, with --speakers)")
     language_filter: str | None = Field(None, description="only manifest rows of this language (its lang column); None: all rows")
     compare: list[Literal["vad", "post-edit"]] = Field(default_factory=list, description="also run with this setting flipped and show both side by side")
     normalizer: Literal["auto", "english", "basic"] = Field("auto", description="text normalisation before scoring: english (Whisper's EnglishTextNormalizer), basic (Whisper's BasicTextNormalizer: lower case, no punctuation); auto: english for English models and language en, else basic")

@@ -14,6 +14,7 @@ from onecard.asr.data import Item, load_items
 from onecard.asr.formats import Transcript, write
 from onecard.asr.metrics import error_rates, normalizer
 from onecard.asr.postedit import post_edit
+from onecard.asr.speakers import der, label_speakers, parse_speakers, read_rttm
 from onecard.asr.transcribe import decode_options, transcribe_chunks
 from onecard.core.errors import ConfigError, DataError
 from onecard.core.records import Run, start_run
@@ -107,6 +108,7 @@ def _score(items: list[Item], whisper: Any, settings: model.Settings, config: Ev
            editor: Any) -> dict[str, Any]:
     files, refs, hyps, kinds = [], [], [], []
     audio_s = processing_s = 0.0
+    diarization = _der_metric(config, items)
     edits = {"accepted": 0, "rejected": 0, "unchanged": 0}
     for item in items:
         with _progress(item.name, audio.duration_s(item.audio)) as update:
@@ -123,6 +125,9 @@ def _score(items: list[Item], whisper: Any, settings: model.Settings, config: Ev
         files.append({"file": item.name, "language": transcript.language, "normalizer": kind,
                       "wer": scores.get("wer"), "cer": scores.get("cer"), "rtf": seconds / transcript.duration_s
                       if transcript.duration_s else None, "reference": item.reference, "hypothesis": transcript.text})
+        rttm = item.audio.with_suffix(".rttm")
+        if diarization is not None and item.channel is None and rttm.is_file():
+            files[-1]["der"] = der(read_rttm(rttm), transcript.segments, diarization)
         refs.append(item.reference)
         hyps.append(transcript.text)
         kinds.append(kind)
@@ -143,7 +148,21 @@ def _score(items: list[Item], whisper: Any, settings: model.Settings, config: Ev
                               "processing_s": round(processing_s, 3), "files": files}
     if editor is not None:
         result["post_edit"] = edits
+    if any("der" in f for f in files):
+        result["der"] = abs(diarization)  # pyannote's corpus figure: errors over all reference speech
     return result
+
+
+def _der_metric(config: EvalConfig, items: list[Item]) -> Any:
+    """pyannote.metrics' DER accumulator when speakers are labelled and a file has an RTTM reference, else None."""
+    if config.speakers == "off" or not any(i.audio.with_suffix(".rttm").is_file() for i in items):
+        return None
+    from onecard.core.extras import require
+
+    require("pyannote.metrics", "asr", "pyannote.metrics")
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    return DiarizationErrorRate()
 
 
 def _open_model(config: TranscribeConfig | EvalConfig, run: Run) -> tuple[Any, model.Settings]:
@@ -184,8 +203,11 @@ def _transcribe_file(whisper: Any, settings: model.Settings, config: TranscribeC
     detected = found[-1][1] if found else lang
     # the carried seams are counted twice here: a few seconds per 10-minute chunk
     speech = sum(i.duration_after_vad for i in infos) if config.vad else duration
-    return Transcript(str(path), detected if detected != "auto" else "", duration, [s for s, _ in found],
-                      min(speech, duration))
+    segments = [s for s, _ in found]
+    speakers = parse_speakers(config.speakers)
+    if speakers is not None:  # a second pass over the audio: each segment's voice, clustered
+        label_speakers(segments, path, speakers, channel, config.chunk_s)
+    return Transcript(str(path), detected if detected != "auto" else "", duration, segments, min(speech, duration))
 
 
 def _kind(requested: str, config: TranscribeConfig | EvalConfig, language: str | None) -> Any:

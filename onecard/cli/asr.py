@@ -80,6 +80,8 @@ def _scores(result: dict[str, Any], console: Console) -> None:
         table.add_row(escape(f["file"]), *cells)
     table.add_row("overall", *[_pct(v["wer"], v["cer_mean"]) for v in result["variants"]])
     table.add_row("RTF", *[f"{v['rtf']:.3f}" for v in result["variants"]])
+    if any("der" in v for v in result["variants"]):
+        table.add_row("DER", *[f"{100 * v['der']:.1f}%" if "der" in v else "-" for v in result["variants"]])
     console.print(table)
     console.print(f"recorded as run {result['run_id']}")
 
