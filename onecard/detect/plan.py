@@ -87,8 +87,10 @@ def choose(config: DetectConfig, arch: str | None, device: str) -> tuple[Setting
     if not known:
         return Settings(batch, imgsz, amp, f"defaults: fit has no memory estimator for {arch or 'this model'}"), None
     assert arch is not None
+    # ultralytics' "auto" optimizer is AdamW for short runs, SGD for long ones: plan for AdamW's two states, the larger
+    optimizer = "sgd" if config.optimizer == "SGD" else "adamw"
     job = FitJob.model_validate({"model": arch, "job": "train", "batch": batch, "imgsz": imgsz, "amp": amp,
-                                 "optimizer": "sgd", "gpu": config.gpu, "vram": config.vram})
+                                 "optimizer": optimizer, "gpu": config.gpu, "vram": config.vram})
     if not on_gpu and config.gpu is None and config.vram is None:
         return settings_of(job, "defaults: no GPU to plan for (pass --gpu NAME to plan for a card)"), job
     base = plan(job)
