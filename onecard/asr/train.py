@@ -99,7 +99,9 @@ def finetune(config: FinetuneConfig, runs_dir: str | None = None,
             run.set("oom_steps", oom_steps)
             console.print(f"out of memory: {step.change}; continuing from the last checkpoint")
 
+        started = time.perf_counter()
         steps = retry_on_oom(job, attempt, ladder=_ladder(job), on_step=step_down)
+        train_s = time.perf_counter() - started
         _plot(history, run)
         if stop.requested:
             console.print(f"interrupted at step {steps}: checkpoint saved in {run.dir / CHECKPOINTS}")
@@ -110,7 +112,8 @@ def finetune(config: FinetuneConfig, runs_dir: str | None = None,
         losses = [loss for _, loss in history["train"]]
         metrics = {"wer_before": before["wer"], "wer_after": after["wer"], "cer_before": before["cer"],
                    "cer_after": after["cer"], "first_loss": losses[0] if losses else None,
-                   "final_loss": losses[-1] if losses else None, "steps": steps, "oom_steps": len(oom_steps)}
+                   "final_loss": losses[-1] if losses else None, "steps": steps, "oom_steps": len(oom_steps),
+                   "s_per_step": round(train_s / max(1, len(losses)), 3)}
         run.set("dev", {"before": before["files"], "after": after["files"]})
         run.set_metrics(metrics)
         console.print(f"step {steps}: loss {_num(metrics['first_loss'])} -> {_num(metrics['final_loss'])}; dev WER "
