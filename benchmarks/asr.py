@@ -15,6 +15,9 @@ memory  peak RSS (VmHWM, the process's own high-water mark) of `onecard asr tran
         clips, 23 s) and on long ones (the clips with 30 s pauses repeated to --long-min minutes), each in its own
         process, and of the plain script on the short and the longest file (faster-whisper decodes a whole file into
         memory first).
+gpu     (not run by default) tiny.en and, if cached, large-v3 on the GPU, float16 and int8_float16, batch 1 and 8, on
+        --gpu-min minutes of the clips with pauses, each in its own process: peak device memory (NVML) beside onecard
+        fit's prediction, and speed.
 speakers  the two-channel clip as mono turns (left, right, left; resemblyzer's voice encoder, `pip install
         --no-deps resemblyzer`): the label of each segment, and DER with its parts against the placed turns.
 """
@@ -185,6 +188,89 @@ def memory(long_min: list[float]) -> list[str]:
     return lines
 
 
+# One GPU transcription in its own process: the device's used memory (NVML, polled every 5 ms) above what it was
+# before CUDA started here, so the CUDA context counts, as in fit's process figure; CTranslate2 does not allocate
+# through torch, so torch's counters would not see it.
+_GPU_ROW = """
+import json, sys, threading, time
+from pathlib import Path
+import pynvml
+pynvml.nvmlInit()
+handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+base = peak = pynvml.nvmlDeviceGetMemoryInfo(handle).used
+running = True
+def poll():
+    global peak
+    while running:
+        peak = max(peak, pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+        time.sleep(0.005)
+threading.Thread(target=poll, daemon=True).start()
+from onecard.asr import audio, model, transcribe
+folder, compute, batch, clip = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+t0 = time.perf_counter()
+whisper = model.load(Path(folder), model.Settings("cuda", compute, batch, "benchmark"))
+load_s = time.perf_counter() - t0
+options = transcribe.decode_options("en", True, True, 5, None)
+found = list(transcribe.transcribe_chunks(whisper, audio.stream(clip, 600.0), options, batch))
+wall = time.perf_counter() - t0
+time.sleep(0.05)
+running = False
+print(json.dumps({"peak_gib": (peak - base) / 2**30, "load_s": load_s, "wall_s": wall, "segments": len(found)}))
+"""
+
+
+def gpu(minutes: float) -> list[str]:
+    """tiny.en (shipped) and, where the local Hugging Face cache has it, large-v3 on the GPU: fp16 and int8 weights,
+    batch 1 (sequential) and 8 (batched pipeline), on the shared clips with 30 s pauses repeated to `minutes`: peak
+    device memory beside `onecard fit whisper-X --job infer --runtime faster-whisper`, and speed."""
+    import json
+
+    import ctranslate2
+    import faster_whisper
+
+    from onecard.asr.model import QUANT_OF_COMPUTE
+    from onecard.core.device import local_gpu
+    from onecard.fit.job import FitJob
+    from onecard.fit.plan import plan
+
+    if ctranslate2.get_cuda_device_count() == 0:
+        return ["skipped: CTranslate2 sees no CUDA device"]
+    card = local_gpu()
+    models = [("tiny.en", resolve("tiny.en"))]
+    try:
+        models.append(("large-v3", Path(faster_whisper.download_model("large-v3", local_files_only=True))))
+    except Exception as e:  # not in the cache: nothing downloads
+        skipped = f"large-v3 skipped: not in the local Hugging Face cache ({type(e).__name__})"
+    else:
+        skipped = ""
+    names = ["jfk.flac", "librispeech-1995-1837-0001.wav", "LDC93S1.wav"]
+    pause = np.zeros(audio.SAMPLE_RATE * 30, dtype=np.float32)
+    block = np.concatenate([x for n in names for x in (audio.decode(SPEECH / n), pause)])
+    lines = [f"card: {card.name if card else '?'}", "", "| model | compute type | batch | fit predicted GiB | "
+             "measured GiB | measured / predicted | load s | wall s | RTF | segments |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory() as d:
+        clip = _wav(Path(d) / "long.wav", np.tile(block, int(np.ceil(minutes * 60 * audio.SAMPLE_RATE / len(block)))))
+        seconds = audio.duration_s(clip) or 1.0
+        for name, folder in models:
+            for compute in ("float16", "int8_float16"):
+                for batch in (1, 8):
+                    job = FitJob.model_validate({"model": f"whisper-{name}", "job": "infer", "batch": batch,
+                                                 "runtime": "faster-whisper", "quant": QUANT_OF_COMPUTE[compute],
+                                                 "beam": 5, **({"gpu": card.key} if card else {})})
+                    predicted = plan(job).estimate.process_gib
+                    done = subprocess.run([sys.executable, "-c", _GPU_ROW, str(folder), compute, str(batch),
+                                           str(clip)], capture_output=True, text=True)
+                    if done.returncode:
+                        raise SystemExit(f"{name} {compute} batch {batch} failed: {done.stderr[-2000:]}")
+                    row = json.loads(done.stdout.strip().splitlines()[-1])
+                    lines.append(f"| {name} | {compute} | {batch} | {predicted:.2f} | {row['peak_gib']:.2f} | "
+                                 f"{row['peak_gib'] / predicted:.2f} | {row['load_s']:.1f} | {row['wall_s']:.1f} | "
+                                 f"{row['wall_s'] / seconds:.4f} | {row['segments']} |")
+                    print(lines[-1], flush=True)
+    return lines + (["", skipped] if skipped else [])
+
+
 def speakers() -> list[str]:
     """The shared two-channel clip as one mono track of turns (left to 2.6 s, 1 s pause, right, 1 s pause, left from
     2.6 s); --speakers auto and 2; DER against the placed turns, with its parts (pyannote.metrics, no collar)."""
@@ -229,8 +315,9 @@ def speakers() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", choices=["wer", "vad", "memory", "speakers"],
+    parser.add_argument("--only", nargs="+", choices=["wer", "vad", "memory", "speakers", "gpu"],
                         default=["wer", "vad", "memory", "speakers"])
+    parser.add_argument("--gpu-min", type=float, default=5.0, help="minutes of audio for the gpu section")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--long-min", type=float, nargs="+", default=[20.0, 60.0])
     parser.add_argument("--out", type=Path)
@@ -242,7 +329,8 @@ def main() -> None:
     for name in args.only:
         lines += [f"### {name}", ""]
         lines += {"wer": lambda: wer(args.repeats), "vad": lambda: vad(args.repeats),
-                  "memory": lambda: memory(args.long_min), "speakers": speakers}[name]()
+                  "memory": lambda: memory(args.long_min), "speakers": speakers,
+                  "gpu": lambda: gpu(args.gpu_min)}[name]()
         lines.append("")
         print("\n".join(lines[-3:]), flush=True)
     text = "\n".join(lines)

@@ -31,6 +31,10 @@ measure yolov8n-cls --job train --batch 64 --imgsz 224
 measure whisper-large-v3 --runtime transformers --job infer --beam 5
 measure whisper-small --runtime transformers --job train --method lora --batch 4
 
+echo "== asr: faster-whisper peak memory against onecard fit (tiny.en; large-v3 only where cached), a LoRA fine-tune"
+python benchmarks/asr.py --only gpu --gpu-min 3
+python benchmarks/asr_finetune.py --size small --steps 6 --batch-size 16
+
 if [[ "${1:-}" != "--quick" ]]; then
   echo "== benchmarks/tune_gpu.py"
   python benchmarks/tune_gpu.py
