@@ -1,5 +1,5 @@
-"""asr: transcripts of your recordings with Whisper (faster-whisper), voice activity detection, an LLM post-edit
-that is checked not to rewrite them, and WER/CER against your references.
+"""asr: transcripts of your recordings with Whisper (faster-whisper), voice activity detection, speaker labels, an
+LLM post-edit that is checked not to rewrite them, WER/CER/DER against your references, and a Whisper fine-tune.
 
     config.py      TranscribeConfig, EvalConfig
     audio.py       any file PyAV decodes -> 16 kHz mono float32, in chunks (bounded memory); bad files named
@@ -10,7 +10,10 @@ that is checked not to rewrite them, and WER/CER against your references.
     metrics.py     WER and CER (jiwer) after Whisper's English or basic text normaliser
     postedit.py    the LLM post-editor (`onecard.llm`) and its guard: an edit changing too many words is rejected
     data.py        evaluation manifests (TSV) and folders of audio + transcript pairs
+    speakers.py    speaker labels per segment (resemblyzer's voice encoder, clustering), DER against RTTM
     run.py         the entry points: transcribe, evaluate
+    finetune.py    the parts of a Whisper LoRA fine-tune: fit's plan, batches, dev WER, checkpoints, CTranslate2 export
+    train.py       the entry point: finetune
 
 Modules below audio.py import faster-whisper, PyAV and jiwer when called: install them with
 `pip install 'onecard[asr]'`.
