@@ -1,7 +1,7 @@
 """asr: transcripts of your recordings with Whisper (faster-whisper), voice activity detection, speaker labels, an
 LLM post-edit that is checked not to rewrite them, WER/CER/DER against your references, and a Whisper fine-tune.
 
-    config.py      TranscribeConfig, EvalConfig
+    config.py      TranscribeConfig, EvalConfig, FinetuneConfig
     audio.py       any file PyAV decodes -> 16 kHz mono float32, in chunks (bounded memory); bad files named
     model.py       model references -> CTranslate2 folders (tiny.en shipped, sizes from the HF cache); device,
                    compute type and batch from `onecard.fit` for the card (int8 on a CPU)
