@@ -97,7 +97,7 @@ class FinetuneConfig(BaseModel):
     lora_rank: int = Field(16, ge=1, description="LoRA rank on the attention q and v projections (what onecard fit plans)")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scale alpha / rank)")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA inputs")
-    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate (linear warm-up over the first 10% of steps, then linear decay)")
+    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate (linear warm-up over the first tenth of the steps, then linear decay)")
     epochs: float = Field(3.0, gt=0, description="passes over the training clips (max_steps wins when set)")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; None: from epochs")
     batch_size: int = Field(16, ge=1, description="clips per optimizer step (micro-batch x gradient accumulation)")

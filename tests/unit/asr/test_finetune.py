@@ -74,3 +74,12 @@ def test_a_checkpoint_cut_short_is_never_taken(tmp_path: Path) -> None:
     (tmp_path / "step-5" / "training_state.pt").write_bytes(b"x")
     (tmp_path / "tmp-step-15" / "training_state.pt").write_bytes(b"x")  # renamed only once whole
     assert latest_checkpoint(tmp_path) == tmp_path / "step-5"  # step-10 lacks its training state
+
+
+@pytest.mark.parametrize("action", ["transcribe", "eval", "finetune"])
+def test_every_asr_command_prints_its_help(action: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from onecard.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["asr", action, "--help"])
+    assert done.value.code == 0 and "--model" in capsys.readouterr().out
