@@ -271,3 +271,28 @@ def test_each_segment_of_the_two_speaker_clip_gets_its_speaker(tmp_path: Path) -
     # no speaker confusion: what DER there is comes from segment edges against the reference turns, which include
     # the silence padding each cut (0.12 measured, benchmarks/RESULTS.md)
     assert scored["variants"][0]["der"] < 0.2
+
+
+@pytest.mark.slow
+def test_out_of_memory_steps_down_fits_ladder_and_training_goes_on(tiny_whisper: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from onecard.asr import train
+
+    real, tries = train._train, []
+
+    def first_try_runs_out(*args: Any) -> int:
+        tries.append(args[5])  # the plan of this try
+        if len(tries) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args)
+
+    monkeypatch.setattr(train, "_train", first_try_runs_out)
+    result = train.finetune(_finetune_config(tiny_whisper, tmp_path, max_steps=2), str(tmp_path / "runs"), ())
+    record = json.loads((Path(result["dir"]) / "run.json").read_text())
+    assert record["status"] == "succeeded" and record["metrics"]["oom_steps"] == 1
+    [step] = record["oom_steps"]
+    assert "CUDA out of memory" in step["error"] and step["change"]
+    assert tries[1] != tries[0] and result["plan"]["source"].startswith("fit's out-of-memory ladder")
+    assert record["metrics"]["steps"] == 2
