@@ -133,7 +133,7 @@ def train(config: DetectConfig, runs_root: str | None = None, report_to: tuple[s
                 trainer = retry_on_oom(job, lambda _: attempt(rungs[-1], len(rungs) > 1),
                                        ladder=ladder(job, amp_ok), on_step=step_down)
         except KeyboardInterrupt:
-            console.print(f"interrupted after {len(epochs)} epochs: {LAST} is the last whole epoch; continue with "
+            console.print(f"interrupted: {LAST} holds the last whole epoch; continue with "
                           f"`onecard detect train --resume {run.id}`")
             raise
 
