@@ -83,3 +83,4 @@ class ExportConfig(BaseModel):
     warmup: int = Field(5, ge=0, description="untimed runs before timing")
     repeats: int = Field(30, ge=1, description="timed runs at batch 1; the median and p90 are reported")
     device: str = Field("cpu", description="device for the latency measurement (cpu, cuda)")
+    check_map: bool = Field(True, description="re-measure mAP on the run's val split with the exported file, beside PyTorch's")

@@ -65,6 +65,8 @@ def render_export(result: dict[str, Any], console: Console) -> None:
     for fmt, t in result["latency"].items():
         table.add_row(fmt, f"{t['median_ms']:.1f}", f"{t['p90_ms']:.1f}")
     console.print(table)
+    for fmt, m in result.get("map", {}).items():
+        console.print(f"{fmt}: mAP50 {m.get('map50', 0):.4f}, mAP50-95 {m.get('map50_95', 0):.4f} (the run's val)")
     console.print(f"exported {result['exported']}")
 
 

@@ -254,6 +254,17 @@ def export(config: ExportConfig, runs_root: str | None = None) -> dict[str, Any]
               "format": config.format, "imgsz": imgsz, "device": device, "latency": latency}
     if "onnx" in latency:
         result["onnx_vs_pytorch"] = latency["onnx"]["median_ms"] / latency["pytorch"]["median_ms"]
+    if config.check_map and record is not None:  # the accuracy kept: both files on the run's val split, batch 1
+        out = _scratch(record, "export-check")
+        kept = {}
+        for fmt, file in (("pytorch", weights), (config.format, str(path))):
+            with quiet_stdout():
+                m = yolo(file).val(data=str(Path(record["dir"]) / DATA_YAML), imgsz=imgsz, batch=1, plots=False,
+                                   device=torch_device_arg(device), project=str(out.parent), name=out.name,
+                                   exist_ok=True, verbose=False)
+            kept[fmt] = box_metrics(m.results_dict)
+        result["map"] = kept
+        result["map50_drop"] = kept["pytorch"]["map50"] - kept[config.format]["map50"]
     return result
 
 
