@@ -12,11 +12,9 @@ error, fit's retry loop steps down its ladder and training continues from the la
 
 from __future__ import annotations
 
-import contextlib
 import math
 import shutil
-import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,10 +24,9 @@ from onecard.asr.config import FinetuneConfig
 from onecard.asr.data import Item
 from onecard.asr.metrics import error_rates, normalizer
 from onecard.core.errors import ModelNotFoundError
-from onecard.core.progress import stderr_console
 
 __all__ = ["model_folder", "Plan", "choose", "label_ids", "collate", "features_of", "transcribe_items", "dev_wer",
-           "export_ct2", "save_checkpoint", "latest_checkpoint", "stop_after_step", "Stop", "MODEL_DIR", "ADAPTER",
+           "export_ct2", "save_checkpoint", "latest_checkpoint", "MODEL_DIR", "ADAPTER",
            "CHECKPOINTS", "LOSS_PLOT"]
 
 MODEL_DIR, ADAPTER, CHECKPOINTS, LOSS_PLOT = "model", "adapter", "checkpoints", "loss.png"
@@ -210,27 +207,3 @@ def latest_checkpoint(folder: Path) -> Path | None:
     """The newest whole `step-N` checkpoint (`tmp-step-N`, a save cut short, is never taken)."""
     found = [p for p in folder.glob("step-*") if p.name[5:].isdigit() and (p / "training_state.pt").is_file()]
     return max(found, key=lambda p: int(p.name[5:]), default=None)
-
-
-class Stop:
-    """Set by Ctrl-C / SIGTERM while training runs (`stop_after_step`)."""
-
-    requested = False
-
-
-@contextlib.contextmanager
-def stop_after_step(stop: Stop) -> Iterator[None]:
-    """Ctrl-C / SIGTERM during training: finish the step, save a checkpoint, then stop; a second one aborts."""
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.requested:
-            raise KeyboardInterrupt
-        stop.requested = True
-        stderr_console().print("stopping after this step (a checkpoint is saved); press Ctrl-C again to abort")
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)

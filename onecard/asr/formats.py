@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onecard.core.records import write_json_atomic
+from onecard.core.records import write_json_atomic, write_text_atomic
 
 __all__ = ["Word", "Segment", "Transcript", "render", "write", "timestamp", "load_json"]
 
@@ -99,21 +96,6 @@ def write(transcript: Transcript, out_dir: Path, stem: str, formats: list[str]) 
         if fmt == "json":
             write_json_atomic(path, transcript.to_json())
         else:
-            _write_text_atomic(path, render(transcript, fmt))
+            write_text_atomic(path, render(transcript, fmt))
         paths.append(path)
     return paths
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -24,7 +24,6 @@ from onecard.asr.finetune import (
     MAX_CLIP_S,
     MODEL_DIR,
     Plan,
-    Stop,
     choose,
     collate,
     dev_wer,
@@ -34,12 +33,11 @@ from onecard.asr.finetune import (
     latest_checkpoint,
     model_folder,
     save_checkpoint,
-    stop_after_step,
 )
 from onecard.core.device import select_device, select_dtype
 from onecard.core.errors import DataError
 from onecard.core.progress import stderr_console
-from onecard.core.records import Run, start_run
+from onecard.core.records import Run, StopFlag, start_run, stop_after_step
 
 __all__ = ["finetune"]
 
@@ -86,7 +84,7 @@ def finetune(config: FinetuneConfig, runs_dir: str | None = None,
                              target_modules=["q_proj", "v_proj"])
         model = get_peft_model(base, adapter)
         history: dict[str, list[list[float]]] = {"train": [], "dev": []}
-        plans, oom_steps, stop = [plan], [], Stop()
+        plans, oom_steps, stop = [plan], [], StopFlag(stepping=True)
 
         def attempt(_: Any) -> int:
             return _train(model, processor, train_items, labels, config, plans[-1], run, history, stop,
@@ -130,7 +128,7 @@ def finetune(config: FinetuneConfig, runs_dir: str | None = None,
 
 
 def _train(model: Any, processor: Any, items: list[Item], labels: dict[Item, list[int]], config: FinetuneConfig,
-           plan: Plan, run: Run, history: dict[str, list[list[float]]], stop: Stop, device: str, dtype: Any) -> int:
+           plan: Plan, run: Run, history: dict[str, list[list[float]]], stop: StopFlag, device: str, dtype: Any) -> int:
     """Train from the latest checkpoint (or the start) to the last step; returns the step reached."""
     import contextlib
 

@@ -44,12 +44,16 @@ log = logging.getLogger("onecard")
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so that readers see the old file or the new one, never half of one."""
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text (UTF-8) so that readers see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -279,6 +283,48 @@ def _send_again(signum: int) -> None:
 def _kill_later(signum: int) -> None:
     time.sleep(0.01)
     os.kill(os.getpid(), signum)
+
+
+class StopFlag:
+    """Set by Ctrl-C / SIGTERM while a training loop steps (`stop_after_step`): it saves and stops at a step's end.
+
+    `stepping` is whether a step is under way that can be finished and saved: a plain loop starts with it True, a
+    trainer's callback sets it when its loop starts and clears it when it ends; while it is False there is nothing to
+    save, and Ctrl-C interrupts at once.
+    """
+
+    def __init__(self, stepping: bool = False) -> None:
+        self.requested = False
+        self.stepping = stepping
+
+
+@contextlib.contextmanager
+def stop_after_step(flag: StopFlag) -> Iterator[None]:
+    """Ctrl-C / SIGTERM while `flag.stepping`: set `flag.requested`, and the loop finishes its step, saves a checkpoint
+    and stops; a second one, or one while not stepping, raises KeyboardInterrupt (as the run's own handler does:
+    `_raise_interrupt`). The previous handlers come back at the end. Only the main thread can set handlers."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from onecard.core.progress import stderr_console
+
+    deferred_since: list[float] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if flag.requested or not flag.stepping:
+            _raise_interrupt(deferred_since, signum, frame)
+            return
+        flag.requested = True
+        stderr_console().print("stopping after this step (a checkpoint is saved); press Ctrl-C again to abort")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ Each is a small function of flat arguments; `run.py` puts them together.
 from __future__ import annotations
 
 import contextlib
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from transformers import TrainerCallback
 
 from onecard.core.progress import stderr_console
+from onecard.core.records import StopFlag, stop_after_step
 
 __all__ = ["sft_args", "make_trainer", "score_responses_only", "RecordCallback", "StopFlag", "stop_on_signal",
            "plot_losses", "precision"]
@@ -148,32 +148,17 @@ class RecordCallback(TrainerCallback):  # type: ignore[misc]
             control.should_training_stop = True
 
 
-class StopFlag:
-    requested = False
-    stepping = False  # the trainer's loop runs (`RecordCallback`): a stop request ends it at a step's end
-
-
 @contextlib.contextmanager
 def stop_on_signal(flag: StopFlag) -> Iterator[None]:
-    """Ctrl-C / SIGTERM set `flag`: the trainer (`RecordCallback`) saves and stops after this step; a second aborts.
-
-    Before the trainer's loop starts (building the trainer, tokenizing) or after it ends there is no step to finish
-    and save: Ctrl-C aborts at once, instead of waiting for a first step that may be seconds away.
-    """
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag.requested or not flag.stepping:
-            raise KeyboardInterrupt
-        flag.requested = True
-        stderr_console().print("stopping after this step (a checkpoint is saved); press Ctrl-C again to abort")
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    """`core.records.stop_after_step` around the trainer: Ctrl-C while its loop steps saves after the step and stops;
+    before the loop starts (building the trainer, tokenizing) or after it ends there is no step to finish and save, so
+    Ctrl-C aborts at once. `flag.stepping` is cleared at the end: a try that failed (out of memory) did not reach
+    on_train_end."""
     try:
-        yield
+        with stop_after_step(flag):
+            yield
     finally:
-        flag.stepping = False  # a try that failed (out of memory) did not reach on_train_end
-        for s, h in previous.items():
-            signal.signal(s, h)
+        flag.stepping = False
 
 
 def plot_losses(history: dict[str, list[list[float]]], path: Path, title: str) -> None:
