@@ -257,9 +257,12 @@ def export(config: ExportConfig, runs_root: str | None = None) -> dict[str, Any]
     if config.check_map and record is not None:  # the accuracy kept: both files on the run's val split, batch 1
         out = _scratch(record, "export-check")
         kept = {}
+        # rect=False for both: ultralytics pads PyTorch's val batches to rectangles plus half a stride (a 320 px
+        # image runs at 352), while a fixed-shape export runs at imgsz; the same input for both isolates the export
         for fmt, file in (("pytorch", weights), (config.format, str(path))):
             with quiet_stdout():
                 m = yolo(file).val(data=str(Path(record["dir"]) / DATA_YAML), imgsz=imgsz, batch=1, plots=False,
+                                   rect=False,
                                    device=torch_device_arg(device), project=str(out.parent), name=out.name,
                                    exist_ok=True, verbose=False)
             kept[fmt] = box_metrics(m.results_dict)

@@ -157,8 +157,5 @@ def test_export_onnx_runs_and_is_timed_against_pytorch(trained: dict[str, Any]) 
     assert result["exported"].endswith("best.onnx") and Path(result["exported"]).stat().st_size > 1_000_000
     assert result["imgsz"] == 128 and set(result["latency"]) == {"pytorch", "onnx"}
     assert all(t["median_ms"] > 0 and t["p90_ms"] >= t["median_ms"] for t in result["latency"].values())
-    # both files scored on the run's val split; how much the export keeps is measured, not yet held to a bound: this
-    # barely trained model (mAP50 0.076) lost 0.062 in ONNX, the 15-epoch benchmark model 0.011 (RESULTS.md)
-    assert result["map"]["pytorch"]["map50"] == pytest.approx(trained["out"]["map50"], abs=0.02)
-    assert result["map"]["onnx"]["map50"] > 0 and result["map50_drop"] == pytest.approx(
-        result["map"]["pytorch"]["map50"] - result["map"]["onnx"]["map50"])
+    # both files scored on the run's val split with the same square inputs: the export keeps the accuracy
+    assert result["map"]["pytorch"]["map50"] > 0 and abs(result["map50_drop"]) <= 0.01
