@@ -30,7 +30,7 @@ from onecard.rag.evaluate import (
 )
 from onecard.rag.index import BuildStats, Index, build_index, index_path, open_index, write_index
 from onecard.rag.models import Embedder, SentenceEmbedder, query_backend
-from onecard.rag.rerank import load_reranker
+from onecard.rag.rerank import LLM_PREFIXES, LLMReranker, load_reranker
 from onecard.rag.search import Hit, Mode, Searcher
 from onecard.rag.versions import CURRENT, check_outside
 
@@ -197,9 +197,7 @@ def ask(config: AskConfig, on_text: Callable[[str], None] | None = None, status:
     checker = load_checker(config.citation_check, searcher.embedder, config.citation_threshold, config.device)
     own = backend is None
     if backend is None:
-        from onecard.llm import load
-
-        backend = load(config)
+        backend, own = _answering_backend(config, searcher)
     try:
         if not config.tools:
             return answer(backend, config.question, hits, min_score=config.min_score, on_text=on_text,
@@ -209,6 +207,17 @@ def ask(config: AskConfig, on_text: Callable[[str], None] | None = None, status:
     finally:
         if own:
             backend.close()
+
+
+def _answering_backend(config: AskConfig, searcher: Searcher) -> tuple[Any, bool]:
+    """The chat model that answers, and whether the caller owns it (closes it): `--reranker llm` / `llm-listwise`
+    rerank with the answering model itself, so its backend is shared, not loaded a second time (an 8B GGUF twice would
+    double the memory)."""
+    if isinstance(searcher.reranker, LLMReranker) and config.reranker in LLM_PREFIXES:
+        return searcher.reranker.backend, False
+    from onecard.llm import load
+
+    return load(config), True
 
 
 def _ask_with_tools(backend: Any, searcher: Searcher, config: AskConfig, hits: list[Hit],
@@ -234,11 +243,9 @@ def _ask_with_tools(backend: Any, searcher: Searcher, config: AskConfig, hits: l
 
 def chat(config: AskConfig, lines: Iterable[str], write: Callable[[str], None], status: Status = _status) -> int:
     """A multi-turn conversation over the index: each question retrieves its own sources; earlier turns stay."""
-    from onecard.llm import load
-
     searcher, _ = open_searcher(config.name, config.index_dir, config.device, config.retriever, config.reranker,
                                 config.rerank_top, status, config.fusion, config.alpha, config)
-    backend = load(config)
+    backend, _ = _answering_backend(config, searcher)
     history: list[dict[str, Any]] = []
     for line in lines:
         question = line.strip()

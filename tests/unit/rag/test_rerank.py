@@ -129,3 +129,18 @@ def test_searcher_reranks_with_the_llm_like_with_a_cross_encoder(tmp_path: Path,
     hits = searcher.search(QUERY, 3, "rerank")
     assert hits[0].row == normans and [h.row for h in hits[1:]] == [r for r in hybrid if r != normans]
     index.close()
+
+
+def test_ask_answers_with_the_reranking_model_instead_of_loading_it_twice(monkeypatch) -> None:
+    import onecard.llm
+    from onecard.rag import run
+    from onecard.rag.config import AskConfig
+
+    loaded: list[str] = []
+    monkeypatch.setattr(onecard.llm, "load", lambda config: loaded.append(config.model) or Scripted([]))
+    reranker = LLMReranker(Scripted([]))
+    searcher = type("S", (), {"reranker": reranker})()
+    backend, own = run._answering_backend(AskConfig(question="q", reranker="llm"), searcher)
+    assert backend is reranker.backend and not own and loaded == []  # one model in memory, closed by the reranker
+    backend, own = run._answering_backend(AskConfig(question="q", reranker="llm:other.gguf"), searcher)
+    assert own and len(loaded) == 1  # another model reranks: the answering one is loaded
