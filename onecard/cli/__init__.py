@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 
 from onecard import __version__
-from onecard.cli import asr, chat, detect, doctor, fit, rag, runs, tinylm, tune
+from onecard.cli import asr, chat, detect, diffuse, doctor, fit, rag, runs, tinylm, tune
 
 __all__ = ["main", "COMMANDS", "build_parser"]
 
@@ -35,6 +35,7 @@ COMMANDS: dict[str, Command] = {
             asr.asr_args, asr.asr),
     "detect": ("a YOLO detector on your labelled images: data check, train, eval, predict", detect.detect_args,
                detect.detect),
+    "diffuse": ("a Stable Diffusion LoRA on your images: data check, train", diffuse.diffuse_args, diffuse.diffuse),
 }
 
 

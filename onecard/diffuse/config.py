@@ -1,0 +1,39 @@
+"""Configs of `onecard diffuse`: data check and LoRA training."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["CheckConfig", "DiffuseConfig"]
+
+
+class CheckConfig(BaseModel):
+    """`onecard diffuse data check DIR`: every problem of an image folder with `.txt` captions, before training."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field(description="folder of training images, each with a caption in a .txt file of the same name")
+    resolution: int = Field(512, ge=8, description="training resolution in pixels; a smaller image side is a warning")
+
+
+class DiffuseConfig(BaseModel):
+    """`onecard diffuse train`: a LoRA on the UNet's attention projections of a diffusers pipeline, trained with the
+    noise-prediction loss on cached latents, recorded as a run, saved as `pytorch_lora_weights.safetensors`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str = Field(description="folder of a diffusers pipeline (model_index.json, unet/, vae/, text_encoder/...)")
+    data: str = Field(description="folder of training images with .txt captions (checked before training)")
+    token: str = Field("sks", description="trigger token put before each caption, and used alone for a missing one")
+    rank: int = Field(8, ge=1, description="LoRA rank")
+    alpha: float | None = Field(None, gt=0, description="LoRA alpha (None: the rank, a scale of 1)")
+    resolution: int = Field(512, ge=8, description="training image side in pixels (images are resized and center-cropped)")
+    max_steps: int = Field(500, ge=1, description="optimizer steps")
+    batch_size: int = Field(1, ge=1, description="images per step")
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate")
+    save_every: int = Field(0, ge=0, description="write the LoRA every N steps as well as at the end (0: at the end)")
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="weights' dtype; auto: what the device runs best (fp32 on CPU); the LoRA trains in fp32")
+    device: str = Field("auto", description="auto (the GPU if there is one), cuda, cuda:1, cpu")
+    seed: int = Field(0, description="random seed (LoRA init, noise, timesteps, batch order)")

@@ -1,0 +1,100 @@
+"""The training images of a LoRA: the data check (Pillow only) and the images as tensors with their captions.
+
+A data set is a folder of images, each with its caption in a `.txt` file of the same stem beside it (kohya's and
+diffusers' dreambooth layout). The check names every problem by file: an image that does not decode is an error, and
+so are a missing or empty caption (the trigger token alone would train on nothing) and an empty folder; a side under
+the training resolution (upscaled, blurry), a duplicate by content hash and an EXIF rotation are warnings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from onecard.core.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["IMAGE_SUFFIXES", "list_images", "check_images", "load_images"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+_EXIF_ORIENTATION = 0x0112  # the TIFF/EXIF Orientation tag; 1 is upright, 2-8 a flip and/or rotation
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files directly in `folder`, sorted by name."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder",
+                        "pass the folder that holds the training images and their .txt captions")
+    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def check_images(folder: str | Path, resolution: int) -> dict[str, Any]:
+    """The data check's report: counts, and each problem as {file, severity, kind, message}."""
+    from PIL import Image, UnidentifiedImageError
+
+    images = list_images(folder)
+    problems: list[dict[str, str]] = []
+
+    def problem(path: Path, severity: str, kind: str, message: str) -> None:
+        problems.append({"file": str(path), "severity": severity, "kind": kind, "message": message})
+
+    if not images:
+        problem(Path(folder), "error", "empty", f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+    seen: dict[str, Path] = {}
+    decoded = captioned = 0
+    for path in images:
+        caption = path.with_suffix(".txt")
+        if not caption.is_file():
+            problem(path, "error", "caption", f"no caption: write one in {caption.name}")
+        elif not caption.read_text(encoding="utf-8", errors="replace").strip():
+            problem(caption, "error", "caption", "empty caption: describe the image (the trigger token is added)")
+        else:
+            captioned += 1
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in seen:
+            problem(path, "warning", "duplicate", f"same bytes as {seen[digest].name}: it counts twice")
+        else:
+            seen[digest] = path
+        try:
+            with Image.open(path) as im:
+                orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+                im.load()  # decodes the pixels: a truncated file fails here, not at open
+                width, height = im.size
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            problem(path, "error", "decode", f"does not decode: {e}")
+            continue
+        decoded += 1
+        if orientation != 1:
+            problem(path, "warning", "exif", f"EXIF orientation {orientation}: the image is rotated or flipped when "
+                    "loaded (as viewers show it)")
+            if orientation in (5, 6, 7, 8):  # a quarter turn swaps the sides
+                width, height = height, width
+        if min(width, height) < resolution:
+            problem(path, "warning", "small", f"{width}x{height} has a side under the training resolution "
+                    f"{resolution}: it is upscaled (blurry); use a larger image or a lower --resolution")
+    errors = sum(p["severity"] == "error" for p in problems)
+    return {"data": str(folder), "resolution": resolution, "images": len(images), "decoded": decoded,
+            "captioned": captioned, "errors": errors, "warnings": len(problems) - errors, "problems": problems}
+
+
+def load_images(folder: str | Path, resolution: int, token: str) -> tuple[torch.Tensor, list[str]]:
+    """The images as a (N, 3, resolution, resolution) tensor in [-1, 1] (EXIF-rotated, resized on the short side,
+    center-cropped) and their captions with the trigger `token` in front."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
+    pixels, captions = [], []
+    for path in list_images(folder):
+        with Image.open(path) as im:
+            rgb = ImageOps.exif_transpose(im).convert("RGB")
+        rgb = ImageOps.fit(rgb, (resolution, resolution), Image.Resampling.BICUBIC)
+        pixels.append(torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1))
+        caption = path.with_suffix(".txt").read_text(encoding="utf-8").strip()
+        captions.append(f"{token} {caption}" if token else caption)
+    return torch.stack(pixels), captions
