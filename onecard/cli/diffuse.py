@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from onecard.cli.common import emit, json_flag, resolve_config
+from onecard.cli.common import emit, job_flags, json_flag, recorded, resolve_config, trackers
 
 
 def diffuse_args(p: argparse.ArgumentParser) -> None:
     from onecard.core.config import add_config_flags
-    from onecard.diffuse.config import CheckConfig
+    from onecard.diffuse.config import CheckConfig, DiffuseConfig
 
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     data = sub.add_parser("data", help="inspect a folder of training images and their .txt captions")
@@ -17,13 +17,20 @@ def diffuse_args(p: argparse.ArgumentParser) -> None:
         "check", help="images that do not decode, small sizes, duplicates, missing captions, EXIF rotation")
     add_config_flags(check, CheckConfig, positional=("data",))
     json_flag(check)
+    train = sub.add_parser("train", help="a LoRA on the UNet of a diffusers pipeline, on your images (a recorded run)")
+    add_config_flags(train, DiffuseConfig)
+    job_flags(train)
 
 
 def diffuse(args: argparse.Namespace) -> int:
     from onecard.diffuse import run
-    from onecard.diffuse.config import CheckConfig
+    from onecard.diffuse.config import CheckConfig, DiffuseConfig
     from onecard.diffuse.report import render_check
 
+    if args.action == "train":
+        trained = run.train(resolve_config(args, DiffuseConfig), args.runs_dir, trackers(args))
+        emit(args, recorded(trained), lambda *_: print(f"recorded as run {trained.id}"))
+        return 0
     result = run.check(resolve_config(args, CheckConfig))
     emit(args, result, render_check)
     return 1 if result["errors"] else 0

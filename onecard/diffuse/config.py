@@ -28,7 +28,7 @@ class DiffuseConfig(BaseModel):
     data: str = Field(description="folder of training images with .txt captions (checked before training)")
     token: str = Field("sks", description="trigger token put before each caption, and used alone for a missing one")
     rank: int = Field(8, ge=1, description="LoRA rank")
-    alpha: float | None = Field(None, gt=0, description="LoRA alpha (None: the rank, a scale of 1)")
+    alpha: int | None = Field(None, ge=1, description="LoRA alpha: the LoRA is scaled by alpha / rank (None: the rank, a scale of 1)")
     resolution: int = Field(512, ge=8, description="training image side in pixels (images are resized and center-cropped)")
     max_steps: int = Field(500, ge=1, description="optimizer steps")
     batch_size: int = Field(1, ge=1, description="images per step")

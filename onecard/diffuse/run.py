@@ -2,14 +2,119 @@
 
 from __future__ import annotations
 
+import random
+import time
+from pathlib import Path
 from typing import Any
 
-from onecard.diffuse.config import CheckConfig
-from onecard.diffuse.data import check_images
+from onecard.core.device import select_device, select_dtype
+from onecard.core.errors import DataError
+from onecard.core.progress import stderr_console
+from onecard.core.records import Run, StopFlag, start_run, stop_after_step, write_json_atomic
+from onecard.diffuse.config import CheckConfig, DiffuseConfig
+from onecard.diffuse.data import check_images, load_images
 
-__all__ = ["check"]
+__all__ = ["check", "train", "LORA_DIR", "STATE_FILE"]
+
+LORA_DIR = "lora"  # the run's LoRA folder: pytorch_lora_weights.safetensors, what `load_lora_weights(dir)` reads
+STATE_FILE = "state.json"  # beside it: the step the LoRA was saved at
 
 
 def check(config: CheckConfig) -> dict[str, Any]:
     """The data check's report: counts, and each problem by file (errors stop training, warnings do not)."""
     return check_images(config.data, config.resolution)
+
+
+def train(config: DiffuseConfig, runs_root: str | None = None, report_to: tuple[str, ...] = ("trackio",)) -> Run:
+    """Train a LoRA on `config.base`'s UNet with the images of `config.data`, as a recorded run."""
+    from onecard.core.extras import require
+
+    diffusers = require("diffusers", "diffuse")
+    import torch
+
+    from onecard.diffuse.train import LORA_FILE, add_lora, cache_latents, encode_prompts, load_pipeline, noise_loss
+
+    report = check_images(config.data, config.resolution)
+    if report["errors"]:
+        shown = "; ".join(f"{p['file']}: {p['message']}" for p in report["problems"] if p["severity"] == "error")
+        raise DataError(f"{config.data}: {report['errors']} errors in the training images: {shown[:600]}",
+                        f"see them all with `onecard diffuse data check {config.data}`, fix them, then train")
+    device = select_device(config.device)
+    dtype = getattr(torch, select_dtype(config.dtype, device))
+    console = stderr_console()
+    with start_run("diffuse", config, inputs={"data": config.data, "base": config.base}, seed=config.seed,
+                   runs_root=runs_root, report_to=report_to) as run:
+        # -- set up: the frozen pipeline, the LoRA, the latents and caption embeddings cached once
+        torch.manual_seed(config.seed)
+        pipe = load_pipeline(config.base, device, dtype)
+        lora_config = add_lora(pipe.unet, config.rank, config.alpha)
+        pixels, captions = load_images(config.data, config.resolution, config.token)
+        latents = cache_latents(pipe.vae, pixels)
+        embeddings = encode_prompts(pipe.tokenizer, pipe.text_encoder, captions)
+        run.set("model", {"base": config.base, "device": device, "dtype": str(dtype)[6:],
+                          "prediction_type": pipe.scheduler.config.prediction_type})
+        run.set("data", {"images": len(captions), "captions": captions, "warnings": report["warnings"]})
+        trainable = [p for p in pipe.unet.parameters() if p.requires_grad]
+        console.print(f"diffuse train: LoRA r={config.rank} on {config.base} ({device}, {str(dtype)[6:]}), "
+                      f"{len(captions)} images at {config.resolution} px, {sum(p.numel() for p in trainable):,} "
+                      "trainable parameters")
+
+        # -- work: the noise-prediction loss on random batches; Ctrl-C saves after the step and stops
+        scheduler = diffusers.DDPMScheduler.from_config(pipe.scheduler.config)  # the base's training noise schedule
+        optimizer = torch.optim.AdamW(trainable, lr=config.lr)
+        fp16 = dtype == torch.float16 and device.startswith("cuda")
+        scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        generator = torch.Generator(device).manual_seed(config.seed)
+        order = random.Random(config.seed)
+        losses: list[float] = []
+        stop = StopFlag(stepping=True)
+        started = time.perf_counter()
+        pipe.unet.train()
+        with stop_after_step(stop):
+            while len(losses) < config.max_steps and not stop.requested:
+                t0 = time.perf_counter()
+                pick = order.sample(range(len(latents)), min(config.batch_size, len(latents)))
+                with torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32):
+                    loss = noise_loss(pipe.unet, scheduler, latents[pick].to(device), embeddings[pick].to(device),
+                                      generator)
+                scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                step = len(losses)
+                run.log({"loss": losses[-1], "s_per_step": time.perf_counter() - t0}, step=step)
+                console.print(f"step {step}/{config.max_steps}: loss {losses[-1]:.4f}")
+                if config.save_every and step % config.save_every == 0 and step < config.max_steps:
+                    _save(pipe.unet, lora_config, run, step)
+        train_s = time.perf_counter() - started
+
+        # -- save: the LoRA (also when interrupted), and the losses
+        _save(pipe.unet, lora_config, run, len(losses))
+        run.add_artifact(run.dir / LORA_DIR / LORA_FILE, kind="lora")
+        window = max(1, len(losses) // 4)  # one step's loss is noisy (a random timestep): compare quarter means
+        metrics = {"first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
+                   "first_quarter_loss": _mean(losses[:window]), "last_quarter_loss": _mean(losses[-window:]),
+                   "steps": len(losses), "s_per_step": round(train_s / max(1, len(losses)), 3)}
+        run.set_metrics(metrics)
+        if stop.requested:
+            console.print(f"interrupted at step {len(losses)}: the LoRA is saved in {run.dir / LORA_DIR}")
+            raise KeyboardInterrupt
+        console.print(f"step {len(losses)}: loss (quarter means) {_num(metrics['first_quarter_loss'])} -> "
+                      f"{_num(metrics['last_quarter_loss'])}; LoRA in {run.dir / LORA_DIR / LORA_FILE}")
+        return run
+
+
+def _save(unet: Any, lora_config: Any, run: Run, step: int) -> None:
+    from onecard.diffuse.train import save_lora
+
+    save_lora(unet, lora_config, run.dir / LORA_DIR)
+    write_json_atomic(Path(run.dir) / LORA_DIR / STATE_FILE, {"step": step})
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
