@@ -35,7 +35,8 @@ COMMANDS: dict[str, Command] = {
             asr.asr_args, asr.asr),
     "detect": ("a YOLO detector on your labelled images: data check, train, eval, predict", detect.detect_args,
                detect.detect),
-    "diffuse": ("a Stable Diffusion LoRA on your images: data check, train", diffuse.diffuse_args, diffuse.diffuse),
+    "diffuse": ("a Stable Diffusion LoRA on your images: data check, train, sample", diffuse.diffuse_args,
+                diffuse.diffuse),
 }
 
 

@@ -1,15 +1,15 @@
-"""`onecard diffuse data check / train`: a Stable Diffusion LoRA in your style or of your product."""
+"""`onecard diffuse data check / train / sample`: a Stable Diffusion LoRA in your style or of your product."""
 
 from __future__ import annotations
 
 import argparse
 
-from onecard.cli.common import emit, job_flags, json_flag, recorded, resolve_config, trackers
+from onecard.cli.common import emit, job_flags, json_flag, recorded, resolve_config, run_flags, trackers
 
 
 def diffuse_args(p: argparse.ArgumentParser) -> None:
     from onecard.core.config import add_config_flags
-    from onecard.diffuse.config import CheckConfig, DiffuseConfig
+    from onecard.diffuse.config import CheckConfig, DiffuseConfig, SampleConfig
 
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     data = sub.add_parser("data", help="inspect a folder of training images and their .txt captions")
@@ -20,16 +20,23 @@ def diffuse_args(p: argparse.ArgumentParser) -> None:
     train = sub.add_parser("train", help="a LoRA on the UNet of a diffusers pipeline, on your images (a recorded run)")
     add_config_flags(train, DiffuseConfig)
     job_flags(train)
+    sample = sub.add_parser("sample", help="images from a trained run or a pipeline folder, with LoRAs at weights")
+    add_config_flags(sample, SampleConfig, positional=("source",))
+    run_flags(sample)
 
 
 def diffuse(args: argparse.Namespace) -> int:
     from onecard.diffuse import run
-    from onecard.diffuse.config import CheckConfig, DiffuseConfig
+    from onecard.diffuse.config import CheckConfig, DiffuseConfig, SampleConfig
     from onecard.diffuse.report import render_check
 
     if args.action == "train":
         trained = run.train(resolve_config(args, DiffuseConfig), args.runs_dir, trackers(args))
         emit(args, recorded(trained), lambda *_: print(f"recorded as run {trained.id}"))
+        return 0
+    if args.action == "sample":
+        result = run.sample(resolve_config(args, SampleConfig), args.runs_dir)
+        emit(args, result, lambda r, console: console.print("\n".join(i["file"] for i in r["images"])))
         return 0
     result = run.check(resolve_config(args, CheckConfig))
     emit(args, result, render_check)

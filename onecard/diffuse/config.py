@@ -1,4 +1,4 @@
-"""Configs of `onecard diffuse`: data check and LoRA training."""
+"""Configs of `onecard diffuse`: data check, LoRA training, sampling."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CheckConfig", "DiffuseConfig"]
+__all__ = ["CheckConfig", "DiffuseConfig", "SampleConfig"]
 
 
 class CheckConfig(BaseModel):
@@ -37,3 +37,23 @@ class DiffuseConfig(BaseModel):
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="weights' dtype; auto: what the device runs best (fp32 on CPU); the LoRA trains in fp32")
     device: str = Field("auto", description="auto (the GPU if there is one), cuda, cuda:1, cpu")
     seed: int = Field(0, description="random seed (LoRA init, noise, timesteps, batch order)")
+
+
+class SampleConfig(BaseModel):
+    """`onecard diffuse sample RUN|BASE --prompt ...`: images from a base pipeline with LoRAs at their weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="a diffuse train run (id, unique prefix, run directory or 'last': its base with its LoRA), or a diffusers pipeline folder")
+    prompt: str = Field(description="what to draw (put the run's trigger token in it, e.g. 'a photo of sks dog')")
+    negative_prompt: str | None = Field(None, description="what to steer away from")
+    lora: list[str] = Field(default_factory=list, description="more LoRAs to load, each PATH[:WEIGHT] (a .safetensors file or the folder of a pytorch_lora_weights.safetensors; weight 1.0 if not given)")
+    weight: float = Field(1.0, description="weight of the run's own LoRA (0: the base model's output)")
+    steps: int = Field(30, ge=1, description="denoising steps")
+    guidance: float = Field(7.5, ge=0, description="classifier-free guidance scale")
+    resolution: int | None = Field(None, ge=8, description="image side in pixels, a multiple of 8 (None: the UNet's native size)")
+    batch: int = Field(1, ge=1, description="images, with seeds seed, seed+1, ...")
+    seed: int = Field(0, description="seed of the first image")
+    out: str = Field("diffuse-samples", description="folder for the PNGs and samples.json (prompt, seeds, LoRAs)")
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="weights' dtype; auto: what the device runs best")
+    device: str = Field("auto", description="auto (the GPU if there is one), cuda, cuda:1, cpu")

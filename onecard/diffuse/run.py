@@ -1,4 +1,4 @@
-"""Entry points of `onecard diffuse` (the CLI and web call these): `check`, `train`."""
+"""Entry points of `onecard diffuse` (the CLI and web call these): `check`, `train`, `sample`."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from onecard.core.device import select_device, select_dtype
 from onecard.core.errors import DataError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, StopFlag, start_run, stop_after_step, write_json_atomic
-from onecard.diffuse.config import CheckConfig, DiffuseConfig
+from onecard.diffuse.config import CheckConfig, DiffuseConfig, SampleConfig
 from onecard.diffuse.data import check_images, load_images
 
-__all__ = ["check", "train", "LORA_DIR", "STATE_FILE"]
+__all__ = ["check", "train", "sample", "LORA_DIR", "STATE_FILE"]
 
 LORA_DIR = "lora"  # the run's LoRA folder: pytorch_lora_weights.safetensors, what `load_lora_weights(dir)` reads
 STATE_FILE = "state.json"  # beside it: the step the LoRA was saved at
@@ -103,6 +103,47 @@ def train(config: DiffuseConfig, runs_root: str | None = None, report_to: tuple[
         console.print(f"step {len(losses)}: loss (quarter means) {_num(metrics['first_quarter_loss'])} -> "
                       f"{_num(metrics['last_quarter_loss'])}; LoRA in {run.dir / LORA_DIR / LORA_FILE}")
         return run
+
+
+def sample(config: SampleConfig, runs_root: str | None = None) -> dict[str, Any]:
+    """Draw `config.batch` images from a trained run (its base with its LoRA) or a pipeline folder, with any more
+    LoRAs at their weights; writes the PNGs and samples.json (prompt, seeds, LoRAs) into `config.out`."""
+    from onecard.core.extras import require
+
+    require("diffusers", "diffuse")
+    import torch
+
+    from onecard.core.runs import find_run
+    from onecard.diffuse.sample import generate, load_loras, parse_lora
+    from onecard.diffuse.train import LORA_FILE, load_pipeline
+
+    loras = [parse_lora(spec) for spec in config.lora]
+    if (Path(config.source).expanduser() / "model_index.json").is_file():
+        base, run_id = config.source, None
+    else:
+        record = find_run(config.source, runs_root, capability="diffuse", has=f"{LORA_DIR}/{LORA_FILE}",
+                          how_to_make="train one: `onecard diffuse train --base PIPELINE_DIR --data IMAGES_DIR`")
+        base, run_id = record["config"]["base"], record["id"]
+        loras.insert(0, (Path(record["dir"]) / LORA_DIR / LORA_FILE, config.weight))
+    device = select_device(config.device)
+    dtype = getattr(torch, select_dtype(config.dtype, device))
+    pipe = load_pipeline(base, device, dtype)
+    loaded = load_loras(pipe, loras)
+    seeds = [config.seed + i for i in range(config.batch)]
+    images = generate(pipe, config.prompt, negative_prompt=config.negative_prompt, steps=config.steps,
+                      guidance=config.guidance, resolution=config.resolution, seeds=seeds)
+    out = Path(config.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for seed, image in zip(seeds, images, strict=True):
+        files.append(out / f"{run_id or 'base'}-seed{seed}.png")
+        image.save(files[-1])
+    result = {"source": config.source, "run": run_id, "base": base, "prompt": config.prompt,
+              "negative_prompt": config.negative_prompt, "steps": config.steps, "guidance": config.guidance,
+              "size": images[0].size[0], "device": device, "dtype": str(dtype)[6:], "loras": loaded,
+              "images": [{"file": str(f), "seed": s} for f, s in zip(files, seeds, strict=True)]}
+    write_json_atomic(out / "samples.json", result)
+    return result
 
 
 def _save(unet: Any, lora_config: Any, run: Run, step: int) -> None:
