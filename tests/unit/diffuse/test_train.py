@@ -116,3 +116,22 @@ def test_bad_images_stop_training_before_the_model_loads(images: Path, tmp_path:
 def test_a_folder_that_is_no_pipeline_is_named(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="model_index.json"):
         components.load_pipeline(tmp_path, "cpu", torch.float32)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU with CUDA")
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_half_precision_training_on_cuda(base: Path, images: Path, tmp_path: Path, dtype: str) -> None:
+    # Frozen weights in half precision under autocast, the LoRA in fp32 (fp16: with the gradient scaler).
+    if dtype == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        pytest.skip("this card has no native bf16")
+    config = DiffuseConfig(base=str(base), data=str(images), max_steps=8, resolution=32, batch_size=4, lr=1e-2,
+                           dtype=dtype, device="cuda", rank=4)
+    run = train(config, str(tmp_path / "runs"), report_to=())
+    metrics = run.record["metrics"]
+    assert metrics["steps"] == 8 and all(np.isfinite([metrics["first_loss"], metrics["final_loss"]]))
+    assert run.record["model"]["dtype"] == {"fp16": "float16", "bf16": "bfloat16"}[dtype]
+    from safetensors.torch import load_file
+
+    weights = load_file(str(run.dir / LORA_DIR / LORA_FILE))
+    assert weights and all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values())
