@@ -241,7 +241,8 @@ def run_yolo(job: FitJob, arch: yolo.YoloArch, steps: int, torch: Any) -> tuple[
         notes.append(f"one predict forward, batch {job.batch} at {job.imgsz}px, {'fp16' if half else 'fp32'}")
         return notes, None
     model.train()
-    ema = ModelEMA(model)
+    ema_of: Any = ModelEMA  # untyped in ultralytics: mypy sees it only where ultralytics is installed (CI)
+    ema = ema_of(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = (torch.optim.AdamW(params, lr=1e-3) if job.optimizer == "adamw"
                  else torch.optim.SGD(params, lr=0.01, momentum=0.937, nesterov=True))
