@@ -19,7 +19,7 @@ def diffuse_args(p: argparse.ArgumentParser) -> None:
     json_flag(check)
     train = sub.add_parser("train", help="a LoRA on the UNet of a diffusers pipeline, on your images (a recorded run)")
     add_config_flags(train, DiffuseConfig)
-    job_flags(train)
+    job_flags(train, resume="--max-steps")
     sample = sub.add_parser("sample", help="images from a trained run or a pipeline folder, with LoRAs at weights")
     add_config_flags(sample, SampleConfig, positional=("source",))
     run_flags(sample)
@@ -31,7 +31,8 @@ def diffuse(args: argparse.Namespace) -> int:
     from onecard.diffuse.report import render_check
 
     if args.action == "train":
-        trained = run.train(resolve_config(args, DiffuseConfig), args.runs_dir, trackers(args))
+        config = resolve_config(args, DiffuseConfig, resume=run.resume_config)
+        trained = run.train(config, args.runs_dir, trackers(args), resume=args.resume)
         emit(args, recorded(trained), lambda *_: print(f"recorded as run {trained.id}"))
         return 0
     if args.action == "sample":

@@ -14,10 +14,11 @@ from onecard.core.records import Run, StopFlag, start_run, stop_after_step, writ
 from onecard.diffuse.config import CheckConfig, DiffuseConfig, SampleConfig
 from onecard.diffuse.data import check_images, load_images
 
-__all__ = ["check", "train", "sample", "LORA_DIR", "STATE_FILE"]
+__all__ = ["check", "train", "resume_config", "sample", "LORA_DIR", "STATE_FILE", "TRAINING_STATE"]
 
 LORA_DIR = "lora"  # the run's LoRA folder: pytorch_lora_weights.safetensors, what `load_lora_weights(dir)` reads
 STATE_FILE = "state.json"  # beside it: the step the LoRA was saved at
+TRAINING_STATE = "training_state.pt"  # and what `--resume` continues from: LoRA, optimizer, RNGs, losses
 
 
 def check(config: CheckConfig) -> dict[str, Any]:
@@ -25,8 +26,10 @@ def check(config: CheckConfig) -> dict[str, Any]:
     return check_images(config.data, config.resolution)
 
 
-def train(config: DiffuseConfig, runs_root: str | None = None, report_to: tuple[str, ...] = ("trackio",)) -> Run:
-    """Train a LoRA on `config.base`'s UNet with the images of `config.data`, as a recorded run."""
+def train(config: DiffuseConfig, runs_root: str | None = None, report_to: tuple[str, ...] = ("trackio",),
+          resume: str | None = None) -> Run:
+    """Train a LoRA on `config.base`'s UNet with the images of `config.data`, as a recorded run; with `resume`,
+    continue that run's last checkpoint (its LoRA, optimizer, random state and losses) in a new run."""
     from onecard.core.extras import require
 
     diffusers = require("diffusers", "diffuse")
@@ -39,6 +42,7 @@ def train(config: DiffuseConfig, runs_root: str | None = None, report_to: tuple[
         shown = "; ".join(f"{p['file']}: {p['message']}" for p in report["problems"] if p["severity"] == "error")
         raise DataError(f"{config.data}: {report['errors']} errors in the training images: {shown[:600]}",
                         f"see them all with `onecard diffuse data check {config.data}`, fix them, then train")
+    previous = _find_train_run(resume, runs_root, need=f"{LORA_DIR}/{TRAINING_STATE}") if resume else None
     device = select_device(config.device)
     dtype = getattr(torch, select_dtype(config.dtype, device))
     console = stderr_console()
@@ -67,6 +71,17 @@ def train(config: DiffuseConfig, runs_root: str | None = None, report_to: tuple[
         generator = torch.Generator(device).manual_seed(config.seed)
         order = random.Random(config.seed)
         losses: list[float] = []
+        if previous is not None:
+            from peft.utils import set_peft_model_state_dict
+
+            state = torch.load(Path(previous["dir"]) / LORA_DIR / TRAINING_STATE, weights_only=True)
+            set_peft_model_state_dict(pipe.unet, state["lora"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"])
+            order.setstate((state["order"][0], tuple(state["order"][1]), state["order"][2]))
+            losses = list(state["losses"])
+            run.set("resumed_from", {"run": previous["id"], "step": len(losses)})
+            console.print(f"resuming run {previous['id']} at step {len(losses)}")
         stop = StopFlag(stepping=True)
         started = time.perf_counter()
         pipe.unet.train()
@@ -86,11 +101,11 @@ def train(config: DiffuseConfig, runs_root: str | None = None, report_to: tuple[
                 run.log({"loss": losses[-1], "s_per_step": time.perf_counter() - t0}, step=step)
                 console.print(f"step {step}/{config.max_steps}: loss {losses[-1]:.4f}")
                 if config.save_every and step % config.save_every == 0 and step < config.max_steps:
-                    _save(pipe.unet, lora_config, run, step)
+                    _save(pipe.unet, lora_config, run, losses, optimizer, generator, order)
         train_s = time.perf_counter() - started
 
         # -- save: the LoRA (also when interrupted), and the losses
-        _save(pipe.unet, lora_config, run, len(losses))
+        _save(pipe.unet, lora_config, run, losses, optimizer, generator, order)
         run.add_artifact(run.dir / LORA_DIR / LORA_FILE, kind="lora")
         window = max(1, len(losses) // 4)  # one step's loss is noisy (a random timestep): compare quarter means
         metrics = {"first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
@@ -113,7 +128,6 @@ def sample(config: SampleConfig, runs_root: str | None = None) -> dict[str, Any]
     require("diffusers", "diffuse")
     import torch
 
-    from onecard.core.runs import find_run
     from onecard.diffuse.sample import generate, load_loras, parse_lora
     from onecard.diffuse.train import LORA_FILE, load_pipeline
 
@@ -121,8 +135,7 @@ def sample(config: SampleConfig, runs_root: str | None = None) -> dict[str, Any]
     if (Path(config.source).expanduser() / "model_index.json").is_file():
         base, run_id = config.source, None
     else:
-        record = find_run(config.source, runs_root, capability="diffuse", has=f"{LORA_DIR}/{LORA_FILE}",
-                          how_to_make="train one: `onecard diffuse train --base PIPELINE_DIR --data IMAGES_DIR`")
+        record = _find_train_run(config.source, runs_root, need=f"{LORA_DIR}/{LORA_FILE}")
         base, run_id = record["config"]["base"], record["id"]
         loras.insert(0, (Path(record["dir"]) / LORA_DIR / LORA_FILE, config.weight))
     device = select_device(config.device)
@@ -146,11 +159,38 @@ def sample(config: SampleConfig, runs_root: str | None = None) -> dict[str, Any]
     return result
 
 
-def _save(unet: Any, lora_config: Any, run: Run, step: int) -> None:
+def resume_config(ref: str, overrides: dict[str, Any], runs_root: str | None = None) -> DiffuseConfig:
+    """The config of run `ref` with `overrides` (the flags given) on top, e.g. a larger max_steps."""
+    from onecard.core.config import load_config
+
+    saved = _find_train_run(ref, runs_root, need=f"{LORA_DIR}/{TRAINING_STATE}")["config"]
+    return load_config(DiffuseConfig, None, {**saved, **overrides})
+
+
+def _find_train_run(ref: str, runs_root: str | None, need: str) -> dict[str, Any]:
+    from onecard.core.runs import find_run
+
+    return find_run(ref, runs_root, capability="diffuse", has=need,
+                    how_to_make="train one: `onecard diffuse train --base PIPELINE_DIR --data IMAGES_DIR`")
+
+
+def _save(unet: Any, lora_config: Any, run: Run, losses: list[float], optimizer: Any, generator: Any,
+          order: random.Random) -> None:
+    """The LoRA for diffusers, and what `--resume` needs; each file replaced whole (Ctrl-C cannot leave half of one)."""
+    import os
+
+    import torch
+    from peft.utils import get_peft_model_state_dict
+
     from onecard.diffuse.train import save_lora
 
-    save_lora(unet, lora_config, run.dir / LORA_DIR)
-    write_json_atomic(Path(run.dir) / LORA_DIR / STATE_FILE, {"step": step})
+    folder = Path(run.dir) / LORA_DIR
+    save_lora(unet, lora_config, folder)
+    state = {"lora": get_peft_model_state_dict(unet), "optimizer": optimizer.state_dict(),
+             "generator": generator.get_state(), "order": order.getstate(), "losses": losses}
+    torch.save(state, folder / f"{TRAINING_STATE}.tmp")
+    os.replace(folder / f"{TRAINING_STATE}.tmp", folder / TRAINING_STATE)
+    write_json_atomic(folder / STATE_FILE, {"step": len(losses)})
 
 
 def _mean(values: list[float]) -> float | None:

@@ -1,6 +1,7 @@
 """LoRA training on a tiny random-weight pipeline: the loss falls, the record holds the losses, the LoRA file loads
 back into the pipeline with diffusers' `load_lora_weights` and changes its output (and not at weight 0); Ctrl-C saves
-after the step; bad data and a folder that is no pipeline stop before anything loads."""
+after the step, and --resume continues as if the run had never stopped; bad data and a folder that is no pipeline
+stop before anything loads."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from onecard.cli import main  # noqa: E402
 from onecard.core.errors import DataError, ModelNotFoundError  # noqa: E402
 from onecard.diffuse import train as components  # noqa: E402
 from onecard.diffuse.config import DiffuseConfig  # noqa: E402
-from onecard.diffuse.run import LORA_DIR, STATE_FILE, train  # noqa: E402
+from onecard.diffuse.run import LORA_DIR, STATE_FILE, TRAINING_STATE, train  # noqa: E402
 from onecard.diffuse.tiny import make_tiny_pipeline  # noqa: E402
 from onecard.diffuse.train import LORA_FILE  # noqa: E402
 
@@ -102,7 +103,7 @@ def test_ctrl_c_saves_the_lora_after_the_step(base: Path, images: Path, tmp_path
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "interrupted" and record["metrics"]["steps"] == 3
     assert json.loads((run_dir / LORA_DIR / STATE_FILE).read_text()) == {"step": 3}
-    assert (run_dir / LORA_DIR / LORA_FILE).is_file()
+    assert (run_dir / LORA_DIR / LORA_FILE).is_file() and (run_dir / LORA_DIR / TRAINING_STATE).is_file()
 
 
 def test_bad_images_stop_training_before_the_model_loads(images: Path, tmp_path: Path) -> None:
@@ -135,3 +136,25 @@ def test_half_precision_training_on_cuda(base: Path, images: Path, tmp_path: Pat
 
     weights = load_file(str(run.dir / LORA_DIR / LORA_FILE))
     assert weights and all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values())
+
+
+@pytest.mark.slow
+def test_resume_continues_as_if_never_stopped(base: Path, images: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from safetensors.torch import load_file
+
+    runs = ["--runs-dir", str(tmp_path / "runs"), "--json"]
+    common = ["diffuse", "train", "--base", str(base), "--data", str(images), "--rank", "4", *SETTINGS]
+
+    def trained(*argv: str) -> dict:
+        assert main([*argv, *runs]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    straight = trained(*common, "--max-steps", "6")
+    half = trained(*common, "--max-steps", "3")
+    resumed = trained("diffuse", "train", "--resume", half["run_id"], "--max-steps", "6", "--report-to", "none")
+    assert resumed["steps"] == 6 and resumed["run_id"] != half["run_id"]
+    for key in ("first_loss", "final_loss", "last_quarter_loss"):
+        assert resumed[key] == pytest.approx(straight[key], rel=1e-5)
+    a, b = (load_file(str(Path(r["dir"]) / LORA_DIR / LORA_FILE)) for r in (straight, resumed))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
