@@ -1,4 +1,4 @@
-"""`onecard diffuse data check / train / sample`: a Stable Diffusion LoRA in your style or of your product."""
+"""`onecard diffuse data check / train / sample / export`: a Stable Diffusion LoRA in your style or of your product."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from onecard.cli.common import emit, job_flags, json_flag, recorded, resolve_con
 
 def diffuse_args(p: argparse.ArgumentParser) -> None:
     from onecard.core.config import add_config_flags
-    from onecard.diffuse.config import CheckConfig, DiffuseConfig, SampleConfig
+    from onecard.diffuse.config import CheckConfig, DiffuseConfig, ExportConfig, SampleConfig
 
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     data = sub.add_parser("data", help="inspect a folder of training images and their .txt captions")
@@ -23,17 +23,24 @@ def diffuse_args(p: argparse.ArgumentParser) -> None:
     sample = sub.add_parser("sample", help="images from a trained run or a pipeline folder, with LoRAs at weights")
     add_config_flags(sample, SampleConfig, positional=("source",))
     run_flags(sample)
+    export = sub.add_parser("export", help="the run's LoRA as one .safetensors: kohya (A1111/ComfyUI) or diffusers")
+    add_config_flags(export, ExportConfig, positional=("run",))
+    run_flags(export)
 
 
 def diffuse(args: argparse.Namespace) -> int:
     from onecard.diffuse import run
-    from onecard.diffuse.config import CheckConfig, DiffuseConfig, SampleConfig
+    from onecard.diffuse.config import CheckConfig, DiffuseConfig, ExportConfig, SampleConfig
     from onecard.diffuse.report import render_check
 
     if args.action == "train":
         config = resolve_config(args, DiffuseConfig, resume=run.resume_config)
         trained = run.train(config, args.runs_dir, trackers(args), resume=args.resume)
         emit(args, recorded(trained), lambda *_: print(f"recorded as run {trained.id}"))
+        return 0
+    if args.action == "export":
+        result = run.export(resolve_config(args, ExportConfig), args.runs_dir)
+        emit(args, result, lambda r, console: console.print(f"wrote {r['file']} ({r['format']} layout)"))
         return 0
     if args.action == "sample":
         result = run.sample(resolve_config(args, SampleConfig), args.runs_dir)

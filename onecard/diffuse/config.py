@@ -1,4 +1,4 @@
-"""Configs of `onecard diffuse`: data check, LoRA training, sampling."""
+"""Configs of `onecard diffuse`: data check, LoRA training, sampling, export."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CheckConfig", "DiffuseConfig", "SampleConfig"]
+__all__ = ["CheckConfig", "DiffuseConfig", "SampleConfig", "ExportConfig"]
 
 
 class CheckConfig(BaseModel):
@@ -57,3 +57,13 @@ class SampleConfig(BaseModel):
     out: str = Field("diffuse-samples", description="folder for the PNGs and samples.json (prompt, seeds, LoRAs)")
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="weights' dtype; auto: what the device runs best")
     device: str = Field("auto", description="auto (the GPU if there is one), cuda, cuda:1, cpu")
+
+
+class ExportConfig(BaseModel):
+    """`onecard diffuse export RUN --format kohya|diffusers`: the run's LoRA as one .safetensors file to ship."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str = Field(description="a diffuse train run: id, unique prefix, run directory or 'last'")
+    format: Literal["kohya", "diffusers"] = Field("kohya", description="kohya: the layout AUTOMATIC1111/Forge and ComfyUI load (lora_unet_..., alpha stored); diffusers: pytorch_lora_weights.safetensors as diffusers saves it")
+    out: str | None = Field(None, description="file to write (default: RUN_DIR/export/<run id>-<format>.safetensors)")

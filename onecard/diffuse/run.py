@@ -1,4 +1,4 @@
-"""Entry points of `onecard diffuse` (the CLI and web call these): `check`, `train`, `sample`."""
+"""Entry points of `onecard diffuse` (the CLI and web call these): `check`, `train`, `sample`, `export`."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from onecard.core.device import select_device, select_dtype
 from onecard.core.errors import DataError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, StopFlag, start_run, stop_after_step, write_json_atomic
-from onecard.diffuse.config import CheckConfig, DiffuseConfig, SampleConfig
+from onecard.diffuse.config import CheckConfig, DiffuseConfig, ExportConfig, SampleConfig
 from onecard.diffuse.data import check_images, load_images
 
-__all__ = ["check", "train", "resume_config", "sample", "LORA_DIR", "STATE_FILE", "TRAINING_STATE"]
+__all__ = ["check", "train", "resume_config", "sample", "export", "LORA_DIR", "STATE_FILE", "TRAINING_STATE"]
 
 LORA_DIR = "lora"  # the run's LoRA folder: pytorch_lora_weights.safetensors, what `load_lora_weights(dir)` reads
 STATE_FILE = "state.json"  # beside it: the step the LoRA was saved at
@@ -157,6 +157,31 @@ def sample(config: SampleConfig, runs_root: str | None = None) -> dict[str, Any]
               "images": [{"file": str(f), "seed": s} for f, s in zip(files, seeds, strict=True)]}
     write_json_atomic(out / "samples.json", result)
     return result
+
+
+def export(config: ExportConfig, runs_root: str | None = None) -> dict[str, Any]:
+    """Write the run's LoRA as one .safetensors file in the kohya or the diffusers layout; returns where and what."""
+    import shutil
+
+    import torch
+
+    from onecard.diffuse.export import kohya_metadata, save_safetensors, to_kohya
+    from onecard.diffuse.train import LORA_FILE
+
+    record = _find_train_run(config.run, runs_root, need=f"{LORA_DIR}/{TRAINING_STATE}")
+    folder = Path(record["dir"]) / LORA_DIR
+    out = Path(config.out or Path(record["dir"]) / "export" / f"{record['id']}-{config.format}.safetensors")
+    trained = record["config"]
+    alpha = trained["alpha"] or trained["rank"]
+    if config.format == "kohya":
+        state = torch.load(folder / TRAINING_STATE, weights_only=True)
+        tensors = to_kohya(state["lora"], alpha)
+        save_safetensors(tensors, out, kohya_metadata(trained["rank"], alpha, trained["base"]))
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / LORA_FILE, out.with_name(out.name + ".tmp"))
+        out.with_name(out.name + ".tmp").replace(out)
+    return {"run": record["id"], "format": config.format, "file": str(out), "rank": trained["rank"], "alpha": alpha}
 
 
 def resume_config(ref: str, overrides: dict[str, Any], runs_root: str | None = None) -> DiffuseConfig:

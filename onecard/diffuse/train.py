@@ -4,7 +4,7 @@ The recipe is diffusers' `train_text_to_image_lora.py` / `train_dreambooth_lora.
 attention projections (to_q, to_k, to_v, to_out.0), the frozen VAE and text encoder run once to cache the latents and
 the caption embeddings, and the loss is the MSE between the UNet's prediction and the DDPM target (the noise, or the
 velocity for a v-prediction model) at a random timestep. The LoRA is saved in the diffusers/peft layout
-(`pytorch_lora_weights.safetensors`, keys `unet.…lora_A.weight`) that `pipe.load_lora_weights` reads.
+(`pytorch_lora_weights.safetensors`, keys `unet.…to_q.lora.down.weight`) that `pipe.load_lora_weights` reads.
 """
 
 from __future__ import annotations
