@@ -1,4 +1,4 @@
-"""`onecard detect data check / train / eval / predict / export`: a YOLO detector on your labelled images."""
+"""`onecard detect data check / convert / train / eval / predict / export`: a YOLO detector on your labelled images."""
 
 from __future__ import annotations
 
@@ -32,6 +32,15 @@ def detect_args(p: argparse.ArgumentParser) -> None:
     predict.add_argument("source", nargs="*", default=argparse.SUPPRESS, metavar="IMAGE",
                          help="images or folders of images (or --source)")
     run_flags(predict)
+    convert = sub.add_parser("convert", help="a COCO detection JSON and its images to a YOLO data set")
+    convert.add_argument("src", metavar="SRC", help="a COCO JSON (instances_*.json)")
+    convert.add_argument("--from", dest="source_format", choices=["coco"], required=True, help="SRC's format")
+    convert.add_argument("--out", required=True, metavar="DIR", help="the YOLO data set's folder (data.yaml in it)")
+    convert.add_argument("--images", metavar="DIR", help="the folder file_name is relative to (default: SRC's)")
+    convert.add_argument("--val-fraction", type=float, default=0.2, help="share of images for val (seeded)")
+    convert.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    convert.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    json_flag(convert)
     export = sub.add_parser("export", help="ONNX or TorchScript, with ms per image against PyTorch's")
     add_config_flags(export, ExportConfig, positional=("run",))
     run_flags(export)
@@ -42,6 +51,12 @@ def detect(args: argparse.Namespace) -> int:
     from onecard.detect.config import CheckConfig, DetectConfig, EvalConfig, ExportConfig, PredictConfig
     from onecard.detect.report import render_check, render_eval, render_export
 
+    if args.action == "convert":
+        from onecard.detect.convert import coco_to_yolo
+
+        converted = coco_to_yolo(args.src, args.out, args.images, args.val_fraction, args.seed, args.force)
+        emit(args, converted, _converted)
+        return 0
     if args.action == "data":
         result = run.check(resolve_config(args, CheckConfig))
         emit(args, result, render_check)
@@ -58,6 +73,13 @@ def detect(args: argparse.Namespace) -> int:
     else:
         emit(args, run.export(resolve_config(args, ExportConfig), args.runs_dir), render_export)
     return 0
+
+
+def _converted(result: dict[str, Any], console: Console) -> None:
+    console.print(f"{result['images']} images ({result['train']} train, {result['val']} val), "
+                  f"{result['annotations']} boxes in {result['classes']} classes, {result['backgrounds']} backgrounds, "
+                  f"{result['crowd_skipped']} crowd annotations skipped")
+    console.print(f"next: onecard detect data check {result['data']}")
 
 
 def _predicted(result: dict[str, Any], console: Console) -> None:

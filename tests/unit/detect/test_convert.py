@@ -1,0 +1,112 @@
+"""COCO JSON to YOLO: boxes round-trip, category ids with gaps become 0..n-1, bad input named by id, and the
+converted set passes the data check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("PIL")
+
+from onecard.cli import main  # noqa: E402
+from onecard.core.errors import DataError  # noqa: E402
+from onecard.detect.convert import coco_to_yolo  # noqa: E402
+from onecard.detect.dataset import check_data, label_path, load_data  # noqa: E402
+
+CATEGORIES = [{"id": 90, "name": "toothbrush"}, {"id": 3, "name": "car"}, {"id": 17, "name": "cat"}]
+
+
+def _coco(tmp_path: Path, n: int = 6, sizes_in_json: bool = True) -> tuple[Path, dict]:
+    """n distinct images (sizes differ) in tmp_path/imgs, and a COCO JSON beside them; two boxes per image."""
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    images, annotations = [], []
+    for i in range(n):
+        w, h = 64 + 8 * i, 48 + 4 * i
+        Image.new("RGB", (w, h), (10 * i, 255 - 20 * i, 7 * i)).save(folder / f"im{i}.png")
+        image = {"id": 100 + i, "file_name": f"im{i}.png"}
+        if sizes_in_json:
+            image.update(width=w, height=h)
+        images.append(image)
+        annotations.append({"id": 1000 + 2 * i, "image_id": 100 + i, "category_id": [3, 17, 90][i % 3],
+                            "bbox": [1.5 + i, 2.25, 20.0, 10.5 + i], "iscrowd": 0})
+        annotations.append({"id": 1001 + 2 * i, "image_id": 100 + i, "category_id": 17,
+                            "bbox": [0.0, 0.0, float(w), float(h)], "iscrowd": 0})
+    annotations.append({"id": 5000, "image_id": 100, "category_id": 3, "bbox": [0, 0, 5, 5], "iscrowd": 1})
+    coco = {"images": images, "annotations": annotations, "categories": CATEGORIES}
+    src = folder / "instances_train.json"
+    src.write_text(json.dumps(coco))
+    return src, coco
+
+
+@pytest.mark.parametrize("sizes_in_json", [True, False])
+def test_boxes_round_trip_and_category_ids_become_contiguous(tmp_path: Path, sizes_in_json: bool) -> None:
+    src, coco = _coco(tmp_path, sizes_in_json=sizes_in_json)
+    result = coco_to_yolo(src, tmp_path / "yolo")
+    assert result["images"] == 6 and result["train"] + result["val"] == 6 and result["val"] >= 1
+    assert result["annotations"] == 12 and result["crowd_skipped"] == 1 and result["classes"] == 3
+    assert result["category_ids"] == {"3": 0, "17": 1, "90": 2}
+    ds = load_data(tmp_path / "yolo" / "data.yaml")
+    assert ds.names == {0: "car", 1: "cat", 2: "toothbrush"}  # category-id order
+    files = {p.name: p for split in ds.images.values() for p in split}
+    cls_of = {3: 0, 17: 1, 90: 2}
+    for image in coco["images"]:
+        w, h = 64 + 8 * (image["id"] - 100), 48 + 4 * (image["id"] - 100)
+        rows = [r.split() for r in label_path(files[image["file_name"]]).read_text().splitlines()]
+        expected = [a for a in coco["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
+        assert len(rows) == len(expected)
+        for row, ann in zip(rows, expected, strict=True):
+            cx, cy, bw, bh = (float(v) for v in row[1:])
+            back = [(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h]
+            assert int(row[0]) == cls_of[ann["category_id"]]
+            assert back == pytest.approx(ann["bbox"], abs=1e-6)
+
+
+def test_the_converted_set_passes_the_data_check(tmp_path: Path) -> None:
+    src, _ = _coco(tmp_path)
+    coco_to_yolo(src, tmp_path / "yolo")
+    report = check_data(load_data(tmp_path / "yolo"))
+    assert report["errors"] == 0 and report["warnings"] == 0, report["problems"]
+    assert sum(s["instances"] for s in report["splits"].values()) == 12
+
+
+def test_bad_input_is_named_by_annotation_and_image_id_and_nothing_is_written(tmp_path: Path) -> None:
+    src, coco = _coco(tmp_path)
+    coco["annotations"][0]["bbox"] = [50.0, 10.0, 30.0, 10.0]  # image 100 is 64 px wide: ends at 80
+    coco["annotations"][1]["category_id"] = 4
+    coco["images"][2]["file_name"] = "gone.png"
+    src.write_text(json.dumps(coco))
+    with pytest.raises(DataError) as e:
+        coco_to_yolo(src, tmp_path / "yolo")
+    message = str(e.value)
+    assert "annotation id 1000 (image id 100): bbox [50.0, 10.0, 30.0, 10.0] reaches outside the 64x48 image" in message
+    assert "annotation id 1001 (image id 100): unknown category id 4" in message
+    assert "image id 102: image file" in message and "gone.png is missing" in message
+    assert not (tmp_path / "yolo").exists() and [p.name for p in tmp_path.iterdir()] == ["imgs"]
+
+
+def test_a_non_empty_out_is_kept_without_force(tmp_path: Path) -> None:
+    src, _ = _coco(tmp_path)
+    out = tmp_path / "yolo"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    with pytest.raises(DataError, match="--force"):
+        coco_to_yolo(src, out)
+    assert (out / "mine.txt").read_text() == "keep"
+    coco_to_yolo(src, out, force=True)
+    assert not (out / "mine.txt").exists() and (out / "data.yaml").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "yolo"]  # no staging folder left
+
+
+def test_cli_json_prints_the_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, _ = _coco(tmp_path)
+    out = tmp_path / "yolo"
+    assert main(["detect", "convert", str(src), "--from", "coco", "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["images"] == 6 and printed["annotations"] == 12 and printed["crowd_skipped"] == 1
+    assert printed["data"] == str(out / "data.yaml")
+    assert main(["detect", "data", "check", str(out / "data.yaml"), "--json"]) == 0
