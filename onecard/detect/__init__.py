@@ -2,6 +2,7 @@
 
     config.py     the configs: CheckConfig, DetectConfig (train), EvalConfig, PredictConfig, ExportConfig
     dataset.py    data.yaml and its splits read; the data check (every bad image and label line by file and line)
+    convert.py    a COCO detection JSON and its images to the YOLO layout (class ids 0..n-1, bad input named by id)
     synthetic.py  a seeded shapes-on-textures data set in YOLO layout (tests, benchmarks, a first look)
     ultra.py      ultralytics set up offline (settings, fonts, stderr logging); model refs; its metric names
     plan.py       batch, image size and AMP from `onecard.fit`; the out-of-memory ladder

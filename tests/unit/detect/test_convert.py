@@ -110,3 +110,14 @@ def test_cli_json_prints_the_counts(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert printed["images"] == 6 and printed["annotations"] == 12 and printed["crowd_skipped"] == 1
     assert printed["data"] == str(out / "data.yaml")
     assert main(["detect", "data", "check", str(out / "data.yaml"), "--json"]) == 0
+
+
+def test_a_box_past_the_edge_by_rounding_is_clipped(tmp_path: Path) -> None:
+    src, coco = _coco(tmp_path)
+    coco["annotations"][0]["bbox"] = [-0.4, 30.0, 64.9, 18.5]  # image 100 is 64x48
+    src.write_text(json.dumps(coco))
+    coco_to_yolo(src, tmp_path / "yolo")
+    report = check_data(load_data(tmp_path / "yolo"))
+    assert report["errors"] == 0, report["problems"]
+    row = next(p for p in (tmp_path / "yolo" / "labels").rglob("im0.txt")).read_text().splitlines()[0].split()
+    assert [float(v) for v in row[1:]] == pytest.approx([0.5, 39 / 48, 1.0, 18 / 48], abs=1e-6)
