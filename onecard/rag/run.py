@@ -44,8 +44,9 @@ def _status(line: str) -> None:
 
 
 def index(config: IndexConfig, runs_root: str | None = None, report_to: tuple[str, ...] = ("trackio",),
-          embedder: Embedder | None = None) -> tuple[Run, BuildStats]:
-    """Build or update the index `config.name` as a recorded run; re-run it after edits, deletes and renames."""
+          embedder: Embedder | None = None, status: Status = _status) -> tuple[Run, BuildStats]:
+    """Build or update the index `config.name` as a recorded run; re-run it after edits, deletes and renames.
+    `status` gets the build's progress lines (the web app streams them)."""
     root = index_path(config.name, config.index_dir)
     roots = [Path(p) for p in config.paths]
     if not roots:
@@ -60,7 +61,7 @@ def index(config: IndexConfig, runs_root: str | None = None, report_to: tuple[st
                                                 config.embed_backend)
         stats = build_index(root, roots, embedder, chunk_tokens=config.chunk_tokens,
                             overlap_tokens=config.overlap_tokens, max_file_bytes=int(config.max_file_mb * 2**20),
-                            store=config.store, qdrant_url=config.qdrant_url, progress=_status)
+                            store=config.store, qdrant_url=config.qdrant_url, progress=status)
         run.set("index", {"dir": str(root), "roots": [str(r) for r in roots], **stats.to_json()})
         run.set("skipped", stats.notes)
         run.set_metrics({"files": stats.files, "chunks": stats.chunks, "embedded": stats.embedded,
