@@ -1,0 +1,1 @@
+"""One module per area, each exposing `router = fastapi.APIRouter()`; app.py includes those in ROUTER_MODULES."""
