@@ -48,6 +48,9 @@ def load(config: LLMConfig, gpu: str | None = None) -> Backend:
         example = "llama3.1:8b" if config.backend == "ollama" else "Qwen/Qwen2.5-7B-Instruct"
         raise ConfigError(f"the {config.backend} backend needs the name of a model its server has",
                           f"pass --model, e.g. --model {example} (`onecard llm list` shows Ollama's)")
+    if config.mmproj is not None and config.backend != "llamacpp":
+        raise ConfigError(f"--mmproj is for the llamacpp backend, not {config.backend}",
+                          "drop --mmproj: transformers and Ollama vision models carry their own image encoder")
     if config.backend == "ollama":
         from onecard.llm.ollama import OllamaBackend
 
@@ -77,7 +80,7 @@ def load(config: LLMConfig, gpu: str | None = None) -> Backend:
         check_gguf(path)
         fitted = fit_llamacpp(path, config.ctx, config.gpu_layers, gpu)
         backend = LlamaCppBackend(path, ctx=fitted.ctx, gpu_layers=fitted.gpu_layers, threads=config.threads,
-                                  seed=config.seed, model=ref)
+                                  seed=config.seed, model=ref, mmproj=config.mmproj and config.mmproj.expanduser())
     backend.notes = fitted.notes + backend.notes
     return backend
 

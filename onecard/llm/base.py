@@ -18,6 +18,7 @@ from onecard.llm.errors import (
     LLMError,
     UnsupportedError,
 )
+from onecard.llm.images import has_images, normalize
 from onecard.llm.schema import check_schema, validate
 
 __all__ = [
@@ -26,7 +27,9 @@ __all__ = [
     "LLMError", "BackendUnavailableError", "ContextOverflowError", "UnsupportedError", "InvalidOutputError",
 ]
 
-Message = dict[str, Any]  # {"role": "system"|"user"|"assistant"|"tool", "content": str, ...} as in the OpenAI API
+# {"role": "system"|"user"|"assistant"|"tool", "content": str | [parts], ...} as in the OpenAI API; parts are
+# {"type": "text", "text": ...} and {"type": "image_url", "image_url": {"url": data URL or file path}} (`images`).
+Message = dict[str, Any]
 ToolChoice = Literal["auto", "none", "required"]
 
 
@@ -139,6 +142,7 @@ class Capabilities:
     tools: bool = False
     json_schema: bool = False
     token_counts: bool = True
+    vision: bool = False  # reads image content parts
     notes: tuple[str, ...] = ()  # how each capability is provided, or why it is missing
 
 
@@ -190,6 +194,13 @@ class Backend:
                                        "use --backend llamacpp, ollama or openai for tools and JSON schemas")
         if not request.messages:
             raise LLMError("no messages to answer", "pass at least one user message")
+        request.messages = normalize(request.messages)
+        if not caps.vision and has_images(request.messages):
+            raise UnsupportedError(
+                f"the {self.name} backend with {self.model} cannot read images "
+                f"({'; '.join(caps.notes) or 'a text-only model'})",
+                "use a vision model: --backend transformers with a LLaVA-style model, --backend llamacpp with "
+                "--mmproj FILE, or an Ollama vision model (--backend ollama --model llava)")
         if request.json_schema is not None:
             check_schema(request.json_schema)
         request.stream = request.stream and caps.streaming

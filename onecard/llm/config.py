@@ -23,6 +23,7 @@ class LLMConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     model: str | None = Field(None, description=f"llama.cpp: a .gguf file or a shipped model name; ollama: a tag such as llama3.1:8b; openai: the served model name; transformers: a model folder, cached hub id or .gguf file; None: {DEFAULT_MODEL} (shipped) for llamacpp and transformers")
+    mmproj: Path | None = Field(None, description="llamacpp: the multimodal projector .gguf of a vision model (LLaVA, Gemma 3, Qwen2.5-VL), which lets it read images; transformers and ollama models carry their own")
     backend: BackendName = Field("llamacpp", description="llamacpp (embedded, default), ollama (a running Ollama), openai (any OpenAI-compatible server: vLLM, llama-server, LM Studio) or transformers")
     base_url: str | None = Field(None, description="server URL; None: http://localhost:11434 for ollama, http://localhost:8000/v1 for openai")
     api_key: str | None = Field(None, description="openai backend: the API key; None: $OPENAI_API_KEY, else a placeholder (local servers ignore it)")

@@ -1,5 +1,8 @@
 """transformers: a model folder, a cached hub id or a .gguf file (dequantized), with the weight format from `fit`.
 
+A folder whose config has a vision tower (LLaVA, Qwen2-VL, SmolVLM) loads as an image-text model with its processor
+(AutoModelForImageTextToText + AutoProcessor) and reads image parts.
+
 On CUDA a model that does not fit in bf16 loads in 4-bit NF4 through bitsandbytes; on CPU the weights are fp32.
 No grammar engine is built in, so tools and JSON schemas are refused up front (llamacpp, ollama or openai do both).
 """
@@ -11,7 +14,8 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from onecard.llm.base import Backend, Capabilities, Clock, ContextOverflowError, LLMError, Reply, Request
+from onecard.llm.base import Backend, Capabilities, Clock, ContextOverflowError, LLMError, Message, Reply, Request
+from onecard.llm.images import load_image
 
 __all__ = ["TransformersBackend"]
 
@@ -46,9 +50,18 @@ class TransformersBackend(Backend):
         folder, gguf = (path.parent, path.name) if path.suffix == ".gguf" else (path, None)
         if gguf:
             kwargs["gguf_file"] = gguf
+        self.processor: Any = None  # a vision model's processor (image preprocessing, tokenizer, chat template)
         try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-            self.lm = transformers.AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+            if gguf is None and _is_vision(folder):
+                self.processor = transformers.AutoProcessor.from_pretrained(folder)
+                self.tokenizer = self.processor.tokenizer
+                self.lm = transformers.AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
+                self.capabilities = Capabilities(streaming=True, tools=False, json_schema=False, vision=True,
+                                                 notes=(*TransformersBackend.capabilities.notes,
+                                                        "images: the model's processor"))
+            else:
+                self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+                self.lm = transformers.AutoModelForCausalLM.from_pretrained(folder, **kwargs)
         except (OSError, ValueError) as e:
             raise LLMError(f"transformers could not load {path}: {e}",
                            "pass a model folder with config.json and weights, a cached hub id, or a .gguf file"
@@ -57,10 +70,13 @@ class TransformersBackend(Backend):
             self.lm.to(dev)
         self.lm.eval()
         torch.manual_seed(seed)
-        if self.tokenizer.chat_template is None:
+        if (self.processor or self.tokenizer).chat_template is None:
             raise LLMError(f"{path} has no chat template (a base model, not an instruction-tuned one)",
-                           "pass an instruction-tuned model (its tokenizer_config.json has a chat_template)")
-        self.ctx = ctx or int(getattr(self.lm.config, "max_position_embeddings", 4096))
+                           "pass an instruction-tuned model (its tokenizer_config.json or chat_template.json has a "
+                           "chat_template)")
+        # A vision model's language model holds the length (LLaVA: text_config.max_position_embeddings).
+        self.max_ctx = int(getattr(self.lm.config.get_text_config(), "max_position_embeddings", 4096))
+        self.ctx = ctx or self.max_ctx
         self.settings = {"model": str(path), "quant": quant, "device": dev, "ctx": self.ctx}
 
     def _generate(self, request: Request) -> Generator[str, None, Reply]:
@@ -68,13 +84,17 @@ class TransformersBackend(Backend):
         from transformers import TextIteratorStreamer
 
         clock = Clock()
-        inputs = self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True,
-                                                    return_tensors="pt", return_dict=True).to(self.lm.device)
+        if self.processor is not None:
+            inputs = self.processor.apply_chat_template(
+                _with_images(request.messages), add_generation_prompt=True, tokenize=True, return_dict=True,
+                return_tensors="pt").to(self.lm.device, dtype=self.lm.dtype)  # the dtype casts pixel_values only
+        else:
+            inputs = self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True,
+                                                        return_tensors="pt", return_dict=True).to(self.lm.device)
         n_prompt = int(inputs["input_ids"].shape[1])
         if n_prompt >= self.ctx:
-            most = self.lm.config.max_position_embeddings
             raise ContextOverflowError(f"the conversation is {n_prompt} tokens, the context is {self.ctx}",
-                                       f"pass a longer --ctx (up to the model's {most}), shorten the input, "
+                                       f"pass a longer --ctx (up to the model's {self.max_ctx}), shorten the input, "
                                        "or /reset the chat")
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         greedy = request.temperature == 0
@@ -109,3 +129,26 @@ class TransformersBackend(Backend):
         n_new = int(result["ids"].shape[1]) - n_prompt
         finish = "length" if n_new >= options["max_new_tokens"] else "stop"
         return clock.done(Reply("".join(text), [], n_prompt, n_new, finish_reason=finish))
+
+
+def _is_vision(folder: Path) -> bool:
+    """Whether the model folder holds an image-text model (LLaVA, Qwen2-VL, SmolVLM...): its config has a vision
+    tower."""
+    import transformers
+
+    return hasattr(transformers.AutoConfig.from_pretrained(folder), "vision_config")
+
+
+def _with_images(messages: list[Message]) -> list[Message]:
+    """Messages as processors' chat templates read them: every content a list of parts, each image decoded
+    ({"type": "image", "image": PIL image})."""
+    out: list[Message] = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            parts = [{"type": "image", "image": load_image(p["image_url"]["url"])} if p["type"] == "image_url"
+                     else p for p in content]
+        else:
+            parts = [{"type": "text", "text": content or ""}]
+        out.append({**m, "content": parts})
+    return out

@@ -3,6 +3,9 @@
 JSON schemas become a llama.cpp grammar, with every string and array bounded (`schema.bounded`), so the reply is
 whole JSON unless the token limit cuts it, which `Backend` reports as an error. Tools work through the same grammar:
 the tools are described in the system prompt and the reply is constrained to a call or an answer.
+
+With `mmproj` (a vision model's multimodal projector GGUF) image parts go through llama-cpp-python's multimodal chat
+handler, on the CPU or beside the layers fit put on the GPU.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from onecard.llm.base import (
     drain,
     parse_arguments,
 )
+from onecard.llm.images import with_data_urls
 from onecard.llm.schema import bounded, validate
 
 __all__ = ["LlamaCppBackend", "check_gguf", "grammar", "tool_schema", "tool_messages", "plain_messages"]
@@ -64,11 +68,17 @@ class LlamaCppBackend(Backend):
                                 notes=("JSON schema: llama.cpp grammar", "tools: llama.cpp grammar (call or answer)"))
 
     def __init__(self, path: Path, *, ctx: int, gpu_layers: int, threads: int | None = None, seed: int = 0,
-                 model: str | None = None) -> None:
+                 model: str | None = None, mmproj: Path | None = None) -> None:
         from onecard.core.extras import require
 
         super().__init__(model or path.name)
         check_gguf(path)
+        if mmproj is not None and not mmproj.is_file():
+            raise ModelNotFoundError(f"projector file {mmproj} does not exist",
+                                     "pass the mmproj .gguf that belongs to the model (it ships beside the model file "
+                                     "in the GGUF repo, e.g. mmproj-model-f16.gguf)")
+        if mmproj is not None:
+            check_gguf(mmproj)
         llama_cpp = require("llama_cpp", "llm", "llama-cpp-python")
         try:
             self._llm = llama_cpp.Llama(str(path), n_ctx=ctx, n_gpu_layers=gpu_layers, n_threads=threads, seed=seed,
@@ -79,6 +89,22 @@ class LlamaCppBackend(Backend):
                            "download the file again, or upgrade with `pip install -U llama-cpp-python`") from None
         self.path = path
         self.settings = {"model": str(path), "ctx": ctx, "gpu_layers": gpu_layers, "threads": threads}
+        if mmproj is not None:
+            self._llm.chat_handler = self._vision_handler(mmproj, use_gpu=gpu_layers > 0)
+            self.capabilities = Capabilities(
+                streaming=True, tools=True, json_schema=True, vision=True,
+                notes=(*LlamaCppBackend.capabilities.notes, f"images: llama.cpp's multimodal projector {mmproj.name}"))
+            self.settings["mmproj"] = str(mmproj)
+
+    def _vision_handler(self, mmproj: Path, use_gpu: bool) -> Any:
+        """llama-cpp-python's multimodal handler for the projector: the model's own chat template (MTMD, as
+        llama-mtmd-cli) when its GGUF has one, else LLaVA-1.5's "USER: <image> ... ASSISTANT:" prompt, which the
+        llava-1.5 GGUFs (converted without a template) were trained on."""
+        from llama_cpp import llama_chat_format
+
+        if isinstance(self._llm.metadata.get("tokenizer.chat_template"), str):
+            return llama_chat_format.MTMDChatHandler(str(mmproj), verbose=False, use_gpu=use_gpu)
+        return llama_chat_format.Llava15ChatHandler(str(mmproj), verbose=False)
 
     def close(self) -> None:
         self._llm.close()
@@ -99,7 +125,8 @@ class LlamaCppBackend(Backend):
         finish = "stop"
         prompt_tokens = 0
         try:
-            for chunk in self._llm.create_chat_completion(plain_messages(messages), stream=True, **kwargs):
+            for chunk in self._llm.create_chat_completion(with_data_urls(plain_messages(messages)), stream=True,
+                                                          **kwargs):
                 choice = chunk["choices"][0]
                 piece = choice["delta"].get("content")
                 if piece:

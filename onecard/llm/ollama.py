@@ -1,11 +1,12 @@
 """A running Ollama, through its HTTP API (/api/chat, /api/tags): Ollama picks the GPU layers itself.
 
-Tools and JSON schemas (`format`) are Ollama's own; a model without tool support is refused by Ollama with a message
-that is passed on.
+Tools, JSON schemas (`format`) and images (`images`) are Ollama's own; a model without tool or vision support is
+refused by Ollama with a message that is passed on.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Generator
@@ -25,6 +26,7 @@ from onecard.llm.base import (
     UnsupportedError,
     parse_arguments,
 )
+from onecard.llm.images import image_bytes, image_urls, text_of
 
 __all__ = ["OllamaBackend", "default_url", "list_models"]
 
@@ -58,8 +60,9 @@ class OllamaBackend(Backend):
     """A model served by Ollama."""
 
     name = "ollama"
-    capabilities = Capabilities(streaming=True, tools=True, json_schema=True,
-                                notes=("tools: Ollama's (models with tool support)", "JSON schema: Ollama's format"))
+    capabilities = Capabilities(streaming=True, tools=True, json_schema=True, vision=True,
+                                notes=("tools: Ollama's (models with tool support)", "JSON schema: Ollama's format",
+                                       "images: Ollama's vision models (llava, llama3.2-vision, gemma3)"))
 
     def __init__(self, model: str, *, base_url: str | None = None, ctx: int | None = None, timeout_s: float = 600.0
                  ) -> None:
@@ -131,11 +134,18 @@ class OllamaBackend(Backend):
         if "does not support tools" in error:
             return UnsupportedError(f"Ollama model {self.model!r} does not support tools ({error})",
                                     "use a model with tool support, e.g. llama3.1:8b or qwen2.5:7b")
+        if "missing data required for image input" in error or "does not support images" in error:
+            return UnsupportedError(f"Ollama model {self.model!r} cannot read images ({error})",
+                                    "use a vision model, e.g. `ollama pull llava:7b` or gemma3:4b")
         return LLMError(f"Ollama at {self.url} answered HTTP {status}: {error}")
 
 
 def _to_ollama(message: Message) -> Message:
-    """OpenAI-style tool calls carry their arguments as a JSON string; Ollama's as an object."""
+    """OpenAI-style tool calls carry their arguments as a JSON string; Ollama's as an object. Image parts become
+    Ollama's `images`: a list of base64 strings (no data: prefix) beside the text content."""
+    if isinstance(message.get("content"), list):
+        images = [base64.b64encode(image_bytes(url)).decode("ascii") for url in image_urls([message])]
+        return {**message, "content": text_of(message["content"]), "images": images}
     if not message.get("tool_calls"):
         return message
     calls = [{"function": {"name": c["function"]["name"], "arguments": parse_arguments(c["function"]["arguments"])}}

@@ -2,7 +2,7 @@
 
 The server holds the model and its memory settings (vLLM's `--gpu-memory-utilization`, `--max-model-len`;
 `onecard fit --runtime vllm` predicts them). JSON schemas go as `response_format` json_schema, which vLLM,
-llama-server and LM Studio constrain with a grammar.
+llama-server and LM Studio constrain with a grammar. Image parts go as data URLs (a server cannot read our files).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from onecard.llm.base import (
     ToolCall,
     parse_arguments,
 )
+from onecard.llm.images import with_data_urls
 
 __all__ = ["OpenAIBackend", "DEFAULT_URL"]
 
@@ -34,8 +35,9 @@ class OpenAIBackend(Backend):
     """A model behind an OpenAI-compatible /v1/chat/completions endpoint."""
 
     name = "openai"
-    capabilities = Capabilities(streaming=True, tools=True, json_schema=True,
-                                notes=("tools and JSON schema: the server's (vLLM, llama-server, LM Studio)",))
+    capabilities = Capabilities(streaming=True, tools=True, json_schema=True, vision=True,
+                                notes=("tools and JSON schema: the server's (vLLM, llama-server, LM Studio)",
+                                       "images: as data URLs, for a server that runs a vision model"))
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
                  timeout_s: float = 600.0) -> None:
@@ -55,7 +57,7 @@ class OpenAIBackend(Backend):
 
     def _generate(self, request: Request) -> Generator[str, None, Reply]:
         clock = Clock()
-        kwargs: dict[str, Any] = {"model": self.model, "messages": request.messages,
+        kwargs: dict[str, Any] = {"model": self.model, "messages": with_data_urls(request.messages),
                                   "temperature": request.temperature, "max_tokens": request.max_tokens}
         if request.seed is not None:
             kwargs["seed"] = request.seed
