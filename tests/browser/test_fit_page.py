@@ -1,0 +1,49 @@
+"""The Fit page in Chromium: SDXL, batch 4, 1024 px on an RTX 4070 Ti.
+
+What the planner says (`onecard fit sdxl --gpu 4070ti --batch 4 --resolution 1024`): does not fit (24.7 GiB of 11.5);
+with --vae-slicing "may not fit" (estimate 11.5 GiB, safe upper bound 13.5 GiB over the 11.5 budget); with
+--vae-slicing --offload model it fits. On a 16 GiB card (RTX 4070 Ti SUPER) VAE slicing alone turns "does not fit"
+into "fits" (upper bound 13.5 of 15.5 GiB). The test walks both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.browser.conftest import screenshot
+
+
+def verdict_after(page: Any, change: Any) -> str:
+    """Make a change on the form, wait for the verdict to be redrawn, and return it."""
+    box = page.locator("#verdict")
+    before = box.inner_text()
+    change()
+    page.wait_for_function("b => document.querySelector('#verdict').textContent !== b", arg=before)
+    return box.inner_text()
+
+
+def test_sdxl_batch4_1024_does_not_fit_then_fits(page: Any, server: str) -> None:
+    page.goto(server + "/fit")
+    page.locator("#job [name=gpu]").select_option("rtx-4070-ti")
+    page.wait_for_selector("#verdict[data-fits]")
+    verdict_after(page, lambda: page.locator("#job [name=model]").fill("sdxl"))
+    page.locator("#job [name=vae_slicing]").wait_for()  # the diffusion knobs replaced the LLM ones
+    page.locator("#job [name=batch]").fill("4")
+    text = verdict_after(page, lambda: page.locator("#job [name=resolution]").fill("1024"))
+    assert text.startswith("does not fit"), text
+    assert page.locator("#breakdown svg .budget").count() == 1  # the bars stand against the budget line
+    screenshot(page, "fit-sdxl-does-not-fit")
+
+    text = verdict_after(page, lambda: page.locator("#job [name=vae_slicing]").check())
+    assert text.startswith("may not fit"), text  # the estimate is in the budget, its safe bound is not
+    text = verdict_after(page, lambda: page.locator("#job [name=offload]").select_option("model"))
+    assert text.startswith("fits"), text
+    assert page.locator("#solutions tr").count() > 1
+    screenshot(page, "fit-sdxl-fits")
+
+    page.locator("#job [name=vae_slicing]").uncheck()
+    page.locator("#job [name=offload]").select_option("none")
+    text = verdict_after(page, lambda: page.locator("#job [name=gpu]").select_option("rtx-4070-ti-super"))
+    assert text.startswith("does not fit"), text
+    text = verdict_after(page, lambda: page.locator("#job [name=vae_slicing]").check())
+    assert text.startswith("fits"), text
