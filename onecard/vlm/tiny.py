@@ -1,0 +1,96 @@
+"""A tiny LLaVA with random weights, saved as a transformers model folder: what the tests, the learning test and the
+CPU benchmark run on (no vision-language weights are on PyPI, and nothing downloads in tests).
+
+The layout is LLaVA-1.5's (`LlavaForConditionalGeneration`: a CLIP vision tower, a two-layer GELU projector, a Llama
+language model), scaled down: a 2-layer CLIP ViT on 64 px images in 16 px patches (16 image tokens, CLS dropped as
+LLaVA's "default" feature strategy does), a 2-layer Llama of width 64. The processor is a `LlavaProcessor` with a
+`CLIPImageProcessor` (its PIL backend: no torchvision needed), a word-level tokenizer built here from the synthetic
+set's words (lower-cased, unknown words become <unk>), and LLaVA-1.5's own chat template ("USER: <image>\\n...
+ASSISTANT:"), so `model.py` loads the folder as it loads llava-hf/llava-1.5-7b-hf.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from onecard.vlm.synthetic import CELLS, COLOURS, QUESTION_WORDS, SHAPES
+
+__all__ = ["make_tiny_llava", "word_tokenizer", "LLAVA_CHAT_TEMPLATE", "TINY_SHAPE"]
+
+# llava-hf/llava-1.5-7b-hf's chat_template.json: images first in a turn, then its text; "ASSISTANT:" opens an answer.
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{% if message['role'] != 'assistant' %}{% for content in message['content'] | selectattr('type', 'equalto', "
+    "'text') %}{{ content['text'] + ' '}}{% endfor %}{% else %}{% for content in message['content'] | "
+    "selectattr('type', 'equalto', 'text') %}{% generation %}{{ content['text'] + ' '}}{% endgeneration %}"
+    "{% endfor %}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<image>")
+TINY_SHAPE = {"image_size": 64, "patch_size": 16, "vision_hidden": 32, "vision_layers": 2, "text_hidden": 64,
+              "text_layers": 2}
+
+
+def _words() -> list[str]:
+    words = ["user", "assistant", "system", ":", ".", ",", "!", "yes", "no", "a", "of", "in", "and", "which", "colour",
+             "color", "how", "many", "shapes", "there", "are", "image", "picture"]
+    words += list(QUESTION_WORDS) + list(COLOURS) + list(SHAPES) + [w for cell in CELLS for w in cell.split()]
+    return list(dict.fromkeys(words))
+
+
+def word_tokenizer() -> Any:
+    """A word-level fast tokenizer over the synthetic set's words (lower-cased; others become <unk>)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate([*SPECIALS, *_words()])}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Whitespace()  # words and runs of punctuation
+    core.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
+                                   eos_token="</s>", extra_special_tokens={"image_token": "<image>"},
+                                   model_max_length=512)
+
+
+def make_tiny_llava(out: str | Path, seed: int = 0, image_size: int = 64, patch_size: int = 16,
+                    vision_hidden: int = 32, vision_layers: int = 2, text_hidden: int = 64,
+                    text_layers: int = 2) -> Path:
+    """Write a random-weight LLaVA of these dimensions and its processor to `out` (safetensors); returns `out`."""
+    import torch
+    from transformers import (
+        CLIPImageProcessorPil,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    out = Path(out)
+    tokenizer = word_tokenizer()
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    vision = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
+                              num_hidden_layers=vision_layers, num_attention_heads=2, image_size=image_size,
+                              patch_size=patch_size, projection_dim=vision_hidden)
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=text_hidden, intermediate_size=2 * text_hidden,
+                       num_hidden_layers=text_layers, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=512, rms_norm_eps=1e-5, pad_token_id=tokenizer.pad_token_id,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    patches = (image_size // patch_size) ** 2
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token,
+                         image_seq_length=patches, vision_feature_select_strategy="default",
+                         vision_feature_layer=-1, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out)
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=LLAVA_CHAT_TEMPLATE)
+    processor.save_pretrained(out)
+    return out
