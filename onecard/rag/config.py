@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,14 +39,14 @@ class _Fusion(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     fusion: Fusion = Field("convex", description="how hybrid fuses dense and BM25: convex (alpha * dense + (1 - alpha) * BM25, each score normalised over its candidates) or rrf (reciprocal rank fusion, k = 60)")
-    alpha: float | Literal["auto"] = Field("auto", ge=0, le=1, description="convex fusion's weight on dense; auto: 0.9, chosen on development sets (benchmarks/rag_fusion.py)")
+    alpha: Annotated[float, Field(ge=0, le=1)] | Literal["auto"] = Field("auto", description="convex fusion's weight on dense; auto: 0.9, chosen on development sets (benchmarks/rag_fusion.py)")
 
 
 class _Citations(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     citation_check: str = Field("embedding", description="judge each [n] against the text of source n, marking an unsupported one [n?]: embedding (the index's embedding model: cosine of the sentence to the source's best-matching sentences), none (only check that [n] names a source), or an NLI cross-encoder (a local folder or a hub id already in the cache; never downloaded)")
-    citation_threshold: float | Literal["auto"] = Field("auto", ge=-1, le=1, description="score a cited source needs to support its sentence; auto: 0.4 for embedding (with no other source better by over 0.05; set on SQuAD dev with all-MiniLM-L6-v2, benchmarks/rag_citations.py), 0.5 entailment probability for an NLI model")
+    citation_threshold: Annotated[float, Field(ge=-1, le=1)] | Literal["auto"] = Field("auto", description="score a cited source needs to support its sentence; auto: 0.4 for embedding (with no other source better by over 0.05; set on SQuAD dev with all-MiniLM-L6-v2, benchmarks/rag_citations.py), 0.5 entailment probability for an NLI model")
 
 
 class _Retrieval(_Fusion):
