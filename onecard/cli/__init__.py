@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 
 from onecard import __version__
-from onecard.cli import asr, chat, detect, diffuse, doctor, fit, rag, runs, tinylm, tune
+from onecard.cli import asr, chat, detect, diffuse, doctor, fit, rag, recipe, runs, tinylm, tune
 
 __all__ = ["main", "COMMANDS", "build_parser"]
 
@@ -37,6 +37,8 @@ COMMANDS: dict[str, Command] = {
                detect.detect),
     "diffuse": ("a Stable Diffusion LoRA on your images: data check, train, sample", diffuse.diffuse_args,
                 diffuse.diffuse),
+    "recipe": ("a project's recipe for your card and OS: install, commands, a fitted config, troubleshooting",
+               recipe.recipe_args, recipe.recipe),
 }
 
 

@@ -1,0 +1,50 @@
+"""A recipe as Markdown: headings, paragraphs, lists and fenced code only (the Start page renders that subset)."""
+
+from __future__ import annotations
+
+from onecard.recipes.plans import ConfigFile
+from onecard.recipes.recipe import Recipe
+
+__all__ = ["render", "yaml_text"]
+
+
+def yaml_text(config: ConfigFile) -> str:
+    """The config file's text: the command that runs it, where its numbers came from, then its keys."""
+    import yaml
+
+    body = yaml.safe_dump(config.values, sort_keys=False, allow_unicode=True)
+    return f"# {config.command}\n# {config.source}\n{body}"
+
+
+def render(recipe: Recipe) -> str:
+    """The recipe as one Markdown document."""
+    text, card = recipe.text, recipe.card
+    out = [f"# onecard recipe: {text['title']}", "",
+           f"For the **{card.name}** ({card.vram_gib:g} GiB) on **{recipe.os}**: `onecard recipe {recipe.path} "
+           f"--gpu {card.key if not card.key.startswith('custom-') else 'auto'} --os {recipe.os}`.", ""]
+    if recipe.card_note:
+        out += [f"Note: {recipe.card_note}.", ""]
+    out += [text["what"], "", "## 1. Install", "", "```bash", *recipe.install, "```", "",
+            f"- {_torch(recipe)}", f"- {text['os'][recipe.os]}", "",
+            "## 2. The commands, in order", "", "```bash"]
+    for command, comment in recipe.commands:
+        out += [f"# {comment}", command]
+    out += ["```", "", "## 3. Config", ""]
+    for config in recipe.configs:
+        out += [f"Save as `{config.file}` (`onecard recipe {recipe.path} --out recipe.md` writes it beside the "
+                "recipe):", "", "```yaml", yaml_text(config).rstrip("\n"), "```", ""]
+    out += ["## 4. What to expect", "", f"onecard fit's figures for the {card.name}:", "",
+            *(f"- {line}" for line in recipe.planned.expect), "", "## 5. Troubleshooting", "",
+            "### Out of memory: the ladder, in order", ""]
+    for job, steps in recipe.planned.ladders:
+        out += [f"{job[0].upper()}{job[1:]}:", ""]
+        out += [f"{i}. {step}" for i, step in enumerate(steps, 1)] or ["- no cheaper step: the job is at its floor"]
+        out.append("")
+    out += ["### Driver, CUDA and libraries", "", *(f"- {check}" for check in recipe.checks()), ""]
+    return "\n".join(out)
+
+
+def _torch(recipe: Recipe) -> str:
+    from onecard.recipes.install import torch_note
+
+    return torch_note(recipe.os)

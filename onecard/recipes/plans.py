@@ -1,0 +1,298 @@
+"""The numbers of each recipe path, from `onecard fit` for the card: its configs, what to expect, its OOM ladder.
+
+Each path plans the way its capability does, so the config holds what the run would choose on that card:
+`onecard.tune.plan.choose` (qlora), `onecard.detect.plan.choose` (yolo), `onecard.asr.finetune.choose` (the Whisper
+fine-tune), and for the jobs whose capability has no planner of its own, fit's job directly with the capability's
+rule: llama.cpp's context (`onecard.llm.fitting`'s longest of CTX_CHOICES with every layer on the GPU), faster-whisper's
+compute type and batch (fit's fastest that fits, as `onecard.asr.model.choose` takes it), SD 1.5 LoRA training and
+sampling, tinylm's micro-batch, and LLaVA-1.5-7B (`onecard.vlm` is not built yet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from onecard.core.errors import OnecardError
+from onecard.core.gpus import GpuSpec
+from onecard.fit.job import FitJob
+from onecard.fit.ladder import oom_ladder
+from onecard.fit.plan import Plan, plan
+from onecard.fit.solve import solve
+
+__all__ = ["ConfigFile", "Planned", "plan_path", "card_fields", "card_flag", "LLAMA", "GGUF"]
+
+LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
+GGUF = "models/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf"  # where the rag recipe's download puts it
+
+
+@dataclass
+class ConfigFile:
+    """A YAML config of the recipe: its file name, the command that runs it, its values and the class that loads it."""
+
+    file: str
+    command: str
+    model: type[BaseModel]
+    values: dict[str, Any]
+    source: str  # where its numbers came from
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "command": self.command, "config_class": self.model.__name__,
+                "values": self.values, "source": self.source}
+
+
+@dataclass
+class Planned:
+    """What fit says for a path on a card: configs, values for the commands' {placeholders}, expectations, ladders."""
+
+    configs: list[ConfigFile]
+    fills: dict[str, Any] = field(default_factory=dict)
+    expect: list[str] = field(default_factory=list)
+    ladders: list[tuple[str, list[str]]] = field(default_factory=list)  # (job, steps in order)
+
+
+def card_fields(card: GpuSpec) -> dict[str, Any]:
+    """The config keys that name the card: its catalog key, or its memory for a card the catalog does not list."""
+    return {"vram": card.vram_gib} if card.key.startswith("custom-") else {"gpu": card.key}
+
+
+def card_flag(card: GpuSpec) -> str:
+    return f"--vram {card.vram_gib:g}" if card.key.startswith("custom-") else f"--gpu {card.key}"
+
+
+def _expect(name: str, p: Plan, steps_per_update: int = 1) -> list[str]:
+    """Peak against the budget, and the time fit's speed model gives (or a line saying it has none)."""
+    est, card = p.estimate, p.card
+    assert card is not None and p.budget_gib is not None and p.peak_upper_gib is not None
+    verdict = "fits" if p.fits else "does NOT fit"
+    lines = [f"{name}: peak {est.process_gib:.1f} GiB predicted (what nvidia-smi shows), safe bound "
+             f"{p.peak_upper_gib:.1f} GiB against a budget of {p.budget_gib:.1f} GiB ({card.vram_gib:g} GiB less the "
+             f"{p.job.margin_gib:g} GiB margin): {verdict}"]
+    if est.step_s:
+        per_update = f", {est.step_s * steps_per_update:.2f} s per optimizer step" if steps_per_update > 1 else ""
+        lines.append(f"{name}: {est.step_s:.2f} s per micro-batch{per_update} by fit's speed model "
+                     f"({est.throughput_note})")
+    elif est.tokens_per_s:
+        lines.append(f"{name}: up to {est.tokens_per_s:.0f} tokens/s decoding by fit's speed model "
+                     f"({est.throughput_note})")
+    else:
+        lines.append(f"{name}: fit has no speed model for this job, so no time per step is given")
+    return lines
+
+
+def _steps(ladder: Iterable[tuple[FitJob, str]]) -> list[str]:
+    """Each ladder step with fit's safe bound after it."""
+    out = []
+    for job, reason in ladder:
+        bound = plan(job).peak_upper_gib
+        out.append(f"{reason} (safe bound {bound:.1f} GiB)")
+    return out
+
+
+def _first_fit(jobs: Iterable[FitJob]) -> tuple[FitJob, Plan]:
+    """The first job that fits, else the last one tried (its plan says it does not fit)."""
+    for job in jobs:
+        planned = plan(job)
+        if planned.fits:
+            break
+    return job, planned
+
+
+# -- the paths -------------------------------------------------------------------------------------------------------
+
+
+def _rag(card: GpuSpec) -> Planned:
+    from onecard.fit.catalog import find
+    from onecard.llm.fitting import CTX_CHOICES
+    from onecard.rag.config import AskConfig
+
+    layers = find("llama-3.1-8b").n_layers  # type: ignore[union-attr]  # a catalog entry
+    for ctx in CTX_CHOICES:  # onecard.llm.fitting's rule: the longest context with every layer on the GPU
+        job = FitJob(model="llama-3.1-8b", runtime="llama.cpp", quant="q4_k_m", ctx=ctx, **card_fields(card))
+        p = plan(job)
+        if p.fits and (p.estimate.gpu_layers or 0) > layers:
+            break
+    gpu_layers = p.estimate.gpu_layers or 0
+    values = {"name": "mine", "backend": "llamacpp", "model": GGUF, "ctx": ctx, "gpu_layers": gpu_layers, "k": 5,
+              "temperature": 0.0}
+    source = (f"ctx and gpu_layers: onecard fit, llama.cpp Q4_K_M on {card.name} (the longest context with every "
+              "layer on the GPU)")
+    config = ConfigFile("rag.yaml", 'onecard rag ask --config rag.yaml "QUESTION"', AskConfig, values, source)
+    expect = _expect(f"Llama-3.1-8B Q4_K_M, context {ctx}, {min(gpu_layers, layers)}/{layers} layers on the GPU", p)
+    expect.append("the embedding model (all-MiniLM-L6-v2, 22 M parameters) and BM25 add little; fit does not size them")
+    return Planned([config], {"ctx": ctx, "gpu_layers": gpu_layers}, expect, [("answering model", _steps(
+        oom_ladder(job)))])
+
+
+def _qlora(card: GpuSpec) -> Planned:
+    from onecard.fit.catalog import find
+    from onecard.tune.config import TuneConfig
+    from onecard.tune.plan import choose, ladder
+
+    max_positions = find(LLAMA).max_ctx  # type: ignore[union-attr]  # a catalog entry
+    base = {"model": LLAMA, "data": "my_pairs.jsonl", "method": "qlora", "lora_rank": 16, "lora_alpha": 32,
+            "lora_dropout": 0.05, "batch_size": 16, "learning_rate": 2e-4, "epochs": 2, "save_steps": 100,
+            "eval_steps": 100}
+    notes = []
+    for seq in (2048, 1024, 512):
+        config = TuneConfig.model_validate({**base, "max_seq_length": seq, **card_fields(card)})
+        try:
+            settings, job = choose(config, LLAMA, seq, max_positions, four_bit=True, on_gpu=False)
+            break
+        except OnecardError as e:
+            notes.append(f"at sequence {seq}: {e.what}")
+    else:
+        values = {**base, "max_seq_length": 512}
+        return Planned([ConfigFile("qlora.yaml", "onecard tune train --config qlora.yaml", TuneConfig, values,
+                                   "none: no setting fits this card")], {}, notes + [
+            f"Llama-3.1-8B QLoRA does not fit {card.name} at any sequence down to 512: use a smaller model "
+            "(`onecard fit MODEL --job train --method qlora --solve` shows what fits)"])
+    values = {**base, "max_seq_length": settings.max_seq_length, "micro_batch_size": settings.micro_batch_size,
+              "gradient_checkpointing": settings.gradient_checkpointing, "optimizer": settings.optimizer}
+    config = ConfigFile("qlora.yaml", "onecard tune train --config qlora.yaml", TuneConfig, values,
+                        f"micro_batch_size, gradient_checkpointing, optimizer: onecard.tune.plan.choose, {settings.source}")
+    p = plan(job)
+    expect = [*(f"{n}; sequence {settings.max_seq_length} is the longest that fits" for n in notes),
+              *_expect(f"training ({settings.describe()})", p, job.grad_accum)]
+    if p.estimate.step_s:
+        tokens = job.batch * job.grad_accum * job.seq
+        expect.append(f"about {tokens / (p.estimate.step_s * job.grad_accum):,.0f} tokens/s at full rows: an epoch of "
+                      f"N rows of {job.seq} tokens takes N / {job.batch * job.grad_accum} optimizer steps")
+    return Planned([config], {}, expect, [("training (onecard tune steps down it by itself on an out-of-memory error)",
+                                           _steps(ladder(job, four_bit=True)))])
+
+
+def _yolo(card: GpuSpec) -> Planned:
+    from onecard.detect.config import DetectConfig
+    from onecard.detect.plan import AMP_BROKEN, choose, ladder
+
+    amp = card.compute_capability >= (7, 0) and not AMP_BROKEN.search(card.name)  # as amp_runs_correctly decides
+    config = DetectConfig.model_validate({"data": "my_dataset/data.yaml", "model": "yolov8s.pt", "imgsz": "auto",
+                                          "amp": amp, **card_fields(card)})
+    settings, job = choose(config, "yolov8s", "cpu")  # "cpu": plan for the named card, not this machine's
+    assert job is not None  # fit knows yolov8s
+    values = {"data": "my_dataset/data.yaml", "model": "yolov8s.pt", "epochs": 100, "imgsz": settings.imgsz,
+              "batch": settings.batch, "amp": settings.amp, "patience": 50}
+    source = f"imgsz, batch, amp: onecard.detect.plan.choose, {settings.source}"
+    expect = _expect(f"YOLOv8s training, {settings.describe()}", plan(job))
+    return Planned([ConfigFile("yolo.yaml", "onecard detect train --config yolo.yaml", DetectConfig, values, source)],
+                   {"imgsz": settings.imgsz}, expect,
+                   [("training (onecard detect steps down it by itself on an out-of-memory error)",
+                     _steps(ladder(job, amp_ok=amp)))])
+
+
+def _diffusion(card: GpuSpec) -> Planned:
+    from onecard.diffuse.config import DiffuseConfig
+
+    train = FitJob(model="sd15", job="train", method="lora", lora_rank=8, resolution=512, cached_latents=True,
+                   **card_fields(card))
+    job, p = _first_fit(train.model_copy(update={"batch": b}) for b in (4, 2, 1))
+    sample, sp = _first_fit(FitJob(model="sd15", job="infer", resolution=512, batch=b, **card_fields(card))
+                            for b in (4, 2, 1))
+    values = {"base": "models/sd15", "data": "photos/", "token": "sks", "rank": 8, "resolution": 512,
+              "max_steps": 500, "batch_size": job.batch, "lr": 1e-4}
+    source = (f"batch_size: the largest of 4, 2, 1 whose SD 1.5 LoRA training (latents cached) fits {card.name} by "
+              "onecard fit (onecard diffuse has no planner of its own yet)")
+    expect = [*_expect(f"SD 1.5 LoRA training at 512 px, batch {job.batch}", p),
+              *_expect(f"sampling {sample.batch} images at 512 px", sp)]
+    return Planned([ConfigFile("diffusion.yaml", "onecard diffuse train --config diffusion.yaml", DiffuseConfig,
+                               values, source)],
+                   {"batch": job.batch, "sample_batch": sample.batch}, expect,
+                   [("training", _steps(oom_ladder(job))), ("sampling", _steps(oom_ladder(sample)))])
+
+
+def _whisper(card: GpuSpec) -> Planned:
+    from onecard.asr.config import FinetuneConfig, TranscribeConfig
+    from onecard.asr.finetune import choose
+    from onecard.asr.model import COMPUTE_OF_QUANT
+
+    job = FitJob(model="whisper-large-v3", runtime="faster-whisper", beam=5, **card_fields(card))
+    found = [p for p in solve(job, top=20, fixed={"beam"}, request_first=False) if p.fits]
+    if not found:
+        raise OnecardError(f"Whisper large-v3 does not fit {card.name} by fit's bound",
+                           "pick a smaller model: `onecard fit whisper-small --runtime faster-whisper --solve`")
+    best = found[0]  # as onecard.asr.model.choose takes it: fit's fastest that fits
+    compute_type = COMPUTE_OF_QUANT[best.job.quant]
+    transcribe = {"model": "large-v3", "language": "auto", "vad": True, "word_timestamps": True,
+                  "compute_type": compute_type, "batch_size": best.job.batch,
+                  "formats": ["txt", "srt", "vtt", "json"]}
+    tune = FinetuneConfig.model_validate({"model": "openai/whisper-small", "data": "clips.tsv", "language": "en",
+                                          **card_fields(card)})
+    settings, tune_job = choose(tune, "openai/whisper-small", on_gpu=False)
+    finetune = {"model": "openai/whisper-small", "data": "clips.tsv", "language": "en", "batch_size": 16,
+                "micro_batch_size": settings.micro_batch_size,
+                "gradient_checkpointing": settings.gradient_checkpointing, "epochs": 3.0}
+    configs = [
+        ConfigFile("whisper.yaml", "onecard asr transcribe --config whisper.yaml AUDIO", TranscribeConfig, transcribe,
+                   f"compute_type, batch_size: onecard fit's fastest faster-whisper setting that fits {card.name}"),
+        ConfigFile("whisper-finetune.yaml", "onecard asr finetune --config whisper-finetune.yaml", FinetuneConfig,
+                   finetune, f"micro_batch_size, gradient_checkpointing: onecard.asr.finetune.choose, {settings.source}"),
+    ]
+    expect = [*_expect(f"transcription (large-v3, {compute_type}, batch {best.job.batch}, beam 5)", best),
+              *_expect(f"fine-tune (whisper-small LoRA, micro-batch {tune_job.batch} x {tune_job.grad_accum})",
+                       plan(tune_job), tune_job.grad_accum)]
+    return Planned(configs, {"compute_type": compute_type, "batch": best.job.batch}, expect,
+                   [("transcription", _steps(oom_ladder(best.job))),
+                    ("fine-tune (onecard asr finetune steps down it by itself on an out-of-memory error)",
+                     _steps(oom_ladder(tune_job)))])
+
+
+def _vlm(card: GpuSpec) -> Planned:
+    chat = FitJob(model="llava-1.5-7b", quant="nf4", ctx=4096, **card_fields(card))
+    train = FitJob(model="llava-1.5-7b", job="train", method="qlora", seq=2048, batch=16, **card_fields(card))
+    found = solve(train, top=20, fixed={"method", "seq", "lora_rank", "lora_targets"}, request_first=False)
+    tuned = found[0].job if found else train
+
+    def values(job: FitJob) -> dict[str, Any]:
+        return job.model_dump(mode="json", exclude_defaults=True)
+
+    configs = [
+        ConfigFile("vlm-chat.yaml", "onecard fit --config vlm-chat.yaml", FitJob, values(chat),
+                   "LLaVA-1.5-7B image chat with 4-bit (nf4) weights: fit's job"),
+        ConfigFile("vlm-qlora.yaml", "onecard fit --config vlm-qlora.yaml", FitJob, values(tuned),
+                   f"batch, grad_accum, grad_ckpt, optimizer: onecard fit's fastest QLoRA setting that fits {card.name}"
+                   if found else f"none: no QLoRA setting at sequence 2048 fits {card.name}"),
+    ]
+    expect = [*_expect("image chat (LLaVA-1.5-7B, nf4, context 4096)", plan(chat)),
+              *_expect(f"QLoRA at sequence 2048, micro-batch {tuned.batch} x {tuned.grad_accum}", plan(tuned),
+                       tuned.grad_accum)]
+    return Planned(configs, {}, expect, [("QLoRA", _steps(oom_ladder(tuned))), ("image chat", _steps(oom_ladder(
+        chat)))])
+
+
+def _tinylm(card: GpuSpec) -> Planned:
+    from onecard.tinylm.config import PRESETS, TinyLMConfig
+
+    baby = PRESETS["baby"]
+    job = FitJob(model="tinylm-baby", job="train", batch=baby["batch_size"], seq=baby["block_size"],
+                 **card_fields(card))
+    found = solve(job, top=20, fixed={"seq"}, request_first=False)
+    if not found:
+        raise OnecardError(f"tinylm's baby preset does not fit {card.name} by fit's bound",
+                           "train `--preset nanogpt-cpu` instead")
+    best = found[0].job
+    values = {"data": "input.txt", "preset": "baby", "pos": "rope", "batch_size": best.batch,
+              "grad_accum": best.grad_accum}
+    p = plan(best)
+    expect = _expect(f"baby GPT, micro-batch {best.batch} x {best.grad_accum}, context {best.seq}", p, best.grad_accum)
+    if p.estimate.step_s:
+        total_s = p.estimate.step_s * best.grad_accum * baby["max_iters"]
+        expect.append(f"the preset's {baby['max_iters']:,} steps: about {total_s / 60:.0f} minutes by that estimate")
+    source = f"batch_size, grad_accum: onecard fit's fastest setting of the baby preset that fits {card.name}"
+    return Planned([ConfigFile("tinylm.yaml", "onecard tinylm train --config tinylm.yaml", TinyLMConfig, values,
+                               source)], {"batch": best.batch, "grad_accum": best.grad_accum}, expect,
+                   [("training", _steps(oom_ladder(best)))])
+
+
+PLANNERS: dict[str, Callable[[GpuSpec], Planned]] = {
+    "rag": _rag, "qlora": _qlora, "yolo": _yolo, "diffusion": _diffusion, "whisper": _whisper, "vlm": _vlm,
+    "tinylm": _tinylm,
+}
+
+
+def plan_path(path: str, card: GpuSpec) -> Planned:
+    """fit's numbers for a recipe path on a card."""
+    return PLANNERS[path](card)
