@@ -1,4 +1,5 @@
-"""`onecard chat`: a conversation with history, one-shot answers, and the REPL (/reset, /save FILE, /exit).
+"""`onecard chat`: a conversation with history, one-shot answers, and the REPL (/reset, /save FILE, /exit, and
+/image PATH with a vision model).
 
 The CLI calls `one_shot` or `repl`; both print the reply as it streams and the speed after it.
 """
@@ -7,16 +8,18 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from onecard.llm.base import Backend, Message, Reply
 from onecard.llm.config import DEFAULT_MAX_TOKENS, ChatConfig
+from onecard.llm.images import user_message
 
-__all__ = ["Chat", "one_shot", "repl", "read_lines", "speed_line", "HELP"]
+__all__ = ["Chat", "one_shot", "repl", "read_lines", "speed_line", "HELP", "IMAGE_HELP"]
 
 HELP = "/reset: forget the conversation   /save FILE: write it as JSON   /exit: quit (or Ctrl-D)"
+IMAGE_HELP = "/image PATH: add an image to your next message   "
 
 
 class Chat:
@@ -38,13 +41,15 @@ class Chat:
         """Forget every turn; keep the system prompt."""
         self.history = [{"role": "system", "content": self.config.system}] if self.config.system else []
 
-    def ask(self, text: str, on_text: Callable[[str], None] | None = None) -> Reply:
-        """Add the user's turn, answer it (streaming the text to `on_text`), add the answer, and return it.
+    def ask(self, text: str, on_text: Callable[[str], None] | None = None,
+            images: Sequence[str | Path] = ()) -> Reply:
+        """Add the user's turn (with `images`, files or data URLs, before its text), answer it (streaming the text to
+        `on_text`), add the answer, and return it.
 
         With a JSON schema the reply goes to `on_text` whole, once it validates (the backend checks it); a reply that
         does not, or a failed turn, raises and leaves the history as it was.
         """
-        self.history.append({"role": "user", "content": text})
+        self.history.append(user_message(text, images))
         try:
             stream = self.backend.stream(self.history, json_schema=self.schema, temperature=self.config.temperature,
                                          max_tokens=self.max_tokens, seed=self.config.seed)
@@ -82,10 +87,10 @@ def _writer(out: TextIO) -> Callable[[str], None]:
 
 
 def one_shot(chat: Chat, prompt: str, stdin_text: str | None, out: TextIO, status: Callable[[str], None],
-             as_json: bool) -> Reply:
-    """Answer `prompt` (with piped standard input appended after a blank line) and print it."""
+             as_json: bool, images: Sequence[str | Path] = ()) -> Reply:
+    """Answer `prompt` (with piped standard input appended after a blank line, and `images`) and print it."""
     text = prompt if not stdin_text else f"{prompt}\n\n{stdin_text}"
-    reply = chat.ask(text, None if as_json else _writer(out))
+    reply = chat.ask(text, None if as_json else _writer(out), images)
     if as_json:
         data: dict[str, Any] = {"backend": chat.backend.name, "model": chat.backend.model, **reply.to_json(),
                                 "settings": chat.backend.settings}
@@ -98,11 +103,17 @@ def one_shot(chat: Chat, prompt: str, stdin_text: str | None, out: TextIO, statu
     return reply
 
 
-def repl(chat: Chat, lines: Iterator[str], out: TextIO, status: Callable[[str], None], as_json: bool = False) -> int:
-    """Read turns from `lines` until /exit or the end; a context overflow is reported and the chat goes on."""
+def repl(chat: Chat, lines: Iterator[str], out: TextIO, status: Callable[[str], None], as_json: bool = False,
+         images: Sequence[str | Path] = ()) -> int:
+    """Read turns from `lines` until /exit or the end; a context overflow is reported and the chat goes on.
+
+    `images`, and those added with /image PATH (vision models), go with the next turn.
+    """
     from onecard.core.errors import OnecardError
 
-    status(f"chatting with {chat.backend.model} ({chat.backend.name}). {HELP}")
+    vision = chat.backend.capabilities.vision
+    status(f"chatting with {chat.backend.model} ({chat.backend.name}). {IMAGE_HELP if vision else ''}{HELP}")
+    pending = [str(i) for i in images]
     for raw in lines:
         line = raw.strip()
         if not line:
@@ -119,14 +130,23 @@ def repl(chat: Chat, lines: Iterator[str], out: TextIO, status: Callable[[str], 
                 continue
             chat.save(Path(target))
             status(f"(saved {len(chat.history)} messages to {target})")
+        elif vision and line.startswith("/image"):
+            target = line[len("/image"):].strip()
+            if not target or not Path(target).expanduser().is_file():
+                status(f"no image file {target!r}" if target else "usage: /image PATH")
+                continue
+            pending.append(target)
+            status(f"({len(pending)} image(s) go with your next message)")
         elif line.startswith("/"):
-            status(f"unknown command {line.split()[0]}. {HELP}")
+            status(f"unknown command {line.split()[0]}. {IMAGE_HELP if vision else ''}{HELP}")
         else:
             try:
-                reply = chat.ask(line, None if as_json else _writer(out))
+                reply = chat.ask(line, None if as_json else _writer(out), pending)
             except OnecardError as e:  # context overflow, invalid reply, server gone: say so, keep the session
                 status(f"error: {e}")
                 continue
+            finally:
+                pending = []
             if as_json:
                 out.write(json.dumps(reply.to_json(), default=str) + "\n")
             else:

@@ -17,7 +17,9 @@ from typing import Any
 from onecard.llm.base import Backend, Capabilities, Clock, ContextOverflowError, LLMError, Message, Reply, Request
 from onecard.llm.images import load_image
 
-__all__ = ["TransformersBackend"]
+__all__ = ["TransformersBackend", "VISION_SKIP_4BIT"]
+
+VISION_SKIP_4BIT = ("vision_tower", "multi_modal_projector", "lm_head")  # LLaVA-family module names
 
 
 class TransformersBackend(Backend):
@@ -53,6 +55,9 @@ class TransformersBackend(Backend):
         self.processor: Any = None  # a vision model's processor (image preprocessing, tokenizer, chat template)
         try:
             if gguf is None and _is_vision(folder):
+                if quant == "nf4":  # the language model in 4-bit; the small vision tower and projector in bf16,
+                    # as `onecard fit` counts a VLM (bitsandbytes skips the output head unless told a list)
+                    kwargs["quantization_config"].llm_int8_skip_modules = list(VISION_SKIP_4BIT)
                 self.processor = transformers.AutoProcessor.from_pretrained(folder)
                 self.tokenizer = self.processor.tokenizer
                 self.lm = transformers.AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
