@@ -35,10 +35,11 @@ from onecard.core import environment
 from onecard.core.fingerprint import fingerprint, sha256_file
 from onecard.core.paths import data_dir, runs_dir
 
-__all__ = ["Run", "start_run", "uninterrupted", "write_json_atomic", "RUN_FILE"]
+__all__ = ["Run", "start_run", "uninterrupted", "write_json_atomic", "RUN_FILE", "HISTORY_FILE"]
 
 RUN_FILE = "run.json"
 LOG_FILE = "log.txt"
+HISTORY_FILE = "metrics.jsonl"  # one JSON line per `Run.log` call: {"step": n, metric: value...} (loss curves)
 log = logging.getLogger("onecard")
 
 
@@ -85,8 +86,10 @@ class Run:
         write_json_atomic(self.dir / RUN_FILE, self.record)
 
     def log(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log a point of the metric history (loss per step...) to the trackers."""
+        """Log a point of the metric history (loss per step...) to the trackers and the run's metrics.jsonl."""
         self._step = self._step + 1 if step is None else step
+        with (self.dir / HISTORY_FILE).open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": self._step, **metrics}, default=float) + "\n")
         for tracker in self._trackers:
             with _quiet_stdout():
                 tracker.log(dict(metrics), step=self._step)

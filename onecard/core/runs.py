@@ -11,9 +11,9 @@ from typing import Any
 
 from onecard.core.errors import OnecardError
 from onecard.core.paths import runs_dir
-from onecard.core.records import RUN_FILE, write_json_atomic
+from onecard.core.records import HISTORY_FILE, RUN_FILE, write_json_atomic
 
-__all__ = ["load_runs", "find_run", "compare", "flatten", "render_list", "render_show", "render_compare"]
+__all__ = ["load_runs", "find_run", "compare", "flatten", "history", "render_list", "render_show", "render_compare"]
 
 
 def load_runs(root: str | Path | None = None) -> list[dict[str, Any]]:
@@ -137,6 +137,29 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         if a.get(key) != b.get(key):
             facts[key] = [a.get(key), b.get(key)]
     return {"a": a["id"], "b": b["id"], "config": config, "metrics": metrics, "run": facts}
+
+
+def history(record: dict[str, Any]) -> dict[str, list[list[float]]]:
+    """The metric history a run logged (`Run.log`, its metrics.jsonl): per metric, its [step, value] points.
+
+    A damaged line (a run killed mid-write) is skipped; a run that logged nothing has an empty history.
+    """
+    points: dict[str, list[list[float]]] = {}
+    try:
+        lines = Path(record["dir"], HISTORY_FILE).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return points
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("step"), int | float):
+            continue
+        for name, value in entry.items():
+            if name != "step" and isinstance(value, int | float) and not isinstance(value, bool):
+                points.setdefault(name, []).append([entry["step"], value])
+    return points
 
 
 # -- rendering (rich) ---------------------------------------------------------------------------------------------

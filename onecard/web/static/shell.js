@@ -109,7 +109,7 @@ function fmt(x, digits = 2) {
 // drawBars(container, [{label, value}], {line: {value, label}, unit, max}): horizontal bars, one per item, with an
 // optional dashed vertical line (a budget). Replaces the container's content with the SVG.
 function drawBars(container, items, opts = {}) {
-  const W = 640, rowH = 22, left = 170, right = 70, top = 8, H = top + items.length * rowH + 24;
+  const W = 720, rowH = 22, left = 170, right = 80, top = 8, H = top + items.length * rowH + 24;
   const line = opts.line;
   const max = Math.max(opts.max || 0, line ? line.value : 0, ...items.map(i => i.value)) || 1;
   const x = v => left + (W - left - right) * Math.max(0, v) / max;
@@ -133,7 +133,7 @@ function drawBars(container, items, opts = {}) {
 
 // drawLines(container, [{label, points: [[x, y], ...]}], {xLabel, yLabel}): line chart, series overlaid, a legend.
 function drawLines(container, series, opts = {}) {
-  const W = 640, H = 300, l = 56, r = 12, t = 12, b = 40;
+  const W = 860, H = 340, l = 60, r = 16, t = 34, b = 40;
   const pts = series.flatMap(s => s.points);
   if (!pts.length) { container.replaceChildren(el("p", {class: "muted"}, opts.empty || "no points to draw")); return null; }
   const [x0, x1] = [Math.min(...pts.map(p => p[0])), Math.max(...pts.map(p => p[0]))];
@@ -149,14 +149,14 @@ function drawLines(container, series, opts = {}) {
   svg.append(el("svg:line", {class: "axis", x1: l, x2: W - r, y1: H - b, y2: H - b}),
              el("svg:text", {x: l, y: H - b + 14}, fmt(x0, 0)),
              el("svg:text", {x: W - r, y: H - b + 14, "text-anchor": "end"}, fmt(x1, 0)),
-             el("svg:text", {x: (l + W - r) / 2, y: H - 6, "text-anchor": "middle"}, opts.xLabel || ""),
-             el("svg:text", {x: 4, y: t + 2}, opts.yLabel || ""));
-  series.forEach((s, i) => {
+             el("svg:text", {x: (l + W - r) / 2, y: H - 14, "text-anchor": "middle"}, opts.xLabel || ""),
+             el("svg:text", {x: 4, y: 14}, opts.yLabel || ""));
+  series.forEach((s, i) => {  // legend on the top row
     const color = s.color || COLORS[i % COLORS.length];
     svg.append(el("svg:polyline", {fill: "none", stroke: color, "stroke-width": 2, "data-series": s.label,
                                    points: s.points.map(p => `${sx(p[0])},${sy(p[1])}`).join(" ")}),
-               el("svg:rect", {x: l + 8 + i * 150, y: H - 20, width: 10, height: 10, fill: color}),
-               el("svg:text", {x: l + 22 + i * 150, y: H - 11}, s.label));
+               el("svg:rect", {x: l + i * 140, y: 5, width: 10, height: 10, fill: color}),
+               el("svg:text", {x: l + 14 + i * 140, y: 14}, s.label));
   });
   container.replaceChildren(svg);
   return svg;

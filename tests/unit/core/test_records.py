@@ -243,3 +243,16 @@ def test_a_damaged_run_json_is_skipped_with_a_warning(capsys: pytest.CaptureFixt
     assert all(f"skipping {root / name / 'run.json'}" in err for name in damaged)
     with pytest.raises(OnecardError, match="is damaged"):
         find_run(str(root / "zz-list"))
+
+
+def test_logged_points_make_the_metric_history(tmp_path: Path) -> None:
+    from onecard.core.runs import history
+
+    with start_run("demo", Cfg(lr=0.1), report_to=(), runs_root=tmp_path) as run:
+        run.log({"train/loss": 2.0, "lr": 0.1}, step=10)
+        run.log({"val/loss": 1.9}, step=10)
+        run.log({"train/loss": 1.5, "lr": 0.05}, step=20)
+    (run.dir / "metrics.jsonl").open("a").write('{"step": 30, "train/lo')  # a run killed mid-line
+    record = find_run(run.id, tmp_path)
+    assert history(record) == {"train/loss": [[10, 2.0], [20, 1.5]], "lr": [[10, 0.1], [20, 0.05]],
+                               "val/loss": [[10, 1.9]]}
