@@ -1,0 +1,180 @@
+"""Training components for a VLM: answer-only token labels, the vision collator, TRL's SFTTrainer and its arguments,
+the run-record callback, checkpoints a resume can trust.
+
+Rows are tokenized once (`encode`), with the image placeholders expanded by the processor, so the collator only
+decodes the images of a batch and pads. Labels are -100 on everything but the assistant turns (and the end-of-text
+token after the last one): the system and user text and every image token carry no loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from onecard.core.progress import stderr_console
+from onecard.core.records import StopFlag, stop_after_step
+from onecard.vlm.model import load_images, prompt_text
+
+__all__ = ["IGNORE_INDEX", "encode", "VisionCollator", "sft_args", "make_trainer", "RecordCallback", "StopFlag",
+           "stop_on_signal", "latest_checkpoint", "precision"]
+
+IGNORE_INDEX = -100  # the label the loss skips (torch cross_entropy's ignore_index)
+
+
+def precision(name: str, device: str) -> torch.dtype:
+    """The compute dtype (`onecard.core.device.select_dtype`): bf16 where the device runs it natively, fp16 on other
+    CUDA GPUs, else fp32; or as asked."""
+    from onecard.core.device import select_dtype
+
+    return getattr(torch, select_dtype(name, device))
+
+
+def encode(processor: Any, images: Sequence[str], turns: Sequence[dict[str, str]]) -> dict[str, Any]:
+    """One row as {"images", "input_ids", "labels"}: the chat template's text with its image tokens expanded, labels
+    on the answers only.
+
+    The images all open the first user turn, so every prefix that ends before an answer holds them all: its length
+    is its text's token count plus what the images add (the same for each prefix, measured once on the whole row).
+    """
+    tokenizer = processor.tokenizer
+    n = len(images)
+    text = prompt_text(processor, turns, n)
+    ids: list[int] = processor(text=text, images=load_images(images), return_tensors=None)["input_ids"][0]
+    added = len(ids) - len(tokenizer(text)["input_ids"])  # image tokens (less the placeholders they replace)
+    labels = [IGNORE_INDEX] * len(ids)
+    for i, turn in enumerate(turns):
+        if turn["role"] != "assistant":
+            continue
+        start = len(tokenizer(prompt_text(processor, turns[:i], n, add_generation_prompt=True))["input_ids"]) + added
+        end = len(tokenizer(prompt_text(processor, turns[: i + 1], n))["input_ids"]) + added
+        labels[start:end] = ids[start:end]
+    if tokenizer.eos_token_id is not None and ids[-1] != tokenizer.eos_token_id:  # the model learns to stop
+        ids, labels = [*ids, tokenizer.eos_token_id], [*labels, tokenizer.eos_token_id]
+    return {"images": list(images), "input_ids": ids, "labels": labels}
+
+
+class VisionCollator:
+    """Rows from `encode` -> a padded batch with the images' pixel values (and whatever else the model's image
+    processor gives, e.g. Qwen2-VL's image_grid_thw)."""
+
+    def __init__(self, processor: Any) -> None:
+        self.image_processor = processor.image_processor
+        self.pad_id = processor.tokenizer.pad_token_id
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        T = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(rows), T), dtype=torch.long)
+        for b, r in enumerate(rows):  # right padding, as training wants
+            n = len(r["input_ids"])
+            ids[b, :n], labels[b, :n], mask[b, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
+        pixels = self.image_processor(load_images([p for r in rows for p in r["images"]]), return_tensors="pt")
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, **pixels}
+
+
+def sft_args(out: Path, *, micro_batch_size: int, grad_accum: int, gradient_checkpointing: bool, optimizer: str,
+             learning_rate: float, lr_scheduler: str, warmup_ratio: float, weight_decay: float, epochs: float,
+             max_steps: int | None, dtype: torch.dtype, device: str, logging_steps: int, save_steps: int,
+             eval_steps: int | None, seed: int) -> Any:
+    """TRL's SFTConfig for one attempt. Metrics go to the run record (our callback), not to TRL's trackers."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(out), per_device_train_batch_size=micro_batch_size, per_device_eval_batch_size=micro_batch_size,
+        gradient_accumulation_steps=grad_accum, gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
+        optim=optimizer, learning_rate=learning_rate, lr_scheduler_type=lr_scheduler, warmup_steps=warmup_ratio,
+        weight_decay=weight_decay, num_train_epochs=epochs, max_steps=max_steps or -1,
+        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_cpu=device.startswith("cpu"),
+        # rows arrive tokenized with their labels; the collator needs the "images" column TRL would drop
+        max_length=None, remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
+        logging_steps=logging_steps, logging_first_step=True, save_steps=save_steps, save_total_limit=2,
+        eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps, report_to="none", seed=seed,
+        data_seed=seed, dataloader_pin_memory=False, disable_tqdm=True, prediction_loss_only=True,
+    )
+
+
+def make_trainer(model: Any, processor: Any, args: Any, train_rows: list[dict[str, Any]],
+                 dev_rows: list[dict[str, Any]], peft_config: Any, callbacks: list[Any]) -> Any:
+    """An SFTTrainer over encoded rows with the vision collator; its console printers replaced by `callbacks`."""
+    import datasets
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import SFTTrainer
+
+    datasets.disable_progress_bars()
+    trainer = SFTTrainer(model=model, args=args, processing_class=processor, peft_config=peft_config,
+                         data_collator=VisionCollator(processor), train_dataset=Dataset.from_list(train_rows),
+                         eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None, callbacks=callbacks)
+    for printer in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(printer)
+    return trainer
+
+
+class RecordCallback(TrainerCallback):  # type: ignore[misc]
+    """Sends each logged loss to the run's trackers and the loss history, prints a line to stderr, and turns a
+    Ctrl-C (`StopFlag`) into a checkpoint and a stop at the end of the step. One serves every try of a run."""
+
+    def __init__(self, run: Any, history: dict[str, list[list[float]]], stop: StopFlag) -> None:
+        self.run, self.history, self.stop = run, history, stop
+        self.console = stderr_console()
+        self.tick, self.tick_step, self.step = time.perf_counter(), 0, 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.tick, self.tick_step = time.perf_counter(), state.global_step
+        self.step = state.global_step
+        self.stop.stepping = True
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.stop.stepping = False
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        logs, step = logs or {}, state.global_step
+        if "loss" in logs:
+            now = time.perf_counter()
+            per_step = (now - self.tick) / max(1, step - self.tick_step)
+            self.tick, self.tick_step = now, step
+            self.history["train"].append([step, float(logs["loss"])])
+            self.run.log({"train/loss": logs["loss"], "lr": logs.get("learning_rate", 0.0), "s_per_step": per_step},
+                         step=step)
+            self.console.print(f"step {step}/{state.max_steps}: loss {logs['loss']:.4f}, "
+                               f"lr {logs.get('learning_rate', 0.0):.2e}, {per_step:.2f} s/step")
+        if "eval_loss" in logs:
+            self.history["dev"].append([step, float(logs["eval_loss"])])
+            self.run.log({"dev/loss": logs["eval_loss"]}, step=step)
+            self.console.print(f"step {step}: dev loss {logs['eval_loss']:.4f}")
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.step = state.global_step
+        if state.global_step >= state.max_steps:
+            control.should_log = True  # the final loss is always logged
+        if self.stop.requested:
+            control.should_save = True  # the trainer saves a resumable checkpoint at this step, then stops
+            control.should_training_stop = True
+
+
+@contextlib.contextmanager
+def stop_on_signal(flag: StopFlag) -> Iterator[None]:
+    """`core.records.stop_after_step` around the trainer; `flag.stepping` is cleared at the end, also after a try
+    that failed (out of memory) before its on_train_end."""
+    try:
+        with stop_after_step(flag):
+            yield
+    finally:
+        flag.stepping = False
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest `checkpoint-N` in `folder` that a resume can load (its trainer state, adapter and optimizer are
+    there: a save cut short lacks some); None when there is none."""
+    found = sorted((p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    needs = ("trainer_state.json", "adapter_model.safetensors", "optimizer.pt", "scheduler.pt")
+    return next((p for p in found if all((p / name).is_file() for name in needs)), None)
