@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 
 from onecard import __version__
-from onecard.cli import asr, chat, detect, diffuse, doctor, fit, rag, recipe, runs, tinylm, tune
+from onecard.cli import asr, chat, detect, diffuse, doctor, fit, rag, recipe, runs, tinylm, tune, web
 
 __all__ = ["main", "COMMANDS", "build_parser"]
 
@@ -39,6 +39,8 @@ COMMANDS: dict[str, Command] = {
                 diffuse.diffuse),
     "recipe": ("a project's recipe for your card and OS: install, commands, a fitted config, troubleshooting",
                recipe.recipe_args, recipe.recipe),
+    "web": ("the local web app: pages, JSON API and an OpenAI-compatible /v1 over every capability", web.web_args,
+            web.web),
 }
 
 
