@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 
 from onecard import __version__
-from onecard.cli import asr, chat, detect, diffuse, doctor, fit, rag, recipe, runs, tinylm, tune, web
+from onecard.cli import asr, chat, detect, diffuse, doctor, fit, rag, recipe, runs, tinylm, tune, vlm, web
 
 __all__ = ["main", "COMMANDS", "build_parser"]
 
@@ -37,6 +37,8 @@ COMMANDS: dict[str, Command] = {
                detect.detect),
     "diffuse": ("a Stable Diffusion LoRA on your images: data check, train, sample", diffuse.diffuse_args,
                 diffuse.diffuse),
+    "vlm": ("chat about images with a LLaVA-class model, and a LoRA / QLoRA on your image-text pairs", vlm.vlm_args,
+            vlm.vlm),
     "recipe": ("a project's recipe for your card and OS: install, commands, a fitted config, troubleshooting",
                recipe.recipe_args, recipe.recipe),
     "web": ("the local web app: pages, JSON API and an OpenAI-compatible /v1 over every capability", web.web_args,
