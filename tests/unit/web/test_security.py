@@ -1,0 +1,141 @@
+"""The safety rules: the token on every page and API request, paths kept inside the registered folders, uploads
+bounded and renamed, CORS off unless asked."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi import UploadFile
+from fastapi.testclient import TestClient
+
+from onecard.web.errors import RequestError
+from onecard.web.security import TOKEN_COOKIE, safe_path, save_upload
+from onecard.web.server import prepare
+from onecard.web.settings import WebSettings
+
+
+@pytest.mark.parametrize("url", ["/", "/fit", "/runs", "/api/fit/cards", "/api/runs", "/openapi.json", "/docs",
+                                 "/static/shell.js"])
+def test_token_is_checked_on_every_request(make_client: Callable[..., TestClient], url: str) -> None:
+    client = make_client(token="s3cret")
+    refused = client.get(url)
+    assert refused.status_code == 401
+    if url.startswith("/api"):
+        assert refused.json()["error"] == "this onecard server needs its token" and "Bearer" in refused.json()["fix"]
+    assert client.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get(url, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_token_in_the_link_sets_a_cookie_for_the_pages_own_requests(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(token="s3cret")
+    page = client.get("/fit?token=s3cret")
+    assert page.status_code == 200 and TOKEN_COOKIE in page.headers["set-cookie"]
+    assert "HttpOnly" in page.headers["set-cookie"] and "SameSite=Strict" in page.headers["set-cookie"]
+    assert client.get("/api/fit/cards").status_code == 200  # the cookie now carries it
+    client.cookies.clear()
+    assert client.get("/api/fit/cards").status_code == 401
+
+
+def test_no_token_set_means_no_check(client: TestClient) -> None:
+    assert client.get("/api/fit/cards").status_code == 200
+
+
+def test_a_host_beyond_localhost_gets_a_generated_token(tmp_path: Path) -> None:
+    assert prepare(WebSettings(host="127.0.0.1", data_dir=tmp_path)).token is None
+    served = prepare(WebSettings(host="0.0.0.0", data_dir=tmp_path))
+    assert served.token and len(served.token) >= 24
+    assert prepare(WebSettings(host="0.0.0.0", token="mine", data_dir=tmp_path)).token == "mine"
+
+
+def test_a_folder_that_is_not_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="is not a directory"):
+        prepare(WebSettings(folders=(tmp_path / "nope",), data_dir=tmp_path))
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    """A registered folder with a file, a symlink out of it, a symlink within it; and an outside folder."""
+    inside, outside = tmp_path / "notes", tmp_path / "secret"
+    (inside / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (inside / "sub" / "a.md").write_text("a")
+    (outside / "key.txt").write_text("k")
+    (inside / "out").symlink_to(outside)
+    (inside / "leak.txt").symlink_to(outside / "key.txt")
+    (inside / "alias.md").symlink_to(inside / "sub" / "a.md")
+    return inside.resolve(), outside.resolve()
+
+
+def test_safe_path_keeps_requests_inside_the_folders(folders: tuple[Path, Path]) -> None:
+    inside, outside = folders
+    assert safe_path("sub/a.md", [inside]) == inside / "sub" / "a.md"
+    assert safe_path(str(inside / "sub" / "a.md"), [inside]) == inside / "sub" / "a.md"
+    assert safe_path("alias.md", [inside]) == inside / "sub" / "a.md"  # a symlink that stays inside is fine
+    assert safe_path("new.md", [inside]) == inside / "new.md"  # not there yet: still inside
+
+
+@pytest.mark.parametrize(("requested", "status", "message"), [
+    ("../secret/key.txt", 400, "contains '..'"),
+    ("sub/../../secret/key.txt", 400, "contains '..'"),
+    ("SECRET", 403, "is outside the registered folders"),  # replaced by the absolute path below
+    ("/etc/passwd", 403, "is outside the registered folders"),
+    ("leak.txt", 403, "symlink that leads out"),
+    ("out/key.txt", 403, "symlink that leads out"),
+    ("", 400, "empty"),
+    ("a\x00b", 400, "NUL"),
+])
+def test_safe_path_refuses_what_leaves_them(folders: tuple[Path, Path], requested: str, status: int,
+                                            message: str) -> None:
+    inside, outside = folders
+    requested = str(outside / "key.txt") if requested == "SECRET" else requested
+    with pytest.raises(RequestError, match=message) as refused:
+        safe_path(requested, [inside])
+    assert refused.value.status_code == status and refused.value.fix
+
+
+def test_safe_path_with_no_folder_registered_says_how_to_register_one(tmp_path: Path) -> None:
+    with pytest.raises(RequestError, match="no folder is registered") as refused:
+        safe_path(str(tmp_path), [])
+    assert refused.value.status_code == 403 and "--folder" in (refused.value.fix or "")
+
+
+def test_a_model_path_in_a_fit_request_stays_inside_the_folders(make_client: Callable[..., TestClient],
+                                                                folders: tuple[Path, Path]) -> None:
+    inside, outside = folders
+    (outside / "config.json").write_text("{}")
+    client = make_client(folders=(inside,))
+    for model in ("../secret/config.json", str(outside / "config.json"), "out/config.json"):
+        answer = client.post("/api/fit", json={"model": model})
+        assert answer.status_code in (400, 403), (model, answer.json())
+        assert "config.json" in answer.json()["error"] and answer.json()["fix"]
+
+
+def upload(data: bytes, name: str) -> UploadFile:
+    return UploadFile(file=io.BytesIO(data), filename=name)
+
+
+def test_uploads_go_to_the_data_dir_under_generated_names(tmp_path: Path) -> None:
+    settings = WebSettings(data_dir=tmp_path, upload_limit_mib=1)
+    saved = asyncio.run(save_upload(upload(b"hello", "../../etc/evil name.WAV"), settings))
+    assert saved.parent == tmp_path / "uploads" and saved.suffix == ".wav" and "evil" not in saved.name
+    assert saved.read_bytes() == b"hello"
+    odd = asyncio.run(save_upload(upload(b"x", "x.tar.gz;rm -rf"), settings))
+    assert odd.suffix == "" and odd.parent == tmp_path / "uploads"
+
+
+def test_an_upload_over_the_limit_is_a_413_and_leaves_nothing(tmp_path: Path) -> None:
+    settings = WebSettings(data_dir=tmp_path, upload_limit_mib=1)
+    with pytest.raises(RequestError, match="over the 1 MiB limit") as refused:
+        asyncio.run(save_upload(upload(b"x" * (2**20 + 1), "big.bin"), settings))
+    assert refused.value.status_code == 413 and list((tmp_path / "uploads").iterdir()) == []
+
+
+def test_cors_is_off_unless_asked(make_client: Callable[..., TestClient]) -> None:
+    origin = {"Origin": "http://elsewhere.example"}
+    assert "access-control-allow-origin" not in make_client().get("/api/fit/cards", headers=origin).headers
+    allowed = make_client(allow_cors=("http://elsewhere.example",)).get("/api/fit/cards", headers=origin)
+    assert allowed.headers["access-control-allow-origin"] == "http://elsewhere.example"
