@@ -138,9 +138,9 @@ def _qlora(card: GpuSpec) -> Planned:
             "eval_steps": 100}
     notes = []
     for seq in (2048, 1024, 512):
-        config = TuneConfig.model_validate({**base, "max_seq_length": seq, **card_fields(card)})
+        request = TuneConfig.model_validate({**base, "max_seq_length": seq, **card_fields(card)})
         try:
-            settings, job = choose(config, LLAMA, seq, max_positions, four_bit=True, on_gpu=False)
+            settings, job = choose(request, LLAMA, seq, max_positions, four_bit=True, on_gpu=False)
             break
         except OnecardError as e:
             notes.append(f"at sequence {seq}: {e.what}")
@@ -152,8 +152,8 @@ def _qlora(card: GpuSpec) -> Planned:
             "(`onecard fit MODEL --job train --method qlora --solve` shows what fits)"])
     values = {**base, "max_seq_length": settings.max_seq_length, "micro_batch_size": settings.micro_batch_size,
               "gradient_checkpointing": settings.gradient_checkpointing, "optimizer": settings.optimizer}
-    config = ConfigFile("qlora.yaml", "onecard tune train --config qlora.yaml", TuneConfig, values,
-                        f"micro_batch_size, gradient_checkpointing, optimizer: onecard.tune.plan.choose, {settings.source}")
+    source = f"micro_batch_size, gradient_checkpointing, optimizer: onecard.tune.plan.choose, {settings.source}"
+    config = ConfigFile("qlora.yaml", "onecard tune train --config qlora.yaml", TuneConfig, values, source)
     p = plan(job)
     expect = [*(f"{n}; sequence {settings.max_seq_length} is the longest that fits" for n in notes),
               *_expect(f"training ({settings.describe()})", p, job.grad_accum)]
@@ -229,7 +229,8 @@ def _whisper(card: GpuSpec) -> Planned:
         ConfigFile("whisper.yaml", "onecard asr transcribe --config whisper.yaml AUDIO", TranscribeConfig, transcribe,
                    f"compute_type, batch_size: onecard fit's fastest faster-whisper setting that fits {card.name}"),
         ConfigFile("whisper-finetune.yaml", "onecard asr finetune --config whisper-finetune.yaml", FinetuneConfig,
-                   finetune, f"micro_batch_size, gradient_checkpointing: onecard.asr.finetune.choose, {settings.source}"),
+                   finetune, "micro_batch_size, gradient_checkpointing: onecard.asr.finetune.choose, "
+                   f"{settings.source}"),
     ]
     expect = [*_expect(f"transcription (large-v3, {compute_type}, batch {best.job.batch}, beam 5)", best),
               *_expect(f"fine-tune (whisper-small LoRA, micro-batch {tune_job.batch} x {tune_job.grad_accum})",
