@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["CheckConfig", "DiffuseConfig", "SampleConfig", "ExportConfig"]
 
@@ -24,7 +24,7 @@ class DiffuseConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base: str = Field(description="folder of a diffusers pipeline (model_index.json, unet/, vae/, text_encoder/...)")
+    base: str = Field(description="base model: sd15, sdxl (their hub ids, from the local cache), a diffusers pipeline folder, a hub id in the local cache, or a single .safetensors checkpoint")
     data: str = Field(description="folder of training images with .txt captions (checked before training)")
     token: str = Field("sks", description="trigger token put before each caption, and used alone for a missing one")
     rank: int = Field(8, ge=1, description="LoRA rank")
@@ -34,9 +34,28 @@ class DiffuseConfig(BaseModel):
     batch_size: int = Field(1, ge=1, description="images per step")
     lr: float = Field(1e-4, gt=0, description="AdamW learning rate")
     save_every: int = Field(0, ge=0, description="write the LoRA every N steps as well as at the end (0: at the end)")
+    micro_batch_size: int | Literal["auto"] = Field("auto", description="images per forward pass, the rest by gradient accumulation; auto: fit's plan for the card (the whole batch without one)")
+    gradient_checkpointing: bool | Literal["auto"] = Field("auto", description="recompute the UNet's activations in backward; auto: fit's plan for the card (off without one)")
+    optimizer: Literal["auto", "adamw", "adamw8bit"] = Field("auto", description="adamw, or adamw8bit (bitsandbytes, CUDA only); auto: fit's plan for the card (adamw without one)")
+    gpu: str | None = Field(None, description="card to plan the memory for (4070ti, rtx-3060...); None: the detected one")
+    class_prompt: str | None = Field(None, description="prior preservation: the class prompt ('a photo of a dog'); its images, drawn by the base once and cached, train beside yours")
+    class_images: int = Field(50, ge=1, description="prior preservation: how many class images")
+    prior_weight: float = Field(1.0, ge=0, description="prior preservation: weight of the class images' loss")
+    buckets: bool = Field(False, description="aspect-ratio buckets (kohya): each image resized and cropped to the bucket of ~resolution² pixels nearest its aspect ratio; a batch comes from one bucket")
+    noise_offset: float = Field(0.0, ge=0, description="noise offset (0.05-0.1 lets the model draw darker darks and brighter brights; 0: off)")
+    snr_gamma: float | None = Field(None, gt=0, description="Min-SNR loss weighting gamma (5.0 is the paper's; None: off)")
+    validate_every: int = Field(0, ge=0, description="draw the validation grid every N steps and at the end (0: never)")
+    validation_seeds: int = Field(4, ge=1, description="images per validation prompt (seeds 0, 1, ...)")
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="weights' dtype; auto: what the device runs best (fp32 on CPU); the LoRA trains in fp32")
     device: str = Field("auto", description="auto (the GPU if there is one), cuda, cuda:1, cpu")
-    seed: int = Field(0, description="random seed (LoRA init, noise, timesteps, batch order)")
+    seed: int = Field(0, description="random seed (LoRA init, noise, timesteps, batch order, class images)")
+
+    @field_validator("micro_batch_size")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"micro_batch_size must be auto or at least 1, got {value}")
+        return value
 
 
 class SampleConfig(BaseModel):
@@ -44,7 +63,7 @@ class SampleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(description="a diffuse train run (id, unique prefix, run directory or 'last': its base with its LoRA), or a diffusers pipeline folder")
+    source: str = Field(description="a diffuse train run (id, unique prefix, run directory or 'last': its base with its LoRA), or a base model (sd15, sdxl, a pipeline folder, a cached hub id, a .safetensors checkpoint)")
     prompt: str = Field(description="what to draw (put the run's trigger token in it, e.g. 'a photo of sks dog')")
     negative_prompt: str | None = Field(None, description="what to steer away from")
     lora: list[str] = Field(default_factory=list, description="more LoRAs to load, each PATH[:WEIGHT] (a .safetensors file or the folder of a pytorch_lora_weights.safetensors; weight 1.0 if not given)")
@@ -55,6 +74,11 @@ class SampleConfig(BaseModel):
     batch: int = Field(1, ge=1, description="images, with seeds seed, seed+1, ...")
     seed: int = Field(0, description="seed of the first image")
     out: str = Field("diffuse-samples", description="folder for the PNGs and samples.json (prompt, seeds, LoRAs)")
+    vae_slicing: bool | Literal["auto"] = Field("auto", description="decode the batch one image at a time; auto: fit's plan for the card")
+    vae_tiling: bool | Literal["auto"] = Field("auto", description="decode in tiles; auto: fit's plan for the card")
+    offload: Literal["auto", "none", "model", "sequential"] = Field("auto", description="CPU offload (CUDA): model (one component on the GPU at a time) or sequential (one layer); auto: fit's plan for the card")
+    attention_slicing: bool | Literal["auto"] = Field("auto", description="attention a few heads at a time; auto: fit's plan for the card")
+    gpu: str | None = Field(None, description="card to plan the memory for (4070ti, rtx-3060...); None: the detected one")
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="weights' dtype; auto: what the device runs best")
     device: str = Field("auto", description="auto (the GPU if there is one), cuda, cuda:1, cpu")
 

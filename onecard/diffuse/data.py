@@ -17,7 +17,7 @@ from onecard.core.errors import DataError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "check_images", "load_images"]
+__all__ = ["IMAGE_SUFFIXES", "list_images", "check_images", "load_images", "bucket_sizes", "load_bucketed"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 _EXIF_ORIENTATION = 0x0112  # the TIFF/EXIF Orientation tag; 1 is upright, 2-8 a flip and/or rotation
@@ -98,3 +98,41 @@ def load_images(folder: str | Path, resolution: int, token: str) -> tuple[torch.
         caption = path.with_suffix(".txt").read_text(encoding="utf-8").strip()
         captions.append(f"{token} {caption}" if token else caption)
     return torch.stack(pixels), captions
+
+
+def bucket_sizes(resolution: int, step: int | None = None) -> list[tuple[int, int]]:
+    """Aspect-ratio buckets as (width, height): sides multiples of `step`, each about resolution² pixels, from
+    1:2 to 2:1 (kohya sd-scripts' `make_buckets`: max area resolution², sides from resolution/2 to 2x resolution,
+    steps of 64; of 8 under 256 px, for the tiny test pipelines)."""
+    step = step or (64 if resolution >= 256 else 8)
+    area, sizes = resolution * resolution, set()
+    for width in range(resolution // 2 // step * step or step, 2 * resolution + 1, step):
+        height = min(2 * resolution, area // width // step * step)
+        if height >= resolution // 2 and height >= step:
+            sizes |= {(width, height), (height, width)}
+    return sorted(sizes)
+
+
+def load_bucketed(folder: str | Path, resolution: int,
+                  token: str) -> list[tuple[tuple[int, int], torch.Tensor, list[str]]]:
+    """The images grouped by aspect-ratio bucket: [((width, height), pixels (n, 3, height, width) in [-1, 1],
+    captions)], each image resized to cover the bucket of the nearest aspect ratio and center-cropped to it."""
+    import math
+
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
+    sizes = bucket_sizes(resolution)
+    groups: dict[tuple[int, int], tuple[list[torch.Tensor], list[str]]] = {}
+    for path in list_images(folder):
+        with Image.open(path) as im:
+            rgb = ImageOps.exif_transpose(im).convert("RGB")
+        ratio = math.log(rgb.width / rgb.height)
+        size = min(sizes, key=lambda s: abs(math.log(s[0] / s[1]) - ratio))
+        rgb = ImageOps.fit(rgb, size, Image.Resampling.BICUBIC)
+        caption = path.with_suffix(".txt").read_text(encoding="utf-8").strip()
+        pixels, captions = groups.setdefault(size, ([], []))
+        pixels.append(torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1))
+        captions.append(f"{token} {caption}" if token else caption)
+    return [(size, torch.stack(p), c) for size, (p, c) in sorted(groups.items())]

@@ -1,0 +1,116 @@
+"""Memory settings of `onecard diffuse train` and `sample` from `onecard fit`, and the out-of-memory ladder.
+
+Training: the knobs left on "auto" (gradient checkpointing, the 8-bit AdamW of bitsandbytes, the micro-batch with
+gradient accumulation at the same images per step) take fit's fastest plan that fits the card (`fit.solve`, with the
+latents cached, as `train` always does, and SDPA attention, diffusers' default). Sampling: VAE slicing and tiling, model
+or sequential CPU offload and attention slicing, the same way. The pipeline is planned as the family it belongs to (SD
+1.5 or SDXL, fit's diffusion catalog). Without a card to plan for (a CPU run, no --gpu/--vram) there is no memory
+budget: the auto knobs take plain defaults, and the record says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from onecard.core.errors import OnecardError
+from onecard.fit.job import FitJob
+from onecard.fit.ladder import describe_changes, oom_ladder
+from onecard.fit.plan import plan
+from onecard.fit.solve import solve
+
+__all__ = ["Settings", "plan_train", "plan_sample", "train_ladder", "apply_sample_settings", "micro_batches",
+           "eight_bit_usable"]
+
+
+@dataclass
+class Settings:
+    """The memory knobs a run uses, where they came from, and the fit job they stand for (fit predicts it again)."""
+
+    source: str
+    fit_job: dict[str, Any]
+    card: str | None = None
+    predicted_gib: float | None = None  # what nvidia-smi would show for the process, beside the measured peak
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _choose(job: FitJob, fixed: set[str], on_gpu: bool, what: str) -> tuple[Settings, FitJob]:
+    """fit's fastest plan that fits the card, or the job as given (plain defaults) when there is no card."""
+    base = plan(job)
+    if base.card is None or (not on_gpu and job.gpu is None and job.vram is None):
+        return Settings("defaults: no GPU to plan for (--gpu NAME plans for a card)", job.model_dump(mode="json")), job
+    found = [p for p in solve(job, top=20, fixed=fixed, request_first=False) if p.fits]
+    if not found:
+        raise OnecardError(f"no setting of {job.model} fits {base.card.name} for {what}",
+                           f"see `onecard fit {job.model} --job {job.job} --solve`; lower --resolution or "
+                           "--batch-size, or pass --gpu NAME / --vram GIB")
+    best = found[0]
+    return (Settings(f"fit: fastest plan that fits {base.card.name}", best.job.model_dump(mode="json"),
+                     base.card.name, round(best.estimate.process_gib, 3)), best.job)
+
+
+def plan_train(arch: str, *, rank: int, resolution: int, batch_size: int, gradient_checkpointing: bool | str,
+               optimizer: str, gpu: str | None, on_cuda: bool, eight_bit: bool) -> tuple[Settings, FitJob]:
+    """The training job fit plans (`arch`: sd15 or sdxl), and its settings; `eight_bit`: bitsandbytes is usable."""
+    fixed = {"lora_rank", "cached_latents", "resolution", "attention"}
+    if gradient_checkpointing != "auto":
+        fixed.add("grad_ckpt")
+    if optimizer != "auto" or not eight_bit:
+        fixed.add("optimizer")
+    job = FitJob(model=arch, job="train", lora_rank=rank, resolution=max(64, resolution), batch=batch_size,
+                 cached_latents=True, grad_ckpt=gradient_checkpointing is True,
+                 optimizer="adamw" if optimizer == "auto" else optimizer, gpu=gpu)  # type: ignore[arg-type]
+    return _choose(job, fixed, on_cuda, "LoRA training")
+
+
+def plan_sample(arch: str, *, batch: int, resolution: int | None, fp32: bool, knobs: dict[str, Any],
+                gpu: str | None, on_cuda: bool) -> tuple[Settings, FitJob]:
+    """The generation job fit plans; `knobs` are the memory flags the user set (the others are fit's)."""
+    fixed = {"batch", "resolution", "quant", *knobs}
+    if not on_cuda:  # offload moves weights between the CPU and the GPU: nothing to move on a CPU run
+        fixed.add("offload")
+    job = FitJob(model=arch, job="infer", batch=batch, resolution=resolution and max(64, resolution),
+                 quant="fp32" if fp32 else "fp16", gpu=gpu, **knobs)
+    return _choose(job, fixed, on_cuda, "generation")
+
+
+def train_ladder(job: FitJob, eight_bit: bool) -> Iterator[tuple[FitJob, str]]:
+    """fit's out-of-memory ladder for the training job, less the 8-bit optimizer where bitsandbytes is not usable."""
+    previous = job
+    for new, _ in oom_ladder(job):
+        new = new if eight_bit else new.model_copy(update={"optimizer": job.optimizer})
+        if new != previous:
+            yield new, describe_changes(previous, new)
+            previous = new
+
+
+def apply_sample_settings(pipe: Any, job: FitJob, device: str) -> None:
+    """Turn a planned generation job's savers on in a diffusers pipeline (offload places the pipeline itself)."""
+    if job.vae_slicing:
+        pipe.vae.enable_slicing()
+    if job.vae_tiling:
+        pipe.vae.enable_tiling()
+    if job.attention == "slicing":
+        pipe.enable_attention_slicing()
+    if job.offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif job.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+
+
+def micro_batches(batch: int, micro: int) -> list[int]:
+    """Sizes of the micro-batches one step of `batch` images splits into: [2, 2] for 4 by 2, [2, 1] for 3 by 2."""
+    return [min(micro, batch - i) for i in range(0, batch, micro)] if micro < batch else [batch]
+
+
+def eight_bit_usable(device: str) -> bool:
+    """Whether bitsandbytes' 8-bit AdamW can run: a CUDA device and the package installed."""
+    from onecard.core.extras import available
+
+    return device.startswith("cuda") and available("bitsandbytes")
+
