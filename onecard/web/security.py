@@ -76,12 +76,14 @@ def refused(request: Request) -> Any:
                         status_code=401)
 
 
-def safe_path(requested: str | os.PathLike[str], folders: Sequence[Path]) -> Path:
+def safe_path(requested: str | os.PathLike[str], folders: Sequence[Path], where: str = "the registered folders",
+              fix: str = "name a file inside a registered folder, or register its folder with --folder") -> Path:
     """The real path a request names, if it lies inside one of `folders`; else a 400/403 `RequestError`.
 
     Refused: any `..` component, an absolute path outside the folders, a symlink that leads out of them. A relative
     path is taken inside the folders (the first one where it exists, else the first folder). `folders` are the
-    registered folders (`settings.folders`), or one run's directory for its artifacts.
+    registered folders (`settings.folders`), or one run's directory for its artifacts; `where` and `fix` word the
+    refusal for them.
     """
     text = os.fspath(requested)
     if not text or "\x00" in text:
@@ -98,9 +100,9 @@ def safe_path(requested: str | os.PathLike[str], folders: Sequence[Path]) -> Pat
         return next((p for p in inside if p.exists()), inside[0])
     names = ", ".join(str(f) for f in folders)
     lexical = any(within(Path(os.path.abspath(c)), Path(f)) for c in candidates for f in folders)
-    what = (f"path {text!r} is a symlink that leads out of the registered folders ({names})" if lexical
-            else f"path {text!r} is outside the registered folders ({names})")
-    raise RequestError(403, what, "name a file inside a registered folder, or register its folder with --folder")
+    what = (f"path {text!r} is a symlink that leads out of {where} ({names})" if lexical
+            else f"path {text!r} is outside {where} ({names})")
+    raise RequestError(403, what, fix)
 
 
 def within(path: Path, folder: Path) -> bool:

@@ -48,7 +48,9 @@ def one_run(ref: str, request: Request) -> dict[str, Any]:
         raise
     except OnecardError as e:  # no such run, or an ambiguous prefix
         raise RequestError(404, e.what, e.fix) from None
-    safe_path(record["dir"], [root.resolve()])  # a run.json found elsewhere is not this server's to show
+    # a run.json that find_run found elsewhere (it takes a folder path) is not this server's to show
+    safe_path(str(Path(record["dir"]).resolve()), [root.resolve()], "this server's runs directory",
+              "pick a run from /api/runs")
     return record
 
 
@@ -91,7 +93,7 @@ def show_run(request: Request, run_id: str = PathParam(pattern=RUN_ID)) -> dict[
 @router.get("/{run_id}/files/{path:path}", summary="Download one file of a run (inside its directory only)")
 def run_file(request: Request, path: str, run_id: str = PathParam(pattern=RUN_ID)) -> FileResponse:
     run_dir = Path(one_run(run_id, request)["dir"]).resolve()
-    file = safe_path(path, [run_dir])
+    file = safe_path(path, [run_dir], f"run {run_id}'s directory", f"pick a file from /api/runs/{run_id}")
     if not file.is_file():
         raise RequestError(404, f"run {run_id} has no file {path!r}", f"list its files with /api/runs/{run_id}")
     return FileResponse(file, filename=file.name)
