@@ -21,7 +21,8 @@ from onecard.web.settings import WebSettings
 
 __all__ = ["create_app", "ROUTER_MODULES", "PAGES", "STATIC"]
 
-ROUTER_MODULES: tuple[str, ...] = ("start", "fit", "runs", "chat", "jobs", "rag", "openai", "recipe")
+ROUTER_MODULES: tuple[str, ...] = ("start", "fit", "runs", "chat", "jobs", "rag", "openai", "recipe", "detect", "asr",
+                                  "diffuse", "vlm")
 
 # URL -> page file in static/ (without .html), in the nav bar's order (shell.js holds the same list).
 PAGES = {"/": "start", "/fit": "fit", "/chat": "chat", "/rag": "rag", "/runs": "runs", "/jobs": "jobs",

@@ -19,13 +19,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from onecard.core.errors import MissingExtraError
 from onecard.web.errors import RequestError
 from onecard.web.forms import form_schema
 from onecard.web.jobs import KINDS, Job, JobKind, JobQueue, find_kind
 from onecard.web.security import safe_path
 from onecard.web.settings import WebSettings
 
-__all__ = ["router", "queue_of", "start_job", "job_of"]
+__all__ = ["router", "queue_of", "start_job", "job_of", "installed_kind"]
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 _queue_lock = threading.Lock()
@@ -59,6 +60,17 @@ def job_of(request: Request, job_id: str) -> Job:
     if job is None:
         raise RequestError(404, f"no job {job_id!r}", "see GET /api/jobs for the jobs of this server")
     return job
+
+
+def installed_kind(name: str) -> JobKind:
+    """The job kind `name`, whose extra must be installed (else a 501 with the pip command): for the capability pages,
+    which check it before they store an upload."""
+    kind = find_kind(name)
+    assert kind is not None, name
+    if not kind.installed():
+        raise MissingExtraError(f"{kind.name} needs the '{kind.extra}' extra, which is not installed",
+                                f"install it with `{kind.install}`")
+    return kind
 
 
 def start_job(request: Request, kind: JobKind, values: dict[str, Any], report_to: Sequence[str] = ("trackio",),
