@@ -20,6 +20,7 @@ from typing import Any, get_args
 
 from onecard.core.errors import ConfigError, MissingExtraError, OnecardError
 from onecard.core.extras import available
+from onecard.core.tools import llama_cpp_tool
 from onecard.tune.config import GgufType
 from onecard.tune.model import SOURCE_FILE
 
@@ -34,7 +35,7 @@ CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")  # convert_hf_to_gguf.py --outt
 def export(adapter: Path, out: Path, merge: bool = False, gguf: str | None = None, ollama: bool = False,
            llama_cpp: str | None = None) -> dict[str, str]:
     """Write `out/adapter`, and as asked `out/merged`, `out/model-TYPE.gguf`, `out/Modelfile`; returns the paths."""
-    converter = _llama_cpp_tool("convert_hf_to_gguf.py", llama_cpp) if gguf else None
+    converter = llama_cpp_tool("convert_hf_to_gguf.py", llama_cpp) if gguf else None
     if gguf:  # before the merge, which takes minutes on a large model
         _check_gguf_type(gguf.lower(), converter is not None)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,16 +80,6 @@ def merge_adapter(adapter: Path, out: Path) -> Path:
 
 
 # -- GGUF -----------------------------------------------------------------------------------------------------------
-
-
-def _llama_cpp_tool(name: str, folder: str | None) -> Path | None:
-    root = folder or os.environ.get("LLAMA_CPP_DIR")
-    if root:
-        for candidate in (Path(root) / name, Path(root) / "build" / "bin" / name, Path(root) / "bin" / name):
-            if candidate.is_file():
-                return candidate
-    found = shutil.which(name)
-    return Path(found) if found else None
 
 
 def _check_gguf_type(qtype: str, converter: bool) -> None:
