@@ -65,7 +65,7 @@ async function showRecipe() {
     const yamls = blocks.filter(b => b.dataset && b.dataset.lang === "yaml").map(b => b.textContent + "\n");
     out.replaceChildren(
       el("p", {}, "Download: ", download("recipe.md", r.markdown),
-         r.configs.map((c, k) => [", ", download(c.file, yamls[k])])),
+         r.configs.flatMap((c, k) => [", ", download(c.file, yamls[k])])),
       ...blocks);
   } catch (err) { showError(out, err); }
   out.classList.remove("muted");
