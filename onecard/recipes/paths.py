@@ -21,5 +21,5 @@ def _all() -> dict[str, dict[str, Any]]:
 
 
 def path_text(path: str) -> dict[str, Any]:
-    """title, what, extra, model_download, commands ({run, why}: the command and what it is for), os notes, checks."""
+    """title, what, extra, downloads, commands ({run, why}: the command and what it is for), os notes, checks."""
     return _all()[path]

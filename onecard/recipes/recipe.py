@@ -99,7 +99,7 @@ def build(path: str, gpu: str = "auto", os: str | None = None) -> Recipe:
     text = path_text(path)
     fills = {"card": card_flag(card), **planned.fills}
     commands = [(c["run"].format(**fills), c["why"]) for c in text["commands"]]
-    return Recipe(path, os, card, note, text, [*install_commands(text["extra"], os), text["model_download"]],
+    return Recipe(path, os, card, note, text, [*install_commands(text["extra"], os), *text["downloads"]],
                   commands, planned)
 
 
