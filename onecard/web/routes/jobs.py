@@ -26,7 +26,7 @@ from onecard.web.jobs import KINDS, Job, JobKind, JobQueue, find_kind
 from onecard.web.security import safe_path
 from onecard.web.settings import WebSettings
 
-__all__ = ["router", "queue_of", "start_job", "job_of", "installed_kind"]
+__all__ = ["router", "queue_of", "start_job", "job_of", "installed_kind", "is_path"]
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 _queue_lock = threading.Lock()
@@ -93,7 +93,7 @@ def start_job(request: Request, kind: JobKind, values: dict[str, Any], report_to
             continue
         check_all = name in kind.paths
         items = [value] if isinstance(value, str) else list(value)
-        checked[name] = [str(safe_path(v, folders)) if check_all or _is_path(v) else v for v in items]
+        checked[name] = [str(safe_path(v, folders)) if check_all or is_path(v) else v for v in items]
         if isinstance(value, str):
             checked[name] = checked[name][0]
     if checked:
@@ -101,7 +101,7 @@ def start_job(request: Request, kind: JobKind, values: dict[str, Any], report_to
     return queue_of(request).submit(kind, config, report_to)
 
 
-def _is_path(value: str) -> bool:
+def is_path(value: str) -> bool:
     """A ref that names a place on disk rather than a run id or hub id: absolute, `~`, `.` or `..` at its start."""
     return os.path.isabs(value) or value.startswith(("~", ".")) or ".." in Path(value).parts
 

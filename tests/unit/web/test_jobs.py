@@ -98,10 +98,10 @@ def test_a_path_outside_the_registered_folders_is_refused(client: TestClient, da
 def test_a_run_ref_that_is_a_path_is_checked_but_a_run_id_is_not(client: TestClient, folder: Path) -> None:
     kind = jobs_module.find_kind("tinylm train")
     assert kind is not None
-    from onecard.web.routes.jobs import _is_path
+    from onecard.web.routes.jobs import is_path
 
-    assert _is_path("/abs/run") and _is_path("~/run") and _is_path("./run") and _is_path("a/../../b")
-    assert not _is_path("last") and not _is_path("tinylm-20240101-000000-abcd") and not _is_path("org/model")
+    assert is_path("/abs/run") and is_path("~/run") and is_path("./run") and is_path("a/../../b")
+    assert not is_path("last") and not is_path("tinylm-20240101-000000-abcd") and not is_path("org/model")
 
 
 def test_the_queue_runs_one_job_at_a_time_cancel_interrupts_and_a_failure_leaves_the_server_up(

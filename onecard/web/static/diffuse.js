@@ -1,0 +1,35 @@
+// The Diffuse page: the sample form to POST /api/diffuse/sample (a `diffuse sample` job of the queue), then its
+// images (GET /api/diffuse/image/JOB/N).
+"use strict";
+
+const NUMBERS = ["steps", "guidance", "weight", "seed", "batch", "resolution"];
+
+async function draw() {
+  const form = document.getElementById("form");
+  const panel = document.getElementById("job");
+  const config = {};
+  for (const input of form.elements) {
+    if (input.value === "") continue;
+    config[input.name] = NUMBERS.includes(input.name) ? Number(input.value) : input.value;
+  }
+  let job;
+  try {
+    job = await followJob((await api("/api/diffuse/sample", {json: config})).id, panel);
+  } catch (err) { showError(panel, err); return; }
+  if (job.status !== "succeeded") return;
+  document.getElementById("images").replaceChildren(...job.result.images.map((image, n) => el("figure", {},
+    el("img", {src: `/api/diffuse/image/${job.id}/${n}`, alt: job.result.prompt}),
+    el("figcaption", {class: "muted"}, `seed ${image.seed}`))));
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  const missing = await notInstalled("diffuse sample");
+  if (missing) {
+    const box = document.getElementById("missing");
+    box.textContent = `Image generation is ${missing}`;
+    box.hidden = false;
+    document.getElementById("ask").hidden = true;
+    return;
+  }
+  document.getElementById("go").addEventListener("click", draw);
+});

@@ -1,0 +1,27 @@
+// Following one job of the queue from a capability page (detect, asr, diffuse): its status (queued, position N;
+// running, with progress; its run), its log in a <details>, its error. followJob(id, panel) resolves with the job.
+"use strict";
+
+async function followJob(id, panel) {
+  const status = el("p", {class: "job-status"}, `job ${id}: queued`);
+  const log = el("pre", {class: "job-log"});
+  panel.replaceChildren(status, el("details", {}, el("summary", {}, "log"), log));
+  await readStream(`/api/jobs/${id}/log`, {}, ev => {
+    if (ev.type === "line") { log.textContent += ev.text + "\n"; return; }
+    const state = ev.status === "queued" && ev.position ? `queued, position ${ev.position}` : ev.status;
+    status.replaceChildren(el("a", {href: `/jobs#${ev.id}`}, `job ${ev.id}`), ": ", state,
+                           ev.progress ? ` (${ev.progress.text})` : "",
+                           ev.run_id ? [", run ", el("a", {href: ev.run_url}, ev.run_id)] : "");
+    status.dataset.status = ev.status;
+  });
+  const job = await api(`/api/jobs/${id}`);
+  if (job.error) panel.append(el("div", {class: "error"}, job.error));
+  return job;
+}
+
+// The job kind's install state: null when installed, else the line that says how to install it.
+async function notInstalled(kind) {
+  const kinds = await api("/api/jobs/kinds");
+  const found = kinds.find(k => k.kind === kind);
+  return found && !found.installed ? found.install : null;
+}
