@@ -78,6 +78,8 @@ def _expect(name: str, p: Plan, steps_per_update: int = 1) -> list[str]:
     elif est.tokens_per_s:
         lines.append(f"{name}: up to {est.tokens_per_s:.0f} tokens/s decoding by fit's speed model "
                      f"({est.throughput_note})")
+    elif est.throughput_note:  # fit has a speed model, but not the figure it needs (an unlisted card's TFLOPS)
+        lines.append(f"{name}: {est.throughput_note}")
     else:
         lines.append(f"{name}: fit has no speed model for this job, so no time per step is given")
     return lines
