@@ -2,6 +2,7 @@
 ultralytics with the same settings, and latency per image of PyTorch against ONNX Runtime, on a CPU.
 
     python benchmarks/detect.py [--train 200] [--val 50] [--imgsz 320] [--epochs 3] [--repeats 2] [--out FILE]
+    python benchmarks/detect.py --run RUN_DIR [--rounds 3]     # latency and mAP kept only, on a trained run
 
 data      onecard.detect.synthetic.make_shapes: coloured circles, squares and triangles (1-4 per image, 10-35% of the
           side) on noisy striped gradients, seed 0, generated here (no shipped data set is learnable from scratch
@@ -10,8 +11,11 @@ train     yolov8n.yaml from scratch at --imgsz, batch 16, AdamW lr0 0.003, 1 war
           seed 0, plots off: `onecard.detect.run.train` (data check, fit plan, record, trackio off) and
           `YOLO("yolov8n.yaml").train(...)` alike; alternated --repeats times, which side goes first alternating.
           Seconds per epoch from each one's results.csv (train + val), and the final mAP50 of best.pt on val.
-latency   the first onecard run's best.pt at --imgsz, batch 1, fp32: the fused PyTorch model against its ONNX
-          export under ONNX Runtime (CPU provider), alternated 3 times, 5 warm-up + 30 timed runs each; medians.
+latency   the first onecard run's best.pt at --imgsz, batch 1, fp32, on the CPU: the fused PyTorch model, its
+          TorchScript, ONNX (ONNX Runtime, graph optimisation all, sequential) and OpenVINO exports (where installed),
+          every runtime at the same thread count (1, then the physical cores), --rounds rounds with the order
+          reversed each round, 5 warm-up + 30 timed runs each; medians, and the median of each round's ratio to
+          PyTorch. Then `onecard detect export RUN --format onnx`: boxes against PyTorch's and the mAP kept.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ from typing import Any
 os.environ.setdefault("ONECARD_HOME", tempfile.mkdtemp(prefix="onecard-bench-"))
 
 from onecard.core.progress import set_quiet  # noqa: E402
-from onecard.detect import run  # noqa: E402
-from onecard.detect.config import DetectConfig  # noqa: E402
-from onecard.detect.latency import export, onnx_latency, torch_latency  # noqa: E402
+from onecard.detect import deploy, run  # noqa: E402
+from onecard.detect.config import DetectConfig, ExportConfig  # noqa: E402
+from onecard.detect.latency import export, latency, missing_runtime, physical_cores  # noqa: E402
 from onecard.detect.synthetic import make_shapes  # noqa: E402
 from onecard.detect.ultra import box_metrics, setup  # noqa: E402
 
@@ -57,6 +61,33 @@ def plain(data: Path, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
     return {"s_per_epoch": times[-1] / len(times), **box_metrics(model.trainer.metrics)}
 
 
+def latency_rows(weights: str, imgsz: int, rounds: int, folder: Path) -> list[str]:
+    """Each format at 1 thread and at the physical cores, alternated; medians and per-round ratios to PyTorch."""
+    formats = [f for f in ("pytorch", "torchscript", "onnx", "openvino") if missing_runtime(f, "cpu") is None]
+    files = {f: export(weights, f, imgsz, out=folder / f"best-{f}") for f in formats}
+    lines = [f"| batch 1, imgsz {imgsz}, CPU | threads | median ms (each round) | x PyTorch (median of rounds) |",
+             "|---|---:|---|---:|"]
+    for threads in sorted({1, physical_cores()}):
+        ms: dict[str, list[float]] = {f: [] for f in formats}
+        for i in range(rounds):
+            for f in formats if i % 2 == 0 else formats[::-1]:
+                ms[f].append(latency(files[f], f, imgsz, 1, "cpu", threads, 5, 30)["median_ms"])
+        for f in formats:
+            ratios = [m / p for m, p in zip(ms[f], ms["pytorch"], strict=True)]
+            lines.append(f"| {f} | {threads} | {statistics.median(ms[f]):.1f} ({', '.join(f'{m:.1f}' for m in ms[f])})"
+                         f" | {statistics.median(ratios):.2f} |")
+    return lines
+
+
+def kept(run_dir: Path, threads: int) -> list[str]:
+    """`onecard detect export RUN --format onnx`: the box check and the mAP of both files."""
+    r = deploy.export(ExportConfig(run=str(run_dir), format="onnx", threads=threads, repeats=10))
+    c = r["check"]
+    return [f"onnx export: {c['matched']} of {c['boxes']} PyTorch boxes matched on {c['images']} val images (mean "
+            f"IoU {c['mean_iou'] or 0:.4f}), {c['missing']} missing, {c['extra']} extra; mAP50 PyTorch "
+            f"{r['map']['pytorch']['map50']:.4f}, ONNX {r['map']['onnx']['map50']:.4f} (drop {r['map50_drop']:.4f})"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--train", type=int, default=200)
@@ -64,12 +95,24 @@ def main() -> None:
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3, help="latency rounds per thread count")
+    p.add_argument("--run", type=Path, help="a trained run's folder: latency and mAP kept only, no training")
     p.add_argument("--out", type=Path)
     a = p.parse_args()
     set_quiet(True)
     setup()
     import torch
 
+    machine = (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, torch "
+               f"{torch.__version__}, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
+    if a.run:
+        weights = str(a.run / run.BEST)
+        text = "\n".join([machine, "", *latency_rows(weights, a.imgsz, a.rounds, Path(tempfile.mkdtemp())), "",
+                          *kept(a.run, physical_cores())])
+        print(text)
+        if a.out:
+            a.out.write_text(text + "\n")
+        return
     settings = {**SETTINGS, "epochs": a.epochs, "imgsz": a.imgsz}
     work = Path(tempfile.mkdtemp(prefix="detect-bench-"))
     data = make_shapes(work / "shapes", train=a.train, val=a.val, size=a.imgsz, seed=0)
@@ -80,16 +123,7 @@ def main() -> None:
         for name, fn in order if i % 2 == 0 else order[::-1]:
             rows[name].append(fn())
     weights = rows["onecard detect train"][0]["weights"]
-    onnx = export(weights, "onnx", a.imgsz)
-    lat: dict[str, list[float]] = {"pytorch": [], "onnx": []}
-    for i in range(3):
-        sides = [("pytorch", lambda: torch_latency(weights, a.imgsz)), ("onnx", lambda: onnx_latency(onnx, a.imgsz))]
-        for name, fn in sides if i % 2 == 0 else sides[::-1]:
-            lat[name].append(fn()["median_ms"])
-
-    lines = [f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, torch "
-             f"{torch.__version__}, {torch.get_num_threads()} threads, Python {platform.python_version()}",
-             f"data: shapes, {a.train} train / {a.val} val at {a.imgsz} px; yolov8n.yaml from scratch, "
+    lines = [machine, f"data: shapes, {a.train} train / {a.val} val at {a.imgsz} px; yolov8n.yaml from scratch, "
              f"{a.epochs} epochs, batch 16, AdamW lr0 0.003, mosaic off, CPU", "",
              "| trainer | s/epoch (median; each run) | mAP50 (each run) | mAP50-95 |", "|---|---|---|---|"]
     for name, rs in rows.items():
@@ -99,11 +133,9 @@ def main() -> None:
                      f"{each['map50']} | {each['map50_95']} |")
     ratio = statistics.median(r["s_per_epoch"] for r in rows["onecard detect train"]) / statistics.median(
         r["s_per_epoch"] for r in rows["plain ultralytics"])
-    lines += [f"time per epoch, ours / plain: {ratio:.2f}", "",
-              f"| batch 1, imgsz {a.imgsz}, CPU | median ms (each of 3 alternations) |", "|---|---|"]
-    for name, ms in lat.items():
-        lines.append(f"| {name} | {statistics.median(ms):.1f} ({', '.join(f'{m:.1f}' for m in ms)}) |")
-    lines.append(f"ONNX Runtime / PyTorch: {statistics.median(lat['onnx']) / statistics.median(lat['pytorch']):.2f}")
+    lines += [f"time per epoch, ours / plain: {ratio:.2f}", ""]
+    lines += [*latency_rows(weights, a.imgsz, a.rounds, work / "formats"), "",
+              *kept(Path(weights).parents[2], physical_cores())]
     text = "\n".join(lines)
     print(text)
     if a.out:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["CheckConfig", "DetectConfig", "EvalConfig", "PredictConfig", "ExportConfig"]
+__all__ = ["CheckConfig", "DetectConfig", "EvalConfig", "PredictConfig", "ExportConfig", "BenchConfig"]
+
+Format = Literal["pytorch", "torchscript", "onnx", "openvino", "engine"]
 
 
 class CheckConfig(BaseModel):
@@ -73,14 +75,53 @@ class PredictConfig(BaseModel):
 
 
 class ExportConfig(BaseModel):
-    """`onecard detect export RUN --format onnx`: the model in a deployment format, with its latency measured."""
+    """`onecard detect export RUN --format onnx`: the model in a deployment format, checked by running it (its boxes
+    against PyTorch's on the val images), its mAP re-measured, and its latency at batch 1 beside PyTorch's."""
 
     model_config = ConfigDict(extra="forbid")
 
     run: str = Field(description="run id, unique prefix, run directory or 'last'; or a weights file (.pt)")
-    format: Literal["onnx", "torchscript"] = Field("onnx", description="export format")
+    format: Literal["onnx", "torchscript", "openvino", "engine"] = Field(
+        "onnx", description="export format (engine: TensorRT, on a CUDA GPU)")
+    data: str | None = Field(None, description="data.yaml whose val images check the export (None: the run's)")
     imgsz: int | None = Field(None, ge=32, description="image side (None: the run's)")
     warmup: int = Field(5, ge=0, description="untimed runs before timing")
     repeats: int = Field(30, ge=1, description="timed runs at batch 1; the median and p90 are reported")
-    device: str = Field("cpu", description="device for the latency measurement (cpu, cuda)")
-    check_map: bool = Field(True, description="re-measure mAP on the run's val split with the exported file, beside PyTorch's")
+    device: str = Field("cpu", description="device for the check and the latency (cpu, cuda)")
+    threads: int | None = Field(None, ge=1, description="CPU threads for every runtime alike (None: the physical cores)")
+    check_map: bool = Field(True, description="re-measure mAP on the val split with the exported file, beside PyTorch's")
+
+
+class BenchConfig(BaseModel):
+    """`onecard detect bench RUN`: ms per image and images/s per format and batch size, and the mAP each format keeps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str = Field(description="run id, unique prefix, run directory or 'last'; or a weights file (.pt)")
+    formats: list[Format] = Field(["pytorch", "torchscript", "onnx", "openvino", "engine"],
+                                  description="formats to time (comma-separated or several); those whose runtime is "
+                                              "missing here are listed as skipped, with the reason")
+    batch: list[int] = Field([1, 8], description="batch sizes (comma-separated or several); one export per batch")
+    data: str | None = Field(None, description="data.yaml whose val split the mAP is measured on (None: the run's)")
+    imgsz: int | None = Field(None, ge=32, description="image side (None: the run's)")
+    warmup: int = Field(3, ge=0, description="untimed runs before timing")
+    repeats: int = Field(20, ge=1, description="timed runs per format and batch; the median and p90 are reported")
+    device: str = Field("cpu", description="device to time on (cpu, cuda)")
+    threads: int | None = Field(None, ge=1, description="CPU threads for every runtime alike (None: the physical cores)")
+    check_map: bool = Field(True, description="measure each format's mAP on the val split (batch-1 export)")
+
+    @field_validator("formats", "batch", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        """`--formats pytorch,onnx` as well as `--formats pytorch onnx`."""
+        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, list):
+            return [p.strip() for v in items for p in (v.split(",") if isinstance(v, str) else [v]) if p != ""]
+        return value
+
+    @field_validator("batch")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if not value or min(value) < 1:
+            raise ValueError(f"batch sizes must be 1 or more, got {value}")
+        return value

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["render_check", "render_eval", "render_export", "plot_histograms"]
+__all__ = ["render_check", "render_eval", "render_export", "render_bench", "plot_histograms"]
 
 SHOWN = 50  # problems listed in the table; --json has them all
 
@@ -61,13 +61,41 @@ def render_eval(result: dict[str, Any], console: Console) -> None:
 def render_export(result: dict[str, Any], console: Console) -> None:
     from rich.table import Table
 
-    table = Table("format", "median ms", "p90 ms", title=f"batch 1, imgsz {result['imgsz']}, {result['device']}")
+    table = Table("format", "median ms", "p90 ms",
+                  title=f"batch 1, imgsz {result['imgsz']}, {result['device']}, {result['threads']} threads")
     for fmt, t in result["latency"].items():
         table.add_row(fmt, f"{t['median_ms']:.1f}", f"{t['p90_ms']:.1f}")
     console.print(table)
+    console.print(f"{result['format']} / pytorch: {result['vs_pytorch']:.2f}")
+    check = result["check"]
+    if check["passed"] is None:
+        console.print(f"box check skipped: {check['skipped']}")
+    else:
+        verdict = "[green]passed[/]" if check["passed"] else "[red]FAILED[/]"
+        console.print(f"box check {verdict}: {check['matched']} of {check['boxes']} PyTorch boxes on {check['images']} "
+                      f"val images matched (IoU >= {check['iou_needed']}, mean {check['mean_iou'] or 0:.4f}), "
+                      f"{check['missing']} missing, {check['extra']} extra"
+                      + ("" if check["boxes"] else f" (no box above confidence {check['conf']}: nothing to compare)"))
     for fmt, m in result.get("map", {}).items():
-        console.print(f"{fmt}: mAP50 {m.get('map50', 0):.4f}, mAP50-95 {m.get('map50_95', 0):.4f} (the run's val)")
+        console.print(f"{fmt}: mAP50 {m.get('map50', 0):.4f}, mAP50-95 {m.get('map50_95', 0):.4f} (val, batch 1)")
     console.print(f"exported {result['exported']}")
+
+
+def render_bench(result: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
+
+    table = Table("format", "batch", "ms/image (median)", "p90", "images/s", "x pytorch", "mAP50", "mAP50-95",
+                  title=f"imgsz {result['imgsz']}, {result['device']}, {result['threads']} threads")
+    for r in result["rows"]:
+        ratio = f"{r['vs_pytorch']:.2f}" if r["vs_pytorch"] is not None else "-"
+        table.add_row(r["format"], str(r["batch"]), f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}",
+                      f"{r['images_per_s']:.1f}", ratio, *(f"{r[k]:.4f}" if k in r else "-"
+                                                          for k in ("map_map50", "map_map50_95")))
+    console.print(table)
+    for s in result["skipped"]:
+        console.print(f"skipped {s['format']}: {s['reason']}")
+    if result["map_note"]:
+        console.print(result["map_note"])
 
 
 def plot_histograms(report: dict[str, Any], sides: list[tuple[float, float]], out: Path) -> list[str]:

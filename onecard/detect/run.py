@@ -1,4 +1,5 @@
-"""`onecard detect`: check a YOLO data set, train a detector as a recorded run, evaluate it, predict, export.
+"""`onecard detect`: check a YOLO data set, train a detector as a recorded run, evaluate it, predict (export and
+bench: deploy.py).
 
 Training is ultralytics' own trainer (augmentations, EMA, early stopping, its checkpoints); onecard adds the data
 check before it, the batch/imgsz/AMP fitted to the card, the out-of-memory ladder, and the run record. A run's
@@ -19,7 +20,7 @@ from onecard.core.errors import DataError, OnecardError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, start_run
 from onecard.core.runs import find_run
-from onecard.detect.config import CheckConfig, DetectConfig, EvalConfig, ExportConfig, PredictConfig
+from onecard.detect.config import CheckConfig, DetectConfig, EvalConfig, PredictConfig
 from onecard.detect.dataset import check_data, load_data, resolved_yaml
 from onecard.detect.plan import Settings, amp_runs_correctly, choose, ladder, settings_of
 from onecard.detect.ultra import arch_of, box_metrics, quiet_stdout, resolve_model, setup, torch_device_arg, yolo
@@ -27,7 +28,7 @@ from onecard.fit.observations import observe_run
 from onecard.fit.plan import plan
 from onecard.fit.retry import OomStep, retry_on_oom
 
-__all__ = ["check", "train", "resume_config", "evaluate", "predict", "export", "find_detect_run", "weights_of"]
+__all__ = ["check", "train", "resume_config", "evaluate", "predict", "find_detect_run", "weights_of"]
 
 TRAIN_DIR, DATA_YAML = "train", "data.yaml"
 LAST, BEST = f"{TRAIN_DIR}/weights/last.pt", f"{TRAIN_DIR}/weights/best.pt"
@@ -234,41 +235,6 @@ def predict(config: PredictConfig, runs_root: str | None = None) -> dict[str, An
                                           strict=True)]})
     (out / "detections.json").write_text(json.dumps({"weights": weights, "images": images}, indent=2))
     return {"weights": weights, "out": str(out), "images": images}
-
-
-def export(config: ExportConfig, runs_root: str | None = None) -> dict[str, Any]:
-    """Export the run's best weights and time both at batch 1: PyTorch against the exported file."""
-    from onecard.detect.latency import export as export_model
-    from onecard.detect.latency import onnx_latency, torch_latency
-
-    setup()
-    weights, record = weights_of(config.run, runs_root)
-    imgsz = config.imgsz or (record or {}).get("metrics", {}).get("imgsz") or 640
-    device = select_device(config.device)
-    with quiet_stdout():
-        path = export_model(weights, config.format, imgsz)
-    latency = {"pytorch": torch_latency(weights, imgsz, device, config.warmup, config.repeats)}
-    if config.format == "onnx":
-        latency["onnx"] = onnx_latency(path, imgsz, config.warmup, config.repeats)
-    result = {"run": record["id"] if record else None, "weights": weights, "exported": str(path),
-              "format": config.format, "imgsz": imgsz, "device": device, "latency": latency}
-    if "onnx" in latency:
-        result["onnx_vs_pytorch"] = latency["onnx"]["median_ms"] / latency["pytorch"]["median_ms"]
-    if config.check_map and record is not None:  # the accuracy kept: both files on the run's val split, batch 1
-        out = _scratch(record, "export-check")
-        kept = {}
-        # rect=False for both: ultralytics pads PyTorch's val batches to rectangles plus half a stride (a 320 px
-        # image runs at 352), while a fixed-shape export runs at imgsz; the same input for both isolates the export
-        for fmt, file in (("pytorch", weights), (config.format, str(path))):
-            with quiet_stdout():
-                m = yolo(file).val(data=str(Path(record["dir"]) / DATA_YAML), imgsz=imgsz, batch=1, plots=False,
-                                   rect=False,
-                                   device=torch_device_arg(device), project=str(out.parent), name=out.name,
-                                   exist_ok=True, verbose=False)
-            kept[fmt] = box_metrics(m.results_dict)
-        result["map"] = kept
-        result["map50_drop"] = kept["pytorch"]["map50"] - kept[config.format]["map50"]
-    return result
 
 
 def _scratch(record: dict[str, Any] | None, name: str) -> Path:
