@@ -121,3 +121,107 @@ def test_a_box_past_the_edge_by_rounding_is_clipped(tmp_path: Path) -> None:
     assert report["errors"] == 0, report["problems"]
     row = next(p for p in (tmp_path / "yolo" / "labels").rglob("im0.txt")).read_text().splitlines()[0].split()
     assert [float(v) for v in row[1:]] == pytest.approx([0.5, 39 / 48, 1.0, 18 / 48], abs=1e-6)
+
+
+# Label Studio's JSON export, written by hand as Label Studio 1.x writes it: a list of tasks, `data.image` an upload
+# path (file name prefixed with an id) or a local-storage URL, boxes in percent of the image
+def _labelstudio(tmp_path: Path) -> tuple[Path, list[dict]]:
+    from PIL import Image
+
+    folder = tmp_path / "export"
+    (folder / "photos").mkdir(parents=True)
+    for i, name in enumerate(["8f3a2b1c-cat.jpg", "photos/dog.png", "0c1d-two.jpg", "5e6f-none.jpg", "77aa-bg.jpg"]):
+        Image.new("RGB", (200, 100), (40 * i, 90, 200 - 30 * i)).save(folder / name)
+
+    def box(rid: str, x: float, y: float, w: float, h: float, label: str, rotation: float = 0) -> dict:
+        return {"id": rid, "type": "rectanglelabels", "from_name": "label", "to_name": "image", "original_width": 200,
+                "original_height": 100, "image_rotation": 0,
+                "value": {"x": x, "y": y, "width": w, "height": h, "rotation": rotation, "rectanglelabels": [label]}}
+
+    tasks = [
+        {"id": 1, "data": {"image": "/data/upload/3/8f3a2b1c-cat.jpg"}, "annotations": [
+            {"id": 11, "was_cancelled": False, "result": [
+                box("a", 10, 20, 30, 40, "cat"),
+                {"id": "c", "type": "choices", "value": {"choices": ["indoor"]}}]}]},
+        {"id": 2, "data": {"image": "/data/local-files/?d=photos%2Fdog.png"}, "annotations": [
+            {"id": 21, "was_cancelled": False, "result": [box("b", 0, 0, 100, 100, "cat")]},
+            {"id": 22, "was_cancelled": False, "result": [box("c", 60, 50, 40, 50, "dog")]},
+            {"id": 23, "was_cancelled": True, "result": []}]},
+        {"id": 3, "data": {"img": "/data/upload/3/0c1d-two.jpg"}, "annotations": [
+            {"id": 31, "result": [box("d", 10, 10, 20, 10, "dog", rotation=90), box("e", 50, 50, 10, 10, "bird")]}]},
+        {"id": 4, "data": {"image": "/data/upload/3/5e6f-none.jpg"}, "annotations": [], "predictions": []},
+        {"id": 5, "data": {"image": "/data/upload/3/77aa-bg.jpg"}, "annotations": [{"id": 51, "result": []}]},
+    ]
+    src = folder / "project-3-at-2026-12-06.json"
+    src.write_text(json.dumps(tasks))
+    return src, tasks
+
+
+def _rows(out: Path, image: str) -> list[list[float]]:
+    label = next((out / "labels").rglob(f"{Path(image).stem}.txt"))
+    return [[float(v) for v in line.split()] for line in label.read_text().splitlines()]
+
+
+def test_labelstudio_boxes_in_percent_become_yolo_rows(tmp_path: Path) -> None:
+    from onecard.detect.convert import labelstudio_to_yolo
+
+    src, _ = _labelstudio(tmp_path)
+    out = tmp_path / "yolo"
+    result = labelstudio_to_yolo(src, out)
+    assert result["names"] == ["bird", "cat", "dog"]  # alphabetical
+    assert result["images"] == 4 and result["backgrounds"] == 1 and result["annotations"] == 4
+    assert result["unlabelled_skipped"] == 1 and result["several_annotations"] == 1 and result["rotated"] == 1
+    assert result["other_results_skipped"] == {"choices": 1}
+    assert _rows(out, "8f3a2b1c-cat.jpg") == [pytest.approx([1, 0.25, 0.40, 0.30, 0.40])]
+    assert _rows(out, "dog.png") == [pytest.approx([2, 0.80, 0.75, 0.40, 0.50])]  # the latest annotation, 22
+    # 20% x 10% of a 200x100 image is 40x10 px; turned 90 degrees clockwise about its top-left corner (20, 10) px it
+    # covers x 10..20 px, y 10..50 px: 5% x 40% from (5%, 10%)
+    assert _rows(out, "0c1d-two.jpg") == [pytest.approx([2, 0.075, 0.30, 0.05, 0.40], abs=1e-6),
+                                          pytest.approx([0, 0.55, 0.55, 0.10, 0.10])]
+    assert not list((out / "labels").rglob("77aa-bg.txt")) and list((out / "images").rglob("77aa-bg.jpg"))
+    report = check_data(load_data(out))
+    assert report["errors"] == 0, report["problems"]
+    assert {p["kind"] for p in report["problems"]} <= {"classes without instances"}  # 4 images: one class in val only
+
+
+def test_labelstudio_bad_results_are_named_by_task_annotation_and_result(tmp_path: Path) -> None:
+    from onecard.detect.convert import labelstudio_to_yolo
+
+    src, tasks = _labelstudio(tmp_path)
+    results = tasks[0]["annotations"][0]["result"]
+    results[0]["value"]["width"] = 0
+    results.append({**results[0], "id": "x", "value": {**results[0]["value"], "x": 90, "width": 20}})
+    results.append({**results[0], "id": "y", "value": {**results[0]["value"], "width": 5,
+                                                       "rectanglelabels": ["cat", "dog"]}})
+    tasks[2]["data"]["img"] = "/data/upload/3/gone.jpg"
+    src.write_text(json.dumps(tasks))
+    with pytest.raises(DataError) as e:
+        labelstudio_to_yolo(src, tmp_path / "yolo")
+    message = str(e.value)
+    assert "task 1, annotation 11, result a: box [10.0, 20.0, 0.0, 40.0] has zero area" in message
+    assert ("task 1, annotation 11, result x: box [90.0, 20.0, 20.0, 40.0] (percent) reaches outside the image"
+            in message)
+    assert "task 1, annotation 11, result y: rectanglelabels ['cat', 'dog'] is not one label" in message
+    assert "task 3: image /data/upload/3/gone.jpg is not in" in message
+    assert not (tmp_path / "yolo").exists()
+
+
+def test_labelstudio_json_min_is_refused_with_the_export_to_use(tmp_path: Path) -> None:
+    from onecard.detect.convert import labelstudio_to_yolo
+
+    src = tmp_path / "min.json"
+    src.write_text(json.dumps([{"image": "/data/upload/1/a.jpg", "label": []}]))
+    with pytest.raises(DataError, match="not JSON-MIN"):
+        labelstudio_to_yolo(src, tmp_path / "yolo")
+
+
+def test_cli_converts_a_labelstudio_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, _ = _labelstudio(tmp_path)
+    out = tmp_path / "yolo"
+    assert main(["detect", "convert", str(src), "--from", "labelstudio", "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["images"] == 4 and printed["classes"] == 3 and printed["data"] == str(out / "data.yaml")
+    assert main(["detect", "convert", str(src), "--from", "labelstudio", "--out", str(out)]) != 0  # not empty
+    assert "1 unlabelled tasks skipped" not in capsys.readouterr().out
+    assert main(["detect", "convert", str(src), "--from", "labelstudio", "--out", str(out), "--force"]) == 0
+    assert "1 unlabelled tasks skipped" in capsys.readouterr().out
