@@ -1,4 +1,5 @@
-"""`onecard vlm data check / data synth / tune`: image-text data and a LoRA / QLoRA of a LLaVA-style model.
+"""`onecard vlm data check / data synth / tune / chat / eval / export`: image-text data, a LoRA / QLoRA of a
+LLaVA-style model, chat about images, base against tuned, and the merged model.
 
 Each action is a row of ACTIONS: (help, add its flags, run it). A new action (chat, eval, export) is one more row.
 """
@@ -9,7 +10,16 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from onecard.cli.common import emit, job_flags, json_flag, recorded, resolve_config, trackers
+from onecard.cli.common import (
+    config_flag,
+    emit,
+    job_flags,
+    json_flag,
+    recorded,
+    resolve_config,
+    runs_dir_flag,
+    trackers,
+)
 
 __all__ = ["vlm_args", "vlm", "ACTIONS"]
 
@@ -99,12 +109,104 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- chat / eval / export -----------------------------------------------------------------------------------------
+
+
+def _chat_args(p: argparse.ArgumentParser) -> None:
+    from onecard.core.config import add_config_flags
+    from onecard.vlm.chat import VlmChatConfig
+
+    add_config_flags(p, VlmChatConfig)
+    config_flag(p)
+    runs_dir_flag(p, writes=True)
+    json_flag(p, "print each reply as JSON (text, tokens, timings, settings)")
+
+
+def _chat(args: argparse.Namespace) -> int:
+    import sys
+
+    from onecard.core.progress import stderr_console
+    from onecard.llm.chat import read_lines
+    from onecard.vlm.chat import VlmChatConfig, chat
+
+    config = resolve_config(args, VlmChatConfig)
+    console = stderr_console()
+
+    def status(line: str) -> None:
+        console.print(line, markup=False, highlight=False, style="dim", soft_wrap=True)
+
+    piped = sys.stdin is not None and not sys.stdin.isatty()
+    stdin_text = sys.stdin.read().strip() if piped and config.prompt is not None else None
+    summary = chat(config, read_lines(sys.stdin), sys.stdout, status, args.json, stdin_text, args.runs_dir)
+    status(f"recorded as run {summary['run_id']}")
+    return 0
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    from onecard.core.config import add_config_flags
+    from onecard.vlm.evaluate import EvalConfig
+
+    add_config_flags(p, EvalConfig, positional=("target",))
+    config_flag(p)
+    runs_dir_flag(p, writes=True)
+    json_flag(p)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from onecard.vlm.evaluate import EvalConfig, evaluate
+
+    _require()
+    result = evaluate(resolve_config(args, EvalConfig), args.runs_dir)
+    emit(args, result, _render_eval)
+    return 0
+
+
+def _render_eval(result: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    names = [n for n in ("base", "tuned", "model") if n in result]
+    table = Table(title=f"{result['rows']} rows of {result['data']}")
+    table.add_column("metric")
+    for name in names:
+        table.add_column(name, justify="right")
+    for key, label, fmt in (("exact_match", "exact match", "{:.1%}"), ("token_f1", "token F1", "{:.3f}"),
+                            ("loss", "answer loss", "{:.4f}"), ("perplexity", "answer perplexity", "{:.2f}")):
+        table.add_row(label, *(fmt.format(result[n][key]) for n in names))
+    console.print(table)
+    console.print(f"report: {result['report']}\nrecorded as run {result['run_id']}")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    from onecard.core.config import add_config_flags
+    from onecard.vlm.export import ExportConfig
+
+    add_config_flags(p, ExportConfig, positional=("run",))
+    config_flag(p)
+    runs_dir_flag(p)
+    json_flag(p)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from onecard.vlm.export import ExportConfig, export
+
+    _require()
+    written = export(resolve_config(args, ExportConfig), args.runs_dir)
+    emit(args, written, lambda w, _: print("\n".join(f"{k}: {v}" for k, v in w.items())))
+    return 0
+
+
 Action = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 ACTIONS: dict[str, Action] = {
     "data": ("check a JSONL file of image-text rows, or write the synthetic shapes set", _data_args, _data),
     "tune": ("LoRA / QLoRA of the language model (vision tower frozen) on image-text rows (a recorded run)",
              _tune_args, _tune),
+    "chat": ("one streamed answer about images, or a REPL (/image PATH), with a vision model fitted to the card",
+             _chat_args, _chat),
+    "eval": ("exact match, token F1 and answer loss, base against tuned, with an HTML report of the answers",
+             _eval_args, _eval),
+    "export": ("a tune run's merged weights (--merge) and GGUF + mmproj (--gguf, llama.cpp's converter)",
+               _export_args, _export),
 }
 
 
