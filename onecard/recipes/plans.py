@@ -2,10 +2,10 @@
 
 Each path plans the way its capability does, so the config holds what the run would choose on that card:
 `onecard.tune.plan.choose` (qlora), `onecard.detect.plan.choose` (yolo), `onecard.asr.finetune.choose` (the Whisper
-fine-tune), and for the jobs whose capability has no planner of its own, fit's job directly with the capability's
-rule: llama.cpp's context (`onecard.llm.fitting`'s longest of CTX_CHOICES with every layer on the GPU), faster-whisper's
-compute type and batch (fit's fastest that fits, as `onecard.asr.model.choose` takes it), SD 1.5 LoRA training and
-sampling, tinylm's micro-batch, and LLaVA-1.5-7B (`onecard.vlm` is not built yet).
+fine-tune), `onecard.vlm.plan.choose` (the LLaVA QLoRA). Where a capability has no planner of its own, fit's job
+directly, with the capability's rule: llama.cpp's context (`onecard.llm.fitting`: the longest of CTX_CHOICES with
+every layer on the GPU), faster-whisper's compute type and batch (fit's fastest that fits, as
+`onecard.asr.model.choose` takes it), the SD 1.5 LoRA's batch and sampling, tinylm's micro-batch, LLaVA's 4-bit chat.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ __all__ = ["ConfigFile", "Planned", "plan_path", "card_fields", "card_flag", "LL
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 GGUF = "models/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf"  # where the rag recipe's download puts it
+LLAVA = "llava-hf/llava-1.5-7b-hf"
 
 
 @dataclass
@@ -244,26 +245,35 @@ def _whisper(card: GpuSpec) -> Planned:
 
 
 def _vlm(card: GpuSpec) -> Planned:
-    chat = FitJob(model="llava-1.5-7b", quant="nf4", ctx=4096, **card_fields(card))
-    train = FitJob(model="llava-1.5-7b", job="train", method="qlora", seq=2048, batch=16, **card_fields(card))
-    found = solve(train, top=20, fixed={"method", "seq", "lora_rank", "lora_targets"}, request_first=False)
-    tuned = found[0].job if found else train
+    from onecard.fit.catalog import find
+    from onecard.vlm.config import TuneConfig
+    from onecard.vlm.plan import choose, ladder
 
-    def values(job: FitJob) -> dict[str, Any]:
-        return job.model_dump(mode="json", exclude_defaults=True)
-
-    configs = [
-        ConfigFile("vlm-chat.yaml", "onecard fit --config vlm-chat.yaml", FitJob, values(chat),
-                   "LLaVA-1.5-7B image chat with 4-bit (nf4) weights: fit's job"),
-        ConfigFile("vlm-qlora.yaml", "onecard fit --config vlm-qlora.yaml", FitJob, values(tuned),
-                   f"batch, grad_accum, grad_ckpt, optimizer: onecard fit's fastest QLoRA setting that fits {card.name}"
-                   if found else f"none: no QLoRA setting at sequence 2048 fits {card.name}"),
-    ]
-    expect = [*_expect("image chat (LLaVA-1.5-7B, nf4, context 4096)", plan(chat)),
-              *_expect(f"QLoRA at sequence 2048, micro-batch {tuned.batch} x {tuned.grad_accum}", plan(tuned),
-                       tuned.grad_accum)]
-    return Planned(configs, {}, expect, [("QLoRA", _steps(oom_ladder(tuned))), ("image chat", _steps(oom_ladder(
-        chat)))])
+    image_tokens = find(LLAVA).vision.image_tokens  # type: ignore[union-attr]  # a catalog VLM
+    base = {"model": LLAVA, "data": "my_pairs.jsonl", "method": "qlora", "max_seq_length": 2048, "lora_rank": 16,
+            "lora_alpha": 32, "lora_dropout": 0.05, "batch_size": 8, "learning_rate": 2e-4, "epochs": 1}
+    chat = FitJob(model=LLAVA, quant="nf4", ctx=4096, **card_fields(card))
+    chat_config = ConfigFile("vlm-chat.yaml", "onecard fit --config vlm-chat.yaml", FitJob,
+                             chat.model_dump(mode="json", exclude_defaults=True),
+                             "LLaVA-1.5-7B image chat with 4-bit (nf4) weights: fit's job (the chat action of onecard "
+                             "vlm is being added)")
+    expect = _expect("image chat (LLaVA-1.5-7B, nf4, context 4096)", plan(chat))
+    ladders = [("image chat", _steps(oom_ladder(chat)))]
+    request = TuneConfig.model_validate({**base, **card_fields(card)})
+    try:
+        settings, job = choose(request, LLAVA, 2048 - image_tokens, image_tokens, four_bit=True, on_gpu=False)
+    except OnecardError as e:
+        return Planned([ConfigFile("vlm.yaml", "onecard vlm tune --config vlm.yaml", TuneConfig, base,
+                                   "none: no setting fits this card"), chat_config], {"text_seq": 2048 - image_tokens},
+                       [f"QLoRA: {e.what}", *expect], ladders)
+    values = {**base, "micro_batch_size": settings.micro_batch_size,
+              "gradient_checkpointing": settings.gradient_checkpointing, "optimizer": settings.optimizer}
+    source = f"micro_batch_size, gradient_checkpointing, optimizer: onecard.vlm.plan.choose, {settings.source}"
+    expect = [*_expect(f"QLoRA ({settings.describe()})", plan(job), job.grad_accum), *expect]
+    return Planned([ConfigFile("vlm.yaml", "onecard vlm tune --config vlm.yaml", TuneConfig, values, source),
+                    chat_config], {"text_seq": job.seq}, expect,
+                   [("QLoRA (onecard vlm tune steps down it by itself on an out-of-memory error)",
+                     _steps(ladder(job, four_bit=True))), *ladders])
 
 
 def _tinylm(card: GpuSpec) -> Planned:

@@ -139,7 +139,12 @@ def test_json_holds_the_markdown_and_the_parts(capsys: pytest.CaptureFixture[str
     assert "CTranslate2 has no Metal backend" in data["markdown"]
 
 
-def test_recipe_is_a_dataclass_with_configs() -> None:
+def test_vlm_tune_config_comes_from_the_vlm_planner() -> None:
+    from onecard.vlm.config import TuneConfig
+
     recipe = build("vlm", "4070ti", "linux")
     assert isinstance(recipe, Recipe)
-    assert [c.model.__name__ for c in recipe.configs] == ["FitJob", "FitJob"]
+    assert [(c.file, c.model.__name__) for c in recipe.configs] == [("vlm.yaml", "TuneConfig"),
+                                                                  ("vlm-chat.yaml", "FitJob")]
+    assert recipe.configs[0].model is TuneConfig
+    assert "onecard.vlm.plan.choose, fit: fastest plan that fits" in recipe.configs[0].source
