@@ -46,3 +46,21 @@ def test_unknown_card_is_a_400_with_the_fix(client: TestClient) -> None:
     assert r.status_code == 400
     body = r.json()
     assert "unknown GPU 'gtx-9999'" in body["error"] and "Known cards" in body["fix"]
+
+
+def test_fuzzed_queries_never_give_a_500(client: TestClient) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    def valid_or_not(*valid: str) -> st.SearchStrategy[str | None]:
+        return st.one_of(st.sampled_from(valid), st.none(), st.text(max_size=80))
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(path=valid_or_not(*PATHS), gpu=valid_or_not("auto", "4070ti", "h100"), os=valid_or_not(*OSES))
+    def check(path: str | None, gpu: str | None, os: str | None) -> None:
+        params = {k: v for k, v in (("path", path), ("gpu", gpu), ("os", os)) if v is not None}
+        r = client.get("/api/recipe", params=params)
+        assert r.status_code < 500, r.text
+        assert r.status_code == 200 or "error" in r.json()
+
+    check()
