@@ -22,15 +22,19 @@ RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"  # an id, a unique prefix or `las
 MAX_FILES = 500
 
 
-def finite(data: Any) -> Any:
+def finite(data: dict[str, Any]) -> dict[str, Any]:
     """JSON allows no NaN or infinity: a diverged loss is sent as null."""
-    if isinstance(data, float) and not math.isfinite(data):
+    return {k: nan_to_none(v) for k, v in data.items()}
+
+
+def nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(data, dict):
-        return {k: finite(v) for k, v in data.items()}
-    if isinstance(data, list | tuple):
-        return [finite(v) for v in data]
-    return data
+    if isinstance(value, dict):
+        return finite(value)
+    if isinstance(value, list | tuple):
+        return [nan_to_none(v) for v in value]
+    return value
 
 
 def runs_root(request: Request) -> Path:
