@@ -93,7 +93,7 @@ class JobKind:
 
 
 # Actions whose command takes --report-to (the recorded jobs of `job_flags`).
-TRAINING_ACTIONS = ("train", "transcribe", "finetune")
+TRAINING_ACTIONS = ("train", "transcribe", "finetune", "tune")
 
 KINDS: tuple[JobKind, ...] = (
     JobKind("tinylm", "train", "onecard.tinylm.config:TinyLMConfig", "tinylm", ("torch",), paths=("data",)),
@@ -112,6 +112,9 @@ KINDS: tuple[JobKind, ...] = (
             paths=("data",), refs=("base",)),
     JobKind("diffuse", "sample", "onecard.diffuse.config:SampleConfig", "diffuse", ("diffusers", "torch"),
             refs=("source", "lora"), outputs=("out",)),
+    JobKind("vlm", "tune", "onecard.vlm.config:TuneConfig", "vlm",
+            ("onecard.vlm", "torch", "transformers", "peft", "trl", "datasets", "PIL"), paths=("data", "dev_data"),
+            refs=("model",)),
 )
 
 

@@ -41,5 +41,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     document.getElementById("ask").hidden = true;
     return;
   }
-  document.getElementById("go").addEventListener("click", transcribe);
+  const go = document.getElementById("go");
+  go.disabled = false;
+  go.addEventListener("click", transcribe);
 });

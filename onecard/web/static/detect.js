@@ -56,5 +56,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     document.getElementById("ask").hidden = true;
     return;
   }
-  document.getElementById("go").addEventListener("click", detect);
+  const go = document.getElementById("go");
+  go.disabled = false;
+  go.addEventListener("click", detect);
 });

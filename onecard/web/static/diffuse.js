@@ -31,5 +31,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     document.getElementById("ask").hidden = true;
     return;
   }
-  document.getElementById("go").addEventListener("click", draw);
+  const go = document.getElementById("go");
+  go.disabled = false;
+  go.addEventListener("click", draw);
 });

@@ -9,9 +9,10 @@ async function followJob(id, panel) {
   await readStream(`/api/jobs/${id}/log`, {}, ev => {
     if (ev.type === "line") { log.textContent += ev.text + "\n"; return; }
     const state = ev.status === "queued" && ev.position ? `queued, position ${ev.position}` : ev.status;
+    const running = ev.status === "running" && ev.progress;
     status.replaceChildren(el("a", {href: `/jobs#${ev.id}`}, `job ${ev.id}`), ": ", state,
-                           ev.progress ? ` (${ev.progress.text})` : "",
-                           ev.run_id ? [", run ", el("a", {href: ev.run_url}, ev.run_id)] : "");
+                           running ? ` (${ev.progress.text})` : "",
+                           ...(ev.run_id ? [", run ", el("a", {href: ev.run_url}, ev.run_id)] : []));
     status.dataset.status = ev.status;
   });
   const job = await api(`/api/jobs/${id}`);

@@ -178,6 +178,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   if (wanted && installed.some(k => k.kind === wanted)) document.getElementById("kind").value = wanted;
   document.getElementById("kind").addEventListener("change", drawForm);
   document.getElementById("start").addEventListener("click", start);
+  document.getElementById("start").disabled = !installed.length;
   drawForm();
   await refresh();
   setInterval(refresh, 2000);

@@ -39,5 +39,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     return;
   }
   document.getElementById("ask").hidden = false;
-  document.getElementById("go").addEventListener("click", ask);
+  const go = document.getElementById("go");
+  go.disabled = false;
+  go.addEventListener("click", ask);
 });
