@@ -10,7 +10,7 @@ every layer on the GPU), faster-whisper's compute type and batch (fit's fastest 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from onecard.core.errors import OnecardError
 from onecard.core.gpus import GpuSpec
 from onecard.fit.job import FitJob
-from onecard.fit.ladder import oom_ladder
+from onecard.fit.ladder import describe_changes, oom_ladder
 from onecard.fit.plan import Plan, plan
 from onecard.fit.solve import solve
 
@@ -95,6 +95,16 @@ def _steps(ladder: Iterable[tuple[FitJob, str]]) -> list[str]:
     return out
 
 
+def _offered(job: FitJob, knobs: set[str]) -> Iterator[tuple[FitJob, str]]:
+    """fit's ladder for `job`, limited to the knobs the capability offers (the others stay as they were)."""
+    previous = job
+    for new, _ in oom_ladder(job):
+        new = job.model_copy(update={k: getattr(new, k) for k in knobs})
+        if new != previous:
+            yield new, describe_changes(previous, new)
+            previous = new
+
+
 def _first_fit(jobs: Iterable[FitJob]) -> tuple[FitJob, Plan]:
     """The first job that fits, else the last one tried (its plan says it does not fit)."""
     for job in jobs:
@@ -126,8 +136,9 @@ def _rag(card: GpuSpec) -> Planned:
     config = ConfigFile("rag.yaml", 'onecard rag ask --config rag.yaml "QUESTION"', AskConfig, values, source)
     expect = _expect(f"Llama-3.1-8B Q4_K_M, context {ctx}, {min(gpu_layers, layers)}/{layers} layers on the GPU", p)
     expect.append("the embedding model (all-MiniLM-L6-v2, 22 M parameters) and BM25 add little; fit does not size them")
-    return Planned([config], {"ctx": ctx, "gpu_layers": gpu_layers}, expect, [("answering model", _steps(
-        oom_ladder(job)))])
+    return Planned([config], {"ctx": ctx, "gpu_layers": gpu_layers}, expect,
+                   [("answering model (ctx in rag.yaml; a lower gpu_layers keeps layers on the CPU, slower)",
+                     _steps(_offered(job, {"ctx", "gpu_layers"})))])
 
 
 def _qlora(card: GpuSpec) -> Planned:
@@ -204,13 +215,16 @@ def _diffusion(card: GpuSpec) -> Planned:
     return Planned([ConfigFile("diffusion.yaml", "onecard diffuse train --config diffusion.yaml", DiffuseConfig,
                                values, source)],
                    {"batch": job.batch, "sample_batch": sample.batch}, expect,
-                   [("training", _steps(oom_ladder(job))), ("sampling", _steps(oom_ladder(sample)))])
+                   [("training (batch_size in diffusion.yaml; each step then sees fewer images)",
+                     _steps(_offered(job, {"batch"}))),
+                    ("sampling (--batch)", _steps(_offered(sample, {"batch", "resolution"})))])
 
 
 def _whisper(card: GpuSpec) -> Planned:
     from onecard.asr.config import FinetuneConfig, TranscribeConfig
     from onecard.asr.finetune import choose
     from onecard.asr.model import COMPUTE_OF_QUANT
+    from onecard.asr.train import _ladder as finetune_ladder  # the steps asr finetune's retry takes
 
     job = FitJob(model="whisper-large-v3", runtime="faster-whisper", beam=5, **card_fields(card))
     found = [p for p in solve(job, top=20, fixed={"beam"}, request_first=False) if p.fits]
@@ -239,9 +253,10 @@ def _whisper(card: GpuSpec) -> Planned:
               *_expect(f"fine-tune (whisper-small LoRA, micro-batch {tune_job.batch} x {tune_job.grad_accum})",
                        plan(tune_job), tune_job.grad_accum)]
     return Planned(configs, {"compute_type": compute_type, "batch": best.job.batch}, expect,
-                   [("transcription", _steps(oom_ladder(best.job))),
+                   [("transcription (compute_type, beam_size, batch_size in whisper.yaml)",
+                     _steps(_offered(best.job, {"quant", "beam", "batch"}))),
                     ("fine-tune (onecard asr finetune steps down it by itself on an out-of-memory error)",
-                     _steps(oom_ladder(tune_job)))])
+                     _steps(finetune_ladder(tune_job)))])
 
 
 def _vlm(card: GpuSpec) -> Planned:
@@ -258,7 +273,7 @@ def _vlm(card: GpuSpec) -> Planned:
                              "LLaVA-1.5-7B image chat with 4-bit (nf4) weights: fit's job (the chat action of onecard "
                              "vlm is being added)")
     expect = _expect("image chat (LLaVA-1.5-7B, nf4, context 4096)", plan(chat))
-    ladders = [("image chat", _steps(oom_ladder(chat)))]
+    ladders = [("image chat (in vlm-chat.yaml)", _steps(oom_ladder(chat)))]
     request = TuneConfig.model_validate({**base, **card_fields(card)})
     try:
         settings, job = choose(request, LLAVA, 2048 - image_tokens, image_tokens, four_bit=True, on_gpu=False)
@@ -297,7 +312,8 @@ def _tinylm(card: GpuSpec) -> Planned:
     source = f"batch_size, grad_accum: onecard fit's fastest setting of the baby preset that fits {card.name}"
     return Planned([ConfigFile("tinylm.yaml", "onecard tinylm train --config tinylm.yaml", TinyLMConfig, values,
                                source)], {"batch": best.batch, "grad_accum": best.grad_accum}, expect,
-                   [("training", _steps(oom_ladder(best)))])
+                   [("training (batch_size and grad_accum in tinylm.yaml)",
+                     _steps(_offered(best, {"batch", "grad_accum"})))])
 
 
 PLANNERS: dict[str, Callable[[GpuSpec], Planned]] = {
