@@ -51,7 +51,10 @@ class TokenGuard:
         from_query = request.query_params.get("token")
         given = auth[7:] if auth.lower().startswith("bearer ") else from_query or request.cookies.get(TOKEN_COOKIE)
         if not given or not secrets.compare_digest(given.encode(), self.token.encode()):
-            await refused(request)(scope, receive, send)
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})  # policy violation
+            else:
+                await refused(request)(scope, receive, send)
             return
         if from_query is None:
             await self.app(scope, receive, send)
