@@ -20,8 +20,7 @@ from onecard.fit.ladder import describe_changes, oom_ladder
 from onecard.fit.plan import plan
 from onecard.fit.solve import solve
 
-__all__ = ["Settings", "plan_train", "plan_sample", "train_ladder", "apply_sample_settings", "micro_batches",
-           "eight_bit_usable"]
+__all__ = ["Settings", "plan_train", "plan_sample", "train_ladder", "apply_sample_settings", "eight_bit_usable"]
 
 
 @dataclass
@@ -101,11 +100,6 @@ def apply_sample_settings(pipe: Any, job: FitJob, device: str) -> None:
         pipe.enable_sequential_cpu_offload(device=device)
     else:
         pipe.to(device)
-
-
-def micro_batches(batch: int, micro: int) -> list[int]:
-    """Sizes of the micro-batches one step of `batch` images splits into: [2, 2] for 4 by 2, [2, 1] for 3 by 2."""
-    return [min(micro, batch - i) for i in range(0, batch, micro)] if micro < batch else [batch]
 
 
 def eight_bit_usable(device: str) -> bool:
