@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.browser.conftest import screenshot
 from tests.unit.web.tinylm_runs import make_tinylm_runs
+
+pytestmark = pytest.mark.slow  # two real tinylm trainings, about 20 s each on a busy 2-core CPU
 
 
 def test_runs_page_compares_two_tinylm_runs(page: Any, server: str, onecard_home: Path) -> None:
