@@ -148,3 +148,12 @@ def test_vlm_tune_config_comes_from_the_vlm_planner() -> None:
                                                                   ("vlm-chat.yaml", "FitJob")]
     assert recipe.configs[0].model is TuneConfig
     assert "onecard.vlm.plan.choose, fit: fastest plan that fits" in recipe.configs[0].source
+
+
+@pytest.mark.parametrize(("path", "not_offered"), [("rag", ("attention", "KV cache")),
+                                                   ("diffusion", ("optimizer", "VAE", "offload")),
+                                                   ("whisper", ("paged_adamw8bit",))])
+def test_ladders_hold_only_steps_the_capability_offers(path: str, not_offered: tuple[str, ...]) -> None:
+    steps = [step for _, steps in build(path, "4070ti", "linux").planned.ladders for step in steps]
+    assert steps
+    assert not [step for step in steps if any(word in step for word in not_offered)]
