@@ -89,7 +89,8 @@ def merge(base: Path, adapter: Path, out: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         merged.save_pretrained(tmp)
-        load_processor(adapter if (adapter / "preprocessor_config.json").is_file() else base).save_pretrained(tmp)
+        saved = any((adapter / f).is_file() for f in ("processor_config.json", "preprocessor_config.json"))
+        load_processor(adapter if saved else base).save_pretrained(tmp)  # the tune saves it with the adapter
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
     finally:
