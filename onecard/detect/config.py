@@ -116,7 +116,8 @@ class BenchConfig(BaseModel):
         """`--formats pytorch,onnx` as well as `--formats pytorch onnx`."""
         items = value.split(",") if isinstance(value, str) else value
         if isinstance(items, list):
-            return [p.strip() for v in items for p in (v.split(",") if isinstance(v, str) else [v]) if p != ""]
+            return [p.strip() for v in items for p in v.split(",") if p.strip()] if all(
+                isinstance(v, str) for v in items) else items
         return value
 
     @field_validator("batch")

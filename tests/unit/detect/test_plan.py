@@ -57,3 +57,25 @@ def test_the_oom_ladder_halves_the_batch_and_turns_amp_on_only_where_it_runs() -
     without = [(j.amp, j.batch) for j, _ in ladder(job, amp_ok=False)]
     assert with_amp[0] == (True, 16) and with_amp[1] == (True, 8)
     assert without[0] == (False, 8) and all(not amp for amp, _ in without)
+
+
+@pytest.mark.parametrize(("model", "gpu", "imgsz"), [
+    ("yolov8n.yaml", "rtx-3060", 640), ("yolov8s.yaml", "4070ti", "auto"), ("yolov8m.yaml", "4090", 640),
+    ("yolov8s.yaml", "4070ti", 1280)])
+def test_the_batch_detect_train_picks_fits_by_the_fit_command(model: str, gpu: str, imgsz: int | str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from onecard.cli import main
+
+    settings, job = choose(DetectConfig(data="data.yaml", model=model, gpu=gpu, imgsz=imgsz), model, "cpu")
+    assert job is not None and settings.source.startswith("fit:")
+    asked = ["fit", model.removesuffix(".yaml"), "--job", "train", "--batch", str(settings.batch), "--imgsz",
+             str(settings.imgsz), "--amp" if settings.amp else "--no-amp", "--gpu", gpu, "--json"]
+    # the user's command as typed (optimizer auto: SGD's one state) and with the AdamW detect plans for (two states)
+    for extra in ([], ["--optimizer", "adamw"]):
+        assert main([*asked, *extra]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["fits"] and answer["peak_upper_gib"] <= answer["budget_gib"]
+        assert answer["peak_upper_gib"] <= settings.upper_gib + 1e-3  # detect planned on the larger of the two
+    assert answer["peak_upper_gib"] == pytest.approx(settings.upper_gib, abs=1e-3)
