@@ -3,6 +3,7 @@ ultralytics with the same settings, and latency per image of PyTorch against ONN
 
     python benchmarks/detect.py [--train 200] [--val 50] [--imgsz 320] [--epochs 3] [--repeats 2] [--out FILE]
     python benchmarks/detect.py --run RUN_DIR [--rounds 3]     # latency and mAP kept only, on a trained run
+    python benchmarks/detect.py --gpu                          # on a CUDA machine (benchmarks/gpu_check.sh)
 
 data      onecard.detect.synthetic.make_shapes: coloured circles, squares and triangles (1-4 per image, 10-35% of the
           side) on noisy striped gradients, seed 0, generated here (no shipped data set is learnable from scratch
@@ -16,6 +17,10 @@ latency   the first onecard run's best.pt at --imgsz, batch 1, fp32, on the CPU:
           every runtime at the same thread count (1, then the physical cores), --rounds rounds with the order
           reversed each round, 5 warm-up + 30 timed runs each; medians, and the median of each round's ratio to
           PyTorch. Then `onecard detect export RUN --format onnx`: boxes against PyTorch's and the mAP kept.
+gpu       yolov8s.yaml from scratch at batch 16, 640 px, AMP, 2 epochs on 64 shapes images of 640 px: the run's
+          reserved peak (torch.cuda.max_memory_reserved) against fit's predicted reserved peak for the run's own
+          fit job (target: within 10%); then `onecard detect bench` on CUDA for pytorch, onnx (onnxruntime-gpu)
+          and engine (TensorRT) at batch 1 and 8.
 """
 
 from __future__ import annotations
@@ -88,6 +93,33 @@ def kept(run_dir: Path, threads: int) -> list[str]:
             f"{r['map']['pytorch']['map50']:.4f}, ONNX {r['map']['onnx']['map50']:.4f} (drop {r['map50_drop']:.4f})"]
 
 
+def gpu(work: Path) -> list[str]:
+    """yolov8s training peak at batch 16, 640 px against fit's prediction; detect bench on CUDA."""
+    from onecard.detect.config import BenchConfig
+    from onecard.fit.job import FitJob
+    from onecard.fit.plan import plan
+
+    data = make_shapes(work / "shapes640", train=64, val=16, size=640, seed=0)
+    config = DetectConfig(data=str(data), model="yolov8s.yaml", device="cuda", **{
+        **SETTINGS, "epochs": 2, "imgsz": 640, "batch": 16, "workers": 2})
+    trained = run.train(config, str(work / "runs"), report_to=())
+    record = trained.record
+    measured = record["peak_memory"]["gpu_reserved_gib"]
+    predicted = plan(FitJob(**record["plan"]["fit_job"])).estimate.peak_reserved_gib
+    lines = [f"yolov8s train, batch {record['metrics']['batch']}, imgsz 640, AMP {record['metrics']['amp']}: "
+             f"measured reserved peak {measured:.2f} GiB, fit predicts {predicted:.2f} GiB: "
+             f"{predicted / measured:.2f}x ({'within' if abs(predicted / measured - 1) <= 0.10 else 'NOT within'} 10%)"]
+    result = deploy.bench(BenchConfig(run=str(trained.dir), formats=["pytorch", "onnx", "engine"], batch=[1, 8],
+                                      device="cuda"), str(work / "runs"))
+    lines += ["", "| format | batch | ms/image (median) | p90 | images/s | x pytorch | mAP50 |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['format']} | {r['batch']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | "
+                     f"{r['images_per_s']:.0f} | {r['vs_pytorch']:.2f} | {r.get('map_map50', float('nan')):.4f} |")
+    lines += [f"skipped {s['format']}: {s['reason']}" for s in result["skipped"]]
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--train", type=int, default=200)
@@ -97,6 +129,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="latency rounds per thread count")
     p.add_argument("--run", type=Path, help="a trained run's folder: latency and mAP kept only, no training")
+    p.add_argument("--gpu", action="store_true", help="the CUDA checks only: training peak against fit, detect bench")
     p.add_argument("--out", type=Path)
     a = p.parse_args()
     set_quiet(True)
@@ -105,6 +138,9 @@ def main() -> None:
 
     machine = (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, torch "
                f"{torch.__version__}, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
+    if a.gpu:
+        print("\n".join([machine, torch.cuda.get_device_name(0), "", *gpu(Path(tempfile.mkdtemp()))]))
+        return
     if a.run:
         weights = str(a.run / run.BEST)
         text = "\n".join([machine, "", *latency_rows(weights, a.imgsz, a.rounds, Path(tempfile.mkdtemp())), "",

@@ -31,6 +31,10 @@ measure yolov8n-cls --job train --batch 64 --imgsz 224
 measure whisper-large-v3 --runtime transformers --job infer --beam 5
 measure whisper-small --runtime transformers --job train --method lora --batch 4
 
+echo "== detect: yolov8s training peak (batch 16, 640 px) against fit's prediction; detect bench on CUDA"
+python -c "import tensorrt" 2>/dev/null || echo "(tensorrt not installed: detect bench lists engine as skipped; pip install tensorrt)"
+python benchmarks/detect.py --gpu
+
 echo "== asr: faster-whisper peak memory against onecard fit (tiny.en; large-v3 only where cached), a LoRA fine-tune"
 python benchmarks/asr.py --only gpu --gpu-min 3
 python benchmarks/asr_finetune.py --size small --steps 6 --batch-size 16

@@ -42,6 +42,13 @@ def missing_runtime(fmt: str, device: str) -> str | None:
         return f"TensorRT runs on a CUDA GPU only (device: {device})"
     if fmt in RUNTIMES and importlib.util.find_spec(RUNTIMES[fmt][0]) is None:
         return f"{RUNTIMES[fmt][0]} is not installed ({RUNTIMES[fmt][1]})"
+    if fmt == "onnx" and device.startswith("cuda"):
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)"
+    if fmt == "openvino" and device.startswith("cuda"):
+        return "OpenVINO runs on Intel devices, not CUDA (time it with --device cpu)"
     return None
 
 

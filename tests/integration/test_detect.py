@@ -159,3 +159,38 @@ def test_export_onnx_runs_and_is_timed_against_pytorch(trained: dict[str, Any]) 
     assert all(t["median_ms"] > 0 and t["p90_ms"] >= t["median_ms"] for t in result["latency"].values())
     # both files scored on the run's val split with the same square inputs: the export keeps the accuracy
     assert result["map"]["pytorch"]["map50"] > 0 and abs(result["map50_drop"]) <= 0.01
+    # the export is checked by running it: the same val images through both files, ultralytics' NMS, box by box
+    assert result["check"]["images"] == 16 and result["check"]["passed"] is True
+    from onecard.detect.deploy import agreement
+    from onecard.detect.run import BEST
+
+    images = sorted((trained["data"].parent / "images" / "val").glob("*.jpg"))
+    low = agreement(str(Path(trained["out"]["dir"]) / BEST), Path(result["exported"]), "onnx", images, 128, conf=0.01)
+    assert low["boxes"] > 0 and low["passed"] and low["matched"] >= low["boxes"] - 2 and low["min_iou"] > 0.99
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["torchscript", "openvino"])
+def test_export_other_formats_are_checked_and_scored(trained: dict[str, Any], fmt: str) -> None:
+    if fmt == "openvino":
+        pytest.importorskip("openvino")
+    result = json.loads(_run("detect", "export", trained["out"]["run_id"], "--format", fmt, "--repeats", "3",
+                             "--runs-dir", str(trained["runs"]), "--json", env=trained["env"]).stdout)
+    assert result["format"] == fmt and Path(result["exported"]).exists()
+    assert result["check"]["passed"] is True and abs(result["map50_drop"]) <= 0.01
+    assert set(result["latency"]) == {"pytorch", fmt}
+
+
+@pytest.mark.slow
+def test_bench_prints_a_row_per_format_and_batch_with_the_map_kept(trained: dict[str, Any]) -> None:
+    out = _run("detect", "bench", trained["out"]["run_id"], "--formats", "pytorch,onnx,engine", "--batch", "1,4",
+               "--repeats", "3", "--runs-dir", str(trained["runs"]), "--json", env=trained["env"])
+    result = json.loads(out.stdout)
+    assert [(r["format"], r["batch"]) for r in result["rows"]] == [("pytorch", 1), ("pytorch", 4), ("onnx", 1),
+                                                                    ("onnx", 4)]
+    assert result["skipped"][0]["format"] == "engine" and "CUDA" in result["skipped"][0]["reason"]
+    assert abs(result["map"]["pytorch"]["map50"] - result["map"]["onnx"]["map50"]) <= 0.01
+    assert all(r["map_map50"] == result["map"][r["format"]]["map50"] for r in result["rows"])
+    table = _run("detect", "bench", trained["out"]["run_id"], "--formats", "pytorch", "--batch", "1", "--repeats", "2",
+                 "--runs-dir", str(trained["runs"]), env=trained["env"]).stdout
+    assert "ms/image" in table and "images/s" in table
