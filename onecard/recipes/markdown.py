@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from onecard.recipes.plans import ConfigFile
+from onecard.recipes.plans import ConfigFile, card_flag
 from onecard.recipes.recipe import Recipe
 
 __all__ = ["render", "yaml_text"]
@@ -21,7 +21,7 @@ def render(recipe: Recipe) -> str:
     text, card = recipe.text, recipe.card
     out = [f"# onecard recipe: {text['title']}", "",
            f"For the **{card.name}** ({card.vram_gib:g} GiB) on **{recipe.os}**: `onecard recipe {recipe.path} "
-           f"--gpu {card.key if not card.key.startswith('custom-') else 'auto'} --os {recipe.os}`.", ""]
+           f"{card_flag(card)} --os {recipe.os}`.", ""]
     if recipe.card_note:
         out += [f"Note: {recipe.card_note}.", ""]
     out += [text["what"], "", "## 1. Install", "", "```bash", *recipe.install, "```", "",

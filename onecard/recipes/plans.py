@@ -161,7 +161,7 @@ def _qlora(card: GpuSpec) -> Planned:
     else:
         values = {**base, "max_seq_length": 512}
         return Planned([ConfigFile("qlora.yaml", "onecard tune train --config qlora.yaml", TuneConfig, values,
-                                   "none: no setting fits this card")], {}, notes + [
+                                   "none: no setting fits this card")], {"seq": 512}, notes + [
             f"Llama-3.1-8B QLoRA does not fit {card.name} at any sequence down to 512: use a smaller model "
             "(`onecard fit MODEL --job train --method qlora --solve` shows what fits)"])
     values = {**base, "max_seq_length": settings.max_seq_length, "micro_batch_size": settings.micro_batch_size,
@@ -175,8 +175,9 @@ def _qlora(card: GpuSpec) -> Planned:
         tokens = job.batch * job.grad_accum * job.seq
         expect.append(f"about {tokens / (p.estimate.step_s * job.grad_accum):,.0f} tokens/s at full rows: an epoch of "
                       f"N rows of {job.seq} tokens takes N / {job.batch * job.grad_accum} optimizer steps")
-    return Planned([config], {}, expect, [("training (onecard tune steps down it by itself on an out-of-memory error)",
-                                           _steps(ladder(job, four_bit=True)))])
+    return Planned([config], {"seq": job.seq}, expect,
+                   [("training (onecard tune steps down it by itself on an out-of-memory error)",
+                     _steps(ladder(job, four_bit=True)))])
 
 
 def _yolo(card: GpuSpec) -> Planned:

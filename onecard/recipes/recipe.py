@@ -68,10 +68,13 @@ def this_os() -> str:
     return {"Windows": "windows", "Darwin": "macos"}.get(platform.system(), "linux")
 
 
-def resolve_card(gpu: str) -> tuple[GpuSpec, str | None]:
-    """The card for `--gpu`: a catalog name, or auto (the detected card, else the guide's 4070 Ti, said so)."""
+def resolve_card(gpu: str, vram: float | None = None) -> tuple[GpuSpec, str | None]:
+    """The card for `--gpu`: a catalog name, or auto (the detected card, else the guide's 4070 Ti, said so); a card
+    the catalog does not list by its memory (`vram`, GiB)."""
     from onecard.core import device, gpus
 
+    if vram is not None:
+        return gpus.custom(vram), None
     if gpu != "auto":
         return gpus.lookup(gpu), None
     found = device.local_gpu()
@@ -83,8 +86,9 @@ def resolve_card(gpu: str) -> tuple[GpuSpec, str | None]:
                   "pass --gpu NAME (4070ti, rtx-3060...) for yours")
 
 
-def build(path: str, gpu: str = "auto", os: str | None = None) -> Recipe:
-    """The recipe of `path` (one of PATHS) for a card (`gpu`: a catalog name or auto) and an OS (None: this one).
+def build(path: str, gpu: str = "auto", os: str | None = None, vram: float | None = None) -> Recipe:
+    """The recipe of `path` (one of PATHS) for a card (`gpu`: a catalog name or auto; or `vram`: an unlisted card's
+    memory in GiB) and an OS (None: this one).
 
     Raises:
         ConfigError: an unknown path, OS or card.
@@ -94,7 +98,7 @@ def build(path: str, gpu: str = "auto", os: str | None = None) -> Recipe:
     os = os or this_os()
     if os not in OSES:
         raise ConfigError(f"unknown OS {os!r}", f"pick one of: {', '.join(OSES)}")
-    card, note = resolve_card(gpu)
+    card, note = resolve_card(gpu, vram)
     planned = plan_path(path, card)
     text = path_text(path)
     fills = {"card": card_flag(card), **planned.fills}

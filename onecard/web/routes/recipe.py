@@ -16,11 +16,13 @@ Os = Literal["linux", "windows", "macos"]
 @router.get("", summary="A path's recipe for a card and an OS: install, commands, fitted configs, troubleshooting")
 def recipe(path: Annotated[RecipePath, Query(description="the project")],
            gpu: Annotated[str, Query(max_length=64, description="a catalog card (4070ti...) or auto")] = "auto",
-           os: Annotated[Os | None, Query(description="the OS to install on; None: the server's")] = None
+           os: Annotated[Os | None, Query(description="the OS to install on; None: the server's")] = None,
+           vram: Annotated[float | None, Query(gt=0, le=1024, description="an unlisted card's memory in GiB, "
+                                                                          "instead of gpu")] = None
            ) -> dict[str, Any]:
     from onecard.recipes import build, render
 
-    built = build(path, gpu, os)
+    built = build(path, gpu, os, vram)
     return {**built.to_json(), "markdown": render(built)}
 
 

@@ -116,10 +116,20 @@ def test_auto_uses_the_detected_card(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_card_too_small_for_sequence_2048_gets_the_longest_that_fits() -> None:
+    recipe = build("qlora", os="linux", vram=10)  # an unlisted 10 GiB card
+    assert recipe.configs[0].values["max_seq_length"] == 1024
+    assert "at sequence 2048: no setting" in recipe.planned.expect[0]
+    assert "sequence 1024 is the longest that fits" in recipe.planned.expect[0]
+    commands = [c for c, _ in recipe.commands]
+    assert "onecard fit meta-llama/Llama-3.1-8B-Instruct --job train --method qlora --seq 1024 --stack onecard " \
+           "--vram 10 --solve" in commands
+    assert "`onecard recipe qlora --vram 10 --os linux`" in render(recipe)
+
+
+def test_a_card_too_small_for_any_sequence_says_so() -> None:
     recipe = build("qlora", "rtx-4060", "linux")
-    values = recipe.configs[0].values
-    assert values["max_seq_length"] < 2048
-    assert any(line.startswith("at sequence 2048: no setting") for line in recipe.planned.expect)
+    assert "micro_batch_size" not in recipe.configs[0].values  # left on auto: nothing fits
+    assert recipe.planned.expect[-1].startswith("Llama-3.1-8B QLoRA does not fit NVIDIA GeForce RTX 4060")
 
 
 @pytest.mark.parametrize(("path", "gpu", "os"), [("qlora", "gtx-9999", "linux"), ("chess", "4070ti", "linux"),

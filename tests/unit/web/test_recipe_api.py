@@ -27,6 +27,12 @@ def test_recipe_as_markdown_and_parts(client: TestClient) -> None:
     assert data["oom_ladder"][0]["steps"]
 
 
+def test_an_unlisted_card_by_its_memory(client: TestClient) -> None:
+    data = client.get("/api/recipe", params={"path": "yolo", "vram": 10, "os": "windows"}).json()
+    assert data["card"]["key"] == "custom-10gib" and "--vram 10" in data["markdown"]
+    assert client.get("/api/recipe", params={"path": "yolo", "vram": -1}).status_code == 422
+
+
 def test_paths(client: TestClient) -> None:
     data = client.get("/api/recipe/paths").json()
     assert [p["key"] for p in data["paths"]] == list(PATHS)
