@@ -50,8 +50,11 @@ function mdBlocks(md) {
   return nodes;
 }
 
+let objectUrls = [];  // the previous recipe's downloads, released when the next one is drawn
+
 function download(name, text) {
   const url = URL.createObjectURL(new Blob([text], {type: "text/plain"}));
+  objectUrls.push(url);
   return el("a", {href: url, download: name}, name);
 }
 
@@ -61,6 +64,8 @@ async function showRecipe() {
   out.classList.add("muted");
   try {
     const r = await api("/api/recipe?" + q.join("&"));
+    objectUrls.forEach(URL.revokeObjectURL);
+    objectUrls = [];
     const blocks = mdBlocks(r.markdown);
     const yamls = blocks.filter(b => b.dataset && b.dataset.lang === "yaml").map(b => b.textContent + "\n");
     out.replaceChildren(
