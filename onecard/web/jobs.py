@@ -146,6 +146,7 @@ class Job:
     result: Any = None
     progress: dict[str, Any] | None = None
     lines: list[str] = field(default_factory=list)
+    dropped: int = 0  # log lines let go from the front of `lines` (past MAX_LINES): line n is lines[n - dropped]
     cancel_requested: bool = False
     proc: subprocess.Popen[bytes] | None = None
 
@@ -156,7 +157,7 @@ class Job:
             "config": self.config, "argv": self.argv, "created_at": self.created_at, "started_at": self.started_at,
             "ended_at": self.ended_at, "run_id": self.run_id, "run_url": f"/runs?id={self.run_id}" if self.run_id
             else None, "returncode": self.returncode, "error": self.error, "result": self.result,
-            "progress": self.progress, "lines": len(self.lines),
+            "progress": self.progress, "lines": self.dropped + len(self.lines),
         }
 
 
@@ -298,7 +299,9 @@ class JobQueue:
         log.write(text + "\n")
         log.flush()
         job.lines.append(text)
-        del job.lines[:-MAX_LINES]
+        if len(job.lines) > MAX_LINES:
+            del job.lines[0]
+            job.dropped += 1
 
     def _find_run_id(self, job: Job) -> str | None:
         """The run the job's process opened: the run record with its pid, started since the job started."""
@@ -349,6 +352,7 @@ def _error_lines(lines: list[str]) -> str | None:
     """What the CLI printed as the error (`error: ...` and its fix), else the end of a traceback."""
     for i in range(len(lines) - 1, -1, -1):
         if lines[i].startswith("error: "):
-            return "\n".join(lines[i:i + 3]).removeprefix("error: ")
+            end = next((j for j in range(i + 1, len(lines)) if not lines[j].startswith(" ")), len(lines))
+            return "\n".join(lines[i:end]).removeprefix("error: ")  # the error and its indented fix
     tail = [line for line in lines[-5:] if line.strip()]
     return tail[-1] if tail else None

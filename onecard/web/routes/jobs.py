@@ -39,7 +39,8 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = Field(description='"capability action", e.g. "tinylm train" (see /api/jobs/kinds)')
+    kind: str = Field(description='"capability action", e.g. "tinylm train" (see /api/jobs/kinds)',
+                      json_schema_extra={"enum": [k.name for k in KINDS]})
     config: dict[str, Any] = Field(default_factory=dict, description="config keys, as in the command's --config file")
     report_to: list[Tracker] = Field(["trackio"], description="metric trackers, as the CLI's --report-to")
 
@@ -162,9 +163,10 @@ async def log(request: Request, job_id: str) -> StreamingResponse:
         sent, last = 0, None
         while True:
             done = job.ended_at is not None  # read before the lines: everything printed is in them by then
-            for text in job.lines[sent:]:
+            dropped = job.dropped
+            for text in job.lines[max(0, sent - dropped):]:
                 yield _event({"type": "line", "text": text})
-                sent += 1
+                sent = max(sent, dropped) + 1
             state = job.summary(queue.position(job))
             key = (state["status"], state["position"], json.dumps(state["progress"]), state["run_id"])
             if key != last or done:

@@ -173,3 +173,29 @@ def test_unknown_job_is_a_404(client: TestClient) -> None:
     answers = client.get("/api/jobs/nope"), client.post("/api/jobs/nope/cancel"), client.get("/api/jobs/nope/log")
     for answer in answers:
         assert answer.status_code == 404 and "no job 'nope'" in answer.json()["error"]
+
+
+def test_stderr_becomes_progress_and_log_lines(onecard_home: Path, tmp_path: Path) -> None:
+    """Rich's bar frames (a line printed meanwhile rides on a frame) and tqdm's carriage-return redraws are
+    progress; the rest are log lines, and an `error:` line with its fix is the job's error."""
+    import os
+
+    queue = jobs_module.JobQueue(onecard_home)
+    kind = jobs_module.find_kind("tinylm train")
+    assert kind is not None
+    job = jobs_module.Job("j", kind, {}, [], tmp_path)
+    stream = ("tinylm: \x1b[1m0.03\x1b[0m M parameters\n\x1b[?25l\n"
+              "\r\x1b[2Ktraining \x1b[91m━━╸\x1b[0m        3/20 0:00:01 0:00:04"
+              "\r\x1b[2Ktraining ━━━━━━━━━━   10/20 0:00:02 0:00:02step \x1b[1m10\x1b[0m: train loss 2.7\n"
+              "Epoch 1:  50%|█████     | 5/10 [00:01<00:01]\r"
+              "error: the train split has 3 tokens\n  fix: use more text\ninterrupted\n")
+    read, write = os.pipe()
+    os.write(write, stream.encode())
+    os.close(write)
+    queue._read(job, read)
+    os.close(read)
+    assert job.lines == ["tinylm: 0.03 M parameters", "step 10: train loss 2.7",
+                         "error: the train split has 3 tokens", "  fix: use more text", "interrupted"]
+    assert job.progress == {"text": "Epoch 1: 50%|█████ | 5/10 [00:01<00:01]", "done": 5, "total": 10}
+    assert (tmp_path / "stderr.txt").read_text().splitlines() == job.lines
+    assert jobs_module._error_lines(job.lines) == "the train split has 3 tokens\n  fix: use more text"
