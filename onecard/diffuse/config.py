@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["CheckConfig", "DiffuseConfig", "SampleConfig", "ExportConfig"]
+__all__ = ["CheckConfig", "DiffuseConfig", "SampleConfig", "ExportConfig", "EvalConfig", "CaptionConfig"]
 
 
 class CheckConfig(BaseModel):
@@ -16,6 +16,8 @@ class CheckConfig(BaseModel):
 
     data: str = Field(description="folder of training images, each with a caption in a .txt file of the same name")
     resolution: int = Field(512, ge=8, description="training resolution in pixels; a smaller image side is a warning")
+    sheet: str | None = Field(None, description="write a contact sheet PNG here: every image as a thumbnail under its file name (not inside the data folder, where it would count as a training image)")
+    near_distance: int = Field(6, ge=0, le=64, description="near-duplicates: perceptual hashes (64-bit dHash) at most this many bits apart")
 
 
 class DiffuseConfig(BaseModel):
@@ -91,3 +93,34 @@ class ExportConfig(BaseModel):
     run: str = Field(description="a diffuse train run: id, unique prefix, run directory or 'last'")
     format: Literal["kohya", "diffusers"] = Field("kohya", description="kohya: the layout AUTOMATIC1111/Forge and ComfyUI load (lora_unet_..., alpha stored); diffusers: pytorch_lora_weights.safetensors as diffusers saves it")
     out: str | None = Field(None, description="file to write (default: RUN_DIR/export/<run id>-<format>.safetensors)")
+
+
+class EvalConfig(BaseModel):
+    """`onecard diffuse eval RUN`: CLIP score of the trigger and class prompts, similarity to the training images,
+    the class prompt's drift, with the LoRA and without (the base)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str = Field(description="a diffuse train run: id, unique prefix, run directory or 'last'")
+    clip: str = Field("openai/clip-vit-large-patch14", description="CLIP model: a folder or a cached hub id")
+    prompt: str | None = Field(None, description="the subject prompt, with the trigger token (None: the run's first caption)")
+    images: int = Field(4, ge=1, description="images per prompt, tuned and base alike (seeds 0, 1, ...)")
+    steps: int = Field(30, ge=1, description="denoising steps")
+    guidance: float = Field(7.5, ge=0, description="classifier-free guidance scale")
+    resolution: int | None = Field(None, ge=8, description="image side in pixels (None: the run's training resolution)")
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="weights' dtype; auto: what the device runs best")
+    device: str = Field("auto", description="auto (the GPU if there is one), cuda, cuda:1, cpu")
+
+
+class CaptionConfig(BaseModel):
+    """`onecard diffuse caption DIR`: a caption for every image that has none, from a template or a local VLM."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field(description="folder of training images")
+    token: str = Field("sks", description="trigger token; the template's {token}")
+    template: str = Field("a photo of {token}", description="the caption written where a VLM is not used; {token} is the trigger token")
+    vlm: str | None = Field(None, description="caption with a local vision-language model through onecard.llm (a .gguf with --mmproj for llama.cpp, a folder for transformers, an Ollama tag); None: the template")
+    backend: Literal["llamacpp", "ollama", "openai", "transformers"] = Field("llamacpp", description="the runtime of --vlm")
+    mmproj: str | None = Field(None, description="llama.cpp: the VLM's projector .gguf")
+    overwrite: bool = Field(False, description="replace the captions that exist too")

@@ -17,9 +17,11 @@ from onecard.core.errors import DataError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "check_images", "load_images", "bucket_sizes", "load_bucketed"]
+__all__ = ["IMAGE_SUFFIXES", "list_images", "check_images", "load_images", "bucket_sizes", "load_bucketed", "dhash",
+           "contact_sheet", "write_captions"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+_NEAR_TINT = 16  # near-duplicates: mean R, G and B each within this many levels (0-255)
 _EXIF_ORIENTATION = 0x0112  # the TIFF/EXIF Orientation tag; 1 is upright, 2-8 a flip and/or rotation
 
 
@@ -32,8 +34,9 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def check_images(folder: str | Path, resolution: int) -> dict[str, Any]:
-    """The data check's report: counts, and each problem as {file, severity, kind, message}."""
+def check_images(folder: str | Path, resolution: int, near_distance: int = 6) -> dict[str, Any]:
+    """The data check's report: counts, and each problem as {file, severity, kind, message}; near-duplicates are
+    images whose perceptual hashes (`dhash`) are at most `near_distance` bits apart."""
     from PIL import Image, UnidentifiedImageError
 
     images = list_images(folder)
@@ -45,6 +48,7 @@ def check_images(folder: str | Path, resolution: int) -> dict[str, Any]:
     if not images:
         problem(Path(folder), "error", "empty", f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
     seen: dict[str, Path] = {}
+    hashes: list[tuple[int, Any, Path]] = []
     decoded = captioned = 0
     for path in images:
         caption = path.with_suffix(".txt")
@@ -65,10 +69,19 @@ def check_images(folder: str | Path, resolution: int) -> dict[str, Any]:
                 orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
                 im.load()  # decodes the pixels: a truncated file fails here, not at open
                 width, height = im.size
+                fingerprint = dhash(im)
+                tint = im.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             problem(path, "error", "decode", f"does not decode: {e}")
             continue
         decoded += 1
+        # dHash sees only grey gradients (flat images of any colours hash alike): the mean colours must match too
+        near = next((other for h, t, other in hashes if bin(h ^ fingerprint).count("1") <= near_distance
+                     and max(abs(a - b) for a, b in zip(t, tint, strict=True)) <= _NEAR_TINT), None)
+        if near is not None and seen.get(digest) == path:  # an exact duplicate is reported once, as one
+            problem(path, "warning", "near-duplicate", f"looks like {near.name} (perceptual hash): a near copy "
+                    "weighs that picture twice")
+        hashes.append((fingerprint, tint, path))
         if orientation != 1:
             problem(path, "warning", "exif", f"EXIF orientation {orientation}: the image is rotated or flipped when "
                     "loaded (as viewers show it)")
@@ -136,3 +149,56 @@ def load_bucketed(folder: str | Path, resolution: int,
         pixels.append(torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1))
         captions.append(f"{token} {caption}" if token else caption)
     return [(size, torch.stack(p), c) for size, (p, c) in sorted(groups.items())]
+
+
+def dhash(image: Any) -> int:
+    """The 64-bit difference hash of a PIL image: grey 9x8, one bit per horizontal neighbour pair (brighter left).
+    Resizing, recompression and small edits move few bits; different pictures differ in about half (Krawetz 2013)."""
+    from PIL import Image
+
+    grey = image.convert("L").resize((9, 8), Image.Resampling.LANCZOS)
+    px = list(grey.getdata())
+    bits = 0
+    for row in range(8):
+        for col in range(8):
+            bits = bits << 1 | (px[row * 9 + col] > px[row * 9 + col + 1])
+    return bits
+
+
+def contact_sheet(folder: str | Path, out: str | Path, thumb: int = 128, columns: int = 8) -> Path:
+    """Every image of `folder` as a thumbnail (EXIF-rotated, as training sees it) with its file name below; one PNG."""
+    from PIL import Image, ImageDraw, ImageOps
+
+    paths = list_images(folder)
+    rows = max(1, -(-len(paths) // columns))
+    label = 14
+    sheet = Image.new("RGB", (columns * thumb, rows * (thumb + label)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, path in enumerate(paths):
+        x, y = i % columns * thumb, i // columns * (thumb + label)
+        try:
+            with Image.open(path) as im:
+                small = ImageOps.exif_transpose(im).convert("RGB")
+            small.thumbnail((thumb, thumb))
+            sheet.paste(small, (x + (thumb - small.width) // 2, y + (thumb - small.height) // 2))
+        except (OSError, SyntaxError, ValueError):
+            draw.text((x + 4, y + thumb // 2), "does not decode", fill="red")
+        draw.text((x + 2, y + thumb), path.name[:20], fill="black")
+    out = Path(out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out
+
+
+def write_captions(folder: str | Path, caption: Any, overwrite: bool = False) -> dict[str, list[str]]:
+    """Write `caption(image_path)` into the `.txt` of each image that has no caption (or an empty one; every one
+    with `overwrite`); returns the files written and kept."""
+    written, kept = [], []
+    for path in list_images(folder):
+        txt = path.with_suffix(".txt")
+        if not overwrite and txt.is_file() and txt.read_text(encoding="utf-8", errors="replace").strip():
+            kept.append(str(txt))
+            continue
+        txt.write_text(str(caption(path)).strip() + "\n", encoding="utf-8")
+        written.append(str(txt))
+    return {"written": written, "kept": kept}

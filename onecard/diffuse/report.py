@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["render_check"]
+__all__ = ["render_check", "render_eval"]
 
 SHOWN = 50  # problems printed; --json lists them all
 
@@ -31,6 +31,22 @@ def render_check(report: dict[str, Any], console: Console) -> None:
             console.print(f"... and {len(report['problems']) - SHOWN} more (--json lists them all)")
     verdict = "errors: fix them before training" if report["errors"] else "no errors: ready to train"
     console.print(f"{report['errors']} errors, {report['warnings']} warnings; {verdict}")
+    if report.get("sheet"):
+        console.print(f"contact sheet: {report['sheet']}")
+
+
+def render_eval(result: dict[str, Any], console: Console) -> None:
+    """Tuned against base, one row per measure, then what the class prompt's drift means."""
+    from rich.table import Table
+
+    table = Table("measure", "LoRA", "base", title=f"run {result['run']}: {len(result['seeds'])} images per prompt, "
+                  f"CLIP {result['clip']}")
+    for key in result["tuned"]:
+        table.add_row(key.replace("_", " "), f"{result['tuned'][key]:g}", f"{result['base'][key]:g}")
+    console.print(table)
+    if "class_drift_similarity" in result:
+        console.print(f"class prompt drawn with vs without the LoRA, same seeds: similarity "
+                      f"{result['class_drift_similarity']:.3f} (1.0: the class is left alone)")
 
 
 def _relative(path: Path, root: Path) -> str:

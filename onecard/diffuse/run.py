@@ -11,17 +11,24 @@ from typing import Any
 from onecard.core.device import select_device, select_dtype
 from onecard.core.progress import stderr_console
 from onecard.core.records import write_json_atomic
-from onecard.diffuse.config import CheckConfig, ExportConfig, SampleConfig
+from onecard.diffuse.config import CaptionConfig, CheckConfig, EvalConfig, ExportConfig, SampleConfig
 from onecard.diffuse.data import check_images
 from onecard.diffuse.runs import LORA_DIR, STATE_FILE, TRAINING_STATE, find_train_run
 from onecard.diffuse.training import resume_config, train
 
-__all__ = ["check", "train", "resume_config", "sample", "export", "LORA_DIR", "STATE_FILE", "TRAINING_STATE"]
+__all__ = ["check", "caption", "train", "resume_config", "sample", "evaluate", "export", "LORA_DIR", "STATE_FILE",
+           "TRAINING_STATE"]
 
 
 def check(config: CheckConfig) -> dict[str, Any]:
-    """The data check's report: counts, and each problem by file (errors stop training, warnings do not)."""
-    return check_images(config.data, config.resolution)
+    """The data check's report: counts, and each problem by file (errors stop training, warnings do not); with
+    `config.sheet`, a contact sheet PNG of the images there."""
+    from onecard.diffuse.data import contact_sheet
+
+    report = check_images(config.data, config.resolution, config.near_distance)
+    if config.sheet:
+        report["sheet"] = str(contact_sheet(config.data, config.sheet))
+    return report
 
 
 def sample(config: SampleConfig, runs_root: str | None = None) -> dict[str, Any]:
@@ -111,3 +118,80 @@ def export(config: ExportConfig, runs_root: str | None = None) -> dict[str, Any]
     return {"run": record["id"], "format": config.format, "file": str(out), "rank": trained["rank"], "alpha": alpha}
 
 
+
+
+def evaluate(config: EvalConfig, runs_root: str | None = None) -> dict[str, Any]:
+    """CLIP measures of a trained run, its LoRA on against off (the base): the subject prompt's CLIP score and
+    similarity to the training images, the class prompt's CLIP score and drift. Writes RUN_DIR/eval/ (the images
+    and eval.json)."""
+    from onecard.core.extras import require
+
+    require("diffusers", "diffuse")
+    import torch
+    from PIL import Image
+
+    from onecard.diffuse import evaluate as clip
+    from onecard.diffuse.data import list_images
+    from onecard.diffuse.sample import generate, load_loras
+    from onecard.diffuse.train import LORA_FILE, load_pipeline
+
+    record = find_train_run(config.run, runs_root, need=f"{LORA_DIR}/{LORA_FILE}")
+    trained = record["config"]
+    device = select_device(config.device)
+    dtype = getattr(torch, select_dtype(config.dtype, device))
+    model, processor = clip.load_clip(config.clip, device)
+    pipe = load_pipeline(trained["base"], device, dtype)
+    load_loras(pipe, [(Path(record["dir"]) / LORA_DIR / LORA_FILE, 1.0)])
+    token, side = trained["token"], config.resolution or trained["resolution"]
+    prompts = {"subject": config.prompt or record["data"]["captions"][0]}
+    if trained.get("class_prompt"):
+        prompts["class"] = trained["class_prompt"]
+    seeds = list(range(config.images))
+    folder = Path(record["dir"]) / "eval"
+    real = clip.embed_images(model, processor, [Image.open(p).convert("RGB") for p in list_images(trained["data"])])
+    result: dict[str, Any] = {"run": record["id"], "clip": config.clip, "prompts": prompts, "seeds": seeds,
+                              "size": side, "tuned": {}, "base": {}, "files": {}}
+    embedded: dict[str, Any] = {}
+    for which, weight in (("tuned", 1.0), ("base", 0.0)):
+        pipe.set_adapters(["lora0"], adapter_weights=[weight])
+        for kind, prompt in prompts.items():
+            images = generate(pipe, prompt, negative_prompt=None, steps=config.steps, guidance=config.guidance,
+                              resolution=side, seeds=seeds)
+            result["files"][f"{which}_{kind}"] = clip.save_images(images, folder, f"{which}-{kind}")
+            emb = embedded[f"{which}_{kind}"] = clip.embed_images(model, processor, images)
+            text = clip.embed_texts(model, processor, [clip.without_token(prompt, token)])
+            result[which][f"{kind}_clip_score"] = round(clip.clip_score(emb, text), 3)
+            if kind == "subject":
+                result[which]["subject_similarity"] = round(clip.mean_similarity(emb, real), 4)
+    if "class" in prompts:
+        result["class_drift_similarity"] = round(clip.paired_similarity(embedded["tuned_class"],
+                                                                        embedded["base_class"]), 4)
+    write_json_atomic(folder / "eval.json", result)
+    return result
+
+
+def caption(config: CaptionConfig) -> dict[str, Any]:
+    """Write a caption for each image without one: the template with the trigger token, or a local VLM's
+    description (through onecard.llm) with the token in front."""
+    from onecard.diffuse.data import write_captions
+
+    template = config.template.replace("{token}", config.token)
+    if config.vlm is None:
+        done = write_captions(config.data, lambda _: template, config.overwrite)
+        return {"data": config.data, "source": "template", **done}
+    from onecard.llm import LLMConfig, load
+    from onecard.llm.images import user_message
+
+    backend = load(LLMConfig(model=config.vlm, backend=config.backend,
+                             mmproj=Path(config.mmproj) if config.mmproj else None))
+    ask = ("Describe this image in one short sentence for an image-generation caption: the subject, its setting, "
+           "the light and the style. No preamble.")
+
+    def described(path: Path) -> str:
+        return f"{config.token} {backend.chat([user_message(ask, [path])]).text.strip()}"
+
+    try:
+        done = write_captions(config.data, described, config.overwrite)
+    finally:
+        backend.close()
+    return {"data": config.data, "source": f"vlm {config.vlm}", **done}

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
-__all__ = ["make_tiny_pipeline"]
+__all__ = ["make_tiny_pipeline", "make_tiny_clip"]
 
 _MERGES = ["s k", "sk s</w>", "r e", "re d</w>"]  # "sks" becomes one token, as a trigger word would
 
@@ -22,21 +23,14 @@ def make_tiny_pipeline(folder: str | Path, seed: int = 0, sdxl: bool = False) ->
     """Write a random-weight SD-1.5-shaped pipeline into `folder` (with `sdxl`, SDXL-shaped: two text encoders, the
     second with a projection, and a UNet conditioned on their pooled output and the size ids); returns it."""
     import torch
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from onecard.core.extras import require
 
     diffusers = require("diffusers", "diffuse")
 
     folder = Path(folder)
-    symbols = _byte_symbols()
-    words = symbols + [s + "</w>" for s in symbols]
-    words += ["".join(m.split()) for m in _MERGES] + ["<|startoftext|>", "<|endoftext|>"]
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab, merges = Path(tmp) / "vocab.json", Path(tmp) / "merges.txt"
-        vocab.write_text(json.dumps({w: i for i, w in enumerate(dict.fromkeys(words))}))
-        merges.write_text("#version: 0.2\n" + "\n".join(_MERGES) + "\n")
-        tokenizer = CLIPTokenizer(str(vocab), str(merges), model_max_length=77)
+    tokenizer = _tokenizer()
 
     torch.manual_seed(seed)
     if sdxl:  # diffusers' own SDXL pipeline tests' tiny shapes, one block smaller; SDXL conditions on the
@@ -74,6 +68,40 @@ def make_tiny_pipeline(folder: str | Path, seed: int = 0, sdxl: bool = False) ->
             requires_safety_checker=False)
     pipe.save_pretrained(folder)
     return folder
+
+
+def make_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
+    """Write a random-weight CLIP model (ViT on 32 px images, a one-layer text tower) with its processor into
+    `folder`, as `onecard diffuse eval --clip` loads one; returns it."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    folder = Path(folder)
+    tokenizer = _tokenizer()
+    torch.manual_seed(seed)
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def _tokenizer() -> Any:
+    """A CLIP BPE tokenizer over the byte symbols and `_MERGES` (77-token context, CLIP's special tokens)."""
+    from transformers import CLIPTokenizer
+
+    symbols = _byte_symbols()
+    words = symbols + [s + "</w>" for s in symbols]
+    words += ["".join(m.split()) for m in _MERGES] + ["<|startoftext|>", "<|endoftext|>"]
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab, merges = Path(tmp) / "vocab.json", Path(tmp) / "merges.txt"
+        vocab.write_text(json.dumps({w: i for i, w in enumerate(dict.fromkeys(words))}))
+        merges.write_text("#version: 0.2\n" + "\n".join(_MERGES) + "\n")
+        return CLIPTokenizer(str(vocab), str(merges), model_max_length=77)
 
 
 def _byte_symbols() -> list[str]:

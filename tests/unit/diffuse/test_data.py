@@ -89,3 +89,65 @@ def test_images_load_rotated_cropped_and_captioned(tmp_path: Path) -> None:
     assert pixels.shape == (2, 3, 32, 32)
     assert float(pixels.min()) >= -1.0 and float(pixels.max()) <= 1.0
     assert captions == ["sks blue", "sks a red square"]  # rotated.jpg sorts first
+
+
+def test_near_duplicates_by_perceptual_hash_and_a_contact_sheet(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).resize((256, 256))
+    photo.save(data / "a.png")
+    photo.resize((200, 200)).save(data / "a-small.jpg", quality=80)  # the same picture, resized and recompressed
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).resize((256, 256)).save(data / "b.png")
+    for name in ("a", "a-small", "b"):
+        (data / f"{name}.txt").write_text("a photo")
+    report = check_images(data, resolution=64)
+    assert _kinds(report, "near-duplicate") == {"a.png": "looks like a-small.jpg (perceptual hash): a near copy "
+                                                         "weighs that picture twice"}
+    sheet = tmp_path / "sheet.png"
+    assert main(["diffuse", "data", "check", str(data), "--resolution", "64", "--sheet", str(sheet), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sheet"] == str(sheet)
+    with Image.open(sheet) as im:
+        assert im.size == (8 * 128, 128 + 14)  # one row of 8 thumbnails, each with its name under it
+
+
+def test_caption_writes_the_template_where_no_caption_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _image(tmp_path / "a.png", caption=None)
+    _image(tmp_path / "b.png", caption="a dog on a sofa")
+    _image(tmp_path / "c.png", caption="  ")
+    assert main(["diffuse", "caption", str(tmp_path), "--token", "zwx", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["source"] == "template" and len(out["written"]) == 2 and len(out["kept"]) == 1
+    assert (tmp_path / "a.txt").read_text() == (tmp_path / "c.txt").read_text() == "a photo of zwx\n"
+    assert (tmp_path / "b.txt").read_text() == "a dog on a sofa"
+    assert check_images(tmp_path, resolution=64)["errors"] == 0
+
+
+def test_caption_with_a_vlm_puts_the_token_before_its_description(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import onecard.llm
+    from onecard.diffuse.config import CaptionConfig
+    from onecard.diffuse.run import caption
+
+    asked: list[list[dict]] = []
+
+    class Reply:
+        text = " a red square on white \n"
+
+    class Backend:  # what onecard.llm.load returns, as far as captioning uses it
+        def chat(self, messages: list[dict]) -> Reply:
+            asked.append(messages)
+            return Reply()
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(onecard.llm, "load", lambda config: Backend())
+    _image(tmp_path / "a.png", caption=None)
+    out = caption(CaptionConfig(data=str(tmp_path), token="sks", vlm="llava.gguf", mmproj="mmproj.gguf"))
+    assert out["source"] == "vlm llava.gguf" and (tmp_path / "a.txt").read_text() == "sks a red square on white\n"
+    (part, _) = asked[0][0]["content"]
+    assert part == {"type": "image_url", "image_url": {"url": str(tmp_path / "a.png")}}
