@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import contextlib
 import datetime as dt
 import json
 import os
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ from onecard.core.config import dump_config
 from onecard.core.errors import MissingExtraError
 from onecard.core.extras import available
 
-__all__ = ["JobKind", "Job", "JobQueue", "KINDS", "find_kind", "FINISHED"]
+__all__ = ["JobKind", "Job", "JobQueue", "KINDS", "find_kind", "FINISHED", "shutdown_all"]
 
 FINISHED = ("succeeded", "failed", "interrupted", "cancelled")
 MAX_LINES = 5000  # log lines kept per job (the run's own log.txt keeps everything the run logs)
@@ -118,6 +120,16 @@ KINDS: tuple[JobKind, ...] = (
 )
 
 
+_QUEUES: weakref.WeakSet[JobQueue] = weakref.WeakSet()
+
+
+def shutdown_all() -> None:
+    """The server is stopping: interrupt every running job (its run ends interrupted) and empty the queues, so no
+    job goes on holding the card after the server is gone."""
+    for queue in list(_QUEUES):
+        queue.shutdown()
+
+
 def find_kind(name: str) -> JobKind | None:
     """The kind named "capability action", or None."""
     return next((k for k in KINDS if k.name == name), None)
@@ -176,6 +188,7 @@ class JobQueue:
         self._lock = threading.Condition()
         self._worker = threading.Thread(target=self._work, name="onecard-jobs", daemon=True)
         self._worker.start()
+        _QUEUES.add(self)
 
     # -- the API's actions ---------------------------------------------------------------------------------------
 
@@ -221,11 +234,15 @@ class JobQueue:
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGINT)
 
-    def shutdown(self) -> None:
-        """Cancel everything: queued jobs leave, the running one is interrupted (its record says so)."""
+    def shutdown(self, wait_s: float = 60) -> None:
+        """Cancel everything: queued jobs leave, the running one is interrupted and given `wait_s` to save and close
+        its record while its output is still read (a child writing to a closed pipe would fail instead)."""
         for job in list(self.jobs.values()):
             if job.status in ("queued", "running"):
                 self.cancel(job)
+                if job.proc is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        job.proc.wait(timeout=wait_s)
 
     # -- the worker ------------------------------------------------------------------------------------------------
 

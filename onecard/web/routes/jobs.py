@@ -22,13 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from onecard.core.errors import MissingExtraError
 from onecard.web.errors import RequestError
 from onecard.web.forms import form_schema
-from onecard.web.jobs import KINDS, Job, JobKind, JobQueue, find_kind
+from onecard.web.jobs import KINDS, Job, JobKind, JobQueue, find_kind, shutdown_all
 from onecard.web.security import safe_path
 from onecard.web.settings import WebSettings
 
 __all__ = ["router", "queue_of", "start_job", "job_of", "installed_kind", "is_path"]
 
-router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+# Stopping the server interrupts its running job (as Ctrl-C in a terminal does to the whole process group).
+router = APIRouter(prefix="/api/jobs", tags=["jobs"], on_shutdown=[shutdown_all])
 _queue_lock = threading.Lock()
 
 Tracker = Literal["trackio", "wandb", "none"]

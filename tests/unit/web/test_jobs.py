@@ -199,3 +199,11 @@ def test_stderr_becomes_progress_and_log_lines(onecard_home: Path, tmp_path: Pat
     assert job.progress == {"text": "Epoch 1: 50%|█████ | 5/10 [00:01<00:01]", "done": 5, "total": 10}
     assert (tmp_path / "stderr.txt").read_text().splitlines() == job.lines
     assert jobs_module._error_lines(job.lines) == "the train split has 3 tokens\n  fix: use more text"
+
+
+def test_stopping_the_server_interrupts_its_running_job(onecard_home: Path, folder: Path) -> None:
+    with TestClient(create_app(WebSettings(data_dir=onecard_home, folders=(folder,)))) as client:
+        job_id = client.post("/api/jobs", json=tiny(max_iters=100_000, eval_interval=100_000)).json()["id"]
+        running = wait_for(client, job_id, lambda j: j["run_id"] and (j["progress"] or {}).get("done"))
+    record = json.loads((onecard_home / "runs" / running["run_id"] / "run.json").read_text())
+    assert record["status"] == "interrupted", record["error"]
