@@ -57,6 +57,7 @@ class JobKind:
         refs: fields that name a model, a run or a file: a path among them (absolute, or with `.`/`..`) is kept inside
             the registered folders too; a plain name (a run id, a hub id, 'last') is left to the library.
         outputs: fields naming where to write: checked like paths when given; by default outputs go to the job folder.
+        globs: file patterns applied inside a path field: no `..` and not absolute, so they stay inside it.
     """
 
     capability: str
@@ -67,6 +68,7 @@ class JobKind:
     paths: tuple[str, ...] = ()
     refs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    globs: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -98,7 +100,8 @@ class JobKind:
 TRAINING_ACTIONS = ("train", "transcribe", "finetune", "tune")
 
 KINDS: tuple[JobKind, ...] = (
-    JobKind("tinylm", "train", "onecard.tinylm.config:TinyLMConfig", "tinylm", ("torch",), paths=("data",)),
+    JobKind("tinylm", "train", "onecard.tinylm.config:TinyLMConfig", "tinylm", ("torch",), paths=("data",),
+            globs=("glob",)),
     JobKind("tune", "train", "onecard.tune.config:TuneConfig", "tune",
             ("torch", "transformers", "peft", "trl", "datasets"), paths=("data", "dev_data"), refs=("model",),
             outputs=("accelerate_config", "deepspeed")),

@@ -98,6 +98,11 @@ def start_job(request: Request, kind: JobKind, values: dict[str, Any], report_to
         checked[name] = [str(safe_path(v, folders)) if check_all or is_path(v) else v for v in items]
         if isinstance(value, str):
             checked[name] = checked[name][0]
+    for name in kind.globs:
+        pattern = getattr(config, name)
+        if os.path.isabs(pattern) or ".." in Path(pattern).parts:
+            raise RequestError(400, f"{name} {pattern!r} leaves the folder it is applied in",
+                               f"give {name} a pattern inside the folder, without '..', e.g. '**/*.txt'")
     if checked:
         config = model.model_validate({**config.model_dump(), **checked})
     return queue_of(request).submit(kind, config, report_to)

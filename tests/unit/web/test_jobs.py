@@ -87,10 +87,12 @@ def test_bad_input_is_a_422_naming_the_field(client: TestClient, body: dict[str,
     assert client.get("/api/jobs").json() == []  # nothing was queued
 
 
-@pytest.mark.parametrize(("data", "status"), [("/etc/passwd", 403), ("../texts/corpus.txt", 400),
-                                              ("sub/../../x.txt", 400)])
-def test_a_path_outside_the_registered_folders_is_refused(client: TestClient, data: str, status: int) -> None:
-    answer = client.post("/api/jobs", json=tiny(data=data))
+@pytest.mark.parametrize(("values", "status"), [({"data": "/etc/passwd"}, 403), ({"data": "../texts/corpus.txt"}, 400),
+                                                ({"data": "sub/../../x.txt"}, 400), ({"glob": "../../**/*.txt"}, 400),
+                                                ({"glob": "/etc/*"}, 400)])
+def test_a_path_outside_the_registered_folders_is_refused(client: TestClient, values: dict[str, str],
+                                                          status: int) -> None:
+    answer = client.post("/api/jobs", json=tiny(**values))
     assert answer.status_code == status, answer.text
     assert answer.json()["error"] and client.get("/api/jobs").json() == []
 
