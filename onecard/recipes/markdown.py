@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from onecard.recipes.install import torch_note
 from onecard.recipes.plans import ConfigFile, card_flag
 from onecard.recipes.recipe import Recipe
 
@@ -25,7 +26,7 @@ def render(recipe: Recipe) -> str:
     if recipe.card_note:
         out += [f"Note: {recipe.card_note}.", ""]
     out += [text["what"], "", "## 1. Install", "", "```bash", *recipe.install, "```", "",
-            f"- {_torch(recipe)}", f"- {text['os'][recipe.os]}", "",
+            f"- {torch_note(recipe.os)}", f"- {text['os'][recipe.os]}", "",
             "## 2. The commands, in order", "", "```bash"]
     for command, comment in recipe.commands:
         out += [f"# {comment}", command]
@@ -43,8 +44,3 @@ def render(recipe: Recipe) -> str:
     out += ["### Driver, CUDA and libraries", "", *(f"- {check}" for check in recipe.checks()), ""]
     return "\n".join(out)
 
-
-def _torch(recipe: Recipe) -> str:
-    from onecard.recipes.install import torch_note
-
-    return torch_note(recipe.os)
