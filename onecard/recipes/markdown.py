@@ -31,9 +31,10 @@ def render(recipe: Recipe) -> str:
     for command, comment in recipe.commands:
         out += [f"# {comment}", command]
     out += ["```", "", "## 3. Config", ""]
+    again = f"onecard recipe {recipe.path} {card_flag(card)} --os {recipe.os}"
     for config in recipe.configs:
-        out += [f"Save as `{config.file}` (`onecard recipe {recipe.path} --out recipe.md` writes it beside the "
-                "recipe):", "", "```yaml", yaml_text(config).rstrip("\n"), "```", ""]
+        out += [f"Save as `{config.file}` (`{again} --out recipe.md` writes it beside the recipe):", "", "```yaml",
+                yaml_text(config).rstrip("\n"), "```", ""]
     out += ["## 4. What to expect", "", f"onecard fit's figures for the {card.name}:", "",
             *(f"- {line}" for line in recipe.planned.expect), "", "## 5. Troubleshooting", "",
             "### Out of memory: the ladder, in order", ""]
