@@ -64,3 +64,20 @@ def test_repl_adds_images_to_the_next_turn(llava: Backend, images: list[Path]) -
     assert [p["image_url"]["url"] for p in users[0]["content"][:-1]] == [str(images[1]), str(images[0])]
     assert users[1]["content"] == "and now?"  # images go with one turn only
     assert "/image PATH" in said[0] and "no image file 'nope.png'" in said
+
+
+@pytest.mark.gpu
+def test_nf4_on_cuda_keeps_the_vision_tower_16_bit(images: list[Path], tmp_path: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+    import torch
+
+    from onecard.vlm.tiny import make_tiny_llava
+
+    backend = load(LLMConfig(backend="transformers", model=str(make_tiny_llava(tmp_path / "tiny")), quant="nf4"))
+    lm = backend.lm  # type: ignore[attr-defined]
+    assert isinstance(lm.get_submodule("model.language_model.layers.0.self_attn.q_proj"), bnb.nn.Linear4bit)
+    tower = lm.get_submodule("model.vision_tower.encoder.layers.0.self_attn.q_proj")
+    assert type(tower) is torch.nn.Linear and tower.weight.dtype == torch.bfloat16
+    reply = backend.chat([user_message("what colour is the square?", images)], temperature=0, max_tokens=4)
+    assert reply.completion_tokens == 4 and reply.prompt_tokens > 2 * IMAGE_TOKENS
