@@ -47,7 +47,8 @@ class _PostEdit(BaseModel):
 
 
 class _Speakers(BaseModel):
-    speakers: str = Field("off", description="speaker labels per segment: auto (as many speakers as the voices' clustering finds), a number of speakers, or off. Needs resemblyzer's voice encoder: `pip install --no-deps resemblyzer`")
+    speakers: str = Field("off", description="speaker labels per segment: auto (as many speakers as the diarizer finds), a number of speakers, or off")
+    diarizer: str = Field("auto", description="who labels the speakers: auto (pyannote.audio's pyannote/speaker-diarization-3.1 when pyannote.audio imports and the pipeline is cached, else resemblyzer's voice encoder + clustering: `pip install --no-deps resemblyzer`), resemblyzer, pyannote, or a pyannote pipeline (a folder with config.yaml, its config.yaml, or a cached hub id); the record says which ran and why")
 
     @field_validator("speakers", mode="before")
     @classmethod

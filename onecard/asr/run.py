@@ -11,10 +11,11 @@ from typing import Any
 from onecard.asr import audio, model
 from onecard.asr.config import EvalConfig, TranscribeConfig
 from onecard.asr.data import Item, load_items
+from onecard.asr.diarize import Diarizer, open_diarizer
 from onecard.asr.formats import Transcript, write
 from onecard.asr.metrics import error_rates, normalizer
 from onecard.asr.postedit import post_edit
-from onecard.asr.speakers import der, label_speakers, parse_speakers, read_rttm
+from onecard.asr.speakers import der, parse_speakers, read_rttm
 from onecard.asr.transcribe import decode_options, transcribe_chunks
 from onecard.core.errors import ConfigError, DataError
 from onecard.core.records import Run, start_run
@@ -37,6 +38,7 @@ def transcribe(config: TranscribeConfig, runs_dir: str | None = None,
     glossary = _glossary(config.glossary)
     with start_run("asr", config, inputs={f.name: f for f in files}, runs_root=runs_dir, report_to=report_to) as run:
         whisper, settings = _open_model(config, run)
+        diarizer = _open_diarizer(config, run)
         out = Path(config.out).expanduser() if config.out else run.dir
         editor = _open_editor(config) if config.post_edit else None
         results, totals = [], {"audio_s": 0.0, "speech_s": 0.0, "processing_s": 0.0, "segments": 0, "words": 0}
@@ -46,7 +48,7 @@ def transcribe(config: TranscribeConfig, runs_dir: str | None = None,
                 total = audio.duration_s(f)
                 with _progress(f.name, total) as update:
                     t0 = time.perf_counter()
-                    transcript = _transcribe_file(whisper, settings, config, f, None, glossary, update)
+                    transcript = _transcribe_file(whisper, settings, config, f, None, glossary, update, diarizer)
                     if editor is not None:
                         transcript.segments, counts = post_edit(transcript.segments, editor, glossary,
                                                                 normalizer(_kind("auto", config, transcript.language)),
@@ -75,7 +77,8 @@ def transcribe(config: TranscribeConfig, runs_dir: str | None = None,
         if editor is not None:
             metrics["post_edit"] = edits
         run.set_metrics(metrics)
-        return {"run_id": run.id, "dir": str(run.dir), "settings": settings.to_json(), "files": results, **metrics}
+        return {"run_id": run.id, "dir": str(run.dir), "settings": settings.to_json(), "files": results,
+                **({"diarizer": diarizer.to_json()} if diarizer else {}), **metrics}
 
 
 def evaluate(config: EvalConfig, runs_dir: str | None = None,
@@ -91,21 +94,24 @@ def evaluate(config: EvalConfig, runs_dir: str | None = None,
         variants.append((f"post-edit {'off' if config.post_edit else 'on'}", flipped))
     with start_run("asr", config, inputs={"data": config.data}, runs_root=runs_dir, report_to=report_to) as run:
         whisper, settings = _open_model(config, run)
+        diarizer = _open_diarizer(config, run)
         rows = []
         for label, variant in variants:
             editor = _open_editor(variant) if variant.post_edit else None
             try:
-                rows.append({"variant": label, **_score(items, whisper, settings, variant, glossary, editor)})
+                rows.append({"variant": label, **_score(items, whisper, settings, variant, glossary, editor,
+                                                        diarizer)})
             finally:
                 if editor is not None:
                     editor.close()
         run.set_metrics({k: v for k, v in rows[0].items() if k not in ("files", "variant")})
         run.set("variants", rows)
-        return {"run_id": run.id, "dir": str(run.dir), "settings": settings.to_json(), "variants": rows}
+        return {"run_id": run.id, "dir": str(run.dir), "settings": settings.to_json(),
+                **({"diarizer": diarizer.to_json()} if diarizer else {}), "variants": rows}
 
 
 def _score(items: list[Item], whisper: Any, settings: model.Settings, config: EvalConfig, glossary: list[str],
-           editor: Any) -> dict[str, Any]:
+           editor: Any, diarizer: Diarizer | None) -> dict[str, Any]:
     files, refs, hyps, kinds = [], [], [], []
     audio_s = processing_s = 0.0
     diarization = _der_metric(config, items)
@@ -114,7 +120,7 @@ def _score(items: list[Item], whisper: Any, settings: model.Settings, config: Ev
         with _progress(item.name, audio.duration_s(item.audio)) as update:
             t0 = time.perf_counter()
             transcript = _transcribe_file(whisper, settings, config, item.audio, item.channel, glossary, update,
-                                          language=item.language)
+                                          diarizer, language=item.language)
             kind = _kind(config.normalizer, config, item.language or transcript.language)
             if editor is not None:
                 transcript.segments, counts = post_edit(transcript.segments, editor, glossary, normalizer(kind),
@@ -176,6 +182,15 @@ def _open_model(config: TranscribeConfig | EvalConfig, run: Run) -> tuple[Any, m
     return model.load(path, settings, config.cpu_threads), settings
 
 
+def _open_diarizer(config: TranscribeConfig | EvalConfig, run: Run) -> Diarizer | None:
+    """The diarizer of --diarizer when speakers are labelled (recorded: which ran and why), else None."""
+    if config.speakers == "off":
+        return None
+    diarizer = open_diarizer(config.diarizer)
+    run.set("diarizer", diarizer.to_json())
+    return diarizer
+
+
 def _open_editor(config: TranscribeConfig | EvalConfig) -> Any:
     from onecard.llm import LLMConfig, load
 
@@ -184,7 +199,7 @@ def _open_editor(config: TranscribeConfig | EvalConfig) -> Any:
 
 def _transcribe_file(whisper: Any, settings: model.Settings, config: TranscribeConfig | EvalConfig, path: Path,
                      channel: int | None, glossary: list[str], on_progress: Callable[[float], None],
-                     language: str | None = None) -> Transcript:
+                     diarizer: Diarizer | None, language: str | None = None) -> Transcript:
     lang = config.language if config.language != "auto" or language is None else language
     options = decode_options(lang, config.vad, config.word_timestamps, config.beam_size,
                              " ".join(glossary) or None)
@@ -205,8 +220,8 @@ def _transcribe_file(whisper: Any, settings: model.Settings, config: TranscribeC
     speech = sum(i.duration_after_vad for i in infos) if config.vad else duration
     segments = [s for s, _ in found]
     speakers = parse_speakers(config.speakers)
-    if speakers is not None:  # a second pass over the audio: each segment's voice, clustered
-        label_speakers(segments, path, speakers, channel, config.chunk_s)
+    if speakers is not None and diarizer is not None:  # a second pass over the audio
+        diarizer.label(segments, path, speakers, channel, config.chunk_s)
     return Transcript(str(path), detected if detected != "auto" else "", duration, segments, min(speech, duration))
 
 

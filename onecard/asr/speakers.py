@@ -8,8 +8,8 @@ with transformers' audio_utils, and an utterance is embedded as resemblyzer's `e
 1.3 per second, their mean L2-normed). So resemblyzer's own imports (librosa, webrtcvad, which needs setuptools<81)
 are never loaded: `pip install --no-deps resemblyzer` is all it takes (15 MB, the weights).
 
-pyannote.audio's pipelines are not used: their models are gated on the hub, and pyannote.audio 4 needs another torch
-than the other extras. Its metrics package (pyannote.metrics, no weights) scores DER.
+This is the diarizer that always runs offline; pyannote.audio's pipeline is used instead where the user's environment
+has it and the pipeline is cached (`onecard.asr.diarize` chooses). pyannote.metrics (no weights) scores DER.
 """
 
 from __future__ import annotations
