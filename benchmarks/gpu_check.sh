@@ -35,6 +35,9 @@ echo "== detect: yolov8s training peak (batch 16, 640 px) against fit's predicti
 python -c "import tensorrt" 2>/dev/null || echo "(tensorrt not installed: detect bench lists engine as skipped; pip install tensorrt)"
 python benchmarks/detect.py --gpu
 
+echo "== diffuse: SD 1.5 LoRA at 512 px batch 1 peak vs fit (within 10%), SDXL 1024 px generation with fit's flags under 12 GiB"
+python benchmarks/diffuse_gpu.py --gpu 4070ti
+
 echo "== asr: faster-whisper peak memory against onecard fit (tiny.en; large-v3 only where cached), a LoRA fine-tune"
 python benchmarks/asr.py --only gpu --gpu-min 3
 python benchmarks/asr_finetune.py --size small --steps 6 --batch-size 16

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["make_tiny_pipeline", "make_tiny_clip"]
+__all__ = ["make_tiny_pipeline", "make_tiny_clip", "make_clip_tokenizer"]
 
 _MERGES = ["s k", "sk s</w>", "r e", "re d</w>"]  # "sks" becomes one token, as a trigger word would
 
@@ -30,7 +30,7 @@ def make_tiny_pipeline(folder: str | Path, seed: int = 0, sdxl: bool = False) ->
     diffusers = require("diffusers", "diffuse")
 
     folder = Path(folder)
-    tokenizer = _tokenizer()
+    tokenizer = make_clip_tokenizer()
 
     torch.manual_seed(seed)
     if sdxl:  # diffusers' own SDXL pipeline tests' tiny shapes, one block smaller; SDXL conditions on the
@@ -77,7 +77,7 @@ def make_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     folder = Path(folder)
-    tokenizer = _tokenizer()
+    tokenizer = make_clip_tokenizer()
     torch.manual_seed(seed)
     text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                 num_attention_heads=2, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
@@ -90,7 +90,7 @@ def make_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
-def _tokenizer() -> Any:
+def make_clip_tokenizer() -> Any:
     """A CLIP BPE tokenizer over the byte symbols and `_MERGES` (77-token context, CLIP's special tokens)."""
     from transformers import CLIPTokenizer
 

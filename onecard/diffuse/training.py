@@ -64,6 +64,9 @@ def train(config: DiffuseConfig, runs_root: str | None = None, report_to: tuple[
         prior = _class_group(pipe, config, runs_root, console) if config.class_prompt else None
         lora_config = add_lora(pipe.unet, config.rank, config.alpha)
         groups, captions = _instance_groups(pipe, config)
+        if device.startswith("cuda"):  # latents cached: the VAE leaves the GPU, as fit plans it (back to draw grids)
+            pipe.vae.to("cpu")
+            torch.cuda.empty_cache()
         run.set("data", {"images": len(captions), "captions": captions, "warnings": report["warnings"],
                          "buckets": [list(g["size"]) for g in groups] if config.buckets else None,
                          "class_images": config.class_images if prior else 0})
@@ -200,7 +203,10 @@ def _group(pipe: Any, size: tuple[int, int], pixels: Any, captions: list[str]) -
     cond = encode_prompts(pipe, captions)
     if "pooled" in cond:
         cond["time_ids"] = sdxl_time_ids(size[1], size[0], len(captions))
-    return {"size": size, "latents": cache_latents(pipe.vae, pixels), "cond": cond}
+    # on a GPU one image at a time: the VAE encoder's working memory for 8 images at 512 px (~2 GiB) would
+    # otherwise be the run's peak, above the training step fit plans for
+    per_call = 1 if pipe.vae.device.type == "cuda" else 8
+    return {"size": size, "latents": cache_latents(pipe.vae, pixels, per_call), "cond": cond}
 
 
 def _class_group(pipe: Any, config: DiffuseConfig, runs_root: str | None, console: Any) -> Group:
@@ -234,8 +240,14 @@ def _validate(pipe: Any, prompts: list[str], config: DiffuseConfig, run: Run, st
     from onecard.diffuse.validate import draw_grid
 
     path = run.dir / VALIDATION_DIR / f"step-{step:06d}.png"
-    return draw_grid(pipe, prompts, list(range(config.validation_seeds)), config.resolution, path,
-                     None if dtype == torch.float32 else dtype)
+    device = pipe.unet.device
+    pipe.vae.to(device)
+    drawn = draw_grid(pipe, prompts, list(range(config.validation_seeds)), config.resolution, path,
+                      None if dtype == torch.float32 else dtype)
+    if device.type == "cuda":
+        pipe.vae.to("cpu")
+        torch.cuda.empty_cache()
+    return drawn
 
 
 def _describe(job: Any) -> str:

@@ -145,3 +145,14 @@ def test_an_out_of_memory_error_steps_down_fits_ladder(base: Path, tmp_path: Pat
     assert [s["change"] for s in record["oom_steps"]] == ["gradient checkpointing on"]
     assert "CUDA out of memory" in record["oom_steps"][0]["error"]
     assert record["metrics"]["steps"] == 4 and record["metrics"]["oom_steps"] == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU with CUDA")
+def test_8bit_adamw_trains_on_cuda_with_the_vae_off_the_gpu(base: Path, tmp_path: Path) -> None:
+    pytest.importorskip("bitsandbytes", reason="8-bit AdamW needs bitsandbytes")
+    run = train(_config(base, _images(tmp_path / "img", [(32, 32)] * 2), device="cuda", dtype="auto",
+                        optimizer="adamw8bit", gpu="4070ti"), str(tmp_path / "runs"), report_to=())
+    assert run.record["plan"]["fit_job"]["optimizer"] == "adamw8bit"
+    assert run.record["metrics"]["steps"] == 4 and np.isfinite(run.record["metrics"]["final_loss"])
+    assert run.record["peak_memory"]["gpu_allocated_gib"] > 0
