@@ -273,6 +273,36 @@ def test_each_segment_of_the_two_speaker_clip_gets_its_speaker(tmp_path: Path) -
     assert scored["variants"][0]["der"] < 0.2
 
 
+def test_a_cached_pyannote_pipeline_labels_the_turns_and_the_record_says_so(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """--diarizer PIPELINE through transcribe and eval: pyannote.audio is a stand-in (the real one needs torch 2.9)
+    that answers the reference turns, so the segments must carry exactly the reference's speakers (DER only from the
+    segment edges)."""
+    pytest.importorskip("pyannote.metrics")
+    from onecard.asr.config import EvalConfig
+    from tests.unit.asr.conftest import fake_pyannote
+
+    clip, turns = _turns_clip(tmp_path)
+    calls = fake_pyannote(monkeypatch, turns)
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "config.yaml").write_text("pipeline:\n  name: SpeakerDiarization\n")
+    config = load_config(TranscribeConfig, overrides={"audio": [str(clip)], "speakers": "auto", "formats": ["json"],
+                                                      "diarizer": str(tmp_path / "pipeline"),
+                                                      "out": str(tmp_path / "out")})
+    result = run.transcribe(config, str(tmp_path / "runs"), ())
+    assert result["diarizer"]["name"] == "pyannote" and calls[0] == {"load": str(tmp_path / "pipeline")}
+    record = json.loads((Path(result["dir"]) / "run.json").read_text())
+    assert record["diarizer"] == result["diarizer"]
+    segments = load_json(tmp_path / "out" / "turns.json").segments
+    truth = {s.speaker: max(turns, key=lambda t: min(s.end, t[1]) - max(s.start, t[0]))[2] for s in segments}
+    assert len(segments) >= 3 and sorted(truth.values()) == ["left", "right"]  # one label per reference speaker
+    (tmp_path / "refs.tsv").write_text("file\treference_text\nturns.wav\tx\n")
+    scored = run.evaluate(load_config(EvalConfig, overrides={"data": str(tmp_path / "refs.tsv"), "speakers": "auto",
+                                                             "diarizer": str(tmp_path / "pipeline")}),
+                          str(tmp_path / "runs"), ())
+    assert scored["diarizer"]["name"] == "pyannote" and scored["variants"][0]["der"] < 0.2
+
+
 @pytest.mark.slow
 def test_out_of_memory_steps_down_fits_ladder_and_training_goes_on(tiny_whisper: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
