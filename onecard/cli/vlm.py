@@ -114,7 +114,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 def _chat_args(p: argparse.ArgumentParser) -> None:
     from onecard.core.config import add_config_flags
-    from onecard.vlm.chat import VlmChatConfig
+    from onecard.vlm.config import VlmChatConfig
 
     add_config_flags(p, VlmChatConfig)
     config_flag(p)
@@ -127,7 +127,8 @@ def _chat(args: argparse.Namespace) -> int:
 
     from onecard.core.progress import stderr_console
     from onecard.llm.chat import read_lines
-    from onecard.vlm.chat import VlmChatConfig, chat
+    from onecard.vlm.chat import chat
+    from onecard.vlm.config import VlmChatConfig
 
     config = resolve_config(args, VlmChatConfig)
     console = stderr_console()
@@ -144,7 +145,7 @@ def _chat(args: argparse.Namespace) -> int:
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
     from onecard.core.config import add_config_flags
-    from onecard.vlm.evaluate import EvalConfig
+    from onecard.vlm.config import EvalConfig
 
     add_config_flags(p, EvalConfig, positional=("target",))
     config_flag(p)
@@ -153,7 +154,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from onecard.vlm.evaluate import EvalConfig, evaluate
+    from onecard.vlm.config import EvalConfig
+    from onecard.vlm.evaluate import evaluate
 
     _require()
     result = evaluate(resolve_config(args, EvalConfig), args.runs_dir)
@@ -178,7 +180,7 @@ def _render_eval(result: dict[str, Any], console: Any) -> None:
 
 def _export_args(p: argparse.ArgumentParser) -> None:
     from onecard.core.config import add_config_flags
-    from onecard.vlm.export import ExportConfig
+    from onecard.vlm.config import ExportConfig
 
     add_config_flags(p, ExportConfig, positional=("run",))
     config_flag(p)
@@ -187,7 +189,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from onecard.vlm.export import ExportConfig, export
+    from onecard.vlm.config import ExportConfig
+    from onecard.vlm.export import export
 
     _require()
     written = export(resolve_config(args, ExportConfig), args.runs_dir)

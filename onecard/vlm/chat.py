@@ -9,24 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal, TextIO
-
-from pydantic import Field
+from typing import Any, TextIO
 
 from onecard.llm import Backend, LLMConfig, UnsupportedError, load
-from onecard.llm.config import ChatConfig
+from onecard.vlm.config import VlmChatConfig
 
 __all__ = ["VlmChatConfig", "open_backend", "chat"]
-
-
-class VlmChatConfig(ChatConfig):
-    """`onecard vlm chat`: the model and runtime, the images, and the chat's settings."""
-
-    model: str = Field(description="transformers: 'tiny', a model folder or a cached hub id (llava-hf/llava-1.5-7b-hf); llamacpp: a vision model's .gguf (with --mmproj); ollama: a vision model tag (llava:7b)")  # noqa: E501
-    backend: Literal["auto", "transformers", "llamacpp", "ollama", "openai"] = Field("auto", description="auto: llamacpp for a .gguf file, else transformers; ollama: a running Ollama; openai: an OpenAI-compatible server running a vision model")  # type: ignore[assignment]  # noqa: E501
-    image: list[Path] = Field(default_factory=list, description="image files for the first message (--image a.jpg b.png); in the REPL, /image PATH adds more")  # noqa: E501
-    system: str = Field("", description="system prompt; empty by default: LLaVA-1.5's template has no system turn, and a tune trains without one")  # noqa: E501
-    gpu: str | None = Field(None, description="plan the weights for this card (4070ti, rtx-3060...); None: the detected one")  # noqa: E501
 
 
 def open_backend(config: VlmChatConfig) -> Backend:

@@ -14,27 +14,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from onecard.core.errors import ModelNotFoundError, OnecardError
+from onecard.vlm.config import EvalConfig
 
 __all__ = ["EvalConfig", "evaluate", "answer_loss", "score", "ANSWERS", "REPORT"]
 
 ANSWERS, REPORT = "answers.jsonl", "report.html"
-
-
-class EvalConfig(BaseModel):
-    """`onecard vlm eval`: which model or tune run, on which rows, against which base."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    target: str = Field(description="a vlm tune run (id, id prefix, run folder, or 'last') or a model ('tiny', a folder, a cached hub id)")  # noqa: E501
-    data: str | None = Field(None, description="JSONL rows to evaluate on (image paths + prompt/response or messages); None: the tune run's held-out dev.jsonl")  # noqa: E501
-    base: str | None = Field(None, description="the model to compare against; None: a run's own base model (its adapter off), nothing for a model")  # noqa: E501
-    max_new_tokens: int = Field(16, ge=1, description="tokens per answer (short answers: a word or two)")
-    max_rows: int | None = Field(None, ge=1, description="evaluate the first N rows only")
-    show: int = Field(8, ge=0, description="rows shown side by side (image, question, answers) in the HTML report")
-    device: str = Field("auto", description="auto (the GPU if there is one), cuda, cpu")
 
 
 def evaluate(config: EvalConfig, runs_root: str | None = None) -> dict[str, Any]:

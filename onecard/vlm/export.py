@@ -18,27 +18,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from onecard.core.errors import ConfigError, OnecardError
+from onecard.vlm.config import GGUF_TYPES, ExportConfig
 
 __all__ = ["ExportConfig", "export", "merge", "check_gguf_support", "GGUF_TYPES"]
 
-GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")  # convert_hf_to_gguf.py --outtype (k-quants: llama-quantize after)
 # LlavaForConditionalGeneration's mmproj conversion (convert_hf_to_gguf.py, LlavaVisionModel) takes these towers only
 _LLAVA_TOWERS = ("pixtral",)
-
-
-class ExportConfig(BaseModel):
-    """`onecard vlm export RUN`: what to write, and where."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    run: str = Field(description="the vlm tune run (id, id prefix, run folder, or 'last')")
-    merge: bool = Field(False, description="write the merged weights (transformers folder: the base model with the adapter folded in, and its processor)")  # noqa: E501
-    gguf: str | None = Field(None, description=f"also write model-TYPE.gguf + mmproj-TYPE.gguf with llama.cpp's converter, TYPE one of {', '.join(GGUF_TYPES)}; None: no GGUF")  # noqa: E501
-    llama_cpp: str | None = Field(None, description="llama.cpp folder that holds convert_hf_to_gguf.py; None: $LLAMA_CPP_DIR or PATH")  # noqa: E501
-    out: str | None = Field(None, description="folder to write into; None: the run's export/ folder")
 
 
 def export(config: ExportConfig, runs_root: str | None = None) -> dict[str, str]:

@@ -13,7 +13,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("PIL")
 
 from onecard.llm import UnsupportedError  # noqa: E402
-from onecard.vlm.chat import VlmChatConfig, chat  # noqa: E402
+from onecard.vlm.chat import chat  # noqa: E402
+from onecard.vlm.config import VlmChatConfig  # noqa: E402
 from onecard.vlm.synthetic import make_image  # noqa: E402
 from onecard.vlm.tiny import make_tiny_llava  # noqa: E402
 

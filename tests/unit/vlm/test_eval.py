@@ -15,7 +15,8 @@ pytest.importorskip("trl")
 pytest.importorskip("PIL")
 
 from onecard.core.errors import ModelNotFoundError, OnecardError  # noqa: E402
-from onecard.vlm.evaluate import ANSWERS, EvalConfig, evaluate  # noqa: E402
+from onecard.vlm.config import EvalConfig  # noqa: E402
+from onecard.vlm.evaluate import ANSWERS, evaluate  # noqa: E402
 from onecard.vlm.synthetic import write_splits  # noqa: E402
 from onecard.vlm.tiny import make_tiny_llava  # noqa: E402
 

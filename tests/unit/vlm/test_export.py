@@ -14,7 +14,8 @@ pytest.importorskip("trl")
 pytest.importorskip("PIL")
 
 from onecard.core.errors import ConfigError, OnecardError  # noqa: E402
-from onecard.vlm.export import ExportConfig, export  # noqa: E402
+from onecard.vlm.config import ExportConfig  # noqa: E402
+from onecard.vlm.export import export  # noqa: E402
 
 # a stand-in for llama.cpp's convert_hf_to_gguf.py: records its arguments and writes a GGUF-headed file
 FAKE_CONVERTER = """import json, sys
