@@ -68,13 +68,16 @@ class Plan:
 
 
 def choose(config: FinetuneConfig, model: str, on_gpu: bool) -> tuple[Plan, Any]:
-    """The plan for the config's "auto" knobs (fit's fastest that fits the card), and the fit job it stands for."""
+    """The plan for the config's "auto" knobs (fit's fastest that fits the card), and the fit job it stands for.
+
+    `model` is the model folder: fit reads its config.json, so the job and its predicted peak are the trained
+    model's own dimensions, whatever its name (`onecard fit FOLDER --job train` gives the same figures)."""
     from onecard.fit.job import FitJob
     from onecard.fit.plan import plan
     from onecard.fit.solve import solve
     from onecard.fit.whisper import find
 
-    arch = find(Path(model).name) or find(model)
+    arch = find(model)
     fixed = {"method", "lora_rank", "lora_targets", "optimizer", "quant"}
     micro, accum = config.batch_size, 1
     if config.micro_batch_size != "auto":
@@ -83,7 +86,7 @@ def choose(config: FinetuneConfig, model: str, on_gpu: bool) -> tuple[Plan, Any]
     if config.gradient_checkpointing != "auto":
         fixed.add("grad_ckpt")
     job = FitJob.model_validate({
-        "model": f"whisper-{arch.key}" if arch else "whisper-small", "job": "train", "method": "lora", "batch": micro,
+        "model": model, "job": "train", "method": "lora", "batch": micro,
         "grad_accum": accum, "lora_rank": config.lora_rank, "lora_targets": "qv", "optimizer": "adamw",
         "grad_ckpt": config.gradient_checkpointing is not False, "gpu": config.gpu, "vram": config.vram})
     if arch is None or (not on_gpu and config.gpu is None and config.vram is None):
@@ -92,16 +95,18 @@ def choose(config: FinetuneConfig, model: str, on_gpu: bool) -> tuple[Plan, Any]
         micro = micro if config.micro_batch_size != "auto" else min(config.batch_size, CPU_MICRO_BATCH)
         job = job.model_copy(update={"batch": micro, "grad_accum": math.ceil(config.batch_size / micro),
                                      "grad_ckpt": config.gradient_checkpointing is True})
-        return Plan(job.batch, job.grad_accum, job.grad_ckpt, f"defaults: {why}", fit_job=job.model_dump()), job
+        predicted = round(plan(job).estimate.process_gib, 3) if arch else None  # on a GPU, for the record
+        return Plan(job.batch, job.grad_accum, job.grad_ckpt, f"defaults: {why}", predicted_gib=predicted,
+                    fit_job=job.model_dump()), job
     base = plan(job)
     found = [p for p in solve(job, top=20, fixed=fixed, request_first=False) if p.fits] if base.card else []
     if not found:
         from onecard.core.errors import OnecardError
 
         card = base.card.name if base.card else "no card"
-        raise OnecardError(f"no setting of Whisper {arch.key} fits {card} for LoRA training",
-                           f"see `onecard fit whisper-{arch.key} --job train --method lora --solve`; use a smaller "
-                           "model, or pass --gpu NAME / --vram GIB")
+        raise OnecardError(f"no setting of Whisper {arch.key} ({arch.params / 1e6:.0f}M parameters) fits {card} "
+                           "for LoRA training", f"see `onecard fit {model} --job train --method lora --solve`; use a "
+                           "smaller model, or pass --gpu NAME / --vram GIB")
     best, name = found[0], base.card.name if base.card else None
     return Plan(best.job.batch, best.job.grad_accum, best.job.grad_ckpt, f"fit: fastest plan that fits {name}", name,
                 round(best.estimate.process_gib, 3), best.job.model_dump(mode="json")), best.job

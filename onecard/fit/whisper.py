@@ -9,13 +9,16 @@ runtime detail that moves the peak by a GiB on large models, so it is modelled p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from onecard.core.errors import ConfigError
 from onecard.core.gpus import GpuSpec
 from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
 from onecard.fit.overheads import CUDA_CONTEXT_GIB
 
-__all__ = ["WhisperArch", "find", "estimate", "CATALOG"]
+__all__ = ["WhisperArch", "find", "from_config", "estimate", "CATALOG"]
 
 N_AUDIO_CTX = 1500  # encoder frames per 30 s window (paper, Sec. 2.2: 3000 mel frames, conv stride 2)
 N_TEXT_CTX = 448  # decoder positions
@@ -51,13 +54,15 @@ class WhisperArch:
     n_mels: int = 80
     vocab: int = 51865
     source: str = "Whisper paper arXiv:2212.04356 Table 1; openai/whisper-* config.json"
+    ffn: int = 0  # feed-forward width; 0: 4 x d_model, as every released Whisper has
 
     @property
     def params(self) -> int:
         """Parameters as counted by transformers' WhisperForConditionalGeneration (output layer tied)."""
         d = self.d
         attn = 4 * d * d + 3 * d  # q, k (no bias), v, out
-        ffn = 8 * d * d + 5 * d  # fc1 d->4d, fc2 4d->d
+        f = self.ffn or 4 * d
+        ffn = 2 * d * f + f + d  # fc1 d->f, fc2 f->d
         enc = self.enc_layers * (attn + ffn + 4 * d) + self.n_mels * d * 3 + d + 3 * d * d + d + N_AUDIO_CTX * d + 2 * d
         dec = self.dec_layers * (2 * attn + ffn + 6 * d) + self.vocab * d + N_TEXT_CTX * d + 2 * d
         return enc + dec
@@ -84,12 +89,63 @@ _ALIASES = {"large": "large-v3", "turbo": "large-v3-turbo", "large-v3-turbo": "l
 
 
 def find(name: str) -> WhisperArch | None:
-    """Catalog entry for `whisper-small`, `openai/whisper-large-v3`, `Systran/faster-whisper-medium.en`; or None."""
+    """The dimensions of a transformers Whisper on disk (a folder with config.json, or the config.json: its own
+    figures win over its name); the catalog entry for `whisper-small`, `openai/whisper-large-v3`,
+    `Systran/faster-whisper-medium.en`; a cached hub id whose config.json says model_type whisper; or None."""
+    try:
+        path = Path(name).expanduser()
+        local = path.exists()
+    except OSError:  # longer than a file name may be: not a path
+        local = False
+    found = _read(path / "config.json" if path.is_dir() else path,
+                  path.name if path.is_dir() else path.parent.name) if local else None
+    if found is not None:
+        return found
     key = name.strip().lower().rsplit("/", 1)[-1]
     for prefix in ("faster-whisper-", "distil-", "whisper-"):
         key = key.removeprefix(prefix)
     key = _ALIASES.get(key, key)
-    return CATALOG.get(key)
+    if key in CATALOG:
+        return CATALOG[key]
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        from onecard.core.sources import hub_snapshot
+
+        snapshot = hub_snapshot(name)
+        return _read(snapshot / "config.json", name) if snapshot is not None else None
+    return None
+
+
+def from_config(cfg: dict[str, Any], key: str, source: str) -> WhisperArch:
+    """The dimensions of a transformers WhisperConfig (config.json); missing keys take WhisperConfig's defaults.
+
+    Raises:
+        ConfigError: a dimension is not a positive whole number; the message names the file and the key.
+    """
+    defaults = {"d_model": 384, "encoder_layers": 4, "decoder_layers": 4, "encoder_attention_heads": 6,
+                "num_mel_bins": 80, "vocab_size": 51865, "encoder_ffn_dim": 1536}  # transformers WhisperConfig
+    dims: dict[str, int] = {}
+    for name, default in defaults.items():
+        value = cfg.get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{source}: {name} {value!r} is not a positive whole number",
+                              "fix the value in the config.json, or pass the model's original config")
+        dims[name] = value
+    d = dims["d_model"]
+    return WhisperArch(key, d, dims["encoder_layers"], dims["decoder_layers"], dims["encoder_attention_heads"],
+                       n_mels=dims["num_mel_bins"], vocab=dims["vocab_size"], source=source,
+                       ffn=0 if dims["encoder_ffn_dim"] == 4 * d else dims["encoder_ffn_dim"])
+
+
+def _read(config: Path, key: str) -> WhisperArch | None:
+    """The Whisper a config.json describes; None when it is not a config.json or not a Whisper's."""
+    from onecard.fit.readers import read_json
+
+    if config.name != "config.json" or not config.is_file():
+        return None
+    cfg = read_json(config)
+    if not isinstance(cfg, dict) or cfg.get("model_type") != "whisper":
+        return None
+    return from_config(cfg, key, str(config))
 
 
 def _runtime(job: FitJob) -> str:

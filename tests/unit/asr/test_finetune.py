@@ -83,3 +83,27 @@ def test_every_asr_command_prints_its_help(action: str, capsys: pytest.CaptureFi
     with pytest.raises(SystemExit) as done:
         main(["asr", action, "--help"])
     assert done.value.code == 0 and "--model" in capsys.readouterr().out
+
+
+def test_the_fit_job_is_the_trained_models_own_dimensions(tmp_path: Path) -> None:
+    """A model fit's catalog does not know (the tiny random Whisper), even in a folder named like a catalog one: the
+    job is the folder, fit reads its config.json, and the predicted peak is for that model, not whisper-small."""
+    import transformers
+
+    from onecard.fit.plan import plan as fit_plan
+    from onecard.fit.plan import resolve_arch
+    from tests.unit.asr.conftest import build_tiny_whisper
+
+    folder = build_tiny_whisper(tmp_path / "whisper-small")
+    resolved = resolve_arch(str(folder))
+    model = transformers.WhisperForConditionalGeneration.from_pretrained(folder)
+    assert resolved.family == "whisper" and resolved.arch.params == sum(p.numel() for p in model.parameters())
+    assert (resolved.arch.d, resolved.arch.enc_layers, resolved.arch.ffn) == (64, 2, 128)
+    plan, job = choose(_config(batch_size=16), str(folder), on_gpu=False)
+    assert job.model == str(folder) and plan.fit_job is not None and plan.fit_job["model"] == str(folder)
+    assert plan.predicted_gib == round(fit_plan(job).estimate.process_gib, 3)
+    small, small_job = choose(_config(batch_size=16), "openai/whisper-small", on_gpu=False)
+    assert small.predicted_gib is not None and plan.predicted_gib < small.predicted_gib
+    planned, job = choose(_config(batch_size=16, gpu="4070ti"), str(folder), on_gpu=False)
+    assert planned.source.startswith("fit:") and job.model == str(folder)
+    assert planned.predicted_gib == round(fit_plan(job).estimate.process_gib, 3)
