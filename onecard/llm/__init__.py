@@ -79,6 +79,10 @@ def load(config: LLMConfig, gpu: str | None = None) -> Backend:
         path = _gguf_in(path)
         check_gguf(path)
         fitted = fit_llamacpp(path, config.ctx, config.gpu_layers, gpu)
+        if config.mmproj is not None and fitted.gpu_layers > 0 and config.mmproj.expanduser().is_file():
+            size_gib = config.mmproj.expanduser().stat().st_size / 2**30
+            fitted.notes.append(f"the projector {config.mmproj.name} ({size_gib:.2f} GiB) goes on the GPU too, "
+                                "outside fit's plan: lower --gpu-layers if the card runs out of memory")
         backend = LlamaCppBackend(path, ctx=fitted.ctx, gpu_layers=fitted.gpu_layers, threads=config.threads,
                                   seed=config.seed, model=ref, mmproj=config.mmproj and config.mmproj.expanduser())
     backend.notes = fitted.notes + backend.notes

@@ -90,6 +90,8 @@ def test_a_model_with_a_chat_template_uses_it_and_the_gpu(files: tuple[Path, Pat
     backend = LlamaCppBackend(model, ctx=2048, gpu_layers=20, mmproj=mmproj)
     handler = backend._llm.chat_handler
     assert type(handler) is FakeMTMD and handler.use_gpu
+    notes = load(LLMConfig(model=str(model), mmproj=mmproj, ctx=2048, gpu_layers=20)).notes
+    assert any("projector mmproj-model-f16.gguf" in n and "outside fit's plan" in n for n in notes)
 
 
 def test_without_mmproj_images_are_refused_and_a_missing_one_is_named(files: tuple[Path, Path, Path]) -> None:

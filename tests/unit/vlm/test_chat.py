@@ -72,3 +72,19 @@ def test_fit_picks_nf4_for_llava_7b_on_a_12_gb_card_and_bf16_on_24_gb() -> None:
 
     assert fit_transformers("llava-hf/llava-1.5-7b-hf", gpu="4070ti").quant == "nf4"
     assert fit_transformers("llava-hf/llava-1.5-7b-hf", gpu="rtx-3090").quant == "bf16"
+
+
+def test_the_command_answers_as_json(images: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from onecard.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # piped and empty: nothing appended to the prompt
+
+    argv = ["vlm", "chat", "--model", "tiny", "--image", *map(str, images), "--prompt", "what shape is blue?",
+            "--max-tokens", "2", "--runs-dir", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    reply = json.loads(captured.out)
+    assert reply["backend"] == "transformers" and reply["completion_tokens"] == 2
+    # two images' tokens, then "USER:", the five words of the question, "ASSISTANT:"
+    assert reply["prompt_tokens"] == 2 * 16 + 9 and "recorded as run vlm-" in captured.err
