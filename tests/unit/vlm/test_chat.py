@@ -86,5 +86,5 @@ def test_the_command_answers_as_json(images: list[Path], tmp_path: Path, capsys:
     captured = capsys.readouterr()
     reply = json.loads(captured.out)
     assert reply["backend"] == "transformers" and reply["completion_tokens"] == 2
-    # two images' tokens, then "USER:", the five words of the question, "ASSISTANT:"
+    # two images' tokens, then USER : what shape is blue ? ASSISTANT : (9 word-level tokens)
     assert reply["prompt_tokens"] == 2 * 16 + 9 and "recorded as run vlm-" in captured.err
