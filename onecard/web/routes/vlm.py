@@ -81,7 +81,7 @@ async def chat(request: Request, image: Annotated[UploadFile, File(description="
         raise MissingExtraError(f"vlm chat is {state['message']}", "install onecard with the vlm extra: "
                                 "pip install 'onecard[vlm]'")
     from onecard.llm.images import user_message
-    from onecard.vlm.chat import VlmChatConfig
+    from onecard.vlm.config import VlmChatConfig
 
     settings = request.app.state.settings
     if is_path(model):
