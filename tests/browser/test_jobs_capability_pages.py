@@ -40,6 +40,38 @@ def test_detect_page_draws_boxes_or_names_its_extra(page: Any, server: str) -> N
     screenshot(page, "detect-page")
 
 
+def test_detect_page_draws_the_boxes_of_its_job(page: Any, serve: Any, monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    """The drawing, with the job's result stood in for (ultralytics need not be installed): a queue whose jobs end at
+    once with two boxes, as `onecard detect predict --json` prints them."""
+    from PIL import Image
+
+    from onecard.web import jobs as jobs_module
+    from onecard.web.routes import jobs as jobs_routes
+
+    class Boxes(jobs_module.JobQueue):
+        def _run(self, job: jobs_module.Job) -> None:
+            job.status, job.run_id = "succeeded", None
+            job.result = {"images": [{"image": job.config["source"][0], "detections": [
+                {"class": 0, "name": "cat", "confidence": 0.91, "box_xyxy": [4.0, 6.0, 40.0, 50.0]},
+                {"class": 1, "name": "dog", "confidence": 0.55, "box_xyxy": [50.0, 10.0, 90.0, 60.0]}]}]}
+
+    real = jobs_module.available
+    monkeypatch.setattr(jobs_module, "available", lambda m: m == "ultralytics" or real(m))
+    monkeypatch.setattr(jobs_routes, "JobQueue", Boxes)
+    image = tmp_path / "pets.png"
+    Image.new("RGB", (100, 80), (240, 240, 240)).save(image)
+    page.goto(serve() + "/detect")
+    page.locator("#form [name=image]").set_input_files(str(image))
+    page.locator("#go").click()
+    page.locator("#canvas[data-boxes='2']").wait_for()
+    assert page.locator("#boxes tbody tr").count() == 2 and "cat" in page.locator("#boxes").inner_text()
+    red, green, blue, _ = page.evaluate("document.querySelector('#canvas').getContext('2d')"
+                                        ".getImageData(4, 30, 1, 1).data")  # on the cat box's left edge
+    assert (red, green, blue) != (240, 240, 240)
+    screenshot(page, "detect-boxes")
+
+
 def test_vlm_page_answers_about_an_image_or_says_it_is_not_built(page: Any, server: str, tmp_path: Path) -> None:
     from onecard.web.routes.vlm import status
 

@@ -36,9 +36,11 @@ function draw(file, detections) {
       ctx.strokeStyle = ctx.fillStyle = color;
       ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
       const label = `${d.name} ${d.confidence.toFixed(2)}`;
-      ctx.fillRect(x1, y1 - parseInt(ctx.font) - 4, ctx.measureText(label).width + 6, parseInt(ctx.font) + 4);
+      const size = parseInt(ctx.font);
+      const top = Math.max(y1, size + 4);  // a box at the image's top edge gets its label inside it
+      ctx.fillRect(x1, top - size - 4, ctx.measureText(label).width + 6, size + 4);
       ctx.fillStyle = "#fff";
-      ctx.fillText(label, x1 + 3, y1 - 4);
+      ctx.fillText(label, x1 + 3, top - 4);
     });
     canvas.dataset.boxes = detections.length;
   };
