@@ -25,7 +25,7 @@ from onecard.llm.config import ChatConfig, LLMConfig
 from onecard.web.security import safe_path
 
 __all__ = ["router", "ChatRequest", "ChatMessage", "ToolSchema", "Loaded", "loaded", "pushed", "sse", "events",
-           "checked_model", "llm_config", "local_models"]
+           "checked_model", "llm_config", "local_models", "CTX_FIELD", "THREADS_FIELD"]
 
 log = logging.getLogger("onecard.web")
 router = APIRouter(tags=["chat"])
@@ -61,8 +61,19 @@ class ToolSchema(BaseModel):
     function: _Function
 
 
+# A request cannot make the server allocate more: the longest context of the models onecard's catalog knows (Llama
+# 3.1, Qwen2.5), and llama.cpp threads within reason (each is an OS thread).
+MAX_CTX = 131_072
+MAX_THREADS = 256
+CTX_FIELD = Field(None, ge=64, le=MAX_CTX, description=LLMConfig.model_fields["ctx"].description)
+THREADS_FIELD = Field(None, ge=1, le=MAX_THREADS, description=LLMConfig.model_fields["threads"].description)
+
+
 class ChatRequest(LLMConfig):
     """`POST /api/chat`: the conversation, the model (as `onecard chat` takes it) and the reply's settings."""
+
+    ctx: int | None = CTX_FIELD
+    threads: int | None = THREADS_FIELD
 
     messages: list[ChatMessage] = Field(min_length=1, description="the conversation so far, the user's turn last")
     system: str = ChatConfig.model_fields["system"]  # type: ignore[assignment]

@@ -93,8 +93,23 @@ def models(request: Request) -> dict[str, Any]:
                                        for i in ids]}
 
 
-@router.post("/chat/completions", openapi_extra={"requestBody": {
-    "required": True, "content": {"application/json": {"schema": CompletionRequest.model_json_schema()}}}})
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with its `$defs` references replaced by the definitions (the body is parsed by hand, so FastAPI does
+    not put its models in the OpenAPI components)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            return walk(defs[ref.split("/")[-1]]) if ref.startswith("#/$defs/") else {k: walk(v) for k, v in
+                                                                                      node.items()}
+        return [walk(v) for v in node] if isinstance(node, list) else node
+
+    return dict(walk(schema))
+
+
+@router.post("/chat/completions", openapi_extra={"requestBody": {"required": True, "content": {
+    "application/json": {"schema": _inlined(CompletionRequest.model_json_schema())}}}})
 async def chat_completions(request: Request) -> Any:
     """OpenAI's chat completions over `onecard.llm` (whole, or streamed with `stream: true`); `rag:NAME` answers from
     that index with citations."""
@@ -102,6 +117,8 @@ async def chat_completions(request: Request) -> Any:
         body = CompletionRequest.model_validate(json.loads(await request.body() or b"null"))
     except json.JSONDecodeError as e:
         return error(400, f"the body is not valid JSON ({e.msg} at position {e.pos})")
+    except (ValueError, RecursionError) as e:  # not UTF-8; a number of over 4300 digits; nesting past the stack
+        return error(400, f"the body is not usable JSON ({type(e).__name__}: {str(e)[:200]})")
     except ValidationError as e:
         first = e.errors()[0]
         param = ".".join(str(p) for p in first["loc"])

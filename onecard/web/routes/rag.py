@@ -22,7 +22,16 @@ from onecard.core.errors import OnecardError
 from onecard.llm.config import LLMConfig
 from onecard.rag.config import AskConfig, IndexConfig, SearchConfig
 from onecard.web.errors import RequestError
-from onecard.web.routes.chat import Loaded, checked_model, events, llm_config, loaded, pushed
+from onecard.web.routes.chat import (
+    CTX_FIELD,
+    THREADS_FIELD,
+    Loaded,
+    checked_model,
+    events,
+    llm_config,
+    loaded,
+    pushed,
+)
 from onecard.web.security import safe_path
 from onecard.web.settings import WebSettings
 
@@ -36,6 +45,8 @@ class AskRequest(AskConfig):
     """`POST /api/rag/ask`: `onecard rag ask`'s settings, and the earlier turns of the conversation."""
 
     history: list[dict[str, str]] = Field(default_factory=list, description="earlier turns: {role, content}")
+    ctx: int | None = CTX_FIELD
+    threads: int | None = THREADS_FIELD
 
 
 def _root(settings: WebSettings, name: str) -> Path:
@@ -204,7 +215,11 @@ def build(body: IndexConfig, request: Request) -> StreamingResponse:
         idx = open_index(root)
         paths = list(idx.meta["roots"])
         idx.close()
-    config = body.model_copy(update={"paths": [str(safe_path(p, settings.folders)) for p in paths],
+    found = [safe_path(p, settings.folders) for p in paths]
+    for path in found:
+        if not path.exists():
+            raise RequestError(404, f"{path} does not exist", "name a folder or file inside a registered folder")
+    config = body.model_copy(update={"paths": [str(p) for p in found],
                                       "index_dir": str(_root(settings, body.name))})
     state = loaded(request)
 

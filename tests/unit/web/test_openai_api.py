@@ -134,6 +134,8 @@ def test_the_token_is_required(base_url: str) -> None:
 
 @pytest.mark.parametrize(("body", "param"), [
     (b"{not json", None),
+    (b"\x80\x81", None),  # not UTF-8
+    (b"[" * 100_000 + b"]" * 100_000, None),  # deeper than Python's stack
     (b'{"model": "x"}', "messages"),
     (b'{"model": "x", "messages": [{"role": "user", "content": "hi"}], "temperature": 3}', "temperature"),
     (b'{"model": "x", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}}',
