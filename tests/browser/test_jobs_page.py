@@ -1,5 +1,6 @@
-"""The Jobs page in Chromium: a tinylm training job started from the form built from TinyLMConfig, its progress and log
-streamed, its end, and its run id linking to the Runs page."""
+"""The Jobs page in Chromium: tinylm training jobs started from the form built from TinyLMConfig; a second waits in the
+queue, visibly; Cancel interrupts the first; the second's progress and log stream, it ends, and its run id links to
+the Runs page."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from tests.browser.conftest import screenshot
 
 
-def test_start_a_tinylm_job_from_the_form_watch_it_finish_and_open_its_run(
+def test_tinylm_jobs_from_the_form_queue_cancel_finish_and_open_the_run(
         page: Any, serve: Callable[..., str], tmp_path: Path) -> None:
     texts = tmp_path / "texts"
     texts.mkdir()
@@ -30,12 +31,21 @@ def test_start_a_tinylm_job_from_the_form_watch_it_finish_and_open_its_run(
     assert "max_iters" in page.locator("#start-error").inner_text()
     assert "invalid" in (form.locator("[name=max_iters]").get_attribute("class") or "")
 
-    form.locator("[name=max_iters]").fill("20")
     form.locator("[name=eval_interval]").fill("10")
     form.locator("[name=device]").fill("cpu")
     page.locator("#report-to").select_option("none")
+
+    # A long job runs; a second one waits in the queue, visibly; Cancel interrupts the first and the second starts.
+    form.locator("[name=max_iters]").fill("100000")
     page.locator("#start").click()
-    page.locator("#job-view").wait_for()
+    page.wait_for_function("document.querySelector('#job-progress').textContent.includes('/100000')",
+                           timeout=120_000)
+    form.locator("[name=max_iters]").fill("20")
+    page.locator("#start").click()
+    page.locator("#jobs tr[data-status=queued] td.status:text('queued, position 1')").wait_for()
+    screenshot(page, "jobs-tinylm-queued")
+    page.locator("#jobs tr[data-status=running] button.cancel").click()
+    page.locator("#jobs tr[data-status=interrupted]").wait_for(timeout=60_000)
     page.wait_for_function("document.querySelector('#job-log').textContent.includes('step 10')", timeout=120_000)
     screenshot(page, "jobs-tinylm-running")
     page.wait_for_function("document.querySelector('#job-status').textContent === 'succeeded'", timeout=120_000)
