@@ -221,9 +221,9 @@ class JobQueue:
         with self._lock:
             return next((i + 1 for i, j in enumerate(self._waiting) if j is job), None)
 
-    def list(self) -> list[dict[str, Any]]:
+    def summaries(self) -> list[dict[str, Any]]:
         """Every job, newest first."""
-        return [j.summary(self.position(j)) for j in sorted(self.jobs.values(), key=lambda j: j.id, reverse=True)]
+        return [j.summary(self.position(j)) for j in reversed(list(self.jobs.values()))]
 
     def cancel(self, job: Job) -> None:
         """A queued job leaves the queue; a running one gets SIGINT (Ctrl-C): its run ends marked interrupted."""

@@ -128,7 +128,7 @@ def kinds() -> list[dict[str, Any]]:
 @router.get("")
 def list_jobs(request: Request) -> list[dict[str, Any]]:
     """Every job of this server, newest first, with its status and place in the queue."""
-    return queue_of(request).list()
+    return queue_of(request).summaries()
 
 
 @router.post("", status_code=201)
