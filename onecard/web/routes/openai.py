@@ -117,12 +117,12 @@ async def chat_completions(request: Request) -> Any:
         body = CompletionRequest.model_validate(json.loads(await request.body() or b"null"))
     except json.JSONDecodeError as e:
         return error(400, f"the body is not valid JSON ({e.msg} at position {e.pos})")
-    except (ValueError, RecursionError) as e:  # not UTF-8; a number of over 4300 digits; nesting past the stack
-        return error(400, f"the body is not usable JSON ({type(e).__name__}: {str(e)[:200]})")
     except ValidationError as e:
         first = e.errors()[0]
         param = ".".join(str(p) for p in first["loc"])
         return error(400, f"{param}: {first['msg']}", param=param)
+    except (ValueError, RecursionError) as e:  # not UTF-8; a number of over 4300 digits; nesting past the stack
+        return error(400, f"the body is not usable JSON ({type(e).__name__}: {str(e)[:200]})")
     from starlette.concurrency import run_in_threadpool
 
     try:
