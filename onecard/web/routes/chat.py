@@ -99,8 +99,12 @@ class Loaded:
     def get(self, config: LLMConfig) -> Any:
         """The backend for `config`, loading it (and closing the one before) when it is another."""
         from onecard.llm import load
+        from onecard.llm.config import DEFAULT_MODEL
 
-        key = config.model_dump_json()
+        # The seed is the sampling seed each request passes on; the default model named or not is the same model.
+        default = config.backend in ("llamacpp", "transformers") and config.model in (None, DEFAULT_MODEL)
+        key = config.model_copy(update={"seed": 0, "model": DEFAULT_MODEL if default else config.model}
+                                ).model_dump_json()
         if key != self.key:
             if self.backend is not None:
                 self.backend.close()

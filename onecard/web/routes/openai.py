@@ -165,7 +165,7 @@ def _prepare(body: CompletionRequest, request: Request) -> tuple[Job, str]:
     if found is None:
         raise ModelNotFoundError(f"the model `{body.model}` does not exist here",
                                  "GET /v1/models lists the models this server has")
-    config = llm_config(LLMConfig(backend=found[0], model=found[1], seed=body.seed or 0))  # type: ignore[arg-type]
+    config = llm_config(LLMConfig(backend=found[0], model=found[1]))  # type: ignore[arg-type]
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     choice = body.tool_choice
     if isinstance(choice, dict):  # {"type": "function", "function": {"name": N}}: that tool, and a call to it
