@@ -1,9 +1,10 @@
 """The parts of `onecard asr finetune` (its run: `onecard.asr.train`): the model folder, fit's plan, batches of
 log-mel features and labels, greedy dev transcripts, atomic checkpoints, and the CTranslate2 export.
 
-The run's directory holds `adapter/` (peft), `checkpoints/step-N/` (adapter + optimizer state, each written under a
-temporary name and renamed once whole), `model/` (the merged model in CTranslate2 format, with tokenizer.json and
-preprocessor_config.json, which faster-whisper reads) and `loss.png`.
+The run's directory holds `adapter/` (peft), `checkpoints/step-N/` (adapter, optimizer and schedule state, the clip
+order's and torch's random states (LoRA dropout) and the losses; each written under a temporary name and renamed once
+whole), `model/` (the merged model in CTranslate2 format, with tokenizer.json and preprocessor_config.json, which
+faster-whisper reads) and `loss.png`.
 
 Settings come from `onecard fit` (its Whisper training estimate: LoRA on q and v, 30 s windows, labels up to 448
 tokens): the micro-batch with gradient accumulation and gradient checkpointing that fit the card; on an out-of-memory
@@ -13,6 +14,7 @@ error, fit's retry loop steps down its ladder and training continues from the la
 from __future__ import annotations
 
 import math
+import random
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -194,14 +196,17 @@ def export_ct2(merged: Any, processor: Any, out: Path, quantization: str) -> Pat
     return out
 
 
-def save_checkpoint(folder: Path, step: int, model: Any, optimizer: Any, scheduler: Any) -> Path:
-    """`checkpoints/step-N/`: the adapter and the optimizer state, written under `tmp-step-N/` and renamed whole."""
+def save_checkpoint(folder: Path, step: int, model: Any, optimizer: Any, scheduler: Any, order: random.Random,
+                    losses: list[list[float]]) -> Path:
+    """`checkpoints/step-N/`: the adapter, and what training goes on from (optimizer, schedule, the clip order's
+    random state, the losses so far), written under `tmp-step-N/` and renamed whole."""
     import torch
 
     final, staged = folder / f"step-{step}", folder / f"tmp-step-{step}"
     shutil.rmtree(staged, ignore_errors=True)
     model.save_pretrained(staged)
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "order": order.getstate(), "torch_rng": torch.get_rng_state(), "losses": losses},
                staged / "training_state.pt")
     shutil.rmtree(final, ignore_errors=True)
     staged.rename(final)

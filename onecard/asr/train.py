@@ -1,10 +1,11 @@
 """`onecard asr finetune`: a LoRA on a transformers Whisper over your clips, dev WER before and after, and the merged
 model exported to CTranslate2 so `onecard asr transcribe --model RUN` runs it.
 
-The run's directory holds `adapter/` (peft), `checkpoints/step-N/` (adapter + optimizer state, written whole or not at
-all), `model/` (CTranslate2, with tokenizer.json and preprocessor_config.json) and `loss.png`. The loop is a plain
-PyTorch one: a LoRA on q and v of a Whisper needs no more than micro-batches, accumulation and autocast, and a plain
-loop lets Ctrl-C finish the step and save it.
+The run's directory holds `adapter/` (peft), `checkpoints/step-N/` (adapter, optimizer, schedule, clip order and
+losses, written whole or not at all), `model/` (CTranslate2, with tokenizer.json and preprocessor_config.json) and
+`loss.png`. The loop is a plain PyTorch one: a LoRA on q and v of a Whisper needs no more than micro-batches,
+accumulation and autocast, and a plain loop lets Ctrl-C finish the step and save it; `--resume RUN` goes on from
+RUN's newest checkpoint in a new run that names RUN (`resumed_from`).
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ from onecard.core.errors import DataError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, StopFlag, start_run, stop_after_step
 
-__all__ = ["finetune"]
+__all__ = ["finetune", "resume_config"]
 
 
-def finetune(config: FinetuneConfig, runs_dir: str | None = None,
-             report_to: tuple[str, ...] = ("trackio",)) -> dict[str, Any]:
-    """Fine-tune `config.model` on `config.data` as a recorded run; returns the run's id, folder and figures."""
+def finetune(config: FinetuneConfig, runs_dir: str | None = None, report_to: tuple[str, ...] = ("trackio",),
+             resume: str | None = None) -> dict[str, Any]:
+    """Fine-tune `config.model` on `config.data` as a recorded run; returns the run's id, folder and figures. With
+    `resume`, a new run goes on from that run's newest checkpoint (its adapter, optimizer, clip order and losses)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
@@ -52,6 +54,7 @@ def finetune(config: FinetuneConfig, runs_dir: str | None = None,
     from onecard.fit.retry import OomStep, retry_on_oom
 
     folder = model_folder(config.model)
+    previous = _resumable(resume, runs_dir) if resume else None
     train_items, dev_items = _split(config)
     device = select_device(config.device)
     dtype = getattr(torch, select_dtype(config.precision, device))
@@ -86,9 +89,14 @@ def finetune(config: FinetuneConfig, runs_dir: str | None = None,
         history: dict[str, list[list[float]]] = {"train": [], "dev": []}
         plans, oom_steps, stop = [plan], [], StopFlag(stepping=True)
 
+        resumed = latest_checkpoint(Path(previous["dir"]) / CHECKPOINTS) if previous else None
+        if previous is not None and resumed is not None:
+            run.set("resumed_from", {"run": previous["id"], "checkpoint": resumed.name})
+            console.print(f"resuming run {previous['id']} from {resumed.name}")
+
         def attempt(_: Any) -> int:
             return _train(model, processor, train_items, labels, config, plans[-1], run, history, stop,
-                          device, dtype)
+                          device, dtype, resumed)
 
         def step_down(step: OomStep) -> None:
             plans.append(Plan(step.job.batch, step.job.grad_accum, step.job.grad_ckpt,
@@ -128,8 +136,10 @@ def finetune(config: FinetuneConfig, runs_dir: str | None = None,
 
 
 def _train(model: Any, processor: Any, items: list[Item], labels: dict[Item, list[int]], config: FinetuneConfig,
-           plan: Plan, run: Run, history: dict[str, list[list[float]]], stop: StopFlag, device: str, dtype: Any) -> int:
-    """Train from the latest checkpoint (or the start) to the last step; returns the step reached."""
+           plan: Plan, run: Run, history: dict[str, list[list[float]]], stop: StopFlag, device: str, dtype: Any,
+           resumed: Path | None) -> int:
+    """Train from the run's latest checkpoint (after an out-of-memory error), else `resumed` (the checkpoint of the
+    run --resume names), else the start, to the last step; returns the step reached."""
     import contextlib
 
     import torch
@@ -144,8 +154,9 @@ def _train(model: Any, processor: Any, items: list[Item], labels: dict[Item, lis
     per_epoch = max(1, len(items) // config.batch_size)
     total = config.max_steps or max(1, round(config.epochs * per_epoch))
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=total // 10, num_training_steps=total)
-    step, saved = 0, latest_checkpoint(Path(run.dir) / CHECKPOINTS)
-    if saved is not None:  # after an out-of-memory error: go on from the last step saved
+    step, order = 0, random.Random(config.seed)
+    saved = latest_checkpoint(Path(run.dir) / CHECKPOINTS) or resumed
+    if saved is not None:  # go on from the last step saved
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
@@ -154,11 +165,14 @@ def _train(model: Any, processor: Any, items: list[Item], labels: dict[Item, lis
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
+        if "order" in state:  # checkpoints written before the clip order was saved start it afresh
+            order.setstate((state["order"][0], tuple(state["order"][1]), state["order"][2]))
+            torch.set_rng_state(state["torch_rng"])
+            history["train"] = [list(point) for point in state["losses"]]
     fp16 = dtype == torch.float16 and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=fp16)
     autocast = (torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32
                 else contextlib.nullcontext())
-    order = random.Random(config.seed)
     start_id = model.config.decoder_start_token_id
     weights = model.get_encoder().conv1.weight.dtype
     model.train()
@@ -186,8 +200,28 @@ def _train(model: Any, processor: Any, items: list[Item], labels: dict[Item, lis
                     step=step)
             stderr_console().print(f"step {step}/{total}: loss {loss_sum:.4f}")
             if step % config.save_steps == 0 or stop.requested or step == total:
-                save_checkpoint(Path(run.dir) / CHECKPOINTS, step, model, optimizer, scheduler)
+                save_checkpoint(Path(run.dir) / CHECKPOINTS, step, model, optimizer, scheduler, order,
+                                history["train"])
     return step
+
+
+def resume_config(ref: str, overrides: dict[str, Any], runs_root: str | None = None) -> FinetuneConfig:
+    """The config of run `ref` with `overrides` (the flags given) on top, e.g. a larger max_steps."""
+    from onecard.core.config import load_config
+
+    return load_config(FinetuneConfig, None, {**_resumable(ref, runs_root)["config"], **overrides})
+
+
+def _resumable(ref: str, runs_root: str | None) -> dict[str, Any]:
+    """The record of an asr finetune run (id, unique prefix, folder or 'last') with a whole checkpoint."""
+    from onecard.core.runs import find_run
+
+    record = find_run(ref, runs_root, capability="asr", has=CHECKPOINTS,
+                      how_to_make="fine-tune one: `onecard asr finetune --model MODEL --data manifest.tsv`")
+    if latest_checkpoint(Path(record["dir"]) / CHECKPOINTS) is None:
+        raise DataError(f"run {record['id']} has no whole checkpoint in {Path(record['dir']) / CHECKPOINTS}",
+                        "start a new run without --resume")
+    return record
 
 
 def _ladder(job: Any) -> Any:

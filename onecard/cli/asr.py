@@ -27,7 +27,7 @@ def asr_args(p: argparse.ArgumentParser) -> None:
     job_flags(evaluate)
     finetune = sub.add_parser("finetune", help="LoRA on your clips, dev WER before and after, exported to CTranslate2")
     add_config_flags(finetune, FinetuneConfig)
-    job_flags(finetune)
+    job_flags(finetune, resume="--max-steps")
 
 
 def asr(args: argparse.Namespace) -> int:
@@ -41,9 +41,10 @@ def asr(args: argparse.Namespace) -> int:
     if args.action == "finetune":
         for module, package in (("torch", "torch"), ("peft", "peft"), ("ctranslate2", "ctranslate2")):
             require(module, "asr", package)
-        from onecard.asr.train import finetune
+        from onecard.asr.train import finetune, resume_config
 
-        emit(args, finetune(resolve_config(args, FinetuneConfig), args.runs_dir, trackers(args)), _tuned)
+        config = resolve_config(args, FinetuneConfig, resume=resume_config)
+        emit(args, finetune(config, args.runs_dir, trackers(args), resume=args.resume), _tuned)
     elif args.action == "transcribe":
         emit(args, run.transcribe(resolve_config(args, TranscribeConfig), args.runs_dir, trackers(args)), _files)
     else:

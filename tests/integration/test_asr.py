@@ -224,6 +224,44 @@ def test_ctrl_c_saves_the_step_and_marks_the_run_interrupted(tiny_whisper: Path,
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-1"]
 
 
+
+@pytest.mark.slow
+def test_resume_goes_on_from_the_interrupted_step_as_if_never_stopped(tiny_whisper: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped after step 1 (Ctrl-C), resumed to step 3 in a new run that names the old one: the losses are those of
+    an uninterrupted 3-step run (adapter, optimizer, schedule, clip order and dropout state all come back)."""
+    import signal
+
+    from onecard.asr import train
+
+    straight = train.finetune(_finetune_config(tiny_whisper, tmp_path, max_steps=3), str(tmp_path / "straight"), ())
+    expected = json.loads((Path(straight["dir"]) / "run.json").read_text())
+    real = train.collate
+
+    def interrupted(*args: Any) -> Any:  # Ctrl-C during the first step
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args)
+
+    monkeypatch.setattr(train, "collate", interrupted)
+    runs = str(tmp_path / "runs")
+    with pytest.raises(KeyboardInterrupt):
+        train.finetune(_finetune_config(tiny_whisper, tmp_path, max_steps=3), runs, ())
+    monkeypatch.setattr(train, "collate", real)
+    [first] = (tmp_path / "runs").iterdir()
+    # the CLI resolves --resume RUN to the run's config with the flags on top
+    shown = _run("asr", "finetune", "--resume", first.name, "--max-steps", "3", "--runs-dir", runs, "--print-config")
+    assert json.loads(shown.stdout)["max_steps"] == 3
+    config = train.resume_config(first.name, {"max_steps": 3}, runs)
+    resumed = train.finetune(config, runs, (), resume=first.name)
+    record = json.loads((Path(resumed["dir"]) / "run.json").read_text())
+    assert record["status"] == "succeeded" and record["resumed_from"] == {"run": first.name, "checkpoint": "step-1"}
+    assert resumed["steps"] == 3 and resumed["first_loss"] == pytest.approx(expected["metrics"]["first_loss"])
+    assert resumed["final_loss"] == pytest.approx(expected["metrics"]["final_loss"], rel=1e-4)
+    assert [p.name for p in (Path(resumed["dir"]) / "checkpoints").iterdir()] == ["step-3"]
+    with pytest.raises(Exception, match="no run matches"):
+        train.resume_config("nope", {}, runs)
+
+
 def _turns_clip(tmp_path: Path) -> tuple[Path, list[tuple[float, float, str]]]:
     """The shared two-channel clip as one mono track of turns: left speaker (to 2.6 s, a pause in its sentence),
     right speaker, left speaker again, 1 s of silence between; and the reference turns, written as an RTTM beside."""
