@@ -23,7 +23,6 @@ __all__ = ["image_part", "user_message", "normalize", "has_images", "image_urls"
            "data_url", "with_data_urls", "load_image"]
 
 Message = dict[str, Any]
-_ROLES = ("system", "user", "assistant", "tool")
 
 
 def image_part(image: str | Path) -> dict[str, Any]:
@@ -48,9 +47,9 @@ def normalize(messages: list[Message]) -> list[Message]:
     """
     out: list[Message] = []
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise LLMError(f"message {i} is not a chat message: {str(message)[:200]!r}",
-                           f"give each message a role ({', '.join(_ROLES)}) and a content")
+                           "give each message a role (system, user, assistant, tool) and a content")
         content = message.get("content")
         if content is None or isinstance(content, str):
             out.append(message)

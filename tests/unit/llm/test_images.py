@@ -66,8 +66,9 @@ def test_parts_are_checked_and_put_in_one_form(png: Path) -> None:
     ([{"type": "text"}], "user", "without a string 'text'"),
     ([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}], "assistant", "only user messages"),
     (42, "user", "is a int, not a string"),
+    ("hi", None, "not a chat message"),
 ])
-def test_bad_parts_are_named_with_the_fix(content: Any, role: str, match: str) -> None:
+def test_bad_parts_are_named_with_the_fix(content: Any, role: str | None, match: str) -> None:
     with pytest.raises(LLMError, match=match) as e:
         normalize([{"role": role, "content": content}])
     assert e.value.fix
