@@ -23,7 +23,7 @@ VISION_SKIP_4BIT = ("vision_tower", "multi_modal_projector", "lm_head")  # LLaVA
 
 
 class TransformersBackend(Backend):
-    """A causal LM loaded with transformers in this process."""
+    """A causal LM, or an image-text model with its processor, loaded with transformers in this process."""
 
     name = "transformers"
     capabilities = Capabilities(streaming=True, tools=False, json_schema=False,
