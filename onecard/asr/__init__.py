@@ -11,6 +11,7 @@ LLM post-edit that is checked not to rewrite them, WER/CER/DER against your refe
     postedit.py    the LLM post-editor (`onecard.llm`) and its guard: an edit changing too many words is rejected
     data.py        evaluation manifests (TSV) and folders of audio + transcript pairs
     speakers.py    speaker labels per segment (resemblyzer's voice encoder, clustering), DER against RTTM
+    diarize.py     which diarizer runs: pyannote.audio's pipeline where it imports and is cached, else speakers.py
     run.py         the entry points: transcribe, evaluate
     finetune.py    the parts of a Whisper LoRA fine-tune: fit's plan, batches, dev WER, checkpoints, CTranslate2 export
     train.py       the entry point: finetune

@@ -16,6 +16,13 @@ Format = Literal["txt", "srt", "vtt", "json"]
 FORMATS: tuple[Format, ...] = ("txt", "srt", "vtt", "json")
 
 
+def _comma_list(v: object) -> object:
+    """`--formats txt,srt` as well as `--formats txt srt`."""
+    if isinstance(v, str):
+        v = [v]
+    return [f.strip() for item in v for f in str(item).split(",") if f.strip()] if isinstance(v, list) else v
+
+
 class _Decode(BaseModel):
     """What every command that runs Whisper shares: the model, where it runs, and how it decodes."""
 
@@ -69,10 +76,7 @@ class TranscribeConfig(_Speakers, _PostEdit, _Decode):
     @field_validator("formats", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
-        # --formats txt,srt as well as --formats txt srt
-        if isinstance(v, str):
-            v = [v]
-        return [f.strip() for item in v for f in str(item).split(",") if f.strip()] if isinstance(v, list) else v
+        return _comma_list(v)
 
 
 class EvalConfig(_Speakers, _PostEdit, _Decode):
@@ -80,7 +84,13 @@ class EvalConfig(_Speakers, _PostEdit, _Decode):
 
     data: str = Field(description="a TSV manifest (header with file and reference_text or text columns; paths relative to it), or a folder with REFERENCES.tsv or AUDIO + AUDIO-stem.txt pairs; an AUDIO-stem.rttm beside a file is its speaker reference (DER, with --speakers)")
     language_filter: str | None = Field(None, description="only manifest rows of this language (its lang column); None: all rows")
-    compare: list[Literal["vad", "post-edit"]] = Field(default_factory=list, description="also run with this setting flipped and show both side by side")
+    compare: list[Literal["vad", "post-edit"]] = Field(default_factory=list, description="also run with each of these settings flipped (vad, post-edit; one column each) and show them beside the configured run")
+
+    @field_validator("compare", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        return _comma_list(v)
+
     normalizer: Literal["auto", "english", "basic"] = Field("auto", description="text normalisation before scoring: english (Whisper's EnglishTextNormalizer), basic (Whisper's BasicTextNormalizer: lower case, no punctuation); auto: english for English models and language en, else basic")
 
 

@@ -81,6 +81,9 @@ def _scores(result: dict[str, Any], console: Console) -> None:
         table.add_row(escape(f["file"]), *cells)
     table.add_row("overall", *[_pct(v["wer"], v["cer_mean"]) for v in result["variants"]])
     table.add_row("RTF", *[f"{v['rtf']:.3f}" for v in result["variants"]])
+    if any("post_edit" in v for v in result["variants"]):
+        table.add_row("post-edits kept/rejected", *[f"{v['post_edit']['accepted']}/{v['post_edit']['rejected']}"
+                                                    if "post_edit" in v else "-" for v in result["variants"]])
     if any("der" in v for v in result["variants"]):
         table.add_row("DER", *[f"{100 * v['der']:.1f}%" if "der" in v else "-" for v in result["variants"]])
     console.print(table)

@@ -134,6 +134,31 @@ def test_a_post_edit_that_rewrites_too_much_is_rejected(tmp_path: Path, monkeypa
     assert {s.edit for s in load_json(tmp_path / "out" / "jfk.json").segments} == {"rejected"}
 
 
+def test_eval_compare_puts_vad_off_and_post_edit_on_beside_the_configured_run(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from onecard.asr.config import EvalConfig
+    from onecard.cli.asr import _scores
+
+    monkeypatch.setattr(run, "_open_editor", lambda config: _Rewriter())
+    (tmp_path / "m.tsv").write_text(f"file\treference_text\n{JFK}\tAnd so my fellow Americans, ask not what your "
+                                    "country can do for you, ask what you can do for your country.\n")
+    config = load_config(EvalConfig, overrides={"data": str(tmp_path / "m.tsv"), "compare": "vad,post-edit"})
+    result = run.evaluate(config, str(tmp_path / "runs"), ())
+    configured, no_vad, edited = result["variants"]
+    assert [v["variant"] for v in result["variants"]] == ["as configured", "vad off", "post-edit on"]
+    assert all(v["wer"] < JFK_WER_BOUND for v in result["variants"])
+    assert "post_edit" not in configured and "post_edit" not in no_vad
+    assert edited["post_edit"]["rejected"] >= 1 and edited["wer"] == configured["wer"]  # every rewrite refused
+    record = json.loads((tmp_path / "runs" / result["run_id"] / "run.json").read_text())
+    assert [v["variant"] for v in record["variants"]] == ["as configured", "vad off", "post-edit on"]
+    console = Console(record=True, width=160)
+    _scores(result, console)
+    shown = console.export_text()
+    assert "vad off" in shown and "post-edit on" in shown and "post-edits kept/rejected" in shown
+
+
 @pytest.mark.gpu
 def test_on_a_gpu_fit_picks_the_compute_type_and_the_transcript_holds(tmp_path: Path) -> None:
     import ctranslate2
