@@ -57,7 +57,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         t0 = time.perf_counter()
-        folder = build(tmp / f"whisper-{args.size}", args.size)  # named so that fit finds the architecture
+        folder = build(tmp / f"whisper-{args.size}", args.size)  # fit plans from its config.json, not the name
         build_s = time.perf_counter() - t0
         manifest = tmp / "train.tsv"
         manifest.write_text("file\treference_text\n" + "".join(f"{SPEECH / n}\t{r}\n" for n, r in CLIPS.items()))
