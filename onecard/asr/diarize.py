@@ -90,7 +90,7 @@ def open_diarizer(choice: str) -> Diarizer:
         what, fix = problem
         if forced:
             raise ModelNotFoundError(f"--diarizer {choice}: {what}", f"{fix}; or pass --diarizer resemblyzer")
-        return Diarizer("resemblyzer", f"pyannote not used: {what} ({fix})")
+        return Diarizer("resemblyzer", f"pyannote not used: {what}; to use it: {fix}")
     from pyannote.audio import Pipeline
 
     path = Path(ref).expanduser()

@@ -60,6 +60,8 @@ def _files(result: dict[str, Any], console: Console) -> None:
     if edits:
         console.print(f"post-edit: {edits['accepted']} accepted, {edits['rejected']} rejected (too many words "
                       f"changed), {edits['unchanged']} unchanged")
+    if "diarizer" in result:
+        console.print(f"speakers: {result['diarizer']['name']} ({result['diarizer']['reason']})")
     console.print(f"recorded as run {result['run_id']} ({result['settings']['device']}, "
                   f"{result['settings']['compute_type']})")
 
@@ -87,6 +89,8 @@ def _scores(result: dict[str, Any], console: Console) -> None:
     if any("der" in v for v in result["variants"]):
         table.add_row("DER", *[f"{100 * v['der']:.1f}%" if "der" in v else "-" for v in result["variants"]])
     console.print(table)
+    if "diarizer" in result:
+        console.print(f"speakers: {result['diarizer']['name']} ({result['diarizer']['reason']})")
     console.print(f"recorded as run {result['run_id']}")
 
 
