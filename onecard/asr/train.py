@@ -119,7 +119,7 @@ def finetune(config: FinetuneConfig, runs_dir: str | None = None, report_to: tup
         metrics = {"wer_before": before["wer"], "wer_after": after["wer"], "cer_before": before["cer"],
                    "cer_after": after["cer"], "first_loss": losses[0] if losses else None,
                    "final_loss": losses[-1] if losses else None, "steps": steps, "oom_steps": len(oom_steps),
-                   "s_per_step": round(train_s / max(1, len(losses)), 3)}
+                   "s_per_step": round(train_s / max(1, steps - (int(resumed.name[5:]) if resumed else 0)), 3)}
         run.set("dev", {"before": before["files"], "after": after["files"]})
         run.set_metrics(metrics)
         console.print(f"step {steps}: loss {_num(metrics['first_loss'])} -> {_num(metrics['final_loss'])}; dev WER "
