@@ -85,7 +85,8 @@ def open_diarizer(choice: str) -> Diarizer:
         return Diarizer("resemblyzer", "asked for (--diarizer resemblyzer)")
     ref = PYANNOTE_PIPELINE if choice in ("auto", "pyannote") else choice
     forced = choice != "auto"
-    problem = _pyannote_missing() or _pipeline_missing(ref)
+    uncached = _pipeline_missing(ref)  # first: a --diarizer value that names nothing is an error either way
+    problem = _pyannote_missing() or uncached
     if problem is not None:
         what, fix = problem
         if forced:
@@ -113,6 +114,9 @@ def _pyannote_missing() -> tuple[str, str] | None:
             return "pyannote.audio not installed", ("`pip install pyannote.audio` in an environment with the torch "
                                                     "it needs (pyannote.audio 4: torch 2.9, torchaudio 2.9)")
         return f"pyannote.audio does not import ({e})", "install the torch and torchaudio its release asks for"
+    except Exception as e:  # noqa: BLE001 - built against another torch, it fails with OSError, AttributeError...
+        return f"pyannote.audio does not import ({type(e).__name__}: {e})", ("install the torch and torchaudio its "
+                                                                             "release asks for")
     return None
 
 

@@ -56,6 +56,21 @@ def test_auto_falls_back_to_resemblyzer_and_says_pyannote_is_not_installed(monke
     assert chosen.to_json() == {"name": "resemblyzer", "pipeline": None, "reason": chosen.reason}
 
 
+def test_auto_falls_back_when_pyannote_audio_is_built_against_another_torch(monkeypatch: pytest.MonkeyPatch,
+                                                                           caches: Path) -> None:
+    class Broken:  # a pyannote.audio whose import fails the way a torch mismatch does
+        def find_spec(self, name: str, *_: object) -> None:
+            if name == "pyannote.audio":
+                raise OSError("libtorchaudio.so: undefined symbol: _ZN3c10")
+
+    monkeypatch.delitem(sys.modules, "pyannote.audio", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    chosen = open_diarizer("auto")
+    assert chosen.name == "resemblyzer" and "does not import (OSError: libtorchaudio.so" in chosen.reason
+    with pytest.raises(ConfigError, match="'resemblizer'"):  # a value naming nothing is refused before the import
+        open_diarizer("resemblizer")
+
+
 def test_auto_falls_back_when_the_pipeline_or_a_model_it_names_is_not_cached(monkeypatch: pytest.MonkeyPatch,
                                                                               caches: Path) -> None:
     calls = fake_pyannote(monkeypatch, TURNS)
