@@ -141,6 +141,9 @@ def main() -> int:
              f"{overhead('end2end'):+.1f}% |",
              f"| time to first token | {med(1, 'ttft_s') * 1000:.0f} ms | {med(0, 'ttft_s') * 1000:.0f} ms | "
              f"{med(0, 'ttft_s') * 1000 - med(1, 'ttft_s') * 1000:+.0f} ms |"]
+    lines.append("")
+    lines.append("per round, generate tokens/s (web / direct): " + ", ".join(
+        f"{w['generate']:.1f}/{d['generate']:.1f}" for w, d in rows))
     print("\n".join(lines))
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
