@@ -137,7 +137,7 @@ def _letterboxed(image: Path, imgsz: int) -> Any:
     import numpy as np
     from ultralytics.data.augment import LetterBox
 
-    im = LetterBox((imgsz, imgsz), auto=False)(image=cv2.imread(str(image)))
+    im: Any = LetterBox((imgsz, imgsz), auto=False)(image=cv2.imread(str(image)))  # an image in: an image out
     return np.ascontiguousarray(im[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255
 
 

@@ -86,7 +86,7 @@ def runner(path: Path, fmt: str, device: str = "cpu", threads: int | None = None
 
             model = yolo(str(path)).model.fuse().eval().to(device)
         elif fmt == "torchscript":
-            model = torch.jit.load(str(path), map_location=device).eval()
+            model = torch.jit.load(str(path), map_location=device).eval()  # type: ignore[no-untyped-call]
         else:
             from ultralytics.nn.autobackend import AutoBackend
 

@@ -1,5 +1,5 @@
 """`onecard detect` as a user runs it: check a data set, train a from-scratch yolov8n on a synthetic shapes set,
-evaluate, predict, Ctrl-C mid-training and resume.
+evaluate, predict, Ctrl-C mid-training and resume, export (checked box by box) and bench.
 
 The data set is generated (onecard.detect.synthetic: coloured shapes on textured backgrounds, 64 train / 16 val images
 at 128 px), not shipped: no labelled set in ../shared/data is small and learnable enough for a CPU test (coco8 has 80
