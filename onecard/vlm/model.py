@@ -40,7 +40,7 @@ def model_dir(ref: str) -> Path:
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tiny-llava."))
             try:  # built aside and renamed: a half-built folder is never reused
-                make_tiny_llava(tmp)
+                make_tiny_llava(tmp, learnable=True)
                 shutil.rmtree(out, ignore_errors=True)
                 tmp.rename(out)
             finally:

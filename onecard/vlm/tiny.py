@@ -2,11 +2,12 @@
 CPU benchmark run on (no vision-language weights are on PyPI, and nothing downloads in tests).
 
 The layout is LLaVA-1.5's (`LlavaForConditionalGeneration`: a CLIP vision tower, a two-layer GELU projector, a Llama
-language model), scaled down: a 2-layer CLIP ViT on 64 px images in 16 px patches (16 image tokens, CLS dropped as
-LLaVA's "default" feature strategy does), a 2-layer Llama of width 64. The processor is a `LlavaProcessor` with a
-`CLIPImageProcessor` (its PIL backend: no torchvision needed), a word-level tokenizer built here from the synthetic
-set's words (lower-cased, unknown words become <unk>), and LLaVA-1.5's own chat template ("USER: <image>\\n...
-ASSISTANT:"), so `model.py` loads the folder as it loads llava-hf/llava-1.5-7b-hf.
+language model), scaled down: a 2-layer CLIP ViT of width 32 on 64 px images in 16 px patches (16 image tokens, CLS
+dropped as LLaVA's "default" feature strategy does), a 2-layer Llama of width 64 (with `learnable`, its weights drawn
+wider than transformers' default: `TEXT_INIT_STD`). The processor is a `LlavaProcessor` with a `CLIPImageProcessor`
+(its PIL backend: no torchvision needed), a word-level tokenizer built here from the synthetic set's words
+(lower-cased, unknown words become <unk>), and LLaVA-1.5's own chat template ("USER: <image>\\n... ASSISTANT:"), so
+`model.py` loads the folder as it loads llava-hf/llava-1.5-7b-hf.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from onecard.vlm.synthetic import CELLS, COLOURS, QUESTION_WORDS, SHAPES
 
-__all__ = ["make_tiny_llava", "word_tokenizer", "LLAVA_CHAT_TEMPLATE", "TINY_SHAPE"]
+__all__ = ["make_tiny_llava", "word_tokenizer", "LLAVA_CHAT_TEMPLATE"]
 
 # llava-hf/llava-1.5-7b-hf's chat_template.json: images first in a turn, then its text; "ASSISTANT:" opens an answer.
 LLAVA_CHAT_TEMPLATE = (
@@ -28,8 +29,15 @@ LLAVA_CHAT_TEMPLATE = (
     "{% endfor %}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<image>")
-TINY_SHAPE = {"image_size": 64, "patch_size": 16, "vision_hidden": 32, "vision_layers": 2, "text_hidden": 64,
-              "text_layers": 2}
+# Weights are drawn wider than transformers' default std of 0.02, so that the frozen random model behaves enough like
+# a trained one for a LoRA to teach it: at 0.02 the queries and keys are so small that attention stays uniform (the
+# answer sees the image only as the mean of every token), and the output head's logits against RMS-normed hidden
+# states of norm sqrt(64) = 8 cannot exceed about 0.02 * 8 * 8 = 1.3, so no answer can become likely. Measured on the
+# one-shape synthetic set (LoRA r16 + projector, lr 3e-3, 150 steps of 16 rows), first answer token right on the dev
+# set: 0.87 at std 0.1 (head 0.2) against 0.38 (the answer prior) at 0.02 with the head at 0.2; with everything at
+# 0.02 the loss stalled at 2.9.
+TEXT_INIT_STD = 0.1
+OUTPUT_HEAD_STD = 0.2
 
 
 def _words() -> list[str]:
@@ -56,8 +64,13 @@ def word_tokenizer() -> Any:
 
 def make_tiny_llava(out: str | Path, seed: int = 0, image_size: int = 64, patch_size: int = 16,
                     vision_hidden: int = 32, vision_layers: int = 2, text_hidden: int = 64,
-                    text_layers: int = 2) -> Path:
-    """Write a random-weight LLaVA of these dimensions and its processor to `out` (safetensors); returns `out`."""
+                    text_layers: int = 2, learnable: bool = False) -> Path:
+    """Write a random-weight LLaVA of these dimensions and its processor to `out` (safetensors); returns `out`.
+
+    `learnable`: the language model's weights drawn at `TEXT_INIT_STD` and its head at `OUTPUT_HEAD_STD`, so that a
+    LoRA can teach it (the "tiny" model of `onecard vlm`); False: transformers' default init (std 0.02), a model that
+    reads nothing and writes near-uniform tokens (what the chat backends' tests stream).
+    """
     import torch
     from transformers import (
         CLIPImageProcessorPil,
@@ -76,7 +89,8 @@ def make_tiny_llava(out: str | Path, seed: int = 0, image_size: int = 64, patch_
                               patch_size=patch_size, projection_dim=vision_hidden)
     text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=text_hidden, intermediate_size=2 * text_hidden,
                        num_hidden_layers=text_layers, num_attention_heads=4, num_key_value_heads=2,
-                       max_position_embeddings=512, rms_norm_eps=1e-5, pad_token_id=tokenizer.pad_token_id,
+                       max_position_embeddings=512, rms_norm_eps=1e-5,
+                       initializer_range=TEXT_INIT_STD if learnable else 0.02, pad_token_id=tokenizer.pad_token_id,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     patches = (image_size // patch_size) ** 2
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token,
@@ -84,6 +98,9 @@ def make_tiny_llava(out: str | Path, seed: int = 0, image_size: int = 64, patch_
                          vision_feature_layer=-1, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
+    if learnable:
+        with torch.no_grad():
+            model.lm_head.weight.normal_(0.0, OUTPUT_HEAD_STD)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out)
