@@ -39,7 +39,8 @@ def export(config: ExportConfig, runs_root: str | None = None) -> dict[str, Any]
     reason = missing_runtime(config.format, device)
     if reason:
         raise OnecardError(f"cannot export to {config.format} here: {reason}",
-                           "install the runtime, or pick another --format (onnx, torchscript)")
+                           "on a machine with an NVIDIA GPU and tensorrt installed, pass --device cuda"
+                           if config.format == "engine" else "install the runtime, or pick another --format")
     threads = config.threads or physical_cores()
     with quiet_stdout():
         path = export_model(weights, config.format, imgsz, 1, device)
