@@ -48,6 +48,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     synth.add_argument("out", metavar="OUT", help="folder to write into")
     synth.add_argument("--train-images", type=int, default=200, help="train images (3 questions each)")
     synth.add_argument("--dev-images", type=int, default=50, help="dev images (3 questions each)")
+    synth.add_argument("--shapes", type=int, default=2, choices=(1, 2, 3), help="shapes per image")
     synth.add_argument("--seed", type=int, default=0, help="random seed (the dev set uses seed + 10000)")
     json_flag(synth)
 
@@ -59,7 +60,7 @@ def _data(args: argparse.Namespace) -> int:
         require("PIL", "vlm", package="pillow")
         from onecard.vlm.synthetic import write_splits
 
-        written = write_splits(args.out, args.train_images, args.dev_images, args.seed)
+        written = write_splits(args.out, args.train_images, args.dev_images, args.seed, args.shapes)
         emit(args, {k: str(v) for k, v in written.items()},
              lambda w, _: print(f"train: {w['train']}\ndev: {w['dev']}\nnext: onecard vlm tune --model tiny "
                                 f"--data {w['train']} --dev-data {w['dev']}"))
