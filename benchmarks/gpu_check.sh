@@ -45,4 +45,6 @@ python benchmarks/asr_finetune.py --size small --steps 6 --batch-size 16
 if [[ "${1:-}" != "--quick" ]]; then
   echo "== benchmarks/tune_gpu.py"
   python benchmarks/tune_gpu.py
+  echo "== vlm: LLaVA-1.5-7B-shaped (random weights, 14 GB written once) NF4 inference and QLoRA at the planner's settings, peak vs fit (within 10%), under 12 GiB"
+  python benchmarks/vlm_tune.py --gpu 4070ti --steps 6
 fi
