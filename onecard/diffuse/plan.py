@@ -20,7 +20,8 @@ from onecard.fit.ladder import describe_changes, oom_ladder
 from onecard.fit.plan import plan
 from onecard.fit.solve import solve
 
-__all__ = ["Settings", "plan_train", "plan_sample", "train_ladder", "apply_sample_settings", "eight_bit_usable"]
+__all__ = ["Settings", "plan_train", "plan_sample", "train_ladder", "sample_ladder", "apply_sample_settings",
+           "eight_bit_usable"]
 
 
 @dataclass
@@ -78,9 +79,18 @@ def plan_sample(arch: str, *, batch: int, resolution: int | None, fp32: bool, kn
 
 def train_ladder(job: FitJob, eight_bit: bool) -> Iterator[tuple[FitJob, str]]:
     """fit's out-of-memory ladder for the training job, less the 8-bit optimizer where bitsandbytes is not usable."""
+    return _ladder(job, {} if eight_bit else {"optimizer": job.optimizer})
+
+
+def sample_ladder(job: FitJob, on_cuda: bool) -> Iterator[tuple[FitJob, str]]:
+    """fit's out-of-memory ladder for the generation job, less CPU offload where there is no GPU to offload from."""
+    return _ladder(job, {} if on_cuda else {"offload": job.offload})
+
+
+def _ladder(job: FitJob, keep: dict[str, Any]) -> Iterator[tuple[FitJob, str]]:
     previous = job
     for new, _ in oom_ladder(job):
-        new = new if eight_bit else new.model_copy(update={"optimizer": job.optimizer})
+        new = new.model_copy(update=keep)
         if new != previous:
             yield new, describe_changes(previous, new)
             previous = new

@@ -40,7 +40,7 @@ def sample(config: SampleConfig, runs_root: str | None = None) -> dict[str, Any]
     import torch
 
     from onecard.diffuse.base import looks_like_base, resolve_base
-    from onecard.diffuse.plan import apply_sample_settings, plan_sample
+    from onecard.diffuse.plan import apply_sample_settings, plan_sample, sample_ladder
     from onecard.diffuse.sample import generate, load_loras, parse_lora
     from onecard.diffuse.train import LORA_FILE, load_pipeline
     from onecard.fit.retry import OomStep, retry_on_oom
@@ -77,7 +77,7 @@ def sample(config: SampleConfig, runs_root: str | None = None) -> dict[str, Any]
         steps.append({"change": step.change, "error": step.error})
         stderr_console().print(f"out of memory: {step.change}; drawing again")
 
-    images = retry_on_oom(job, work, on_step=step_down)
+    images = retry_on_oom(job, work, ladder=sample_ladder(job, on_cuda), on_step=step_down)
     out = Path(config.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     files = []

@@ -64,3 +64,33 @@ def test_a_run_samples_with_its_lora_and_weight_0_is_the_base(tmp_path: Path,
     assert np.abs(with_lora[0] - plain[0]).max() > 0
     result, _ = draw(trained.id, "two", "--seed", "7", "--lora", f"{lora.parent}:0.5")  # a folder, a second adapter
     assert [(x["adapter"], x["weight"]) for x in result["loras"]] == [("lora0", 1.0), ("lora1", 0.5)]
+
+
+@pytest.mark.slow
+def test_an_out_of_memory_error_steps_down_fits_sampling_ladder(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("diffusers", reason="needs diffusers (pip install 'onecard[diffuse]')")
+    import torch
+
+    from onecard.diffuse import sample as sampling
+    from onecard.diffuse.config import SampleConfig
+    from onecard.diffuse.run import sample
+    from onecard.diffuse.tiny import make_tiny_pipeline
+
+    real, calls = sampling.generate, []
+
+    def out_of_memory_once(pipe: object, *args: object, **kwargs: object) -> list:
+        calls.append(len(kwargs["seeds"]))  # type: ignore[arg-type]
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real(pipe, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sampling, "generate", out_of_memory_once)
+    base = make_tiny_pipeline(tmp_path / "base")
+    result = sample(SampleConfig(source=str(base), prompt="a square", steps=2, resolution=32, batch=2, gpu="4070ti",
+                                 dtype="fp32", device="cpu", out=str(tmp_path / "out")))
+    assert result["plan"]["source"].startswith("fit: fastest plan that fits") and result["plan"]["predicted_gib"]
+    # fit's plan already slices the VAE; with no GPU to offload to, the next step is half the batch per call
+    assert result["plan"]["fit_job"]["vae_slicing"] and result["plan"]["fit_job"]["offload"] == "none"
+    assert [s["change"] for s in result["oom_steps"]] == ["batch 2 -> 1"] and calls == [2, 1, 1]
+    assert [i["seed"] for i in result["images"]] == [0, 1]
