@@ -60,9 +60,10 @@ def plan_train(arch: str, *, rank: int, resolution: int, batch_size: int, gradie
         fixed.add("grad_ckpt")
     if optimizer != "auto" or not eight_bit:
         fixed.add("optimizer")
-    job = FitJob(model=arch, job="train", lora_rank=rank, resolution=max(64, resolution), batch=batch_size,
-                 cached_latents=True, grad_ckpt=gradient_checkpointing is True,
-                 optimizer="adamw" if optimizer == "auto" else optimizer, gpu=gpu)  # type: ignore[arg-type]
+    job = FitJob.model_validate({
+        "model": arch, "job": "train", "lora_rank": rank, "resolution": max(64, resolution), "batch": batch_size,
+        "cached_latents": True, "grad_ckpt": gradient_checkpointing is True,
+        "optimizer": "adamw" if optimizer == "auto" else optimizer, "gpu": gpu})
     return _choose(job, fixed, on_cuda, "LoRA training")
 
 
@@ -72,8 +73,9 @@ def plan_sample(arch: str, *, batch: int, resolution: int | None, fp32: bool, kn
     fixed = {"batch", "resolution", "quant", *knobs}
     if not on_cuda:  # offload moves weights between the CPU and the GPU: nothing to move on a CPU run
         fixed.add("offload")
-    job = FitJob(model=arch, job="infer", batch=batch, resolution=resolution and max(64, resolution),
-                 quant="fp32" if fp32 else "fp16", gpu=gpu, **knobs)
+    job = FitJob.model_validate({"model": arch, "job": "infer", "batch": batch,
+                                 "resolution": resolution and max(64, resolution), "quant": "fp32" if fp32 else "fp16",
+                                 "gpu": gpu, **knobs})
     return _choose(job, fixed, on_cuda, "generation")
 
 
