@@ -70,7 +70,8 @@ def check_images(folder: str | Path, resolution: int, near_distance: int = 6) ->
                 im.load()  # decodes the pixels: a truncated file fails here, not at open
                 width, height = im.size
                 fingerprint = dhash(im)
-                tint: tuple[int, ...] = im.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))  # type: ignore[assignment]
+                mean = im.convert("RGB").resize((1, 1), Image.Resampling.BOX)
+                tint: tuple[int, ...] = mean.getpixel((0, 0))  # type: ignore[assignment]
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             problem(path, "error", "decode", f"does not decode: {e}")
             continue
