@@ -53,16 +53,22 @@ def _choose(job: FitJob, fixed: set[str], on_gpu: bool, what: str) -> tuple[Sett
 
 
 def plan_train(arch: str, *, rank: int, resolution: int, batch_size: int, gradient_checkpointing: bool | str,
-               optimizer: str, gpu: str | None, on_cuda: bool, eight_bit: bool) -> tuple[Settings, FitJob]:
-    """The training job fit plans (`arch`: sd15 or sdxl), and its settings; `eight_bit`: bitsandbytes is usable."""
+               optimizer: str, gpu: str | None, on_cuda: bool, eight_bit: bool,
+               micro_batch_size: int | str = "auto") -> tuple[Settings, FitJob]:
+    """The training job fit plans (`arch`: sd15 or sdxl), and its settings; `eight_bit`: bitsandbytes is usable.
+    The job's batch is the micro-batch, `batch_size` = batch x grad_accum (fit splits it unless `micro_batch_size`)."""
     fixed = {"lora_rank", "cached_latents", "resolution", "attention"}
+    micro, accum = batch_size, 1
+    if micro_batch_size != "auto":
+        micro, accum = int(micro_batch_size), -(-batch_size // int(micro_batch_size))
+        fixed |= {"batch", "grad_accum"}
     if gradient_checkpointing != "auto":
         fixed.add("grad_ckpt")
     if optimizer != "auto" or not eight_bit:
         fixed.add("optimizer")
     job = FitJob.model_validate({
-        "model": arch, "job": "train", "lora_rank": rank, "resolution": max(64, resolution), "batch": batch_size,
-        "cached_latents": True, "grad_ckpt": gradient_checkpointing is True,
+        "model": arch, "job": "train", "lora_rank": rank, "resolution": max(64, resolution), "batch": micro,
+        "grad_accum": accum, "cached_latents": True, "grad_ckpt": gradient_checkpointing is True,
         "optimizer": "adamw" if optimizer == "auto" else optimizer, "gpu": gpu})
     return _choose(job, fixed, on_cuda, "LoRA training")
 

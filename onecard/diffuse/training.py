@@ -47,10 +47,7 @@ def train(config: DiffuseConfig, runs_root: str | None = None, report_to: tuple[
     settings, job = plan_train(base.family, rank=config.rank, resolution=config.resolution,
                                batch_size=config.batch_size, gradient_checkpointing=config.gradient_checkpointing,
                                optimizer=config.optimizer, gpu=config.gpu, on_cuda=device.startswith("cuda"),
-                               eight_bit=eight_bit)
-    if config.micro_batch_size != "auto":
-        job = job.model_copy(update={"batch": config.micro_batch_size,
-                                     "grad_accum": -(-config.batch_size // config.micro_batch_size)})
+                               eight_bit=eight_bit, micro_batch_size=config.micro_batch_size)
     console = stderr_console()
     with start_run("diffuse", config, inputs={"data": config.data, "base": config.base}, seed=config.seed,
                    runs_root=runs_root, report_to=report_to) as run:

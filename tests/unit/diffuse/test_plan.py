@@ -32,6 +32,8 @@ def test_the_knobs_the_user_set_stay() -> None:
     assert job.grad_ckpt is True and job.optimizer == "adamw8bit"
     _, job = _train(eight_bit=False)  # no bitsandbytes: 8-bit AdamW is never planned
     assert job.optimizer == "adamw"
+    settings, job = _train(batch_size=4, micro_batch_size=1)
+    assert (job.batch, job.grad_accum) == (1, 4) and settings.fit_job["batch"] == 1
 
 
 def test_without_a_card_the_defaults_are_kept_and_said() -> None:
