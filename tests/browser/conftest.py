@@ -1,11 +1,13 @@
 """Browser tests: the real server (uvicorn in a thread, a free port, the test's own ONECARD_HOME) driven by Debian's
-Chromium through Playwright. Skipped, with the reason, when Chromium or Playwright is missing. Screenshots go to
-tests/browser/artifacts/ (git-ignored).
+Chromium through Playwright. Skipped, with the reason, when Chromium or Playwright is missing, except where
+ONECARD_REQUIRE_BROWSER=1 (CI sets it): there a missing browser fails the tests rather than skipping them. Screenshots
+go to tests/browser/artifacts/ (git-ignored).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import socket
 import threading
@@ -63,13 +65,20 @@ def server(serve: Callable[..., str]) -> str:
     return serve()
 
 
+def _missing(reason: str) -> None:
+    """Skip for want of a browser, or fail where CI asked for the browser tests to run."""
+    if os.environ.get("ONECARD_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"ONECARD_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     """Headless Chromium (/usr/bin/chromium) under Playwright, one per test session."""
     if importlib.util.find_spec("playwright") is None:
-        pytest.skip("playwright is not installed: pip install playwright (the test extra)")
+        _missing("playwright is not installed: pip install playwright (the test extra)")
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+        _missing(f"{CHROMIUM} is missing: apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
