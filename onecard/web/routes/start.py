@@ -1,4 +1,5 @@
-"""/ (Start) and /api/start: this machine (`onecard doctor`), what its card runs (`onecard fit`), the guide's paths.
+"""/ (Start) and /api/start: this machine (`onecard doctor`), what its card runs (`onecard fit`), the guide's paths
+(onecard.recipes' paths: their titles, extras, pages and the import that tells an extra is installed).
 
 The recipe part of the page (`onecard recipe`) is filled from /api/recipe.
 """
@@ -12,16 +13,6 @@ from fastapi import APIRouter, Query
 
 router = APIRouter(prefix="/api/start", tags=["start"])
 
-# The guide's paths: recipe key, title, the page that runs it, the capability's module and the import it needs.
-PATHS = (
-    ("rag", "An assistant over your notes and code", "/rag", "faiss", "rag"),
-    ("qlora", "QLoRA fine-tune of an LLM on your data", "/jobs", "peft", "tune"),
-    ("yolo", "A YOLO detector on your labelled images", "/detect", "ultralytics", "detect"),
-    ("diffusion", "A Stable Diffusion LoRA in your style", "/diffuse", "diffusers", "diffuse"),
-    ("whisper", "Transcripts of your meetings", "/asr", "faster_whisper", "asr"),
-    ("vlm", "An image chat demo and a light QLoRA", "/vlm", "transformers", "vlm"),
-    ("tinylm", "A small Transformer trained from scratch", "/jobs", "torch", "tinylm"),
-)
 PROBE_TTL_S = 60.0  # the machine probe imports torch and asks NVML: seconds, not milliseconds; kept a minute
 _probe: dict[str, Any] = {}
 
@@ -41,8 +32,10 @@ def start(gpu: str | None = Query(None, max_length=64, description="a catalog ca
           ) -> dict[str, Any]:
     from onecard.core.extras import available
     from onecard.fit.run import can_run
+    from onecard.recipes.paths import PATHS, path_text
 
     data = machine()
+    texts = {key: path_text(key) for key in PATHS}
     return {"machine": data, "can_run": can_run(data["gpus"], gpu),
-            "paths": [{"key": key, "title": title, "page": page, "extra": extra, "installed": available(module)}
-                      for key, title, page, module, extra in PATHS]}
+            "paths": [{"key": key, "title": text["title"], "page": text["page"], "extra": text["extra"],
+                       "installed": available(text["module"])} for key, text in texts.items()]}
