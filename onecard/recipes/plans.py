@@ -5,7 +5,8 @@ Each path plans the way its capability does, so the config holds what the run wo
 fine-tune), `onecard.vlm.plan.choose` (the LLaVA QLoRA). Where a capability has no planner of its own, fit's job
 directly, with the capability's rule: llama.cpp's context (`onecard.llm.fitting`: the longest of CTX_CHOICES with
 every layer on the GPU), faster-whisper's compute type and batch (fit's fastest that fits, as
-`onecard.asr.model.choose` takes it), the SD 1.5 LoRA's batch and sampling, tinylm's micro-batch, LLaVA's 4-bit chat.
+`onecard.asr.model.choose` takes it), the SD 1.5 LoRA's batch and sampling, tinylm's micro-batch, LLaVA's chat
+weights (`onecard.llm.fitting.fit_transformers`' rule: bf16 when it fits, else nf4).
 """
 
 from __future__ import annotations
@@ -262,19 +263,24 @@ def _whisper(card: GpuSpec) -> Planned:
 
 def _vlm(card: GpuSpec) -> Planned:
     from onecard.fit.catalog import find
-    from onecard.vlm.config import TuneConfig
+    from onecard.llm.fitting import CPU_CTX
+    from onecard.vlm.config import TuneConfig, VlmChatConfig
     from onecard.vlm.plan import choose, ladder
 
     image_tokens = find(LLAVA).vision.image_tokens  # type: ignore[union-attr]  # a catalog VLM
     base = {"model": LLAVA, "data": "my_pairs.jsonl", "method": "qlora", "max_seq_length": 2048, "lora_rank": 16,
             "lora_alpha": 32, "lora_dropout": 0.05, "batch_size": 8, "learning_rate": 2e-4, "epochs": 1}
-    chat = FitJob(model=LLAVA, quant="nf4", ctx=4096, **card_fields(card))
-    chat_config = ConfigFile("vlm-chat.yaml", "onecard fit --config vlm-chat.yaml", FitJob,
-                             chat.model_dump(mode="json", exclude_defaults=True),
-                             "LLaVA-1.5-7B image chat with 4-bit (nf4) weights: fit's job (the chat action of onecard "
-                             "vlm is being added)")
-    expect = _expect("image chat (LLaVA-1.5-7B, nf4, context 4096)", plan(chat))
-    ladders = [("image chat (in vlm-chat.yaml)", _steps(oom_ladder(chat)))]
+    chat, chat_plan = _first_fit(FitJob(model=LLAVA, runtime="transformers", quant=quant, ctx=CPU_CTX,
+                                        **card_fields(card)) for quant in ("bf16", "nf4"))
+    chat_values = {"model": LLAVA, "backend": "transformers", "quant": chat.quant, "ctx": CPU_CTX,
+                   **({} if card.key.startswith("custom-") else {"gpu": card.key})}  # VlmChatConfig has no vram
+    chat_config = ConfigFile("vlm-chat.yaml", 'onecard vlm chat --config vlm-chat.yaml --image IMAGE --prompt "..."',
+                             VlmChatConfig, chat_values,
+                             f"quant: onecard fit on {card.name}, bf16 when it fits, else nf4 (as `onecard vlm chat` "
+                             "chooses for quant auto: onecard.llm.fitting.fit_transformers)")
+    weights = "4-bit nf4" if chat.quant == "nf4" else chat.quant
+    expect = _expect(f"image chat (LLaVA-1.5-7B, {weights} weights, context {CPU_CTX})", chat_plan)
+    ladders = [("image chat (quant and ctx in vlm-chat.yaml)", _steps(_offered(chat, {"quant", "ctx"})))]
     request = TuneConfig.model_validate({**base, **card_fields(card)})
     try:
         settings, job = choose(request, LLAVA, 2048 - image_tokens, image_tokens, four_bit=True, on_gpu=False)

@@ -155,9 +155,30 @@ def test_vlm_tune_config_comes_from_the_vlm_planner() -> None:
     recipe = build("vlm", "4070ti", "linux")
     assert isinstance(recipe, Recipe)
     assert [(c.file, c.model.__name__) for c in recipe.configs] == [("vlm.yaml", "TuneConfig"),
-                                                                  ("vlm-chat.yaml", "FitJob")]
+                                                                  ("vlm-chat.yaml", "VlmChatConfig")]
     assert recipe.configs[0].model is TuneConfig
     assert "onecard.vlm.plan.choose, fit: fastest plan that fits" in recipe.configs[0].source
+
+
+def test_vlm_chat_is_the_vlm_chat_command_with_the_weights_it_would_pick(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from onecard.llm.fitting import fit_transformers
+    from onecard.vlm.config import VlmChatConfig
+
+    assert main(["recipe", "vlm", "--gpu", "4070ti", "--os", "linux", "--out", str(tmp_path / "recipe.md")]) == 0
+    markdown = (tmp_path / "recipe.md").read_text(encoding="utf-8")
+    chat = next(c for c in onecard_lines(markdown) if c.startswith("onecard vlm chat --config vlm-chat.yaml"))
+    assert "onecard fit --config" not in markdown
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main([*shlex.split(chat)[1:], "--print-config"])
+    assert done.value.code == 0
+    resolved = VlmChatConfig.model_validate(json.loads(capsys.readouterr().out))
+    assert (resolved.model, resolved.backend, resolved.gpu) == ("llava-hf/llava-1.5-7b-hf", "transformers",
+                                                                "rtx-4070-ti")
+    assert resolved.quant == fit_transformers(resolved.model, gpu="4070ti").quant == "nf4"  # bf16 needs ~14 GiB
+    assert build("vlm", "rtx-4090", "linux").configs[1].values["quant"] == "bf16"  # 24 GiB: bf16 fits
 
 
 @pytest.mark.parametrize(("path", "not_offered"), [("rag", ("attention", "KV cache")),
