@@ -2,12 +2,14 @@
 
     python benchmarks/web_openai.py [--model smollm2-135m-instruct] [--repeats 10] [--max-tokens 128] [--out FILE]
 
-The server (`onecard web`'s app under uvicorn) runs in its own process, as a user runs it; the `openai` client streams
-from it (`stream: true`, usage in the last chunk). The direct side loads the same model with the same settings in this
-process through `onecard.llm.load` and streams the same chat. Both at temperature 0 and seed 0, so they produce the
-same tokens. One warm-up each, then `--repeats` rounds whose order flips each round; each round starts the system
-prompt with a new session number so neither side reuses the KV cache of the round before. Both are timed the same
-way, from this process: the call to the first text chunk (ttft), and to the last.
+Each side runs in its own process, and both are timed the same way, in this process, from the call to each text chunk's
+arrival: the server (`onecard web`'s app under uvicorn) answers the `openai` client's streamed request (`stream: true`,
+usage in the last chunk); the direct side is a worker process that loads the same model with the same settings
+through `onecard.llm.load` and streams the same chat's chunks over a pipe, one JSON line each. (With the direct side in
+this process instead, the two sides ran in different process set-ups, and on this shared 2-core machine that alone
+moved the figures by tens of percent either way.) Both at temperature 0 and seed 0, so they produce the same tokens.
+One warm-up each, then `--repeats` rounds whose order flips each round; each round starts the system prompt with a
+new session number so neither side reuses the KV cache of the round before.
 
 generate   (completion tokens - 1) / (last chunk - first chunk): the generation speed the issue's target is about
 end2end    completion tokens / (last chunk - call): with the request, the prompt and the first token
@@ -17,6 +19,7 @@ overhead   median over rounds of (direct - web) / direct, in percent (both sides
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import socket
@@ -42,16 +45,34 @@ def messages(session: int) -> list[dict[str, str]]:
             {"role": "user", "content": QUESTION}]
 
 
-def direct(backend: Any, session: int, max_tokens: int) -> dict[str, Any]:
+def worker(model: str) -> int:
+    """The direct side: read "SESSION MAX_TOKENS" lines, stream each chat's chunks as JSON lines, then the count."""
+    backend = load(LLMConfig(model=model))
+    for line in sys.stdin:
+        session, max_tokens = map(int, line.split())
+        stream = backend.stream(messages(session), temperature=0.0, max_tokens=max_tokens, seed=0)
+        for piece in stream:
+            print(json.dumps(piece), flush=True)
+        print(json.dumps({"completion_tokens": stream.reply.completion_tokens}), flush=True)
+    backend.close()
+    return 0
+
+
+def direct(proc: subprocess.Popen[str], session: int, max_tokens: int) -> dict[str, Any]:
     start = time.perf_counter()
     first = None
-    stream = backend.stream(messages(session), temperature=0.0, max_tokens=max_tokens, seed=0)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(f"{session} {max_tokens}\n")
+    proc.stdin.flush()
     text = []
-    for piece in stream:
+    while True:
+        item = json.loads(proc.stdout.readline())
+        if isinstance(item, dict):
+            break
         first = first or time.perf_counter()
-        text.append(piece)
+        text.append(item)
     end = time.perf_counter()
-    return timing("".join(text), start, first or end, end, stream.reply.completion_tokens)
+    return timing("".join(text), start, first or end, end, item["completion_tokens"])
 
 
 def web(client: Any, model: str, session: int, max_tokens: int) -> dict[str, Any]:
@@ -102,14 +123,19 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--out", type=Path, help="also write the table to this file")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.worker:
+        return worker(args.model)
     import openai
 
     with tempfile.TemporaryDirectory(prefix="onecard-web-bench-") as home:
         proc, url = start_server(home)
         try:
             client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
-            backend = load(LLMConfig(model=args.model))
+            backend = subprocess.Popen([sys.executable, __file__, "--worker", "--model", args.model], text=True,
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
             web(client, args.model, 0, args.max_tokens)  # warm-up: the server loads its model here
             direct(backend, 0, args.max_tokens)
             rows: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -119,7 +145,9 @@ def main() -> int:
                 else:
                     d, w = direct(backend, r, args.max_tokens), web(client, args.model, r, args.max_tokens)
                 rows.append((w, d))
-            backend.close()
+            assert backend.stdin is not None
+            backend.stdin.close()
+            backend.wait(timeout=60)
         finally:
             proc.terminate()
             proc.wait(timeout=30)

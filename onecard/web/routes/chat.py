@@ -127,17 +127,29 @@ def llm_config(config: LLMConfig) -> LLMConfig:
     return LLMConfig(**config.model_dump(include=set(LLMConfig.model_fields)))
 
 
+_LISTED: list[Any] = [float("-inf"), []]  # when the models were last listed, and the list
+LIST_TTL_S = 10.0  # a request does not walk the hub cache and ask Ollama again within this many seconds
+
+
 def local_models() -> list[dict[str, Any]]:
-    """The chat models on this machine (`onecard llm list`)."""
+    """The chat models on this machine (`onecard llm list`), listed again at most every LIST_TTL_S seconds."""
+    import time
+
     from onecard.llm import catalog
 
-    return catalog.list_local()
+    if time.monotonic() - _LISTED[0] > LIST_TTL_S:
+        _LISTED[:] = [time.monotonic(), catalog.list_local()]
+    models: list[dict[str, Any]] = _LISTED[1]
+    return models
 
 
 def checked_model(config: LLMConfig, folders: tuple[Path, ...]) -> LLMConfig:
     """`config` with a model this server may open: llamacpp and transformers models are ones `onecard llm list`
-    shows, or files inside a registered folder (never any other path a request names); ollama and openai models are
-    names their server resolves."""
+    shows, or files inside a registered folder (never any other path a request names), and so is a projector file
+    (`mmproj`); ollama and openai models are names their server resolves."""
+    mmproj = getattr(config, "mmproj", None)  # a vision model's projector file: a path as well
+    if mmproj is not None:
+        config = config.model_copy(update={"mmproj": safe_path(mmproj, folders)})
     if config.backend in ("ollama", "openai") or config.model is None:
         return config
     if config.model in {m["ref"] for m in local_models() if m["backend"] in ("llamacpp", "transformers")}:

@@ -92,6 +92,7 @@ def test_tools_reply_is_a_call_or_an_answer(client: TestClient) -> None:
     ({"messages": USER, "model": "/etc/passwd"}, 403, "outside the registered folders"),
     ({"messages": USER, "model": "../models/x.gguf"}, 400, "'..'"),
     ({"messages": USER, "model": "missing.gguf"}, 404, "does not exist"),
+    ({"messages": USER, "mmproj": "/etc/mmproj.gguf"}, 403, "outside the registered folders"),
 ])
 def test_bad_requests_are_a_clear_4xx(client: TestClient, body: dict[str, Any], status: int, named: str) -> None:
     r = client.post("/api/chat", json=body)
