@@ -110,7 +110,7 @@ KINDS: tuple[JobKind, ...] = (
     JobKind("detect", "predict", "onecard.detect.config:PredictConfig", "detect", ("ultralytics",),
             paths=("source",), refs=("run",), outputs=("out",)),
     JobKind("asr", "transcribe", "onecard.asr.config:TranscribeConfig", "asr", ("faster_whisper", "jiwer"),
-            paths=("audio", "glossary"), refs=("model",), outputs=("out",)),
+            paths=("audio", "glossary"), refs=("model", "diarizer"), outputs=("out",)),
     JobKind("asr", "finetune", "onecard.asr.config:FinetuneConfig", "asr",
             ("faster_whisper", "jiwer", "torch", "peft", "ctranslate2"), paths=("data", "dev_data"), refs=("model",)),
     JobKind("diffuse", "train", "onecard.diffuse.config:DiffuseConfig", "diffuse", ("diffusers", "torch"),

@@ -1,4 +1,5 @@
-"""/api/asr: a transcript of an uploaded recording (an `asr transcribe` job), and its segments with speakers and times.
+"""/api/asr: a transcript of an uploaded recording (an `asr transcribe` job), and its segments with speakers and times
+(labelled by the diarizer the form names: `--diarizer`).
 
 The audio is saved by `security.save_upload` (size limit, generated name) and transcribed by the Jobs queue; the
 page follows the job (/api/jobs/ID/log), then reads the transcript's segments here.
@@ -27,18 +28,23 @@ async def transcribe(
         model: Annotated[str, Form(description="Whisper model, as `onecard asr transcribe --model`")] = "tiny.en",
         language: Annotated[str, Form(description="language code, or auto")] = "auto",
         speakers: Annotated[str, Form(description="speaker labels: auto, a number of speakers, or off")] = "off",
+        diarizer: Annotated[str, Form(max_length=512, description="who labels the speakers, as `onecard asr transcribe "
+                                      "--diarizer`: auto, resemblyzer, pyannote, or a pyannote pipeline (a cached hub "
+                                      "id, or a folder inside the registered folders: absolute or ./NAME)")] = "auto",
 ) -> dict[str, Any]:
     """Queue `onecard asr transcribe` on the upload; GET /api/asr/transcript/JOB gives its segments once it is done."""
     kind = installed_kind("asr transcribe")
     saved = await save_upload(audio, request.app.state.settings)
-    values = {"audio": [str(saved)], "model": model, "language": language, "speakers": speakers}
+    values = {"audio": [str(saved)], "model": model, "language": language, "speakers": speakers,
+              "diarizer": diarizer}
     job = start_job(request, kind, values, ("trackio",), ("body",))
     return job.summary(queue_of(request).position(job))
 
 
 @router.get("/transcript/{job_id}")
 def transcript(request: Request, job_id: str) -> dict[str, Any]:
-    """The finished job's transcript: language, duration, text, and segments (start, end, speaker, text)."""
+    """The finished job's transcript: language, duration, text, segments (start, end, speaker, text), and the
+    diarizer that labelled the speakers and why (None with speakers off)."""
     job = job_of(request, job_id)
     if job.kind.name != "asr transcribe":
         raise RequestError(400, f"job {job_id} is a {job.kind.name} job, not a transcription")
@@ -51,4 +57,5 @@ def transcript(request: Request, job_id: str) -> dict[str, Any]:
     segments = [{"start": s["start"], "end": s["end"], "speaker": s.get("speaker"), "text": s["text"].strip()}
                 for s in data["segments"]]
     return {"job": job_id, "run_id": job.run_id, "audio": data["audio"], "language": data["language"],
-            "duration_s": data["duration_s"], "text": data["text"], "segments": segments}
+            "duration_s": data["duration_s"], "text": data["text"], "segments": segments,
+            "diarizer": job.result.get("diarizer")}

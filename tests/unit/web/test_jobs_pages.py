@@ -3,6 +3,7 @@ queue, a missing extra or an unbuilt capability named, bad input a 422 naming th
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import time
@@ -87,6 +88,34 @@ def test_asr_transcribes_an_upload_saved_under_a_generated_name(onecard_home: Pa
     assert "greasy wash water all year" in transcript["text"].lower() and transcript["run_id"] == job["run_id"]
     first = transcript["segments"][0]
     assert 0 <= first["start"] < first["end"] <= transcript["duration_s"] + 0.5 and "speaker" in first
+
+
+def test_asr_diarizer_path_stays_inside_the_folders(onecard_home: Path, folder: Path) -> None:
+    pytest.importorskip("faster_whisper", reason="the asr extra is not installed: pip install 'onecard[asr]'")
+    client = client_for(onecard_home, folder)
+    outside = client.post("/api/asr/transcribe", files={"audio": ("talk.wav", b"RIFF", "audio/wav")},
+                          data={"speakers": "2", "diarizer": "/etc/pipeline"})
+    assert outside.status_code == 403 and "outside" in outside.json()["error"]
+    assert client.get("/api/jobs").json() == []
+
+
+@pytest.mark.skipif(not (SPEECH / "LDC93S1.wav").is_file(), reason="../shared/data/speech is not here")
+def test_asr_labels_speakers_with_the_diarizer_asked_for(onecard_home: Path, folder: Path) -> None:
+    pytest.importorskip("faster_whisper", reason="the asr extra is not installed: pip install 'onecard[asr]'")
+    if importlib.util.find_spec("resemblyzer") is None:  # its weights only: importing it needs webrtcvad
+        pytest.skip("resemblyzer's voice encoder is not installed (pip install --no-deps resemblyzer)")
+    client = client_for(onecard_home, folder)
+    with open(SPEECH / "LDC93S1.wav", "rb") as f:
+        answer = client.post("/api/asr/transcribe", files={"audio": ("talk.wav", f, "audio/wav")},
+                             data={"language": "en", "speakers": "1", "diarizer": "resemblyzer"})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["config"]["diarizer"] == "resemblyzer"
+    job = wait_for(client, answer.json()["id"])
+    assert job["status"] == "succeeded", job
+    transcript = client.get(f"/api/asr/transcript/{job['id']}").json()
+    assert transcript["diarizer"]["name"] == "resemblyzer" and "--diarizer resemblyzer" in \
+        transcript["diarizer"]["reason"]
+    assert {s["speaker"] for s in transcript["segments"]} == {"SPEAKER_1"}
 
 
 def test_diffuse_sample_needs_a_prompt_and_keeps_its_source_inside_the_folders(onecard_home: Path,
