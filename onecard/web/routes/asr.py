@@ -37,7 +37,11 @@ async def transcribe(
     saved = await save_upload(audio, request.app.state.settings)
     values = {"audio": [str(saved)], "model": model, "language": language, "speakers": speakers,
               "diarizer": diarizer}
-    job = start_job(request, kind, values, ("trackio",), ("body",))
+    try:
+        job = start_job(request, kind, values, ("trackio",), ("body",))
+    except Exception:
+        saved.unlink(missing_ok=True)  # a refused request keeps no upload
+        raise
     return job.summary(queue_of(request).position(job))
 
 
