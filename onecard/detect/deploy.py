@@ -4,17 +4,19 @@ running it and timed on its own runtime.
 An export is checked three ways: its boxes on the val images against PyTorch's (the same letterboxed inputs through
 both files, then ultralytics' NMS; every box PyTorch finds clearly above the threshold must have a same-class box of
 IoU >= `BOX_IOU` in the export, and the other way round), its mAP re-measured by ultralytics' validator, and its ms
-per image beside PyTorch's.
+per image beside PyTorch's. The results go into the training run's record (`exports`, `bench`).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from onecard.core.device import select_device
 from onecard.core.errors import OnecardError
+from onecard.core.records import RUN_FILE, Run
 from onecard.detect.config import BenchConfig, ExportConfig
 from onecard.detect.dataset import load_data, resolved_yaml
 from onecard.detect.latency import SUFFIX, latency, missing_runtime, physical_cores, runner
@@ -61,6 +63,7 @@ def export(config: ExportConfig, runs_root: str | None = None) -> dict[str, Any]
                 config.format: _map(str(path), data, imgsz, device, record)}
         result["map"] = kept
         result["map50_drop"] = kept["pytorch"]["map50"] - kept[config.format]["map50"]
+    _record(record, "exports", config.format, result, path)
     return result
 
 
@@ -95,9 +98,23 @@ def bench(config: BenchConfig, runs_root: str | None = None) -> dict[str, Any]:
     for r in rows:
         r["vs_pytorch"] = r["median_ms"] / base[r["batch"]] if r["batch"] in base else None
         r.update({f"map_{k}": v for k, v in maps.get(r["format"], {}).items() if k in ("map50", "map50_95")})
-    return {"run": record["id"] if record else None, "weights": weights, "imgsz": imgsz, "device": device,
-            "threads": threads, "rows": rows, "skipped": skipped, "map": maps,
-            "map_note": None if data is not None else "no val split: pass --data DATA.yaml to measure mAP"}
+    result = {"run": record["id"] if record else None, "weights": weights, "imgsz": imgsz, "device": device,
+              "threads": threads, "rows": rows, "skipped": skipped, "map": maps,
+              "map_note": None if data is not None else "no val split: pass --data DATA.yaml to measure mAP"}
+    _record(record, "bench", device, result)
+    return result
+
+
+def _record(record: dict[str, Any] | None, key: str, name: str, value: dict[str, Any],
+            artifact: Path | None = None) -> None:
+    """Add `value` under `key` -> `name` in the training run's record (and the exported file as an artifact)."""
+    if record is None:
+        return
+    folder = Path(record["dir"])
+    run = Run(folder, json.loads((folder / RUN_FILE).read_text(encoding="utf-8")))
+    run.set(key, {**run.record.get(key, {}), name: value})
+    if artifact is not None:
+        run.add_artifact(artifact, kind=f"export-{name}")
 
 
 

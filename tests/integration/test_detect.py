@@ -161,6 +161,9 @@ def test_export_onnx_runs_and_is_timed_against_pytorch(trained: dict[str, Any]) 
     assert result["map"]["pytorch"]["map50"] > 0 and abs(result["map50_drop"]) <= 0.01
     # the export is checked by running it: the same val images through both files, ultralytics' NMS, box by box
     assert result["check"]["images"] == 16 and result["check"]["passed"] is True
+    recorded = _record(trained["out"]["dir"])  # the figures go into the training run's record
+    assert recorded["exports"]["onnx"]["check"] == result["check"]
+    assert any(a.get("kind") == "export-onnx" and a["path"] == result["exported"] for a in recorded["artifacts"])
     from onecard.detect.deploy import agreement
     from onecard.detect.run import BEST
 
@@ -191,6 +194,7 @@ def test_bench_prints_a_row_per_format_and_batch_with_the_map_kept(trained: dict
     assert result["skipped"][0]["format"] == "engine" and "CUDA" in result["skipped"][0]["reason"]
     assert abs(result["map"]["pytorch"]["map50"] - result["map"]["onnx"]["map50"]) <= 0.01
     assert all(r["map_map50"] == result["map"][r["format"]]["map50"] for r in result["rows"])
+    assert _record(trained["out"]["dir"])["bench"]["cpu"]["rows"] == result["rows"]
     table = _run("detect", "bench", trained["out"]["run_id"], "--formats", "pytorch", "--batch", "1", "--repeats", "2",
                  "--runs-dir", str(trained["runs"]), env=trained["env"]).stdout
     assert "ms/image" in table and "images/s" in table
