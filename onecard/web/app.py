@@ -48,13 +48,15 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     for url, name in PAGES.items():
         app.add_api_route(url, page_route(name), methods=["GET"], include_in_schema=False, response_class=HTMLResponse)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if settings.token:
+        app.add_middleware(TokenGuard, token=settings.token)  # checked before every route
     if settings.allow_cors:
         from fastapi.middleware.cors import CORSMiddleware
 
+        # outermost: a browser's CORS preflight never carries the token, so CORS answers it (for the allowed origins
+        # only; it reaches no route), and a refusal of the token still carries the CORS headers the page reads
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.allow_cors), allow_methods=["*"],
                            allow_headers=["*"])
-    if settings.token:
-        app.add_middleware(TokenGuard, token=settings.token)  # outermost: checked before CORS and the routes
     return app
 
 

@@ -139,3 +139,19 @@ def test_cors_is_off_unless_asked(make_client: Callable[..., TestClient]) -> Non
     assert "access-control-allow-origin" not in make_client().get("/api/fit/cards", headers=origin).headers
     allowed = make_client(allow_cors=("http://elsewhere.example",)).get("/api/fit/cards", headers=origin)
     assert allowed.headers["access-control-allow-origin"] == "http://elsewhere.example"
+
+
+def test_cors_with_a_token_answers_the_preflight_and_still_needs_the_token(
+        make_client: Callable[..., TestClient]) -> None:
+    client = make_client(token="T", allow_cors=("http://elsewhere.example",))
+    origin = {"Origin": "http://elsewhere.example"}
+    preflight = client.options("/api/jobs", headers={**origin, "Access-Control-Request-Method": "GET",
+                                                     "Access-Control-Request-Headers": "authorization"})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "http://elsewhere.example"
+    refused = client.get("/api/jobs", headers=origin)
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "http://elsewhere.example"
+    assert client.get("/api/jobs", headers={**origin, "Authorization": "Bearer T"}).status_code == 200
+    other = client.options("/api/jobs", headers={"Origin": "http://other.example",
+                                                 "Access-Control-Request-Method": "GET"})
+    assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
