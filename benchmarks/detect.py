@@ -39,7 +39,7 @@ os.environ.setdefault("ONECARD_HOME", tempfile.mkdtemp(prefix="onecard-bench-"))
 from onecard.core.progress import set_quiet  # noqa: E402
 from onecard.detect import deploy, run  # noqa: E402
 from onecard.detect.config import DetectConfig, ExportConfig  # noqa: E402
-from onecard.detect.latency import export, latency, missing_runtime, physical_cores  # noqa: E402
+from onecard.detect.latency import SUFFIX, export, latency, missing_runtime, physical_cores  # noqa: E402
 from onecard.detect.synthetic import make_shapes  # noqa: E402
 from onecard.detect.ultra import box_metrics, setup  # noqa: E402
 
@@ -69,7 +69,7 @@ def plain(data: Path, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
 def latency_rows(weights: str, imgsz: int, rounds: int, folder: Path) -> list[str]:
     """Each format at 1 thread and at the physical cores, alternated; medians and per-round ratios to PyTorch."""
     formats = [f for f in ("pytorch", "torchscript", "onnx", "openvino") if missing_runtime(f, "cpu") is None]
-    files = {f: export(weights, f, imgsz, out=folder / f"best-{f}") for f in formats}
+    files = {f: export(weights, f, imgsz, out=folder / f"best{SUFFIX.get(f, '.pt')}") for f in formats}
     lines = [f"| batch 1, imgsz {imgsz}, CPU | threads | median ms (each round) | x PyTorch (median of rounds) |",
              "|---|---:|---|---:|"]
     for threads in sorted({1, physical_cores()}):

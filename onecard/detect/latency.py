@@ -53,7 +53,10 @@ def missing_runtime(fmt: str, device: str) -> str | None:
 
 
 def export(weights: str, fmt: str, imgsz: int, batch: int = 1, device: str = "cpu", out: Path | None = None) -> Path:
-    """The exported file (an OpenVINO folder), beside the weights by ultralytics' naming, or moved to `out`."""
+    """The exported file (an OpenVINO folder): beside the weights by ultralytics' naming (best.onnx...), or `out`.
+
+    With `out`, a copy of the weights is exported in `out`'s folder, so that a file exported earlier beside the
+    weights (and recorded) is not overwritten."""
     from onecard.detect.ultra import torch_device_arg, yolo
 
     if fmt == "pytorch":
@@ -61,11 +64,19 @@ def export(weights: str, fmt: str, imgsz: int, batch: int = 1, device: str = "cp
     # fp32 (ultralytics' default precision) for every format, so that each computes what the .pt does; ONNX-based
     # exports with simplify=False: onnxslim is not a dependency, and ultralytics would try to pip-install it
     extra = {"simplify": False} if fmt in ("onnx", "engine") else {}
-    path = Path(yolo(weights).export(format=fmt, imgsz=imgsz, batch=batch, device=torch_device_arg(device),
-                                     verbose=False, **extra))
-    if out is None:
+    source = weights
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        source = str(out.parent / f"{out.name.removesuffix(SUFFIX[fmt])}.pt")
+        shutil.copyfile(weights, source)
+    try:
+        path = Path(yolo(source).export(format=fmt, imgsz=imgsz, batch=batch, device=torch_device_arg(device),
+                                        verbose=False, **extra))
+    finally:
+        if source != weights:
+            Path(source).unlink()
+    if out is None or path == out:
         return path
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.is_dir():
         shutil.rmtree(out)
     shutil.move(path, out)

@@ -69,3 +69,17 @@ def test_bench_times_each_format_and_batch_and_skips_what_cannot_run(weights: st
         assert r["p90_ms"] >= r["median_ms"] > 0 and r["images_per_s"] == pytest.approx(1000 / r["median_ms"])
         assert r["threads"] == 1 and r["vs_pytorch"] > 0
     assert result["map"] == {} and "--data" in result["map_note"]  # a bare .pt has no val split
+
+
+def test_an_export_to_another_place_leaves_the_one_beside_the_weights(weights: str, tmp_path: Path) -> None:
+    import hashlib
+
+    from onecard.detect.latency import export
+
+    beside = export(weights, "onnx", IMGSZ)  # what `detect export` writes (and records)
+    assert beside == Path(weights).with_suffix(".onnx")
+    digest = hashlib.sha256(beside.read_bytes()).hexdigest()
+    out = export(weights, "onnx", IMGSZ, batch=2, out=tmp_path / "bench" / "random-b2.onnx")  # what bench writes
+    assert out == tmp_path / "bench" / "random-b2.onnx" and out.is_file()
+    assert hashlib.sha256(beside.read_bytes()).hexdigest() == digest
+    assert [p.name for p in out.parent.iterdir()] == ["random-b2.onnx"]  # the weights' copy is gone
