@@ -125,8 +125,10 @@ def runner(path: Path, fmt: str, device: str = "cpu", threads: int | None = None
         import openvino as ov
 
         xml = next(Path(path).glob("*.xml"))
+        # f32: on a CPU with bf16 (AVX512-BF16, AMX) OpenVINO computes in bf16 unless told otherwise
         compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                            "PERFORMANCE_HINT": "LATENCY"})
+                                                            "PERFORMANCE_HINT": "LATENCY",
+                                                            "INFERENCE_PRECISION_HINT": "f32"})
         request = compiled.create_infer_request()
         return lambda x: np.asarray(request.infer({0: x})[compiled.output(0)])
     raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
