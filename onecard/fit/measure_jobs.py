@@ -275,7 +275,7 @@ def run_whisper(job: FitJob, arch: whisper.WhisperArch, steps: int, torch: Any) 
     config = transformers.WhisperConfig(
         vocab_size=arch.vocab, num_mel_bins=arch.n_mels, d_model=d, encoder_layers=arch.enc_layers,
         decoder_layers=arch.dec_layers, encoder_attention_heads=arch.heads, decoder_attention_heads=arch.heads,
-        encoder_ffn_dim=4 * d, decoder_ffn_dim=4 * d, max_source_positions=whisper.N_AUDIO_CTX,
+        encoder_ffn_dim=arch.ffn or 4 * d, decoder_ffn_dim=arch.ffn or 4 * d, max_source_positions=whisper.N_AUDIO_CTX,
         max_target_positions=whisper.N_TEXT_CTX, decoder_start_token_id=50258, pad_token_id=50257,
         eos_token_id=50257)
     lora = job.job == "train" and job.method != "full"

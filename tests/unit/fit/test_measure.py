@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from onecard.core.errors import OnecardError
@@ -112,6 +114,27 @@ def test_whisper_jobs_run_their_steps_on_cpu(monkeypatch: pytest.MonkeyPatch) ->
     notes, step_s = jobs.run_whisper(  # type: ignore[attr-defined]
         FitJob(model="whisper-tiny", runtime="transformers", job="train", method="lora", lora_rank=4), tiny, 1, torch)
     assert step_s is not None and step_s > 0 and any("LoRA r=4 on q,v" in n for n in notes)
+
+
+def test_whisper_is_built_with_its_own_feed_forward_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A non-standard Whisper (ffn 3 x d_model from its config.json) is measured at its own shape, not at 4 x d_model.
+    transformers = pytest.importorskip("transformers")
+    from onecard.fit import whisper
+
+    jobs = _on_cpu(monkeypatch)
+    built: list[object] = []
+
+    def stop(config: object) -> None:
+        built.append(config)
+        raise RuntimeError("built")
+
+    stub = SimpleNamespace(WhisperConfig=transformers.WhisperConfig, WhisperForConditionalGeneration=stop)
+    monkeypatch.setattr(jobs, "require", lambda module, extra: stub)
+    odd = whisper.WhisperArch("odd", d=32, enc_layers=1, dec_layers=1, heads=2, vocab=51865, ffn=96)
+    with pytest.raises(RuntimeError, match="built"):
+        jobs.run_whisper(FitJob(model="whisper-tiny", runtime="transformers"), odd, 1, torch)  # type: ignore[attr-defined]
+    config = built[0]
+    assert (config.encoder_ffn_dim, config.decoder_ffn_dim) == (96, 96)  # type: ignore[attr-defined]
 
 
 @pytest.mark.slow
