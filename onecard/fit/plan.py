@@ -4,8 +4,10 @@ Whether it fits is decided on the safe bound, not the point estimate: the proces
 its job kind), the planner's worst under-prediction on its own cases of that kind (`onecard.fit.bound`). On a card
 `onecard fit calibrate` has corrections for, the estimate is first scaled by the correction (`judge`).
 
-A model reference resolves in this order: the LLM catalog (name, hub id or Ollama tag), the diffusion, YOLO and
-Whisper catalogs, a local path (config.json, model folder, .safetensors, .gguf), a hub id in the local HF cache.
+A model reference resolves in this order: a local path that holds its own architecture (a folder with a config.json,
+a config.json, a .safetensors beside one, a .gguf: planned from its files, never from its name, so a folder named
+`tiny` is not Whisper tiny), the LLM catalog (name, hub id or Ollama tag), the diffusion, YOLO and Whisper catalogs,
+any other local path, a hub id in the local HF cache.
 Catalog answers import no torch and take a few milliseconds (benchmarks/startup.py measures the import cost).
 """
 
@@ -98,6 +100,14 @@ def resolve_arch(ref: str) -> Resolved:
     Raises:
         ModelNotFoundError: nothing matches; the message lists the closest catalog names and how to get the model.
     """
+    own = _own_files(ref)
+    if own is not None:  # a folder or file with its own config is planned from it, never from its name
+        config = own / "config.json" if own.is_dir() else own.parent / "config.json" \
+            if own.suffix == ".safetensors" else own
+        found = whisper.find(str(config)) if config.name == "config.json" else None
+        if found is not None:
+            return Resolved("whisper", found, whisper.estimate)
+        return Resolved("llm", readers.read_path(own), llm.estimate)
     arch: Any = catalog.find(ref)
     if arch is not None:
         return Resolved("llm", arch, llm.estimate)
@@ -122,6 +132,22 @@ def resolve_arch(ref: str) -> Resolved:
     shown = ref if len(ref) <= 80 else f"{ref[:60]}... ({len(ref):,} characters)"
     raise ModelNotFoundError(f"unknown model {shown!r}: not a catalog name, and no file or folder at that path",
                              _suggest(ref[:200]))
+
+
+def _own_files(ref: str) -> Path | None:
+    """The path `ref` names when it holds its own architecture: a folder with a config.json, a config.json (or other
+    .json), a .safetensors with a config.json beside it, or a .gguf; None otherwise (a name, or a YOLO .pt file)."""
+    try:
+        path = Path(ref).expanduser()
+        if path.is_dir():
+            return path if (path / "config.json").is_file() else None
+        if not path.is_file():
+            return None
+    except OSError:  # longer than a file name may be, say: not a path, then
+        return None
+    if path.suffix in (".json", ".gguf") or path.suffix == ".safetensors" and (path.parent / "config.json").is_file():
+        return path
+    return None
 
 
 def _suggest(ref: str) -> str:

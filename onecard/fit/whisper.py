@@ -90,17 +90,17 @@ _ALIASES = {"large": "large-v3", "turbo": "large-v3-turbo", "large-v3-turbo": "l
 
 def find(name: str) -> WhisperArch | None:
     """The dimensions of a transformers Whisper on disk (a folder with config.json, or the config.json: its own
-    figures win over its name); the catalog entry for `whisper-small`, `openai/whisper-large-v3`,
-    `Systran/faster-whisper-medium.en`; a cached hub id whose config.json says model_type whisper; or None."""
+    figures win over its name, and a config that is not a Whisper's gives None, even in a folder named `tiny`); the
+    catalog entry for `whisper-small`, `openai/whisper-large-v3`, `Systran/faster-whisper-medium.en`; a
+    cached hub id whose config.json says model_type whisper; or None."""
     try:
         path = Path(name).expanduser()
         local = path.exists()
     except OSError:  # longer than a file name may be: not a path
         local = False
-    found = _read(path / "config.json" if path.is_dir() else path,
-                  path.name if path.is_dir() else path.parent.name) if local else None
-    if found is not None:
-        return found
+    config = path / "config.json" if local and path.is_dir() else path
+    if local and config.name == "config.json" and config.is_file():  # its own config, whatever its name says
+        return _read(config, path.name if path.is_dir() else path.parent.name)
     key = name.strip().lower().rsplit("/", 1)[-1]
     for prefix in ("faster-whisper-", "distil-", "whisper-"):
         key = key.removeprefix(prefix)

@@ -60,6 +60,43 @@ def test_local_paths_resolve(tmp_path: Path) -> None:
     assert est.peak_allocated_gib > 4
 
 
+_TINY_LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000}
+
+
+def test_a_folder_is_planned_from_its_own_config_not_its_name(tmp_path: Path) -> None:
+    # a tiny LLaVA in a folder named `tiny` (as onecard/vlm/tiny.py builds it) is not the Whisper `tiny` entry; a tiny
+    # Llama in `whisper-small` is not Whisper small; `sdxl` and `yolov8s` folders are not those catalog entries either
+    llava = {"model_type": "llava", "text_config": _TINY_LLAMA,
+             "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "image_size": 64,
+                               "patch_size": 16}}
+    for name, cfg in (("tiny", llava), ("whisper-small", _TINY_LLAMA), ("sdxl", _TINY_LLAMA),
+                      ("yolov8s", _TINY_LLAMA), ("llama-3.1-8b", _TINY_LLAMA)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(cfg))
+        for ref in (str(folder), str(folder / "config.json")):
+            resolved = planning.resolve_arch(ref)
+            assert resolved.family == "llm" and resolved.arch.hidden == 64, (name, ref)
+            assert (resolved.arch.vision is not None) == (name == "tiny")
+    assert planning.resolve_arch(str(tmp_path / "tiny")).arch.vision.image_tokens == 16  # (64 / 16)^2 patches
+
+
+def test_a_whisper_folder_is_planned_from_its_own_config(tmp_path: Path) -> None:
+    # a fine-tuned Whisper whose folder is named like another size keeps its own dimensions; a folder with no
+    # config.json still resolves by its name
+    folder = tmp_path / "whisper-large-v3"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "whisper", "d_model": 768, "encoder_layers": 12,
+                                                    "decoder_layers": 12, "encoder_attention_heads": 12}))
+    resolved = planning.resolve_arch(str(folder))
+    assert resolved.family == "whisper" and resolved.arch.d == 768 and resolved.arch.enc_layers == 12
+    bare = tmp_path / "whisper-small"
+    bare.mkdir()
+    assert planning.resolve_arch(str(bare)).arch.d == 768  # the catalog's whisper-small, by name
+    assert planning.resolve_arch("tiny").family == "whisper"  # a name with no such path: the catalog
+
+
 @pytest.mark.parametrize(("typo", "suggestion"), [("llama-3.1-7b", "llama-3.1-8b"), ("mistral7b", "mistral-7b"),
                                                   ("qwen2.5-coder-8b", "qwen2.5-coder-7b")])
 def test_unknown_model_lists_close_names(typo: str, suggestion: str) -> None:
