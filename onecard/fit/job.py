@@ -40,6 +40,7 @@ class FitJob(BaseModel):
     seq: int = Field(2048, ge=1, description="training sequence length in tokens")
     lora_rank: int = Field(16, ge=1, description="LoRA rank r")
     lora_targets: str = Field("all-linear", description="LoRA target modules: all-linear, attn (q,k,v,o), qv, or a comma list of module names")
+    train_projector: bool = Field(False, description="VLM training: the projector (image features -> the LLM's embeddings) also trains, in full: PEFT's modules_to_save copy in the adapters' dtype, its gradients, optimizer states and saved activations")
     lora_dropout: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False, description="dropout on each LoRA adapter's input (any p > 0 keeps a 1-byte mask per input element); unset: the stack's")
     optimizer: Optimizer = Field("auto", description="optimizer; auto: adamw for full/lora, paged_adamw8bit for qlora")
     grad_ckpt: bool = Field(True, description="gradient (activation) checkpointing")

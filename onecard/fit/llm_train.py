@@ -57,6 +57,14 @@ What the other stacks change, each from how its code works:
 - activation offload (torchtune OffloadActivations with streams, unsloth's offloaded checkpointer): the saved
   activations go to host RAM; the GPU holds the block being copied out or prefetched back and the one in use.
 - torchtune's QLoRA base is torchao's NF4Tensor, whose LinearNF4 saves only the weight for backward.
+
+A VLM (LLaVA-style: a frozen ViT, a two-layer GELU projector, the LLM) first runs its vision tower with no autograd
+state: a transient of the ViT block's working tensors per image token (residual, norm, 4h MLP), its own phase. With
+`train_projector` (onecard vlm tune --train-projector: PEFT modules_to_save) the projector trains in full: PEFT keeps a
+trainable copy beside the frozen original, in the adapters' dtype (fp32 under PEFT), with its gradients and optimizer
+states; under autocast each of its linears keeps a 16-bit copy of its fp32 weight and saves its 16-bit input (the ViT
+features, the GELU's input and its output: vision hidden + 2 x hidden per image token) until backward. For
+LLaVA-1.5-7B's 21.0M projector parameters with fp32 AdamW that is 16 B each, 0.31 GiB, before the activations.
 """
 
 from __future__ import annotations
@@ -75,7 +83,7 @@ from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB, context_note, s
 if TYPE_CHECKING:
     from onecard.core.gpus import GpuSpec
 
-__all__ = ["estimate", "lora_targets", "layer_saved_bytes", "trainable_params", "loss_bytes"]
+__all__ = ["estimate", "lora_targets", "layer_saved_bytes", "trainable_params", "projector_params", "loss_bytes"]
 
 MFU = {"full": 0.4, "lora": 0.4, "qlora": 0.3}  # assumed model FLOPs utilisation of the transformers/PEFT stack
 # TRL 1.16's fused LM head projects into a tile of 4096 tokens (trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE) x
@@ -103,6 +111,20 @@ def lora_targets(arch: LlmArch, targets: str) -> list[Linear]:
         raise ConfigError(f"--lora-targets names modules {sorted(unknown)} that {arch.name} does not have",
                           f"use all-linear, attn, qv or some of {', '.join(lin.name for lin in lins)}")
     return chosen
+
+
+def projector_params(arch: LlmArch, job: FitJob) -> int:
+    """The projector's parameters when `job.train_projector` trains it in full, else 0.
+
+    Raises:
+        ConfigError: train_projector on a model with no vision tower.
+    """
+    if not job.train_projector:
+        return 0
+    if arch.vision is None:
+        raise ConfigError(f"train_projector: {arch.name} has no vision tower or projector to train",
+                          "drop --train-projector, or plan a LLaVA-style vision-language model")
+    return arch.vision.projector_params
 
 
 def trainable_params(arch: LlmArch, job: FitJob) -> int:
@@ -168,6 +190,8 @@ def _state_bytes(opt: str, params: int, param_bytes: int, arch: LlmArch, job: Fi
         else:
             mats = [job.lora_rank * 2 + lin.d_in + lin.d_out for lin in lora_targets(arch, job.lora_targets)]
             mats *= arch.n_layers
+        if job.train_projector and arch.vision is not None:  # fc1 (vision -> hidden), fc2 and the two biases
+            mats += [arch.vision.hidden + arch.hidden, 2 * arch.hidden, 2 * arch.hidden]
         return 4.0 * sum(mats)
     return 0.0
 
@@ -202,10 +226,11 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     tokens = job.batch * seq
     L, h, V = arch.n_layers, arch.hidden, arch.vocab
     params = trainable_params(arch, job)
+    proj = projector_params(arch, job)
     # full: the weights' own width (AMP masters fp32); LoRA: the stack's adapter dtype (PEFT: fp32)
     param_bytes = (4 if amp else fmt.weight_bytes) if full else kn.adapter_bytes
     opt = _optimizer(job)
-    states = _state_bytes(opt, params, param_bytes, arch, job)
+    states = _state_bytes(opt, params + proj, param_bytes, arch, job)
     paged = opt.startswith("paged")
     adapted = [] if full else lora_targets(arch, job.lora_targets)
     per_layer = layer_saved_bytes(arch, a, full, fmt.quantized and kn.quant_saves_input, adapted, job.attention, seq,
@@ -218,32 +243,44 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     stack = on_gpu * block
     grad_tmp = (3 * a * arch.intermediate + 2 * a * h) * tokens + (per_layer if job.grad_ckpt else 0)
     final = (4 * h + (a * h if full else 0)) * tokens
+    images = job.batch * img  # image tokens of the micro-batch
+    vision = job.batch * (img + 1) * a * 6 * arch.vision.hidden if arch.vision else 0.0  # ViT working memory
+    # a trained projector saves its 16-bit inputs (ViT features, GELU input, GELU output) for backward, and
+    # autocast keeps a 16-bit copy of its fp32 weights
+    proj_saved = (images * a * (arch.vision.hidden + 2 * h) if arch.vision and proj else 0.0) \
+        + (2.0 * proj if param_bytes == 4 else 0.0)
+    proj_grads = proj * param_bytes
     logits = loss_bytes(kn.loss, tokens, V, h, a, kn.fp32_output)
     lin_params = L * sum(lin.d_in * lin.d_out for lin in linears(arch))
     g_layer = (lin_params / L) * param_bytes if full else 0.0
     g_head = (params - lin_params) * param_bytes if full else params * param_bytes  # LoRA: all grads at once
     # the larger of: the loss at the end of forward; backward after k blocks (their activations freed, their
     # gradients made); the optimizer step (torch AdamW foreach keeps one temporary the size of a moment)
-    step_tmp = params * param_bytes if opt in ("adamw", "paged_adamw") else 0.0
-    phases = {"loss": {"activations": stack + final, "logits": logits}}
+    step_tmp = (params + proj) * param_bytes if opt in ("adamw", "paged_adamw") else 0.0
+    phases = {"loss": {"activations": stack + final + proj_saved, "logits": logits}}
+    if vision:  # the frozen tower runs first, keeping nothing for backward
+        phases["vision forward"] = {"activations": vision}
     if full and kn.loss == "fused":  # the fused loss makes the head's weight gradient in forward
         phases["loss"]["gradients"] = V * h * param_bytes
     if full and kn.loss == "tiled":  # TRL's head accumulates the head's weight gradient in fp32, then casts it
         phases["loss"]["gradients"] = V * h * (4 + (param_bytes if param_bytes != 4 else 0))
     if kn.optimizer_in_backward:  # one gradient (and its optimizer temporary) at a time; no optimizer phase
         g_max = max([V * h, *(lin.d_in * lin.d_out for lin in linears(arch))] if full else
-                    [job.lora_rank * max(lin.d_in, lin.d_out) for lin in adapted]) * param_bytes
-        phases["backward"] = {"activations": stack + grad_tmp, "gradients": g_max,
+                    [job.lora_rank * max(lin.d_in, lin.d_out) for lin in adapted]
+                    + ([h * h] if proj else [])) * param_bytes
+        phases["backward"] = {"activations": stack + grad_tmp + proj_saved, "gradients": g_max,
                               "runtime": g_max if step_tmp else 0.0}
     else:
         def left(k: int) -> float:  # activations still saved after k blocks of backward
             return stack if kn.activation_offload else stack * (L - k) / L
 
         best_k = max(range(L + 1), key=lambda k: left(k) + k * g_layer)
-        phases["backward"] = {"activations": left(best_k) + grad_tmp, "gradients": g_head + best_k * g_layer}
-        phases["optimizer step"] = {"gradients": g_head + L * g_layer, "runtime": step_tmp}
+        # the projector runs first in forward, so its gradients come last in backward: with its saved inputs freed
+        phases["backward"] = {"activations": left(best_k) + grad_tmp + proj_saved,
+                              "gradients": g_head + best_k * g_layer}
+        phases["optimizer step"] = {"gradients": g_head + L * g_layer + proj_grads, "runtime": step_tmp}
     phase, work = max(phases.items(), key=lambda kv: sum(kv[1].values()))
-    adapters = 0.0 if full else params * param_bytes
+    adapters = 0.0 if full else (params + proj) * param_bytes  # + PEFT's trainable copy of the projector
     parts = {"weights": wb.total, "adapters": adapters, "optimizer": 0.0 if paged else states, **work}
     # fp16 AMP: autocast caches a 16-bit copy of every weight for the step (torch.autocast weight cast cache)
     parts["runtime"] = parts.get("runtime", 0.0) + wb.dequant + (2.0 * params if amp else 0.0)
@@ -258,6 +295,12 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
              + (", stepped inside backward (each gradient freed after its step)" if kn.optimizer_in_backward else ""),
              _loss_note(kn.loss, logits, V, stacks.offers(job), job.batch * job.seq, kn.fp32_output),
              f"peak during the {phase}"]
+    if proj:
+        notes.append(f"projector trained in full ({proj / 1e6:.1f}M parameters"
+                     + (", PEFT's modules_to_save copy" if not full else "")
+                     + f"): {gib((0 if full else proj * param_bytes) + proj_grads):.2f} GiB of "
+                     + ("weights, " if not full else "") + "gradients, its optimizer states among the optimizer's, "
+                     f"{gib(proj_saved):.2f} GiB saved for backward")
     if job.stack != "transformers":
         notes.insert(0, f"stack {job.stack}: its defaults fill the knobs not given (onecard.fit.stacks)")
     if kn.activation_offload:
