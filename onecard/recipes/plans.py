@@ -2,10 +2,11 @@
 
 Each path plans the way its capability does, so the config holds what the run would choose on that card:
 `onecard.tune.plan.choose` (qlora), `onecard.detect.plan.choose` (yolo), `onecard.asr.finetune.choose` (the Whisper
-fine-tune), `onecard.vlm.plan.choose` (the LLaVA QLoRA). Where a capability has no planner of its own, fit's job
+fine-tune), `onecard.vlm.plan.choose` (the LLaVA QLoRA), `onecard.diffuse.plan.plan_train` / `plan_sample` (the SD 1.5
+LoRA and its sampling). Where a capability has no planner of its own, fit's job
 directly, with the capability's rule: llama.cpp's context (`onecard.llm.fitting`: the longest of CTX_CHOICES with
 every layer on the GPU), faster-whisper's compute type and batch (fit's fastest that fits, as
-`onecard.asr.model.choose` takes it), the SD 1.5 LoRA's batch and sampling, tinylm's micro-batch, LLaVA's chat
+`onecard.asr.model.choose` takes it), tinylm's micro-batch, LLaVA's chat
 weights (`onecard.llm.fitting.fit_transformers`' rule: bf16 when it fits, else nf4).
 """
 
@@ -203,23 +204,64 @@ def _yolo(card: GpuSpec) -> Planned:
 def _diffusion(card: GpuSpec) -> Planned:
     from onecard.diffuse.config import DiffuseConfig
 
-    train = FitJob(model="sd15", job="train", method="lora", lora_rank=8, resolution=512, cached_latents=True,
-                   **card_fields(card))
-    job, p = _first_fit(train.model_copy(update={"batch": b}) for b in (4, 2, 1))
-    sample, sp = _first_fit(FitJob(model="sd15", job="infer", resolution=512, batch=b, **card_fields(card))
-                            for b in (4, 2, 1))
+    # DiffuseConfig names a catalog card (gpu), not a memory size: on a custom card `onecard diffuse` keeps its
+    # defaults, and fit's verdict below is still for that card
+    gpu = None if card.key.startswith("custom-") else card.key
+    settings, job, p = _diffuse_train(gpu, card)
+    sample, sp = _diffuse_sample(gpu, card)
     values = {"base": "models/sd15", "data": "photos/", "token": "sks", "rank": 8, "resolution": 512,
-              "max_steps": 500, "batch_size": job.batch, "lr": 1e-4}
-    source = (f"batch_size: the largest of 4, 2, 1 whose SD 1.5 LoRA training (latents cached) fits {card.name} by "
-              "onecard fit (onecard diffuse has no planner of its own yet)")
-    expect = [*_expect(f"SD 1.5 LoRA training at 512 px, batch {job.batch}", p),
+              "max_steps": 500, "batch_size": job.batch * job.grad_accum, "lr": 1e-4,
+              **({"micro_batch_size": job.batch, "gradient_checkpointing": job.grad_ckpt, "optimizer": job.optimizer,
+                  "gpu": gpu} if gpu else {})}
+    source = ("batch_size: the largest of 4, 2, 1 images per step that SD 1.5 LoRA training (latents cached) fits "
+              f"{card.name} with, by onecard.diffuse.plan.plan_train (what `onecard diffuse train` runs): "
+              + (settings.source if gpu else "its defaults (its config names a catalog card, not a memory size), "
+                 "judged by onecard fit on this card"))
+    micro = f", micro-batch {job.batch} x {job.grad_accum}" if job.grad_accum > 1 else ""
+    expect = [*_expect(f"SD 1.5 LoRA training at 512 px, batch {job.batch * job.grad_accum}{micro}", p,
+                       job.grad_accum),
               *_expect(f"sampling {sample.batch} images at 512 px", sp)]
     return Planned([ConfigFile("diffusion.yaml", "onecard diffuse train --config diffusion.yaml", DiffuseConfig,
                                values, source)],
-                   {"batch": job.batch, "sample_batch": sample.batch}, expect,
+                   {"batch": job.batch, "sample_batch": sample.batch}, expect,  # fit checks the micro-batch
                    [("training (batch_size in diffusion.yaml; each step then sees fewer images)",
                      _steps(_offered(job, {"batch"}))),
                     ("sampling (--batch)", _steps(_offered(sample, {"batch", "resolution"})))])
+
+
+def _diffuse_train(gpu: str | None, card: GpuSpec) -> tuple[Any, FitJob, Plan]:
+    """diffuse's own training plan at the most images per step (4, 2, 1) that fits the card, else at 1."""
+    from onecard.diffuse.plan import plan_train
+
+    for batch in (4, 2, 1):
+        try:
+            settings, job = plan_train("sd15", rank=8, resolution=512, batch_size=batch, gradient_checkpointing="auto",
+                                       optimizer="auto", gpu=gpu, on_cuda=False, eight_bit=True)
+        except OnecardError:
+            if batch > 1:
+                continue
+            raise
+        job = job.model_copy(update=card_fields(card))
+        planned = plan(job)
+        if planned.fits or batch == 1:
+            return settings, job, planned
+    raise AssertionError("batch 1 returns or raises")
+
+
+def _diffuse_sample(gpu: str | None, card: GpuSpec) -> tuple[FitJob, Plan]:
+    """diffuse's own sampling plan at the most images at once (4, 2, 1) that fits, else 1 as fit judges it."""
+    from onecard.diffuse.plan import plan_sample
+
+    for batch in (4, 2, 1):
+        try:
+            _, job = plan_sample("sd15", batch=batch, resolution=512, fp32=False, knobs={}, gpu=gpu, on_cuda=False)
+        except OnecardError:
+            continue
+        job = job.model_copy(update=card_fields(card))
+        planned = plan(job)
+        if planned.fits:
+            return job, planned
+    return _first_fit([FitJob(model="sd15", job="infer", resolution=512, batch=1, **card_fields(card))])
 
 
 def _whisper(card: GpuSpec) -> Planned:

@@ -188,3 +188,23 @@ def test_ladders_hold_only_steps_the_capability_offers(path: str, not_offered: t
     steps = [step for _, steps in build(path, "4070ti", "linux").planned.ladders for step in steps]
     assert steps
     assert not [step for step in steps if any(word in step for word in not_offered)]
+
+
+@pytest.mark.parametrize("gpu", ["rtx-4060", "4070ti"])
+def test_diffusion_recipe_holds_diffuses_own_plan(gpu: str) -> None:
+    # diffusion.yaml carries what `onecard diffuse train` plans for the card (onecard.diffuse.plan.plan_train), so
+    # the command run from it keeps those settings
+    from onecard.diffuse.config import DiffuseConfig
+    from onecard.diffuse.plan import plan_train
+
+    recipe = build("diffusion", gpu, "linux")
+    values = recipe.configs[0].values
+    config = DiffuseConfig.model_validate(values)
+    assert "onecard.diffuse.plan.plan_train" in recipe.configs[0].source
+    assert config.gpu == lookup(gpu).key
+    _, job = plan_train("sd15", rank=config.rank, resolution=config.resolution, batch_size=config.batch_size,
+                        gradient_checkpointing="auto", optimizer="auto", gpu=config.gpu, on_cuda=False,
+                        eight_bit=True)
+    assert (config.micro_batch_size, config.gradient_checkpointing, config.optimizer) == (
+        job.batch, job.grad_ckpt, job.optimizer)
+    assert recipe.planned.fills["batch"] == config.micro_batch_size  # the recipe's `onecard fit` checks it
