@@ -4,102 +4,18 @@ The planner searches the knobs the user left on "auto" (method, micro-batch with
 effective batch, gradient checkpointing, optimizer, sequence length) for the fastest setting that fits the card, and
 keeps the ones the user set. It plans with fit's `onecard` stack, the one `tune` runs (TRL's SFTTrainer with its fused
 LM head, PEFT adapters with the config's lora_dropout; `onecard.fit.stacks`). Without a card to plan for (a CPU run,
-no --gpu/--vram) there is no memory budget: the auto knobs take plain defaults, and the record says so.
+no --gpu/--vram) there is no memory budget: the auto knobs take plain defaults, and the record says so. The search
+itself, the settings and the ladder are `onecard.fit.choose`, shared with `vlm tune`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from typing import Any
-
-from onecard.core.errors import ConfigError, OnecardError
+from onecard.fit.choose import HF_OPTIMIZER, Settings, ladder, settings_of
+from onecard.fit.choose import choose as first_fit
 from onecard.fit.job import FitJob
-from onecard.fit.knobs import optimizer_of
-from onecard.fit.ladder import describe_changes, oom_ladder
-from onecard.fit.plan import plan
-from onecard.fit.solve import solve
 from onecard.tune.config import TuneConfig
 
 __all__ = ["Settings", "choose", "settings_of", "ladder", "HF_OPTIMIZER"]
-
-# fit's optimizer names -> the transformers Trainer's `optim` names
-HF_OPTIMIZER = {"adamw": "adamw_torch_fused", "adamw8bit": "adamw_bnb_8bit", "paged_adamw8bit": "paged_adamw_8bit",
-                "paged_adamw": "paged_adamw_32bit", "adafactor": "adafactor", "sgd": "sgd"}
-FIT_OPTIMIZER = {v: k for k, v in HF_OPTIMIZER.items()}
-CPU_MICRO_BATCH = 8  # no card to plan for: rows per forward pass on the CPU
-
-
-@dataclass
-class Settings:
-    """The values a training run uses, where they came from, and the fit job they correspond to."""
-
-    method: str  # lora | qlora
-    micro_batch_size: int
-    grad_accum: int
-    gradient_checkpointing: bool
-    optimizer: str  # a Trainer `optim` name
-    max_seq_length: int
-    source: str
-    card: str | None = None
-    predicted_gib: float | None = None  # what nvidia-smi would show (process)
-    budget_gib: float | None = None
-    # beside the record's measured peak_memory (gpu_allocated_gib, gpu_reserved_gib): the planner's figures for them
-    predicted_allocated_gib: float | None = None
-    predicted_reserved_gib: float | None = None
-    fit_job: dict[str, Any] | None = None  # the fit job these settings stand for: `onecard fit` predicts it again
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def describe(self) -> str:
-        return (f"{self.method}, micro-batch {self.micro_batch_size} x {self.grad_accum} accumulation, "
-                f"gradient checkpointing {'on' if self.gradient_checkpointing else 'off'}, {self.optimizer}, "
-                f"sequence {self.max_seq_length}")
-
-
-def _request(config: TuneConfig, model: str, seq: int, four_bit: bool) -> tuple[FitJob, set[str]]:
-    """The fit job for the config, and the knobs the user fixed (or this device fixes)."""
-    fixed = {"lora_rank", "lora_targets"}
-    method = config.method
-    if method == "qlora" and not four_bit:
-        raise ConfigError("QLoRA needs an NVIDIA GPU with bitsandbytes (4-bit weights), which this machine lacks",
-                          "use --method lora (or auto), or run on a CUDA machine with `pip install bitsandbytes`")
-    if method != "auto" or not four_bit:
-        fixed.add("method")
-    optimizer = "auto" if config.optimizer == "auto" else FIT_OPTIMIZER[config.optimizer]
-    if config.optimizer != "auto" or not four_bit:
-        fixed.add("optimizer")
-        optimizer = optimizer if config.optimizer != "auto" else "adamw"  # 8-bit optimizers need bitsandbytes
-    batch, accum = config.batch_size, 1
-    if config.micro_batch_size != "auto":
-        batch, accum = config.micro_batch_size, math.ceil(config.batch_size / config.micro_batch_size)
-        fixed |= {"batch", "grad_accum"}
-    if config.gradient_checkpointing != "auto":
-        fixed.add("grad_ckpt")
-    if config.max_seq_length != "auto":
-        fixed.add("seq")
-    job = FitJob(model=model, job="train", method="lora" if method == "auto" else method, seq=seq, batch=batch,
-                 grad_accum=accum, lora_rank=config.lora_rank, lora_targets=config.lora_targets, optimizer=optimizer,
-                 grad_ckpt=config.gradient_checkpointing is not False, stack="onecard",
-                 lora_dropout=config.lora_dropout, gpu=config.gpu, vram=config.vram)
-    return job, fixed
-
-
-def settings_of(job: FitJob, source: str, plan: Any = None) -> Settings:
-    """The Settings a fit job stands for, with the plan's predicted peaks when it was planned for a card."""
-    est = plan.estimate if plan is not None else None
-    return Settings(
-        method=job.method, micro_batch_size=job.batch, grad_accum=job.grad_accum, gradient_checkpointing=job.grad_ckpt,
-        optimizer=HF_OPTIMIZER[optimizer_of(job, "llm")], max_seq_length=job.seq, source=source,
-        card=plan.card.name if plan is not None and plan.card is not None else None,
-        predicted_gib=round(est.process_gib, 3) if est is not None else None,
-        budget_gib=round(plan.budget_gib, 3) if plan is not None and plan.budget_gib is not None else None,
-        predicted_allocated_gib=round(est.peak_allocated_gib, 3) if est is not None else None,
-        predicted_reserved_gib=round(est.peak_reserved_gib, 3) if est is not None else None,
-        fit_job=job.model_dump(mode="json"),
-    )
 
 
 def choose(config: TuneConfig, model: str, longest_row: int, max_positions: int, four_bit: bool,
@@ -115,36 +31,4 @@ def choose(config: TuneConfig, model: str, longest_row: int, max_positions: int,
         on_gpu: whether training runs on a GPU (plans for the detected card); on a CPU only a named card is planned.
     """
     seq = config.max_seq_length if config.max_seq_length != "auto" else min(max_positions, -(-longest_row // 64) * 64)
-    job, fixed = _request(config, model, seq, four_bit)
-    if not on_gpu and config.gpu is None and config.vram is None:
-        micro = config.micro_batch_size if config.micro_batch_size != "auto" else min(config.batch_size,
-                                                                                         CPU_MICRO_BATCH)
-        job = job.model_copy(update={"batch": micro, "grad_accum": math.ceil(config.batch_size / micro),
-                                     "grad_ckpt": config.gradient_checkpointing is True})
-        return settings_of(job, "defaults: no GPU to plan for (pass --gpu NAME to plan for a card)"), job
-    base = plan(job)
-    if base.card is None:
-        return settings_of(job, "defaults: no card detected (pass --gpu NAME or --vram GIB)", base), job
-    found = [p for p in solve(job, top=20, fixed=fixed, request_first=False) if p.job.method in ("lora", "qlora")]
-    if not found:
-        raise OnecardError(
-            f"no setting of {model} fits {base.card.name} ({base.card.vram_gib} GiB) for training at sequence "
-            f"{seq} with the knobs you fixed ({', '.join(sorted(fixed - {'lora_rank', 'lora_targets'})) or 'none'})",
-            f"see the budget with `onecard fit {model} --job train --method qlora --seq {seq} --stack onecard --solve"
-            f"{' --gpu ' + config.gpu if config.gpu else ''}`, then lower --max-seq-length or use a smaller model")
-    best = found[0]
-    return settings_of(best.job, f"fit: fastest plan that fits {base.card.name}", best), best.job
-
-
-def ladder(job: FitJob, four_bit: bool) -> Iterator[tuple[FitJob, str]]:
-    """fit's out-of-memory ladder, less the steps this machine cannot take (4-bit and 8-bit need bitsandbytes)."""
-    keep = {"method": job.method, "quant": job.quant, "optimizer": job.optimizer}
-    previous = job
-    for new, reason in oom_ladder(job):
-        if not four_bit and (new.method == "qlora" or optimizer_of(new, "llm") != "adamw"):
-            new = new.model_copy(update=keep)  # later steps build on this one: take them without the 4/8-bit part
-            if new == previous:
-                continue
-            reason = describe_changes(previous, new)
-        yield new, reason
-        previous = new
+    return first_fit(config, model, seq, four_bit, on_gpu, rows=f"sequence {seq}", remedy="lower --max-seq-length")
