@@ -7,7 +7,6 @@ chat rows), `adapter/` (safetensors that peft loads, with the tokenizer and its 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,6 +17,7 @@ from onecard.core.errors import ConfigError, OnecardError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, start_run
 from onecard.core.runs import find_run
+from onecard.core.trainer import logged_losses
 from onecard.fit.observations import observe_run
 from onecard.fit.plan import plan
 from onecard.fit.retry import OomStep, retry_on_oom
@@ -107,7 +107,7 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
 
         # -- work: train; on a CUDA out-of-memory error, fit's retry loop takes the ladder's next step down and
         # training continues from the latest checkpoint
-        history: dict[str, list[list[float]]] = {"train": _logged_losses(checkpoint) if checkpoint else [], "dev": []}
+        history: dict[str, list[list[float]]] = {"train": logged_losses(checkpoint) if checkpoint else [], "dev": []}
         stop = StopFlag()
         callback = RecordCallback(run, history, stop)
         rungs: list[tuple[Settings, Path | None]] = [(settings, checkpoint)]  # the settings of each try, its start
@@ -248,12 +248,6 @@ def _resume_point(previous: dict[str, Any]) -> tuple[Path, list[dict[str, str]]]
 
 def _step_of(checkpoint: Path | None) -> int:
     return int(checkpoint.name.split("-")[-1]) if checkpoint else 0
-
-
-def _logged_losses(checkpoint: Path) -> list[list[float]]:
-    """The training-loss points the trainer logged up to a checkpoint (to continue the curve)."""
-    state = json.loads((checkpoint / "trainer_state.json").read_text())
-    return [[e["step"], e["loss"]] for e in state["log_history"] if "loss" in e]
 
 
 def resume_config(ref: str, overrides: dict[str, Any], runs_root: str | None = None) -> TuneConfig:

@@ -7,7 +7,6 @@ held out, with absolute image paths), `adapter/` (safetensors that peft loads, w
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,6 +17,7 @@ from onecard.core.errors import DataError, OnecardError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, start_run
 from onecard.core.runs import find_run
+from onecard.core.trainer import logged_losses
 from onecard.fit.observations import observe_run
 from onecard.fit.plan import plan
 from onecard.fit.retry import OomStep, retry_on_oom
@@ -121,7 +121,7 @@ def tune(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str,
 
         # -- work: train; on a CUDA out-of-memory error, fit's retry loop takes the ladder's next step down and
         # training continues from the latest checkpoint
-        history: dict[str, list[list[float]]] = {"train": _logged_losses(checkpoint) if checkpoint else [], "dev": []}
+        history: dict[str, list[list[float]]] = {"train": logged_losses(checkpoint) if checkpoint else [], "dev": []}
         stop = StopFlag()
         callback = RecordCallback(run, history, stop)
         rungs: list[tuple[Settings, Path | None]] = [(settings, checkpoint)]
@@ -224,12 +224,6 @@ def _examples(config: TuneConfig,
         return examples, load_examples(config.dev_data), duplicates
     train_ex, dev_ex = split(examples, config.dev_fraction, config.seed)
     return train_ex, dev_ex, duplicates
-
-
-def _logged_losses(checkpoint: Path) -> list[list[float]]:
-    """The training-loss points the trainer logged up to a checkpoint (to continue the curve)."""
-    state = json.loads((checkpoint / "trainer_state.json").read_text())
-    return [[e["step"], e["loss"]] for e in state["log_history"] if "loss" in e]
 
 
 def resume_config(ref: str, overrides: dict[str, Any], runs_root: str | None = None) -> TuneConfig:

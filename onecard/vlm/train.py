@@ -8,31 +8,20 @@ token after the last one): the system and user text and every image token carry 
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
 
-from onecard.core.progress import stderr_console
-from onecard.core.records import StopFlag, stop_after_step
+from onecard.core.records import StopFlag
+from onecard.core.trainer import RecordCallback, precision, stop_on_signal
 from onecard.vlm.model import load_images, prompt_text
 
 __all__ = ["IGNORE_INDEX", "encode", "VisionCollator", "sft_args", "make_trainer", "RecordCallback", "StopFlag",
            "stop_on_signal", "latest_checkpoint", "precision"]
 
 IGNORE_INDEX = -100  # the label the loss skips (torch cross_entropy's ignore_index)
-
-
-def precision(name: str, device: str) -> torch.dtype:
-    """The compute dtype (`onecard.core.device.select_dtype`): bf16 where the device runs it natively, fp16 on other
-    CUDA GPUs, else fp32; or as asked."""
-    from onecard.core.device import select_dtype
-
-    return getattr(torch, select_dtype(name, device))
 
 
 def encode(processor: Any, images: Sequence[str], turns: Sequence[dict[str, str]]) -> dict[str, Any]:
@@ -116,59 +105,6 @@ def make_trainer(model: Any, processor: Any, args: Any, train_rows: list[dict[st
     for printer in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(printer)
     return trainer
-
-
-class RecordCallback(TrainerCallback):  # type: ignore[misc]
-    """Sends each logged loss to the run's trackers and the loss history, prints a line to stderr, and turns a
-    Ctrl-C (`StopFlag`) into a checkpoint and a stop at the end of the step. One serves every try of a run."""
-
-    def __init__(self, run: Any, history: dict[str, list[list[float]]], stop: StopFlag) -> None:
-        self.run, self.history, self.stop = run, history, stop
-        self.console = stderr_console()
-        self.tick, self.tick_step, self.step = time.perf_counter(), 0, 0
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.tick, self.tick_step = time.perf_counter(), state.global_step
-        self.step = state.global_step
-        self.stop.stepping = True
-
-    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.stop.stepping = False
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
-        logs, step = logs or {}, state.global_step
-        if "loss" in logs:
-            now = time.perf_counter()
-            per_step = (now - self.tick) / max(1, step - self.tick_step)
-            self.tick, self.tick_step = now, step
-            self.history["train"].append([step, float(logs["loss"])])
-            self.run.log({"train/loss": logs["loss"], "lr": logs.get("learning_rate", 0.0), "s_per_step": per_step},
-                         step=step)
-            self.console.print(f"step {step}/{state.max_steps}: loss {logs['loss']:.4f}, "
-                               f"lr {logs.get('learning_rate', 0.0):.2e}, {per_step:.2f} s/step")
-        if "eval_loss" in logs:
-            self.history["dev"].append([step, float(logs["eval_loss"])])
-            self.run.log({"dev/loss": logs["eval_loss"]}, step=step)
-            self.console.print(f"step {step}: dev loss {logs['eval_loss']:.4f}")
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.step = state.global_step
-        if state.global_step >= state.max_steps:
-            control.should_log = True  # the final loss is always logged
-        if self.stop.requested:
-            control.should_save = True  # the trainer saves a resumable checkpoint at this step, then stops
-            control.should_training_stop = True
-
-
-@contextlib.contextmanager
-def stop_on_signal(flag: StopFlag) -> Iterator[None]:
-    """`core.records.stop_after_step` around the trainer; `flag.stepping` is cleared at the end, also after a try
-    that failed (out of memory) before its on_train_end."""
-    try:
-        with stop_after_step(flag):
-            yield
-    finally:
-        flag.stepping = False
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
