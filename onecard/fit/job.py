@@ -21,6 +21,12 @@ Stack = Literal["transformers", "trl", "onecard", "torchtune", "unsloth", "litgp
 Loss = Literal["auto", "standard", "chunked", "tiled", "fused"]
 AdapterDtype = Literal["auto", "fp32", "bf16"]
 
+# Upper bounds far past any real job, so that a wild request (a web form, a fuzzer) is a clear validation error
+# rather than a planner that searches for minutes.
+MAX_COUNT = 1 << 20  # batch, accumulation, LoRA rank, beam
+MAX_TOKENS = 1 << 24  # context, sequence, new tokens
+MAX_PIXELS = 1 << 14  # image side
+
 
 class FitJob(BaseModel):
     """A job to fit on a card. "auto" fields are chosen by the planner and reported among the assumptions."""
@@ -33,12 +39,12 @@ class FitJob(BaseModel):
     quant: str = Field("auto", description="weight format: fp32 fp16 bf16 int8 nf4 fp4 gptq awq, or a GGUF type (q4_k_m, q8_0...); auto: bf16, nf4 for qlora, the file's own for GGUF")
     runtime: Runtime = Field("auto", description="runtime that holds the model (autoawq: AutoAWQ's from_quantized(fuse_layers=True) fused modules); auto: picked from the model family and file")
     transformers_version: str | None = Field(None, pattern=r"^\d+\.\d+(\.\d+)?$", description="transformers release the LLM runs on (4.38.2), for its memory changes: before 4.42 generate keeps the KV cache as tuples (each decode step copies it), before 4.45 it computes the logits of every prompt position (Falcon before 4.47, GPTBigCode before 5.0), before 4.46 in fp32; unset: 5.0 or later")
-    batch: int = Field(1, ge=1, description="sequences (or images, or audio segments) processed at once; the micro-batch when training")
-    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (does not change peak memory, keeps the effective batch)")
-    ctx: int = Field(4096, ge=1, description="inference context length in tokens (prompt + new tokens) that the KV cache holds")
-    new_tokens: int = Field(256, ge=0, description="tokens generated per sequence")
-    seq: int = Field(2048, ge=1, description="training sequence length in tokens")
-    lora_rank: int = Field(16, ge=1, description="LoRA rank r")
+    batch: int = Field(1, ge=1, le=MAX_COUNT, description="sequences (or images, or audio segments) processed at once; the micro-batch when training")
+    grad_accum: int = Field(1, ge=1, le=MAX_COUNT, description="gradient accumulation steps (does not change peak memory, keeps the effective batch)")
+    ctx: int = Field(4096, ge=1, le=MAX_TOKENS, description="inference context length in tokens (prompt + new tokens) that the KV cache holds")
+    new_tokens: int = Field(256, ge=0, le=MAX_TOKENS, description="tokens generated per sequence")
+    seq: int = Field(2048, ge=1, le=MAX_TOKENS, description="training sequence length in tokens")
+    lora_rank: int = Field(16, ge=1, le=MAX_COUNT, description="LoRA rank r")
     lora_targets: str = Field("all-linear", description="LoRA target modules: all-linear, attn (q,k,v,o), qv, or a comma list of module names")
     train_projector: bool = Field(False, description="VLM training: the projector (image features -> the LLM's embeddings) also trains, in full: PEFT's modules_to_save copy in the adapters' dtype, its gradients, optimizer states and saved activations")
     lora_dropout: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False, description="dropout on each LoRA adapter's input (any p > 0 keeps a 1-byte mask per input element); unset: the stack's")
@@ -52,16 +58,16 @@ class FitJob(BaseModel):
     attention: Attention = Field("sdpa", description="attention kernel: sdpa, flash, eager (materialises the T x T scores), xformers, slicing")
     kv_dtype: str = Field("f16", description="KV cache dtype: f16, bf16, fp8, q8_0, q4_0")
     gpu_layers: int | None = Field(None, ge=0, description="llama.cpp layers on the GPU; None: as many as fit")
-    max_num_batched_tokens: int | None = Field(None, ge=1, description="vLLM: tokens one forward step takes, which its profiling run sizes the activations by (--max-num-batched-tokens); unset: 2048, the V1 engine's `vllm serve` default (the V0 engine, vLLM < 0.8, took max(ctx, 2048) without chunked prefill)")
+    max_num_batched_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS, description="vLLM: tokens one forward step takes, which its profiling run sizes the activations by (--max-num-batched-tokens); unset: 2048, the V1 engine's `vllm serve` default (the V0 engine, vLLM < 0.8, took max(ctx, 2048) without chunked prefill)")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, allow_inf_nan=False, description="vLLM: fraction of the card it reserves")
-    resolution: int | None = Field(None, ge=64, description="diffusion image side in pixels; None: the model's native size")
+    resolution: int | None = Field(None, ge=64, le=MAX_PIXELS, description="diffusion image side in pixels; None: the model's native size")
     offload: Offload = Field("none", description="diffusion CPU offload: none, model, or sequential")
     vae_slicing: bool = Field(False, description="diffusion: decode the batch one image at a time")
     vae_tiling: bool = Field(False, description="diffusion: decode in tiles")
     cached_latents: bool = Field(False, description="diffusion training: latents precomputed, VAE not on the GPU")
-    imgsz: int = Field(640, ge=32, description="YOLO image size")
+    imgsz: int = Field(640, ge=32, le=MAX_PIXELS, description="YOLO image size")
     amp: bool = Field(True, description="mixed precision (YOLO, diffusion training)")
-    beam: int = Field(5, ge=1, description="Whisper beam size")
+    beam: int = Field(5, ge=1, le=MAX_COUNT, description="Whisper beam size")
     gpu: str | None = Field(None, description="card from the catalog (4070ti, rtx-3060, a100-80gb); None: the detected card")
     vram: float | None = Field(None, gt=0, le=100_000, allow_inf_nan=False, description="card memory in GiB, instead of --gpu")
     margin_gib: float = Field(0.5, ge=0, allow_inf_nan=False, description="safety margin kept free when deciding what fits")

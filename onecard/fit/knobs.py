@@ -11,6 +11,7 @@ time after an out-of-memory error, or a few together as the cheapest fixes). Nei
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -301,7 +302,8 @@ def _smaller_micro_batch(job: FitJob) -> FitJob | None:
     """Halve the micro-batch (to its largest divisor <= half) and raise accumulation: batch * grad_accum is kept."""
     if job.batch == 1:
         return None
-    batch = max(d for d in range(1, job.batch // 2 + 1) if job.batch % d == 0)
+    smallest_factor = next((f for f in range(2, math.isqrt(job.batch) + 1) if job.batch % f == 0), job.batch)
+    batch = job.batch // smallest_factor
     return _changed(job, batch=batch, grad_accum=job.grad_accum * (job.batch // batch))
 
 

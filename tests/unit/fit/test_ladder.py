@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from pydantic import ValidationError
 
 from onecard.fit.job import FitJob
 from onecard.fit.knobs import SEQ_FLOOR, steps
@@ -96,3 +97,16 @@ def test_a_tighter_budget_asks_for_more() -> None:
     job = FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=2048, batch=2, grad_ckpt=False, gpu=CARD)
     for _, fix in cheapest_fixes(job, budget_gib=6.0):
         assert fix.estimate.process_gib <= 6.0 and fix.peak_upper_gib is not None and fix.peak_upper_gib <= 6.0
+
+
+def test_a_wild_micro_batch_steps_down_at_once_and_an_absurd_one_is_refused() -> None:
+    # A prime micro-batch near the bound: the step down used to search every divisor (minutes for a web form's
+    # batch of 10**12; found by the web API's fuzz). Now the largest divisor is found from the smallest factor.
+    from onecard.fit.knobs import _smaller_micro_batch
+
+    job = FitJob(model="llama-3.1-8b", job="train", batch=1_048_573, grad_accum=3)  # prime
+    smaller = _smaller_micro_batch(job)
+    assert smaller is not None and (smaller.batch, smaller.grad_accum) == (1, 3 * 1_048_573)
+    assert _smaller_micro_batch(job.model_copy(update={"batch": 96})).batch == 48  # type: ignore[union-attr]
+    with pytest.raises(ValidationError, match="batch"):
+        FitJob(model="llama-3.1-8b", job="train", batch=10**12)
