@@ -109,8 +109,10 @@ def settings_of(job: FitJob, source: str, planned: Plan | None = None, image_tok
         fit_job=job.model_dump(mode="json"), image_tokens=image_tokens)
 
 
-def request(config: PeftKnobs, model: str, seq: int, four_bit: bool) -> tuple[FitJob, set[str]]:
-    """The fit job for the config, and the knobs the user fixed (or this device fixes)."""
+def request(config: PeftKnobs, model: str, seq: int, four_bit: bool,
+            extra: dict[str, Any] | None = None) -> tuple[FitJob, set[str]]:
+    """The fit job for the config (with `extra` FitJob fields, such as a VLM's train_projector), and the knobs the user
+    fixed (or this device fixes)."""
     fixed = {"lora_rank", "lora_targets"}
     method = config.method
     if method == "qlora" and not four_bit:
@@ -135,12 +137,12 @@ def request(config: PeftKnobs, model: str, seq: int, four_bit: bool) -> tuple[Fi
         model=model, job="train", method="lora" if method == "auto" else method, seq=seq, batch=batch, grad_accum=accum,
         lora_rank=config.lora_rank, lora_targets=config.lora_targets, optimizer=optimizer,
         grad_ckpt=config.gradient_checkpointing is not False, stack="onecard", lora_dropout=config.lora_dropout,
-        gpu=config.gpu, vram=config.vram))
+        gpu=config.gpu, vram=config.vram, **(extra or {})))
     return job, fixed
 
 
 def choose(config: PeftKnobs, model: str, seq: int, four_bit: bool, on_gpu: bool, *, image_tokens: int | None = None,
-           rows: str, remedy: str) -> tuple[Settings, FitJob]:
+           extra: dict[str, Any] | None = None, rows: str, remedy: str) -> tuple[Settings, FitJob]:
     """Resolve every "auto" knob at text length `seq`; returns the settings and the fit job they stand for.
 
     With no card to plan for (on the CPU with no --gpu/--vram, or no card detected) the auto knobs take plain
@@ -153,10 +155,11 @@ def choose(config: PeftKnobs, model: str, seq: int, four_bit: bool, on_gpu: bool
         four_bit: whether 4-bit weights and 8-bit optimizers run here.
         on_gpu: whether training runs on a GPU (plans for the detected card); on a CPU only a named card is planned.
         image_tokens: a vision-language run's image tokens per row (added to the settings' max_seq_length).
+        extra: more FitJob fields the run fixes (a VLM's train_projector).
         rows: what a row holds, for the error when nothing fits ("sequence 512").
         remedy: how to make rows fit, for that error ("lower --max-seq-length").
     """
-    job, fixed = request(config, model, seq, four_bit)
+    job, fixed = request(config, model, seq, four_bit, extra)
     if not on_gpu and config.gpu is None and config.vram is None:
         micro = int(config.micro_batch_size) if config.micro_batch_size != "auto" else min(config.batch_size,
                                                                                               CPU_MICRO_BATCH)

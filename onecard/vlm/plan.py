@@ -47,4 +47,5 @@ def choose(config: TuneConfig, model: str, longest_text: int, image_tokens: int,
     else:
         seq = -(-longest_text // 64) * 64
     return first_fit(config, model, seq, four_bit, on_gpu, image_tokens=image_tokens,
+                     extra={"train_projector": True} if config.train_projector else None,
                      rows=f"{seq} text + {image_tokens} image tokens", remedy="shorten the rows")

@@ -72,6 +72,19 @@ def test_gpu_plan_is_fit_train_job_for_the_vlm(tmp_path: Path) -> None:
     assert settings.card is not None and "4070" in settings.card
     assert settings.predicted_gib is not None and settings.predicted_gib < settings.budget_gib  # type: ignore[operator]
     assert job.job == "train" and job.stack == "onecard" and settings.method in ("lora", "qlora")
+    assert not job.train_projector
+
+
+def test_training_the_projector_is_planned_with_its_gradients_and_states() -> None:
+    # LLaVA-1.5-7B's projector: ~21M parameters, ~0.3 GiB more with its fp32 copy, gradients and AdamW states
+    fixed = dict(model="llava-1.5-7b", data="x.jsonl", gpu="4070ti", micro_batch_size=1, batch_size=1,
+                 gradient_checkpointing=True, optimizer="paged_adamw_8bit", method="qlora", max_seq_length=1024)
+    plain, plain_job = choose(TuneConfig(**fixed), "llava-1.5-7b", longest_text=400, image_tokens=576, four_bit=True,
+                              on_gpu=False)
+    both, job = choose(TuneConfig(**fixed, train_projector=True), "llava-1.5-7b", longest_text=400, image_tokens=576,
+                       four_bit=True, on_gpu=False)
+    assert job.train_projector and not plain_job.train_projector
+    assert 0.1 < both.predicted_allocated_gib - plain.predicted_allocated_gib < 0.6  # type: ignore[operator]
 
 
 def test_latest_checkpoint_skips_one_cut_short(tmp_path: Path) -> None:
