@@ -72,7 +72,8 @@ def check_images(folder: str | Path, resolution: int, near_distance: int = 6) ->
                 fingerprint = dhash(im)
                 mean = im.convert("RGB").resize((1, 1), Image.Resampling.BOX)
                 tint: tuple[int, ...] = mean.getpixel((0, 0))  # type: ignore[assignment]
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as e:
+            # ImportError: ultralytics, once imported, patches Image.open to try a HEIF plugin it may lack
             problem(path, "error", "decode", f"does not decode: {e}")
             continue
         decoded += 1

@@ -169,7 +169,8 @@ def load_image(url: str) -> Any:
     try:
         with Image.open(io.BytesIO(image_bytes(url))) as image:
             return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, ImportError) as e:
+        # ImportError: ultralytics, once imported in the process, patches Image.open to try a HEIF plugin it may lack
         shown = url if not url.startswith("data:") else url[:40] + "..."
         raise LLMError(f"the image {shown} does not decode ({e})",
                        "pass a PNG, JPEG, WebP or GIF file that opens in an image viewer") from None

@@ -4,9 +4,11 @@ bounded and renamed, CORS off unless asked."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import UploadFile
@@ -16,6 +18,12 @@ from onecard.web.errors import RequestError
 from onecard.web.security import TOKEN_COOKIE, safe_path, save_upload
 from onecard.web.server import prepare
 from onecard.web.settings import WebSettings
+
+
+def _run(coroutine: Any) -> Any:
+    """asyncio.run in a thread of its own: in the whole suite the browser tests' Playwright loop runs in this one."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 @pytest.mark.parametrize("url", ["/", "/fit", "/runs", "/api/fit/cards", "/api/runs", "/openapi.json", "/docs",
@@ -120,17 +128,17 @@ def upload(data: bytes, name: str) -> UploadFile:
 
 def test_uploads_go_to_the_data_dir_under_generated_names(tmp_path: Path) -> None:
     settings = WebSettings(data_dir=tmp_path, upload_limit_mib=1)
-    saved = asyncio.run(save_upload(upload(b"hello", "../../etc/evil name.WAV"), settings))
+    saved = _run(save_upload(upload(b"hello", "../../etc/evil name.WAV"), settings))
     assert saved.parent == tmp_path / "uploads" and saved.suffix == ".wav" and "evil" not in saved.name
     assert saved.read_bytes() == b"hello"
-    odd = asyncio.run(save_upload(upload(b"x", "x.tar.gz;rm -rf"), settings))
+    odd = _run(save_upload(upload(b"x", "x.tar.gz;rm -rf"), settings))
     assert odd.suffix == "" and odd.parent == tmp_path / "uploads"
 
 
 def test_an_upload_over_the_limit_is_a_413_and_leaves_nothing(tmp_path: Path) -> None:
     settings = WebSettings(data_dir=tmp_path, upload_limit_mib=1)
     with pytest.raises(RequestError, match="over the 1 MiB limit") as refused:
-        asyncio.run(save_upload(upload(b"x" * (2**20 + 1), "big.bin"), settings))
+        _run(save_upload(upload(b"x" * (2**20 + 1), "big.bin"), settings))
     assert refused.value.status_code == 413 and list((tmp_path / "uploads").iterdir()) == []
 
 
