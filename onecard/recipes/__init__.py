@@ -10,12 +10,12 @@ it); no capability imports it. Modules:
     paths.yaml / paths.py   the text of each path: title, extra, commands, per-OS notes, checks (data)
     install.py              pip commands per OS, and the torch / CUDA note
     plans.py                fit's numbers per path: the configs, the expectations, the OOM ladders
-    recipe.py               `build` (a Recipe) and `write` (Markdown and the YAML files)
-    markdown.py             the Recipe as Markdown
+    recipe.py               `build`: a Recipe
+    markdown.py             the Recipe as Markdown, and `write` (the Markdown and the YAML files)
 """
 
-from onecard.recipes.markdown import render
+from onecard.recipes.markdown import render, write
 from onecard.recipes.paths import PATHS
-from onecard.recipes.recipe import Recipe, build, write
+from onecard.recipes.recipe import Recipe, build
 
 __all__ = ["PATHS", "Recipe", "build", "render", "write"]

@@ -1,12 +1,16 @@
-"""A recipe as Markdown: headings, paragraphs, lists and fenced code only (the Start page renders that subset)."""
+"""A recipe as Markdown: headings, paragraphs, lists and fenced code only (the Start page renders that subset), and
+`write`, which saves it with its YAML configs beside it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from onecard.core.records import write_text_atomic
 from onecard.recipes.install import torch_note
 from onecard.recipes.plans import ConfigFile, card_flag
 from onecard.recipes.recipe import Recipe
 
-__all__ = ["render", "yaml_text"]
+__all__ = ["render", "yaml_text", "write"]
 
 
 def yaml_text(config: ConfigFile) -> str:
@@ -45,3 +49,17 @@ def render(recipe: Recipe) -> str:
     out += ["### Driver, CUDA and libraries", "", *(f"- {check}" for check in recipe.checks()), ""]
     return "\n".join(out)
 
+
+def write(recipe: Recipe, out: str | Path) -> list[Path]:
+    """Write the recipe's Markdown to `out` and each of its configs beside it (each atomically); returns the files."""
+    import yaml
+
+    target = Path(out).expanduser()
+    write_text_atomic(target, render(recipe))
+    written = [target]
+    for config in recipe.configs:
+        file = target.parent / config.file
+        write_text_atomic(file, yaml_text(config))
+        assert yaml.safe_load(file.read_text(encoding="utf-8")) == config.values  # what the Markdown shows
+        written.append(file)
+    return written

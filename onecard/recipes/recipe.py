@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from onecard.core.errors import ConfigError
@@ -15,7 +14,7 @@ from onecard.recipes.install import OSES, install_commands, torch_note
 from onecard.recipes.paths import PATHS, path_text
 from onecard.recipes.plans import ConfigFile, Planned, card_flag, plan_path
 
-__all__ = ["Recipe", "build", "resolve_card", "this_os", "write", "GUIDE_CARD"]
+__all__ = ["Recipe", "build", "resolve_card", "this_os", "GUIDE_CARD"]
 
 GUIDE_CARD = "4070ti"  # the guide's card: the recipe's card when --gpu auto finds none
 
@@ -106,20 +105,3 @@ def build(path: str, gpu: str = "auto", os: str | None = None, vram: float | Non
     return Recipe(path, os, card, note, text, [*install_commands(text["extra"], os), *text["downloads"]],
                   commands, planned)
 
-
-def write(recipe: Recipe, out: str | Path) -> list[Path]:
-    """Write the recipe's Markdown to `out` and each of its configs beside it; returns the files written."""
-    import yaml
-
-    from onecard.recipes.markdown import render, yaml_text
-
-    target = Path(out).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render(recipe), encoding="utf-8")
-    written = [target]
-    for config in recipe.configs:
-        file = target.parent / config.file
-        file.write_text(yaml_text(config), encoding="utf-8")
-        assert yaml.safe_load(file.read_text(encoding="utf-8")) == config.values  # what the Markdown shows
-        written.append(file)
-    return written
