@@ -226,15 +226,9 @@ def _resumable(ref: str, runs_root: str | None) -> dict[str, Any]:
 
 def _ladder(job: Any) -> Any:
     """fit's out-of-memory ladder, less the steps that need bitsandbytes (8-bit optimizers, 4-bit weights)."""
-    from onecard.fit.ladder import describe_changes, oom_ladder
+    from onecard.fit.ladder import oom_ladder_keeping
 
-    keep = {"method": job.method, "quant": job.quant, "optimizer": job.optimizer}
-    previous = job
-    for new, _ in oom_ladder(job):
-        new = new.model_copy(update=keep)
-        if new != previous:
-            yield new, describe_changes(previous, new)
-            previous = new
+    return oom_ladder_keeping(job, {"method": job.method, "quant": job.quant, "optimizer": job.optimizer})
 
 
 def _split(config: FinetuneConfig) -> tuple[list[Item], list[Item]]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from onecard.core.errors import OnecardError
 from onecard.fit.job import FitJob
-from onecard.fit.ladder import describe_changes, oom_ladder
+from onecard.fit.ladder import oom_ladder_keeping
 from onecard.fit.plan import plan
 from onecard.fit.solve import solve
 
@@ -87,21 +87,14 @@ def plan_sample(arch: str, *, batch: int, resolution: int | None, fp32: bool, kn
 
 def train_ladder(job: FitJob, eight_bit: bool) -> Iterator[tuple[FitJob, str]]:
     """fit's out-of-memory ladder for the training job, less the 8-bit optimizer where bitsandbytes is not usable."""
-    return _ladder(job, {} if eight_bit else {"optimizer": job.optimizer})
+    return oom_ladder_keeping(job, {} if eight_bit else {"optimizer": job.optimizer})
 
 
 def sample_ladder(job: FitJob, on_cuda: bool) -> Iterator[tuple[FitJob, str]]:
     """fit's out-of-memory ladder for the generation job, less CPU offload where there is no GPU to offload from."""
-    return _ladder(job, {} if on_cuda else {"offload": job.offload})
+    return oom_ladder_keeping(job, {} if on_cuda else {"offload": job.offload})
 
 
-def _ladder(job: FitJob, keep: dict[str, Any]) -> Iterator[tuple[FitJob, str]]:
-    previous = job
-    for new, _ in oom_ladder(job):
-        new = new.model_copy(update=keep)
-        if new != previous:
-            yield new, describe_changes(previous, new)
-            previous = new
 
 
 def apply_sample_settings(pipe: Any, job: FitJob, device: str) -> None:

@@ -11,14 +11,15 @@ or two or three together, ordered by how much quality (then speed) they give up.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from onecard.core.errors import OnecardError
 from onecard.fit.job import FitJob
 from onecard.fit.knobs import Apply, steps
 from onecard.fit.plan import Plan, judge, resolve_arch, resolve_card
 
-__all__ = ["oom_ladder", "cheapest_fixes", "describe_changes"]
+__all__ = ["oom_ladder", "oom_ladder_keeping", "cheapest_fixes", "describe_changes"]
 
 # How a changed knob reads in a reason.
 _WORDS = {"seq": "sequence", "ctx": "context", "grad_accum": "gradient accumulation", "grad_ckpt":
@@ -64,6 +65,19 @@ def oom_ladder(job: FitJob) -> Iterator[tuple[FitJob, str]]:
             job, peak = new, new_peak
             if not step.repeat:
                 break
+
+
+
+def oom_ladder_keeping(job: FitJob, keep: Mapping[str, Any]) -> Iterator[tuple[FitJob, str]]:
+    """`oom_ladder` for a capability that cannot take some of its steps: each rung with the `keep` knobs held at
+    their values (8-bit optimizers without bitsandbytes, CPU offload without a GPU...); rungs that change nothing
+    else are skipped, and each reason names what did change."""
+    previous = job
+    for new, _ in oom_ladder(job):
+        new = new.model_copy(update=keep)
+        if new != previous:
+            yield new, describe_changes(previous, new)
+            previous = new
 
 
 def _fix_candidates(job: FitJob, max_changes: int) -> Iterator[tuple[float, FitJob]]:

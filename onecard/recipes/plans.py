@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from onecard.core.errors import OnecardError
 from onecard.core.gpus import GpuSpec
 from onecard.fit.job import FitJob
-from onecard.fit.ladder import describe_changes, oom_ladder
+from onecard.fit.ladder import oom_ladder_keeping
 from onecard.fit.plan import Plan, plan
 from onecard.fit.solve import solve
 
@@ -99,12 +99,7 @@ def _steps(ladder: Iterable[tuple[FitJob, str]]) -> list[str]:
 
 def _offered(job: FitJob, knobs: set[str]) -> Iterator[tuple[FitJob, str]]:
     """fit's ladder for `job`, limited to the knobs the capability offers (the others stay as they were)."""
-    previous = job
-    for new, _ in oom_ladder(job):
-        new = job.model_copy(update={k: getattr(new, k) for k in knobs})
-        if new != previous:
-            yield new, describe_changes(previous, new)
-            previous = new
+    return oom_ladder_keeping(job, {k: getattr(job, k) for k in type(job).model_fields if k not in knobs})
 
 
 def _first_fit(jobs: Iterable[FitJob]) -> tuple[FitJob, Plan]:
