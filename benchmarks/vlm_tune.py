@@ -64,14 +64,14 @@ def accuracy(adapter: Path | None, dev: Path) -> dict[str, float]:
         "all": round(sum(map(sum, scores.values())) / len(kinds), 3)}
 
 
-def tune_tiny(train: Path, dev: Path, steps: int, runs: Path) -> Any:
+def tune_tiny(train: Path, dev: Path, steps: int, runs: Path, **knobs: Any) -> Any:
     from onecard.vlm import run
     from onecard.vlm.config import TuneConfig
 
     config = TuneConfig(model="tiny", data=str(train), dev_data=str(dev), max_steps=steps, batch_size=BATCH,
                         learning_rate=LR, lr_scheduler="constant", warmup_ratio=0.0, lora_rank=RANK,
                         lora_alpha=2 * RANK, lora_dropout=0.0, train_projector=True, precision="fp32",
-                        logging_steps=5, save_steps=10_000, seed=1)
+                        logging_steps=5, save_steps=10_000, seed=1, **knobs)
     return run.tune(config, runs_root=str(runs), report_to=())
 
 
@@ -97,8 +97,11 @@ def part_a(work: Path) -> list[dict[str, Any]]:
 
 
 def side_onecard(train: Path, steps: int, work: Path) -> list[float]:
-    """Step times in 5-step windows, from the run's logged s_per_step (the first window dropped: warm-up)."""
-    trained = tune_tiny(train, train, steps, work)
+    """Step times in 5-step windows, from the run's logged s_per_step (the first window dropped: warm-up).
+
+    The micro-batch is the whole batch, as on the TRL side: without a card to plan for, `vlm tune` would otherwise
+    take its CPU default (8 rows per pass, 2 passes per step), which is not the same setting."""
+    trained = tune_tiny(train, train, steps, work, micro_batch_size=BATCH, gradient_checkpointing=False)
     logged = [json.loads(line) for line in (trained.dir / "metrics.jsonl").read_text().splitlines()]
     return [m["s_per_step"] for m in logged if "s_per_step" in m][1:]
 
@@ -127,7 +130,7 @@ def side_trl(train: Path, steps: int, work: Path) -> list[float]:
     args = SFTConfig(output_dir=str(work / "trl"), per_device_train_batch_size=BATCH, learning_rate=LR,
                      lr_scheduler_type="constant", max_steps=steps, logging_steps=5, save_strategy="no",
                      report_to="none", use_cpu=True, gradient_checkpointing=False, max_length=None, seed=1,
-                     disable_tqdm=True)
+                     disable_tqdm=True, bf16=False)  # fp32, as the onecard side (SFTConfig defaults bf16 on)
     ticks: list[float] = []
 
     class Timer(TrainerCallback):  # type: ignore[misc]
@@ -197,36 +200,12 @@ def part_b(work: Path, steps: int, repeats: int) -> dict[str, Any]:
 def build_llava_7b(out: Path) -> Path:
     """LLaVA-1.5-7B's shapes with random bf16 weights (14 GB on disk) and a 336 px processor, written once."""
     import torch
-    from transformers import (
-        CLIPImageProcessorPil,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
 
-    from onecard.vlm.tiny import LLAVA_CHAT_TEMPLATE, word_tokenizer
+    from onecard.vlm.tiny import write_llava
 
     if (out / "config.json").is_file():
         return out
-    tokenizer = word_tokenizer()  # its ids are the first rows of the 32,064-row vocabulary: sizes stay real
-    image_id = tokenizer.convert_tokens_to_ids("<image>")
-    config = LlavaConfig(vision_config=CLIPVisionConfig(**LLAVA_7B_VISION), text_config=LlamaConfig(
-        **LLAVA_7B_TEXT, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id),
-        image_token_index=image_id, image_seq_length=576, vision_feature_layer=-2,
-        vision_feature_select_strategy="default", pad_token_id=tokenizer.pad_token_id)
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        model = LlavaForConditionalGeneration(config)
-    finally:
-        torch.set_default_dtype(torch.float32)
-    model.save_pretrained(out)
-    LlavaProcessor(image_processor=CLIPImageProcessorPil(size={"shortest_edge": 336},
-                                                         crop_size={"height": 336, "width": 336}),
-                   tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default",
-                   num_additional_image_tokens=1, chat_template=LLAVA_CHAT_TEMPLATE).save_pretrained(out)
-    return out
+    return write_llava(out, LLAVA_7B_VISION, LLAVA_7B_TEXT, vision_feature_layer=-2, dtype=torch.bfloat16)
 
 
 def part_c(work: Path, gpu: str, steps: int) -> dict[str, Any]:

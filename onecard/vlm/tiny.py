@@ -17,7 +17,7 @@ from typing import Any
 
 from onecard.vlm.synthetic import CELLS, COLOURS, QUESTION_WORDS, SHAPES
 
-__all__ = ["make_tiny_llava", "word_tokenizer", "LLAVA_CHAT_TEMPLATE"]
+__all__ = ["make_tiny_llava", "write_llava", "word_tokenizer", "LLAVA_CHAT_TEMPLATE"]
 
 # llava-hf/llava-1.5-7b-hf's chat_template.json: images first in a turn, then its text; "ASSISTANT:" opens an answer.
 LLAVA_CHAT_TEMPLATE = (
@@ -71,6 +71,24 @@ def make_tiny_llava(out: str | Path, seed: int = 0, image_size: int = 64, patch_
     LoRA can teach it (the "tiny" model of `onecard vlm`); False: transformers' default init (std 0.02), a model that
     reads nothing and writes near-uniform tokens (what the chat backends' tests stream).
     """
+    vision = dict(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_hidden_layers=vision_layers,
+                  num_attention_heads=2, image_size=image_size, patch_size=patch_size, projection_dim=vision_hidden)
+    text = dict(hidden_size=text_hidden, intermediate_size=2 * text_hidden, num_hidden_layers=text_layers,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5,
+                initializer_range=TEXT_INIT_STD if learnable else 0.02)
+    return write_llava(out, vision, text, vision_feature_layer=-1, seed=seed,
+                       head_std=OUTPUT_HEAD_STD if learnable else None)
+
+
+def write_llava(out: str | Path, vision: dict[str, Any], text: dict[str, Any], *, vision_feature_layer: int,
+                seed: int = 0, head_std: float | None = None, dtype: Any = None) -> Path:
+    """Write a random-weight LLaVA-1.5-layout model (`vision`: CLIPVisionConfig fields, `text`: LlamaConfig fields,
+    the vocabulary excepted) with this module's word-level processor to `out`; returns `out`.
+
+    The tokenizer's ids are the first rows of the text model's vocabulary (`text["vocab_size"]`, by default just the
+    tokenizer's), so a real model's sizes stay real. `head_std` redraws the output head; `dtype` (e.g. bfloat16)
+    builds the weights in that dtype, for models too large to build in fp32 first.
+    """
     import torch
     from transformers import (
         CLIPImageProcessorPil,
@@ -83,24 +101,24 @@ def make_tiny_llava(out: str | Path, seed: int = 0, image_size: int = 64, patch_
 
     out = Path(out)
     tokenizer = word_tokenizer()
-    image_token = tokenizer.convert_tokens_to_ids("<image>")
-    vision = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
-                              num_hidden_layers=vision_layers, num_attention_heads=2, image_size=image_size,
-                              patch_size=patch_size, projection_dim=vision_hidden)
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=text_hidden, intermediate_size=2 * text_hidden,
-                       num_hidden_layers=text_layers, num_attention_heads=4, num_key_value_heads=2,
-                       max_position_embeddings=512, rms_norm_eps=1e-5,
-                       initializer_range=TEXT_INIT_STD if learnable else 0.02, pad_token_id=tokenizer.pad_token_id,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    patches = (image_size // patch_size) ** 2
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token,
-                         image_seq_length=patches, vision_feature_select_strategy="default",
-                         vision_feature_layer=-1, pad_token_id=tokenizer.pad_token_id)
+    image_size, patch_size = vision["image_size"], vision["patch_size"]
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(**vision),
+        text_config=LlamaConfig(**{"vocab_size": len(tokenizer), **text}, pad_token_id=tokenizer.pad_token_id,
+                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=(image_size // patch_size) ** 2,
+        vision_feature_select_strategy="default", vision_feature_layer=vision_feature_layer,
+        pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
-    if learnable:
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or default)
+    try:
+        model = LlavaForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(default)
+    if head_std is not None:
         with torch.no_grad():
-            model.lm_head.weight.normal_(0.0, OUTPUT_HEAD_STD)
+            model.lm_head.weight.normal_(0.0, head_std)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out)
