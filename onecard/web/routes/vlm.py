@@ -1,69 +1,46 @@
 """/api/vlm: whether the vlm capability is built into this install, and chat about an uploaded image through it.
 
-The image is saved by `security.save_upload` (size limit, generated name); the vision model is opened by
-`onecard.vlm.chat.open_backend` (fitted to the card, as `onecard vlm chat`), kept loaded for the next question, and
-its answer streams back as Server-Sent Events.
+The image is saved by `security.save_upload` (size limit, generated name) and asked about by a `vlm chat` job of the
+Jobs queue: `onecard vlm chat --prompt ... --json` in its own process, so the question waits for the card behind any
+running GPU job (as detect's and asr's pages do) and leaves the run record `onecard vlm chat` leaves from a terminal
+(settings, conversation, token counts). The answer comes as Server-Sent Events: the job's own status and log events
+(as /api/jobs/ID/log sends them) while it waits and runs, then the answer.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
 
-from onecard.core.errors import MissingExtraError, OnecardError
+from onecard.core.errors import MissingExtraError
 from onecard.core.extras import available
-from onecard.web.routes.jobs import is_path
-from onecard.web.security import safe_path, save_upload
+from onecard.web.jobs import JobKind
+from onecard.web.routes.chat import sse
+from onecard.web.routes.jobs import log as job_log
+from onecard.web.routes.jobs import queue_of, start_job
+from onecard.web.security import save_upload
 
-__all__ = ["router"]
+__all__ = ["router", "CHAT"]
 
 router = APIRouter(prefix="/api/vlm", tags=["vlm"])
-_state_lock = threading.Lock()
+
+# Not among the Jobs page's kinds: a chat is asked from this page, one question at a time (no --report-to: not a
+# training action). Its image is an upload, its model a name ('tiny', a hub id) or a path kept inside the folders.
+CHAT = JobKind("vlm", "chat", "onecard.vlm.config:VlmChatConfig", "vlm",
+               ("onecard.vlm", "torch", "transformers", "PIL"), paths=("image",), refs=("model",))
 
 
 @router.get("/status")
 def status() -> dict[str, Any]:
     """`built`: `onecard.vlm` is part of this onecard; `installed`: its extra's libraries are importable."""
     built = available("onecard.vlm")
-    installed = built and all(available(m) for m in ("torch", "transformers", "PIL"))
+    installed = built and all(available(m) for m in CHAT.needs)
     return {"built": built, "installed": installed,
             "message": None if installed else "not built yet in this install" if not built
-            else "not installed: pip install 'onecard[vlm]'"}
-
-
-class _Loaded:
-    """The vision model in memory (one at a time), and the lock each answer holds."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.key: str | None = None
-        self.backend: Any = None
-
-    def get(self, config: Any) -> Any:
-        from onecard.vlm.chat import open_backend
-
-        key = json.dumps([config.model, config.backend, config.quant, config.gpu])
-        if key != self.key:
-            if self.backend is not None:
-                self.backend.close()
-            self.backend, self.key = None, None
-            self.backend, self.key = open_backend(config), key
-        return self.backend
-
-
-def _loaded(request: Request) -> _Loaded:
-    with _state_lock:
-        if not hasattr(request.app.state, "vlm"):
-            request.app.state.vlm = _Loaded()
-    found: _Loaded = request.app.state.vlm
-    return found
+            else f"not installed: {CHAT.install}"}
 
 
 @router.post("/chat")
@@ -74,41 +51,40 @@ async def chat(request: Request, image: Annotated[UploadFile, File(description="
                                                       "registered folder")] = "tiny",
                max_tokens: Annotated[int, Form(ge=1, le=4096, description="at most this many tokens")] = 128,
                ) -> StreamingResponse:
-    """The answer as Server-Sent Events: {"type": "text", "text"} pieces, then {"type": "done", "reply": counts and
-    speeds}; an error after the stream began is a last {"type": "error", "error", "fix"}."""
+    """Queue `onecard vlm chat` on the upload and follow it as Server-Sent Events: the job's {"type": "status", ...}
+    (queued with its position, running, its run) and {"type": "line", "text"} events, then {"type": "text", "text"}
+    and {"type": "done", "reply": counts and speeds, "job", "run_id"}, or a last {"type": "error", "error", "fix"}
+    when the job fails. A client that goes away cancels its question (queued: it leaves the queue; running: Ctrl-C)."""
     state = status()
-    if not state["installed"]:
-        raise MissingExtraError(f"vlm chat is {state['message']}", "install onecard with the vlm extra: "
-                                "pip install 'onecard[vlm]'")
-    from onecard.llm.images import user_message
-    from onecard.vlm.config import VlmChatConfig
-
-    settings = request.app.state.settings
-    if is_path(model):
-        model = str(safe_path(model, settings.folders))
-    saved = await save_upload(image, settings)
+    if not state["installed"]:  # said before the upload is stored
+        raise MissingExtraError(f"vlm chat is {state['message']}", f"install it with `{CHAT.install}`")
+    saved = await save_upload(image, request.app.state.settings)
+    values = {"model": model, "image": [str(saved)], "prompt": question, "max_tokens": max_tokens}
     try:
-        config = VlmChatConfig.model_validate({"model": model, "image": [saved], "prompt": question,
-                                               "max_tokens": max_tokens})
-    except ValidationError as e:
-        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
-    loaded = _loaded(request)
-    with loaded.lock:
-        loaded.get(config)  # a model that does not load is a 4xx here, before the stream begins
+        job = start_job(request, CHAT, values, (), ("body",))
+    except Exception:
+        saved.unlink(missing_ok=True)  # a refused request keeps no upload
+        raise
+    queue = queue_of(request)
+    followed = (await job_log(request, job.id)).body_iterator
 
-    def events() -> Iterator[str]:
+    async def events() -> AsyncIterator[Any]:
         try:
-            with loaded.lock:
-                stream = loaded.get(config).stream([user_message(question, [saved])], temperature=config.temperature,
-                                                   max_tokens=max_tokens, seed=config.seed)
-                for piece in stream:
-                    yield _event({"type": "text", "text": piece})
-                yield _event({"type": "done", "reply": stream.reply.to_json()})
-        except OnecardError as e:
-            yield _event({"type": "error", "error": e.what, "fix": e.fix})
+            async for chunk in followed:
+                yield chunk
+        finally:
+            if job.ended_at is None:  # the client went away (or the server is stopping) before the answer
+                queue.cancel(job)
+        result = job.result if isinstance(job.result, dict) else {}
+        if job.status != "succeeded" or "text" not in result:
+            yield sse({"type": "error", "error": f"the question's job {job.id} ended {job.status}: {job.error}",
+                          "fix": f"see the job's log on the Jobs page (/jobs#{job.id})"})
+            return
+        if result["text"]:
+            yield sse({"type": "text", "text": result["text"]})
+        reply = {k: v for k, v in result.items() if k not in ("backend", "model", "settings")}
+        yield sse({"type": "done", "reply": reply, "backend": result.get("backend"), "model": result.get("model"),
+                      "settings": result.get("settings"), "job": job.id, "run_id": job.run_id,
+                      "run_url": f"/runs?id={job.run_id}" if job.run_id else None})
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-def _event(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data, default=str)}\n\n"
