@@ -2,11 +2,13 @@
 // running, with progress; its run), its log in a <details>, its error. followJob(id, panel) resolves with the job.
 "use strict";
 
-async function followJob(id, panel) {
-  const status = el("p", {class: "job-status"}, `job ${id}: queued`);
+// jobView(panel, id): the job's status line and log in `panel`; returns the handler of its "status" and "line"
+// events, as /api/jobs/ID/log sends them (and the VLM page's chat stream, which passes them on).
+function jobView(panel, id) {
+  const status = el("p", {class: "job-status"}, id ? `job ${id}: queued` : "queued");
   const log = el("pre", {class: "job-log"});
   panel.replaceChildren(status, el("details", {}, el("summary", {}, "log"), log));
-  await readStream(`/api/jobs/${id}/log`, {}, ev => {
+  return ev => {
     if (ev.type === "line") { log.textContent += ev.text + "\n"; return; }
     const state = ev.status === "queued" && ev.position ? `queued, position ${ev.position}` : ev.status;
     const running = ev.status === "running" && ev.progress;
@@ -14,7 +16,11 @@ async function followJob(id, panel) {
                            running ? ` (${ev.progress.text})` : "",
                            ...(ev.run_id ? [", run ", el("a", {href: ev.run_url}, ev.run_id)] : []));
     status.dataset.status = ev.status;
-  });
+  };
+}
+
+async function followJob(id, panel) {
+  await readStream(`/api/jobs/${id}/log`, {}, jobView(panel, id));
   const job = await api(`/api/jobs/${id}`);
   if (job.error) panel.append(el("div", {class: "error"}, job.error));
   return job;

@@ -1,0 +1,67 @@
+"""The VLM page in Chromium: a question asked while a GPU job runs waits in the queue, visibly, then is answered by a
+`vlm chat` job whose run record the page links to."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import screenshot
+
+
+def test_a_question_waits_behind_a_running_job_then_links_its_run(page: Any, serve: Any, onecard_home: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    from onecard.web import jobs as jobs_module
+    from onecard.web.routes import jobs as jobs_routes
+    from onecard.web.routes import vlm as vlm_routes
+
+    if not vlm_routes.status()["installed"]:
+        pytest.skip("onecard.vlm is not built or its extra is not installed")
+    from PIL import Image
+
+    release = threading.Event()
+
+    class Busy(jobs_module.JobQueue):
+        """Non-chat jobs stand for a GPU job that runs until `release` (no subprocess); the chat runs for real."""
+
+        def _run(self, job: jobs_module.Job) -> None:
+            if job.kind is vlm_routes.CHAT:
+                super()._run(job)
+                return
+            release.wait(timeout=120)
+            job.status = "succeeded"
+
+    monkeypatch.setattr(jobs_routes, "JobQueue", Busy)
+    data = tmp_path / "data"
+    data.mkdir()
+    base = serve(folders=(data,))
+    request = urllib.request.Request(base + "/api/jobs", method="POST", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"kind": "tinylm train", "config": {"data": str(data)}}).encode())
+    with urllib.request.urlopen(request) as answer:
+        assert answer.status == 201
+    image = tmp_path / "square.png"
+    Image.new("RGB", (32, 32), (200, 20, 20)).save(image)
+
+    page.goto(base + "/vlm")
+    page.locator("#form [name=image]").set_input_files(str(image))
+    page.locator("#form [name=question]").fill("What colour is the square?")
+    page.locator("#form [name=max_tokens]").fill("8")
+    page.locator("#go").click()
+    waiting = page.locator("#job .job-status[data-status=queued]")
+    waiting.wait_for()
+    assert "queued, position 1" in waiting.inner_text() and page.locator("#go").is_disabled()
+    screenshot(page, "vlm-queued")
+    release.set()
+    page.locator("#answer[data-done]").wait_for(state="attached", timeout=120_000)  # may be empty: random weights
+    assert page.locator("#job .job-status").get_attribute("data-status") == "succeeded"
+    run_link = page.locator("#speed a[href^='/runs?id=vlm-']")
+    assert run_link.count() == 1 and "tokens" in page.locator("#speed").inner_text()
+    assert (onecard_home / "runs" / run_link.inner_text() / "chat.json").is_file()
+    assert page.locator("#error").inner_text() == "" and page.locator("#go").is_enabled()
+    screenshot(page, "vlm-answered")
