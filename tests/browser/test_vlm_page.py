@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -14,22 +15,16 @@ import pytest
 from tests.browser.conftest import screenshot
 
 
-def test_a_question_waits_behind_a_running_job_then_links_its_run(page: Any, serve: Any, onecard_home: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch,
-                                                                  tmp_path: Path) -> None:
+def busy_server(serve: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, release: threading.Event) -> str:
+    """A server whose queue runs a stand-in GPU job (no subprocess) until `release`; chats run for real."""
     from onecard.web import jobs as jobs_module
     from onecard.web.routes import jobs as jobs_routes
     from onecard.web.routes import vlm as vlm_routes
 
     if not vlm_routes.status()["installed"]:
         pytest.skip("onecard.vlm is not built or its extra is not installed")
-    from PIL import Image
-
-    release = threading.Event()
 
     class Busy(jobs_module.JobQueue):
-        """Non-chat jobs stand for a GPU job that runs until `release` (no subprocess); the chat runs for real."""
-
         def _run(self, job: jobs_module.Job) -> None:
             if job.kind is vlm_routes.CHAT:
                 super()._run(job)
@@ -40,19 +35,51 @@ def test_a_question_waits_behind_a_running_job_then_links_its_run(page: Any, ser
     monkeypatch.setattr(jobs_routes, "JobQueue", Busy)
     data = tmp_path / "data"
     data.mkdir()
-    base = serve(folders=(data,))
-    request = urllib.request.Request(base + "/api/jobs", method="POST", headers={"Content-Type": "application/json"},
-                                     data=json.dumps({"kind": "tinylm train", "config": {"data": str(data)}}).encode())
+    base: str = serve(folders=(data,))
+    job = post(base + "/api/jobs", {"kind": "tinylm train", "config": {"data": str(data)}})
+    deadline = time.monotonic() + 10
+    while get(f"{base}/api/jobs/{job['id']}")["status"] != "running":
+        assert time.monotonic() < deadline, "the stand-in GPU job did not start"
+        time.sleep(0.02)
+    return base
+
+
+def post(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(url, method="POST", headers={"Content-Type": "application/json"},
+                                     data=json.dumps(body).encode())
     with urllib.request.urlopen(request) as answer:
-        assert answer.status == 201
+        return json.loads(answer.read())
+
+
+def get(url: str) -> Any:
+    with urllib.request.urlopen(url) as answer:
+        return json.loads(answer.read())
+
+
+def square(tmp_path: Path) -> Path:
+    from PIL import Image
+
     image = tmp_path / "square.png"
     Image.new("RGB", (32, 32), (200, 20, 20)).save(image)
+    return image
 
+
+def ask(page: Any, base: str, image: Path) -> None:
     page.goto(base + "/vlm")
     page.locator("#form [name=image]").set_input_files(str(image))
     page.locator("#form [name=question]").fill("What colour is the square?")
     page.locator("#form [name=max_tokens]").fill("8")
     page.locator("#go").click()
+
+
+def test_a_question_waits_behind_a_running_job_then_links_its_run(page: Any, serve: Any, onecard_home: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    release = threading.Event()
+    base = busy_server(serve, monkeypatch, tmp_path, release)
+    image = square(tmp_path)
+
+    ask(page, base, image)
     waiting = page.locator("#job .job-status[data-status=queued]")
     waiting.wait_for()
     assert "queued, position 1" in waiting.inner_text() and page.locator("#go").is_disabled()
@@ -65,3 +92,16 @@ def test_a_question_waits_behind_a_running_job_then_links_its_run(page: Any, ser
     assert (onecard_home / "runs" / run_link.inner_text() / "chat.json").is_file()
     assert page.locator("#error").inner_text() == "" and page.locator("#go").is_enabled()
     screenshot(page, "vlm-answered")
+
+
+def test_a_question_left_while_it_waits_leaves_the_queue(page: Any, serve: Any, monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    release = threading.Event()
+    base = busy_server(serve, monkeypatch, tmp_path, release)
+    ask(page, base, square(tmp_path))
+    page.locator("#job .job-status[data-status=queued]").wait_for()
+    page.goto(base + "/jobs")  # the user goes elsewhere: nobody waits for this answer any more
+    chat = page.locator("#jobs tr", has_text="vlm chat")
+    chat.locator(".status", has_text="cancelled").wait_for()
+    screenshot(page, "vlm-question-left")
+    release.set()
