@@ -164,6 +164,10 @@ class Job:
     dropped: int = 0  # log lines let go from the front of `lines` (past MAX_LINES): line n is lines[n - dropped]
     cancel_requested: bool = False
     proc: subprocess.Popen[bytes] | None = None
+    # A recipe's step (the Start page): it starts only once `after` succeeded (else it is cancelled, saying why), and
+    # each config field of `run_refs` gets the id of the run that job opened (the recipe's `last`) as it starts.
+    after: Job | None = None
+    run_refs: dict[str, Job] = field(default_factory=dict)
 
     def summary(self, position: int | None = None) -> dict[str, Any]:
         """The job as the API shows it (without its log lines)."""
@@ -195,21 +199,21 @@ class JobQueue:
 
     # -- the API's actions ---------------------------------------------------------------------------------------
 
-    def submit(self, kind: JobKind, config: BaseModel, report_to: Sequence[str] = ("trackio",)) -> Job:
-        """Queue `kind` with its validated config; returns the queued job."""
+    def submit(self, kind: JobKind, config: BaseModel, report_to: Sequence[str] = ("trackio",),
+               after: Job | None = None, run_refs: dict[str, Job] | None = None) -> Job:
+        """Queue `kind` with its validated config; returns the queued job.
+
+        `after` and `run_refs` chain a recipe's steps: see `Job`.
+        """
         if not kind.installed():
             raise MissingExtraError(f"{kind.name} needs the '{kind.extra}' extra, which is not installed",
                                     f"install it with `{kind.install}`")
-        import yaml
-
         job_id = f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         job_dir = self.data_dir / "jobs" / job_id
         job_dir.mkdir(parents=True)
-        values = dump_config(config)
-        config_file = job_dir / "config.yaml"
-        header = f"# onecard {kind.name} --config {config_file}  (written by the web app's Jobs queue)\n"
-        config_file.write_text(header + yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
-        job = Job(job_id, kind, values, kind.argv(config_file, report_to), job_dir)
+        job = Job(job_id, kind, dump_config(config), kind.argv(job_dir / "config.yaml", report_to), job_dir,
+                  after=after, run_refs=dict(run_refs or {}))
+        _write_config(job)
         with self._lock:
             self.jobs[job_id] = job
             self._waiting.append(job)
@@ -255,7 +259,12 @@ class JobQueue:
                 while not self._waiting:
                     self._lock.wait()
                 job = self._waiting.popleft()
-                job.status, job.started_at = "running", _now()
+                blocked = _blocked(job)
+                if blocked is None:
+                    job.status, job.started_at = "running", _now()
+                else:
+                    job.status, job.error, job.ended_at = "cancelled", blocked, _now()
+                    continue
             try:
                 self._run(job)
             except Exception as e:  # a job that cannot even start fails alone: the queue and the server go on
@@ -347,6 +356,28 @@ class JobQueue:
         except (OSError, ValueError):
             return None
         return record
+
+
+def _write_config(job: Job) -> None:
+    import yaml
+
+    config_file = job.dir / "config.yaml"
+    header = f"# onecard {job.kind.name} --config {config_file}  (written by the web app's Jobs queue)\n"
+    config_file.write_text(header + yaml.safe_dump(job.config, sort_keys=False), encoding="utf-8")
+
+
+def _blocked(job: Job) -> str | None:
+    """Why a recipe's step cannot start (an earlier step did not succeed), else None, with its run refs filled in."""
+    for earlier in (job.after, *job.run_refs.values()):
+        if earlier is not None and earlier.status != "succeeded":
+            return f"not run: an earlier step, {earlier.kind.name} (job {earlier.id}), {earlier.status}"
+    for name, earlier in job.run_refs.items():
+        if earlier.run_id is None:
+            return f"not run: {earlier.kind.name} (job {earlier.id}) opened no run to give as {name}"
+        job.config[name] = earlier.run_id
+    if job.run_refs:
+        _write_config(job)
+    return None
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")

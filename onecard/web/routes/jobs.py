@@ -26,7 +26,7 @@ from onecard.web.jobs import KINDS, Job, JobKind, JobQueue, find_kind, shutdown_
 from onecard.web.security import safe_path
 from onecard.web.settings import WebSettings
 
-__all__ = ["router", "queue_of", "start_job", "job_of", "installed_kind", "is_path"]
+__all__ = ["router", "queue_of", "start_job", "checked_config", "job_of", "installed_kind", "is_path"]
 
 # Stopping the server interrupts its running job (as Ctrl-C in a terminal does to the whole process group).
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], on_shutdown=[shutdown_all])
@@ -81,6 +81,13 @@ def start_job(request: Request, kind: JobKind, values: dict[str, Any], report_to
 
     `where` is the request location the values came from, for the 422's field names.
     """
+    return queue_of(request).submit(kind, checked_config(request, kind, values, where), report_to)
+
+
+def checked_config(request: Request, kind: JobKind, values: dict[str, Any],
+                   where: tuple[str, ...] = ("body", "config")) -> BaseModel:
+    """`start_job`'s checks without the queueing: the kind's config, validated, its paths inside the registered
+    folders (for a recipe's steps, all checked before the first is queued)."""
     model = kind.model()
     try:
         config = model.model_validate(values)
@@ -105,7 +112,7 @@ def start_job(request: Request, kind: JobKind, values: dict[str, Any], report_to
                                f"give {name} a pattern inside the folder, without '..', e.g. '**/*.txt'")
     if checked:
         config = model.model_validate({**config.model_dump(), **checked})
-    return queue_of(request).submit(kind, config, report_to)
+    return config
 
 
 def is_path(value: str) -> bool:
