@@ -12,14 +12,19 @@ async function draw() {
     if (input.value === "") continue;
     config[input.name] = NUMBERS.includes(input.name) ? Number(input.value) : input.value;
   }
+  const drawn = document.getElementById("drawn");
+  drawn.hidden = true;  // the images of an earlier job never stand under this one
+  const go = document.getElementById("go");
+  go.disabled = true;  // one drawing at a time from this page: a second click would queue the same job again
   let job;
   try {
     job = await followJob((await api("/api/diffuse/sample", {json: config})).id, panel);
-  } catch (err) { showError(panel, err); return; }
+  } catch (err) { showError(panel, err); return; } finally { go.disabled = false; }
   if (job.status !== "succeeded") return;
   document.getElementById("images").replaceChildren(...job.result.images.map((image, n) => el("figure", {},
     el("img", {src: `/api/diffuse/image/${job.id}/${n}`, alt: job.result.prompt}),
     el("figcaption", {class: "muted"}, `seed ${image.seed}`))));
+  drawn.hidden = false;
 }
 
 document.addEventListener("DOMContentLoaded", async () => {

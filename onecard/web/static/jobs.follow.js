@@ -22,7 +22,8 @@ function jobView(panel, id) {
 async function followJob(id, panel) {
   await readStream(`/api/jobs/${id}/log`, {}, jobView(panel, id));
   const job = await api(`/api/jobs/${id}`);
-  if (job.error) panel.append(el("div", {class: "error"}, job.error));
+  // the CLI's error and, on its own line, its fix
+  if (job.error) panel.append(el("div", {class: "error", style: "white-space: pre-line"}, job.error));
   return job;
 }
 
