@@ -370,6 +370,8 @@ def _blocked(job: Job) -> str | None:
     """Why a recipe's step cannot start (an earlier step did not succeed), else None, with its run refs filled in."""
     for earlier in (job.after, *job.run_refs.values()):
         if earlier is not None and earlier.status != "succeeded":
+            if earlier.started_at is None and earlier.error:  # itself held back: the same cause
+                return earlier.error
             return f"not run: an earlier step, {earlier.kind.name} (job {earlier.id}), {earlier.status}"
     for name, earlier in job.run_refs.items():
         if earlier.run_id is None:

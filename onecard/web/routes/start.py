@@ -348,9 +348,13 @@ def _config_values(body: RunRequest, file: str, values: dict[str, Any]) -> dict[
 def _input_path(name: str, value: str, folders: tuple[Any, ...]) -> Any:
     """The input's real path inside the registered folders; a refusal names the input."""
     try:
-        return safe_path(value, folders)
+        found = safe_path(value, folders)
     except RequestError as e:
         raise RequestError(e.status_code, f"inputs.{name}: {e.what}", e.fix) from None
+    if not found.exists():
+        raise RequestError(400, f"inputs.{name}: {value!r} is in none of the registered folders "
+                                f"({', '.join(str(f) for f in folders)})", "name a file or folder inside one of them")
+    return found
 
 
 def _filled(value: Any, placeholders: dict[str, list[str]], given: dict[str, str]) -> Any:
