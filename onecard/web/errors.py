@@ -1,7 +1,8 @@
 """How errors leave the web app: every one as JSON `{"error": what, "fix": how}`, never a stack trace.
 
-onecard's own errors (`OnecardError`, which say what went wrong and the fix) become a 4xx; a request that does not
-validate a 422 naming the field; anything unexpected is logged and answered with a short 500.
+onecard's own errors (`OnecardError`, which say what went wrong and the fix) become a 4xx, or a 501 for a capability
+whose extra is not installed (its fix the pip line); a request that does not validate a 422 naming the field; anything
+unexpected is logged and answered with a short 500.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ __all__ = ["RequestError", "install_error_handlers", "error_body"]
 
 log = logging.getLogger("onecard.web")
 
-# Which 4xx each kind of onecard error is; anything else that is an OnecardError is a 400.
+# The status of each kind of onecard error; any other OnecardError is a 400. A missing extra is 501 Not Implemented:
+# "the server does not support the functionality required to fulfill the request" (RFC 9110, 15.6.2): the request is
+# sound and this install lacks the capability until `pip install 'onecard[EXTRA]'` (its fix) is run. Not a 4xx, which
+# would blame the request; not 503, which says the same request will succeed after a while on its own; not 424,
+# which (WebDAV, RFC 4918) is about an earlier action that failed. Every route raises MissingExtraError for it
+# (`core.extras.require`, `routes.jobs.installed_kind`), so this is the one place the status is chosen.
 STATUS = {ModelNotFoundError: 404, MissingExtraError: 501, ConfigError: 400, DataError: 400}
 
 

@@ -122,3 +122,19 @@ def test_a_refused_question_keeps_no_upload_and_queues_nothing(onecard_home: Pat
     assert missing.status_code == 501 and "not installed" in missing.json()["error"]
     assert missing.json()["fix"] == "install it with `pip install 'onecard[vlm]'`"
     assert not any((onecard_home / "uploads").glob("*")) and client.get("/api/jobs").json() == []
+
+
+def test_a_missing_extra_is_the_same_501_with_its_pip_line_wherever_it_is_found(onecard_home: Path) -> None:
+    """`core.extras.require` inside any route (a library found missing as a request runs) answers as the pages'
+    own install check does."""
+    from onecard.core.extras import require
+
+    app = create_app(WebSettings(data_dir=onecard_home))
+
+    @app.get("/api/needs-faiss")
+    def needs_faiss() -> None:
+        require("onecard_no_such_module", "rag", "faiss-cpu")
+
+    answer = TestClient(app).get("/api/needs-faiss")
+    assert answer.status_code == 501 and answer.json()["error"].startswith("faiss-cpu is not installed")
+    assert answer.json()["fix"] == "install it with `pip install 'onecard[rag]'`"
