@@ -100,7 +100,11 @@ def safe_path(requested: str | os.PathLike[str], folders: Sequence[Path], where:
     candidates = [path] if path.is_absolute() else [Path(f) / path for f in folders]
     inside = [real for real in (c.resolve() for c in candidates) if any(within(real, f) for f in folders)]
     if inside:
-        return next((p for p in inside if p.exists()), inside[0])
+        try:
+            return next((p for p in inside if p.exists()), inside[0])
+        except OSError as e:  # a name the file system cannot hold (ENAMETOOLONG)
+            raise RequestError(400, f"path {text[:60]!r}... cannot be looked up: {e.strerror}",
+                               "name a file inside a registered folder") from None
     names = ", ".join(str(f) for f in folders)
     lexical = any(within(Path(os.path.abspath(c)), Path(f)) for c in candidates for f in folders)
     what = (f"path {text!r} is a symlink that leads out of {where} ({names})" if lexical

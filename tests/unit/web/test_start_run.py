@@ -26,7 +26,7 @@ TINY = "data: input.txt\npreset: tiny\nmax_iters: 20\neval_interval: 10\nlog_int
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    """A registered folder with a small corpus (with the recipe's sample prompt, ROMEO:) and one too short to train on."""
+    """A registered folder: a small corpus (holding the recipe's sample prompt, ROMEO:), one too short to train on."""
     data = tmp_path / "texts"
     data.mkdir()
     line = "ROMEO: To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer.\n"
@@ -112,6 +112,8 @@ def test_a_missing_input_is_a_422_naming_it_and_the_step(client: TestClient) -> 
     (tinylm(inputs={"input.txt": "nothing.txt"}), 400, "'nothing.txt' is in none of the registered folders"),
     (tinylm(inputs={}, configs={"tinylm.yaml": TINY.replace("input.txt", "/etc/hostname")}), 403, "is outside"),
     (tinylm(configs={"tinylm.yaml": TINY + "glob: ../../**/*\n"}), 400, "glob '../../**/*' leaves the folder"),
+    (tinylm(inputs={"input.txt": "x" * 3000}), 400, "cannot be looked up: File name too long"),  # not a 500
+    (tinylm(inputs={}, configs={"tinylm.yaml": TINY.replace("input.txt", "x" * 3000)}), 400, "cannot be looked up"),
 ])
 def test_paths_outside_the_registered_folders_are_refused(client: TestClient, folder: Path, body: dict[str, Any],
                                                           status: int, said: str) -> None:
