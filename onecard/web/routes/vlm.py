@@ -73,18 +73,22 @@ async def chat(request: Request, image: Annotated[UploadFile, File(description="
             async for chunk in followed:
                 yield chunk
         finally:
-            if job.ended_at is None:  # the client went away (or the server is stopping) before the answer
+            gone = job.ended_at is None  # the client went away (or the server is stopping) before the answer
+            if gone:
                 queue.cancel(job)
+        if gone:
+            return
         result = job.result if isinstance(job.result, dict) else {}
         if job.status != "succeeded" or "text" not in result:
-            yield sse({"type": "error", "error": f"the question's job {job.id} ended {job.status}: {job.error}",
-                          "fix": f"see the job's log on the Jobs page (/jobs#{job.id})"})
+            why = f": {job.error}" if job.error else ""
+            yield sse({"type": "error", "error": f"the question's job {job.id} ended {job.status}{why}",
+                       "fix": f"see the job's log on the Jobs page (/jobs#{job.id})"})
             return
         if result["text"]:
             yield sse({"type": "text", "text": result["text"]})
         reply = {k: v for k, v in result.items() if k not in ("backend", "model", "settings")}
         yield sse({"type": "done", "reply": reply, "backend": result.get("backend"), "model": result.get("model"),
-                      "settings": result.get("settings"), "job": job.id, "run_id": job.run_id,
-                      "run_url": f"/runs?id={job.run_id}" if job.run_id else None})
+                   "settings": result.get("settings"), "job": job.id, "run_id": job.run_id,
+                   "run_url": f"/runs?id={job.run_id}" if job.run_id else None})
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -98,6 +98,26 @@ def test_a_question_waits_behind_a_running_job_and_leaves_the_run_record_of_vlm_
     assert Path(record["config"]["image"][0]).parent == (onecard_home / "uploads").resolve()
 
 
+def test_a_question_cancelled_on_the_jobs_page_ends_with_that(onecard_home: Path, folder: Path, square: Path) -> None:
+    if not vlm_routes.status()["installed"]:
+        pytest.skip("onecard.vlm is not built or its extra is not installed")
+    app = create_app(WebSettings(data_dir=onecard_home, folders=(folder,)))
+    app.state.jobs = queue = Busy(onecard_home)
+    client = TestClient(app)
+    client.post("/api/jobs", json={"kind": "tinylm train", "config": {"data": str(folder)}})
+
+    def cancel_the_question() -> None:  # as the Jobs page's Cancel button, while the question waits
+        while not (chats := [j for j in queue.jobs.values() if j.kind is vlm_routes.CHAT]):
+            time.sleep(0.02)
+        client.post(f"/api/jobs/{chats[0].id}/cancel")
+
+    threading.Thread(target=cancel_the_question, daemon=True).start()
+    events = events_of(client, square, question="hi")
+    queue.release.set()
+    assert events[-2]["type"] == "status" and events[-2]["status"] == "cancelled", events
+    assert events[-1]["type"] == "error" and events[-1]["error"].endswith("ended cancelled"), events
+
+
 def test_a_question_whose_job_fails_ends_with_the_error(onecard_home: Path, folder: Path, square: Path) -> None:
     if not vlm_routes.status()["installed"]:
         pytest.skip("onecard.vlm is not built or its extra is not installed")
