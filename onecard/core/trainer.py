@@ -1,4 +1,5 @@
-"""Plumbing around the transformers Trainer that `tune` and `vlm tune` share: the run-record callback, Ctrl-C, dtype.
+"""Plumbing around the transformers Trainer that `tune` and `vlm tune` share: the run-record callback, Ctrl-C, dtype,
+TRL's arguments, and the checkpoint a resume can trust.
 
 It sits in core, not fit, because none of it is about memory or the ladder: it is about run records (`core.records`)
 and the device (`core.device`). `onecard.core` imports without torch, so transformers and torch are imported only
@@ -13,14 +14,58 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from onecard.core.progress import stderr_console
 from onecard.core.records import StopFlag, stop_after_step
 
-__all__ = ["RecordCallback", "stop_on_signal", "precision", "logged_losses"]  # noqa: F822 (RecordCallback: the module __getattr__)
+__all__ = ["RecordCallback", "stop_on_signal", "precision", "logged_losses", "sft_args", "latest_checkpoint",  # noqa: F822 (RecordCallback: the module __getattr__)
+           "missing", "CHECKPOINT_PREFIX", "WEIGHTS"]
 
 _built: dict[str, type] = {}
+
+CHECKPOINT_PREFIX = "checkpoint"  # transformers' PREFIX_CHECKPOINT_DIR: the trainer saves `checkpoint-<step>/`
+# what the transformers Trainer writes for a model (full or adapter), one of them per checkpoint
+WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "model.safetensors.index.json",
+           "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+class TryKnobs(Protocol):
+    """What one try's settings give TRL's arguments (`onecard.fit.choose.Settings`)."""
+
+    @property
+    def micro_batch_size(self) -> int: ...
+    @property
+    def grad_accum(self) -> int: ...
+    @property
+    def gradient_checkpointing(self) -> bool: ...
+    @property
+    def optimizer(self) -> str: ...  # a Trainer `optim` name
+
+
+class ScheduleKnobs(Protocol):
+    """What the user's run config gives TRL's arguments (`tune`'s and `vlm`'s TuneConfig)."""
+
+    @property
+    def learning_rate(self) -> float: ...
+    @property
+    def lr_scheduler(self) -> str: ...
+    @property
+    def warmup_ratio(self) -> float: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def epochs(self) -> float: ...
+    @property
+    def max_steps(self) -> int | None: ...
+    @property
+    def logging_steps(self) -> int: ...
+    @property
+    def save_steps(self) -> int: ...
+    @property
+    def eval_steps(self) -> int | None: ...
+    @property
+    def seed(self) -> int: ...
 
 
 def precision(name: str, device: str) -> Any:
@@ -50,6 +95,61 @@ def logged_losses(checkpoint: Path) -> list[list[float]]:
     """The training-loss points the trainer logged up to a checkpoint (to continue the curve)."""
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     return [[e["step"], e["loss"]] for e in state["log_history"] if "loss" in e]
+
+
+def sft_args(out: Path, settings: TryKnobs, config: ScheduleKnobs, *, dtype: Any, device: str, **rows: Any) -> Any:
+    """TRL's SFTConfig for one try: the knobs fit chose (`settings`) and the ones the user set (`config`). `rows` is
+    how the trainer takes the rows, which differs by capability (text: max_length and packing; images: the columns
+    the collator needs). Metrics go to the run record (`RecordCallback`), not to TRL's trackers."""
+    import torch
+    from trl.trainer.sft_config import SFTConfig
+
+    checkpointing = settings.gradient_checkpointing
+    return SFTConfig(
+        output_dir=str(out), per_device_train_batch_size=settings.micro_batch_size,
+        per_device_eval_batch_size=settings.micro_batch_size, gradient_accumulation_steps=settings.grad_accum,
+        gradient_checkpointing=checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        optim=settings.optimizer, learning_rate=config.learning_rate, lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
+        use_cpu=device.startswith("cpu"), logging_steps=config.logging_steps, logging_first_step=True,
+        save_steps=config.save_steps, save_total_limit=2, eval_strategy="steps" if config.eval_steps else "no",
+        eval_steps=config.eval_steps, report_to="none", seed=config.seed, data_seed=config.seed,
+        dataloader_pin_memory=False, disable_tqdm=True,
+        # Evaluation needs the loss only: gathering the dev logits (rows x length x vocabulary) costs GBs.
+        prediction_loss_only=True, **rows,
+    )
+
+
+def missing(checkpoint: Path) -> list[str]:
+    """What a resume loads that `checkpoint` lacks (empty: it is complete)."""
+    names = {p.name for p in checkpoint.iterdir()}
+    needs: dict[str, tuple[str, ...]] = {"trainer_state.json": ("trainer_state.json",)}
+    if not any(n.startswith("global_step") for n in names):  # DeepSpeed keeps weights and optimizer in global_stepN/
+        needs |= {"the weights (adapter_model.safetensors)": WEIGHTS, "optimizer.pt": ("optimizer.pt",),
+                  "scheduler.pt": ("scheduler.pt",)}
+    lacks = [what for what, files in needs.items() if not names.intersection(files)]
+    if "trainer_state.json" in names:
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_bytes())
+        except ValueError:  # cut short while written (a JSON or UTF-8 error)
+            lacks.append("a whole trainer_state.json")
+    return lacks
+
+
+def latest_checkpoint(folder: Path) -> tuple[Path | None, list[dict[str, str]]]:
+    """The newest complete `checkpoint-N` in `folder` (None: there is none), and the newer ones skipped, each with
+    what it lacks. `tmp-checkpoint-N` folders (a staged save cut short) are never taken."""
+    found = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}-*")
+             if p.is_dir() and p.name.removeprefix(f"{CHECKPOINT_PREFIX}-").isdigit()]
+    skipped: list[dict[str, str]] = []
+    for checkpoint in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        lacks = missing(checkpoint)
+        if not lacks:
+            return checkpoint, skipped
+        skipped.append({"checkpoint": checkpoint.name, "missing": ", ".join(lacks)})
+    return None, skipped
 
 
 def _record_callback() -> type:

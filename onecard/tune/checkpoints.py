@@ -3,12 +3,11 @@ the newest one that holds what the trainer loads back.
 
 A kill (or Ctrl-C, or an out-of-memory error) in the middle of a save leaves `tmp-checkpoint-N/`, never a
 `checkpoint-N/` without its trainer state; the next save removes it. Folders cut short by an older writer are
-skipped by `latest_checkpoint`, each with what it lacks.
+skipped by `latest_checkpoint` (`onecard.core.trainer`, the finder `vlm tune` uses too), each with what it lacks.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,11 @@ from typing import Any
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from trl.trainer.sft_trainer import SFTTrainer
 
+from onecard.core.trainer import latest_checkpoint, missing
+
 __all__ = ["AtomicSFTTrainer", "latest_checkpoint", "missing", "STAGING_PREFIX"]
 
 STAGING_PREFIX = "tmp-"
-# what the transformers Trainer writes for a model (full or adapter), one of them per checkpoint
-WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "model.safetensors.index.json",
-           "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 class AtomicSFTTrainer(SFTTrainer):
@@ -60,33 +58,3 @@ class AtomicSFTTrainer(SFTTrainer):
             rotate_checkpoints(output_dir=str(out), save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
         self.accelerator.wait_for_everyone()
-
-
-def missing(checkpoint: Path) -> list[str]:
-    """What a resume loads that `checkpoint` lacks (empty: it is complete)."""
-    names = {p.name for p in checkpoint.iterdir()}
-    needs: dict[str, tuple[str, ...]] = {"trainer_state.json": ("trainer_state.json",)}
-    if not any(n.startswith("global_step") for n in names):  # DeepSpeed keeps weights and optimizer in global_stepN/
-        needs |= {"the weights (adapter_model.safetensors)": WEIGHTS, "optimizer.pt": ("optimizer.pt",),
-                  "scheduler.pt": ("scheduler.pt",)}
-    lacks = [what for what, files in needs.items() if not names.intersection(files)]
-    if "trainer_state.json" in names:
-        try:
-            json.loads((checkpoint / "trainer_state.json").read_bytes())
-        except ValueError:  # cut short while written (a JSON or UTF-8 error)
-            lacks.append("a whole trainer_state.json")
-    return lacks
-
-
-def latest_checkpoint(folder: Path) -> tuple[Path | None, list[dict[str, str]]]:
-    """The newest complete `checkpoint-N` in `folder` (None: there is none), and the newer ones skipped, each with
-    what it lacks. `tmp-checkpoint-N` folders (a save cut short) are never taken."""
-    found = [p for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-             if p.is_dir() and p.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-").isdigit()]
-    skipped: list[dict[str, str]] = []
-    for checkpoint in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
-        lacks = missing(checkpoint)
-        if not lacks:
-            return checkpoint, skipped
-        skipped.append({"checkpoint": checkpoint.name, "missing": ", ".join(lacks)})
-    return None, skipped

@@ -6,11 +6,11 @@ A model without a chat template gets `PLAIN_TEMPLATE`, saved with the adapter so
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from typing import Any
 
 from onecard.core.errors import DataError
+from onecard.core.peft_run import length_stats
 
 __all__ = ["IGNORE_INDEX", "PLAIN_TEMPLATE", "ensure_template", "encode_chat", "prompt_ids", "encode_rows",
            "fit_rows", "Fitted", "length_stats"]
@@ -102,19 +102,3 @@ def fit_rows(encoded: list[tuple[int, list[int], list[int]]], max_length: int) -
             continue
         out.rows.append({"input_ids": ids, "labels": labels})
     return out
-
-
-def length_stats(lengths: list[int], max_length: int | None = None) -> dict[str, Any]:
-    """min / mean / median / p95 / max of row lengths, and how many rows exceed `max_length`."""
-    if not lengths:
-        return {}
-    ordered = sorted(lengths)
-    stats: dict[str, Any] = {
-        "rows": len(ordered), "min": ordered[0], "mean": round(statistics.fmean(ordered), 1),
-        "median": ordered[len(ordered) // 2], "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
-        "max": ordered[-1], "total": sum(ordered),
-    }
-    if max_length is not None:
-        stats["over_max"] = sum(1 for n in ordered if n > max_length)
-        stats["max_length"] = max_length
-    return stats

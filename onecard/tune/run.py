@@ -13,23 +13,30 @@ from typing import Any, NamedTuple
 
 from onecard.core.config import load_config
 from onecard.core.device import select_device, supports_4bit
-from onecard.core.errors import ConfigError, OnecardError
+from onecard.core.errors import ConfigError
+from onecard.core.peft_run import (
+    ADAPTER,
+    CHECKPOINTS,
+    DEV_SPLIT,
+    TRAIN_SPLIT,
+    Tries,
+    length_stats,
+    resume_point,
+    train_dev_examples,
+)
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, start_run
 from onecard.core.runs import find_run
-from onecard.core.trainer import logged_losses
+from onecard.core.trainer import sft_args
 from onecard.fit.observations import observe_run
 from onecard.fit.plan import plan
-from onecard.fit.retry import OomStep, retry_on_oom
+from onecard.fit.retry import retry_on_oom
 from onecard.tune.config import CheckConfig, EvalConfig, ExportConfig, TuneConfig
-from onecard.tune.data import Example, dedupe, load_examples, read_examples, split, write_jsonl
-from onecard.tune.formatting import IGNORE_INDEX, encode_rows, fit_rows, length_stats
+from onecard.tune.data import dedupe, load_examples, read_examples, split, write_jsonl
+from onecard.tune.formatting import IGNORE_INDEX, encode_rows, fit_rows
 from onecard.tune.plan import Settings, choose, ladder, settings_of
 
 __all__ = ["check", "train", "resume_config", "evaluate", "export", "find_tune_run"]
-
-ADAPTER, CHECKPOINTS, LOSS_PLOT = "adapter", "checkpoints", "loss.png"
-TRAIN_SPLIT, DEV_SPLIT = "train.jsonl", "dev.jsonl"
 
 
 def check(config: CheckConfig) -> dict[str, Any]:
@@ -60,27 +67,18 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
     """Fine-tune `config.model` on `config.data` as a recorded run; with `resume`, continue that run's checkpoint."""
     from transformers import AutoConfig
 
-    from onecard.tune.checkpoints import latest_checkpoint
     from onecard.tune.model import load_model, load_tokenizer, lora_config, model_dir
-    from onecard.tune.train import (
-        RecordCallback,
-        StopFlag,
-        make_trainer,
-        plot_losses,
-        precision,
-        score_responses_only,
-        stop_on_signal,
-    )
+    from onecard.tune.train import make_trainer, precision, score_responses_only
 
     device = select_device(config.device)
     dtype = precision(config.precision, device)
     four_bit = device.startswith("cuda") and supports_4bit()
     console = stderr_console()
     previous = find_tune_run(resume, runs_root, need=CHECKPOINTS) if resume else None
-    checkpoint, skipped = _resume_point(previous) if previous else (None, [])
+    checkpoint, skipped = resume_point(previous, "onecard tune train") if previous else (None, [])
 
     # -- set up: the rows (bad lines are an error, duplicates dropped and listed), the split, the model folder
-    train_ex, dev_ex, duplicates = _examples(config, previous)
+    train_ex, dev_ex, duplicates = train_dev_examples(config, previous, load=load_examples, dedupe=dedupe, split=split)
     folder = model_dir(config.model)
     inputs = {"data": config.data, **({"dev_data": config.dev_data} if config.dev_data else {})}
     with (start_run("tune", config, inputs=inputs, seed=config.seed, runs_root=runs_root, report_to=report_to) as run,
@@ -93,9 +91,6 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
         run.set("model", {"ref": config.model, "dir": str(folder)})
         if previous and checkpoint:
             run.set("resumed_from", {"run": previous["id"], "checkpoint": checkpoint.name, "skipped": skipped})
-            for cut in skipped:
-                console.print(f"resuming from {checkpoint.name}: {cut['checkpoint']} of run {previous['id']} lacks "
-                              f"{cut['missing']} (its save was cut short)")
 
         # -- plan: fit turns the "auto" knobs into numbers for the card
         max_positions = getattr(AutoConfig.from_pretrained(folder), "max_position_embeddings", 2048)
@@ -107,11 +102,8 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
 
         # -- work: train; on a CUDA out-of-memory error, fit's retry loop takes the ladder's next step down and
         # training continues from the latest checkpoint
-        history: dict[str, list[list[float]]] = {"train": logged_losses(checkpoint) if checkpoint else [], "dev": []}
-        stop = StopFlag()
-        callback = RecordCallback(run, history, stop)
-        rungs: list[tuple[Settings, Path | None]] = [(settings, checkpoint)]  # the settings of each try, its start
-        oom_steps: list[dict[str, Any]] = []
+        tries = Tries(run, settings, checkpoint, command="onecard tune train", plot_title=f"tune {run.id}",
+                      loss_label="cross-entropy on responses (nats/token)")
 
         def attempt(settings: Settings, resume_from: Path | None) -> _Trained:
             """Train with `settings`, continuing from the checkpoint `resume_from` (None: from the start)."""
@@ -134,60 +126,40 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
                               + (f"; {len(fitted.dropped)} keep no response token and are left out"
                                  if fitted.dropped else ""))
             model = load_model(folder, dtype, device, four_bit=settings.method == "qlora")
-            args = _sft_args(config, settings, run.dir / CHECKPOINTS, dtype=dtype, device=device)
+            args = sft_args(run.dir / CHECKPOINTS, settings, config, dtype=dtype, device=device,
+                            # Rows arrive tokenized with their labels (formatting.encode_rows); packing puts several
+                            # rows in one sequence, and the padding-free collator restarts position ids per row, so
+                            # attention stays within a row.
+                            max_length=settings.max_seq_length, packing=config.packing, packing_strategy="bfd",
+                            deepspeed=config.deepspeed)
             adapter = lora_config(config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets)
-            with stop_on_signal(stop):
-                trainer = make_trainer(model, tokenizer, args, fitted.rows, dev_rows, adapter, [callback])
-                output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-            steps_run = max(1, trainer.state.global_step - _step_of(resume_from))
-            return _Trained(trainer, s_per_step=output.metrics["train_runtime"] / steps_run,
-                            train_rows=len(fitted.rows), truncated_rows=len(fitted.truncated), dev_rows=len(dev_rows))
-
-        def step_down(step: OomStep) -> None:
-            """Record a step down the ladder; the next try continues from the latest checkpoint it can load."""
-            before, resume_from = rungs[-1]
-            after = settings_of(step.job, f"fit's out-of-memory ladder: {step.change}", plan(step.job))
-            saved, _ = latest_checkpoint(run.dir / CHECKPOINTS)
-            if saved is not None and after.optimizer == before.optimizer:
-                resume_from = saved  # an optimizer change cannot load the old optimizer state
-            rungs.append((after, resume_from))
-            oom_steps.append({"at_step": callback.step, "change": step.change,
-                              "resume_from": str(resume_from) if resume_from else None, "settings": after.to_json()})
-            run.set("oom_steps", oom_steps)
-            console.print(f"out of memory at step {callback.step}: {step.change}; continuing")
+            trainer, s_per_step = tries.train(
+                lambda callbacks: make_trainer(model, tokenizer, args, fitted.rows, dev_rows, adapter, callbacks),
+                resume_from)
+            return _Trained(trainer, s_per_step=s_per_step, train_rows=len(fitted.rows),
+                            truncated_rows=len(fitted.truncated), dev_rows=len(dev_rows))
 
         # each try trains the latest rung's settings, which stand for the job the loop passes
-        trained = retry_on_oom(job, lambda _: attempt(*rungs[-1]), ladder=ladder(job, four_bit=four_bit),
-                               on_step=step_down)
+        trained = retry_on_oom(job, lambda _: attempt(*tries.last), ladder=ladder(job, four_bit=four_bit),
+                               on_step=lambda step: tries.step_down(step.change, settings_of(
+                                   step.job, f"fit's out-of-memory ladder: {step.change}", plan(step.job))))
         trainer = trained.trainer
-        if stop.requested:
-            console.print(f"interrupted at step {trainer.state.global_step}: checkpoint saved; continue with "
-                          f"`onecard tune train --resume {run.id}`")
-            plot_losses(history, run.dir / LOSS_PLOT, f"tune {run.id}")
-            raise KeyboardInterrupt
 
-        # -- evaluate: loss on the dev responses
-        dev = trainer.evaluate() if trained.dev_rows else {}
-        if "eval_loss" in dev:
-            history["dev"].append([trainer.state.global_step, dev["eval_loss"]])
+        # -- evaluate: loss on the dev responses (a Ctrl-C stops here, with the checkpoint saved)
+        losses = tries.evaluate(trainer, trained.dev_rows)
+        dev_loss = losses["dev_loss"]
         metrics = {
-            "first_loss": history["train"][0][1] if history["train"] else None,
-            "final_loss": history["train"][-1][1] if history["train"] else None,
-            "dev_loss": dev.get("eval_loss"), "dev_perplexity": math.exp(dev["eval_loss"]) if dev else None,
+            **losses, "dev_perplexity": math.exp(dev_loss) if dev_loss is not None else None,
             "steps": trainer.state.global_step, "s_per_step": trained.s_per_step, "train_rows": trained.train_rows,
-            "truncated_rows": trained.truncated_rows, "oom_steps": len(oom_steps),
+            "truncated_rows": trained.truncated_rows, "oom_steps": len(tries.oom_steps),
         }
         run.set_metrics(metrics)
         console.print(f"step {metrics['steps']}: train loss {metrics['first_loss']:.4f} -> {metrics['final_loss']:.4f}"
-                      + (f", dev loss {metrics['dev_loss']:.4f} (perplexity {metrics['dev_perplexity']:.2f})"
-                         if dev else ""))
+                      + (f", dev loss {dev_loss:.4f} (perplexity {metrics['dev_perplexity']:.2f})"
+                         if dev_loss is not None else ""))
 
         # -- save: the adapter (with the tokenizer and its chat template), the loss curve
-        trainer.save_model(str(run.dir / ADAPTER))
-        tokenizer.save_pretrained(run.dir / ADAPTER)
-        plot_losses(history, run.dir / LOSS_PLOT, f"tune {run.id}")
-        for name in (ADAPTER, LOSS_PLOT, TRAIN_SPLIT, DEV_SPLIT):
-            run.add_artifact(run.dir / name)
+        tries.save(trainer, tokenizer)
     observe_run(run.record)  # on a GPU: the measured peak beside the plan it trained with, for `onecard fit calibrate`
     return run
 
@@ -200,54 +172,6 @@ class _Trained(NamedTuple):
     train_rows: int
     truncated_rows: int
     dev_rows: int
-
-
-def _sft_args(config: TuneConfig, settings: Settings, out: Path, *, dtype: Any, device: str) -> Any:
-    """TRL's arguments for one try: the knobs fit chose (`settings`) and the ones the user set (`config`)."""
-    from onecard.tune.train import sft_args
-
-    return sft_args(
-        out, micro_batch_size=settings.micro_batch_size, grad_accum=settings.grad_accum,
-        gradient_checkpointing=settings.gradient_checkpointing, optimizer=settings.optimizer,
-        max_seq_length=settings.max_seq_length, packing=config.packing, learning_rate=config.learning_rate,
-        lr_scheduler=config.lr_scheduler, warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
-        epochs=config.epochs, max_steps=config.max_steps, dtype=dtype, device=device,
-        logging_steps=config.logging_steps, save_steps=config.save_steps, eval_steps=config.eval_steps,
-        seed=config.seed, deepspeed=config.deepspeed)
-
-
-def _examples(config: TuneConfig,
-              previous: dict[str, Any] | None) -> tuple[list[Example], list[Example], list[tuple[int, int]]]:
-    """The train rows, the dev rows, and the duplicates dropped (line, same as line); a resumed run keeps its split."""
-    if previous:
-        folder = Path(previous["dir"])
-        return load_examples(folder / TRAIN_SPLIT), load_examples(folder / DEV_SPLIT), []
-    examples = load_examples(config.data)
-    duplicates: list[tuple[int, int]] = []
-    if config.dedupe:
-        examples, duplicates = dedupe(examples)
-    if config.dev_data:
-        return examples, load_examples(config.dev_data), duplicates
-    train_ex, dev_ex = split(examples, config.dev_fraction, config.seed)
-    return train_ex, dev_ex, duplicates
-
-
-def _resume_point(previous: dict[str, Any]) -> tuple[Path, list[dict[str, str]]]:
-    """The newest complete checkpoint of run `previous`, and the newer ones skipped (cut short while saved)."""
-    from onecard.tune.checkpoints import latest_checkpoint
-
-    checkpoint, skipped = latest_checkpoint(Path(previous["dir"]) / CHECKPOINTS)
-    if checkpoint is None:
-        why = "; ".join(f"{s['checkpoint']} lacks {s['missing']}" for s in skipped) or "no checkpoint-N folder"
-        config = previous["config"]
-        raise OnecardError(f"nothing to resume: run {previous['id']} has no complete checkpoint ({why})",
-                           f"start over without --resume, e.g. `onecard tune train --model {config['model']} "
-                           f"--data {config['data']}` with the run's other flags")
-    return checkpoint, skipped
-
-
-def _step_of(checkpoint: Path | None) -> int:
-    return int(checkpoint.name.split("-")[-1]) if checkpoint else 0
 
 
 def resume_config(ref: str, overrides: dict[str, Any], runs_root: str | None = None) -> TuneConfig:

@@ -1,48 +1,19 @@
-"""Training components around TRL's SFTTrainer: its arguments, the run-record callback, Ctrl-C, plots.
+"""Training components around TRL's SFTTrainer for text rows: the trainer and its response-only scoring.
 
-Each is a small function of flat arguments; `run.py` puts them together.
+TRL's arguments, the run-record callback, Ctrl-C and dtype are `onecard.core.trainer`'s, shared with `vlm tune` (the
+last three re-exported here); `run.py` puts them together with `onecard.core.peft_run`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import torch
 
 from onecard.core.records import StopFlag
 from onecard.core.trainer import RecordCallback, precision, stop_on_signal
 
-__all__ = ["sft_args", "make_trainer", "score_responses_only", "RecordCallback", "StopFlag", "stop_on_signal",
-           "plot_losses", "precision"]
-
-
-def sft_args(out: Path, *, micro_batch_size: int, grad_accum: int, gradient_checkpointing: bool, optimizer: str,
-             max_seq_length: int, packing: bool, learning_rate: float, lr_scheduler: str, warmup_ratio: float,
-             weight_decay: float, epochs: float, max_steps: int | None, dtype: torch.dtype, device: str,
-             logging_steps: int, save_steps: int, eval_steps: int | None, seed: int,
-             deepspeed: str | None = None) -> Any:
-    """TRL's SFTConfig for one attempt. Metrics go to the run record (our callback), not to TRL's trackers."""
-    from trl import SFTConfig
-
-    return SFTConfig(
-        output_dir=str(out), per_device_train_batch_size=micro_batch_size, per_device_eval_batch_size=micro_batch_size,
-        gradient_accumulation_steps=grad_accum, gradient_checkpointing=gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
-        optim=optimizer, learning_rate=learning_rate, lr_scheduler_type=lr_scheduler, warmup_steps=warmup_ratio,
-        weight_decay=weight_decay, num_train_epochs=epochs, max_steps=max_steps or -1,
-        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_cpu=device.startswith("cpu"),
-        # Rows arrive tokenized with their labels (formatting.encode_rows); packing puts several rows in one
-        # sequence, and the padding-free collator restarts position ids per row, so attention stays within a row.
-        max_length=max_seq_length, packing=packing, packing_strategy="bfd",
-        logging_steps=logging_steps, logging_first_step=True, save_steps=save_steps, save_total_limit=2,
-        eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps, report_to="none", seed=seed,
-        data_seed=seed, dataloader_pin_memory=False, disable_tqdm=True, deepspeed=deepspeed,
-        # Evaluation needs the loss only: gathering the dev logits (rows x length x vocabulary) costs GBs.
-        prediction_loss_only=True,
-    )
+__all__ = ["make_trainer", "score_responses_only", "RecordCallback", "StopFlag", "stop_on_signal", "precision"]
 
 
 def make_trainer(model: Any, tokenizer: Any, args: Any, train_rows: list[dict[str, list[int]]],
@@ -86,10 +57,3 @@ def score_responses_only() -> Iterator[None]:
         yield
     finally:
         trl_utils._use_triton = original
-
-
-def plot_losses(history: dict[str, list[list[float]]], path: Path, title: str) -> None:
-    """A PNG of the training and dev loss against the optimizer step."""
-    from onecard.core import plots
-
-    plots.plot_losses(history, path, title, xlabel="optimizer step", ylabel="cross-entropy on responses (nats/token)")
