@@ -24,7 +24,8 @@ import secrets
 import shlex
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,11 +33,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from onecard.core.errors import MissingExtraError
 from onecard.web.errors import RequestError
-from onecard.web.jobs import KINDS, TRAINING_ACTIONS, JobKind
+from onecard.web.jobs import KINDS, TRAINING_ACTIONS, Job, JobKind
 from onecard.web.routes.jobs import Tracker, checked_config, queue_of
 from onecard.web.routes.recipe import Os, RecipePath
 from onecard.web.security import safe_path
 from onecard.web.settings import WebSettings
+
+if TYPE_CHECKING:
+    from onecard.recipes import Recipe
 
 router = APIRouter(prefix="/api/start", tags=["start"])
 
@@ -184,7 +188,7 @@ def _parse(kind: JobKind, argv: list[str], files: dict[str, dict[str, Any]]) -> 
 # -- the run: what it will do, and starting it -----------------------------------------------------------------------
 
 
-def _recipe(path: str, gpu: str, os: str | None, vram: float | None) -> Any:
+def _recipe(path: str, gpu: str, os: str | None, vram: float | None) -> Recipe:
     from onecard.recipes import build
 
     return build(path, gpu, os, vram)
@@ -200,7 +204,7 @@ def _placeholders(steps: list[Step]) -> dict[str, list[str]]:
     return found
 
 
-def _refusal(recipe: Any, steps: list[Step]) -> MissingExtraError | RequestError | None:
+def _refusal(recipe: Recipe, steps: list[Step]) -> MissingExtraError | RequestError | None:
     """Why this machine cannot run the recipe from the page: a missing extra (named, with its pip line), or no step
     the queue runs."""
     from onecard.core.extras import available
@@ -219,7 +223,7 @@ def _refusal(recipe: Any, steps: list[Step]) -> MissingExtraError | RequestError
     return None
 
 
-def _install_status(recipe: Any, ready: bool) -> list[dict[str, Any]]:
+def _install_status(recipe: Recipe, ready: bool) -> list[dict[str, Any]]:
     """Each install line, and whether this machine already has what it installs (doctor's probe, onecard's extras)."""
     torch = machine()["torch"]
     out = []
@@ -286,18 +290,44 @@ def run(request: Request, body: RunRequest) -> dict[str, Any]:
     from onecard.recipes import write
 
     recipe = _recipe(body.path, body.gpu, body.os, body.vram)
+    settings: WebSettings = request.app.state.settings
+    steps = _filled_steps(body, recipe, (*settings.folders, settings.uploads_dir.resolve()))
+    refusal = _refusal(recipe, steps)
+    if refusal is not None:
+        raise refusal
+    # every step checked before the first is queued: a bad one queues nothing
+    checked = {i: checked_config(request, s.kind, s.values, ("body", "steps", str(i + 1)))
+               for i, s in enumerate(steps) if s.kind is not None and s.how == "job"}
+    folder = settings.data_dir / "recipes" / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{recipe.path}-" \
+                                             f"{secrets.token_hex(3)}"
+    written = write(recipe, folder / "recipe.md")
+    queue, before = queue_of(request), None
+    jobs: dict[int, Job] = {}
+    for i, config in checked.items():
+        kind = steps[i].kind
+        assert kind is not None
+        before = jobs[i] = queue.submit(kind, config, body.report_to, after=before,
+                                        run_refs={name: jobs[j] for name, j in steps[i].last.items()})
+    shown = []
+    for i, step in enumerate(steps):
+        job = jobs.get(i)
+        shown.append({**step.to_json(i + 1), "result": _report(step, recipe) if step.how == "here" else None,
+                      "job": job.summary(queue.position(job)) if job else None,
+                      "job_url": f"/jobs#{job.id}" if job else None})
+    return {"path": recipe.path, "folder": str(folder), "files": [str(f) for f in written], "steps": shown}
+
+
+def _filled_steps(body: RunRequest, recipe: Recipe, folders: tuple[Path, ...]) -> list[Step]:
+    """The recipe's steps with the request's configs and inputs (its configs too, for the YAML written out); a
+    missing input is a 422 naming it and the step that reads it."""
     placeholders = _placeholders(recipe_steps(recipe.commands, {c.file: c.values for c in recipe.configs}))
-    for config in recipe.configs:
-        config.values = _config_values(body, config.file, config.values)
     unknown = set(body.configs) - {c.file for c in recipe.configs}
     if unknown:
         raise _invalid(("configs", min(unknown)), f"not a config of this recipe; its configs: "
                        f"{', '.join(c.file for c in recipe.configs)}")
-    settings: WebSettings = request.app.state.settings
-    folders = (*settings.folders, settings.uploads_dir.resolve())
     given = {name: str(_input_path(name, value, folders)) for name, value in body.inputs.items() if value}
-    for config in recipe.configs:  # the YAML written out holds the user's files
-        config.values = {k: _filled(v, placeholders, given) for k, v in config.values.items()}
+    for c in recipe.configs:
+        c.values = {k: _filled(v, placeholders, given) for k, v in _config_values(body, c.file, c.values).items()}
     steps = recipe_steps(recipe.commands, {c.file: c.values for c in recipe.configs})
     for i, step in enumerate(steps):
         for name, items in step.inputs.items():
@@ -307,27 +337,7 @@ def run(request: Request, body: RunRequest) -> dict[str, Any]:
                                f"{missing[0]!r}: give that {'folder' if missing[0].endswith('/') else 'file'} "
                                "(inside a registered folder)")
         step.values = {k: _filled(v, placeholders, given) for k, v in step.values.items()}
-    refusal = _refusal(recipe, steps)
-    if refusal is not None:
-        raise refusal
-    checked = {i: checked_config(request, s.kind, s.values, ("body", "steps", str(i + 1)))
-               for i, s in enumerate(steps) if s.kind is not None and s.how == "job"}
-    folder = settings.data_dir / "recipes" / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{recipe.path}-" \
-                                             f"{secrets.token_hex(3)}"
-    written = write(recipe, folder / "recipe.md")
-    queue, jobs, before = queue_of(request), {}, None
-    for i, config in checked.items():
-        step = steps[i]
-        assert step.kind is not None
-        before = jobs[i] = queue.submit(step.kind, config, body.report_to, after=before,
-                                        run_refs={name: jobs[j] for name, j in step.last.items()})
-    shown = []
-    for i, step in enumerate(steps):
-        job = jobs.get(i)
-        shown.append({**step.to_json(i + 1), "result": _report(step, recipe) if step.how == "here" else None,
-                      "job": job.summary(queue.position(job)) if job else None,
-                      "job_url": f"/jobs#{job.id}" if job else None})
-    return {"path": recipe.path, "folder": str(folder), "files": [str(f) for f in written], "steps": shown}
+    return steps
 
 
 def _config_values(body: RunRequest, file: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -345,7 +355,7 @@ def _config_values(body: RunRequest, file: str, values: dict[str, Any]) -> dict[
     return {str(k): v for k, v in sent.items()}
 
 
-def _input_path(name: str, value: str, folders: tuple[Any, ...]) -> Any:
+def _input_path(name: str, value: str, folders: tuple[Path, ...]) -> Path:
     """The input's real path inside the registered folders; a refusal names the input."""
     try:
         found = safe_path(value, folders)
@@ -366,7 +376,7 @@ def _filled(value: Any, placeholders: dict[str, list[str]], given: dict[str, str
     return value
 
 
-def _report(step: Step, recipe: Any) -> dict[str, Any]:
+def _report(step: Step, recipe: Recipe) -> dict[str, Any]:
     """doctor's and fit's answers, from this page's machine probe and the recipe's fit figures."""
     if step.command.split()[1] == "doctor":
         data = machine()
