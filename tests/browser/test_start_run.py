@@ -1,5 +1,6 @@
 """The Start page runs a recipe: the tinylm path on a catalog card, a text file from a registered folder, a tiny config
-in place of fit's; the train step's job finishes with a run record, linked from the page."""
+in place of fit's; the train step's job finishes with a run record, linked from the page, and each step links to its
+job on the Jobs page."""
 
 from __future__ import annotations
 
@@ -53,3 +54,10 @@ def test_the_start_page_runs_the_tinylm_recipe(page: Any, serve: Callable[..., s
     assert page.locator("#recipe-out h2").first.inner_text() == "onecard recipe: A small Transformer language model " \
                                                                  "trained from scratch"
     screenshot(page, "start_run")
+    # each step links to its job on the Jobs page, where the recipe's jobs sit in the one queue
+    sample_id = table.locator("tr[data-step='4']").get_attribute("data-job")
+    table.locator("tr[data-step='4'] a", has_text="job").click()
+    page.locator("#job-id", has_text=sample_id).wait_for()
+    page.locator("#job-status", has_text="succeeded").wait_for()
+    kinds = page.locator("#jobs tbody tr td:nth-child(2)").all_inner_texts()
+    assert sorted(kinds) == ["tinylm bench", "tinylm eval", "tinylm sample", "tinylm train"]
