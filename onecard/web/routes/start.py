@@ -188,12 +188,6 @@ def _parse(kind: JobKind, argv: list[str], files: dict[str, dict[str, Any]]) -> 
 # -- the run: what it will do, and starting it -----------------------------------------------------------------------
 
 
-def _recipe(path: str, gpu: str, os: str | None, vram: float | None) -> Recipe:
-    from onecard.recipes import build
-
-    return build(path, gpu, os, vram)
-
-
 def _placeholders(steps: list[Step]) -> dict[str, list[str]]:
     """Each input the recipe's steps read (`input.txt`), with the steps and fields that read it."""
     found: dict[str, list[str]] = {}
@@ -249,10 +243,11 @@ def run_plan(path: Annotated[RecipePath, Query(description="the project")],
              os: Annotated[Os | None, Query(description="the OS of the install lines; None: the server's")] = None,
              vram: Annotated[float | None, Query(gt=0, le=1024, description="an unlisted card's memory in GiB")] = None
              ) -> dict[str, Any]:
+    from onecard.recipes import build
     from onecard.recipes.markdown import yaml_text
     from onecard.recipes.recipe import this_os
 
-    recipe = _recipe(path, gpu, os, vram)
+    recipe = build(path, gpu, os, vram)
     steps = recipe_steps(recipe.commands, {c.file: c.values for c in recipe.configs})
     refusal = _refusal(recipe, steps)
     return {
@@ -287,9 +282,9 @@ class RunRequest(BaseModel):
 
 @router.post("/run", status_code=201, summary="Run a path's recipe: its steps queued in order in the Jobs queue")
 def run(request: Request, body: RunRequest) -> dict[str, Any]:
-    from onecard.recipes import write
+    from onecard.recipes import build, write
 
-    recipe = _recipe(body.path, body.gpu, body.os, body.vram)
+    recipe = build(body.path, body.gpu, body.os, body.vram)
     settings: WebSettings = request.app.state.settings
     steps = _filled_steps(body, recipe, (*settings.folders, settings.uploads_dir.resolve()))
     refusal = _refusal(recipe, steps)
@@ -346,8 +341,12 @@ def _config_values(body: RunRequest, file: str, values: dict[str, Any]) -> dict[
 
     if file not in body.configs:
         return values
+    text = body.configs[file]
     try:
-        sent = yaml.safe_load(body.configs[file])
+        # an alias repeats a node by reference: a few nested ones make a YAML of 1 kB expand past any memory
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
+            raise _invalid(("configs", file), "YAML aliases (*name) are not taken here: write the values out")
+        sent = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise _invalid(("configs", file), f"not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(sent, dict):

@@ -128,6 +128,7 @@ def test_paths_outside_the_registered_folders_are_refused(client: TestClient, fo
 @pytest.mark.parametrize(("configs", "field"), [
     ({"tinylm.yaml": "data: [unclosed"}, "configs.tinylm.yaml"),
     ({"tinylm.yaml": "- a list"}, "configs.tinylm.yaml"),
+    ({"tinylm.yaml": TINY + "a: &a [1, 1, 1]\nb: [*a, *a, *a]\n"}, "configs.tinylm.yaml"),  # aliases: a YAML bomb
     ({"other.yaml": "a: 1"}, "configs.other.yaml"),
     ({"tinylm.yaml": TINY + "max_iterz: 3\n"}, "steps.3.max_iterz"),
     ({"tinylm.yaml": TINY.replace("max_iters: 20", "max_iters: many")}, "steps.3.max_iters"),
