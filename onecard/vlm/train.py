@@ -1,5 +1,7 @@
-"""Training components for a VLM: answer-only token labels, the vision collator, TRL's SFTTrainer and its arguments,
-the run-record callback, checkpoints a resume can trust.
+"""Training components for a VLM: answer-only token labels, the vision collator, TRL's SFTTrainer.
+
+TRL's arguments, the run-record callback, Ctrl-C, dtype and the checkpoint finder are `onecard.core.trainer`'s,
+shared with `tune`; `run.py` puts them together with `onecard.core.peft_run`.
 
 Rows are tokenized once (`encode`), with the image placeholders expanded by the processor, so the collator only
 decodes the images of a batch and pads. Labels are -100 on everything but the assistant turns (and the end-of-text
@@ -14,12 +16,13 @@ from typing import Any
 
 import torch
 
+from onecard.core import trainer as core_trainer
 from onecard.core.records import StopFlag
 from onecard.core.trainer import RecordCallback, precision, stop_on_signal
 from onecard.vlm.model import load_images, prompt_text
 
-__all__ = ["IGNORE_INDEX", "encode", "VisionCollator", "sft_args", "make_trainer", "RecordCallback", "StopFlag",
-           "stop_on_signal", "latest_checkpoint", "precision"]
+__all__ = ["IGNORE_INDEX", "encode", "VisionCollator", "make_trainer", "RecordCallback", "StopFlag", "stop_on_signal",
+           "latest_checkpoint", "precision"]
 
 IGNORE_INDEX = -100  # the label the loss skips (torch cross_entropy's ignore_index)
 
@@ -68,28 +71,6 @@ class VisionCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels, **pixels}
 
 
-def sft_args(out: Path, *, micro_batch_size: int, grad_accum: int, gradient_checkpointing: bool, optimizer: str,
-             learning_rate: float, lr_scheduler: str, warmup_ratio: float, weight_decay: float, epochs: float,
-             max_steps: int | None, dtype: torch.dtype, device: str, logging_steps: int, save_steps: int,
-             eval_steps: int | None, seed: int) -> Any:
-    """TRL's SFTConfig for one attempt. Metrics go to the run record (our callback), not to TRL's trackers."""
-    from trl import SFTConfig
-
-    return SFTConfig(
-        output_dir=str(out), per_device_train_batch_size=micro_batch_size, per_device_eval_batch_size=micro_batch_size,
-        gradient_accumulation_steps=grad_accum, gradient_checkpointing=gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
-        optim=optimizer, learning_rate=learning_rate, lr_scheduler_type=lr_scheduler, warmup_steps=warmup_ratio,
-        weight_decay=weight_decay, num_train_epochs=epochs, max_steps=max_steps or -1,
-        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_cpu=device.startswith("cpu"),
-        # rows arrive tokenized with their labels; the collator needs the "images" column TRL would drop
-        max_length=None, remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
-        logging_steps=logging_steps, logging_first_step=True, save_steps=save_steps, save_total_limit=2,
-        eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps, report_to="none", seed=seed,
-        data_seed=seed, dataloader_pin_memory=False, disable_tqdm=True, prediction_loss_only=True,
-    )
-
-
 def make_trainer(model: Any, processor: Any, args: Any, train_rows: list[dict[str, Any]],
                  dev_rows: list[dict[str, Any]], peft_config: Any, callbacks: list[Any]) -> Any:
     """An SFTTrainer over encoded rows with the vision collator; its console printers replaced by `callbacks`."""
@@ -108,9 +89,6 @@ def make_trainer(model: Any, processor: Any, args: Any, train_rows: list[dict[st
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
-    """The newest `checkpoint-N` in `folder` that a resume can load (its trainer state, adapter and optimizer are
-    there: a save cut short lacks some); None when there is none."""
-    found = sorted((p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    needs = ("trainer_state.json", "adapter_model.safetensors", "optimizer.pt", "scheduler.pt")
-    return next((p for p in found if all((p / name).is_file() for name in needs)), None)
+    """The newest `checkpoint-N` in `folder` that a resume can load; None when there is none
+    (`onecard.core.trainer.latest_checkpoint`, without the ones it skipped)."""
+    return core_trainer.latest_checkpoint(folder)[0]
