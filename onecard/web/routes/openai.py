@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from onecard.core.errors import OnecardError
+from onecard.core.errors import MissingExtraError, OnecardError
 from onecard.llm.config import LLMConfig
 from onecard.web.errors import status_of
 from onecard.web.routes.chat import ChatMessage, ToolSchema, llm_config, loaded, local_models, pushed
@@ -74,10 +74,24 @@ def error(status: int, message: str, kind: str = "invalid_request_error", param:
                         status_code=status)
 
 
-def _oai_error(e: OnecardError) -> dict[str, Any]:
+def _oai_status(e: OnecardError) -> tuple[int, str | None]:
+    """The status and OpenAI `code` of an onecard error. A backend whose extra is not installed is a 400 here, not the
+    pages' 501: OpenAI's clients retry every 5xx (openai-python: 408, 409, 429 and >= 500), and no retry installs a
+    package."""
+    if isinstance(e, MissingExtraError):
+        return 400, "backend_not_installed"
+    status = status_of(e)
+    return status, {404: "model_not_found", 403: "forbidden"}.get(status)
+
+
+def _oai_body(e: OnecardError) -> dict[str, Any]:
     message = e.what + (f" (fix: {e.fix})" if e.fix else "")
-    code = {404: "model_not_found", 403: "forbidden"}.get(status_of(e))
-    return {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    return {"message": message, "type": "invalid_request_error", "param": None, "code": _oai_status(e)[1]}
+
+
+def _oai_error(e: OnecardError) -> JSONResponse:
+    """An onecard error as OpenAI's API answers it."""
+    return JSONResponse({"error": _oai_body(e)}, status_code=_oai_status(e)[0])
 
 
 def model_table() -> dict[str, tuple[str, str]]:
@@ -128,7 +142,7 @@ async def chat_completions(request: Request) -> Any:
     try:
         job, name = await run_in_threadpool(_prepare, body, request)
     except OnecardError as e:
-        return JSONResponse({"error": _oai_error(e)}, status_code=status_of(e))
+        return _oai_error(e)
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -137,7 +151,7 @@ async def chat_completions(request: Request) -> Any:
     try:
         reply, extra = await run_in_threadpool(job, lambda piece: None)
     except OnecardError as e:
-        return JSONResponse({"error": _oai_error(e)}, status_code=status_of(e))
+        return _oai_error(e)
     message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
     if reply.tool_calls:
         message["tool_calls"] = [c.to_message() for c in reply.tool_calls]
@@ -224,7 +238,7 @@ def _chunks(job: Job, cid: str, created: int, name: str, include_usage: bool) ->
             else:
                 yield chunk({}, reply.finish_reason, usage=_usage(reply), **extra)
     except OnecardError as e:
-        yield f"data: {json.dumps({'error': _oai_error(e)})}\n\n"
+        yield f"data: {json.dumps({'error': _oai_body(e)})}\n\n"
     except Exception as e:
         log.exception("error in a /v1 stream", exc_info=e)
         error = {"message": f"internal error ({type(e).__name__}: {e}); the server is still up",

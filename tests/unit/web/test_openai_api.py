@@ -165,3 +165,19 @@ def test_response_format_and_tools(test_client: TestClient) -> None:
                                                        "tool_choice": {"type": "function",
                                                                        "function": {"name": "nope"}}})
     assert r.status_code == 400 and "nope" in r.json()["error"]["message"]
+
+
+def test_a_backend_not_installed_is_a_400_clients_do_not_retry(test_client: TestClient,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pages answer a missing extra with 501; /v1 with 400, since OpenAI's clients retry every 5xx."""
+    from onecard.core.errors import MissingExtraError
+    from onecard.web.routes import openai as route
+
+    def missing(*args: Any, **kwargs: Any) -> Any:
+        raise MissingExtraError("llama.cpp is not installed", "pip install 'onecard[llamacpp]'")
+
+    monkeypatch.setattr(route, "llm_config", missing)
+    r = test_client.post("/v1/chat/completions", json={"model": MODEL, "messages": USER})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["code"] == "backend_not_installed"
+    assert "pip install 'onecard[llamacpp]'" in error["message"]
