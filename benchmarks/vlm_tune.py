@@ -148,7 +148,9 @@ def child(side: str, train: Path, steps: int) -> None:
 
     The libraries both sides use are imported first: importing them peaks at about 610 MiB, above what the tiny
     model's training adds, so the process's own peak (ru_maxrss) would be the same on both sides. The job's peak is
-    sampled every 10 ms from the start of the side's work.
+    sampled every 10 ms from the start of the side's work; `train_peak_rss_mib` is that peak as it stood at the last
+    optimizer step (a callback every Trainer built in the process gets, on both sides alike), before what a side does
+    after training (onecard: the resumable checkpoint of the last step, the dev loss, the adapter, the loss plot).
     """
     import threading
 
@@ -159,12 +161,13 @@ def child(side: str, train: Path, steps: int) -> None:
 
     import onecard.vlm.run  # noqa: F401
 
-    process, peak, done = psutil.Process(), [0], threading.Event()
+    process, peak, at_last_step, done = psutil.Process(), [0], [0], threading.Event()
 
     def sample() -> None:
         while not done.wait(0.01):
             peak[0] = max(peak[0], process.memory_info().rss)
 
+    watch_last_step(peak, at_last_step)
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,7 +176,27 @@ def child(side: str, train: Path, steps: int) -> None:
     sampler.join()
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     print(json.dumps({"side": side, "s_per_step": statistics.median(times), "peak_rss_mib": round(peak[0] / 2**20, 1),
+                      "train_peak_rss_mib": round(at_last_step[0] / 2**20, 1),
                       "process_peak_rss_mib": round(rss_mib, 1)}))
+
+
+def watch_last_step(peak: list[int], at_last_step: list[int]) -> None:
+    """Give every transformers Trainer built in this process a callback that copies `peak` into `at_last_step` at
+    the last optimizer step."""
+    import transformers
+
+    class LastStep(transformers.TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step >= state.max_steps:
+                at_last_step[0] = peak[0]
+
+    init = transformers.Trainer.__init__
+
+    def watched(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.add_callback(LastStep())
+
+    transformers.Trainer.__init__ = watched
 
 
 def part_b(work: Path, steps: int, repeats: int) -> dict[str, Any]:
@@ -187,11 +210,14 @@ def part_b(work: Path, steps: int, repeats: int) -> dict[str, Any]:
                                   str(steps)], capture_output=True, text=True, check=True)
             results[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[side][-1]), flush=True)
-    med = {s: {k: statistics.median(x[k] for x in v) for k in ("s_per_step", "peak_rss_mib", "process_peak_rss_mib")}
-           for s, v in results.items()}
-    return {"steps": steps, "repeats": repeats, "median": med,
+    keys = ("s_per_step", "peak_rss_mib", "train_peak_rss_mib", "process_peak_rss_mib")
+    med = {s: {k: statistics.median(x[k] for x in v) for k in keys} for s, v in results.items()}
+    pairs = [round(a["s_per_step"] / b["s_per_step"], 3)
+             for a, b in zip(results["onecard"], results["trl"], strict=True)]
+    return {"steps": steps, "repeats": repeats, "median": med, "step_time_ratio_per_pair": pairs,
             "step_time_ratio": round(med["onecard"]["s_per_step"] / med["trl"]["s_per_step"], 3),
-            "rss_ratio": round(med["onecard"]["peak_rss_mib"] / med["trl"]["peak_rss_mib"], 3)}
+            "rss_ratio": round(med["onecard"]["peak_rss_mib"] / med["trl"]["peak_rss_mib"], 3),
+            "train_rss_ratio": round(med["onecard"]["train_peak_rss_mib"] / med["trl"]["train_peak_rss_mib"], 3)}
 
 
 # -- (c) the 7B-shaped LLaVA on a GPU ------------------------------------------------------------------------------
