@@ -9,6 +9,7 @@ the real one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -188,6 +189,77 @@ def _walk(arch: YoloArch, imgsz: int, nc: int) -> _Tally:
     return t
 
 
+@dataclass(frozen=True)
+class _LossMemory:
+    """What ultralytics' v8 training loss adds to the step's peak, in bytes, for one range of releases.
+
+    Measured with ultralytics' own loss on the CPU (benchmarks/fit_yolo_loss.py --step: a whole training step less
+    AutoBatch's profile step, which runs no loss; bf16 autocast standing in for CUDA's fp16). The loss's peak is the
+    largest of three lines, each per image: the score and box tensors over every anchor (`score`: floor, base, per
+    class), the target assignment (utils/tal.py TaskAlignedAssigner.get_pos_mask), which pads every image to the
+    batch's most labels (`assign`: per anchor, per anchor and class, per anchor and label), and, for segmentation,
+    the masks the loss builds at H/4 x W/4 for each label's positive anchors and keeps for backward (`masks`: per
+    anchor, per label and mask pixel; ultralytics utils/loss.py v8SegmentationLoss.single_mask_loss).
+    """
+
+    first: tuple[int, int, int]  # first ultralytics release with this loss code
+    source: str
+    score: tuple[float, float, float]
+    assign: tuple[float, float, float]
+    masks: tuple[float, float]
+
+
+# Newest first; bytes per image and anchor (and per class, label or mask pixel), fitted to the script's table: yolov8n
+# b8 704 nc 1/20/80 with 8-192 labels, yolov8s(-seg) b16 640 with 1-16 labels, on 8.0.35, 8.0.114, 8.3.0 and 8.4.190.
+_LOSS = (
+    _LossMemory((8, 4, 134), "8.4.134+: sparse (image, label, anchor) pairs (tal.py get_box_metrics nonzero)",
+                score=(147, 74, 18.8), assign=(0, 0, 0), masks=(270, 78.7)),
+    _LossMemory((8, 0, 52), "8.0.52-8.4.133: CIoU on the pairs inside a box, dense (batch, labels, anchors) masks; "
+                "select_candidates_in_gts' (batch x labels, anchors, 4) fp32 deltas peak at 32 B per pair",
+                score=(247, 130, 22), assign=(87, 0.94, 32), masks=(1100, 91.4)),
+    _LossMemory((0, 0, 0), "before 8.0.52: CIoU of every (label, anchor) pair and F.one_hot(topk, anchors) in int64 "
+                "(tal.py get_box_metrics, select_topk_candidates): 104 B per pair",
+                score=(247, 130, 22), assign=(87, 0.94, 104), masks=(1100, 91.4)),
+)
+# Before 8.4.134 the assigner's first (batch, labels, anchors) tensors are alive at the score line's peak: 12 B per
+# anchor and label on top of it (under about 100 labels this, not the `assign` line, is the peak).
+_SCORE_PER_LABEL_OLD = 12.0
+CURRENT_ULTRALYTICS = (8, 4, 134)
+
+
+def ultralytics_release(job: FitJob) -> tuple[int, int, int]:
+    """The job's ultralytics release as (major, minor, patch); unset is the current loss code (8.4.134 or later)."""
+    if job.ultralytics_version is None:
+        return CURRENT_ULTRALYTICS
+    major, minor, patch = [*map(int, job.ultralytics_version.split(".")), 0][:3]
+    return major, minor, patch
+
+
+def anchors(imgsz: int) -> int:
+    """Anchor points of the v8 heads at `imgsz`: one per cell of the stride 8, 16 and 32 grids."""
+    return sum(math.ceil(imgsz / s) ** 2 for s in (8, 16, 32))
+
+
+def loss_bytes(task: Task, job: FitJob, nc: int) -> tuple[float, str]:
+    """Bytes the training loss adds to the step's peak (detect, segment, pose; 0 for classify), and which line."""
+    if task == "classify":
+        return 0.0, "classification loss: a (batch, classes) cross-entropy, nothing to count"
+    release = ultralytics_release(job)
+    m = next(m for m in _LOSS if release >= m.first)
+    a, b = anchors(job.imgsz), job.batch
+    n_mean = job.labels_per_image
+    n_max = job.max_labels if job.max_labels is not None else math.ceil(4 * n_mean)
+    old = m.first < CURRENT_ULTRALYTICS
+    lines = {
+        "score and box tensors": max(m.score[0], m.score[1] + m.score[2] * nc) + old * _SCORE_PER_LABEL_OLD * n_max,
+        "target assignment": m.assign[0] + m.assign[1] * nc + m.assign[2] * n_max,
+    }
+    if task == "segment":
+        lines["masks"] = m.masks[0] + m.masks[1] * n_mean * (job.imgsz / 4) ** 2 / a
+    name = max(lines, key=lambda k: lines[k])
+    return b * a * lines[name], f"{name} (ultralytics {m.source})"
+
+
 def param_count(arch: YoloArch, nc: int | None = None) -> int:
     """Parameters of the model built from its yaml (nc classes; the published model's by default), from the walk."""
     return _walk(arch, 640, DEFAULT_NC[arch.task] if nc is None else nc).params
@@ -207,10 +279,11 @@ def estimate(arch: YoloArch, job: FitJob, card: GpuSpec | None) -> Estimate:
         # Per image: kept tensors (fp16 under AMP), max-pool indices, the fp32 input image and its gradient.
         per_img = walk.saved * act_b + walk.saved_i64 * 8 + 3 * job.imgsz**2 * (4 + 4 + act_b)
         opt = job.optimizer if job.optimizer in ("sgd", "adamw") else "sgd"
+        loss, peak_line = loss_bytes(arch.task, job, nc)
         parts = {
             # fp32 weights, the fp32 EMA copy the trainer keeps (ModelEMA), autocast's cached fp16 copies
             "weights": p * 8 + (p * 2 if job.amp else 0),
-            "activations": per_img * job.batch,
+            "activations": per_img * job.batch + loss,
             "gradients": p * 4,
             "optimizer": p * 4 * (1 if opt == "sgd" else 2),  # SGD momentum buffer, or AdamW exp_avg + exp_avg_sq
         }
@@ -219,8 +292,10 @@ def estimate(arch: YoloArch, job: FitJob, card: GpuSpec | None) -> Estimate:
             f"{'AMP fp16' if job.amp else 'fp32'} activations, optimizer {opt}",
             f"activations: {per_img / 2**20:.0f} MiB per image, the tensors autograd keeps in one forward pass "
             "(3 per Conv-BN-SiLU block, the C2f concatenations, SPPF pool indices)",
-            "the dataloader, the validation pass and the loss's target-assignment tensors (which grow with the objects "
-            "per image) come on top in a real run: AutoBatch's profile leaves them out",
+            f"training loss: {loss / 2**20:.0f} MiB at its peak, {peak_line}; {job.labels_per_image:g} labels per "
+            f"image, {job.max_labels if job.max_labels is not None else math.ceil(4 * job.labels_per_image)} at most "
+            "(measured: benchmarks/fit_yolo_loss.py; AutoBatch's profile runs no loss)",
+            "the dataloader and the validation pass come on top in a real run",
         ]
     else:
         act_b = 2 if job.quant in ("auto", "fp16") else 4
