@@ -58,8 +58,8 @@ def _import_ultralytics(root: str | None) -> Any:
 def _model_and_loss(ul: Any, task: str, key: str, nc: int) -> tuple[Any, Any]:
     from ultralytics.nn import tasks
 
-    cls = tasks.SegmentationModel if task == "segment" else tasks.DetectionModel
-    model = cls(f"{key}{'-seg' if task == 'segment' else ''}.yaml", nc=nc, verbose=False)
+    cls = {"detect": tasks.DetectionModel, "segment": tasks.SegmentationModel, "pose": tasks.PoseModel}[task]
+    model = cls(f"{key}{ {'detect': '', 'segment': '-seg', 'pose': '-pose'}[task] }.yaml", nc=nc, verbose=False)
     try:  # 8.1 and later
         from ultralytics.cfg import get_cfg
         from ultralytics.utils import DEFAULT_CFG
@@ -87,6 +87,8 @@ def _batch(task: str, b: int, size: int, n: int, nc: int, torch: Any) -> dict[st
              "batch_idx": torch.arange(b).repeat_interleave(n).float(), "bboxes": torch.cat([xy, wh], 1)}
     if task == "segment":  # overlap_mask=True (the default): one (H/4, W/4) map per image holding each object's index
         batch["masks"] = torch.randint(0, n + 1, (b, size // 4, size // 4), generator=g).float()
+    if task == "pose":  # COCO's 17 keypoints, all visible, inside the image
+        batch["keypoints"] = torch.cat([torch.rand(b * n, 17, 2, generator=g), torch.ones(b * n, 17, 1)], 2)
     return batch
 
 
@@ -151,7 +153,7 @@ def step(ul: Any, task: str, key: str, b: int, size: int, labels: list[int], nc:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", nargs="+", default=["detect"], choices=["detect", "segment"])
+    parser.add_argument("--task", nargs="+", default=["detect"], choices=["detect", "segment", "pose"])
     parser.add_argument("--model", default="yolov8n", help="yolov8n, yolov8s... (the yaml scale)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--imgsz", type=int, default=640)

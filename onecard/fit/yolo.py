@@ -199,7 +199,9 @@ class _LossMemory:
     class), the target assignment (utils/tal.py TaskAlignedAssigner.get_pos_mask), which pads every image to the
     batch's most labels (`assign`: per anchor, per anchor and class, per anchor and label), and, for segmentation,
     the masks the loss builds at H/4 x W/4 for each label's positive anchors and keeps for backward (`masks`: per
-    anchor, per label and mask pixel; ultralytics utils/loss.py v8SegmentationLoss.single_mask_loss).
+    anchor, per label and mask pixel; ultralytics utils/loss.py v8SegmentationLoss.single_mask_loss), and, for pose,
+    the keypoint terms of v8PoseLoss, which grow with the batch's most labels (`pose`: per anchor, per anchor and
+    label; measured on 8.4.190 only: older releases take the detection lines).
     """
 
     first: tuple[int, int, int]  # first ultralytics release with this loss code
@@ -207,13 +209,15 @@ class _LossMemory:
     score: tuple[float, float, float]
     assign: tuple[float, float, float]
     masks: tuple[float, float]
+    pose: tuple[float, float] = (0, 0)
 
 
 # Newest first; bytes per image and anchor (and per class, label or mask pixel), fitted to the script's table: yolov8n
-# b8 704 nc 1/20/80 with 8-192 labels, yolov8s(-seg) b16 640 with 1-16 labels, on 8.0.35, 8.0.114, 8.3.0 and 8.4.190.
+# b8 704 nc 1/20/80 with 8-192 labels, yolov8s(-seg) b16 640 with 1-16 labels, on 8.0.35, 8.0.114, 8.3.0 and 8.4.190;
+# yolov8n/s-pose (nc 1) b8 704 and b16 640 with 8-128 labels on 8.4.190.
 _LOSS = (
     _LossMemory((8, 4, 134), "8.4.134+: sparse (image, label, anchor) pairs (tal.py get_box_metrics nonzero)",
-                score=(147, 74, 18.8), assign=(0, 0, 0), masks=(270, 78.7)),
+                score=(147, 74, 18.8), assign=(0, 0, 0), masks=(270, 78.7), pose=(122, 15.06)),
     _LossMemory((8, 0, 52), "8.0.52-8.4.133: CIoU on the pairs inside a box, dense (batch, labels, anchors) masks; "
                 "select_candidates_in_gts' (batch x labels, anchors, 4) fp32 deltas peak at 32 B per pair",
                 score=(247, 130, 22), assign=(87, 0.94, 32), masks=(1100, 91.4)),
@@ -254,6 +258,8 @@ def loss_bytes(task: Task, job: FitJob, nc: int) -> tuple[float, str]:
         "score and box tensors": max(m.score[0], m.score[1] + m.score[2] * nc) + old * _SCORE_PER_LABEL_OLD * n_max,
         "target assignment": m.assign[0] + m.assign[1] * nc + m.assign[2] * n_max,
     }
+    if task == "pose" and m.pose != (0, 0):
+        lines["keypoint terms"] = m.pose[0] + m.pose[1] * n_max
     if task == "segment":
         lines["masks"] = m.masks[0] + m.masks[1] * n_mean * (job.imgsz / 4) ** 2 / a
     name = max(lines, key=lambda k: lines[k])
