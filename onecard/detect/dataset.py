@@ -127,7 +127,9 @@ def check_data(ds: DataSet) -> dict[str, Any]:
     first_seen: dict[str, tuple[str, Path]] = {}  # content hash -> (split, image)
     for split, images in ds.images.items():
         counts = Counter[int]()
-        stats = {"images": len(images), "labelled": 0, "backgrounds": 0, "instances": 0, "corrupt": 0}
+        stats = {"images": len(images), "labelled": 0, "backgrounds": 0, "instances": 0, "corrupt": 0,
+                 "max_instances": 0, "max4_instances": 0}
+        top4: list[int] = []  # the four most-labelled images: a mosaic joins four (fit's max_labels)
         if not images:
             problems.append(Problem("error", "no images", str(ds.yaml), f"split {split} has no images"))
         for image in images:
@@ -150,8 +152,10 @@ def check_data(ds: DataSet) -> dict[str, Any]:
                 continue
             stats["labelled"] += 1
             stats["instances"] += len(boxes)
+            top4 = sorted([*top4, len(boxes)])[-4:]
             counts.update(c for c, _, _ in boxes)
             box_sides.extend((w, h) for _, w, h in boxes)
+        stats["max_instances"], stats["max4_instances"] = max(top4, default=0), sum(top4)
         instances[split], splits[split] = counts, stats
     missing = [f"{cid} ({name})" for cid, name in ds.names.items() if not instances.get("train", Counter())[cid]]
     if missing:

@@ -22,7 +22,7 @@ from onecard.fit.plan import plan
 from onecard.fit.solve import solve
 from onecard.fit.yolo import find
 
-__all__ = ["Settings", "choose", "settings_of", "ladder", "amp_runs_correctly"]
+__all__ = ["Settings", "choose", "labels_of", "settings_of", "ladder", "amp_runs_correctly"]
 
 DEFAULT_BATCH, DEFAULT_IMGSZ = 16, 640  # ultralytics' defaults (cfg/default.yaml)
 # Cards on which fp16 training gives NaN losses or zero mAP: ultralytics' own list (utils/checks.py check_amp,
@@ -76,8 +76,29 @@ def settings_of(job: FitJob, source: str, planned: Any = None) -> Settings:
     )
 
 
-def choose(config: DetectConfig, arch: str | None, device: str) -> tuple[Settings, FitJob | None]:
-    """Resolve batch, image size and AMP; returns the settings and the fit job (None: fit does not know `arch`)."""
+def labels_of(train: dict[str, int], mosaic: float) -> dict[str, Any]:
+    """fit's label knobs from the data check's train split: labels per labelled image, and the most in one training
+    image (a mosaic joins four: the four most-labelled images; without mosaic the most-labelled one)."""
+    per_image = round(train["instances"] / train["labelled"], 2) if train.get("labelled") else 0.0
+    most = train.get("max4_instances", 0) if mosaic > 0 else train.get("max_instances", 0)
+    return {"labels_per_image": per_image, "max_labels": most}
+
+
+def _ultralytics_version() -> str | None:
+    """The installed ultralytics release as fit's `ultralytics_version` (its target assignment's memory differs)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = re.match(r"\d+\.\d+\.\d+", version("ultralytics"))
+    except PackageNotFoundError:
+        return None
+    return found.group(0) if found else None
+
+
+def choose(config: DetectConfig, arch: str | None, device: str,
+           labels: dict[str, Any] | None = None) -> tuple[Settings, FitJob | None]:
+    """Resolve batch, image size and AMP; returns the settings and the fit job (None: fit does not know `arch`).
+    `labels`: fit's label knobs from the data check (`labels_of`); unset, fit's defaults (COCO's)."""
     on_gpu = device.startswith("cuda")
     amp_ok = amp_runs_correctly(device)
     amp = amp_ok if config.amp == "auto" else config.amp
@@ -90,7 +111,8 @@ def choose(config: DetectConfig, arch: str | None, device: str) -> tuple[Setting
     # ultralytics' "auto" optimizer is AdamW for short runs, SGD for long ones: plan for AdamW's two states, the larger
     optimizer = "sgd" if config.optimizer == "SGD" else "adamw"
     job = FitJob.model_validate({"model": arch, "job": "train", "batch": batch, "imgsz": imgsz, "amp": amp,
-                                 "optimizer": optimizer, "gpu": config.gpu, "vram": config.vram})
+                                 "optimizer": optimizer, "gpu": config.gpu, "vram": config.vram,
+                                 "ultralytics_version": _ultralytics_version(), **(labels or {})})
     if not on_gpu and config.gpu is None and config.vram is None:
         return settings_of(job, "defaults: no GPU to plan for (pass --gpu NAME to plan for a card)"), job
     base = plan(job)

@@ -22,7 +22,7 @@ from onecard.core.records import Run, start_run
 from onecard.core.runs import find_run
 from onecard.detect.config import CheckConfig, DetectConfig, EvalConfig, PredictConfig
 from onecard.detect.dataset import check_data, load_data, resolved_yaml
-from onecard.detect.plan import Settings, amp_runs_correctly, choose, ladder, settings_of
+from onecard.detect.plan import Settings, amp_runs_correctly, choose, labels_of, ladder, settings_of
 from onecard.detect.ultra import arch_of, box_metrics, quiet_stdout, resolve_model, setup, torch_device_arg, yolo
 from onecard.fit.observations import observe_run
 from onecard.fit.plan import plan
@@ -76,7 +76,7 @@ def train(config: DetectConfig, runs_root: str | None = None, report_to: tuple[s
         run.set("data", {"splits": report["splits"], "classes": report["classes"], "warnings": report["warnings"]})
 
         # -- plan: fit turns batch, imgsz and AMP "auto" into numbers for the card
-        settings, job = choose(config, arch, device)
+        settings, job = choose(config, arch, device, labels_of(report["splits"]["train"], config.mosaic))
         run.set("plan", settings.to_json())
         console.print(f"detect: {config.model} ({arch}) on {device}, {report['splits']['train']['images']} train / "
                       f"{report['splits']['val']['images']} val images, {len(ds.names)} classes; {settings.source}:"

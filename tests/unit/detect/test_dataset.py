@@ -28,6 +28,8 @@ def test_a_clean_set_has_no_problems(shapes: Path) -> None:
     assert report["errors"] == 0 and report["warnings"] == 0, report["problems"]
     assert report["splits"]["train"]["images"] == 6 and report["splits"]["val"]["images"] == 3
     assert sum(c["train"] for c in report["classes"]) == report["splits"]["train"]["instances"] > 0
+    train = report["splits"]["train"]  # for fit's label knobs: the most labels in one image, and in four
+    assert 0 < train["max_instances"] <= train["max4_instances"] <= min(train["instances"], 4 * train["max_instances"])
 
 
 def test_each_bad_label_line_is_named_by_file_and_line(shapes: Path) -> None:

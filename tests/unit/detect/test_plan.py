@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from onecard.detect.config import DetectConfig
-from onecard.detect.plan import AMP_BROKEN, DEFAULT_BATCH, amp_runs_correctly, choose, ladder
+from onecard.detect.plan import AMP_BROKEN, DEFAULT_BATCH, amp_runs_correctly, choose, labels_of, ladder
 from onecard.fit.job import FitJob
 from onecard.fit.plan import plan
 
@@ -79,3 +79,21 @@ def test_the_batch_detect_train_picks_fits_by_the_fit_command(model: str, gpu: s
         assert answer["fits"] and answer["peak_upper_gib"] <= answer["budget_gib"]
         assert answer["peak_upper_gib"] <= settings.upper_gib + 1e-3  # detect planned on the larger of the two
     assert answer["peak_upper_gib"] == pytest.approx(settings.upper_gib, abs=1e-3)
+
+
+def test_the_data_checks_label_counts_reach_fit() -> None:
+    train = {"images": 10, "labelled": 8, "instances": 20, "max_instances": 9, "max4_instances": 25}
+    assert labels_of(train, mosaic=1.0) == {"labels_per_image": 2.5, "max_labels": 25}  # a mosaic joins four
+    assert labels_of(train, mosaic=0.0)["max_labels"] == 9
+    _, job = choose(_config(gpu="4070ti"), "yolov8s.yaml", "cpu", labels_of(train, 1.0))
+    assert job is not None and (job.labels_per_image, job.max_labels) == (2.5, 25)
+    _, default = choose(_config(gpu="4070ti"), "yolov8s.yaml", "cpu")
+    assert default is not None and default.max_labels is None  # fit's COCO default
+
+
+def test_fit_plans_for_the_installed_ultralytics() -> None:
+    from importlib.metadata import version
+
+    pytest.importorskip("ultralytics")
+    _, job = choose(_config(gpu="4070ti"), "yolov8s.yaml", "cpu")
+    assert job is not None and job.ultralytics_version == version("ultralytics")  # its target assignment's memory
