@@ -263,7 +263,7 @@ def loss_bytes(task: Task, job: FitJob, nc: int) -> tuple[float, str]:
     if task == "segment":
         lines["masks"] = m.masks[0] + m.masks[1] * n_mean * (job.imgsz / 4) ** 2 / a
     name = max(lines, key=lambda k: lines[k])
-    return b * a * lines[name], f"{name} (ultralytics {m.source})"
+    return b * a * lines[name], f"where its {name} peak; ultralytics {m.source}"
 
 
 def param_count(arch: YoloArch, nc: int | None = None) -> int:
@@ -298,7 +298,7 @@ def estimate(arch: YoloArch, job: FitJob, card: GpuSpec | None) -> Estimate:
             f"{'AMP fp16' if job.amp else 'fp32'} activations, optimizer {opt}",
             f"activations: {per_img / 2**20:.0f} MiB per image, the tensors autograd keeps in one forward pass "
             "(3 per Conv-BN-SiLU block, the C2f concatenations, SPPF pool indices)",
-            f"training loss: {loss / 2**20:.0f} MiB at its peak, {peak_line}; {job.labels_per_image:g} labels per "
+            f"training loss: {loss / 2**20:.0f} MiB, {peak_line}; {job.labels_per_image:g} labels per "
             f"image, {job.max_labels if job.max_labels is not None else math.ceil(4 * job.labels_per_image)} at most "
             "(measured: benchmarks/fit_yolo_loss.py; AutoBatch's profile runs no loss)",
             "the dataloader and the validation pass come on top in a real run",
