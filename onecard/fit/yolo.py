@@ -4,7 +4,9 @@ The activation term is not a fitted number: the module walks the model graph of 
 `cfg/models/v8/yolov8.yaml` (and `yolov8-seg.yaml`, `yolov8-pose.yaml`, `yolov8-cls.yaml`) at the job's image size
 and adds up the tensors that autograd keeps for the backward pass, block by block. The same walk counts the
 parameters, and the test checks that count against the published table, so the graph the activations come from is
-the real one.
+the real one. The training loss, which runs while those activations are alive, is a measured term on top
+(`loss_bytes`: benchmarks/fit_yolo_loss.py runs ultralytics' own loss): it grows with the classes, and, by release,
+with the labels per image.
 """
 
 from __future__ import annotations
