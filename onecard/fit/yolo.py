@@ -215,7 +215,8 @@ class _LossMemory:
 
 
 # Newest first; bytes per image and anchor (and per class, label or mask pixel), fitted to the script's table: yolov8n
-# b8 704 nc 1/20/80 with 8-192 labels, yolov8s(-seg) b16 640 with 1-16 labels, on 8.0.35, 8.0.114, 8.3.0 and 8.4.190;
+# b8 704 nc 1/20/80 with 8-192 labels, yolov8s(-seg) b16 640 with 1-16 labels, on 8.0.35, 8.0.75, 8.0.114, 8.3.0 and
+# 8.4.190;
 # yolov8n/s-pose (nc 1) b8 704 and b16 640 with 8-128 labels on 8.4.190.
 _LOSS = (
     _LossMemory((8, 4, 134), "8.4.134+: sparse (image, label, anchor) pairs (tal.py get_box_metrics nonzero)",
