@@ -288,7 +288,7 @@ def estimate(arch: YoloArch, job: FitJob, card: GpuSpec | None) -> Estimate:
         # Per image: kept tensors (fp16 under AMP), max-pool indices, the fp32 input image and its gradient.
         per_img = walk.saved * act_b + walk.saved_i64 * 8 + 3 * job.imgsz**2 * (4 + 4 + act_b)
         opt = job.optimizer if job.optimizer in ("sgd", "adamw") else "sgd"
-        loss, peak_line = loss_bytes(arch.task, job, nc)
+        loss, peak_line = loss_bytes(arch.task, job, nc) if job.yolo_loss else (0, "not computed (yolo_loss off)")
         parts = {
             # fp32 weights, the fp32 EMA copy the trainer keeps (ModelEMA), autocast's cached fp16 copies
             "weights": p * 8 + (p * 2 if job.amp else 0),

@@ -97,7 +97,7 @@ def test_inference_below_training() -> None:
 # measured.md row 48: ultralytics issue #4679, AutoBatch profile on a T4, memory_reserved() / 1E9 (decimal GB).
 @pytest.mark.parametrize(("batch", "measured_gb"), [(2, 0.757), (4, 1.223), (8, 2.208), (16, 4.154)])
 def test_autobatch_profile_rows_within_25_percent(batch: int, measured_gb: float) -> None:
-    predicted = _peak("yolov8s", batch=batch, optimizer="sgd")
+    predicted = _peak("yolov8s", batch=batch, optimizer="sgd", yolo_loss=False)  # the profile runs no loss
     assert abs(predicted / (measured_gb * 1e9 / 2**30) - 1) < 0.25
 
 
@@ -175,6 +175,16 @@ def test_the_loss_is_in_the_training_estimate() -> None:
     old = yolo.estimate(yolo.CATALOG["yolov8n"], job.model_copy(update={"ultralytics_version": "8.0.35",
                                                                         "max_labels": 128}), None)
     assert old.parts["activations"] - est.parts["activations"] == pytest.approx((1045.0 - 122.3) / 1024, rel=0.03)
+
+
+def test_yolo_loss_off_leaves_out_exactly_the_loss() -> None:
+    """AutoBatch's profile (ultralytics utils/autobatch.py) runs forward and backward without the loss."""
+    job = FitJob(model="yolov8s", job="train", batch=16)
+    with_loss = yolo.estimate(yolo.CATALOG["yolov8s"], job, None)
+    without = yolo.estimate(yolo.CATALOG["yolov8s"], job.model_copy(update={"yolo_loss": False}), None)
+    loss, _ = yolo.loss_bytes("detect", job, 80)
+    assert with_loss.parts["activations"] - without.parts["activations"] == pytest.approx(loss / 2**30, rel=1e-6)
+    assert any("not computed" in note for note in without.assumptions)
 
 
 @pytest.mark.parametrize(("model", "batch", "imgsz", "labels", "mib"),
