@@ -83,7 +83,8 @@ from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB, context_note, s
 if TYPE_CHECKING:
     from onecard.core.gpus import GpuSpec
 
-__all__ = ["estimate", "lora_targets", "layer_saved_bytes", "trainable_params", "projector_params", "loss_bytes"]
+__all__ = ["estimate", "lora_targets", "layer_saved_bytes", "trainable_params", "projector_params", "loss_bytes",
+           "loss_segments_bytes"]
 
 MFU = {"full": 0.4, "lora": 0.4, "qlora": 0.3}  # assumed model FLOPs utilisation of the transformers/PEFT stack
 # TRL 1.16's fused LM head projects into a tile of 4096 tokens (trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE) x
@@ -308,9 +309,23 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
                      f"{on_gpu} block(s) on the GPU")
     if wb.dequant:
         notes.append(f"4-bit matmuls dequantize one weight at a time: {gib(wb.dequant):.2f} GiB buffer")
-    est = Estimate({k: gib(v) for k, v in parts.items()}, slack_gib=gib(ALLOC_SLACK * transient),
+    slack, slack_text = ALLOC_SLACK * transient, slack_note()
+    if kn.loss == "standard" and job.grad_ckpt:
+        # the blocks one checkpointed block's forward allocates (the tensors it would save; a frozen quantized
+        # linear's kept input is not a new one), all freed under no_grad but cached
+        block_fwd = layer_saved_bytes(arch, a, full, full, adapted, job.attention, seq, job.lora_rank, param_bytes,
+                                      kn.lora_dropout > 0, kn.qkv_one_adapter, kn.qkv_one_adapter) * tokens
+        loss_reserved = sum(phases["loss"].values()) + loss_segments_bytes(tokens, V, block_fwd)
+        if loss_reserved - sum(work.values()) > slack:
+            slack = loss_reserved - sum(work.values())
+            slack_text = (f"PyTorch allocator at the loss: its fp32 logit tensors are larger than every cached block, "
+                          f"so they take new segments beside {gib(block_fwd):.2f} GiB the checkpointed forward "
+                          f"cached, and the log-softmax gradient cannot reuse the 16-bit logits' block: "
+                          f"{gib(slack):.2f} GiB reserved above allocated (replayed allocator rules, "
+                          "benchmarks/fit_logits_trace.py)")
+    est = Estimate({k: gib(v) for k, v in parts.items()}, slack_gib=gib(slack),
                    context_gib=CUDA_CONTEXT_GIB, cpu_gib=gib((states if paged else 0.0) + host),
-                   assumptions=[*notes, slack_note(), context_note()])
+                   assumptions=[*notes, slack_text, context_note()])
     _step_time(est, arch, job, card, tokens, a, host)
     return est
 
@@ -333,6 +348,22 @@ def loss_bytes(loss: str, tokens: int, V: int, h: int, a: int, fp32_output: bool
     if loss == "tiled":  # TRL's backward: one logits tile + the saved 16-bit input, its fp32 gradient and 16-bit cast
         return float(a * min(tokens, TRL_TILE_TOKENS) * TRL_TILE_VOCAB + (2 * a + 4) * tokens * h)
     return tokens * V * 12.0  # cross-entropy backward: saved fp32 log-softmax + its grad + the input grad
+
+
+def loss_segments_bytes(tokens: int, V: int, block_fwd: float) -> float:
+    """Bytes the CUDA caching allocator reserves above the allocated ones at the standard loss, with checkpointing.
+
+    The loss's tensors of batch x seq x vocab (16-bit logits, 2 B per logit; fp32 ones, 4 B) are larger than any
+    block the body allocated, and the allocator never merges segments (c10/cuda/CUDACachingAllocator.cpp: a request
+    takes a cached block at least its size, else reserves a new segment), so they reserve new memory while what one
+    checkpointed block's forward allocated (`block_fwd`) sits cached; and the log-softmax backward's input gradient
+    (4 B per logit) finds only the freed 16-bit logits' 2 B block and the fp32 ones still in use: 14 B per logit
+    reserved at the loss's 12 B peak. Replayed on the traced allocations of Llama-2-7B QLoRA (transformers 4.39.3 +
+    PEFT 0.10 with reentrant checkpointing as LLaMA-Factory 0.6 runs it, and 5.25 + PEFT 0.21 non-reentrant) with
+    `trace.replay_caching_allocator`: 1.04 and 1.07 GiB above the allocated peak at 4,096 tokens, 7.96 at 32,768,
+    against 1.02 and 8.15 from this term (benchmarks/fit_logits_trace.py).
+    """
+    return block_fwd + 2.0 * tokens * V
 
 
 def _loss_note(loss: str, nbytes: float, V: int, offered: frozenset[str], tokens: int, fp32_output: bool) -> str:

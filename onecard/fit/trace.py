@@ -11,6 +11,7 @@ hook on every parameter and fails on frozen ones, i.e. on any LoRA model; hence 
 
 from __future__ import annotations
 
+import bisect
 import json
 import weakref
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from onecard.fit.job import FitJob
 from onecard.fit.knobs import effective_quant, is_gguf
 from onecard.fit.plan import resolve_arch
 
-__all__ = ["trace", "hf_config", "torch_dtype", "prepare_training"]
+__all__ = ["trace", "hf_config", "torch_dtype", "prepare_training", "replay_caching_allocator"]
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -98,6 +99,107 @@ class _LiveBytes:
         total = sum(self.live.values())
         if total > self.peak:
             self.peak, self.at_peak = total, dict(self.live)
+
+
+class _Events(_LiveBytes):
+    """A `_LiveBytes` that also logs every storage's allocation and free, in order: (allocated?, key, bytes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[bool, int, int]] = []
+
+    def add(self, t: Any, part: str | None = None) -> None:
+        st = t.untyped_storage()
+        new = st not in self._seen
+        super().add(t, part)
+        if new:
+            key = len(self.events)
+            self.events.append((True, key, st.nbytes()))
+            weakref.finalize(st, self.events.append, (False, key, st.nbytes()))
+
+
+# PyTorch's CUDA caching allocator (c10/cuda/CUDACachingAllocator.cpp, torch 2.2-2.13, default settings): requests
+# round up to 512 B; up to 1 MiB they come from 2 MiB segments (kSmallBuffer), up to 10 MiB from 20 MiB ones
+# (kLargeBuffer), larger ones get a segment of their own rounded up to 2 MiB (kRoundLarge)
+_MIB = 1 << 20
+
+
+def _segment_bytes(size: int) -> int:
+    if size <= _MIB:
+        return 2 * _MIB
+    if size < 10 * _MIB:
+        return 20 * _MIB
+    return 2 * _MIB * -(-size // (2 * _MIB))
+
+
+class _Block:
+    __slots__ = ("addr", "size", "small", "free", "prev", "next")
+
+    def __init__(self, addr: int, size: int, small: bool) -> None:
+        self.addr, self.size, self.small, self.free = addr, size, small, False
+        self.prev: _Block | None = None
+        self.next: _Block | None = None
+
+
+def replay_caching_allocator(events: list[tuple[bool, int, int]]) -> tuple[int, int]:
+    """Peak allocated and peak reserved bytes of an allocation log replayed through the CUDA caching allocator's
+    rules (default settings: no expandable segments, no max_split_size, nothing returned to the driver).
+
+    A request takes the smallest cached free block of its pool that holds it (BlockComparator: size, then address),
+    split when more than 1 MiB (large pool) or 512 B (small pool) is left; else a new segment is reserved. A freed
+    block merges with its free neighbours of the same segment only: segments never merge, so a request larger than
+    every cached block reserves new memory however much is cached.
+    """
+    pools: dict[bool, list[tuple[int, int, _Block]]] = {True: [], False: []}
+    live: dict[int, tuple[_Block, int]] = {}
+    allocated = reserved = peak_allocated = peak_reserved = 0
+
+    def cache(b: _Block) -> None:
+        b.free = True
+        bisect.insort(pools[b.small], (b.size, b.addr, b))
+
+    def uncache(b: _Block) -> None:
+        pools[b.small].remove((b.size, b.addr, b))
+
+    for is_alloc, key, nbytes in events:
+        if not is_alloc:
+            if key not in live:
+                continue
+            b, n = live.pop(key)
+            allocated -= n
+            for side in (b.prev, b.next):
+                if side is not None and side.free:
+                    uncache(side)
+                    first, second = (side, b) if side is b.prev else (b, side)
+                    first.size += second.size
+                    first.next = second.next
+                    if second.next is not None:
+                        second.next.prev = first
+                    b = first
+            cache(b)
+            continue
+        size = max(512, -(-nbytes // 512) * 512)
+        small = size <= _MIB
+        pool = pools[small]
+        i = bisect.bisect_left(pool, (size, -1))
+        if i < len(pool):
+            b = pool.pop(i)[2]
+        else:
+            b = _Block(reserved, _segment_bytes(size), small)
+            reserved += b.size
+        b.free = False
+        rest = b.size - size
+        if rest >= 512 if small else rest > _MIB:
+            r = _Block(b.addr + size, rest, small)
+            r.prev, r.next = b, b.next
+            if b.next is not None:
+                b.next.prev = r
+            b.next, b.size = r, size
+            cache(r)
+        live[key] = (b, nbytes)
+        allocated += nbytes
+        peak_allocated, peak_reserved = max(peak_allocated, allocated), max(peak_reserved, reserved)
+    return peak_allocated, peak_reserved
 
 
 def _dispatch_mode(counter: _LiveBytes) -> Any:

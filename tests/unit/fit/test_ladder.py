@@ -73,10 +73,13 @@ def test_cheapest_fixes_fit_and_come_cheapest_first(set_margins: Callable[[float
     from onecard.fit.plan import plan
 
     set_margins(0.1)
-    job = FitJob(model="llama-3.1-8b", job="train", method="lora", seq=4096, batch=4, grad_ckpt=False, gpu=CARD)
+    # a 16 GB card: on 12 GB the 4-bit fixes no longer fit since the standard loss's reserved segments are counted
+    # (llm_train.loss_segments_bytes: 0.5 GiB more at 4 x 512 tokens of Llama 3's 128k vocabulary)
+    job = FitJob(model="llama-3.1-8b", job="train", method="lora", seq=4096, batch=4, grad_ckpt=False,
+                 gpu="4060ti-16gb")
     assert not plan(job).fits
     fixes = cheapest_fixes(job)
-    assert fixes, "a LoRA job on an 8B model has 4-bit and shorter-sequence fixes on a 12 GB card"
+    assert fixes, "a LoRA job on an 8B model has 4-bit and shorter-sequence fixes on a 16 GB card"
     changed = []
     for text, fix in fixes:
         assert fix.fits and fix.estimate.process_gib <= fix.budget_gib
