@@ -6,7 +6,10 @@ stack, so its preset is what `fit` predicted before these knobs existed. Each pr
 
 - transformers (Trainer + PEFT; LLaMA-Factory trains on it too): transformers' `ForCausalLMLoss` upcasts the full
   logits to fp32 (`logits.float()`); PEFT keeps adapters in fp32 (`autocast_adapter_dtype=True`) with `lora_dropout`
-  0.0 (peft/tuners/lora/config.py); no optimizer-in-backward, no activation offloading.
+  0.0 (peft/tuners/lora/config.py); no optimizer-in-backward, no activation offloading. The loss of older releases
+  (4.39.3, which LLaMA-Factory 0.6 ran: `logits.float()` in LlamaForCausalLM.forward, then the shifted logits into
+  CrossEntropyLoss) peaks at the same 12 B per logit in backward (benchmarks/fit_logits_trace.py), so one preset
+  serves both.
 - trl (SFTTrainer, TRL 1.16 as `onecard[tune]` installs it): `SFTTrainer.__init__` patches the model with
   `add_fused_lm_head` (trl/trainer/sft_trainer.py:1144) and `compute_loss` calls `model(**inputs, fused_lm_head=True)`
   (:1611), so the loss never holds the full logits: `ChunkedLogProbFunction` (trl/kernels/chunked_logprob.py) projects
