@@ -9,6 +9,7 @@ reads the peaks around these calls; each returns its notes and the median step t
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Any
@@ -18,13 +19,10 @@ from onecard.core.extras import require
 from onecard.fit import diffusion, whisper, yolo
 from onecard.fit.job import FitJob
 
-__all__ = ["check", "run_diffusion", "run_yolo", "run_whisper", "OBJECTS_PER_IMAGE"]
+__all__ = ["check", "run_diffusion", "run_yolo", "run_whisper"]
 
 # Where the jobs run: measure.measure has checked that torch sees a CUDA GPU (the unit tests run them on "cpu").
 DEVICE = "cuda"
-# Synthetic YOLO targets: objects per training image. COCO train2017 averages 7.3 annotated instances per image
-# (860k / 118k); the loss's target assignment grows with the largest count in a batch.
-OBJECTS_PER_IMAGE = 8
 
 
 def check(job: FitJob, family: str) -> None:
@@ -202,18 +200,36 @@ def _train_diffusion(job: FitJob, arch: diffusion.DiffusionArch, parts: dict[str
     return step_s
 
 
-def _yolo_batch(task: str, b: int, size: int, nc: int, torch: Any) -> dict[str, Any]:
-    """A synthetic batch as ultralytics' dataloader collates it (normalised xywh boxes, per-image mask indices)."""
+def _tensors(out: Any) -> list[Any]:
+    """Every tensor in a model's output (a tensor, or lists, tuples and dicts of them, by ultralytics release)."""
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _tensors(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _tensors(v)]
+    return [out] if hasattr(out, "requires_grad") else []
+
+
+def _labels(job: FitJob) -> list[int]:
+    """Labels per synthetic image, as the job plans them: the first image holds the most in a mosaic (the target
+    assignment pads every image to it), the others the mean, rounded."""
+    most = job.max_labels if job.max_labels is not None else math.ceil(4 * job.labels_per_image)
+    return [most] + [round(job.labels_per_image)] * (job.batch - 1)
+
+
+def _yolo_batch(task: str, labels: list[int], size: int, nc: int, torch: Any) -> dict[str, Any]:
+    """A synthetic batch as ultralytics' dataloader collates it (normalised xywh boxes, per-image mask indices),
+    with `labels[i]` objects in image i."""
+    b, n = len(labels), sum(labels)
     if task == "classify":
         return {"img": torch.rand(b, 3, size, size, device=DEVICE), "cls": torch.randint(0, nc, (b,), device=DEVICE)}
-    n = OBJECTS_PER_IMAGE
-    xy, wh = torch.rand(b * n, 2) * 0.5 + 0.25, torch.rand(b * n, 2) * 0.25 + 0.05
-    batch = {"img": torch.rand(b, 3, size, size, device=DEVICE), "cls": torch.randint(0, nc, (b * n, 1)).float(),
-             "batch_idx": torch.arange(b).repeat_interleave(n).float(), "bboxes": torch.cat([xy, wh], 1)}
+    xy, wh = torch.rand(n, 2) * 0.5 + 0.25, torch.rand(n, 2) * 0.25 + 0.05
+    batch = {"img": torch.rand(b, 3, size, size, device=DEVICE), "cls": torch.randint(0, nc, (n, 1)).float(),
+             "batch_idx": torch.arange(b).repeat_interleave(torch.tensor(labels)).float(),
+             "bboxes": torch.cat([xy, wh], 1)}
     if task == "segment":  # overlap_mask=True: one (H/4, W/4) map per image holding each object's index
-        batch["masks"] = torch.randint(0, n + 1, (b, size // 4, size // 4)).float()
+        batch["masks"] = torch.stack([torch.randint(0, k + 1, (size // 4, size // 4)) for k in labels]).float()
     if task == "pose":
-        kpts = torch.rand(b * n, *yolo.KPT_SHAPE)
+        kpts = torch.rand(n, *yolo.KPT_SHAPE)
         kpts[..., 2] = 1.0
         batch["keypoints"] = kpts
     return batch
@@ -248,11 +264,16 @@ def run_yolo(job: FitJob, arch: yolo.YoloArch, steps: int, torch: Any) -> tuple[
                  else torch.optim.SGD(params, lr=0.01, momentum=0.937, nesterov=True))
     scaler = torch.amp.GradScaler(DEVICE, enabled=job.amp)
 
+    labels = _labels(job)
+
     def step() -> None:
-        batch = _yolo_batch(arch.task, job.batch, job.imgsz, nc, torch)
+        batch = _yolo_batch(arch.task, labels, job.imgsz, nc, torch)
         with torch.autocast(DEVICE, enabled=job.amp):
-            loss, _ = model(batch)
-        scaler.scale(loss.sum()).backward()
+            if job.yolo_loss:
+                loss = model(batch)[0].sum()
+            else:  # as AutoBatch's profile: forward and backward of the outputs, no loss
+                loss = sum(t.float().sum() for t in _tensors(model(batch["img"])))
+        scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
         scaler.step(optimizer)
@@ -262,8 +283,9 @@ def run_yolo(job: FitJob, arch: yolo.YoloArch, steps: int, torch: Any) -> tuple[
 
     step_s = _timed(step, steps, torch)
     notes.append(f"{steps} training steps, batch {job.batch} at {job.imgsz}px, {'AMP' if job.amp else 'fp32'}, "
-                 f"{type(optimizer).__name__}, EMA; synthetic images with {OBJECTS_PER_IMAGE} objects each "
-                 "(no dataloader, no validation pass)")
+                 f"{type(optimizer).__name__}, EMA; synthetic images with {labels[0]} objects in the first and "
+                 f"{labels[-1]} in each other" + ("" if job.yolo_loss else ", no loss (yolo_loss off)")
+                 + " (no dataloader, no validation pass)")
     return notes, step_s
 
 

@@ -189,3 +189,27 @@ def test_other_families_measure_on_the_gpu(job: FitJob) -> None:
     assert 0 < measured.peak_allocated_gib <= measured.peak_reserved_gib
     assert measured.process_gib is None or measured.process_gib >= measured.peak_reserved_gib
     assert measured.steps == (2 if job.job == "train" else 1)
+
+
+def test_yolo_labels_follow_the_job() -> None:
+    from onecard.fit import measure_jobs
+
+    assert measure_jobs._labels(FitJob(model="yolov8n", job="train", batch=4, labels_per_image=3.4)) == [14, 3, 3, 3]
+    assert measure_jobs._labels(FitJob(model="yolov8n", job="train", batch=2, max_labels=40)) == [40, 7]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["yolov8n", "yolov8n-seg"])
+def test_yolo_train_steps_run_on_cpu_with_and_without_the_loss(monkeypatch: pytest.MonkeyPatch, model: str) -> None:
+    # ultralytics' step as --measure takes it (AMP off on the CPU), on the job's label counts; without the loss, as
+    # AutoBatch's profile runs it.
+    pytest.importorskip("ultralytics", reason="needs ultralytics (pip install 'onecard[detect]')")
+    from onecard.fit import yolo
+
+    jobs = _on_cpu(monkeypatch)
+    for loss in (True, False):
+        job = FitJob(model=model, job="train", batch=2, imgsz=64, amp=False, labels_per_image=2, yolo_loss=loss)
+        notes, step_s = jobs.run_yolo(job, yolo.find(model), 1, torch)  # type: ignore[attr-defined]
+        assert step_s is not None and step_s > 0
+        assert any("8 objects in the first and 2 in each other" in n for n in notes), notes
+        assert any("no loss" in n for n in notes) is (not loss)
