@@ -39,7 +39,20 @@ LLAMA_CPP_UBATCH = 512  # llama.cpp default n_ubatch (and llama-cpp-python's n_b
 # The V0 engine (vLLM < 0.8) turned chunked prefill on only past 32k tokens of context and otherwise took
 # max(max_model_len, 2048) (vllm/config.py SchedulerConfig.__post_init__, 0.6.x): --max-num-batched-tokens
 VLLM_BATCHED_TOKENS = 2048
-VLLM_MAX_SEQS = 256  # vLLM default max_num_seqs: the sampler's logits in the profiling run
+# vLLM's default max_num_seqs (vllm/engine/arg_utils.py: EngineArgs.max_num_seqs 0.6.4 l.123; V1 0.8.5 l.1609 on cards
+# under 70 GiB, 1024 above): the profiling run samples that many dummy sequences. Not a FitJob knob.
+VLLM_MAX_SEQS = 256
+# The profiling run's sampler phase, after the forward (V0 0.6.4 and 0.6.5, V1 0.8.5; read in their wheels): the dummy
+# requests sample with top_k = vocab - 1 and top_p < 1 (0.6.4 vllm/worker/model_runner.py profile_run l.1211; 0.8.5
+# v1/worker/gpu_model_runner.py _dummy_sampler_run l.1527-1528), so the sampler sorts the (max_num_seqs x vocab) logits
+# in fp32 (0.6.4 model_executor/layers/sampler.py _apply_top_k_top_p l.431; 0.8.5 v1/sample/ops/topk_topp_sampler.py
+# l.189, FlashInfer not a dependency). Alive per logit while the sort runs: the model-dtype logits the runner holds,
+# the fp32 copy (0.6.4 sampler.py l.269), and PyTorch's CUDA sort of >= 128 rows longer than 4096
+# (aten/src/ATen/native/cuda/Sort.cpp, SortStable.cu segmented_sort_pairs; torch 2.5.1 and 2.6 are the wheels' pins):
+# the sorted fp32 values (4 B), the int64 indices (8), its int64 reverse_indices input (8), and CUB's spare key and
+# value buffers (DeviceSegmentedRadixSort::SortPairs is not overwrite-okay: num_items x (4 + 8)). vLLM 0.34.0 depends on
+# FlashInfer and samples top-k/top-p without a full sort: there the term is on the high side (a smaller KV pool).
+VLLM_SORT_BYTES_PER_LOGIT = 4 + 8 + 8 + 4 + 8
 VLLM_CUDA_GRAPH_GIB = 0.5  # captured CUDA graphs (vLLM logs 0.3-0.6 GiB for 7-8B models)
 # What generate holds, by transformers release (read in the released wheels):
 # - before 4.42 the cache travels between steps as a tuple of per-layer (K, V) tensors: each decode step's
@@ -295,12 +308,17 @@ def _vllm(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[str]) ->
     a, wb = fmt.act_bytes, weight_bytes(arch, fmt)
     kvt = kv_bytes_per_token(arch, job.kv_dtype, a)
     T = job.max_num_batched_tokens or VLLM_BATCHED_TOKENS
-    act = T * a * (2 * arch.hidden + 3 * arch.intermediate) + VLLM_MAX_SEQS * arch.vocab * 4 * 2 + wb.dequant
+    forward = T * a * (2 * arch.hidden + 3 * arch.intermediate) + wb.dequant  # the MLP of T tokens
+    # the sort (above), with the forward's T hidden states still held (V0 execute_model l.1654-1697; V1 0.8.5 keeps
+    # only the sampled rows, l.1509: at most T x hidden x 2 B high there)
+    sampler = T * a * arch.hidden + VLLM_MAX_SEQS * arch.vocab * (a + 4 + VLLM_SORT_BYTES_PER_LOGIT)
+    act = max(forward, sampler)
     graphs = VLLM_CUDA_GRAPH_GIB * GIB
     needed = job.batch * job.ctx * kvt
     pool = needed
     notes += [f"vLLM: {fmt.name} weights ({gib(wb.total):.2f} GiB)",
-              f"profiling run of {T} batched tokens and {VLLM_MAX_SEQS} sampled sequences: {gib(act):.2f} GiB",
+              f"profiling run: the forward of {T} batched tokens {gib(forward):.2f} GiB, then the sampler's sort of "
+              f"{VLLM_MAX_SEQS} x {arch.vocab} fp32 logits {gib(sampler):.2f} GiB; the larger is the activation peak",
               f"CUDA graphs {VLLM_CUDA_GRAPH_GIB} GiB (0 with enforce_eager)"]
     if card is not None:
         pool = job.gpu_memory_utilization * card.vram_gib * GIB - CUDA_CONTEXT_GIB * GIB - wb.total - act - graphs

@@ -103,12 +103,30 @@ def test_what_autoawq_and_the_release_refuse(job: dict[str, Any], match: str) ->
 
 
 def test_vllm_profiling_step_sizes_the_activations() -> None:
-    # V0 (vLLM < 0.8) profiled max(max_model_len, 2048) tokens at max_model_len 8192: 4x V1's 2048-token step
-    job = FitJob(model="llama-3-8b", runtime="vllm", quant="bf16", ctx=8192, vram=79.22)
-    v1 = estimate(job).parts["activations"]
-    v0 = estimate(job.model_copy(update={"max_num_batched_tokens": 8192})).parts["activations"]
-    sampler = 256 * 128256 * 8 / GIB  # the profiling run's 256 sampled sequences, unchanged
-    assert v0 - sampler == pytest.approx(4 * (v1 - sampler), rel=0.01)
+    # V0 (vLLM < 0.8) profiled max(max_model_len, 2048) tokens: where the forward outweighs the sampler's sort (Llama
+    # 2's 32,000-token vocabulary at 8,192 and 32,768 batched tokens) the activation peak is the forward's, 4x for 4x
+    job = FitJob(model="llama-2-7b", runtime="vllm", quant="bf16", ctx=8192, vram=79.22, max_num_batched_tokens=8192)
+    short = estimate(job).parts["activations"]
+    long = estimate(job.model_copy(update={"max_num_batched_tokens": 32768})).parts["activations"]
+    mlp = 8192 * 2 * (2 * 4096 + 3 * 11008) / GIB  # residual + norm output, gate, up and their product, bf16
+    assert short == pytest.approx(mlp)
+    assert long == pytest.approx(4 * short, rel=0.01)
+
+
+def test_vllm_profiling_peak_is_the_samplers_sort_of_every_sequences_logits() -> None:
+    # vLLM PR #10511's profile of Llama-3-8B (V0, 8,192 batched tokens; benchmarks/fit_cases/public/dev/vllm.yaml):
+    # "PyTorch activation peak memory 1.26GiB". Its 256 dummy sequences sample with top_k = vocab - 1 and top_p 0.99,
+    # so the sampler sorts 256 x 128,256 fp32 logits after the forward: per logit the bf16 logits 2 B, the fp32 copy 4,
+    # the sorted values 4, int64 indices 8, the sort's int64 reverse indices 8, CUB's spare keys 4 and values 8; with
+    # the forward's 8,192 hidden states still held. The MLP (0.78 GiB) runs before it: the larger, not the sum.
+    job = FitJob(model="llama-3-8b", runtime="vllm", quant="bf16", ctx=8192, vram=79.22, max_num_batched_tokens=8192)
+    sort = 256 * 128256 * (2 + 4 + 4 + 8 + 8 + 4 + 8)
+    hidden = 8192 * 4096 * 2
+    act = estimate(job).parts["activations"]
+    assert act * GIB == pytest.approx(sort + hidden)
+    assert act == pytest.approx(1.26, rel=0.05)
+    mlp = 8192 * 2 * (2 * 4096 + 3 * 14336) / GIB
+    assert mlp < act < mlp + (sort + hidden) / GIB
 
 
 def test_exllama_keeps_its_dequantization_buffer_while_decoding() -> None:
