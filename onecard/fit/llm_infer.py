@@ -42,16 +42,17 @@ VLLM_BATCHED_TOKENS = 2048
 # vLLM's default max_num_seqs (vllm/engine/arg_utils.py: EngineArgs.max_num_seqs 0.6.4 l.123; V1 0.8.5 l.1609 on cards
 # under 70 GiB, 1024 above): the profiling run samples that many dummy sequences. Not a FitJob knob.
 VLLM_MAX_SEQS = 256
-# The profiling run's sampler phase, after the forward (V0 0.6.4 and 0.6.5, V1 0.8.5; read in their wheels): the dummy
-# requests sample with top_k = vocab - 1 and top_p < 1 (0.6.4 vllm/worker/model_runner.py profile_run l.1211; 0.8.5
-# v1/worker/gpu_model_runner.py _dummy_sampler_run l.1527-1528), so the sampler sorts the (max_num_seqs x vocab) logits
-# in fp32 (0.6.4 model_executor/layers/sampler.py _apply_top_k_top_p l.431; 0.8.5 v1/sample/ops/topk_topp_sampler.py
-# l.189, FlashInfer not a dependency). Alive per logit while the sort runs: the model-dtype logits the runner holds,
-# the fp32 copy (0.6.4 sampler.py l.269), and PyTorch's CUDA sort of >= 128 rows longer than 4096
-# (aten/src/ATen/native/cuda/Sort.cpp, SortStable.cu segmented_sort_pairs; torch 2.5.1 and 2.6 are the wheels' pins):
-# the sorted fp32 values (4 B), the int64 indices (8), its int64 reverse_indices input (8), and CUB's spare key and
-# value buffers (DeviceSegmentedRadixSort::SortPairs is not overwrite-okay: num_items x (4 + 8)). vLLM 0.34.0 depends on
-# FlashInfer and samples top-k/top-p without a full sort: there the term is on the high side (a smaller KV pool).
+# The profiling run's sampler phase, after the forward (V0 0.6.4 and 0.6.5, V1 0.8.5 and 0.11.0; read in their wheels):
+# the dummy requests sample with top_k = vocab - 1 and top_p < 1 (0.6.4 vllm/worker/model_runner.py profile_run
+# l.1211; 0.8.5 v1/worker/gpu_model_runner.py _dummy_sampler_run l.1527-1528), so the sampler sorts the (max_num_seqs
+# x vocab) logits in fp32 (0.6.4 model_executor/layers/sampler.py _apply_top_k_top_p l.431; 0.8.5
+# v1/sample/ops/topk_topp_sampler.py l.189; 0.11.0 l.183 unless the optional `vllm[flashinfer]` is installed). Alive
+# per logit while the sort runs: the model-dtype logits the runner holds, the fp32 copy (0.6.4 sampler.py l.269), and
+# PyTorch's CUDA sort of >= 128 rows longer than 4096 (aten/src/ATen/native/cuda/Sort.cpp, SortStable.cu
+# segmented_sort_pairs; the wheels pin torch 2.5.1-2.8): the sorted fp32 values (4 B), the int64 indices (8), its int64
+# reverse_indices input (8), and CUB's spare key and value buffers (DeviceSegmentedRadixSort::SortPairs is not
+# overwrite-okay: num_items x (4 + 8)). vLLM 0.34.0 depends on FlashInfer and samples top-k/top-p without a full
+# sort: there the term is on the high side (a smaller KV pool than vLLM's).
 VLLM_SORT_BYTES_PER_LOGIT = 4 + 8 + 8 + 4 + 8
 VLLM_CUDA_GRAPH_GIB = 0.5  # captured CUDA graphs (vLLM logs 0.3-0.6 GiB for 7-8B models)
 # What generate holds, by transformers release (read in the released wheels):
