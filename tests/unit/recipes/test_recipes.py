@@ -116,14 +116,14 @@ def test_auto_uses_the_detected_card(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_card_too_small_for_sequence_2048_gets_the_longest_that_fits() -> None:
-    recipe = build("qlora", os="linux", vram=10)  # an unlisted 10 GiB card
+    recipe = build("qlora", os="linux", vram=9)  # an unlisted 9 GiB card
     assert recipe.configs[0].values["max_seq_length"] == 1024
     assert "at sequence 2048: no setting" in recipe.planned.expect[0]
     assert "sequence 1024 is the longest that fits" in recipe.planned.expect[0]
     commands = [c for c, _ in recipe.commands]
     assert "onecard fit meta-llama/Llama-3.1-8B-Instruct --job train --method qlora --seq 1024 --stack onecard " \
-           "--vram 10 --solve" in commands
-    assert "`onecard recipe qlora --vram 10 --os linux`" in render(recipe)
+           "--vram 9 --solve" in commands
+    assert "`onecard recipe qlora --vram 9 --os linux`" in render(recipe)
 
 
 def test_a_card_too_small_for_any_sequence_says_so() -> None:
