@@ -12,4 +12,8 @@
     environment.py  versions, git state and hardware for a record;  fingerprint.py  content hashes of inputs
     progress.py     progress bars on stderr;  plots.py  loss curves as PNG
     doctor.py       `onecard doctor`: what this machine can do and what to install
+    tools.py        llama.cpp's scripts and binaries, found where the user keeps them
+    trainer.py      around TRL's SFTTrainer (tune, vlm): its arguments, the trainer, the run-record callback, Ctrl-C
+    checkpoints.py  checkpoints written whole (staged, then renamed) and the newest complete one for a resume
+    peft_run.py     the run sequence tune and vlm share: rows split, resume point, out-of-memory tries, the run's end
 """

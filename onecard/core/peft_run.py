@@ -14,10 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from onecard.core.checkpoints import latest_checkpoint
 from onecard.core.errors import OnecardError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, StopFlag
-from onecard.core.trainer import latest_checkpoint, logged_losses, stop_on_signal
+from onecard.core.trainer import logged_losses, stop_on_signal
 
 __all__ = ["ADAPTER", "CHECKPOINTS", "LOSS_PLOT", "TRAIN_SPLIT", "DEV_SPLIT", "SplitKnobs", "train_dev_examples",
            "resume_point", "length_stats", "RungSettings", "Tries"]

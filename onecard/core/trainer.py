@@ -1,5 +1,5 @@
 """Plumbing around the transformers Trainer that `tune` and `vlm tune` share: the run-record callback, Ctrl-C, dtype,
-TRL's arguments, and the checkpoint a resume can trust.
+TRL's arguments, and the trainer itself (its checkpoints written whole: `core.checkpoints`).
 
 It sits in core, not fit, because none of it is about memory or the ladder: it is about run records (`core.records`)
 and the device (`core.device`). `onecard.core` imports without torch, so transformers and torch are imported only
@@ -19,15 +19,10 @@ from typing import Any, Protocol
 from onecard.core.progress import stderr_console
 from onecard.core.records import StopFlag, stop_after_step
 
-__all__ = ["RecordCallback", "stop_on_signal", "precision", "logged_losses", "sft_args", "latest_checkpoint",  # noqa: F822 (RecordCallback: the module __getattr__)
-           "missing", "CHECKPOINT_PREFIX", "WEIGHTS"]
+__all__ = ["RecordCallback", "stop_on_signal", "precision", "logged_losses", "sft_args", "sft_trainer"]  # noqa: F822 (RecordCallback: the module __getattr__)
 
 _built: dict[str, type] = {}
 
-CHECKPOINT_PREFIX = "checkpoint"  # transformers' PREFIX_CHECKPOINT_DIR: the trainer saves `checkpoint-<step>/`
-# what the transformers Trainer writes for a model (full or adapter), one of them per checkpoint
-WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "model.safetensors.index.json",
-           "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 class TryKnobs(Protocol):
@@ -122,34 +117,24 @@ def sft_args(out: Path, settings: TryKnobs, config: ScheduleKnobs, *, dtype: Any
     )
 
 
-def missing(checkpoint: Path) -> list[str]:
-    """What a resume loads that `checkpoint` lacks (empty: it is complete)."""
-    names = {p.name for p in checkpoint.iterdir()}
-    needs: dict[str, tuple[str, ...]] = {"trainer_state.json": ("trainer_state.json",)}
-    if not any(n.startswith("global_step") for n in names):  # DeepSpeed keeps weights and optimizer in global_stepN/
-        needs |= {"the weights (adapter_model.safetensors)": WEIGHTS, "optimizer.pt": ("optimizer.pt",),
-                  "scheduler.pt": ("scheduler.pt",)}
-    lacks = [what for what, files in needs.items() if not names.intersection(files)]
-    if "trainer_state.json" in names:
-        try:
-            json.loads((checkpoint / "trainer_state.json").read_bytes())
-        except ValueError:  # cut short while written (a JSON or UTF-8 error)
-            lacks.append("a whole trainer_state.json")
-    return lacks
+def sft_trainer(model: Any, processing_class: Any, args: Any, train_rows: list[dict[str, Any]],
+                dev_rows: list[dict[str, Any]], peft_config: Any, callbacks: list[Any],
+                data_collator: Any = None) -> Any:
+    """TRL's SFTTrainer over rows already encoded (`core.checkpoints.AtomicSFTTrainer`: checkpoints whole or not at
+    all), its console printers replaced by `callbacks` (stdout stays clean for --json)."""
+    import datasets
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    from onecard.core.checkpoints import AtomicSFTTrainer
 
-def latest_checkpoint(folder: Path) -> tuple[Path | None, list[dict[str, str]]]:
-    """The newest complete `checkpoint-N` in `folder` (None: there is none), and the newer ones skipped, each with
-    what it lacks. `tmp-checkpoint-N` folders (a staged save cut short) are never taken."""
-    found = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}-*")
-             if p.is_dir() and p.name.removeprefix(f"{CHECKPOINT_PREFIX}-").isdigit()]
-    skipped: list[dict[str, str]] = []
-    for checkpoint in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
-        lacks = missing(checkpoint)
-        if not lacks:
-            return checkpoint, skipped
-        skipped.append({"checkpoint": checkpoint.name, "missing": ", ".join(lacks)})
-    return None, skipped
+    datasets.disable_progress_bars()  # rows arrive encoded: TRL's truncate/filter passes take no time worth a bar
+    trainer = AtomicSFTTrainer(model=model, args=args, processing_class=processing_class, peft_config=peft_config,
+                               data_collator=data_collator, train_dataset=Dataset.from_list(train_rows),
+                               eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None, callbacks=callbacks)
+    for printer in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(printer)
+    return trainer
 
 
 def _record_callback() -> type:

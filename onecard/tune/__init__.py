@@ -5,7 +5,7 @@
     formatting.py  conversations -> token ids and labels with the model's chat template (loss on responses only)
     model.py       model references -> local folders ("tiny", GGUF converted once); 16-bit or 4-bit loading; LoRA
     plan.py        "auto" knobs from `onecard.fit`; its out-of-memory ladder
-    train.py       TRL SFTTrainer arguments, the run-record callback, Ctrl-C, checkpoints, loss plot
+    train.py       the SFTTrainer over tokenized rows (core.trainer's) and the response-only scoring
     evaluate.py    dev loss, perplexity, exact match, token F1, ROUGE-L: base vs tuned
     export.py      adapter, merged weights, GGUF, Ollama Modelfile, accelerate / DeepSpeed configs
     run.py         the entry points: check, train, evaluate, export

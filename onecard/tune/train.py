@@ -11,29 +11,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from onecard.core.records import StopFlag
-from onecard.core.trainer import RecordCallback, precision, stop_on_signal
+from onecard.core.trainer import RecordCallback, precision, sft_trainer, stop_on_signal
 
 __all__ = ["make_trainer", "score_responses_only", "RecordCallback", "StopFlag", "stop_on_signal", "precision"]
 
 
 def make_trainer(model: Any, tokenizer: Any, args: Any, train_rows: list[dict[str, list[int]]],
                  dev_rows: list[dict[str, list[int]]], peft_config: Any, callbacks: list[Any]) -> Any:
-    """An SFTTrainer over pre-tokenized rows, its console printers replaced by `callbacks` (stdout stays clean), its
-    checkpoints written whole or not at all (`onecard.tune.checkpoints`)."""
-    import datasets
-    from datasets import Dataset
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    from onecard.tune.checkpoints import AtomicSFTTrainer
-
-    datasets.disable_progress_bars()  # rows arrive tokenized: TRL's truncate/filter passes take no time worth a bar
-
-    trainer = AtomicSFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=peft_config,
-                               train_dataset=Dataset.from_list(train_rows),
-                               eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None, callbacks=callbacks)
-    for printer in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(printer)
-    return trainer
+    """An SFTTrainer over pre-tokenized rows (`onecard.core.trainer.sft_trainer`: checkpoints written whole or not at
+    all, its console printers replaced by `callbacks`); TRL's own collator pads the ids and labels."""
+    return sft_trainer(model, tokenizer, args, train_rows, dev_rows, peft_config, callbacks)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """Training components for a VLM: answer-only token labels, the vision collator, TRL's SFTTrainer.
 
-TRL's arguments, the run-record callback, Ctrl-C, dtype and the checkpoint finder are `onecard.core.trainer`'s,
+TRL's arguments, the trainer (checkpoints written whole), the run-record callback, Ctrl-C and dtype are
+`onecard.core.trainer`'s and the checkpoint finder `onecard.core.checkpoints`'s,
 shared with `tune`; `run.py` puts them together with `onecard.core.peft_run`.
 
 Rows are tokenized once (`encode`), with the image placeholders expanded by the processor, so the collator only
@@ -16,9 +17,9 @@ from typing import Any
 
 import torch
 
-from onecard.core import trainer as core_trainer
+from onecard.core import checkpoints
 from onecard.core.records import StopFlag
-from onecard.core.trainer import RecordCallback, precision, stop_on_signal
+from onecard.core.trainer import RecordCallback, precision, sft_trainer, stop_on_signal
 from onecard.vlm.model import load_images, prompt_text
 
 __all__ = ["IGNORE_INDEX", "encode", "VisionCollator", "make_trainer", "RecordCallback", "StopFlag", "stop_on_signal",
@@ -73,22 +74,13 @@ class VisionCollator:
 
 def make_trainer(model: Any, processor: Any, args: Any, train_rows: list[dict[str, Any]],
                  dev_rows: list[dict[str, Any]], peft_config: Any, callbacks: list[Any]) -> Any:
-    """An SFTTrainer over encoded rows with the vision collator; its console printers replaced by `callbacks`."""
-    import datasets
-    from datasets import Dataset
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from trl import SFTTrainer
-
-    datasets.disable_progress_bars()
-    trainer = SFTTrainer(model=model, args=args, processing_class=processor, peft_config=peft_config,
-                         data_collator=VisionCollator(processor), train_dataset=Dataset.from_list(train_rows),
-                         eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None, callbacks=callbacks)
-    for printer in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(printer)
-    return trainer
+    """An SFTTrainer over encoded rows with the vision collator (`onecard.core.trainer.sft_trainer`: checkpoints
+    written whole or not at all, its console printers replaced by `callbacks`)."""
+    return sft_trainer(model, processor, args, train_rows, dev_rows, peft_config, callbacks,
+                       data_collator=VisionCollator(processor))
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
     """The newest `checkpoint-N` in `folder` that a resume can load; None when there is none
-    (`onecard.core.trainer.latest_checkpoint`, without the ones it skipped)."""
-    return core_trainer.latest_checkpoint(folder)[0]
+    (`onecard.core.checkpoints.latest_checkpoint`, without the ones it skipped)."""
+    return checkpoints.latest_checkpoint(folder)[0]

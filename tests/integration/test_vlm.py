@@ -121,3 +121,32 @@ def test_interrupted_tune_resumes_from_its_checkpoint(shapes: dict[str, Path], m
     assert record["resumed_from"] == {"run": first["id"], "checkpoint": "checkpoint-3"}
     logged = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
     assert resumed["steps"] == 6 and resumed["first_loss"] == logged[0]["loss"]  # the curve goes on from step 1
+
+
+def test_a_save_cut_short_leaves_the_checkpoint_before_it(shapes: dict[str, Path],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill while step 4's checkpoint is written: no checkpoint-4 appears, checkpoint-2 stays whole and resumes."""
+    from onecard.core.checkpoints import AtomicSFTTrainer
+
+    monkeypatch.setenv("ONECARD_HOME", str(shapes["root"] / "home"))
+    runs = shapes["root"] / "cut-runs"
+    save = AtomicSFTTrainer._save_optimizer_and_scheduler
+
+    def killed_at_step_4(self: Any, output_dir: str) -> None:  # the adapter is written, the optimizer is not
+        if self.state.global_step == 4:
+            raise KeyboardInterrupt  # as a kill would: nothing after this point runs
+        save(self, output_dir)
+
+    monkeypatch.setattr(AtomicSFTTrainer, "_save_optimizer_and_scheduler", killed_at_step_4)
+    code, _, err = _cli("vlm", "tune", *TUNE, "--data", str(shapes["dev"]), "--max-steps", "4", "--save-steps", "2",
+                        "--runs-dir", str(runs))
+    assert code == 130, err
+    (record_file,) = runs.glob("*/run.json")
+    folder = record_file.parent / "checkpoints"
+    assert sorted(p.name for p in folder.glob("*checkpoint-*")) == ["checkpoint-2", "tmp-checkpoint-4"]
+    monkeypatch.setattr(AtomicSFTTrainer, "_save_optimizer_and_scheduler", save)
+    first = json.loads(record_file.read_text())
+    resumed = _json("vlm", "tune", "--resume", first["id"], "--runs-dir", str(runs), "--report-to", "none")
+    record = json.loads((Path(resumed["dir"]) / "run.json").read_text())
+    assert record["resumed_from"] == {"run": first["id"], "checkpoint": "checkpoint-2"}
+    assert resumed["steps"] == 4

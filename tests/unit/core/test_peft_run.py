@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from onecard.core.checkpoints import CHECKPOINT_PREFIX, latest_checkpoint
 from onecard.core.errors import OnecardError
 from onecard.core.peft_run import length_stats, resume_point, train_dev_examples
 from onecard.core.records import start_run
-from onecard.core.trainer import CHECKPOINT_PREFIX, latest_checkpoint
 
 COMPLETE = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt")
 

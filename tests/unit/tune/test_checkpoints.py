@@ -11,10 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
+from onecard.core.checkpoints import AtomicSFTTrainer, latest_checkpoint, missing  # noqa: E402
 from onecard.core.errors import OnecardError  # noqa: E402
 from onecard.core.records import start_run  # noqa: E402
 from onecard.tune import run  # noqa: E402
-from onecard.tune.checkpoints import AtomicSFTTrainer, latest_checkpoint, missing  # noqa: E402
 from onecard.tune.config import TuneConfig  # noqa: E402
 
 COMPLETE = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth")
