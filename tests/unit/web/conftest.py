@@ -29,3 +29,15 @@ def make_client(onecard_home: Path) -> Callable[..., TestClient]:
 @pytest.fixture
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A registered folder: a small corpus (about 13 k characters, lines opening with the tinylm recipe's sample
+    prompt, ROMEO:) and a corpus too short to train on."""
+    data = tmp_path / "texts"
+    data.mkdir()
+    line = "ROMEO: To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer.\n"
+    (data / "corpus.txt").write_text(line * 140, encoding="utf-8")
+    (data / "short.txt").write_text("abc", encoding="utf-8")
+    return data

@@ -5,7 +5,6 @@ server goes on."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from onecard.web import jobs as jobs_module  # noqa: E402
 from onecard.web.app import create_app  # noqa: E402
 from onecard.web.settings import WebSettings  # noqa: E402
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    """A registered folder with a small corpus (about 12 k characters) and a corpus too short to train on."""
-    data = tmp_path / "texts"
-    data.mkdir()
-    line = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer.\n"
-    (data / "corpus.txt").write_text(line * 140, encoding="utf-8")
-    (data / "short.txt").write_text("abc", encoding="utf-8")
-    return data
+from tests.unit.web.waiting import wait_for  # noqa: E402
 
 
 @pytest.fixture
@@ -39,16 +28,6 @@ def tiny(**extra: Any) -> dict[str, Any]:
     return {"kind": "tinylm train", "report_to": ["none"],
             "config": {"preset": "tiny", "data": "corpus.txt", "max_iters": 20, "eval_interval": 10,
                        "log_interval": 5, "device": "cpu", **extra}}
-
-
-def wait_for(client: TestClient, job_id: str, done: Any, timeout_s: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
-        if done(job):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not get there in {timeout_s} s: {job}")
 
 
 def test_kinds_give_forms_from_the_configs_and_name_missing_extras(client: TestClient,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from onecard.web import jobs as jobs_module  # noqa: E402
 from onecard.web.app import create_app  # noqa: E402
 from onecard.web.routes import vlm as vlm_routes  # noqa: E402
 from onecard.web.settings import WebSettings  # noqa: E402
+from tests.unit.web.waiting import wait_for  # noqa: E402
 
 SPEECH = Path(__file__).parents[3] / ".." / "shared" / "data" / "speech"
 
@@ -33,15 +33,6 @@ def folder(tmp_path: Path) -> Path:
 def client_for(home: Path, folder: Path, **settings: Any) -> TestClient:
     return TestClient(create_app(WebSettings(data_dir=home, folders=(folder,), **settings)))
 
-
-def wait_for(client: TestClient, job_id: str, timeout_s: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
-        if job["ended_at"]:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not end in {timeout_s} s")
 
 
 def test_an_upload_over_the_limit_is_a_413_and_nothing_is_kept_or_queued(onecard_home: Path, folder: Path) -> None:

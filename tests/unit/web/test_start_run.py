@@ -6,7 +6,6 @@ opened, and a failed step stopping the ones after it."""
 from __future__ import annotations
 
 import shlex
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +18,10 @@ from onecard.recipes import PATHS, build  # noqa: E402
 from onecard.web.app import create_app  # noqa: E402
 from onecard.web.routes.start import recipe_steps  # noqa: E402
 from onecard.web.settings import WebSettings  # noqa: E402
+from tests.unit.web.waiting import wait_for  # noqa: E402
 
 # The tinylm recipe's config made tiny: seconds on a CPU (tests/unit/web/test_jobs.py's tiny job).
 TINY = "data: input.txt\npreset: tiny\nmax_iters: 20\neval_interval: 10\nlog_interval: 5\ndevice: cpu\n"
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    """A registered folder: a small corpus (holding the recipe's sample prompt, ROMEO:), one too short to train on."""
-    data = tmp_path / "texts"
-    data.mkdir()
-    line = "ROMEO: To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer.\n"
-    (data / "corpus.txt").write_text(line * 140, encoding="utf-8")
-    (data / "short.txt").write_text("abc", encoding="utf-8")
-    return data
 
 
 @pytest.fixture
@@ -44,15 +33,6 @@ def tinylm(**extra: Any) -> dict[str, Any]:
     return {"path": "tinylm", "gpu": "4070ti", "os": "linux", "report_to": ["none"],
             "inputs": {"input.txt": "corpus.txt"}, "configs": {"tinylm.yaml": TINY}, **extra}
 
-
-def wait_for(client: TestClient, job_id: str, timeout_s: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
-        if job["ended_at"]:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not end in {timeout_s} s: {job}")
 
 
 def test_the_plan_checks_the_install_lines_and_lists_inputs_and_steps(client: TestClient) -> None:
