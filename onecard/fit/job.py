@@ -72,6 +72,7 @@ class FitJob(BaseModel):
     yolo_loss: bool = Field(True, description="YOLO training: the step computes the training loss (target assignment, box and class terms, masks); False: a forward and backward pass without it, as ultralytics' AutoBatch profile measures")
     amp: bool = Field(True, description="mixed precision (YOLO, diffusion training)")
     beam: int = Field(5, ge=1, le=MAX_COUNT, description="Whisper beam size")
+    ctranslate2_version: str | None = Field(None, pattern=r"^\d+\.\d+(\.\d+)?$", description="faster-whisper: the CTranslate2 release under it (3.5.1), for its beam search: before 3.6.0 every beam held its own copy of the cross-attention keys and values; unset: 3.6.0 or later")
     gpu: str | None = Field(None, description="card from the catalog (4070ti, rtx-3060, a100-80gb); None: the detected card")
     vram: float | None = Field(None, gt=0, le=100_000, allow_inf_nan=False, description="card memory in GiB, instead of --gpu")
     margin_gib: float = Field(0.5, ge=0, allow_inf_nan=False, description="safety margin kept free when deciding what fits")

@@ -170,6 +170,14 @@ def _weight_bytes(arch: WhisperArch, runtime: str, quant: str) -> tuple[float, s
     return p * 2.0, "fp16"
 
 
+def _release(version: str | None) -> tuple[int, int, int]:
+    """A release "3.5.1" as (3, 5, 1); unset: the newest behaviour."""
+    if version is None:
+        return (999, 0, 0)
+    major, minor, patch = [*map(int, version.split(".")), 0][:3]
+    return major, minor, patch
+
+
 def _infer(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, float], float, float]:
     rt = _runtime(job)
     weights, wname = _weight_bytes(arch, rt, job.quant)
@@ -190,7 +198,10 @@ def _infer(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, 
     # transformers' generate expands encoder_outputs by num_beams before the decoder projects them, so the
     # cross-attention cache is per beam; CTranslate2 does not replicate "memory*" state (TransformerDecoder::
     # replicate_state) and openai-whisper's current DecodingTask repeats only the tokens, not the audio features.
-    cross_copies = n_seq if rt == "transformers" else job.batch
+    # CTranslate2 before 3.6.0 did (its CHANGELOG, 3.6.0, 2023-02-16: "Reduce the beam search memory usage by not
+    # duplicating the decoder states that are the same in each beam (e.g. the projected memory keys and values)").
+    per_beam = rt == "transformers" or (rt == "faster-whisper" and _release(job.ctranslate2_version) < (3, 6, 0))
+    cross_copies = n_seq if per_beam else job.batch
     cross_kv = per_pos * N_AUDIO_CTX * cross_copies
     # openai-whisper returns fp32 logits for every prompt position on the first step (model.py: `.float()`).
     logits = n_seq * (t_max // 2 + 3) * arch.vocab * (act_b + 4) if rt == "openai-whisper" else n_seq * arch.vocab * 8
@@ -204,7 +215,8 @@ def _infer(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, 
         f"self-attention KV for {t_max} positions per hypothesis"
         + (" (previous-text prompt + 224 new tokens)" if prompted else " (224 new tokens, no previous-text prompt)"),
         f"cross-attention KV over {N_AUDIO_CTX} frames x {cross_copies} "
-        + ("(per beam)" if rt == "transformers" else "(shared by the beams)"),
+        + ("(per beam)" if per_beam else "(shared by the beams)")
+        + (f" (CTranslate2 {job.ctranslate2_version})" if rt == "faster-whisper" and job.ctranslate2_version else ""),
     ]
     if rt == "openai-whisper" and checkpoint:
         notes.append(

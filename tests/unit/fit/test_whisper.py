@@ -73,6 +73,20 @@ def test_transformers_keeps_cross_attention_per_beam() -> None:
     assert tf.parts["kv_cache"] > ct2.parts["kv_cache"] + 0.5
 
 
+def test_ctranslate2_before_3_6_holds_the_cross_attention_cache_per_beam() -> None:
+    """CTranslate2 3.6.0's changelog: beam search stopped duplicating the projected memory keys and values; the four
+    extra copies of medium's cache at beam 5 are what the faster-whisper README's reading fell between the two."""
+    medium = whisper.find("whisper-medium")
+    assert medium is not None
+    job = FitJob(model="whisper-medium", runtime="faster-whisper", quant="fp16", beam=5)
+    new = whisper.estimate(medium, job, None)
+    old = whisper.estimate(medium, job.model_copy(update={"ctranslate2_version": "3.5.1"}), None)
+    same = whisper.estimate(medium, job.model_copy(update={"ctranslate2_version": "3.6.0"}), None)
+    copy_gib = 2 * medium.dec_layers * medium.d * 2 * whisper.N_AUDIO_CTX / 2**30  # K and V, fp16, 1500 frames
+    assert old.parts["kv_cache"] - new.parts["kv_cache"] == pytest.approx(4 * copy_gib)
+    assert same.parts["kv_cache"] == new.parts["kv_cache"]
+
+
 def test_fine_tune_full_above_lora() -> None:
     small = whisper.CATALOG["small"]
     full = whisper.estimate(small, FitJob(model="small", job="train", method="full", batch=4), None)
