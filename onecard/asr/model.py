@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from onecard.core.errors import ModelNotFoundError
+from onecard.core.extras import release
 
 __all__ = ["resolve", "Settings", "choose", "load", "COMPUTE_OF_QUANT"]
 
@@ -117,7 +118,7 @@ def choose(model: str, device: str, compute_type: str, batch_size: int | str, be
                         1 if batch_size == "auto" else int(batch_size), f"defaults: {why}")
     fixed = {"beam"}
     job = FitJob.model_validate({"model": f"whisper-{arch.key}", "job": "infer", "runtime": "faster-whisper",
-                                 "beam": beam_size, "gpu": card.key,
+                                 "beam": beam_size, "gpu": card.key, "ctranslate2_version": release("ctranslate2"),
                                  "quant": QUANT_OF_COMPUTE.get(compute_type, "auto")})
     if compute_type != "auto":
         fixed.add("quant")

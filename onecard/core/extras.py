@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
+from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 
 from onecard.core.errors import MissingExtraError
 
-__all__ = ["require", "available"]
+__all__ = ["require", "available", "release"]
 
 
 def require(module: str, extra: str, package: str | None = None) -> ModuleType:
@@ -35,3 +37,13 @@ def available(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def release(distribution: str) -> str | None:
+    """The installed release of a PyPI distribution as "major.minor.patch" (local and pre-release tags dropped),
+    without importing it; None when it is not installed. fit plans some libraries' memory by release."""
+    try:
+        found = re.match(r"\d+\.\d+\.\d+", version(distribution))
+    except PackageNotFoundError:
+        return None
+    return found.group(0) if found else None

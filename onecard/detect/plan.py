@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from onecard.core.errors import OnecardError
+from onecard.core.extras import release
 from onecard.detect.config import DetectConfig
 from onecard.fit.job import FitJob
 from onecard.fit.ladder import describe_changes, oom_ladder
@@ -84,17 +85,6 @@ def labels_of(train: dict[str, int], mosaic: float) -> dict[str, Any]:
     return {"labels_per_image": per_image, "max_labels": most}
 
 
-def _ultralytics_version() -> str | None:
-    """The installed ultralytics release as fit's `ultralytics_version` (its target assignment's memory differs)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        found = re.match(r"\d+\.\d+\.\d+", version("ultralytics"))
-    except PackageNotFoundError:
-        return None
-    return found.group(0) if found else None
-
-
 def choose(config: DetectConfig, arch: str | None, device: str,
            labels: dict[str, Any] | None = None) -> tuple[Settings, FitJob | None]:
     """Resolve batch, image size and AMP; returns the settings and the fit job (None: fit does not know `arch`).
@@ -112,7 +102,7 @@ def choose(config: DetectConfig, arch: str | None, device: str,
     optimizer = "sgd" if config.optimizer == "SGD" else "adamw"
     job = FitJob.model_validate({"model": arch, "job": "train", "batch": batch, "imgsz": imgsz, "amp": amp,
                                  "optimizer": optimizer, "gpu": config.gpu, "vram": config.vram,
-                                 "ultralytics_version": _ultralytics_version(), **(labels or {})})
+                                 "ultralytics_version": release("ultralytics"), **(labels or {})})
     if not on_gpu and config.gpu is None and config.vram is None:
         return settings_of(job, "defaults: no GPU to plan for (pass --gpu NAME to plan for a card)"), job
     base = plan(job)
