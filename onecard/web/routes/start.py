@@ -17,7 +17,6 @@ shell, and nothing is downloaded): each says whether this machine already has wh
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import re
 import secrets
@@ -97,13 +96,6 @@ RECIPE_KINDS: tuple[JobKind, ...] = (
     _beside("vlm eval", "onecard.vlm.config:EvalConfig", paths=("data",), refs=("target",)),
     _beside("vlm export", "onecard.vlm.config:ExportConfig", refs=("run",), outputs=("out",)),
 )
-# Config fields a command line gives without their flag, in order, as the CLI's parsers declare them (`*`: a list).
-POSITIONAL: dict[str, tuple[str, ...]] = {
-    "tinylm sample": ("run",), "tinylm eval": ("run",), "tinylm bench": ("run",), "tune eval": ("run",),
-    "tune export": ("run",), "detect eval": ("run",), "detect predict": ("run", "source*"), "detect export": ("run",),
-    "diffuse sample": ("source",), "diffuse export": ("run",), "asr transcribe": ("audio*",), "vlm eval": ("target",),
-    "vlm export": ("run",),
-}
 REPORTS = ("doctor", "fit")
 
 
@@ -167,22 +159,14 @@ def recipe_steps(commands: list[tuple[str, str]], files: dict[str, dict[str, Any
 
 
 def _parse(kind: JobKind, argv: list[str], files: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], bool]:
-    """A command line's config keys, as the CLI resolves them: the --config file's keys, then the flags; and whether
-    it resumes a run."""
-    from onecard.core.config import add_config_flags, explicit_fields
+    """A command line's config keys as the CLI resolves them (onecard's own parser): the --config file's keys, then
+    the flags; and whether it resumes a run."""
+    from onecard.cli import build_parser
+    from onecard.core.config import explicit_fields
 
-    model = kind.model()
-    parser = argparse.ArgumentParser(prog=f"onecard {kind.name}", add_help=False)
-    names = POSITIONAL.get(kind.name, ())
-    add_config_flags(parser, model, positional=tuple(n for n in names if not n.endswith("*")))
-    for name in (n[:-1] for n in names if n.endswith("*")):
-        parser.add_argument(name, nargs="*", default=argparse.SUPPRESS)
-    for flag in ("--config", "--resume", "--runs-dir"):
-        parser.add_argument(flag)
-    parser.add_argument("--report-to", nargs="+")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    return {**files.get(args.config or "", {}), **explicit_fields(model, args)}, bool(args.resume)
+    args = build_parser(kind.capability).parse_args([kind.capability, kind.action, *argv])
+    config = getattr(args, "config", None) or ""
+    return {**files.get(config, {}), **explicit_fields(kind.model(), args)}, bool(getattr(args, "resume", None))
 
 
 # -- the run: what it will do, and starting it -----------------------------------------------------------------------
