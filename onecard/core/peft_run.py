@@ -9,19 +9,20 @@ each step down, and `Tries.last` is what the next try trains.
 
 from __future__ import annotations
 
+import random
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from onecard.core.checkpoints import latest_checkpoint
-from onecard.core.errors import OnecardError
+from onecard.core.errors import DataError, OnecardError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, StopFlag
 from onecard.core.trainer import logged_losses, stop_on_signal
 
 __all__ = ["ADAPTER", "CHECKPOINTS", "LOSS_PLOT", "TRAIN_SPLIT", "DEV_SPLIT", "SplitKnobs", "train_dev_examples",
-           "resume_point", "length_stats", "RungSettings", "Tries"]
+           "dedupe_rows", "split_rows", "resume_point", "length_stats", "RungSettings", "Tries"]
 
 ADAPTER, CHECKPOINTS, LOSS_PLOT = "adapter", "checkpoints", "loss.png"
 TRAIN_SPLIT, DEV_SPLIT = "train.jsonl", "dev.jsonl"
@@ -42,6 +43,40 @@ class SplitKnobs(Protocol):
     def dev_fraction(self) -> float: ...
     @property
     def seed(self) -> int: ...
+
+
+class Row(Protocol):
+    """A row of a data file: where it came from."""
+
+    @property
+    def line(self) -> int: ...
+
+
+R = TypeVar("R", bound=Row)
+
+
+def dedupe_rows(rows: list[R], key: Callable[[R], Hashable]) -> tuple[list[R], list[tuple[int, int]]]:
+    """The rows without repeats (same `key`), the first kept; and (line, line of the first) for each dropped."""
+    first: dict[Hashable, int] = {}
+    kept, dropped = [], []
+    for row in rows:
+        k = key(row)
+        if k in first:
+            dropped.append((row.line, first[k]))
+        else:
+            first[k] = row.line
+            kept.append(row)
+    return kept, dropped
+
+
+def split_rows(rows: list[E], dev_fraction: float, seed: int) -> tuple[list[E], list[E]]:
+    """A seeded shuffle split: (train, dev), at least one row in each, each in file order."""
+    if len(rows) < 2:
+        raise DataError(f"{len(rows)} row(s) cannot be split into train and dev", "give more rows, or --dev-data")
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_dev = min(len(rows) - 1, max(1, round(len(rows) * dev_fraction)))
+    return [rows[i] for i in sorted(order[n_dev:])], [rows[i] for i in sorted(order[:n_dev])]
 
 
 def train_dev_examples(

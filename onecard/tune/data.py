@@ -11,7 +11,6 @@ Each row becomes a conversation (a list of {"role", "content"} messages ending w
 from __future__ import annotations
 
 import json
-import random
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from onecard.core.errors import DataError
+from onecard.core.peft_run import dedupe_rows
+from onecard.core.peft_run import split_rows as split
 
 __all__ = ["Example", "BadLine", "DataReport", "read_examples", "to_messages", "dedupe", "split", "write_jsonl",
            "load_examples"]
@@ -201,28 +202,7 @@ def load_examples(path: str | Path) -> list[Example]:
 
 def dedupe(examples: list[Example]) -> tuple[list[Example], list[tuple[int, int]]]:
     """Keep the first of rows that are exactly the same conversation; (line, line of the first) for each dropped."""
-    first: dict[str, int] = {}
-    kept, dropped = [], []
-    for ex in examples:
-        key = json.dumps(ex.messages, sort_keys=True)
-        if key in first:
-            dropped.append((ex.line, first[key]))
-        else:
-            first[key] = ex.line
-            kept.append(ex)
-    return kept, dropped
-
-
-def split(examples: list[Example], dev_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """A seeded shuffle split: (train, dev), at least one row in each."""
-    if len(examples) < 2:
-        raise DataError(f"{len(examples)} row(s) cannot be split into train and dev", "give more rows, or --dev-data")
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_dev = min(len(examples) - 1, max(1, round(len(examples) * dev_fraction)))
-    dev = sorted(order[:n_dev])
-    train = sorted(order[n_dev:])
-    return [examples[i] for i in train], [examples[i] for i in dev]
+    return dedupe_rows(examples, key=lambda ex: json.dumps(ex.messages, sort_keys=True))
 
 
 def write_jsonl(examples: list[Example], path: Path) -> None:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from onecard.core.errors import DataError
+from onecard.core.peft_run import dedupe_rows
+from onecard.core.peft_run import split_rows as split
 
 __all__ = ["Example", "BadRow", "Report", "read_examples", "load_examples", "dedupe", "split", "write_jsonl"]
 
@@ -156,26 +157,7 @@ def dedupe(examples: list[Example]) -> tuple[list[Example], list[tuple[int, int]
             digests[image] = hashlib.sha256(Path(image).read_bytes()).hexdigest()
         return digests[image]
 
-    first: dict[tuple[Any, ...], int] = {}
-    kept, dropped = [], []
-    for ex in examples:
-        key = (tuple(digest(i) for i in ex.images), ex.turns)
-        if key in first:
-            dropped.append((ex.line, first[key]))
-        else:
-            first[key] = ex.line
-            kept.append(ex)
-    return kept, dropped
-
-
-def split(examples: list[Example], dev_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """A seeded train/dev split (at least one dev row when there are two rows or more)."""
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_dev = max(1, round(len(examples) * dev_fraction)) if len(examples) > 1 else 0
-    dev = sorted(order[:n_dev])
-    dev_set = set(dev)
-    return [ex for i, ex in enumerate(examples) if i not in dev_set], [examples[i] for i in dev]
+    return dedupe_rows(examples, key=lambda ex: (tuple(digest(i) for i in ex.images), ex.turns))
 
 
 def write_jsonl(examples: list[Example], path: Path) -> None:
