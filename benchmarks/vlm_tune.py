@@ -43,25 +43,10 @@ LLAVA_7B_VISION = dict(hidden_size=1024, intermediate_size=4096, num_hidden_laye
 
 
 def accuracy(adapter: Path | None, dev: Path) -> dict[str, float]:
-    """Exact match of greedy answers on the dev file, per question kind and overall."""
-    import torch
-    from peft import PeftModel
+    """Exact match of greedy answers on the dev file, per question kind and overall, to 3 places."""
+    from onecard.vlm.synthetic import accuracy_by_kind
 
-    from onecard.core.answers import exact_match
-    from onecard.vlm.data import load_examples
-    from onecard.vlm.model import answer, load_model, load_processor, model_dir
-
-    folder = model_dir("tiny")
-    processor, model = load_processor(folder), load_model(folder, torch.float32, "cpu")
-    model = PeftModel.from_pretrained(model, adapter) if adapter else model
-    model.eval()
-    kinds = [json.loads(line)["kind"] for line in dev.read_text().splitlines()]
-    scores: dict[str, list[float]] = {}
-    for kind, ex in zip(kinds, load_examples(dev), strict=True):
-        scores.setdefault(kind, []).append(exact_match(answer(model, processor, ex.images, ex.prompt(), 4),
-                                                       ex.response()))
-    return {k: round(sum(s) / len(s), 3) for k, s in scores.items()} | {
-        "all": round(sum(map(sum, scores.values())) / len(kinds), 3)}
+    return {kind: round(score, 3) for kind, score in accuracy_by_kind(dev, adapter).items()}
 
 
 def tune_tiny(train: Path, dev: Path, steps: int, runs: Path, **knobs: Any) -> Any:

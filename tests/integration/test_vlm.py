@@ -16,6 +16,7 @@ pytest.importorskip("trl")
 pytest.importorskip("PIL")
 
 from onecard.cli import main  # noqa: E402
+from onecard.vlm.synthetic import accuracy_by_kind  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -36,27 +37,6 @@ def _json(*args: str) -> dict[str, Any]:
     code, out, err = _cli(*args, "--json")
     assert code == 0, err
     return dict(json.loads(out))
-
-
-def _accuracy(adapter: Path | None, dev: Path) -> dict[str, float]:
-    """Exact match of the greedy answers on the dev file, per question kind."""
-    from peft import PeftModel
-
-    from onecard.core.answers import exact_match
-    from onecard.vlm.data import load_examples
-    from onecard.vlm.model import answer, load_model, load_processor, model_dir
-
-    folder = model_dir("tiny")
-    processor, model = load_processor(folder), load_model(folder, torch.float32, "cpu")
-    if adapter is not None:
-        model = PeftModel.from_pretrained(model, adapter)
-    model.eval()
-    kinds = [json.loads(line)["kind"] for line in dev.read_text().splitlines()]
-    scores: dict[str, list[float]] = {}
-    for kind, ex in zip(kinds, load_examples(dev), strict=True):
-        scores.setdefault(kind, []).append(exact_match(answer(model, processor, ex.images, ex.prompt(), 4),
-                                                       ex.response()))
-    return {kind: sum(s) / len(s) for kind, s in scores.items()} | {"all": sum(map(sum, scores.values())) / len(kinds)}
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +68,7 @@ def test_tune_teaches_the_tiny_model_to_read_the_images(shapes: dict[str, Path],
     assert trained["final_loss"] < trained["first_loss"] / 3
     adapter = Path(trained["dir"]) / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file()
-    base, tuned = _accuracy(None, shapes["dev"]), _accuracy(adapter, shapes["dev"])
+    base, tuned = accuracy_by_kind(shapes["dev"]), accuracy_by_kind(shapes["dev"], adapter)
     chance = sum(CHANCE.values()) / len(CHANCE)  # a uniform guess of the right kind of answer: 0.28
     assert base["all"] <= chance
     assert tuned["all"] >= 2 * chance, (base, tuned)
