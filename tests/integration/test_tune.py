@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import json
 import os
 import sys
@@ -16,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from onecard.cli import main  # noqa: E402
+from tests.integration.in_process import cli, cli_json  # noqa: E402
 from tests.integration.interrupt import interrupt_when_ready  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -25,19 +23,6 @@ ONECARD = [sys.executable, "-m", "onecard.cli"]
 DOLLY = Path(__file__).resolve().parents[3] / "shared" / "data" / "instruct" / "dolly_hhrlhf_train_small.jsonl"
 TRAIN = ("--model", "tiny", "--max-seq-length", "384", "--batch-size", "4", "--learning-rate", "5e-3",
          "--logging-steps", "2", "--report-to", "none")
-
-
-def _cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["-q", *args])
-    return code, out.getvalue(), err.getvalue()
-
-
-def _json(*args: str) -> dict[str, Any]:
-    code, out, err = _cli(*args, "--json")
-    assert code == 0, err
-    return dict(json.loads(out))
 
 
 def _record(runs: Path, run_id: str) -> dict[str, Any]:
@@ -54,8 +39,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data.write_text("\n".join(DOLLY.read_text().splitlines()[:48]) + "\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ONECARD_HOME", str(root / "home"))
-        trained = _json("tune", "train", *TRAIN, "--data", str(data), "--max-steps", "12", "--save-steps", "6",
-                        "--runs-dir", str(root / "runs"))
+        trained = cli_json("tune", "train", *TRAIN, "--data", str(data), "--max-steps", "12", "--save-steps", "6",
+                           "--runs-dir", str(root / "runs"))
     return {"data": data, "runs": root / "runs", "trained": trained, "root": root}
 
 
@@ -63,11 +48,11 @@ def test_data_check_names_every_bad_line_and_counts_tokens(tmp_path: Path) -> No
     rows = DOLLY.read_text().splitlines()[:3] if DOLLY.is_file() else pytest.skip("no Dolly rows")
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join([rows[0], '{"prompt": "hi"', rows[1], '{"instruction": "x"}', rows[0]]) + "\n")
-    code, out, _ = _cli("tune", "data", "check", str(path), "--model", "tiny", "--max-seq-length", "64")
+    code, out, _ = cli("tune", "data", "check", str(path), "--model", "tiny", "--max-seq-length", "64")
     assert code == 1  # bad lines: a non-zero exit for scripts
     assert "line 2: not valid JSON" in out and "line 4: 'output' is missing" in out
     assert "line 5: duplicate of line 1" in out and "rows over 64" in out
-    code, out, _ = _cli("tune", "data", "check", str(path), "--json")
+    code, out, _ = cli("tune", "data", "check", str(path), "--json")
     result = json.loads(out)
     assert code == 1 and [b["line"] for b in result["bad"]] == [2, 4] and result["valid"] == 3
     assert "characters" in result
@@ -96,15 +81,15 @@ def test_train_lowers_the_loss_moves_the_lora_weights_and_records_the_run(work: 
 
 
 def test_eval_reports_base_and_tuned_on_the_same_prompts(work: dict[str, Any]) -> None:
-    result = _json("tune", "eval", work["trained"]["run_id"], "--runs-dir", str(work["runs"]), "--max-new-tokens",
-                   "8", "--show", "2")
+    result = cli_json("tune", "eval", work["trained"]["run_id"], "--runs-dir", str(work["runs"]), "--max-new-tokens",
+                      "8", "--show", "2")
     for name in ("base", "tuned"):
         assert set(result[name]) == {"loss", "perplexity", "exact_match", "token_f1", "rouge_l"}
     assert result["tuned"]["loss"] < result["base"]["loss"]
     # the dev loss recomputed from the saved adapter is the one training measured
     assert result["tuned"]["loss"] == pytest.approx(work["trained"]["dev_loss"], rel=2e-3)
     assert len(result["samples"]) == 2 and {"reference", "base", "tuned"} <= set(result["samples"][0])
-    code, out, _ = _cli("tune", "eval", "last", "--runs-dir", str(work["runs"]), "--max-new-tokens", "4")
+    code, out, _ = cli("tune", "eval", "last", "--runs-dir", str(work["runs"]), "--max-new-tokens", "4")
     assert code == 0 and "rouge_l" in out and "tuned" in out
 
 
@@ -114,8 +99,8 @@ def test_export_writes_an_adapter_peft_loads_merged_weights_a_gguf_and_a_modelfi
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    written = _json("tune", "export", work["trained"]["run_id"], "--runs-dir", str(work["runs"]), "--merge",
-                    "--gguf", "q8_0", "--ollama")
+    written = cli_json("tune", "export", work["trained"]["run_id"], "--runs-dir", str(work["runs"]), "--merge",
+                       "--gguf", "q8_0", "--ollama")
     adapter = Path(written["adapter"])
     base_dir = _json_mod.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter).eval()
@@ -143,8 +128,8 @@ def test_a_k_quant_gguf_is_quantized_by_llama_cpp_smaller_and_close_to_the_merge
     llama_cpp = pytest.importorskip("llama_cpp")
     sizes, scores = {}, {}
     for qtype in ("f16", "Q4_K_M"):  # as Ollama spells it, too
-        written = _json("tune", "export", work["trained"]["run_id"], "--runs-dir", str(work["runs"]), "--gguf",
-                        qtype, "--out", str(tmp_path / "out"))
+        written = cli_json("tune", "export", work["trained"]["run_id"], "--runs-dir", str(work["runs"]), "--gguf",
+                           qtype, "--out", str(tmp_path / "out"))
         gguf = Path(written["gguf"])
         assert gguf.name == f"model-{qtype.lower()}.gguf"
         sizes[qtype] = gguf.stat().st_size
@@ -169,8 +154,8 @@ def test_a_k_quant_gguf_is_quantized_by_llama_cpp_smaller_and_close_to_the_merge
 
 
 def test_an_unknown_gguf_type_lists_the_valid_ones(work: dict[str, Any], tmp_path: Path) -> None:
-    code, _, err = _cli("tune", "export", work["trained"]["run_id"], "--runs-dir", str(work["runs"]), "--gguf",
-                        "q4_k_x", "--out", str(tmp_path / "out"))
+    code, _, err = cli("tune", "export", work["trained"]["run_id"], "--runs-dir", str(work["runs"]), "--gguf",
+                       "q4_k_x", "--out", str(tmp_path / "out"))
     assert code == 2 and "q4_k_x" in err and "'q4_k_m'" in err and "'q8_0'" in err
 
 
@@ -180,15 +165,15 @@ def test_a_k_quant_without_llama_cpp_python_says_what_to_install(work: dict[str,
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if not installed
     monkeypatch.setenv("PATH", str(tmp_path))  # no llama.cpp converter either
     monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
-    code, _, err = _cli("tune", "export", work["trained"]["run_id"], "--runs-dir", str(work["runs"]), "--gguf",
-                        "q4_k_m", "--out", str(tmp_path / "out"))
+    code, _, err = cli("tune", "export", work["trained"]["run_id"], "--runs-dir", str(work["runs"]), "--gguf",
+                       "q4_k_m", "--out", str(tmp_path / "out"))
     assert code == 2 and "llama-cpp-python is not installed" in err and "pip install llama-cpp-python" in err
     assert "q8_0" in err and not (tmp_path / "out").exists()  # said before the merge
 
 
 def test_resume_continues_the_run_from_its_checkpoint(work: dict[str, Any]) -> None:
-    out = _json("tune", "train", "--resume", work["trained"]["run_id"], "--max-steps", "14", "--runs-dir",
-                str(work["runs"]), "--report-to", "none")
+    out = cli_json("tune", "train", "--resume", work["trained"]["run_id"], "--max-steps", "14", "--runs-dir",
+                   str(work["runs"]), "--report-to", "none")
     record = _record(work["runs"], out["run_id"])
     assert record["resumed_from"] == {"run": work["trained"]["run_id"], "checkpoint": "checkpoint-12", "skipped": []}
     assert out["steps"] == 14 and out["first_loss"] == work["trained"]["first_loss"]  # the curve goes on
@@ -204,8 +189,8 @@ def test_resume_after_a_kill_during_a_save_takes_the_checkpoint_before(work: dic
     for name in ("checkpoint-12", "tmp-checkpoint-14"):  # what kill -9 in the middle of a save leaves
         shutil.rmtree(copy / "checkpoints" / name, ignore_errors=True)
         (copy / "checkpoints" / name).mkdir()
-    code, out, err = _cli("tune", "train", "--resume", copy.name, "--max-steps", "8", "--runs-dir", str(runs),
-                          "--report-to", "none", "--json")
+    code, out, err = cli("tune", "train", "--resume", copy.name, "--max-steps", "8", "--runs-dir", str(runs),
+                         "--report-to", "none", "--json")
     assert code == 0, err
     resumed = json.loads(out)
     record = _record(runs, resumed["run_id"])
@@ -214,41 +199,41 @@ def test_resume_after_a_kill_during_a_save_takes_the_checkpoint_before(work: dic
     assert skipped["checkpoint"] == "checkpoint-12" and skipped["missing"].startswith("trainer_state.json")
 
     shutil.rmtree(copy / "checkpoints" / "checkpoint-6")
-    code, _, err = _cli("tune", "train", "--resume", copy.name, "--runs-dir", str(runs), "--report-to", "none")
+    code, _, err = cli("tune", "train", "--resume", copy.name, "--runs-dir", str(runs), "--report-to", "none")
     assert code == 2 and "nothing to resume" in err and "start over without --resume" in err
 
 
 def test_bad_data_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "pairs.jsonl"
     path.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "c"}\n')
-    code, _, err = _cli("tune", "train", "--model", "tiny", "--data", str(path), "--runs-dir", str(tmp_path))
+    code, _, err = cli("tune", "train", "--model", "tiny", "--data", str(path), "--runs-dir", str(tmp_path))
     assert code == 2 and f"{path}:2: 'response' is missing" in err and "onecard tune data check" in err
 
 
 def test_bad_input_is_a_named_error_not_a_traceback(tmp_path: Path) -> None:
     path = tmp_path / "pairs.jsonl"
     path.write_bytes(b'{"prompt": "a", "response": "b"}\n{"prompt": "caf\xe9", "response": "b"}\n')
-    code, _, err = _cli("tune", "train", "--model", "tiny", "--data", str(path), "--runs-dir", str(tmp_path))
+    code, _, err = cli("tune", "train", "--model", "tiny", "--data", str(path), "--runs-dir", str(tmp_path))
     assert code == 2 and f"{path}:2: not UTF-8 (byte 0xe9" in err
-    code, out, _ = _cli("tune", "data", "check", str(path))
+    code, out, _ = cli("tune", "data", "check", str(path))
     assert code == 1 and "line 2: not UTF-8" in out
-    code, _, err = _cli("tune", "data", "check", str(tmp_path))
+    code, _, err = cli("tune", "data", "check", str(tmp_path))
     assert code == 2 and f"{tmp_path} is a folder; a JSONL file with one example per line is expected" in err
     assert f"e.g. {path}" in err
     for flag, least in (("--max-seq-length", 8), ("--micro-batch-size", 1)):
-        code, _, err = _cli("tune", "train", "--model", "tiny", "--data", str(path), flag, "0")
+        code, _, err = cli("tune", "train", "--model", "tiny", "--data", str(path), flag, "0")
         assert code == 2 and f"key '{flag[2:].replace('-', '_')}': Value error, should be at least {least}" in err
     rows = DOLLY.read_text().splitlines()[:8] if DOLLY.is_file() else pytest.skip("no Dolly rows")
     path.write_text("\n".join(rows) + "\n")
-    code, _, err = _cli("tune", "train", *TRAIN, "--data", str(path), "--max-seq-length", "8", "--runs-dir",
-                        str(tmp_path / "runs"))
+    code, _, err = cli("tune", "train", *TRAIN, "--data", str(path), "--max-seq-length", "8", "--runs-dir",
+                       str(tmp_path / "runs"))
     assert code == 2 and "at max_seq_length 8 no train row keeps a token of its answer" in err
     assert "set --max-seq-length to at least" in err
 
 
 def test_accelerate_config_prints_the_launch_command(tmp_path: Path) -> None:
-    out = _json("tune", "train", "--model", "tiny", "--data", "pairs.jsonl", "--accelerate-config",
-                str(tmp_path / "launch"), "--zero-stage", "2", "--num-gpus", "2")
+    out = cli_json("tune", "train", "--model", "tiny", "--data", "pairs.jsonl", "--accelerate-config",
+                   str(tmp_path / "launch"), "--zero-stage", "2", "--num-gpus", "2")
     assert out["command"].startswith("accelerate launch --config_file")
     assert (tmp_path / "launch" / "ds_zero2.json").is_file() and not list(tmp_path.glob("**/run.json"))
 
@@ -268,8 +253,8 @@ def test_ctrl_c_leaves_a_resumable_checkpoint_and_an_interrupted_run(work: dict[
     assert (run_dir / "checkpoints" / f"checkpoint-{step}" / "adapter_model.safetensors").is_file()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ONECARD_HOME", env["ONECARD_HOME"])
-        out = _json("tune", "train", "--resume", run_dir.name, "--max-steps", str(step + 2), "--runs-dir", str(runs),
-                    "--report-to", "none")
+        out = cli_json("tune", "train", "--resume", run_dir.name, "--max-steps", str(step + 2), "--runs-dir", str(runs),
+                       "--report-to", "none")
     assert out["steps"] == step + 2
 
 
@@ -282,10 +267,11 @@ def test_smollm2_135m_fine_tunes_for_a_few_steps(tmp_path: Path) -> None:
         pytest.skip(f"{DOLLY} is absent")
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(DOLLY.read_text().splitlines()[:8]) + "\n")
-    trained = _json("tune", "train", "--model", "smollm2-135m-instruct", "--data", str(data), "--dev-data", str(data),
-                    "--max-seq-length", "256", "--batch-size", "2", "--learning-rate", "1e-3", "--max-steps", "4",
-                    "--logging-steps", "1", "--runs-dir", str(tmp_path / "runs"), "--report-to", "none")
-    result = _json("tune", "eval", trained["run_id"], "--runs-dir", str(tmp_path / "runs"), "--max-new-tokens", "16")
+    trained = cli_json("tune", "train", "--model", "smollm2-135m-instruct", "--data", str(data), "--dev-data",
+                       str(data), "--max-seq-length", "256", "--batch-size", "2", "--learning-rate", "1e-3",
+                       "--max-steps", "4", "--logging-steps", "1", "--runs-dir", str(tmp_path / "runs"),
+                       "--report-to", "none")
+    result = cli_json("tune", "eval", trained["run_id"], "--runs-dir", str(tmp_path / "runs"), "--max-new-tokens", "16")
     assert result["tuned"]["loss"] < result["base"]["loss"]
     assert result["base"]["rouge_l"] > 0  # an instruct model already answers in words
 
@@ -299,7 +285,7 @@ def test_smollm2_135m_fine_tunes_for_a_few_steps(tmp_path: Path) -> None:
     from onecard.tune.model import load_tokenizer
 
     llama_cpp = pytest.importorskip("llama_cpp")
-    written = _json("tune", "export", trained["run_id"], "--runs-dir", str(tmp_path / "runs"), "--gguf", "q4_k_m")
+    written = cli_json("tune", "export", trained["run_id"], "--runs-dir", str(tmp_path / "runs"), "--gguf", "q4_k_m")
     merged = AutoModelForCausalLM.from_pretrained(written["merged"], dtype=torch.float32).eval()
     assert Path(written["gguf"]).stat().st_size < 0.45 * 2 * merged.num_parameters()  # f16: 2 bytes a weight
     tokenizer = load_tokenizer(written["merged"])
@@ -328,9 +314,9 @@ def test_qlora_on_cuda_uses_nf4_weights_and_the_paged_8bit_optimizer(tmp_path: P
         pytest.skip(f"{DOLLY} is absent")
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(DOLLY.read_text().splitlines()[:32]) + "\n")
-    trained = _json("tune", "train", *TRAIN, "--data", str(data), "--method", "qlora", "--optimizer",
-                    "paged_adamw_8bit", "--max-steps", "6",
-                    "--runs-dir", str(tmp_path / "runs"))
+    trained = cli_json("tune", "train", *TRAIN, "--data", str(data), "--method", "qlora", "--optimizer",
+                       "paged_adamw_8bit", "--max-steps", "6",
+                       "--runs-dir", str(tmp_path / "runs"))
     plan = _record(tmp_path / "runs", trained["run_id"])["plan"]
     assert plan["method"] == "qlora" and plan["optimizer"] == "paged_adamw_8bit" and plan["card"]
     assert trained["final_loss"] < trained["first_loss"]

@@ -3,8 +3,6 @@ teaches the model to read the images (answer accuracy from chance to well above 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -15,8 +13,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 pytest.importorskip("PIL")
 
-from onecard.cli import main  # noqa: E402
 from onecard.vlm.synthetic import accuracy_by_kind  # noqa: E402
+from tests.integration.in_process import cli, cli_json  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -26,32 +24,19 @@ TUNE = ("--model", "tiny", "--batch-size", "16", "--learning-rate", "3e-3", "--l
         "10", "--report-to", "none")
 
 
-def _cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["-q", *args])
-    return code, out.getvalue(), err.getvalue()
-
-
-def _json(*args: str) -> dict[str, Any]:
-    code, out, err = _cli(*args, "--json")
-    assert code == 0, err
-    return dict(json.loads(out))
-
-
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("vlm")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ONECARD_HOME", str(root / "home"))
-        written = _json("vlm", "data", "synth", str(root / "shapes"), "--train-images", "100", "--dev-images", "20",
-                        "--shapes", "1")
+        written = cli_json("vlm", "data", "synth", str(root / "shapes"), "--train-images", "100", "--dev-images", "20",
+                           "--shapes", "1")
     return {"train": Path(written["train"]), "dev": Path(written["dev"]), "root": root}
 
 
 def test_data_check_counts_image_tokens(shapes: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ONECARD_HOME", str(shapes["root"] / "home"))
-    report = _json("vlm", "data", "check", str(shapes["dev"]), "--model", "tiny")
+    report = cli_json("vlm", "data", "check", str(shapes["dev"]), "--model", "tiny")
     assert report["valid"] == report["rows"] == 60 and report["bad"] == []
     assert report["image_tokens"]["min"] == report["image_tokens"]["max"] == 16
 
@@ -63,8 +48,8 @@ def test_tune_teaches_the_tiny_model_to_read_the_images(shapes: dict[str, Path],
 
     monkeypatch.setenv("ONECARD_HOME", str(shapes["root"] / "home"))
     runs = shapes["root"] / "runs"
-    trained = _json("vlm", "tune", *TUNE, "--data", str(shapes["train"]), "--dev-data", str(shapes["dev"]),
-                    "--max-steps", "150", "--save-steps", "1000", "--runs-dir", str(runs))
+    trained = cli_json("vlm", "tune", *TUNE, "--data", str(shapes["train"]), "--dev-data", str(shapes["dev"]),
+                       "--max-steps", "150", "--save-steps", "1000", "--runs-dir", str(runs))
     assert trained["final_loss"] < trained["first_loss"] / 3
     adapter = Path(trained["dir"]) / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file()
@@ -88,7 +73,7 @@ def test_interrupted_tune_resumes_from_its_checkpoint(shapes: dict[str, Path], m
         original(self, args, state, control, **kwargs)
 
     monkeypatch.setattr(train.RecordCallback, "on_step_end", ctrl_c_at_step_3)
-    code, _, err = _cli("vlm", "tune", *TUNE, "--data", str(shapes["dev"]), "--max-steps", "6", "--runs-dir", str(runs))
+    code, _, err = cli("vlm", "tune", *TUNE, "--data", str(shapes["dev"]), "--max-steps", "6", "--runs-dir", str(runs))
     assert code == 130, err
     (record_file,) = runs.glob("*/run.json")
     first = json.loads(record_file.read_text())
@@ -96,7 +81,7 @@ def test_interrupted_tune_resumes_from_its_checkpoint(shapes: dict[str, Path], m
     checkpoint = record_file.parent / "checkpoints" / "checkpoint-3"
     assert (checkpoint / "adapter_model.safetensors").is_file()
     monkeypatch.setattr(train.RecordCallback, "on_step_end", original)
-    resumed = _json("vlm", "tune", "--resume", first["id"], "--runs-dir", str(runs), "--report-to", "none")
+    resumed = cli_json("vlm", "tune", "--resume", first["id"], "--runs-dir", str(runs), "--report-to", "none")
     record = json.loads((Path(resumed["dir"]) / "run.json").read_text())
     assert record["resumed_from"] == {"run": first["id"], "checkpoint": "checkpoint-3"}
     logged = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
@@ -118,15 +103,15 @@ def test_a_save_cut_short_leaves_the_checkpoint_before_it(shapes: dict[str, Path
         save(self, output_dir)
 
     monkeypatch.setattr(AtomicSFTTrainer, "_save_optimizer_and_scheduler", killed_at_step_4)
-    code, _, err = _cli("vlm", "tune", *TUNE, "--data", str(shapes["dev"]), "--max-steps", "4", "--save-steps", "2",
-                        "--runs-dir", str(runs))
+    code, _, err = cli("vlm", "tune", *TUNE, "--data", str(shapes["dev"]), "--max-steps", "4", "--save-steps", "2",
+                       "--runs-dir", str(runs))
     assert code == 130, err
     (record_file,) = runs.glob("*/run.json")
     folder = record_file.parent / "checkpoints"
     assert sorted(p.name for p in folder.glob("*checkpoint-*")) == ["checkpoint-2", "tmp-checkpoint-4"]
     monkeypatch.setattr(AtomicSFTTrainer, "_save_optimizer_and_scheduler", save)
     first = json.loads(record_file.read_text())
-    resumed = _json("vlm", "tune", "--resume", first["id"], "--runs-dir", str(runs), "--report-to", "none")
+    resumed = cli_json("vlm", "tune", "--resume", first["id"], "--runs-dir", str(runs), "--report-to", "none")
     record = json.loads((Path(resumed["dir"]) / "run.json").read_text())
     assert record["resumed_from"] == {"run": first["id"], "checkpoint": "checkpoint-2"}
     assert resumed["steps"] == 4
