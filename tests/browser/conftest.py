@@ -104,3 +104,23 @@ def screenshot(page: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def stand_in_gpu_jobs(monkeypatch: pytest.MonkeyPatch, for_real: Callable[[Any], bool]) -> threading.Event:
+    """Make the servers started after this call run every job for which `for_real(job)` is false as a stand-in GPU
+    job: no subprocess, running until the returned event is set, then succeeded. The others run for real."""
+    from onecard.web import jobs as jobs_module
+    from onecard.web.routes import jobs as jobs_routes
+
+    release = threading.Event()
+
+    class Busy(jobs_module.JobQueue):
+        def _run(self, job: jobs_module.Job) -> None:
+            if for_real(job):
+                super()._run(job)
+                return
+            release.wait(timeout=120)
+            job.status = "succeeded"
+
+    monkeypatch.setattr(jobs_routes, "JobQueue", Busy)
+    return release

@@ -5,7 +5,6 @@ images it drew; from 'last' with no train run, the error and its fix."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import screenshot, stand_in_gpu_jobs
 
 
 def call(url: str, body: dict[str, Any] | None = None) -> Any:
@@ -28,22 +27,9 @@ def test_the_diffuse_page_queues_a_sample_and_shows_its_images(page: Any, serve:
                                                                 tmp_path: Path) -> None:
     pytest.importorskip("diffusers", reason="the diffuse extra is not installed: pip install 'onecard[diffuse]'")
     from onecard.diffuse.tiny import make_tiny_pipeline
-    from onecard.web import jobs as jobs_module
-    from onecard.web.routes import jobs as jobs_routes
 
-    release = threading.Event()
-
-    class Busy(jobs_module.JobQueue):
-        """A tinylm job stands for a GPU job that runs until `release` (no subprocess); the sample runs for real."""
-
-        def _run(self, job: jobs_module.Job) -> None:
-            if job.kind.capability == "diffuse":
-                super()._run(job)
-                return
-            release.wait(timeout=120)
-            job.status = "succeeded"
-
-    monkeypatch.setattr(jobs_routes, "JobQueue", Busy)
+    # a tinylm job stands for a GPU job that runs until released (no subprocess); the sample runs for real
+    release = stand_in_gpu_jobs(monkeypatch, lambda job: job.kind.capability == "diffuse")
     folder = tmp_path / "models"
     make_tiny_pipeline(folder / "tiny-sd")
     base = serve(folders=(folder,))

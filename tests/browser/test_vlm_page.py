@@ -12,27 +12,16 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import screenshot, stand_in_gpu_jobs
 
 
-def busy_server(serve: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, release: threading.Event) -> str:
-    """A server whose queue runs a stand-in GPU job (no subprocess) until `release`; chats run for real."""
-    from onecard.web import jobs as jobs_module
-    from onecard.web.routes import jobs as jobs_routes
+def busy_server(serve: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[str, threading.Event]:
+    """A server whose queue runs a stand-in GPU job (no subprocess) until the event is set; chats run for real."""
     from onecard.web.routes import vlm as vlm_routes
 
     if not vlm_routes.status()["installed"]:
         pytest.skip("onecard.vlm is not built or its extra is not installed")
-
-    class Busy(jobs_module.JobQueue):
-        def _run(self, job: jobs_module.Job) -> None:
-            if job.kind is vlm_routes.CHAT:
-                super()._run(job)
-                return
-            release.wait(timeout=120)
-            job.status = "succeeded"
-
-    monkeypatch.setattr(jobs_routes, "JobQueue", Busy)
+    release = stand_in_gpu_jobs(monkeypatch, lambda job: job.kind is vlm_routes.CHAT)
     data = tmp_path / "data"
     data.mkdir()
     base: str = serve(folders=(data,))
@@ -41,7 +30,7 @@ def busy_server(serve: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rel
     while get(f"{base}/api/jobs/{job['id']}")["status"] != "running":
         assert time.monotonic() < deadline, "the stand-in GPU job did not start"
         time.sleep(0.02)
-    return base
+    return base, release
 
 
 def post(url: str, body: dict[str, Any]) -> Any:
@@ -75,8 +64,7 @@ def ask(page: Any, base: str, image: Path) -> None:
 def test_a_question_waits_behind_a_running_job_then_links_its_run(page: Any, serve: Any, onecard_home: Path,
                                                                   monkeypatch: pytest.MonkeyPatch,
                                                                   tmp_path: Path) -> None:
-    release = threading.Event()
-    base = busy_server(serve, monkeypatch, tmp_path, release)
+    base, release = busy_server(serve, monkeypatch, tmp_path)
     image = square(tmp_path)
 
     ask(page, base, image)
@@ -96,8 +84,7 @@ def test_a_question_waits_behind_a_running_job_then_links_its_run(page: Any, ser
 
 def test_a_question_left_while_it_waits_leaves_the_queue(page: Any, serve: Any, monkeypatch: pytest.MonkeyPatch,
                                                          tmp_path: Path) -> None:
-    release = threading.Event()
-    base = busy_server(serve, monkeypatch, tmp_path, release)
+    base, release = busy_server(serve, monkeypatch, tmp_path)
     ask(page, base, square(tmp_path))
     page.locator("#job .job-status[data-status=queued]").wait_for()
     page.goto(base + "/jobs")  # the user goes elsewhere: nobody waits for this answer any more
