@@ -1,8 +1,7 @@
 """Training components for a VLM: answer-only token labels, the vision collator, TRL's SFTTrainer.
 
 TRL's arguments, the trainer (checkpoints written whole), the run-record callback, Ctrl-C and dtype are
-`onecard.core.trainer`'s and the checkpoint finder `onecard.core.checkpoints`'s,
-shared with `tune`; `run.py` puts them together with `onecard.core.peft_run`.
+`onecard.core.trainer`'s, shared with `tune`; `run.py` puts them together with `onecard.core.peft_run`.
 
 Rows are tokenized once (`encode`), with the image placeholders expanded by the processor, so the collator only
 decodes the images of a batch and pads. Labels are -100 on everything but the assistant turns (and the end-of-text
@@ -12,18 +11,16 @@ token after the last one): the system and user text and every image token carry 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from onecard.core import checkpoints
 from onecard.core.records import StopFlag
 from onecard.core.trainer import RecordCallback, precision, sft_trainer, stop_on_signal
 from onecard.vlm.model import load_images, prompt_text
 
 __all__ = ["IGNORE_INDEX", "encode", "VisionCollator", "make_trainer", "RecordCallback", "StopFlag", "stop_on_signal",
-           "latest_checkpoint", "precision"]
+           "precision"]
 
 IGNORE_INDEX = -100  # the label the loss skips (torch cross_entropy's ignore_index)
 
@@ -78,9 +75,3 @@ def make_trainer(model: Any, processor: Any, args: Any, train_rows: list[dict[st
     written whole or not at all, its console printers replaced by `callbacks`)."""
     return sft_trainer(model, processor, args, train_rows, dev_rows, peft_config, callbacks,
                        data_collator=VisionCollator(processor))
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The newest `checkpoint-N` in `folder` that a resume can load; None when there is none
-    (`onecard.core.checkpoints.latest_checkpoint`, without the ones it skipped)."""
-    return checkpoints.latest_checkpoint(folder)[0]

@@ -9,11 +9,12 @@ import pytest
 pytest.importorskip("trl")
 pytest.importorskip("PIL")
 
+from onecard.core.checkpoints import latest_checkpoint  # noqa: E402
 from onecard.vlm.config import TuneConfig  # noqa: E402
 from onecard.vlm.plan import choose  # noqa: E402
 from onecard.vlm.synthetic import make_image  # noqa: E402
 from onecard.vlm.tiny import make_tiny_llava  # noqa: E402
-from onecard.vlm.train import IGNORE_INDEX, VisionCollator, encode, latest_checkpoint  # noqa: E402
+from onecard.vlm.train import IGNORE_INDEX, VisionCollator, encode  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -94,5 +95,5 @@ def test_latest_checkpoint_skips_one_cut_short(tmp_path: Path) -> None:
         folder.mkdir()
         for name in files:
             (folder / name).write_text("{}")
-    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
-    assert latest_checkpoint(tmp_path / "none") is None
+    assert latest_checkpoint(tmp_path)[0] == tmp_path / "checkpoint-2"
+    assert latest_checkpoint(tmp_path / "none")[0] is None
