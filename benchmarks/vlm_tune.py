@@ -44,7 +44,7 @@ LLAVA_7B_VISION = dict(hidden_size=1024, intermediate_size=4096, num_hidden_laye
 
 def accuracy(adapter: Path | None, dev: Path) -> dict[str, float]:
     """Exact match of greedy answers on the dev file, per question kind and overall, to 3 places."""
-    from onecard.vlm.synthetic import accuracy_by_kind
+    from onecard.vlm.evaluate import accuracy_by_kind
 
     return {kind: round(score, 3) for kind, score in accuracy_by_kind(dev, adapter).items()}
 

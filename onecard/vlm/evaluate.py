@@ -17,7 +17,7 @@ from typing import Any
 from onecard.core.errors import ModelNotFoundError, OnecardError
 from onecard.vlm.config import EvalConfig
 
-__all__ = ["EvalConfig", "evaluate", "answer_loss", "score", "ANSWERS", "REPORT"]
+__all__ = ["EvalConfig", "evaluate", "answer_loss", "score", "accuracy_by_kind", "ANSWERS", "REPORT"]
 
 ANSWERS, REPORT = "answers.jsonl", "report.html"
 
@@ -144,3 +144,28 @@ def answer_loss(model: Any, processor: Any, examples: list[Any]) -> float:
             total += float(model(**batch).loss) * n
         tokens += n
     return total / max(tokens, 1)
+
+
+def accuracy_by_kind(dev: str | Path, adapter: str | Path | None = None) -> dict[str, float]:
+    """Exact match of the tiny model's greedy answers (with `adapter`, a tune run's, when given) on a file of the
+    synthetic shapes set (`synthetic.write_set`), per question kind and over all ("all"): what the learning test and
+    the benchmark report."""
+    import torch
+
+    from onecard.core.answers import exact_match
+    from onecard.vlm.data import load_examples
+    from onecard.vlm.model import answer, load_model, load_processor, model_dir
+
+    folder = model_dir("tiny")
+    processor, model = load_processor(folder), load_model(folder, torch.float32, "cpu")
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    kinds = [json.loads(line)["kind"] for line in Path(dev).read_text().splitlines()]
+    scores: dict[str, list[float]] = {}
+    for kind, ex in zip(kinds, load_examples(dev), strict=True):
+        scores.setdefault(kind, []).append(exact_match(answer(model, processor, ex.images, ex.prompt(), 4),
+                                                       ex.response()))
+    return {kind: sum(s) / len(s) for kind, s in scores.items()} | {"all": sum(map(sum, scores.values())) / len(kinds)}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["COLOURS", "SHAPES", "CELLS", "QUESTION_WORDS", "CHANCE", "make_image", "make_rows", "write_set",
-           "write_splits", "accuracy_by_kind"]
+           "write_splits"]
 
 COLOURS: dict[str, tuple[int, int, int]] = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220),
                                              "yellow": (240, 220, 20)}
@@ -95,27 +95,3 @@ def write_splits(out: str | Path, train_images: int = 200, dev_images: int = 50,
     """A train and a dev file from different seeds (no scene shared by design): {"train": ..., "dev": ...}."""
     return {"train": write_set(out, train_images, seed, shapes, size, "train.jsonl"),
             "dev": write_set(out, dev_images, seed + 10_000, shapes, size, "dev.jsonl")}
-
-
-def accuracy_by_kind(dev: str | Path, adapter: str | Path | None = None) -> dict[str, float]:
-    """Exact match of the tiny model's greedy answers (with `adapter`, a tune run's, when given) on a file
-    `write_set` wrote, per question kind and over all ("all"): what the learning test and the benchmark report."""
-    import torch
-
-    from onecard.core.answers import exact_match
-    from onecard.vlm.data import load_examples
-    from onecard.vlm.model import answer, load_model, load_processor, model_dir
-
-    folder = model_dir("tiny")
-    processor, model = load_processor(folder), load_model(folder, torch.float32, "cpu")
-    if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
-    model.eval()
-    kinds = [json.loads(line)["kind"] for line in Path(dev).read_text().splitlines()]
-    scores: dict[str, list[float]] = {}
-    for kind, ex in zip(kinds, load_examples(dev), strict=True):
-        scores.setdefault(kind, []).append(exact_match(answer(model, processor, ex.images, ex.prompt(), 4),
-                                                       ex.response()))
-    return {kind: sum(s) / len(s) for kind, s in scores.items()} | {"all": sum(map(sum, scores.values())) / len(kinds)}

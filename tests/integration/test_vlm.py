@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 pytest.importorskip("PIL")
 
-from onecard.vlm.synthetic import accuracy_by_kind  # noqa: E402
+from onecard.vlm.evaluate import accuracy_by_kind  # noqa: E402
 from tests.integration.in_process import cli, cli_json  # noqa: E402
 
 pytestmark = pytest.mark.integration
