@@ -32,7 +32,9 @@ def _observe(scale: float, n: int = 4) -> None:
     observations.append(found)
 
 
-def test_the_answer_gives_the_bound_and_decides_on_it(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_answer_gives_the_bound_and_decides_on_it(capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # rich's width: each sentence on one line
     out = _json(capsys, "fit", *JOB, "--json")
     assert out["decided_on"] == "peak_upper_gib" and out["kind"] == "llm-train"
     assert out["peak_upper_gib"] == pytest.approx(out["process_gib"] * (1 + out["bound_margin"]), abs=2e-3)

@@ -59,3 +59,24 @@ def test_summary_worst_under_prediction_and_coverage() -> None:
     assert result["worst_under_error"] == pytest.approx(-0.20)
     assert result["bound_cases"] == 3 and result["bound_coverage"] == pytest.approx(2 / 3)
     assert fit_accuracy.summary([_row("a", 0.1)])["bound_coverage"] is None  # no bound: n/a, not 0 %
+
+
+def test_a_held_out_split_is_planned_once_then_printed_from_its_record(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "c.yaml").write_text(
+        "- {id: a, source: s, job: {model: yolov8n, job: train, gpu: t4}, measured_gib: 1.0, kind: reserved}\n")
+    monkeypatch.setattr(fit_accuracy, "HELDOUT_SPLITS", {"late": split})
+    monkeypatch.setattr(fit_accuracy, "record_file", lambda name: tmp_path / f"{name}_scored.json")
+    assert fit_accuracy.recorded("late") is None
+    first = fit_accuracy.heldout_rows("late")
+    assert [r["id"] for r in first] == ["a"] and (tmp_path / "late_scored.json").exists()
+
+    def planned_again(case: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError("a scored split is not planned again")
+
+    monkeypatch.setattr(fit_accuracy, "run_case", planned_again)
+    again = fit_accuracy.heldout_rows("late")
+    assert [(r["id"], r["predicted_gib"], r["error"]) for r in again] == [
+        (r["id"], r["predicted_gib"], r["error"]) for r in first]
