@@ -85,6 +85,14 @@ for _v in ("large-v1", "large-v2"):
 CATALOG["large-v3"] = WhisperArch("large-v3", 1280, 32, 32, 20, n_mels=128, vocab=51866)
 # large-v3-turbo: the large-v3 encoder with 4 decoder layers (openai/whisper-large-v3-turbo config.json)
 CATALOG["large-v3-turbo"] = WhisperArch("large-v3-turbo", 1280, 32, 4, 20, n_mels=128, vocab=51866)
+# Distil-Whisper (huggingface/distil-whisper README's table: 756M, 756M, 394M, 166M parameters): the teacher's encoder
+# with 2 decoder layers (4 for distil-small.en); the counts below reproduce those figures.
+_DISTIL = "Distil-Whisper (Gandhi et al. 2023, arXiv:2311.00430); distil-whisper/* config.json"
+CATALOG["distil-large-v2"] = WhisperArch("distil-large-v2", 1280, 32, 2, 20, source=_DISTIL)
+for _v in ("distil-large-v3", "distil-large-v3.5"):
+    CATALOG[_v] = WhisperArch(_v, 1280, 32, 2, 20, n_mels=128, vocab=51866, source=_DISTIL)
+CATALOG["distil-medium.en"] = WhisperArch("distil-medium.en", 1024, 24, 2, 16, vocab=51864, source=_DISTIL)
+CATALOG["distil-small.en"] = WhisperArch("distil-small.en", 768, 12, 4, 12, vocab=51864, source=_DISTIL)
 _ALIASES = {"large": "large-v3", "turbo": "large-v3-turbo", "large-v3-turbo": "large-v3-turbo"}
 
 
@@ -102,8 +110,9 @@ def find(name: str) -> WhisperArch | None:
     if local and config.name == "config.json" and config.is_file():  # its own config, whatever its name says
         return _read(config, path.name if path.is_dir() else path.parent.name)
     key = name.strip().lower().rsplit("/", 1)[-1]
-    for prefix in ("faster-whisper-", "distil-", "whisper-"):
+    for prefix in ("faster-whisper-", "faster-", "whisper-"):  # Systran/faster-distil-whisper-large-v3 too
         key = key.removeprefix(prefix)
+    key = key.replace("distil-whisper-", "distil-")
     key = _ALIASES.get(key, key)
     if key in CATALOG:
         return CATALOG[key]

@@ -25,6 +25,9 @@ def _process_gib(**kw: object) -> float:
         ("Systran/faster-whisper-large-v3", "large-v3"),
         ("whisper-large-v3-turbo", "large-v3-turbo"),
         ("openai/whisper-base.en", "base.en"),
+        ("distil-whisper/distil-large-v3", "distil-large-v3"),  # 2 decoder layers, not large-v3's 32
+        ("Systran/faster-distil-whisper-large-v3", "distil-large-v3"),
+        ("distil-medium.en", "distil-medium.en"),
     ],
 )
 def test_names(name: str, key: str) -> None:
@@ -47,6 +50,10 @@ def test_unknown_names(name: str) -> None:
         ("medium", 763_857_920),
         ("large-v3", 1_543_490_560),
         ("large-v3-turbo", 808_878_080),
+        # Distil-Whisper's README: 756M, 394M, 166M
+        ("distil-large-v3", 756_405_760),
+        ("distil-medium.en", 394_375_168),
+        ("distil-small.en", 166_132_224),
     ],
 )
 def test_param_counts(key: str, params: int) -> None:
