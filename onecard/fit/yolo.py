@@ -20,7 +20,7 @@ from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
 from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB
 
-__all__ = ["YoloArch", "find", "estimate", "CATALOG"]
+__all__ = ["YoloArch", "find", "estimate", "val_bytes", "CATALOG"]
 
 REG_MAX = 16  # Detect head: distribution focal loss bins per box side (ultralytics nn/modules/head.py)
 NM = 32  # Segment head: mask prototypes (yolov8-seg.yaml `Segment, [nc, 32, 256]`)
@@ -87,7 +87,8 @@ class _Tally:
     saved: float = 0.0  # fp16 elements per image
     saved_i64: float = 0.0  # int64 elements per image (max-pool indices)
     out: float = 0.0  # elements of the head outputs (kept alive as `y`)
-    live: float = 0.0  # inference (no grad): most elements alive at once inside one block
+    live: float = 0.0  # no grad (predict, validation): most elements alive at once, in one block plus `held`
+    held: float = 0.0  # no grad: outputs of the layers in model.save so far (BaseModel._predict_once keeps y[i])
 
 
 def _div8(x: float) -> int:
@@ -99,7 +100,7 @@ def _conv(t: _Tally, c1: int, c2: int, k: int, hw: float) -> None:
     # (SiLU input) and the SiLU output (the next layer's input): 3 tensors of (c2, H, W).
     t.params += c1 * c2 * k * k + 2 * c2
     t.saved += 3 * c2 * hw
-    t.live = max(t.live, (c1 + 2 * c2) * hw)  # no grad: input, conv output, BN output (SiLU in place of none)
+    t.live = max(t.live, (c1 + 2 * c2) * hw + t.held)  # no grad: input, conv output, BN output (SiLU not in place)
 
 
 def _c2f(t: _Tally, c1: int, c2: int, n: int, shortcut: bool, hw: float) -> None:
@@ -110,7 +111,9 @@ def _c2f(t: _Tally, c1: int, c2: int, n: int, shortcut: bool, hw: float) -> None
         _conv(t, c, c, 3, hw)
         t.saved += c * hw if shortcut else 0
     t.saved += (2 + n) * c * hw  # torch.cat of the chunks, the input of cv2
-    t.live = max(t.live, 2 * (2 + n) * c * hw)  # no grad: the list of chunks and their concatenation
+    # no grad, at cv2's BN (traced, benchmarks/fit_yolo_val.py): the block's input, cv1's output and the n bottleneck
+    # outputs (the list torch.cat reads), the concatenation, cv2's conv and BN outputs
+    t.live = max(t.live, (c1 + 2 * (2 + n) * c + 2 * c2) * hw + t.held)
     _conv(t, (2 + n) * c, c2, 1, hw)
 
 
@@ -133,8 +136,10 @@ def _walk(arch: YoloArch, imgsz: int, nc: int) -> _Tally:
     _c2f(t, c128, c128, rep(3), True, hw(4))
     _conv(t, c128, c256, 3, hw(8))  # 3 P3/8
     _c2f(t, c256, c256, rep(6), True, hw(8))
+    t.held += c256 * hw(8)  # y[4], y[6], y[9], y[12], y[15], y[18], y[21]: model.save (Concat and Detect inputs)
     _conv(t, c256, c512, 3, hw(16))  # 5 P4/16
     _c2f(t, c512, c512, rep(6), True, hw(16))
+    t.held += c512 * hw(16)
     _conv(t, c512, c1024, 3, hw(32))  # 7 P5/32
     _c2f(t, c1024, c1024, rep(3), True, hw(32))
     if arch.task == "classify":  # yolov8-cls.yaml: Classify on layer 8 (no SPPF, no PAN head)
@@ -149,14 +154,19 @@ def _walk(arch: YoloArch, imgsz: int, nc: int) -> _Tally:
     t.saved += 3 * c_ * hw(32) + 4 * c_ * hw(32)
     t.saved_i64 += 3 * c_ * hw(32)
     _conv(t, 4 * c_, c1024, 1, hw(32))
+    t.held += c1024 * hw(32)
     # head: upsample (freed after the cat), cat (the next C2f's input: kept by its cv1), C2f
     t.saved += (c1024 + c512) * hw(16) + (c512 + c256) * hw(8) + (c256 + c512) * hw(16) + (c512 + c1024) * hw(32)
     _c2f(t, c1024 + c512, c512, rep(3), False, hw(16))  # 12
+    t.held += c512 * hw(16)
     _c2f(t, c512 + c256, c256, rep(3), False, hw(8))  # 15 P3 out
+    t.held += c256 * hw(8)
     _conv(t, c256, c256, 3, hw(16))
     _c2f(t, c256 + c512, c512, rep(3), False, hw(16))  # 18 P4 out
+    t.held += c512 * hw(16)
     _conv(t, c512, c512, 3, hw(32))
     _c2f(t, c512 + c1024, c1024, rep(3), False, hw(32))  # 21 P5 out
+    t.held += c1024 * hw(32)
     levels = ((c256, 8), (c512, 16), (c1024, 32))
     c2, c3 = max(16, c256 // 4, REG_MAX * 4), max(c256, min(nc, 100))
     for cx, s in levels:  # Detect: box branch (cv2) and class branch (cv3) per level
@@ -269,6 +279,50 @@ def loss_bytes(task: Task, job: FitJob, nc: int) -> tuple[float, str]:
     return b * a * lines[name], f"where its {name} peak; ultralytics {m.source}"
 
 
+# The validation pass (engine/validator.py BaseValidator.__call__, inference mode, after every epoch): the EMA model
+# at twice the training batch (engine/trainer.py `get_dataloader(self.testset, batch_size * 2, mode="val")`, every
+# release; 8.0.x's classify trainer doubled it once more, not modelled), 16-bit with AMP (`model.half()` of the EMA
+# through 8.4.0, fp32 weights under autocast since), its loss (`model.loss(batch, preds)`, no grad), then NMS at
+# conf 0.001, multi-label, on at most MAX_NMS boxes, keeping MAX_DET per image (utils/nms.py non_max_suppression,
+# cfg/default.yaml max_det), and for segmentation each kept box's mask at the prototypes' H/4 resolution
+# (ops.process_mask, upsample=False: save_json is off while training, every release).
+MAX_DET = 300
+MAX_NMS = 30000
+MASKS_BATCHWIDE = (8, 3, 154)  # SegmentationValidator.postprocess builds every image's masks before update_metrics
+MASKS_UINT8 = (8, 3, 217)  # ops.process_mask returns masks.gt_(0.0).byte(), not the fp32 masks
+_EXTRA = {"detect": 0, "segment": NM, "pose": KPT_SHAPE[0] * KPT_SHAPE[1], "classify": 0}
+
+
+def val_bytes(arch: YoloArch, job: FitJob, nc: int) -> tuple[float, str]:
+    """Peak bytes of one validation batch's transient tensors (the model's weights aside), and which phase peaks."""
+    v, release, hw4 = 2 * job.batch, ultralytics_release(job), (job.imgsz / 4) ** 2
+    act_b = 2 if job.amp else 4
+    walk = _walk(arch, job.imgsz, nc)
+    # forward: the busiest block with the saved layer outputs, the head outputs and the fp16 image
+    phases = {"forward": v * (walk.live + walk.out + 3 * job.imgsz**2) * act_b}
+    if arch.task == "classify":
+        return phases["forward"], f"validation at batch {v}: its forward"
+    preds = v * (walk.out + (NM * hw4 if arch.seg else 0)) * act_b  # the head outputs (and prototypes) held after it
+    # the loss on the validation batch: single images, no mosaic, so a quarter of the training's most labels
+    n_max = math.ceil(job.max_labels / 4) if job.max_labels is not None else math.ceil(job.labels_per_image)
+    val_job = job.model_copy(update={"batch": v, "max_labels": n_max})
+    phases["loss"] = preds + loss_bytes(arch.task, val_job, nc)[0]
+    # NMS, one image at a time: every (anchor, class) pair above conf 0.001 (an early model's scores all are) as a
+    # (4 + 1 + 1 + extra) row: the cat and its gathered inputs, and torch.where's two int64 indices; torchvision's
+    # CUDA kernel then holds an n x n/64 int64 bitmask of the MAX_NMS boxes it takes (csrc/ops/cuda/nms_kernel.cu).
+    n = anchors(job.imgsz) * (nc if nc > 1 else 1)
+    nms = max(n * (2 * (6 + _EXTRA[arch.task]) * act_b + 16), min(n, MAX_NMS) ** 2 / 8)
+    masks = 0.0
+    if arch.seg:  # MAX_DET masks per image at H/4: the fp32 coefficient x prototype product, then the kept masks
+        if release >= MASKS_BATCHWIDE:
+            masks = v * MAX_DET * hw4 * (1 if release >= MASKS_UINT8 else 4) + MAX_DET * hw4 * 4
+        else:  # one image at a time inside update_metrics: product, sigmoid, crop (8.0.x ops.process_mask)
+            masks = 3 * MAX_DET * hw4 * 4
+    phases["NMS and masks"] = preds + nms + masks
+    name = max(phases, key=lambda k: phases[k])
+    return phases[name], f"validation at batch {v}: its {name.lower() if name == 'NMS and masks' else name} peaks"
+
+
 def param_count(arch: YoloArch, nc: int | None = None) -> int:
     """Parameters of the model built from its yaml (nc classes; the published model's by default), from the walk."""
     return _walk(arch, 640, DEFAULT_NC[arch.task] if nc is None else nc).params
@@ -283,6 +337,7 @@ def estimate(arch: YoloArch, job: FitJob, card: GpuSpec | None) -> Estimate:
         f"{arch.key}: {p / 1e6:.1f}M parameters from yolov8{_SUFFIX[arch.task]}.yaml "
         f"(published {arch.params_m}M), nc={nc}"
     ]
+    val = 0.0
     if job.job == "train":
         act_b = 2 if job.amp else 4
         # Per image: kept tensors (fp16 under AMP), max-pool indices, the fp32 input image and its gradient.
@@ -304,8 +359,16 @@ def estimate(arch: YoloArch, job: FitJob, card: GpuSpec | None) -> Estimate:
             f"training loss: {loss / 2**20:.0f} MiB, {peak_line}; {job.labels_per_image:g} labels per "
             f"image, {job.max_labels if job.max_labels is not None else math.ceil(4 * job.labels_per_image)} at most "
             "(measured: benchmarks/fit_yolo_loss.py; AutoBatch's profile runs no loss)",
-            "the dataloader and the validation pass come on top in a real run",
         ]
+        if job.yolo_val:
+            val, val_line = val_bytes(arch, job, nc)
+            notes.append(
+                f"validation pass: {val / 2**20:.0f} MiB, {val_line} (traced: benchmarks/fit_yolo_val.py); reserved on "
+                "top of the training step, as allocator slack: its tensors, twice the training's layer by layer, are "
+                "assumed to find no freed block they fit in (segments never merge), and the cache keeps what it adds "
+                "(replaying the traced allocations through the caching allocator's rules adds 40-100% of it)")
+        else:
+            notes.append("the validation pass is not counted (yolo_val off): the first epoch's readings before it")
     else:
         act_b = 2 if job.quant in ("auto", "fp16") else 4
         # Inference keeps nothing for backward: the busiest block's tensors, the skip outputs (P3, P4, layers 9
@@ -314,11 +377,12 @@ def estimate(arch: YoloArch, job: FitJob, card: GpuSpec | None) -> Estimate:
         parts = {"weights": p * act_b, "activations": per_img * act_b * job.batch}
         notes.append(f"inference at imgsz {job.imgsz}, batch {job.batch}, {'fp16' if act_b == 2 else 'fp32'}")
     # The allocator's slack (the same share as the other estimators' transient tensors) is taken of every tensor
-    # here: activations are most of a YOLO step, and cuDNN's convolution workspaces come and go with them.
+    # here: activations are most of a YOLO step, and cuDNN's convolution workspaces come and go with them. The
+    # validation pass's segments are reserved, not allocated, while the next epoch trains: slack too.
     allocated = sum(parts.values())
     return Estimate(
         parts={k: v / GIB for k, v in parts.items()},
-        slack_gib=ALLOC_SLACK * allocated / GIB,
+        slack_gib=(ALLOC_SLACK * allocated + val) / GIB,
         context_gib=CUDA_CONTEXT_GIB,
         assumptions=notes,
     )

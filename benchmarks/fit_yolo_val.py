@@ -1,0 +1,138 @@
+"""Check onecard/fit/yolo.py's validation-pass term against ultralytics' own validator, and what it does to reserved.
+
+    /work/detvenv/bin/python benchmarks/fit_yolo_val.py [--models yolov8n yolov8n-seg] [--batch 4] [--imgsz 320]
+
+For each model: builds it from ultralytics' yaml (random weights, class biases set to 0 so that every anchor clears
+the validator's conf 0.001 and NMS keeps max_det boxes, as an early model does) and its fp32 EMA copy, runs one
+training step (16-bit autocast forward, the v8 loss, backward, gradients set to None as `optimizer.zero_grad()` does)
+at `--batch`, then one validation batch of the EMA model at twice it (trainer.get_dataloader(..., batch_size * 2,
+mode="val")) the way BaseValidator.__call__ takes it under inference mode: preprocess (fp16 image), forward and
+the loss under autocast, postprocess (NMS; for segmentation the masks at the prototypes' H/4 resolution), and
+update_metrics (box and mask IoUs) with the real validator class. Everything runs under onecard.fit.trace's
+live-storage counter. It prints, GiB: the training step's and the validation batch's traced peaks of transient
+tensors (weights, the EMA copy and anything alive before the phase left out) beside the estimator's `val` term, and
+the peak reserved memory of the whole allocation log replayed through the CUDA caching allocator's rules
+(trace.replay_caching_allocator) after the training step and after the validation batch: what the GPU_mem column of
+an ultralytics log reads in epoch 1 and from epoch 2 on. bf16 autocast stands in for CUDA's fp16 (same bytes); on
+the CPU NMS is torchvision's CPU kernel (the CUDA one adds an n x n/64 bitmask, n <= max_nms). Needs ultralytics
+(`pip install 'onecard[detect]'`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import types
+
+from onecard.core.extras import require
+from onecard.fit import measure_jobs, yolo
+from onecard.fit.estimate import GIB
+from onecard.fit.job import FitJob
+from onecard.fit.trace import _dispatch_mode, _Events, replay_caching_allocator
+
+
+def _val_batch(task: str, labels: list[int], size: int, nc: int, torch: object) -> dict[str, object]:
+    """The training batch's tensors as the val dataloader collates them: uint8 images, letterbox metadata."""
+    batch = measure_jobs._yolo_batch(task, labels, size, nc, torch)
+    batch["img"] = (batch["img"] * 255).to(torch.uint8)  # type: ignore[attr-defined]
+    n = len(labels)
+    batch |= {"ori_shape": [(size, size)] * n, "ratio_pad": [((1.0, 1.0), (0.0, 0.0))] * n,
+              "resized_shape": [(size, size)] * n, "im_file": [f"im{i}.jpg" for i in range(n)]}
+    return batch
+
+
+def run(key: str, batch: int, imgsz: int, objects: int, torch: object) -> tuple[float, float, float, float, float]:
+    from ultralytics.cfg import get_cfg
+    from ultralytics.models import yolo as uyolo
+    from ultralytics.nn import tasks
+
+    arch = yolo.CATALOG[key]
+    nc = yolo.DEFAULT_NC[arch.task]
+    cls = {"detect": tasks.DetectionModel, "segment": tasks.SegmentationModel, "pose": tasks.PoseModel}[arch.task]
+    model = cls(f"{key}.yaml", nc=nc, verbose=False)
+    model.args = get_cfg()
+    for seq in model.model[-1].cv3:  # class logits 0 -> sigmoid 0.5 at every anchor (bias_init made them ~1e-5)
+        torch.nn.init.zeros_(seq[-1].bias)  # type: ignore[attr-defined]
+    ema = copy.deepcopy(model).eval()  # ModelEMA: an fp32 copy, what the trainer validates
+    counter = _Events()
+    for t in [*model.parameters(), *model.buffers(), *ema.parameters(), *ema.buffers()]:
+        counter.add(t, "weights")
+    base = sum(counter.live.values())
+    model.train()
+    train = measure_jobs._yolo_batch(arch.task, [objects] * batch, imgsz, nc, torch)
+    with _dispatch_mode(counter):
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # type: ignore[attr-defined]
+            loss, _ = model(train)
+        loss.sum().backward()
+        for p in model.parameters():
+            p.grad = None
+        del loss, train
+    step_peak, n_train = counter.peak - base, len(counter.events)
+    validator = {"detect": uyolo.detect.DetectionValidator, "segment": uyolo.segment.SegmentationValidator,
+                 "pose": uyolo.pose.PoseValidator}[arch.task](args={"task": arch.task, "plots": False})
+    validator.training, validator.device, validator.data = True, torch.device("cpu"), {"names": model.names}  # type: ignore[attr-defined]
+    validator.args.quantize = 16  # what BaseValidator.__call__ sets on CUDA with AMP
+    if arch.task == "pose":
+        validator.data["kpt_shape"] = list(yolo.KPT_SHAPE)
+    validator.init_metrics(ema)
+    validator.seen = 0
+    val = _val_batch(arch.task, [objects] * (2 * batch), imgsz, nc, torch)
+    before = sum(counter.live.values())
+    phases: dict[str, float] = {}
+
+    def phase(name: str) -> None:  # the peak since the last call, above what was alive before the validation
+        phases[name] = (counter.peak - before) / GIB
+        counter.peak = 0
+
+    phase("")
+    with _dispatch_mode(counter), torch.inference_mode():  # type: ignore[attr-defined]
+        val = validator.preprocess(val)
+        val["img"] = val["img"].to(torch.bfloat16)  # CUDA's fp16 image under fp16 autocast: no cast copy per conv
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # type: ignore[attr-defined]
+            preds = ema(val["img"])
+            phase("forward")
+            ema.loss(val, preds)
+            phase("loss")
+        preds = validator.postprocess(preds)
+        phase("nms+masks")
+        validator.update_metrics(preds, val)
+        phase("metrics")
+        kept = sum(len(p["conf"]) for p in preds) / len(preds)
+        del preds, val
+    val_peak = max(v for k, v in phases.items() if k) * GIB
+    _, reserved_step = replay_caching_allocator(counter.events[:n_train])
+    _, reserved_all = replay_caching_allocator(counter.events)
+    print(f"  ({key}: {kept:.0f} detections kept per image; validation phases, GiB: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in phases.items() if k) + ")")
+    return step_peak / GIB, val_peak / GIB, reserved_step / GIB, reserved_all / GIB, base / GIB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["yolov8n", "yolov8n-seg"])
+    parser.add_argument("--batch", nargs="+", type=int, default=[4], help="training batches (validation: twice)")
+    parser.add_argument("--imgsz", nargs="+", type=int, default=[320])
+    parser.add_argument("--objects", type=int, default=4, help="labels in every image")
+    args = parser.parse_args()
+    torch = require("torch", "detect")
+    require("ultralytics", "detect")
+    measure_jobs.DEVICE = "cpu"
+    from ultralytics.utils import nms
+
+    nms.time = types.SimpleNamespace(time=lambda: 0.0)  # no time limit: the CPU's NMS would stop early
+    print(f"{'model':14} {'b':>3} {'imgsz':>5} {'step':>7} {'val':>7} {'val est':>7} "
+          f"{'rsv step':>8} {'rsv +val':>8} {'weights':>7}   (GiB; val at batch 2b)")
+    for key in args.models:
+        for b in args.batch:
+            for size in args.imgsz:
+                step, val, r_step, r_all, base = run(key, b, size, args.objects, torch)
+                job = FitJob(model=key, job="train", batch=b, imgsz=size, labels_per_image=args.objects,
+                             max_labels=4 * args.objects)  # a mosaic of four: the validation images hold `objects`
+                est, where = yolo.val_bytes(yolo.CATALOG[key], job, yolo.DEFAULT_NC[yolo.CATALOG[key].task])
+                est /= GIB
+                print(f"{key:14} {b:3} {size:5} {step:7.3f} {val:7.3f} {est:7.3f} {r_step:8.3f} {r_all:8.3f} "
+                      f"{base:7.3f}  {where.split(': ')[1]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
