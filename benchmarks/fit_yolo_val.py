@@ -41,7 +41,8 @@ def _val_batch(task: str, labels: list[int], size: int, nc: int, torch: object) 
     return batch
 
 
-def run(key: str, batch: int, imgsz: int, objects: int, torch: object) -> tuple[float, float, float, float, float]:
+def run(key: str, batch: int, imgsz: int, objects: int, torch: object) -> tuple[float, float, float, float,
+                                                                            dict[str, float], float]:
     from ultralytics.cfg import get_cfg
     from ultralytics.models import yolo as uyolo
     from ultralytics.nn import tasks
@@ -94,17 +95,15 @@ def run(key: str, batch: int, imgsz: int, objects: int, torch: object) -> tuple[
             ema.loss(val, preds)
             phase("loss")
         preds = validator.postprocess(preds)
-        phase("nms+masks")
-        validator.update_metrics(preds, val)
-        phase("metrics")
+        validator.update_metrics(preds, val)  # masks and IoUs: within postprocess's peak on 8.4.190
+        phase("NMS and masks")
         kept = sum(len(p["conf"]) for p in preds) / len(preds)
         del preds, val
     val_peak = max(v for k, v in phases.items() if k) * GIB
     _, reserved_step = replay_caching_allocator(counter.events[:n_train])
     _, reserved_all = replay_caching_allocator(counter.events)
-    print(f"  ({key}: {kept:.0f} detections kept per image; validation phases, GiB: "
-          + ", ".join(f"{k} {v:.3f}" for k, v in phases.items() if k) + ")")
-    return step_peak / GIB, val_peak / GIB, reserved_step / GIB, reserved_all / GIB, base / GIB
+    phases.pop("")
+    return step_peak / GIB, val_peak / GIB, reserved_step / GIB, reserved_all / GIB, phases, kept
 
 
 def main() -> None:
@@ -120,18 +119,20 @@ def main() -> None:
     from ultralytics.utils import nms
 
     nms.time = types.SimpleNamespace(time=lambda: 0.0)  # no time limit: the CPU's NMS would stop early
-    print(f"{'model':14} {'b':>3} {'imgsz':>5} {'step':>7} {'val':>7} {'val est':>7} "
-          f"{'rsv step':>8} {'rsv +val':>8} {'weights':>7}   (GiB; val at batch 2b)")
+    print(f"{'model':14} {'b':>3} {'imgsz':>5} {'step':>6} {'val':>6} {'val est':>7} {'rsv step':>8} {'rsv +val':>8}"
+          "   validation phases, traced / estimated (GiB; validation at batch 2b)")
     for key in args.models:
         for b in args.batch:
             for size in args.imgsz:
-                step, val, r_step, r_all, base = run(key, b, size, args.objects, torch)
+                step, val, r_step, r_all, phases, kept = run(key, b, size, args.objects, torch)
                 job = FitJob(model=key, job="train", batch=b, imgsz=size, labels_per_image=args.objects,
                              max_labels=4 * args.objects)  # a mosaic of four: the validation images hold `objects`
-                est, where = yolo.val_bytes(yolo.CATALOG[key], job, yolo.DEFAULT_NC[yolo.CATALOG[key].task])
-                est /= GIB
-                print(f"{key:14} {b:3} {size:5} {step:7.3f} {val:7.3f} {est:7.3f} {r_step:8.3f} {r_all:8.3f} "
-                      f"{base:7.3f}  {where.split(': ')[1]}", flush=True)
+                arch = yolo.CATALOG[key]
+                est = yolo.val_phases(arch, job, yolo.DEFAULT_NC[arch.task])
+                print(f"{key:14} {b:3} {size:5} {step:6.3f} {val:6.3f} {max(est.values()) / GIB:7.3f} "
+                      f"{r_step:8.3f} {r_all:8.3f}   "
+                      + ", ".join(f"{k} {v:.3f} / {est[k] / GIB:.3f}" for k, v in phases.items())
+                      + f" ({kept:.0f} boxes kept per image)", flush=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
 from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB
 
-__all__ = ["YoloArch", "find", "estimate", "val_bytes", "CATALOG"]
+__all__ = ["YoloArch", "find", "estimate", "val_bytes", "val_phases", "CATALOG"]
 
 REG_MAX = 16  # Detect head: distribution focal loss bins per box side (ultralytics nn/modules/head.py)
 NM = 32  # Segment head: mask prototypes (yolov8-seg.yaml `Segment, [nc, 32, 256]`)
@@ -293,16 +293,20 @@ MASKS_UINT8 = (8, 3, 217)  # ops.process_mask returns masks.gt_(0.0).byte(), not
 _EXTRA = {"detect": 0, "segment": NM, "pose": KPT_SHAPE[0] * KPT_SHAPE[1], "classify": 0}
 
 
-def val_bytes(arch: YoloArch, job: FitJob, nc: int) -> tuple[float, str]:
-    """Peak bytes of one validation batch's transient tensors (the model's weights aside), and which phase peaks."""
+def val_phases(arch: YoloArch, job: FitJob, nc: int) -> dict[str, float]:
+    """Bytes of one validation batch's transient tensors (the model's weights aside) at the peak of each phase."""
     v, release, hw4 = 2 * job.batch, ultralytics_release(job), (job.imgsz / 4) ** 2
     act_b = 2 if job.amp else 4
     walk = _walk(arch, job.imgsz, nc)
     # forward: the busiest block with the saved layer outputs, the head outputs and the fp16 image
     phases = {"forward": v * (walk.live + walk.out + 3 * job.imgsz**2) * act_b}
     if arch.task == "classify":
-        return phases["forward"], f"validation at batch {v}: its forward"
-    preds = v * (walk.out + (NM * hw4 if arch.seg else 0)) * act_b  # the head outputs (and prototypes) held after it
+        return phases
+    # held after the forward: the head's raw outputs and, in eval mode, their decoded copy (nn/modules/head.py
+    # Detect.forward `return y if self.export else (y, x)`: boxes, class scores and the extra channels per anchor),
+    # and the segmentation prototypes
+    extra = _EXTRA[arch.task]
+    preds = v * (walk.out + (4 + nc + extra) * anchors(job.imgsz) + (NM * hw4 if arch.seg else 0)) * act_b
     # the loss on the validation batch: single images, no mosaic, so a quarter of the training's most labels
     n_max = math.ceil(job.max_labels / 4) if job.max_labels is not None else math.ceil(job.labels_per_image)
     val_job = job.model_copy(update={"batch": v, "max_labels": n_max})
@@ -311,7 +315,7 @@ def val_bytes(arch: YoloArch, job: FitJob, nc: int) -> tuple[float, str]:
     # (4 + 1 + 1 + extra) row: the cat and its gathered inputs, and torch.where's two int64 indices; torchvision's
     # CUDA kernel then holds an n x n/64 int64 bitmask of the MAX_NMS boxes it takes (csrc/ops/cuda/nms_kernel.cu).
     n = anchors(job.imgsz) * (nc if nc > 1 else 1)
-    nms = max(n * (2 * (6 + _EXTRA[arch.task]) * act_b + 16), min(n, MAX_NMS) ** 2 / 8)
+    nms = max(n * (2 * (6 + extra) * act_b + 16), min(n, MAX_NMS) ** 2 / 8)
     masks = 0.0
     if arch.seg:  # MAX_DET masks per image at H/4: the fp32 coefficient x prototype product, then the kept masks
         if release >= MASKS_BATCHWIDE:
@@ -319,8 +323,14 @@ def val_bytes(arch: YoloArch, job: FitJob, nc: int) -> tuple[float, str]:
         else:  # one image at a time inside update_metrics: product, sigmoid, crop (8.0.x ops.process_mask)
             masks = 3 * MAX_DET * hw4 * 4
     phases["NMS and masks"] = preds + nms + masks
+    return phases
+
+
+def val_bytes(arch: YoloArch, job: FitJob, nc: int) -> tuple[float, str]:
+    """Peak bytes of one validation batch's transient tensors (the model's weights aside), and which phase peaks."""
+    phases = val_phases(arch, job, nc)
     name = max(phases, key=lambda k: phases[k])
-    return phases[name], f"validation at batch {v}: its {name.lower() if name == 'NMS and masks' else name} peaks"
+    return phases[name], f"validation at batch {2 * job.batch}: its {name} peak"
 
 
 def param_count(arch: YoloArch, nc: int | None = None) -> int:

@@ -196,3 +196,57 @@ def test_pose_loss_grows_with_labels_as_measured(model: str, batch: int, imgsz: 
     job = FitJob(model=model, job="train", batch=batch, imgsz=imgsz, max_labels=labels)
     # the line fits yolov8n's points; yolov8s's sit up to 19 MiB below it (the safe side)
     assert mib * 0.97 <= yolo.loss_bytes("pose", job, 1)[0] / 2**20 <= mib + 20
+
+
+# The validation pass: benchmarks/fit_yolo_val.py runs ultralytics 8.4.190's own validator on the CPU (bf16 for CUDA's
+# fp16) on one batch at twice the training batch, every anchor above conf 0.001: the traced peak of its transient
+# tensors, GiB: (model, training batch, imgsz, labels per image, traced).
+TRACED_VAL_GIB = [
+    ("yolov8s", 4, 640, 4, 0.179),
+    ("yolov8s-seg", 4, 640, 4, 0.251),
+    ("yolov8n-seg", 4, 640, 4, 0.240),
+    ("yolov8n-pose", 4, 640, 4, 0.092),
+    ("yolov8s", 16, 640, 3, 0.716),
+    ("yolov8s-seg", 16, 640, 3, 1.004),
+]
+
+
+@pytest.mark.parametrize(("model", "batch", "imgsz", "labels", "traced"), TRACED_VAL_GIB)
+def test_validation_pass_matches_ultralytics_validator_traced_on_cpu(
+    model: str, batch: int, imgsz: int, labels: int, traced: float
+) -> None:
+    arch = yolo.CATALOG[model]
+    job = FitJob(model=model, job="train", batch=batch, imgsz=imgsz, labels_per_image=labels, max_labels=4 * labels)
+    # at 640 the forward or the masks peak (the CUDA NMS bitmask, 0.1 GiB at most, below them); pose sits 15% over
+    assert 0.9 * traced <= yolo.val_bytes(arch, job, yolo.DEFAULT_NC[arch.task])[0] / 2**30 <= 1.2 * traced
+
+
+def test_segmentation_validation_holds_more_and_grows_with_imgsz_and_max_det(monkeypatch: pytest.MonkeyPatch) -> None:
+    def val(model: str, **kw: object) -> float:
+        arch = yolo.CATALOG[model]
+        job = FitJob(model=model, job="train", batch=16, **kw)  # type: ignore[arg-type]
+        return yolo.val_bytes(arch, job, yolo.DEFAULT_NC[arch.task])[0]
+
+    assert val("yolov8s-seg") > val("yolov8s")
+    assert val("yolov8s-seg", imgsz=1280) > 3.5 * val("yolov8s-seg")  # H x W: the forward maps and the H/4 masks
+    # 8.3.154-8.3.216 kept every image's fp32 masks (MAX_DET x H/4 x W/4) until the metrics; 8.3.217 made them uint8
+    kept_fp32 = val("yolov8s-seg", ultralytics_version="8.3.200")
+    assert kept_fp32 > val("yolov8s-seg", ultralytics_version="8.3.100")
+    assert kept_fp32 > val("yolov8s-seg")
+    monkeypatch.setattr(yolo, "MAX_DET", 2 * yolo.MAX_DET)
+    assert val("yolov8s-seg", ultralytics_version="8.3.200") > 1.5 * kept_fp32
+
+
+def test_validation_pass_is_reserved_on_top_of_the_training_step() -> None:
+    arch = yolo.CATALOG["yolov8s-seg"]
+    job = FitJob(model="yolov8s-seg", job="train", batch=16)
+    with_val = yolo.estimate(arch, job, None)
+    without = yolo.estimate(arch, job.model_copy(update={"yolo_val": False}), None)
+    val = yolo.val_bytes(arch, job, 80)[0] / 2**30
+    # the allocated peak is the training step's (the pass at twice the batch, without autograd, holds less) ...
+    assert val < without.parts["activations"]
+    assert with_val.peak_allocated_gib == without.peak_allocated_gib
+    # ... and what the pass reserves stays cached: reserved is the step's plus the pass's
+    assert with_val.peak_reserved_gib - without.peak_reserved_gib == pytest.approx(val, rel=1e-9)
+    assert any("validation pass" in note for note in with_val.assumptions)
+    assert any("not counted" in note for note in without.assumptions)
