@@ -376,7 +376,7 @@ def estimate(arch: YoloArch, job: FitJob, card: GpuSpec | None) -> Estimate:
                 f"validation pass: {val / 2**20:.0f} MiB, {val_line} (traced: benchmarks/fit_yolo_val.py); reserved on "
                 "top of the training step, as allocator slack: its tensors, twice the training's layer by layer, are "
                 "assumed to find no freed block they fit in (segments never merge), and the cache keeps what it adds "
-                "(replaying the traced allocations through the caching allocator's rules adds 40-100% of it)")
+                "(replaying the traced allocations through the caching allocator's rules adds 0-97% of it)")
         else:
             notes.append("the validation pass is not counted (yolo_val off): the first epoch's readings before it")
     else:
