@@ -288,6 +288,7 @@ def loss_bytes(task: Task, job: FitJob, nc: int) -> tuple[float, str]:
 # (ops.process_mask, upsample=False: save_json is off while training, every release).
 MAX_DET = 300
 MAX_NMS = 30000
+# Release boundaries read from the PyPI wheels (8.3.153 / 8.3.154 and 8.3.216 / 8.3.217):
 MASKS_BATCHWIDE = (8, 3, 154)  # SegmentationValidator.postprocess builds every image's masks before update_metrics
 MASKS_UINT8 = (8, 3, 217)  # ops.process_mask returns masks.gt_(0.0).byte(), not the fp32 masks
 _EXTRA = {"detect": 0, "segment": NM, "pose": KPT_SHAPE[0] * KPT_SHAPE[1], "classify": 0}
@@ -296,7 +297,7 @@ _EXTRA = {"detect": 0, "segment": NM, "pose": KPT_SHAPE[0] * KPT_SHAPE[1], "clas
 def val_phases(arch: YoloArch, job: FitJob, nc: int) -> dict[str, float]:
     """Bytes of one validation batch's transient tensors (the model's weights aside) at the peak of each phase."""
     v, release, hw4 = 2 * job.batch, ultralytics_release(job), (job.imgsz / 4) ** 2
-    act_b = 2 if job.amp else 4
+    act_b = 2 if job.amp else 4  # without AMP, fp32 (8.0.x halves the EMA on any GPU: high there)
     walk = _walk(arch, job.imgsz, nc)
     # forward: the busiest block with the saved layer outputs, the head outputs and the fp16 image
     phases = {"forward": v * (walk.live + walk.out + 3 * job.imgsz**2) * act_b}
