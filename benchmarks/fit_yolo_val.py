@@ -31,20 +31,9 @@ from onecard.fit.job import FitJob
 from onecard.fit.trace import _dispatch_mode, _Events, replay_caching_allocator
 
 
-def _val_batch(task: str, labels: list[int], size: int, nc: int, torch: object) -> dict[str, object]:
-    """The training batch's tensors as the val dataloader collates them: uint8 images, letterbox metadata."""
-    batch = measure_jobs._yolo_batch(task, labels, size, nc, torch)
-    batch["img"] = (batch["img"] * 255).to(torch.uint8)  # type: ignore[attr-defined]
-    n = len(labels)
-    batch |= {"ori_shape": [(size, size)] * n, "ratio_pad": [((1.0, 1.0), (0.0, 0.0))] * n,
-              "resized_shape": [(size, size)] * n, "im_file": [f"im{i}.jpg" for i in range(n)]}
-    return batch
-
-
 def run(key: str, batch: int, imgsz: int, objects: int, torch: object) -> tuple[float, float, float, float,
                                                                             dict[str, float], float]:
     from ultralytics.cfg import get_cfg
-    from ultralytics.models import yolo as uyolo
     from ultralytics.nn import tasks
 
     arch = yolo.CATALOG[key]
@@ -69,15 +58,6 @@ def run(key: str, batch: int, imgsz: int, objects: int, torch: object) -> tuple[
             p.grad = None
         del loss, train
     step_peak, n_train = counter.peak - base, len(counter.events)
-    validator = {"detect": uyolo.detect.DetectionValidator, "segment": uyolo.segment.SegmentationValidator,
-                 "pose": uyolo.pose.PoseValidator}[arch.task](args={"task": arch.task, "plots": False})
-    validator.training, validator.device, validator.data = True, torch.device("cpu"), {"names": model.names}  # type: ignore[attr-defined]
-    validator.args.quantize = 16  # what BaseValidator.__call__ sets on CUDA with AMP
-    if arch.task == "pose":
-        validator.data["kpt_shape"] = list(yolo.KPT_SHAPE)
-    validator.init_metrics(ema)
-    validator.seen = 0
-    val = _val_batch(arch.task, [objects] * (2 * batch), imgsz, nc, torch)
     before = sum(counter.live.values())
     phases: dict[str, float] = {}
 
@@ -86,19 +66,8 @@ def run(key: str, batch: int, imgsz: int, objects: int, torch: object) -> tuple[
         counter.peak = 0
 
     phase("")
-    with _dispatch_mode(counter), torch.inference_mode():  # type: ignore[attr-defined]
-        val = validator.preprocess(val)
-        val["img"] = val["img"].to(torch.bfloat16)  # CUDA's fp16 image under fp16 autocast: no cast copy per conv
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # type: ignore[attr-defined]
-            preds = ema(val["img"])
-            phase("forward")
-            ema.loss(val, preds)
-            phase("loss")
-        preds = validator.postprocess(preds)
-        validator.update_metrics(preds, val)  # masks and IoUs: within postprocess's peak on 8.4.190
-        phase("NMS and masks")
-        kept = sum(len(p["conf"]) for p in preds) / len(preds)
-        del preds, val
+    with _dispatch_mode(counter):
+        kept = measure_jobs.validate_yolo(arch.task, ema, [objects] * (2 * batch), imgsz, nc, True, torch, phase)
     val_peak = max(v for k, v in phases.items() if k) * GIB
     _, reserved_step = replay_caching_allocator(counter.events[:n_train])
     _, reserved_all = replay_caching_allocator(counter.events)

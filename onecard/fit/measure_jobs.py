@@ -3,7 +3,9 @@
 Each model is built from its config with random weights (nothing is downloaded) and runs the job's own work: a
 diffusers pipeline call (text encoders, UNet loop with classifier-free guidance, VAE decode, safety checker), a LoRA
 training step as diffusers' train_text_to_image_lora scripts take it, an ultralytics training step as its trainer
-takes it (AMP, GradScaler, gradient clipping, EMA), or Whisper beam search through transformers. `measure.measure`
+takes it (AMP, GradScaler, gradient clipping, EMA; then, unless `yolo_val` is off, one validation batch of the EMA
+model at twice the batch, as the trainer runs after each epoch: `validate_yolo`), or Whisper beam search through
+transformers. `measure.measure`
 reads the peaks around these calls; each returns its notes and the median step time (None for inference).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from onecard.core.errors import ConfigError
@@ -19,7 +22,7 @@ from onecard.core.extras import require
 from onecard.fit import diffusion, whisper, yolo
 from onecard.fit.job import FitJob
 
-__all__ = ["check", "run_diffusion", "run_yolo", "run_whisper"]
+__all__ = ["check", "run_diffusion", "run_yolo", "validate_yolo", "run_whisper"]
 
 # Where the jobs run: measure.measure has checked that torch sees a CUDA GPU (the unit tests run them on "cpu").
 DEVICE = "cuda"
@@ -285,8 +288,71 @@ def run_yolo(job: FitJob, arch: yolo.YoloArch, steps: int, torch: Any) -> tuple[
     notes.append(f"{steps} training steps, batch {job.batch} at {job.imgsz}px, {'AMP' if job.amp else 'fp32'}, "
                  f"{type(optimizer).__name__}, EMA; synthetic images with {labels[0]} objects in the first and "
                  f"{labels[-1]} in each other" + ("" if job.yolo_loss else ", no loss (yolo_loss off)")
-                 + " (no dataloader, no validation pass)")
+                 + " (no dataloader)")
+    if job.yolo_val:
+        optimizer.zero_grad(set_to_none=True)
+        kept = validate_yolo(arch.task, ema.ema, labels * 2, job.imgsz, nc, job.amp, torch)
+        notes.append(f"then one validation batch of the EMA model at batch {2 * job.batch} (preprocess, forward and "
+                     f"loss, NMS{' and masks' if arch.task == 'segment' else ''}, metrics; class biases zeroed so NMS "
+                     f"keeps up to max_det boxes, as an early model does: {kept:.0f} kept per image)"
+                     if arch.task != "classify" else f"then one validation forward at batch {2 * job.batch}")
+    else:
+        notes.append("no validation pass (yolo_val off)")
     return notes, step_s
+
+
+def yolo_val_batch(task: str, labels: list[int], size: int, nc: int, torch: Any) -> dict[str, Any]:
+    """A validation batch as ultralytics' val dataloader collates it: uint8 images and the letterbox metadata."""
+    batch = _yolo_batch(task, labels, size, nc, torch)
+    batch["img"] = (batch["img"] * 255).to(torch.uint8)
+    n = len(labels)
+    batch |= {"ori_shape": [(size, size)] * n, "ratio_pad": [((1.0, 1.0), (0.0, 0.0))] * n,
+              "resized_shape": [(size, size)] * n, "im_file": [f"im{i}.jpg" for i in range(n)]}
+    return batch
+
+
+def validate_yolo(task: str, model: Any, labels: list[int], size: int, nc: int, amp: bool, torch: Any,
+                  phase: Callable[[str], None] = lambda name: None) -> float:
+    """One validation batch (`labels`: objects per image) through the installed ultralytics' own validator as its
+    trainer runs it (BaseValidator.__call__ with training=True, under inference mode): preprocess, forward and loss
+    under 16-bit autocast, postprocess (NMS; masks for segmentation), update_metrics. The class biases of `model` are
+    zeroed first, so every anchor clears conf 0.001 and NMS keeps max_det boxes, as an early model does. `phase` is
+    called after the forward, the loss and the metrics (the benchmark reads each phase's peak). Returns the boxes kept
+    per image (0 for classification, whose validation is a forward)."""
+    low = torch.float16 if DEVICE == "cuda" else torch.bfloat16  # bf16 stands in for CUDA's fp16 on the CPU
+    if task == "classify":
+        with torch.inference_mode(), torch.autocast(DEVICE, dtype=low, enabled=amp):
+            model(torch.rand(len(labels), 3, size, size, device=DEVICE))
+        phase("forward")
+        return 0.0
+    from ultralytics.models import yolo as uyolo
+
+    with torch.no_grad():
+        for seq in model.model[-1].cv3:  # class logits 0 -> sigmoid 0.5 at every anchor
+            torch.nn.init.zeros_(seq[-1].bias)
+    validator = {"detect": uyolo.detect.DetectionValidator, "segment": uyolo.segment.SegmentationValidator,
+                 "pose": uyolo.pose.PoseValidator}[task](args={"task": task, "plots": False})
+    validator.training, validator.device, validator.data = True, torch.device(DEVICE), {"names": model.names}
+    validator.args.quantize = 16 if amp else 32  # what BaseValidator.__call__ sets with AMP on
+    if task == "pose":
+        validator.data["kpt_shape"] = list(yolo.KPT_SHAPE)
+    validator.init_metrics(model)
+    validator.seen = 0
+    batch = yolo_val_batch(task, labels, size, nc, torch)
+    with torch.inference_mode():
+        batch = validator.preprocess(batch)
+        if amp:
+            batch["img"] = batch["img"].to(low)  # the fp16 image of a 16-bit validation: no cast copy per conv
+        with torch.autocast(DEVICE, dtype=low, enabled=amp):
+            preds = model(batch["img"])
+            phase("forward")
+            model.loss(batch, preds)
+            phase("loss")
+        preds = validator.postprocess(preds)
+        validator.update_metrics(preds, batch)
+        phase("NMS and masks")
+        kept = [len(p["conf"] if isinstance(p, dict) else p) for p in preds]  # a dict or a box tensor, by release
+        return float(sum(kept) / len(kept))
 
 
 def run_whisper(job: FitJob, arch: whisper.WhisperArch, steps: int, torch: Any) -> tuple[list[str], float | None]:

@@ -207,9 +207,17 @@ def test_yolo_train_steps_run_on_cpu_with_and_without_the_loss(monkeypatch: pyte
     from onecard.fit import yolo
 
     jobs = _on_cpu(monkeypatch)
-    for loss in (True, False):
-        job = FitJob(model=model, job="train", batch=2, imgsz=64, amp=False, labels_per_image=2, yolo_loss=loss)
+    for loss in (True, False):  # the AutoBatch profile (no loss) runs no validation either
+        job = FitJob(model=model, job="train", batch=2, imgsz=64, amp=False, labels_per_image=2, yolo_loss=loss,
+                     yolo_val=loss)
         notes, step_s = jobs.run_yolo(job, yolo.find(model), 1, torch)  # type: ignore[attr-defined]
         assert step_s is not None and step_s > 0
         assert any("8 objects in the first and 2 in each other" in n for n in notes), notes
         assert any("no loss" in n for n in notes) is (not loss)
+        # then the trainer's validation batch at twice the batch, through ultralytics' own validator: an early
+        # model's NMS keeps boxes at every image
+        val = [n for n in notes if "validation batch of the EMA model at batch 4" in n]
+        assert bool(val) is loss and any("no validation pass" in n for n in notes) is (not loss), notes
+        if loss:
+            kept = float(val[0].split(": ")[-1].split(" kept")[0])
+            assert kept > 0
