@@ -3,8 +3,8 @@
     python benchmarks/fit_accuracy.py [--json] [--heldout] [--cases DIR]
 
 Case sets. Development: benchmarks/fit_cases/*.yaml (the figures of ../shared/data/vram/measured.md) and
-benchmarks/fit_cases/public/dev/*.yaml. Held-out splits: benchmarks/fit_cases/public/heldout/ (scored on 2026-12-06)
-and heldout2/ (collected 2026-12-07), printed only with --heldout. Each is planned once: the first --heldout run that
+benchmarks/fit_cases/public/dev/*.yaml. Held-out splits: benchmarks/fit_cases/public/heldout/ (scored on 2026-12-06),
+heldout2/ and heldout3/ (collected 2026-12-07), printed only with --heldout. Each is planned once: the first --heldout run that
 finds a split without its record (public/<split>_scored.json) plans it and writes the record, and every later run
 prints the record instead of planning the split again. `--cases DIR` plans one folder instead (development rules).
 
@@ -56,7 +56,8 @@ HELDOUT_MEDIAN, HELDOUT_COVERAGE = 0.07, 0.95
 WHOLE_MEDIAN, WORST_UNDER = 0.05, 0.15
 CASES = Path(__file__).parent / "fit_cases"
 DEV = [CASES, CASES / "public" / "dev"]
-HELDOUT_SPLITS = {"heldout": CASES / "public" / "heldout", "heldout2": CASES / "public" / "heldout2"}
+HELDOUT_SPLITS = {"heldout": CASES / "public" / "heldout", "heldout2": CASES / "public" / "heldout2",
+                  "heldout3": CASES / "public" / "heldout3"}
 HELDOUT = list(HELDOUT_SPLITS.values())
 NOT_SCORED = re.compile(r"NOT SCORED \(S[124]\)")
 SAME_FIGURE = 0.01  # a duplicate's figure is the scored case's within rounding (21.72 vs 21.73 GiB)
