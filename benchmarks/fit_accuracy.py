@@ -3,10 +3,11 @@
     python benchmarks/fit_accuracy.py [--json] [--heldout] [--cases DIR]
 
 Case sets. Development: benchmarks/fit_cases/*.yaml (the figures of ../shared/data/vram/measured.md) and
-benchmarks/fit_cases/public/dev/*.yaml. Held-out splits: benchmarks/fit_cases/public/heldout/ (scored on 2026-12-06),
-heldout2/ and heldout3/ (collected 2026-12-07), printed only with --heldout. Each is planned once: the first --heldout run that
-finds a split without its record (public/<split>_scored.json) plans it and writes the record, and every later run
-prints the record instead of planning the split again. `--cases DIR` plans one folder instead (development rules).
+benchmarks/fit_cases/public/dev/*.yaml. Held-out splits: benchmarks/fit_cases/public/heldout/ (scored on
+2026-12-06), heldout2/ and heldout3/ (collected 2026-12-07), printed only with --heldout. Each is planned once: the
+first --heldout run that finds a split without its record (public/<split>_scored.json) plans it and writes the
+record, and every later run prints the record instead of planning the split again. `--cases DIR` plans one folder
+instead (development rules).
 
 Each case names a job (FitJob fields, with the card in `gpu`), the measured figure in GiB and its kind: allocated
 (torch max_memory_allocated), reserved (max_memory_reserved), process (nvidia-smi: + CUDA context) or part:<name>
@@ -24,9 +25,9 @@ still planned and printed. An error, however large, is never a reason to leave a
 
 Each table reports the median |error| of its scored cases, the worst under-prediction, and the safe bound's
 coverage: the share of scored whole-peak cases (not part:<name>) whose upper bound is >= the measured figure. The
-bound is the plan's `peak_upper_gib`, the process figure x (1 + the job kind's margin); an allocated or reserved case
-is bounded by its own predicted figure x the same factor. Without the field the coverage prints as n/a. Cases are
-planned without this machine's calibration (`calibration: false`): the score is the model's, the same everywhere.
+bound is the plan's `peak_upper_gib`, the process figure x (1 + margin) + abs_gib of its job kind or mechanism
+group; an allocated or reserved case is bounded by its own predicted figure the same way. Cases are planned without
+this machine's calibration (`calibration: false`): the score is the model's, the same everywhere.
 
 Targets (issue 13): held-out median <= 7 % and coverage >= 95 %; whole set (development + held-out) median <= 5 %
 and no case under-predicted by more than 15 %. Without --heldout the whole-set targets are checked on the
@@ -73,10 +74,9 @@ def predicted(est: Estimate, kind: str) -> float:
 
 def upper(plan: planning.Plan, kind: str) -> float | None:
     """The safe bound for a whole-peak measurement kind, or None (a part, or no bound in this version of fit)."""
-    bound = getattr(plan, "peak_upper_gib", None)
-    if bound is None or kind.startswith("part:"):
+    if plan.peak_upper_gib is None or plan.margin is None or kind.startswith("part:"):
         return None
-    return predicted(plan.estimate, kind) * float(bound) / plan.estimate.process_gib
+    return plan.margin.upper(predicted(plan.estimate, kind))
 
 
 def scored(case: dict[str, Any]) -> bool:

@@ -2,8 +2,12 @@
 
 Bound: each job kind (`kind_of`: llm-infer, llm-train, tinylm, diffusion-infer, diffusion-train, yolo-infer,
 yolo-train, whisper-infer, whisper-train) has a margin, the planner's worst under-prediction among its own scored
-development cases of that kind (with a floor; `benchmarks/fit_bounds.py` states the rule and writes bounds.json
-beside this module). The upper bound is the process figure times (1 + margin); `fits` is decided on it. Two runtimes
+cases of that kind (development and recorded held-out, with a floor; `benchmarks/fit_bounds.py` states the rule and
+writes bounds.json beside this module). Within a kind, a mechanism group (`group_of`: the library an LLM training
+stack builds on, an LLM's runtime, the diffusion offload mode, the YOLO task) with enough cases of its own has its
+own margin, since the planner's errors differ by what the job runs on (torchtune's QLoRA is not TRL's). The upper
+bound is the process figure times (1 + margin) plus abs_gib (the part that does not grow with the job: workspaces,
+buffers, allocator rounding, which dominate small jobs' errors); `fits` is decided on it. Two runtimes
 size themselves to the card (`plan.judge`): vLLM's peak is the share it reserves (`RESERVED`, margin 0), and
 llama.cpp's GPU layers, when the planner chooses them, are as many as fit on the bound.
 
@@ -25,8 +29,8 @@ from onecard.core.paths import data_dir
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
 
-__all__ = ["Margin", "Correction", "kind_of", "margin", "bounds", "BOUNDS_FILE", "RESERVED", "calibration_file",
-           "corrections", "correction", "apply"]
+__all__ = ["Margin", "Correction", "kind_of", "group_of", "margin", "bounds", "BOUNDS_FILE", "RESERVED",
+           "calibration_file", "corrections", "correction", "apply"]
 
 BOUNDS_FILE = Path(__file__).with_name("bounds.json")
 
@@ -36,9 +40,15 @@ class Margin:
     """How far above the point estimate the bound of a job kind sits, and what stands behind the figure."""
 
     kind: str
-    margin: float  # upper = process * (1 + margin)
-    cases: int  # scored development cases of this kind behind it (0: the default for a kind without cases)
-    rule: str  # why this figure: the worst case, or the floor for kinds with few cases
+    margin: float  # upper = process * (1 + margin) + abs_gib
+    cases: int  # scored cases behind it (0: the default for a kind without cases)
+    rule: str  # what it covers (benchmarks/fit_bounds.py's rule)
+    group: str = ""  # the mechanism group whose own cases set it ("": the kind's, over all its groups)
+    abs_gib: float = 0.0  # the part of the bound that does not grow with the job (workspaces, buffers, rounding)
+
+    def upper(self, figure_gib: float) -> float:
+        """The bound on a predicted figure (the process figure, or an allocated / reserved one)."""
+        return figure_gib * (1 + self.margin) + self.abs_gib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,20 +73,46 @@ def kind_of(family: str, arch: Any, job: FitJob) -> str:
     return f"{family}-{job.job}"
 
 
+# The library each LLM training stack builds on: trl, onecard (`tune`: TRL's SFTTrainer) and axolotl are transformers'
+# Trainer with PEFT, with their own knobs modelled (onecard.fit.stacks); torchtune, unsloth and litgpt run their own.
+_TRAIN_BASE = {"transformers": "transformers", "trl": "transformers", "onecard": "transformers",
+               "axolotl": "transformers", "torchtune": "torchtune", "unsloth": "unsloth", "litgpt": "litgpt"}
+
+
+def group_of(kind: str, arch: Any, job: FitJob, runtime: str | None = None) -> str:
+    """The mechanism group within a kind whose errors a margin may be kept for: llm-train by the library the stack
+    builds on, llm-infer by runtime (`runtime`: llm_infer.runtime_of), diffusion by offload mode, YOLO by task; other
+    kinds are one group."""
+    if kind == "llm-train":
+        return f"{kind}/{_TRAIN_BASE[job.stack]}"
+    if kind == "llm-infer" and runtime is not None:
+        return f"{kind}/{runtime}"
+    if kind.startswith("diffusion-"):
+        return f"{kind}/offload-{job.offload}"
+    task = getattr(arch, "task", None)
+    if kind.startswith("yolo-") and isinstance(task, str):
+        return f"{kind}/{task}"
+    return kind
+
+
 @functools.cache
 def bounds() -> dict[str, Any]:
     """bounds.json as written by `python benchmarks/fit_bounds.py`."""
     return dict(json.loads(BOUNDS_FILE.read_text(encoding="utf-8")))
 
 
-def margin(kind: str) -> Margin:
-    """The bound's margin for a job kind (one without scored cases: its family's, see bounds.json's rule); a kind
-    the file does not list gets its default."""
+def margin(kind: str, group: str = "") -> Margin:
+    """The bound's margin for a job kind, or for its mechanism group when bounds.json keeps one (a group with enough
+    cases of its own); a kind without scored cases gets its family's (see bounds.json's rule); a kind the file does
+    not list gets its default."""
     data = bounds()
+    entry = data.get("groups", {}).get(group)
+    if entry is not None:
+        return Margin(kind, entry["margin"], entry["cases"], entry["rule"], group, entry.get("abs_gib", 0.0))
     entry = data["kinds"].get(kind)
     if entry is None:
-        return Margin(kind, data["default"]["margin"], 0, data["default"]["rule"])
-    return Margin(kind, entry["margin"], entry["cases"], entry["rule"])
+        entry = data["default"] | {"cases": 0}
+    return Margin(kind, entry["margin"], entry["cases"], entry["rule"], "", entry.get("abs_gib", 0.0))
 
 
 def calibration_file() -> Path:

@@ -44,7 +44,7 @@ class Plan:
     Attributes:
         fits: whether the upper bound is within the budget (None: no card).
         headroom_gib: budget - upper bound (budget - the estimate where there is no bound).
-        peak_upper_gib: the safe bound on the process figure (`estimate.process_gib` x (1 + margin.margin)).
+        peak_upper_gib: the safe bound on the process figure (`margin.upper(estimate.process_gib)`).
         margin: the job kind's bound margin and what stands behind it.
         calibration: the correction applied to the estimate on this card, if `onecard fit calibrate` made one.
     """
@@ -178,17 +178,19 @@ def judge(resolved: Resolved, job: FitJob, card: GpuSpec | None, budget_gib: flo
     kind = resolved.kind(job)
     fix = bound.correction(card.key, kind) if card is not None and job.calibration else None
     runtime = llm_infer.runtime_of(resolved.arch, job) if kind == "llm-infer" else None
-    margin = bound.RESERVED if runtime == "vllm" else bound.margin(kind)
+    margin = bound.RESERVED if runtime == "vllm" else bound.margin(kind, bound.group_of(kind, resolved.arch, job,
+                                                                                         runtime))
     scale = (1 + margin.margin) * (fix.scale if fix is not None else 1.0)  # upper bound / uncalibrated estimate
     budget = None if card is None else card.vram_gib - job.margin_gib if budget_gib is None else budget_gib
     est = resolved.estimate(job, card)
     if card is not None and budget is not None and runtime == "llama.cpp" and job.gpu_layers is None \
-            and est.process_gib * scale > budget:
+            and est.process_gib * scale + margin.abs_gib > budget:
         # llama.cpp's GPU layers are the planner's to choose (as many as fit): as many as fit on the bound
-        est = resolved.estimate(job.model_copy(update={"margin_gib": max(0.0, card.vram_gib - budget / scale)}), card)
+        room = max(0.0, budget - margin.abs_gib) / scale
+        est = resolved.estimate(job.model_copy(update={"margin_gib": max(0.0, card.vram_gib - room)}), card)
     if fix is not None:
         est = bound.apply(est, fix)
-    upper = est.process_gib * (1 + margin.margin)
+    upper = margin.upper(est.process_gib)
     if card is None or budget is None:
         return Plan(job, None, est, None, None, None, upper, margin, fix)
     return Plan(job, card, est, budget, upper <= budget, budget - upper, upper, margin, fix)

@@ -86,9 +86,10 @@ def bound_note(plan: Plan) -> str | None:
     if plan.peak_upper_gib is None or plan.margin is None:
         return None
     m = plan.margin
-    behind = (f"{m.rule} ({m.cases} scored {m.kind} cases)" if m.cases
-              else f"{m.rule} (no scored {m.kind} case)")
-    return (f"upper bound {plan.peak_upper_gib:.1f} GiB = estimate x {1 + m.margin:.3f}: {behind}; "
+    of = f"{m.kind} cases on {m.group.split('/', 1)[1]}" if m.group else f"{m.kind} cases"
+    behind = f"{m.rule} ({m.cases} scored {of})" if m.cases else f"{m.rule} (no scored {m.kind} case)"
+    plus = f" + {m.abs_gib:.2f} GiB" if m.abs_gib else ""
+    return (f"upper bound {plan.peak_upper_gib:.1f} GiB = estimate x {1 + m.margin:.3f}{plus}: {behind}; "
             "fits is decided on it")
 
 
@@ -142,7 +143,9 @@ def to_json(plan: Plan, fixes: Sequence[tuple[str, Plan]] | None = None,
         "peak_upper_gib": None if plan.peak_upper_gib is None else round(plan.peak_upper_gib, 3),
         "kind": None if plan.margin is None else plan.margin.kind,
         "bound_margin": None if plan.margin is None else plan.margin.margin,
+        "bound_abs_gib": None if plan.margin is None else plan.margin.abs_gib,
         "bound_cases": None if plan.margin is None else plan.margin.cases,
+        "bound_group": None if plan.margin is None or not plan.margin.group else plan.margin.group,
         "calibration": None if plan.calibration is None else {
             "scale": plan.calibration.scale, "observations": plan.calibration.observations},
         "budget_gib": None if plan.budget_gib is None else round(plan.budget_gib, 3),

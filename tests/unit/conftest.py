@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture
 def set_margins(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
-    """Sets every job kind's bound margin (onecard/fit/bounds.json) to one value for the test.
+    """Sets every job kind's and mechanism group's bound margin (onecard/fit/bounds.json) to one value for the test.
 
     Tests whose outcome turns on which plans fit must not move each time benchmarks/fit_bounds.py rewrites
     bounds.json from the planner's errors of the day; they fix the margins instead.
@@ -21,10 +21,11 @@ def set_margins(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
 
     def set_all(margin: float) -> None:
         def fixed(entry: dict[str, Any]) -> dict[str, Any]:
-            return entry | {"margin": margin}
+            return entry | {"margin": margin, "abs_gib": 0.0}
 
         monkeypatch.setattr(bound, "bounds", lambda: real | {
-            "kinds": {kind: fixed(entry) for kind, entry in real["kinds"].items()}, "default": fixed(real["default"])})
+            "kinds": {kind: fixed(entry) for kind, entry in real["kinds"].items()}, "default": fixed(real["default"]),
+            "groups": {group: fixed(entry) for group, entry in real.get("groups", {}).items()}})
 
     return set_all
 

@@ -37,7 +37,8 @@ def test_the_answer_gives_the_bound_and_decides_on_it(capsys: pytest.CaptureFixt
     monkeypatch.setenv("COLUMNS", "200")  # rich's width: each sentence on one line
     out = _json(capsys, "fit", *JOB, "--json")
     assert out["decided_on"] == "peak_upper_gib" and out["kind"] == "llm-train"
-    assert out["peak_upper_gib"] == pytest.approx(out["process_gib"] * (1 + out["bound_margin"]), abs=2e-3)
+    assert out["peak_upper_gib"] == pytest.approx(out["process_gib"] * (1 + out["bound_margin"])
+                                                  + out["bound_abs_gib"], abs=2e-3)
     assert out["fits"] == (out["peak_upper_gib"] <= out["budget_gib"])
     assert main(["fit", *JOB]) == 0
     text = capsys.readouterr().out

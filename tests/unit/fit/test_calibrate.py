@@ -58,7 +58,7 @@ def test_calibrate_moves_the_prediction_toward_the_measurements_on_that_card_onl
     after = plan(request)
     assert after.calibration is not None and after.calibration.scale == pytest.approx(fitted.scale, rel=1e-3)  # saved
     assert after.estimate.process_gib == pytest.approx(before["4070titrain"] * fitted.scale, rel=1e-3)
-    assert after.peak_upper_gib == pytest.approx(after.estimate.process_gib * (1 + after.margin.margin))  # type: ignore[union-attr]
+    assert after.peak_upper_gib == pytest.approx(after.margin.upper(after.estimate.process_gib))  # type: ignore[union-attr]
     assert any("calibrated on this machine" in a for a in after.estimate.assumptions)
     assert plan(other_card).estimate.process_gib == pytest.approx(before["rtx-3060train"])  # another card
     assert plan(other_kind).estimate.process_gib == pytest.approx(before["4070tiinfer"])  # another kind

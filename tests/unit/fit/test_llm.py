@@ -192,7 +192,7 @@ def test_llama_cpp_offloads_what_fits() -> None:
                            gpu_layers=p.estimate.gpu_layers + 1), lookup("rtx-3060"))
     # as many layers as fit on the safe bound: one more and the bound is over the budget
     assert p.margin is not None and p.peak_upper_gib is not None and p.budget_gib is not None
-    assert p.peak_upper_gib <= p.budget_gib < more.process_gib * (1 + p.margin.margin)
+    assert p.peak_upper_gib <= p.budget_gib < p.margin.upper(more.process_gib)
 
 
 @pytest.mark.usefixtures("point_estimate")  # Ollama counts on its own estimate; llama.cpp here as many as fit it too
