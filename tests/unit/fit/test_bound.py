@@ -65,22 +65,36 @@ def test_the_bound_covers_every_case_and_is_lowest_at_a_12_gb_budget(monkeypatch
     fb = _fit_bounds(monkeypatch)
     # a big job 20 % under and a small one 100 % under (1 GiB of workspaces): a fixed part covers the small one
     # without doubling the big one's bound
-    mixed = fb.fit_bound([("big", 10.0, 12.0), ("small", 1.0, 2.0)], 0.05)
+    mixed = fb.fit_bound([("big", 10.0, 12.0, "a"), ("small", 1.0, 2.0, "b")], 0.05)
     assert (mixed["margin"], mixed["abs_gib"]) == (0.05, pytest.approx(1.5)) and mixed["binding"] == ["big"]
     for _, p, m in [("big", 10.0, 12.0), ("small", 1.0, 2.0)]:
         assert p * (1 + mixed["margin"]) + mixed["abs_gib"] >= m
     # an error that grows with the job stays relative
-    relative = fb.fit_bound([("a", 10.0, 11.0), ("b", 20.0, 22.0), ("c", 5.0, 4.0)], 0.05)
+    relative = fb.fit_bound([("a", 10.0, 11.0, "a"), ("b", 20.0, 22.0, "b"), ("c", 5.0, 4.0, "c")], 0.05)
     assert (relative["margin"], relative["abs_gib"]) == (pytest.approx(0.1), 0.0)
     assert relative["worst_case"] in {"a", "b"} and relative["worst_under"] == pytest.approx(0.1)
+
+
+def test_each_source_weighs_one_however_many_cases_it_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    fb = _fit_bounds(monkeypatch)
+    # 20 sources of one case each, 19 within 10 %, and a 20th source's 10 rows of which 2 read 3x: the bound may
+    # leave 5 % of 21 sources' weight above it, 2 of 10 rows of one source (0.2), not a whole source
+    good = [(f"g{i}", 10.0, 10.0 * (1 + i / 200), f"g{i}") for i in range(20)]
+    harness = [(f"h{i}", 10.0, 10.5, "h") for i in range(8)] + [("h8", 10.0, 30.0, "h"), ("h9", 10.0, 29.0, "h")]
+    fitted = fb.fit_bound(good + harness, 0.05)
+    assert fitted["sources"] == 21 and set(fitted["uncovered"]) == {"h8", "h9"}
+    assert fitted["margin"] * 10 + fitted["abs_gib"] < 1.0  # covered by about 10 %, not 3x
+    # counted as 30 independent rows, the two would be 6.7 % of them: one of them must be covered
+    alone = fb.fit_bound([(cid, p, m, cid) for cid, p, m, _ in good + harness], 0.05)
+    assert alone["uncovered"] == ["h8"] and alone["margin"] * 10 + alone["abs_gib"] >= 18.9
 
 
 def test_margin_floors_and_kinds_without_cases(monkeypatch: pytest.MonkeyPatch) -> None:
     fb = _fit_bounds(monkeypatch)
     data = fb.margins({
-        "llm-train": [(f"c{i}", 20.0, 20.0 * f) for i, f in enumerate([1.02, 0.9, 1.121, 1.0, 0.7])],
-        "llm-infer": [(f"i{i}", 10.0, 9.5) for i in range(6)],  # only over-predicted: the 5 % floor
-        "yolo-train": [("y0", 1.0, 1.02)],  # one case: the 15 % floor
+        "llm-train": [(f"c{i}", 20.0, 20.0 * f, f"s{i}") for i, f in enumerate([1.02, 0.9, 1.121, 1.0, 0.7])],
+        "llm-infer": [(f"i{i}", 10.0, 9.5, f"s{i}") for i in range(6)],  # only over-predicted: the 5 % floor
+        "yolo-train": [("y0", 1.0, 1.02, "s")],  # one case: the 15 % floor
     })
     kinds = data["kinds"]
     assert kinds["llm-train"]["margin"] == pytest.approx(0.125) and kinds["llm-train"]["abs_gib"] == 0.0  # to 0.5 %
@@ -92,9 +106,10 @@ def test_margin_floors_and_kinds_without_cases(monkeypatch: pytest.MonkeyPatch) 
     assert "llm-train" in kinds["tinylm"]["rule"]
     assert kinds["yolo-infer"]["margin"] == 0.15 and kinds["diffusion-train"]["margin"] == 0.15
     assert data["default"]["margin"] == 0.15 and data["groups"] == {}
-    tt, tf = [(f"t{i}", 20.0, 26.0) for i in range(5)], [(f"o{i}", 20.0, 21.0) for i in range(5)]
+    tt = [(f"t{i}", 20.0, 26.0, f"t{i}") for i in range(5)]
+    tf = [(f"o{i}", 20.0, 21.0, f"o{i}") for i in range(5)]
     grouped = fb.margins({"llm-train": tt + tf}, {"llm-train/torchtune": tt, "llm-train/transformers": tf,
-                                                  "llm-train/litgpt": [("l", 20.0, 20.0)]})  # one case: the kind's
+                                                  "llm-train/litgpt": [("l", 20.0, 20.0, "l")]})  # the kind's
     assert grouped["kinds"]["llm-train"]["margin"] == pytest.approx(0.3)
     assert set(grouped["groups"]) == {"llm-train/torchtune", "llm-train/transformers"}
     assert grouped["groups"]["llm-train/transformers"]["margin"] == pytest.approx(0.05)
@@ -117,8 +132,8 @@ def test_the_bound_script_never_reads_a_split_before_its_scoring(monkeypatch: py
     unscored = [folder for split, folder in fb.fit_accuracy.HELDOUT_SPLITS.items() if split != "heldout"]
     assert read and not any(folder in read for folder in unscored)
     # the first split's record is read as it was scored: its AWQ Falcon row, 3.92 GiB predicted for 4.47 measured
-    assert ("P-awq-falcon7b-gemm-b1-64", 3.92, 4.47) in by_kind["llm-infer"]
-    assert ("P-awq-falcon7b-gemm-b1-64", 3.92, 4.47) in by_group["llm-infer/autoawq"]
+    assert ("P-awq-falcon7b-gemm-b1-64", 3.92, 4.47, "heldout/awq") in by_kind["llm-infer"]
+    assert ("P-awq-falcon7b-gemm-b1-64", 3.92, 4.47, "heldout/awq") in by_group["llm-infer/autoawq"]
     assert {"llm-infer", "llm-train"} <= set(by_kind)
 
 
