@@ -199,7 +199,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="exit 1 if bounds.json is out of date; write nothing")
     args = parser.parse_args()
-    data = margins(*errors())
+    by_kind, by_group = errors()
+    data = margins(by_kind, by_group)
     print(f"{'kind / group':28} {'cases':>5} {'worst under':>11} {'median |err|':>12} {'margin':>7} {'+ GiB':>6}"
           "  binding cases")
     for name, k in [*data["kinds"].items(), *data["groups"].items()]:
@@ -210,6 +211,13 @@ def main() -> int:
               f"{', '.join(k['binding']) or k['rule']}{left}")
     print(f"{'(other)':28} {0:5d} {'':>11} {'':>12} {data['default']['margin']:7.1%} "
           f"{data['default']['abs_gib']:6.2f}  {data['default']['rule']}")
+    covered = total = 0
+    for group, rows in by_group.items():  # each case under the bound the planner now gives its job
+        entry = data["groups"].get(group) or data["kinds"][group.split("/")[0]]
+        covered += sum(p * (1 + entry["margin"]) + entry["abs_gib"] >= m for _, p, m, _ in rows)
+        total += len(rows)
+    print(f"\nin-sample: today's bounds cover {covered} of the {total} scored whole-peak cases they were fitted on "
+          f"({covered / total:.0%}); a split scored before it was fitted is the test")
     old = json.loads(BOUNDS_FILE.read_text(encoding="utf-8")) if BOUNDS_FILE.exists() else {}
     same = all({k: (v["margin"], v.get("abs_gib"), v["cases"]) for k, v in old.get(part, {}).items()} == {
         k: (v["margin"], v["abs_gib"], v["cases"]) for k, v in data[part].items()} for part in ("kinds", "groups"))
