@@ -330,8 +330,9 @@ def validate_yolo(task: str, model: Any, labels: list[int], size: int, nc: int, 
     with torch.no_grad():
         for seq in model.model[-1].cv3:  # class logits 0 -> sigmoid 0.5 at every anchor
             torch.nn.init.zeros_(seq[-1].bias)
-    validator = {"detect": uyolo.detect.DetectionValidator, "segment": uyolo.segment.SegmentationValidator,
-                 "pose": uyolo.pose.PoseValidator}[task](args={"task": task, "plots": False})
+    # Any: ultralytics declares these attributes None until its own __call__ sets them (mypy sees it where installed)
+    validator: Any = {"detect": uyolo.detect.DetectionValidator, "segment": uyolo.segment.SegmentationValidator,
+                      "pose": uyolo.pose.PoseValidator}[task](args={"task": task, "plots": False})
     validator.training, validator.device, validator.data = True, torch.device(DEVICE), {"names": model.names}
     validator.args.quantize = 16 if amp else 32  # what BaseValidator.__call__ sets with AMP on
     if task == "pose":
