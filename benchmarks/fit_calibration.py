@@ -1,8 +1,10 @@
 """Does feeding real measurements back improve the planner on a card? `onecard fit calibrate` on public measurements.
 
-    python benchmarks/fit_calibration.py [--json]
+    python benchmarks/fit_calibration.py [--json] [--spent]
 
-The development cases (benchmarks/fit_cases/*.yaml and public/dev; never held-out) stand in for a user's own runs:
+The development cases (benchmarks/fit_cases/*.yaml and public/dev) stand in for a user's own runs (`--spent`: the
+cases of the held-out splits that were already scored once and recorded, jobs the planner was not built on, instead;
+a split without its record is never read, and nothing here is a held-out score):
 each scored whole-peak case (allocated, reserved or process) is appended as an observation of its card, in a
 throw-away ONECARD_HOME, exactly as `onecard fit --measure` or a `tune` run on a GPU appends one. Then
 `onecard.fit.calibrate.calibrate` fits its per-card, per-job-kind corrections (the median of measured / predicted,
@@ -22,20 +24,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fit_accuracy import DEV, load, scored  # noqa: E402
+from fit_accuracy import DEV, HELDOUT_SPLITS, load, recorded, scored  # noqa: E402
 
 from onecard.fit.job import FitJob  # noqa: E402
 
 WHOLE = ("allocated", "reserved", "process")
 
 
-def run() -> dict[str, Any]:
+def run(spent: bool = False) -> dict[str, Any]:
+    folders = [HELDOUT_SPLITS[s] for s in HELDOUT_SPLITS if recorded(s) is not None] if spent else DEV
     with tempfile.TemporaryDirectory() as home:
         os.environ["ONECARD_HOME"] = home
         from onecard.fit import calibrate, observations
         from onecard.fit.plan import resolve_card
 
-        for case in load(DEV):
+        for case in load(folders):
             if not scored(case) or case["kind"] not in WHOLE:
                 continue
             job = FitJob(**case["job"], calibration=False)
@@ -48,8 +51,10 @@ def run() -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print calibrate's JSON")
+    parser.add_argument("--spent", action="store_true",
+                        help="the recorded held-out splits' cases as the observations, instead of the development set")
     args = parser.parse_args()
-    result = run()
+    result = run(args.spent)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
