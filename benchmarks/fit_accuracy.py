@@ -49,6 +49,7 @@ from typing import Any
 
 import yaml
 
+from onecard.core.records import write_json_atomic
 from onecard.fit import plan as planning
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
@@ -94,23 +95,21 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
             "scored": scored(case), "source": case["source"]}
 
 
-def recorded_date(split: str) -> str:
-    path = record_file(split)
-    return str(json.loads(path.read_text(encoding="utf-8"))["date"]) if path.exists() else "?"
-
-
 def record_file(split: str) -> Path:
     """Where a held-out split's one scoring is kept."""
     return CASES / "public" / f"{split}_scored.json"
 
 
+def record(split: str) -> dict[str, Any] | None:
+    """A held-out split's one scoring (date, commit, rows), or None before it was scored."""
+    path = record_file(split)
+    return dict(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else None
+
+
 def recorded(split: str) -> list[dict[str, Any]] | None:
     """The rows of a held-out split's one scoring, or None before it was scored."""
-    path = record_file(split)
-    if not path.exists():
-        return None
-    rows: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))["rows"]
-    return [{"source": "recorded"} | row for row in rows]
+    scoring = record(split)
+    return None if scoring is None else [{"source": "recorded"} | row for row in scoring["rows"]]
 
 
 def heldout_rows(split: str) -> list[dict[str, Any]]:
@@ -121,10 +120,10 @@ def heldout_rows(split: str) -> list[dict[str, Any]]:
     rows = [run_case(case) for case in load([HELDOUT_SPLITS[split]])]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=CASES, capture_output=True, text=True,
                             check=False).stdout.strip()
-    record = {"what": f"benchmarks/fit_cases/public/{split}/ scored once by `python benchmarks/fit_accuracy.py "
-                      f"--heldout`; later runs print this record instead of planning the split again",
-              "date": dt.date.today().isoformat(), "commit": commit, "rows": rows}
-    record_file(split).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    write_json_atomic(record_file(split), {
+        "what": f"benchmarks/fit_cases/public/{split}/ scored once by `python benchmarks/fit_accuracy.py --heldout`; "
+                "later runs print this record instead of planning the split again",
+        "date": dt.date.today().isoformat(), "commit": commit, "rows": rows})
     return rows
 
 
@@ -246,7 +245,7 @@ def main() -> int:
             if not rows:
                 print(f"== {split}: no cases\n")
                 continue
-            print_table(f"{split} ({'recorded ' + recorded_date(split)})", rows, held[split])
+            print_table(f"{split} (recorded {(record(split) or {}).get('date', '?')})", rows, held[split])
             print_kinds(split, rows)
         if whole is not None:
             print(f"whole set: {line(whole)}\n")
