@@ -177,25 +177,30 @@ def _infer(arch: DiffusionArch, job: FitJob, notes: list[str]) -> tuple[dict[str
         notes.append("the SDXL VAE overflows in fp16 (force_upcast): diffusers upcasts it and decodes in fp32")
     w_te = arch.text_encoders * b
     w_unet = arch.unet * b
-    w_vae = arch.vae * vae_b + arch.safety_checker * b
+    w_vae = arch.vae * vae_b
+    # diffusers keeps the safety checker out of both offload modes: enable_model_cpu_offload and
+    # enable_sequential_cpu_offload move every component in `_exclude_from_cpu_offload` (["safety_checker"] in the
+    # SD 1.x pipelines) to the GPU whole and leave it there (pipelines/pipeline_utils.py).
+    w_sc = arch.safety_checker * b
     unet_work, unet_note = _unet_working(arch, job, px, b)
     vae_work, vae_note = _vae_decode_bytes(arch, job, px, vae_b)
     notes += [f"{job.batch} image(s) at {px}x{px}, weights {'fp32' if b == 4 else 'fp16'}", unet_note, vae_note]
     if job.offload == "none":
-        resident = w_te + w_unet + w_vae
+        resident = w_te + w_unet + w_vae + w_sc
         phase = max((unet_work, "unet"), (vae_work, "vae"))
         notes.append(f"peak in the {phase[1].upper()} phase; every component stays on the GPU")
         return {"weights": resident, "activations": phase[0]}, 0.0
     if job.offload == "model":
         phases = [(w_te, 0.0, "text encoders"), (w_unet, unet_work, "UNet"), (w_vae, vae_work, "VAE")]
         w, work, name = max(phases, key=lambda p: p[0] + p[1])
-        notes.append(f"model offload: only the active component is on the GPU; the peak is the {name} phase")
-        return {"weights": w, "activations": work}, (w_te + w_unet + w_vae) / GIB
+        notes.append(f"model offload: only the active component is on the GPU; the peak is the {name} phase"
+                     + (", beside the safety checker, which diffusers keeps on the GPU" if w_sc else ""))
+        return {"weights": w + w_sc, "activations": work}, (w_te + w_unet + w_vae) / GIB
     # sequential: accelerate moves each leaf module's weights in right before its forward and out after.
     largest_layer = arch.largest_leaf * b
     notes.append(f"sequential offload: weights streamed per leaf module (the largest, {arch.largest_leaf / 1e6:.1f}M "
-                 "parameters, on the GPU at a time)")
-    return {"weights": largest_layer, "activations": max(unet_work, vae_work)}, (w_te + w_unet + w_vae) / GIB
+                 "parameters, on the GPU at a time)" + ("; the safety checker stays on the GPU whole" if w_sc else ""))
+    return {"weights": largest_layer + w_sc, "activations": max(unet_work, vae_work)}, (w_te + w_unet + w_vae) / GIB
 
 
 def _train(arch: DiffusionArch, job: FitJob, notes: list[str]) -> dict[str, float]:
