@@ -30,7 +30,9 @@ group; an allocated or reserved case is bounded by its own predicted figure the 
 this machine's calibration (`calibration: false`): the score is the model's, the same everywhere.
 
 Targets (issue 13): held-out median <= 7 % and coverage >= 95 %; whole set (development + held-out) median <= 5 %
-and no case under-predicted by more than 15 %. Without --heldout the whole-set targets are checked on the
+and no case under-predicted by more than 15 %, checked on the whole set read two ways: each held-out split's rows as
+recorded, and every case planned now (a split is development data once scored, and the planner may have been fixed
+on it since, so only its record is a held-out figure). Without --heldout the whole-set targets are checked on the
 development set. Exits 1 when a checked target is missed. The planner's speed target (< 50 ms) is
 benchmarks/fit_speed.py's.
 """
@@ -171,11 +173,13 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "bound_coverage": coverage, "bound_cases": len(bounded)}
 
 
-def targets(dev: dict[str, Any], held: dict[str, dict[str, Any]], whole: dict[str, Any] | None) -> dict[str, bool]:
-    """Issue 13's targets that the printed tables can check; the held-out ones on each split."""
-    overall = whole or dev
-    met = {"whole_median": overall["median_abs_error"] <= WHOLE_MEDIAN,
-           "whole_worst_under": overall["worst_under_error"] >= -WORST_UNDER}
+def targets(dev: dict[str, Any], held: dict[str, dict[str, Any]], wholes: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    """Issue 13's targets that the printed tables can check: the whole set's on each reading of it (or on the
+    development set without --heldout), the held-out ones on each split."""
+    met: dict[str, bool] = {}
+    for name, overall in (wholes or {"": dev}).items():
+        met[f"whole_median{name}"] = overall["median_abs_error"] <= WHOLE_MEDIAN
+        met[f"whole_worst_under{name}"] = overall["worst_under_error"] >= -WORST_UNDER
     for split, result in held.items():
         met[f"{split}_median"] = result["median_abs_error"] <= HELDOUT_MEDIAN
         met[f"{split}_coverage"] = (result["bound_coverage"] is not None
@@ -230,13 +234,17 @@ def main() -> int:
     held_rows = {split: heldout_rows(split) for split in HELDOUT_SPLITS} if args.heldout else {}
     held = {split: summary(rows) for split, rows in held_rows.items() if rows}
     every_held = [row for rows in held_rows.values() for row in rows]
-    whole = summary(dev_rows + every_held) if args.heldout else None
-    met = targets(dev, held, whole)
+    # The whole set read two ways: with each held-out split as recorded (the planner of the day it was scored), and
+    # planned now, every split being development data once scored (the planner may have been fixed on it since).
+    now_rows = dev_rows + [run_case(case) for case in load([HELDOUT_SPLITS[s] for s in held_rows])]
+    wholes = {"_recorded": summary(dev_rows + every_held), "_now": summary(now_rows)} if args.heldout else {}
+    met = targets(dev, held, wholes)
     if args.json:
         print(json.dumps({"rows": dev_rows, "summary": dev, "by_job_kind": by_job_kind(dev_rows),
                           "heldout": {split: {"rows": rows, "summary": held.get(split),
                                               "by_job_kind": by_job_kind(rows)} for split, rows in held_rows.items()},
-                          "whole_summary": whole, "targets_met": met}, indent=2))
+                          "whole_summary": wholes.get("_recorded"), "whole_now_summary": wholes.get("_now"),
+                          "targets_met": met}, indent=2))
     else:
         print_table("development" if not args.cases else str(args.cases), dev_rows, dev)
         print_kinds("development" if not args.cases else str(args.cases), dev_rows)
@@ -246,9 +254,11 @@ def main() -> int:
                 continue
             print_table(f"{split} (recorded {(record(split) or {}).get('date', '?')})", rows, held[split])
             print_kinds(split, rows)
-        if whole is not None:
-            print(f"whole set: {line(whole)}\n")
-            print_kinds("whole set", dev_rows + every_held)
+        if wholes:
+            print(f"whole set, held-out splits as recorded: {line(wholes['_recorded'])}\n")
+            print_kinds("whole set, held-out splits as recorded", dev_rows + every_held)
+            print(f"whole set, every case planned now (scored splits are development data): {line(wholes['_now'])}\n")
+            print_kinds("whole set, every case planned now", now_rows)
         print(f"Targets: whole-set median <= {WHOLE_MEDIAN:.0%}, no under-prediction worse than -{WORST_UNDER:.0%}"
               f"{'' if held else ' (checked on the development set; --heldout for the whole set)'}; "
               f"held-out median <= {HELDOUT_MEDIAN:.0%}, coverage >= {HELDOUT_COVERAGE:.0%} on each split"

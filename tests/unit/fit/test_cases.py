@@ -80,3 +80,33 @@ def test_a_held_out_split_is_planned_once_then_printed_from_its_record(tmp_path:
     again = fit_accuracy.heldout_rows("late")
     assert [(r["id"], r["predicted_gib"], r["error"]) for r in again] == [
         (r["id"], r["predicted_gib"], r["error"]) for r in first]
+
+
+def test_the_whole_set_is_read_as_recorded_and_as_planned_now(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    dev, split = tmp_path / "dev", tmp_path / "split"
+    dev.mkdir(), split.mkdir()
+    (dev / "c.yaml").write_text(
+        "- {id: d, source: s, job: {model: yolov8n, job: train, gpu: t4}, measured_gib: 2.0, kind: reserved}\n")
+    (split / "c.yaml").write_text(
+        "- {id: h, source: s, job: {model: yolov8n, job: train, gpu: t4}, measured_gib: 2.0, kind: reserved}\n")
+    monkeypatch.setattr(fit_accuracy, "DEV", [dev])
+    monkeypatch.setattr(fit_accuracy, "HELDOUT_SPLITS", {"late": split})
+    monkeypatch.setattr(fit_accuracy, "record_file", lambda name: tmp_path / f"{name}_scored.json")
+    # the split's one scoring, by an older planner that said 1.0 GiB (-50%)
+    (tmp_path / "late_scored.json").write_text(json.dumps({"date": "2026-12-06", "commit": "x", "rows": [
+        {"id": "h", "kind": "reserved", "measured_gib": 2.0, "predicted_gib": 1.0, "upper_gib": 1.5, "error": -0.5,
+         "scored": True, "job_kind": "yolo-train"}]}))
+    monkeypatch.setattr("sys.argv", ["fit_accuracy.py", "--heldout", "--json"])
+    fit_accuracy.main()
+    out = json.loads(capsys.readouterr().out)
+    assert out["heldout"]["late"]["summary"]["worst_under_error"] == pytest.approx(-0.5)  # the record, as scored
+    planned = out["rows"][0]["error"]  # today's planner on the same job (dev and split hold the same job and figure)
+    assert planned != pytest.approx(-0.5)
+    assert out["whole_summary"]["worst_under_error"] == pytest.approx(min(planned, -0.5))
+    assert out["whole_now_summary"]["scored"] == 2
+    assert out["whole_now_summary"]["worst_under_error"] == pytest.approx(min(planned, 0.0))
+    assert out["whole_now_summary"]["median_abs_error"] == pytest.approx(abs(planned))
+    assert {"whole_median_recorded", "whole_median_now", "late_median"} <= set(out["targets_met"])
