@@ -9,6 +9,15 @@ Weights are counted tensor by tensor from the architecture (or taken from the fi
 - bitsandbytes LLM.int8: int8 block linears + an fp32 scale per output row; input-feature outliers (|x| > 6) run in
   fp16 from a sub-matrix kept per layer (Dettmers et al. 2022 find them in ~7 feature dimensions at 6.7B+).
 - GPTQ/AWQ 4-bit, group 128: packed int4 weights + an fp16 scale and a packed 4-bit zero per group of 128 inputs.
+- LitGPT under Lightning Fabric (`stack litgpt`, training and generate): the head is its own tensor even where the
+  checkpoint ties it (litgpt's GPT has separate `wte` and `lm_head`; convert_hf_checkpoint maps both), and
+  `BitsandbytesPrecision` swaps every `torch.nn.Linear` for its bitsandbytes class while the model is built
+  (lightning fabric/plugins/precision/bitsandbytes.py `module_init_context`), so the head is quantized like the
+  blocks. Lightning quantizes from fp16 (`weight.contiguous().to(device, dtype=torch.half)` before `quantize_4bit`),
+  so bitsandbytes dequantizes to fp16 and MatMul4Bit's `.to(A.dtype)` makes a second copy under bf16 compute: the
+  largest 4-bit weight, the head, is held at 4 B per weight (bitsandbytes 0.42.0 autograd/_functions.py:516). Its
+  int8 load re-quantizes each weight from an fp16 copy with `double_quant`'s two int8 outputs while the old int8
+  weight is alive: 4 B per weight of the largest (the head, loaded first).
 - GGUF: each tensor at its ggml type; for a catalog model the type of each tensor follows llama.cpp's
   `llama_tensor_get_type` (Q4_K_M: attn_v and ffn_down of every third layer and the first/last eighth in Q6_K,
   output in Q6_K), which reproduces the 4.84-4.89 bits per weight of measured.md rows 12-13.
@@ -28,7 +37,7 @@ if TYPE_CHECKING:
     from onecard.core.gpus import GpuSpec
 
 __all__ = ["WeightFormat", "WeightBytes", "parse_quant", "weight_bytes", "kv_bytes_per_token", "GGUF_BITS",
-           "GPTQ_AWQ_BYTES_PER_WEIGHT"]
+           "GPTQ_AWQ_BYTES_PER_WEIGHT", "LIGHTNING_NOTE"]
 
 # ggml block sizes (elements, bytes) of the types a GGUF file mixes (ggml-common.h)
 _GGML = {"F32": (1, 4), "F16": (1, 2), "BF16": (1, 2), "Q8_0": (32, 34), "Q6_K": (256, 210), "Q5_K": (256, 176),
@@ -46,6 +55,8 @@ GGUF_BITS = {name: 8 * b / n for name, (n, b) in _GGML.items()}
 # bytes per KV element: the quantized caches are ggml blocks of 32 (_GGML: Q8_0 34 B, Q4_0 18 B)
 _KV_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 GPTQ_AWQ_BYTES_PER_WEIGHT = 0.5 + 2 / 128 + 0.5 / 128  # int4 + an fp16 scale and a packed 4-bit zero per 128 inputs
+LIGHTNING_NOTE = ("LitGPT under Lightning Fabric: the head is its own tensor, quantized with the blocks (from an "
+                  "fp16 copy) under a bitsandbytes format")
 _BNB_ABSMAX = {False: 4 / 64, True: 1 / 64 + 4 / (64 * 256)}  # bytes per weight of the quantization constants
 
 
@@ -168,8 +179,10 @@ def _other_params(arch: LlmArch) -> int:
     return vision + arch.learned_positions * arch.hidden
 
 
-def weight_bytes(arch: LlmArch, fmt: WeightFormat) -> WeightBytes:
-    """Bytes of the weights in a format; from the file itself when the format is the file's own."""
+def weight_bytes(arch: LlmArch, fmt: WeightFormat, lightning: bool = False, bf16: bool = True) -> WeightBytes:
+    """Bytes of the weights in a format; from the file itself when the format is the file's own. `lightning`: LitGPT
+    under Lightning Fabric (an untied, quantized head, fp16 quantization; module docstring), whose compute dtype is
+    bf16 where the card has it (`bf16`)."""
     wf = arch.weights_file
     if wf is not None and fmt.name.lower() == wf.quant.lower():
         lin16 = max(lin.d_in * lin.d_out for lin in linears(arch)) * 2.0
@@ -178,7 +191,8 @@ def weight_bytes(arch: LlmArch, fmt: WeightFormat) -> WeightBytes:
     if fmt.kind == "gguf":
         return _gguf_weights(arch, fmt.name)
     embed = arch.vocab * arch.hidden
-    output = (0 if arch.tied_embeddings else embed) + norm_params(arch)
+    head = 0 if arch.tied_embeddings and not lightning else embed
+    output = head + norm_params(arch)
     block_lin = [lin.d_in * lin.d_out for lin in linears(arch)]
     small = block_small_params(arch)
     if fmt.kind == "dense":
@@ -195,6 +209,13 @@ def weight_bytes(arch: LlmArch, fmt: WeightFormat) -> WeightBytes:
     if fmt.kind == "int8":  # fp32 row scales + fp16 outlier sub-matrices (7 input features per linear)
         quant += sum(lin.d_out * (4 + 7 * 2) for lin in linears(arch))
     layer = quant + small * 2
+    if lightning and fmt.kind in ("bnb4", "int8"):  # the head quantized like the blocks, fp16 staging (see above)
+        largest = max(embed, *block_lin)
+        out_bytes = head * per_w + (arch.vocab * 4 if fmt.kind == "int8" else 0) + norm_params(arch) * 2.0
+        staging = largest * (4.0 if fmt.kind == "int8" or (bf16 and fmt.compute_bytes == 2) else
+                             2.0 + (4 if fmt.compute_bytes == 4 else 0))
+        return WeightBytes((layer,) * arch.n_layers, embed * 2.0, out_bytes, _other_params(arch) * 2.0,
+                           dequant=staging)
     # the prefill dequantizes one weight at a time to 16 bits (bnb, exllama/marlin temp buffers); bnb with an fp32
     # compute dtype then casts that copy to fp32, and both are alive in the matmul
     dequant = max(block_lin) * (2.0 + (4 if fmt.kind == "bnb4" and fmt.compute_bytes == 4 else 0))

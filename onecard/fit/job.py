@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["FitJob", "Job", "Method", "Runtime", "Optimizer", "Attention", "Offload", "Stack", "Loss", "AdapterDtype"]
+__all__ = ["FitJob", "Job", "Method", "Runtime", "Optimizer", "Attention", "Offload", "Stack", "Loss", "AdapterDtype",
+           "release"]
 
 Job = Literal["infer", "train"]
 Method = Literal["full", "lora", "qlora"]
@@ -39,6 +40,7 @@ class FitJob(BaseModel):
     quant: str = Field("auto", description="weight format: fp32 fp16 bf16 int8 nf4 fp4 gptq awq, or a GGUF type (q4_k_m, q8_0...); auto: bf16, nf4 for qlora, the file's own for GGUF")
     runtime: Runtime = Field("auto", description="runtime that holds the model (autoawq: AutoAWQ's from_quantized(fuse_layers=True) fused modules); auto: picked from the model family and file")
     transformers_version: str | None = Field(None, pattern=r"^\d+\.\d+(\.\d+)?$", description="transformers release the LLM runs on (4.38.2), for its memory changes: before 4.42 generate keeps the KV cache as tuples (each decode step copies it), before 4.45 it computes the logits of every prompt position (Falcon before 4.47, GPTBigCode before 5.0), before 4.46 in fp32; unset: 5.0 or later")
+    bitsandbytes_version: str | None = Field(None, pattern=r"^\d+\.\d+(\.\d+)?$", description="bitsandbytes release under a 4-bit QLoRA (0.42.0), for its memory changes: before 0.43.2 MatMul4Bit keeps its input in ctx.tensors for as long as the graph lives, and LitGPT's loop keeps the previous micro-batch's graph through the next forward; unset: 0.43.2 or later")
     batch: int = Field(1, ge=1, le=MAX_COUNT, description="sequences (or images, or audio segments) processed at once; the micro-batch when training")
     grad_accum: int = Field(1, ge=1, le=MAX_COUNT, description="gradient accumulation steps (does not change peak memory, keeps the effective batch)")
     ctx: int = Field(4096, ge=1, le=MAX_TOKENS, description="inference context length in tokens (prompt + new tokens) that the KV cache holds")
@@ -50,7 +52,7 @@ class FitJob(BaseModel):
     lora_dropout: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False, description="dropout on each LoRA adapter's input (any p > 0 keeps a 1-byte mask per input element); unset: the stack's")
     optimizer: Optimizer = Field("auto", description="optimizer; auto: adamw for full/lora, paged_adamw8bit for qlora")
     grad_ckpt: bool = Field(True, description="gradient (activation) checkpointing")
-    stack: Stack = Field("transformers", description="LLM training library whose defaults fill loss, adapter_dtype, lora_dropout, optimizer_in_backward and activation_offload (see onecard.fit.stacks): transformers (Trainer + PEFT; LLaMA-Factory too), trl (SFTTrainer's fused LM head), onecard (what `onecard tune` runs: trl with lora_dropout 0.05), torchtune, unsloth, litgpt, axolotl")
+    stack: Stack = Field("transformers", description="LLM training library whose defaults fill loss, adapter_dtype, lora_dropout, optimizer_in_backward and activation_offload (see onecard.fit.stacks): transformers (Trainer + PEFT; LLaMA-Factory too), trl (SFTTrainer's fused LM head), onecard (what `onecard tune` runs: trl with lora_dropout 0.05), torchtune, unsloth, litgpt, axolotl; for inference, litgpt is LitGPT's generate (its own untied head, quantized with the blocks under bitsandbytes)")
     loss: Loss = Field("auto", description="LLM training loss: standard (full logits upcast to fp32), chunked (16-bit logits, one chunk upcast at a time: torchtune, litgpt), tiled (TRL SFTTrainer's fused LM head: one 16-bit tile of logits at a time, labelled tokens only), fused (no full logits: Liger, unsloth); auto: the stack's")
     adapter_dtype: AdapterDtype = Field("auto", description="LoRA adapter dtype: fp32 (PEFT) or bf16 (torchtune, litgpt; 16-bit either way); auto: the stack's")
     optimizer_in_backward: bool | None = Field(None, description="step and free each gradient inside backward (torchtune optimizer_in_bwd; needs grad_accum 1); unset: the stack's")
@@ -78,3 +80,12 @@ class FitJob(BaseModel):
     vram: float | None = Field(None, gt=0, le=100_000, allow_inf_nan=False, description="card memory in GiB, instead of --gpu")
     margin_gib: float = Field(0.5, ge=0, allow_inf_nan=False, description="safety margin kept free when deciding what fits")
     calibration: bool = Field(True, description="scale the estimate by this machine's correction for the card and job kind, if `onecard fit calibrate` made one; --no-calibration plans without it")
+
+
+def release(version: str | None, current: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A job's release field ("4.38.2", "8.0") as (major, minor, patch); unset: `current`, the newest behaviour the
+    planner knows."""
+    if version is None:
+        return current
+    major, minor, patch = [*map(int, version.split(".")), 0][:3]
+    return major, minor, patch

@@ -24,8 +24,15 @@ from typing import TYPE_CHECKING
 from onecard.core.errors import ConfigError
 from onecard.fit.catalog import LlmArch, linears, n_params
 from onecard.fit.estimate import GIB, Estimate, gib
-from onecard.fit.formats import GPTQ_AWQ_BYTES_PER_WEIGHT, WeightBytes, kv_bytes_per_token, parse_quant, weight_bytes
-from onecard.fit.job import FitJob
+from onecard.fit.formats import (
+    GPTQ_AWQ_BYTES_PER_WEIGHT,
+    LIGHTNING_NOTE,
+    WeightBytes,
+    kv_bytes_per_token,
+    parse_quant,
+    weight_bytes,
+)
+from onecard.fit.job import FitJob, release
 from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB, context_note, slack_note
 
 if TYPE_CHECKING:
@@ -102,10 +109,8 @@ def _decode_speed(est: Estimate, card: GpuSpec | None, read_bytes: float, batch:
 
 def transformers_release(job: FitJob) -> tuple[int, int]:
     """The job's transformers release as (major, minor); unset is the current behaviour (5.0 or later)."""
-    if job.transformers_version is None:
-        return CURRENT_TRANSFORMERS
-    major, minor = job.transformers_version.split(".")[:2]
-    return int(major), int(minor)
+    major, minor, _ = release(job.transformers_version, (*CURRENT_TRANSFORMERS, 0))
+    return major, minor
 
 
 def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[str]) -> Estimate:
@@ -117,7 +122,11 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
     if fused and fmt.kind != "awq":
         raise ConfigError(f"--runtime autoawq runs AWQ checkpoints; --quant {job.quant} is not one",
                           "use --quant awq, or --runtime transformers")
-    a, wb = fmt.act_bytes, weight_bytes(arch, fmt)
+    lightning = job.stack == "litgpt"  # LitGPT's generate under Lightning Fabric (formats.weight_bytes)
+    a, wb = fmt.act_bytes, weight_bytes(arch, fmt, lightning, card is None or card.bf16)
+    if lightning:
+        notes.append(LIGHTNING_NOTE + (f"; its {'int8 load' if fmt.kind == 'int8' else 'fp16 dequantization'} "
+                                       f"peaks at {gib(wb.dequant):.2f} GiB beside the weights" if wb.dequant else ""))
     B, L, h, f, V = job.batch, arch.n_layers, arch.hidden, arch.intermediate, arch.vocab
     img = arch.vision.image_tokens if arch.vision else 0
     prompt = max(job.ctx - job.new_tokens, 1) + img

@@ -76,8 +76,8 @@ from onecard.core.errors import ConfigError
 from onecard.fit import stacks
 from onecard.fit.catalog import Linear, LlmArch, linears, n_params
 from onecard.fit.estimate import Estimate, gib
-from onecard.fit.formats import WeightFormat, parse_quant, weight_bytes
-from onecard.fit.job import FitJob
+from onecard.fit.formats import LIGHTNING_NOTE, WeightFormat, parse_quant, weight_bytes
+from onecard.fit.job import FitJob, release
 from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB, context_note, slack_note
 
 if TYPE_CHECKING:
@@ -135,9 +135,15 @@ def trainable_params(arch: LlmArch, job: FitJob) -> int:
     return arch.n_layers * sum(job.lora_rank * (lin.d_in + lin.d_out) for lin in lora_targets(arch, job.lora_targets))
 
 
+def input_widths(arch: LlmArch) -> dict[str, int]:
+    """Width of each tensor a block's linears read (`Linear.reads`): attention input and output, MLP input and
+    activation."""
+    return {"attn_in": arch.hidden, "attn_out": arch.q_dim, "mlp_in": arch.hidden, "mlp_act": arch.intermediate}
+
+
 def layer_saved_bytes(arch: LlmArch, a: int, full: bool, frozen_saves: bool, adapted: list[Linear], attention: str,
                       seq: int, rank: int = 16, adapter_bytes: int = 4, dropout: bool = False,
-                      qkv_one_adapter: bool = False, qkv_zero_pad: bool = False) -> float:
+                      qkv_one_adapter: bool = False, qkv_zero_pad: bool = False, kv_expanded: bool = False) -> float:
     """Bytes one block keeps for backward, per token (see the module docstring for what each op keeps).
 
     fp32 adapters (PEFT under autocast) each keep their own 16-bit copy of their input; 16-bit adapters save the
@@ -145,10 +151,13 @@ def layer_saved_bytes(arch: LlmArch, a: int, full: bool, frozen_saves: bool, ada
     adds a 1-byte mask per adapter input element. `qkv_one_adapter` (LitGPT): the q, k and v adapters drop one shared
     copy of their input. `qkv_zero_pad` (LitGPT): when only some of q, k, v are adapted, LoRAQKVLinear.zero_pad
     scatters their update into the fused qkv width with `index_copy`, whose backward keeps its source (a 16-bit
-    value per adapted q/k/v output) for `expand_as(source)`.
+    value per adapted q/k/v output) for `expand_as(source)`. `kv_expanded` (LitGPT's attention, litgpt/model.py
+    CausalSelfAttention.forward): with grouped or multi-query heads k and v are expanded to every query head and
+    reshaped into new tensors, which SDPA saves (2 x (q - kv) more per token); with one KV head per query head v is a
+    view of the permuted fused qkv output, which then stays alive whole (its q and k parts more).
     """
     h, q, kv, f = arch.hidden, arch.q_dim, arch.kv_dim, arch.intermediate
-    size = {"attn_in": h, "attn_out": q, "mlp_in": h, "mlp_act": f}
+    size = input_widths(arch)
     norm = (4 * h if arch.norm == "rms" else a * h) + (a * h if full else 0)  # + the normed input for weight grads
     total = arch.norms_per_layer * norm + (4 * (q + kv) if arch.qk_norm else 0)
     saved = {lin.reads for lin in linears(arch)} if full or frozen_saves else set()
@@ -159,6 +168,8 @@ def layer_saved_bytes(arch: LlmArch, a: int, full: bool, frozen_saves: bool, ada
         total += 3 * a * q + (4 + (a if a != 4 else 0)) * arch.n_heads * seq + (a * q if "attn_out" in saved else 0)
     else:  # q, k, v, output (which the o_proj input shares) and the fp32 log-sum-exp per head
         total += a * (2 * q + 2 * kv) + 4 * arch.n_heads
+        if kv_expanded:
+            total += 2 * a * (q - kv) if q != kv else a * (q + kv)
     total += (3 if arch.gated_mlp else 1) * a * f + (a * f if "mlp_act" in saved else 0)
     copy = adapter_bytes == 4 or dropout  # PEFT casts the input to fp32, autocast casts it back; or dropout's output
     qkv = [lin for lin in adapted if qkv_one_adapter and lin.kind in ("q", "k", "v")]
@@ -221,7 +232,8 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     full = job.method == "full"
     amp = full and fmt.name == "fp16"  # fp16 needs fp32 master weights (GradScaler); bf16 trains pure bf16
     a = fmt.act_bytes
-    wb = weight_bytes(arch, WeightFormat("dense", "fp32", 4, 4) if amp else fmt)
+    lightning = job.stack == "litgpt"  # LitGPT under Lightning Fabric: formats.weight_bytes(lightning)
+    wb = weight_bytes(arch, WeightFormat("dense", "fp32", 4, 4) if amp else fmt, lightning, card is None or card.bf16)
     img = arch.vision.image_tokens if arch.vision else 0
     seq = job.seq + img
     tokens = job.batch * seq
@@ -236,7 +248,16 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     adapted = [] if full else lora_targets(arch, job.lora_targets)
     per_layer = layer_saved_bytes(arch, a, full, fmt.quantized and kn.quant_saves_input, adapted, job.attention, seq,
                                   job.lora_rank, param_bytes, kn.lora_dropout > 0, kn.qkv_one_adapter,
-                                  kn.qkv_one_adapter) * tokens
+                                  kn.qkv_one_adapter, lightning) * tokens
+    # bitsandbytes before 0.43.2 keeps MatMul4Bit's input in ctx.tensors, outside autograd's saved variables, so it
+    # lives as long as the graph (fixed by bitsandbytes PR #1270, "delete useless buffered activation"); LitGPT's
+    # loop rebinds `logits = model(...)` only when the next forward returns, so during that forward the previous
+    # micro-batch's inputs of every 4-bit linear (and the final norm's output its head chunks read) are still held
+    # (litgpt/finetune/lora.py @5895df10:276)
+    old_bnb = release(job.bitsandbytes_version, BNB_DROPS_INPUT) < BNB_DROPS_INPUT
+    widths = input_widths(arch)
+    prev_graph = (tokens * a * (L * sum(widths[s] for s in {lin.reads for lin in linears(arch)}) + h)
+                  if lightning and fmt.kind == "bnb4" and old_bnb else 0.0)
     ckpt_in = a * h * tokens
     casts = 2.0 * params if not full and param_bytes == 4 else 0.0  # autocast's 16-bit copies of fp32 adapters
     block = ckpt_in if job.grad_ckpt else per_layer + casts / L  # what one block leaves saved until backward
@@ -258,7 +279,7 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     # the larger of: the loss at the end of forward; backward after k blocks (their activations freed, their
     # gradients made); the optimizer step (torch AdamW foreach keeps one temporary the size of a moment)
     step_tmp = (params + proj) * param_bytes if opt in ("adamw", "paged_adamw") else 0.0
-    phases = {"loss": {"activations": stack + final + proj_saved, "logits": logits}}
+    phases = {"loss": {"activations": stack + final + proj_saved + prev_graph, "logits": logits}}
     if vision:  # the frozen tower runs first, keeping nothing for backward
         phases["vision forward"] = {"activations": vision}
     if full and kn.loss == "fused":  # the fused loss makes the head's weight gradient in forward
@@ -309,6 +330,11 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
                      f"{on_gpu} block(s) on the GPU")
     if wb.dequant:
         notes.append(f"4-bit matmuls dequantize one weight at a time: {gib(wb.dequant):.2f} GiB buffer")
+    if lightning:
+        kept = (f"; bitsandbytes {job.bitsandbytes_version} keeps the previous micro-batch's 4-bit inputs through the "
+                f"next forward: {gib(prev_graph):.2f} GiB" if prev_graph else "")
+        notes.append(f"{LIGHTNING_NOTE}; SDPA's saved k and v hold more than their width (k and v expanded to every "
+                     f"query head, or the whole fused qkv){kept}")
     slack, slack_text = ALLOC_SLACK * transient, slack_note()
     if kn.loss == "standard" and job.grad_ckpt:
         # the blocks one checkpointed block's forward allocates (the tensors it would save; a frozen quantized
@@ -328,6 +354,9 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
                    assumptions=[*notes, slack_text, context_note()])
     _step_time(est, arch, job, card, tokens, a, host)
     return est
+
+
+BNB_DROPS_INPUT = (0, 43, 2)  # bitsandbytes 0.43.2: MatMul4Bit keeps `ctx.tensors = (None, B)`, not its input
 
 
 def loss_bytes(loss: str, tokens: int, V: int, h: int, a: int, fp32_output: bool = False) -> float:

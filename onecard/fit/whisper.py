@@ -15,7 +15,7 @@ from typing import Any
 from onecard.core.errors import ConfigError
 from onecard.core.gpus import GpuSpec
 from onecard.fit.estimate import GIB, Estimate
-from onecard.fit.job import FitJob
+from onecard.fit.job import FitJob, release
 from onecard.fit.overheads import CUDA_CONTEXT_GIB
 
 __all__ = ["WhisperArch", "find", "from_config", "estimate", "CATALOG"]
@@ -179,14 +179,6 @@ def _weight_bytes(arch: WhisperArch, runtime: str, quant: str) -> tuple[float, s
     return p * 2.0, "fp16"
 
 
-def _release(version: str | None) -> tuple[int, int, int]:
-    """A release "3.5.1" as (3, 5, 1); unset: the newest behaviour."""
-    if version is None:
-        return (999, 0, 0)
-    major, minor, patch = [*map(int, version.split(".")), 0][:3]
-    return major, minor, patch
-
-
 def _infer(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, float], float, float]:
     rt = _runtime(job)
     weights, wname = _weight_bytes(arch, rt, job.quant)
@@ -209,7 +201,8 @@ def _infer(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, 
     # replicate_state) and openai-whisper's current DecodingTask repeats only the tokens, not the audio features.
     # CTranslate2 before 3.6.0 did (its CHANGELOG, 3.6.0, 2023-02-16: "Reduce the beam search memory usage by not
     # duplicating the decoder states that are the same in each beam (e.g. the projected memory keys and values)").
-    per_beam = rt == "transformers" or (rt == "faster-whisper" and _release(job.ctranslate2_version) < (3, 6, 0))
+    old_ct2 = release(job.ctranslate2_version, (999, 0, 0)) < (3, 6, 0)
+    per_beam = rt == "transformers" or (rt == "faster-whisper" and old_ct2)
     cross_copies = n_seq if per_beam else job.batch
     cross_kv = per_pos * N_AUDIO_CTX * cross_copies
     # openai-whisper returns fp32 logits for every prompt position on the first step (model.py: `.float()`).

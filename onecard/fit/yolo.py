@@ -17,7 +17,7 @@ from typing import Literal
 
 from onecard.core.gpus import GpuSpec
 from onecard.fit.estimate import GIB, Estimate
-from onecard.fit.job import FitJob
+from onecard.fit.job import FitJob, release
 from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB
 
 __all__ = ["YoloArch", "find", "estimate", "val_bytes", "val_phases", "CATALOG"]
@@ -246,10 +246,7 @@ CURRENT_ULTRALYTICS = (8, 4, 134)
 
 def ultralytics_release(job: FitJob) -> tuple[int, int, int]:
     """The job's ultralytics release as (major, minor, patch); unset is the current loss code (8.4.134 or later)."""
-    if job.ultralytics_version is None:
-        return CURRENT_ULTRALYTICS
-    major, minor, patch = [*map(int, job.ultralytics_version.split(".")), 0][:3]
-    return major, minor, patch
+    return release(job.ultralytics_version, CURRENT_ULTRALYTICS)
 
 
 def anchors(imgsz: int) -> int:

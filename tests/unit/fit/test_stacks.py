@@ -399,3 +399,78 @@ def test_litgpt_loss_holds_fabric_fp32_logits() -> None:
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         torch.nn.functional.cross_entropy(logits, torch.zeros(128, dtype=torch.long), reduction="none")
     assert max(t.nbytes for t in saved if t.dtype == torch.float32) == 128 * 512 * 4  # the fp32 log-softmax
+
+
+@pytest.mark.parametrize("n_head, n_kv", [(8, 2), (8, 8)])
+def test_litgpt_sdpa_keeps_expanded_kv_or_the_fused_qkv(n_head: int, n_kv: int) -> None:
+    """LitGPT's attention (litgpt/model.py @5895df10:229-259) with its own tensor steps: with grouped heads k and v
+    are expanded to every query head and reshaped into new tensors, 2 x (q - kv) more than their own width; with one KV
+    head per query head v stays a view of the permuted fused qkv output, which SDPA's saved v keeps alive whole. The
+    storages SDPA saves, counted with saved_tensors_hooks, against `layer_saved_bytes(kv_expanded)`."""
+    torch = pytest.importorskip("torch")
+    B, T, hs = 1, 16, 8
+    q_per_kv = n_head // n_kv
+    qkv = torch.randn(B, T, (n_head + 2 * n_kv) * hs, requires_grad=True) * 1.0  # the fused linear's output
+    q, k, v = qkv.view(B, T, n_kv, q_per_kv + 2, hs).permute(0, 2, 3, 1, 4).split((q_per_kv, 1, 1), dim=2)
+    if n_kv != n_head:
+        k, v = k.expand(B, n_kv, q_per_kv, T, hs), v.expand(B, n_kv, q_per_kv, T, hs)
+    q, k, v = (t.reshape(B, -1, T, hs) for t in (q, k, v))
+    q, k = q * 1.0, k * 1.0  # apply_rope's new tensors
+    saved: dict[int, int] = {}
+    with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) and t,
+            lambda t: t):
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    inputs = {t.untyped_storage().data_ptr() for t in (q, k, v)}
+    kept = sum(n for ptr, n in saved.items() if ptr in inputs) // 4 // T  # fp32 elements per token
+    q_dim, kv_dim = n_head * hs, n_kv * hs
+    assert kept - (q_dim + 2 * kv_dim) == (2 * (q_dim - kv_dim) if n_kv != n_head else q_dim + kv_dim)
+
+    arch = find("mistral-7b-v0.1" if n_kv != n_head else "llama-2-7b")
+    assert arch is not None
+    more = [llm_train.layer_saved_bytes(arch, 2, False, False, [], "sdpa", 512, kv_expanded=e) for e in (True, False)]
+    assert more[0] - more[1] == 2 * (2 * (arch.q_dim - arch.kv_dim) if n_kv != n_head else arch.q_dim + arch.kv_dim)
+
+
+def test_litgpt_quantizes_its_untied_head_from_fp16() -> None:
+    """LitGPT generate of Falcon-7B (tutorials/quantize.md @982abcbc, A100 40GB, max_memory_allocated): its head is
+    its own tensor (the catalog's Falcon ties it), Lightning quantizes it with the blocks, and bitsandbytes
+    dequantizes it to fp16 then bf16 in the prefill (4 B per weight of the head, the largest 4-bit weight); the int8
+    load holds an fp16 copy and two int8 outputs beside the old weight. Published (GB = 1e9 B): nf4 5.72, int8 8.70."""
+    job = dict(model="falcon-7b", job="infer", batch=1, ctx=261, new_tokens=256)
+    arch = find("falcon-7b")
+    assert arch is not None
+    head = arch.vocab * arch.hidden
+    a100 = lookup("a100-40gb")
+    plain, lit = (estimate(FitJob(**job, quant="nf4", stack=s), a100) for s in ("transformers", "litgpt"))
+    assert (lit.parts["runtime"] - plain.parts["runtime"]) * GIB == pytest.approx(
+        4 * head - 2 * max(lin.d_in * lin.d_out for lin in llm_train.linears(arch)))
+    assert (lit.parts["weights"] - plain.parts["weights"]) * GIB == pytest.approx(head * (0.5 + 4 / 64))
+    for quant, published_gb in (("nf4", 5.72), ("nf4-dq", 5.38), ("int8", 8.70), ("bf16", 14.50)):
+        est = estimate(FitJob(**job, quant=quant, stack="litgpt"), a100)
+        assert est.peak_allocated_gib == pytest.approx(published_gb * 1e9 / GIB, rel=0.03), quant
+
+
+def test_old_bitsandbytes_keeps_the_previous_micro_batch_inputs_under_litgpt() -> None:
+    """bitsandbytes before 0.43.2 keeps MatMul4Bit's input in ctx.tensors (fixed by PR #1270), and LitGPT's loop holds
+    the previous graph until the next forward returns: every 4-bit linear's distinct input (Llama: attention input,
+    attention output, MLP input, MLP product) and the final norm's output, 16-bit, for the micro-batch. Only then."""
+    job = dict(model="llama-2-7b", method="qlora", quant="nf4", batch=2, seq=512, lora_rank=32, lora_targets="qv",
+               optimizer="paged_adamw", grad_ckpt=False)
+    old, new = (_est(stack="litgpt", bitsandbytes_version=v, **job) for v in ("0.42.0", None))
+    arch = find("llama-2-7b")
+    assert arch is not None
+    tokens, h = 2 * 512, arch.hidden
+    per_token = arch.n_layers * (3 * h + arch.intermediate) + h  # attn_in, attn_out (q = h), mlp_in, mlp_act; ln_f
+    assert (old.parts["activations"] - new.parts["activations"]) * GIB == pytest.approx(2 * tokens * per_token)
+    assert _est(bitsandbytes_version="0.42.0", **job).parts == _est(**job).parts  # a Trainer frees the old graph
+    # litgpt config_hub/finetune/README.md @5895df10, A10G: 12.74 GiB allocated (13.68 GB)
+    assert old.peak_allocated_gib == pytest.approx(13.68e9 / GIB, rel=0.03)
+
+
+def test_one_reader_of_release_fields() -> None:
+    from onecard.fit.job import release
+
+    assert release("0.42", (0, 43, 2)) == (0, 42, 0) < (0, 43, 2)
+    assert release(None, (0, 43, 2)) == (0, 43, 2)
+    assert release("4.38.2", (5, 0, 0)) == (4, 38, 2)
