@@ -138,7 +138,11 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
     upcast = release < NO_UPCAST_SINCE and arch.family not in _NO_UPCAST
     # no autograd: per token the residual stream, the norm output (+ its fp32 upcast) and the MLP's gate, up and
     # activation (the gated product takes the gate's place), or the attention's q, k, v and output
-    per_tok = 2 * a * h + 4 * h + max((3 if arch.gated_mlp else 2) * a * f, a * (2 * arch.q_dim + 2 * arch.kv_dim))
+    # eager attention with grouped KV heads: repeat_kv copies the layer's whole cache of k and v to every query head
+    # at every step (transformers models/llama/modeling_llama.py repeat_kv, called by the eager attention)
+    repeat = job.attention == "eager" and arch.kv_dim < arch.q_dim and not fused
+    kv_width = arch.q_dim if repeat else arch.kv_dim
+    per_tok = 2 * a * h + 4 * h + max((3 if arch.gated_mlp else 2) * a * f, a * (2 * arch.q_dim + 2 * kv_width))
     if fmt.kind == "int8":  # LLM.int8 matmul (bitsandbytes 0.45 MatMul8bitLt.forward, inference path): beside its
         # fp16 output the largest linear holds the input quantized to int8 and the int32 product (int8_linear_matmul)
         per_tok += max(lin.d_in + 4 * lin.d_out for lin in linears(arch))
@@ -162,10 +166,12 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
     # tuple cache: the old and the concatenated new cache, every layer, once a decode step runs (new_tokens > 1)
     kv_step = 2.0 if tuple_cache and job.new_tokens > 1 else 1.0
     concat = 0.0 if tuple_cache or fused else B * ctx * kvt / (2 * L)  # DynamicCache: one layer's K or V copy
+    repeated = 2 * B * ctx * a * arch.q_dim if repeat else 0.0  # one layer's k and v at every query head
     phases: dict[str, dict[str, float]] = {
         "prefill": {"kv_cache": kv_prompt, "activations": B * prompt * per_tok + scores + vision,
                     "logits": 0.0 if all_logits else last, "runtime": wb.dequant},
-        "decode": {"kv_cache": kv_step * B * ctx * kvt, "activations": B * per_tok + concat, "logits": last}}
+        "decode": {"kv_cache": kv_step * B * ctx * kvt, "activations": B * per_tok + concat + repeated,
+                   "logits": last}}
     if all_logits:
         phases["prompt logits"] = {"kv_cache": kv_prompt, "activations": B * prompt * a * h, "logits": head}
     if all_logits and job.new_tokens > 1:

@@ -169,3 +169,20 @@ def test_older_releases_keep_a_rope_table_per_layer() -> None:
     assert est.parts["runtime"] * GIB == 28 * 2 * 32768 * 128 * 2
     assert est.peak_allocated_gib == pytest.approx(14.92, rel=0.02)
     assert "runtime" not in estimate(job.model_copy(update={"transformers_version": "4.45.0"})).parts
+
+
+def test_eager_attention_repeats_the_grouped_cache_to_every_query_head() -> None:
+    """transformers' eager attention calls repeat_kv on the layer's whole cache at each decode step: k and v at every
+    query head, new tensors (Mistral-7B: 8 KV heads for 32 query heads). SDPA runs are left as they were."""
+    torch = pytest.importorskip("torch")
+    modeling = pytest.importorskip("transformers.models.llama.modeling_llama")
+    kv = torch.zeros(2, 8, 100, 128, dtype=torch.float16)
+    out = modeling.repeat_kv(kv, 4)
+    assert out.untyped_storage().nbytes() == 4 * kv.untyped_storage().nbytes()  # a copy, not a view
+
+    job = dict(model="mistral-7b-v0.1", runtime="transformers", quant="fp16", batch=16, ctx=1128, new_tokens=1000,
+               transformers_version="4.35", gpu="a100-80gb")
+    eager, sdpa = (estimate(FitJob(**job, attention=att), None) for att in ("eager", "sdpa"))
+    arch = _arch("mistral-7b-v0.1")
+    repeated = 2 * 16 * 1128 * 2 * arch.q_dim
+    assert (eager.parts["activations"] - sdpa.parts["activations"]) * GIB == pytest.approx(repeated, rel=1e-6)
