@@ -167,6 +167,12 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
     kv_step = 2.0 if tuple_cache and job.new_tokens > 1 else 1.0
     concat = 0.0 if tuple_cache or fused else B * ctx * kvt / (2 * L)  # DynamicCache: one layer's K or V copy
     repeated = 2 * B * ctx * a * arch.q_dim if repeat else 0.0  # one layer's k and v at every query head
+    # Not counted: a cache grown with torch.cat at every step (the tuple cache, and DynamicCache since) leaves a free
+    # allocator segment per K and V tensor at each 2 MiB step of its size above 10 MiB, which no later, larger
+    # request can use; on a large card reserved memory (and nvidia-smi) climbs with them (optimum-benchmark's
+    # Vicuna-7B at batch 16 on an A100: 19-36 GiB above the tensors). They are whole free segments, which the
+    # caching allocator releases and retries with when a cudaMalloc fails, so they never make a job run out of
+    # memory: they are not part of what has to fit.
     phases: dict[str, dict[str, float]] = {
         "prefill": {"kv_cache": kv_prompt, "activations": B * prompt * per_tok + scores + vision,
                     "logits": 0.0 if all_logits else last, "runtime": wb.dequant},
