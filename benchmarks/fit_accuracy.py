@@ -10,8 +10,9 @@ the record, and every later run prints the record instead of planning the split 
 folder instead (development rules).
 
 Each case names a job (FitJob fields, with the card in `gpu`), the measured figure in GiB and its kind: allocated
-(torch max_memory_allocated), reserved (max_memory_reserved), process (nvidia-smi: + CUDA context) or part:<name>
-(one part of the estimate, e.g. a buffer llama.cpp logs).
+(torch max_memory_allocated), reserved (max_memory_reserved), process (nvidia-smi: + CUDA context), device (NVML's
+v1 used memory of the whole card, which also counts what the driver keeps: nvidia-smi's total less CUDA's, 0.86 GiB
+on an A100 80GB) or part:<name> (one part of the estimate, e.g. a buffer llama.cpp logs).
 
 Which cases are scored is decided from each case's setup and source, before its error is seen, by one rule (the
 same text is in benchmarks/fit_cases/public/README.md). A case is scored unless:
@@ -51,6 +52,7 @@ from typing import Any
 
 import yaml
 
+from onecard.core.gpus import GpuSpec
 from onecard.core.records import write_json_atomic
 from onecard.fit import plan as planning
 from onecard.fit.estimate import Estimate
@@ -66,10 +68,13 @@ NOT_SCORED = re.compile(r"NOT SCORED \(S[124]\)")
 SAME_FIGURE = 0.01  # a duplicate's figure is the scored case's within rounding (21.72 vs 21.73 GiB)
 
 
-def predicted(est: Estimate, kind: str) -> float:
-    """The estimate's figure that matches a measurement kind."""
+def predicted(est: Estimate, kind: str, card: GpuSpec | None = None) -> float:
+    """The estimate's figure that matches a measurement kind; `device` (NVML's v1 used memory of the whole card)
+    also holds what the driver keeps on the card (`GpuSpec.driver_reserved_gib`)."""
     if kind.startswith("part:"):
         return est.parts.get(kind.removeprefix("part:"), 0.0)
+    if kind == "device":
+        return est.process_gib + (card.driver_reserved_gib if card is not None else 0.0)
     return {"allocated": est.peak_allocated_gib, "reserved": est.peak_reserved_gib,
             "process": est.process_gib}[kind]
 
@@ -78,7 +83,7 @@ def upper(plan: planning.Plan, kind: str) -> float | None:
     """The safe bound for a whole-peak measurement kind, or None (a part, or no bound in this version of fit)."""
     if plan.peak_upper_gib is None or plan.margin is None or kind.startswith("part:"):
         return None
-    return plan.margin.upper(predicted(plan.estimate, kind))
+    return plan.margin.upper(predicted(plan.estimate, kind, plan.card))
 
 
 def scored(case: dict[str, Any]) -> bool:
@@ -88,7 +93,7 @@ def scored(case: dict[str, Any]) -> bool:
 
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
     plan = planning.plan(FitJob(**case["job"], calibration=False))
-    pred = predicted(plan.estimate, case["kind"])
+    pred = predicted(plan.estimate, case["kind"], plan.card)
     job_kind = plan.margin.kind if plan.margin is not None else "?"
     return {"id": case["id"], "job_kind": job_kind, "kind": case["kind"], "measured_gib": case["measured_gib"],
             "predicted_gib": pred,

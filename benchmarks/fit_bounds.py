@@ -20,7 +20,8 @@ recorded case: the figures of its record), the bound is upper = predicted x (1 +
 with the job and one that does not (workspaces, buffers, allocator rounding, which dominate small jobs' errors). It
 is chosen to be at or above the measured figure of COVERAGE (95 %) of the cases' weight, each source (a public case
 file, a measured.md row: `source_of`) weighing 1 however many cases it has, and to be lowest at REFERENCE_GIB
-(11.5 GiB, a 12 GB card's budget, where `fits` matters most). margin is rounded up to 0.5 % and at least
+(11.2 GiB, a 12 GB card's budget: the 11.70 GiB CUDA can allocate on an RTX 4070 Ti less the 0.5 GiB margin, where
+`fits` matters most). margin is rounded up to 0.5 % and at least
   MIN_MARGIN  5 %  for every kind: runs of the same job move by a few percent with the driver, library versions and
                    the allocator's fragmentation, which no case set of this size pins down;
   FEW_MARGIN 15 %  for a kind with fewer than FEW_CASES (5) scored cases: a worst case of so few is no tail
@@ -49,13 +50,15 @@ from typing import Any
 
 import fit_accuracy  # benchmarks/: the case loader and the scoring rule, shared
 
+from onecard.core.gpus import lookup
 from onecard.fit import bound, llm_infer
 from onecard.fit.bound import BOUNDS_FILE
 from onecard.fit.job import FitJob
 from onecard.fit.plan import Resolved, resolve_arch, resolve_card
 
 MIN_MARGIN, FEW_MARGIN, FEW_CASES = 0.05, 0.15, 5
-REFERENCE_GIB = 11.5  # the bound is made lowest here: a 12 GB card (RTX 4070 Ti) less the 0.5 GiB margin
+# the bound is made lowest here: a 12 GB card's budget, what CUDA can allocate on an RTX 4070 Ti less the job's margin
+REFERENCE_GIB = round(lookup("rtx-4070-ti").usable_gib - FitJob(model="x").margin_gib, 2)
 COVERAGE = 0.95  # issue 13's target for the bound on cases it has not seen
 KINDS = ("llm-infer", "llm-train", "tinylm", "diffusion-infer", "diffusion-train", "yolo-infer", "yolo-train",
          "whisper-infer", "whisper-train")
@@ -102,7 +105,8 @@ def errors() -> tuple[dict[str, list[Row]], dict[str, list[Row]]]:
             continue
         job = FitJob(**case["job"] | {"calibration": False})
         resolved = resolve_arch(job.model)
-        predicted = fit_accuracy.predicted(resolved.estimate(job, resolve_card(job)), case["kind"])
+        card = resolve_card(job)
+        predicted = fit_accuracy.predicted(resolved.estimate(job, card), case["kind"], card)
         kind, group = _kind_and_group(resolved, job)
         by_kind[kind].append((case["id"], predicted, case["measured_gib"], source_of(case)))
         by_group[group].append(by_kind[kind][-1])

@@ -34,6 +34,21 @@ class GpuSpec:
     compute_capability: tuple[int, int]
     aliases: tuple[str, ...] = ()
     source: str = ""
+    cuda_gib: float | None = None  # what a CUDA process can allocate at most (see _CUDA_TOTAL); None: vram_gib
+    cuda_source: str = ""
+    nvml_gib: float | None = None  # the total nvidia-smi / NVML report (_NVML_TOTAL_MIB); None: not known
+
+    @property
+    def driver_reserved_gib(self) -> float:
+        """What NVML reports as total but CUDA never hands out (nvidia-smi's total less CUDA's). NVML's v1 memory
+        query counts it as used even on an idle card, so a device-wide NVML reading holds it (0 where unknown)."""
+        return max(0.0, self.nvml_gib - self.usable_gib) if self.nvml_gib is not None else 0.0
+
+    @property
+    def usable_gib(self) -> float:
+        """The memory a process can have: CUDA's total on Linux (the size sold less what the driver keeps), the
+        figure every budget starts from. `vram_gib` is the size sold, for display."""
+        return self.cuda_gib if self.cuda_gib is not None else self.vram_gib
 
 
 _GA102 = "NVIDIA Ampere GA102 GPU Architecture whitepaper v2"
@@ -116,9 +131,70 @@ _TABLE: tuple[tuple[str, str, float, float, float, float, tuple[int, int], tuple
      "NVIDIA H200 datasheet (H200 NVL): FP16/BF16 tensor core 1,671 TFLOPS with sparsity (835.5 dense), 4.8 TB/s"),
 )
 
+# CUDA's total memory on Linux, GiB: `torch.cuda.get_device_properties(0).total_memory`, the "X GiB total capacity"
+# of PyTorch's out-of-memory message, ultralytics' "CUDA:0 (<name>, N MiB)" line, unsloth's "Max memory = X GB". The
+# driver keeps 0.2-0.9 GiB of the size sold (nvidia-smi's total), more on newer drivers (Colab's T4: 15110 MiB in
+# 2020-22, 14913 MiB in 2025-26), so each figure is the lowest recent Linux reading found in public logs (collected
+# 2026-12-07; fs: find_string ids of the stored public files, owner/repo#N issues). Windows reports about the whole
+# nvidia-smi size, which is not usable either. A card with no Linux reading takes its nvidia-smi total less the
+# largest reserve seen on a consumer card (505 MiB, RTX 5090), said in its source.
+_RESERVE_GIB = 505 / 1024
+_CUDA_TOTAL: dict[str, tuple[float, str]] = {
+    "rtx-3060": (11.63, "ultralytics 8.4.24, torch 2.10: 11910 MiB (fs:55688940935)"),
+    "rtx-3070": (7.57, "ultralytics 8.3.75, torch 2.6: 7753 MiB, OS not stated (fs:67336073362); OOMs say 7.76-7.78"),
+    "rtx-3080": (9.77, "ultralytics 8.4.35, torch 2.6: 10002 MiB (fs:67306827761); zai-org/CogVideo#34: 9.78"),
+    "rtx-3080-12gb": (11.83, "YOLOv5 export log: 'NVIDIA GeForce RTX 3080, 12117MiB' (fs:67252257240)"),
+    "rtx-3090": (23.69, "unsloth log 'Max memory = 23.691 GB' (fs:10507211809); YOLOv5 24260 MiB (fs:11000330188)"),
+    "rtx-3090-ti": (23.55, "torch 2.13, driver 590.44.01: total_memory=24114MB, nvidia-smi 24564 MiB (fs:62087262535)"),
+    "rtx-4060": (7.62, "ultralytics 8.4.75, torch 2.5.1: 7807 MiB, OS not stated (fs:61661377491)"),
+    "rtx-4060-ti-8gb": (7.62, "ultralytics 8.4.82 on Linux 6.17, torch 2.12.1: 7806 MiB (fs:56376344927)"),
+    "rtx-4060-ti-16gb": (16380 / 1024 - _RESERVE_GIB, "no Linux reading: nvidia-smi 16380 MiB (fs:67364706067) "
+                         "less 505 MiB"),
+    "rtx-4070": (11.70, "ComfyUI on Linux, torch 2.6: vram_total 12557156352 B (fs:17624514981)"),
+    "rtx-4070-super": (12282 / 1024 - _RESERVE_GIB, "no Linux reading: 12282 MiB (ultralytics, fs:66518564485) "
+                       "less 505 MiB"),
+    "rtx-4070-ti": (11.70, "Kwai-Kolors/Kolors#11: '11.70 GiB total capacity', nvidia-smi 12282 MiB, driver 545"),
+    "rtx-4070-ti-super": (15.56, "log total_memory=15934MB (fs:21059009318); 15974 MiB on driver 560 "
+                          "(fs:62087872125)"),
+    "rtx-4080": (15.67, "total_memory=16049MB, OS not stated (fs:22567041692)"),
+    "rtx-4080-super": (15.57, "ultralytics 8.4.90, torch 2.12.1: 15944 MiB, OS not stated (fs:56169284282)"),
+    "rtx-4090": (23.61, "pinokiofactory/flux-webui#11: '23.61 GiB total capacity'; 24209-24217 MiB in ultralytics"),
+    "rtx-5070": (12227 / 1024 - _RESERVE_GIB, "no Linux reading: 12227 MiB on Windows (fs:68964490041) less 505 MiB"),
+    "rtx-5070-ti": (16303 / 1024 - _RESERVE_GIB, "no Linux reading: nvidia-smi 16303 MiB (fs:70510372376) "
+                    "less 505 MiB"),
+    "rtx-5080": (15.47, "ultralytics on Linux: 'NVIDIA GeForce RTX 5080, 15840MiB' (fs:56229221341)"),
+    "rtx-5090": (31.35, "ultralytics 8.4.61, torch 2.12: 32102 MiB (fs:59847601954); OOMs say 31.36-31.37"),
+    "t4": (14.56, "Colab, ultralytics 8.4.24, torch 2.10: 14913 MiB (fs:54177101839); 15110 MiB in 2020-22"),
+    "a10": (21.99, "zai-org/CogVLM#236, Lambda Labs A10: '21.99 GiB total capacity'"),
+    "a10g": (22.06, "TorchCodec docs build: total_memory=22587MB (fs:67234836605)"),
+    "l4": (22.03, "Colab, ultralytics, torch 2.11: 22563 MiB (fs:71094248218)"),
+    "a100-40gb": (39.39, "unsloth log 'A100-SXM4-40GB. Max memory = 39.394 GB' (fs:34277959423)"),
+    "a100-80gb": (79.14, "ultralytics, torch 2.3.1: 81038 MiB (fs:17297076502); OOM '79.14 GiB' "
+                  "(lianqi1008/Control-GIC#6); nvidia-smi 81920 MiB"),
+    "a100-80gb-pcie": (79.15, "unsloth log 'A100 80GB PCIe. Max memory = 79.151 GB' (fs:2805250333)"),
+    "h100-sxm": (79.11, "vllm-project/vllm#27508: '79.11 GiB total capacity'; total_memory=81082MB "
+                 "(fs:16920867219)"),
+    "h100-pcie": (79.11, "total_memory=81008MB (fs:33356850601)"),
+    "h100-nvl": (93.00, "ali-vilab/VACE#56, RunPod H100 NVL: '93.00 GiB total capacity'"),
+    "h200": (139.80, "total_memory=143156MB (fs:2097843420, fs:61377807633)"),
+    "h200-nvl": (139.80, "'143771 MiB (139.80 GB via torch)' (fs:54844431486)"),
+}
+
+# nvidia-smi's total, MiB, where a public log shows it for the card (Linux unless no Linux one was found; the same
+# collection as _CUDA_TOTAL, 2026-12-07; modal-labs/modal-client#2797 for T4, A10, L4, A100 40GB/80GB and H100).
+_NVML_TOTAL_MIB = {
+    "rtx-3060": 12288, "rtx-3070": 8192, "rtx-3080": 10240, "rtx-3090": 24576, "rtx-3090-ti": 24564,
+    "rtx-4060-ti-16gb": 16380, "rtx-4070": 12282, "rtx-4070-ti": 12282, "rtx-4070-ti-super": 16376, "rtx-4080": 16376,
+    "rtx-4090": 24564, "rtx-5070-ti": 16303, "rtx-5080": 16303, "rtx-5090": 32607, "t4": 15360, "a10": 23028,
+    "l4": 23034, "a100-40gb": 40960, "a100-80gb": 81920, "a100-80gb-pcie": 81920, "h100-sxm": 81559,
+    "h100-pcie": 81559, "h100-nvl": 95830, "h200": 143771, "h200-nvl": 143771,
+}
+
 GPUS: tuple[GpuSpec, ...] = tuple(
     # BF16 tensor cores arrived with Ampere (compute capability 8.0).
-    GpuSpec(key, name, float(vram), float(bw), fp16, bf16, cc >= (8, 0), cc, aliases, source)
+    GpuSpec(key, name, float(vram), float(bw), fp16, bf16, cc >= (8, 0), cc, aliases, source,
+            round(_CUDA_TOTAL[key][0], 2), _CUDA_TOTAL[key][1],
+            round(_NVML_TOTAL_MIB[key] / 1024, 3) if key in _NVML_TOTAL_MIB else None)
     for key, name, vram, bw, fp16, bf16, cc, aliases, source in _TABLE
 )
 

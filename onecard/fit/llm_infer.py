@@ -279,7 +279,7 @@ def _llama_cpp(arch: LlmArch, job: FitJob, card: GpuSpec | None, ollama: bool, n
     elif ollama:
         n = _ollama_layers(wb, kv_layer, head_gpu, full, partial, card, job, L)
     else:
-        budget = (card.vram_gib - job.margin_gib - CUDA_CONTEXT_GIB) * GIB - pool
+        budget = (card.usable_gib - job.margin_gib - CUDA_CONTEXT_GIB) * GIB - pool
         n = max([k for k in range(L + 2) if sum(gpu(k)) <= budget], default=0)
     w, kv, graph = gpu(n)
     cpu = wb.total - (w - (wb.embed if arch.tied_embeddings and n > L else 0)) + (L - min(n, L)) * kv_layer
@@ -306,7 +306,7 @@ def _llama_cpp(arch: LlmArch, job: FitJob, card: GpuSpec | None, ollama: bool, n
 def _ollama_layers(wb: WeightBytes, kv_layer: float, head: float, full: float, partial: float, card: GpuSpec,
                    job: FitJob, L: int) -> int:
     """Ollama's EstimateGPULayers (llm/memory.go) on one GPU whose free memory is the card less the margin."""
-    free = (card.vram_gib - job.margin_gib) * GIB
+    free = (card.usable_gib - job.margin_gib) * GIB
     layer = wb.layers[0] + kv_layer
     graph = max(full, partial)
     used = OLLAMA_MIN_MIB * 2**20 + layer  # minimum memory + one layer as a buffer
@@ -343,7 +343,7 @@ def _vllm(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[str]) ->
               f"{VLLM_MAX_SEQS} x {arch.vocab} fp32 logits {gib(sampler):.2f} GiB; the larger is the activation peak",
               f"CUDA graphs {VLLM_CUDA_GRAPH_GIB} GiB (0 with enforce_eager)"]
     if card is not None:
-        pool = job.gpu_memory_utilization * card.vram_gib * GIB - CUDA_CONTEXT_GIB * GIB - wb.total - act - graphs
+        pool = job.gpu_memory_utilization * card.usable_gib * GIB - CUDA_CONTEXT_GIB * GIB - wb.total - act - graphs
         tokens = max(int(pool // kvt) // 16 * 16, 0)  # blocks of 16 tokens
         notes.append(f"gpu_memory_utilization {job.gpu_memory_utilization}: KV block pool {gib(max(pool, 0)):.2f} GiB"
                      f" = {tokens} tokens ({tokens / job.ctx:.1f} sequences of {job.ctx})")

@@ -181,13 +181,13 @@ def judge(resolved: Resolved, job: FitJob, card: GpuSpec | None, budget_gib: flo
     margin = bound.RESERVED if runtime == "vllm" else bound.margin(kind, bound.group_of(kind, resolved.arch, job,
                                                                                          runtime))
     scale = (1 + margin.margin) * (fix.scale if fix is not None else 1.0)  # upper bound / uncalibrated estimate
-    budget = None if card is None else card.vram_gib - job.margin_gib if budget_gib is None else budget_gib
+    budget = None if card is None else card.usable_gib - job.margin_gib if budget_gib is None else budget_gib
     est = resolved.estimate(job, card)
     if card is not None and budget is not None and runtime == "llama.cpp" and job.gpu_layers is None \
             and est.process_gib * scale + margin.abs_gib > budget:
         # llama.cpp's GPU layers are the planner's to choose (as many as fit): as many as fit on the bound
         room = max(0.0, budget - margin.abs_gib) / scale
-        est = resolved.estimate(job.model_copy(update={"margin_gib": max(0.0, card.vram_gib - room)}), card)
+        est = resolved.estimate(job.model_copy(update={"margin_gib": max(0.0, card.usable_gib - room)}), card)
     if fix is not None:
         est = bound.apply(est, fix)
     upper = margin.upper(est.process_gib)

@@ -62,7 +62,7 @@ def _card_text(plan: Plan) -> str:
 
 def verdict(plan: Plan) -> str:
     """One line, decided on the upper bound where the plan has one: "fits a 12 GiB RTX 4070 Ti with margin: upper
-    bound 9.1 of 11.5 GiB, 2.4 to spare", "may not fit: ...", or "does not fit: needs 15.2 GiB of 11.5"."""
+    bound 9.1 of 11.2 GiB, 2.1 to spare", "may not fit: ...", or "does not fit: needs 15.2 GiB of 11.2"."""
     need, upper = plan.estimate.process_gib, plan.peak_upper_gib
     if plan.card is None or plan.budget_gib is None:
         bound = "" if upper is None else f", upper bound {upper:.1f}"
@@ -82,7 +82,7 @@ def verdict(plan: Plan) -> str:
 
 def bound_note(plan: Plan) -> str | None:
     """Where the upper bound comes from: "upper bound 9.6 GiB = estimate x 1.050 + 1.58 GiB: covers 95% of its
-    group's 6 scored cases from 2 sources, lowest at 11.5 GiB (llm-train on transformers); fits is decided on it"."""
+    group's 6 scored cases from 2 sources, lowest at 11.2 GiB (llm-train on transformers); fits is decided on it"."""
     if plan.peak_upper_gib is None or plan.margin is None:
         return None
     m = plan.margin
@@ -131,8 +131,9 @@ def to_json(plan: Plan, fixes: Sequence[tuple[str, Plan]] | None = None,
         "model": plan.job.model,
         "job": plan.job.model_dump(mode="json"),
         "card": None if card is None else {
-            "key": card.key, "name": card.name, "vram_gib": card.vram_gib, "bandwidth_gbs": card.bandwidth_gbs,
-            "fp16_tflops": card.fp16_tflops, "bf16_tflops": card.bf16_tflops, "bf16": card.bf16},
+            "key": card.key, "name": card.name, "vram_gib": card.vram_gib, "usable_gib": card.usable_gib,
+            "bandwidth_gbs": card.bandwidth_gbs, "fp16_tflops": card.fp16_tflops, "bf16_tflops": card.bf16_tflops,
+            "bf16": card.bf16},
         "fits": plan.fits,
         "verdict": verdict(plan),
         "decided_on": "peak_upper_gib" if plan.peak_upper_gib is not None else "process_gib",

@@ -77,7 +77,7 @@ def card_summary(card: GpuSpec, margin_gib: float = 0.5) -> list[str]:
     QLoRA of an 8B at 2k tokens, SDXL at 1024 px, YOLOv8 training at batch 16, Whisper large-v3. The figures are the
     upper bounds `onecard fit` decides on.
     """
-    budget = card.vram_gib - margin_gib
+    budget = card.usable_gib - margin_gib
 
     def gib(**job: Any) -> float:
         """The job's safe upper bound on the card: what decides whether it fits (`plan.judge`)."""
@@ -89,7 +89,8 @@ def card_summary(card: GpuSpec, margin_gib: float = 0.5) -> list[str]:
     llms = sorted((a for a in catalog.CATALOG if a.family != "tinylm" and a.vision is None), key=catalog.n_params,
                   reverse=True)
     fits = [(a, p) for a in llms if (p := gib(model=a.key, job="infer", quant="nf4", ctx=8192)) <= budget]
-    lines = [f"{card.name}: {card.vram_gib:.1f} GiB, planning on the safe upper bound with a {margin_gib} GiB margin"]
+    lines = [f"{card.name}: {card.vram_gib:.1f} GiB ({card.usable_gib:.2f} usable), planning on the safe upper bound "
+             f"with a {margin_gib} GiB margin"]
     if fits:
         arch, peak = fits[0]
         largest = ", the catalog's largest" if arch is llms[0] else ""

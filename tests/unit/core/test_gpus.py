@@ -154,3 +154,22 @@ def test_custom_card() -> None:
 def test_import_is_light() -> None:
     code = "import sys, onecard.core.gpus; assert not {'torch', 'pynvml', 'psutil'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_budgets_start_from_what_cuda_can_allocate() -> None:
+    """The driver keeps 0.2-0.9 GiB of the size sold: a T4 sold as 16 GB gives a process 14.56 GiB on today's Colab
+    (ultralytics' 'CUDA:0 (Tesla T4, 14913MiB)'), so a plan's budget starts there, not at 16."""
+    for gpu in GPUS:
+        assert 0.8 * gpu.vram_gib < gpu.usable_gib < gpu.vram_gib, gpu.key
+        assert gpu.cuda_source
+        if gpu.nvml_gib is not None:  # nvidia-smi's total holds what CUDA hands out and what the driver keeps
+            assert gpu.nvml_gib > gpu.usable_gib and gpu.driver_reserved_gib == gpu.nvml_gib - gpu.usable_gib
+    t4 = lookup("t4")
+    assert t4.usable_gib == pytest.approx(14913 / 1024, abs=0.01)
+    assert lookup("a100-80gb").driver_reserved_gib == pytest.approx(81920 / 1024 - 79.14)
+    from onecard.fit.job import FitJob
+    from onecard.fit.plan import plan
+
+    p = plan(FitJob(model="yolov8n", job="train", gpu="t4"))
+    assert p.budget_gib == pytest.approx(t4.usable_gib - 0.5)
+    assert custom(12).usable_gib == 12  # a size the user gives is taken as usable

@@ -110,3 +110,14 @@ def test_the_whole_set_is_read_as_recorded_and_as_planned_now(tmp_path: Path, mo
     assert out["whole_now_summary"]["worst_under_error"] == pytest.approx(min(planned, 0.0))
     assert out["whole_now_summary"]["median_abs_error"] == pytest.approx(abs(planned))
     assert {"whole_median_recorded", "whole_median_now", "late_median"} <= set(out["targets_met"])
+
+
+def test_a_device_wide_nvml_reading_holds_what_the_driver_keeps() -> None:
+    from onecard.core.gpus import lookup
+    from onecard.fit.estimate import Estimate
+
+    est = Estimate(parts={"weights": 10.0}, slack_gib=0.0, context_gib=0.45)
+    a100 = lookup("a100-80gb")
+    assert fit_accuracy.predicted(est, "process", a100) == pytest.approx(10.45)
+    assert fit_accuracy.predicted(est, "device", a100) == pytest.approx(10.45 + a100.driver_reserved_gib)
+    assert a100.driver_reserved_gib == pytest.approx(0.86, abs=0.01)

@@ -21,7 +21,7 @@ from onecard.fit.job import FitJob
 def test_budget_fits_and_headroom_follow_the_card() -> None:
     p = planning.plan(FitJob(model="llama-3.1-8b", job="train", gpu="4070ti", margin_gib=0.5))
     card = lookup("4070ti")
-    assert p.card == card and p.budget_gib == card.vram_gib - 0.5
+    assert p.card == card and p.budget_gib == card.usable_gib - 0.5
     # decided on the safe bound: the estimate times (1 + its kind's margin) plus its fixed part, as bounds.json gives
     assert p.margin is not None and p.margin.kind == "llm-train"
     assert p.peak_upper_gib == pytest.approx(p.estimate.process_gib * (1 + p.margin.margin) + p.margin.abs_gib)

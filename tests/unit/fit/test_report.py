@@ -25,13 +25,13 @@ REQUIRED = {"peak_allocated_gib", "peak_reserved_gib", "process_gib", "breakdown
 
 
 def _plan(parts: dict[str, float], **job: object) -> object:
-    """A plan on a 12 GiB RTX 4070 Ti (budget 11.5 GiB) with a hand-made estimate."""
+    """A plan on a 12 GiB RTX 4070 Ti (budget 11.2 GiB: 11.70 usable less the 0.5 margin) with a hand-made estimate."""
     from onecard.fit.plan import Plan
 
     est = Estimate(parts=parts, slack_gib=0.4, context_gib=0.5, assumptions=["micro-batch 1", "bf16 LoRA adapters"],
                    step_s=1.7, throughput_note="40% of the card's bf16 TFLOPS")
     fit_job = FitJob(model="llama-3.1-8b", job="train", gpu="4070ti", **job)  # type: ignore[arg-type]
-    budget = CARD.vram_gib - fit_job.margin_gib
+    budget = CARD.usable_gib - fit_job.margin_gib
     return Plan(job=fit_job, card=CARD, estimate=est, budget_gib=budget, fits=est.process_gib <= budget,
                 headroom_gib=budget - est.process_gib)
 
@@ -64,14 +64,14 @@ def test_breakdown_sums_to_reserved_and_process() -> None:
 
 
 def test_verdicts_read_as_promised() -> None:
-    assert verdict(_plan(FITS)) == "fits a 12 GiB RTX 4070 Ti with 2.8 GiB to spare"
-    assert verdict(_plan(TOO_BIG)) == "does not fit: needs 14.6 GiB of 11.5"
+    assert verdict(_plan(FITS)) == "fits a 12 GiB RTX 4070 Ti with 2.5 GiB to spare"
+    assert verdict(_plan(TOO_BIG)) == "does not fit: needs 14.6 GiB of 11.2"
 
 
 def test_rendered_text_names_card_verdict_parts_and_assumptions() -> None:
     text = _text(render, _plan(FITS))
-    assert "fits a 12 GiB RTX 4070 Ti with 2.8 GiB to spare" in text
-    assert "budget 11.5 GiB" in text
+    assert "fits a 12 GiB RTX 4070 Ti with 2.5 GiB to spare" in text
+    assert "budget 11.2 GiB" in text
     for part in (*FITS, "allocator_slack", "cuda_context"):
         assert LABELS[part] in text, part
     assert "micro-batch 1" in text and "1.70 s/step" in text
@@ -85,7 +85,7 @@ def test_a_plan_that_does_not_fit_shows_its_fixes() -> None:
     plan = _plan(TOO_BIG, method="lora", seq=4096, batch=1, grad_ckpt=False)
     fixes = cheapest_fixes(plan.job)  # the real planner's fixes for the same request
     text = _text(render, plan, fixes=fixes)
-    assert "does not fit: needs 14.6 GiB of 11.5" in text
+    assert "does not fit: needs 14.6 GiB of 11.2" in text
     assert "cheapest changes that make it fit" in text
     assert all(change.split(",")[0] in text for change, _ in fixes)
     out = to_json(plan, fixes=fixes)
@@ -96,7 +96,7 @@ def test_solutions_table_ranks_plans_with_their_changes() -> None:
     from onecard.fit.plan import plan as real_plan
     from onecard.fit.solve import solve
 
-    request = FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=2048, gpu="4070ti")
+    request = FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=2048, stack="onecard", gpu="4070ti")
     plans = solve(request, top=5, fixed={"method"})
     text = _text(render_solutions, plans, request=request)
     assert "settings that fit 12 GiB RTX 4070 Ti" in text and "ranking: the request as given first" in text
@@ -111,7 +111,7 @@ def test_solutions_that_change_the_request_are_marked() -> None:
     from onecard.fit.plan import plan as real_plan
     from onecard.fit.solve import solve
 
-    request = FitJob(model="llama-3.1-8b", job="train", method="qlora", gpu="4070ti")
+    request = FitJob(model="llama-3.1-8b", job="train", method="qlora", batch=4, stack="onecard", gpu="4070ti")
     plans = solve(request, top=20, fixed={"method"})
     text = _text(render_solutions, plans, request=request)
     assert "kept" in text and "changed" in text and "sequence 2048 -> 1024" in text
@@ -138,11 +138,11 @@ def test_without_a_card_it_gives_the_peak_and_asks_for_one() -> None:
 def test_a_real_plan_says_it_decides_on_the_upper_bound() -> None:
     from onecard.fit.plan import plan as real_plan
 
-    p = real_plan(FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=2048, gpu="4070ti"))
+    p = real_plan(FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=2048, stack="onecard", gpu="4070ti"))
     assert p.peak_upper_gib == pytest.approx(1.1 * p.estimate.process_gib) and p.fits
     text = _text(render, p)
-    assert (f"fits a 12 GiB RTX 4070 Ti with margin: upper bound {p.peak_upper_gib:.1f} of 11.5 GiB, "
-            f"{11.5 - p.peak_upper_gib:.1f} to spare") in text
+    assert (f"fits a 12 GiB RTX 4070 Ti with margin: upper bound {p.peak_upper_gib:.1f} of 11.2 GiB, "
+            f"{11.2 - p.peak_upper_gib:.1f} to spare") in text
     assert "= estimate x 1.100" in text and "llm-train" in text and "fits is decided on it" in text
     out = to_json(p)
     assert out["decided_on"] == "peak_upper_gib" and out["kind"] == "llm-train" and out["bound_margin"] == 0.1
@@ -157,9 +157,9 @@ def test_an_estimate_inside_the_budget_whose_bound_is_not_may_not_fit(set_margin
     job = FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=2048, gpu="4070ti")
     set_margins(0.0)
     point = real_plan(job).estimate.process_gib
-    set_margins(11.5 / point - 1 + 0.02)  # the bound lands 0.02 x the estimate over the 11.5 GiB budget
+    set_margins(11.2 / point - 1 + 0.02)  # the bound lands 0.02 x the estimate over the 11.2 GiB budget
     p = real_plan(job)
     assert p.estimate.process_gib == pytest.approx(point) and p.fits is False
-    assert verdict(p) == (f"may not fit: the estimate {point:.1f} GiB is within the 11.5 budget, its upper bound "
+    assert verdict(p) == (f"may not fit: the estimate {point:.1f} GiB is within the 11.2 budget, its upper bound "
                           f"{p.peak_upper_gib:.1f} is not")
     assert to_json(p)["fits"] is False

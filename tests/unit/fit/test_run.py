@@ -13,7 +13,7 @@ def test_summary_of_a_12gb_card(set_margins: Callable[[float], None]) -> None:
     set_margins(0.1)
     lines = card_summary(gpus.lookup("4070ti"))
     text = "\n".join(lines)
-    assert lines[0].startswith("NVIDIA GeForce RTX 4070 Ti: 12.0 GiB, planning on the safe upper bound")
+    assert lines[0].startswith("NVIDIA GeForce RTX 4070 Ti: 12.0 GiB (11.70 usable), planning on the safe upper bound")
     # planned as `onecard tune` runs it (the onecard stack): on a 10 % bound micro-batch 2 fits 12 GiB, 4 does not
     assert "QLoRA Llama 3.1 8B at 2048 tokens: fits with micro-batch 2" in text and "as `onecard tune` runs it" in text
     assert "LLM inference at 4-bit (nf4), 8k context: up to" in text

@@ -16,7 +16,7 @@ from onecard.fit.solve import TIE, solve, throughput
 
 CARD = "4070ti"
 JOBS = [
-    (FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=2048, gpu=CARD), {"method", "seq"}),
+    (FitJob(model="llama-3.1-8b", job="train", method="qlora", seq=2048, stack="onecard", gpu=CARD), {"method", "seq"}),
     (FitJob(model="llama-3.1-8b", job="train", seq=4096, batch=4, grad_accum=4, gpu=CARD), set()),
     (FitJob(model="mistral-7b", job="train", method="lora", lora_rank=64, gpu="rtx-4060-ti-16gb"), {"lora_rank"}),
     (FitJob(model="llama-3.1-8b", job="infer", ctx=8192, gpu=CARD), set()),
@@ -36,7 +36,7 @@ def test_every_plan_fits_and_keeps_the_fixed_knobs(job: FitJob, fixed: set[str],
     assert plans, f"some setting of {job.model} fits a {job.gpu}"
     assert len({p.job.model_dump_json() for p in plans}) == len(plans), "no plan twice"
     for p in plans:
-        assert p.fits and p.budget_gib == pytest.approx(p.card.vram_gib - job.margin_gib)
+        assert p.fits and p.budget_gib == pytest.approx(p.card.usable_gib - job.margin_gib)
         assert p.estimate.process_gib <= p.budget_gib
         assert p.peak_upper_gib == pytest.approx(1.1 * p.estimate.process_gib) and p.peak_upper_gib <= p.budget_gib
         assert p.headroom_gib == pytest.approx(p.budget_gib - p.peak_upper_gib)
