@@ -39,11 +39,16 @@ def run(spent: bool = False) -> dict[str, Any]:
         from onecard.fit.plan import resolve_card
 
         for case in load(folders):
-            if not scored(case) or case["kind"] not in WHOLE:
+            if not scored(case) or case["kind"] not in (*WHOLE, "device"):
                 continue
             job = FitJob(**case["job"], calibration=False)
             card = resolve_card(job)
-            if card is not None:
+            if card is None:
+                continue
+            if case["kind"] == "device":  # a device-wide NVML reading less what the driver keeps: the process's
+                observations.observe(job, "process", case["measured_gib"] - card.driver_reserved_gib,
+                                     source=case["id"], card=card)
+            else:
                 observations.observe(job, case["kind"], case["measured_gib"], source=case["id"], card=card)
         return calibrate.calibrate(save=False).to_json()
 
