@@ -125,6 +125,8 @@ def heldout_rows(split: str) -> list[dict[str, Any]]:
     if rows is not None:
         return rows
     rows = [run_case(case) for case in load([HELDOUT_SPLITS[split]])]
+    if not rows:  # nothing collected yet: nothing is spent
+        return rows
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=CASES, capture_output=True, text=True,
                             check=False).stdout.strip()
     write_json_atomic(record_file(split), {

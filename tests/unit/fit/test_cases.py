@@ -121,3 +121,10 @@ def test_a_device_wide_nvml_reading_holds_what_the_driver_keeps() -> None:
     assert fit_accuracy.predicted(est, "process", a100) == pytest.approx(10.45)
     assert fit_accuracy.predicted(est, "device", a100) == pytest.approx(10.45 + a100.driver_reserved_gib)
     assert a100.driver_reserved_gib == pytest.approx(0.86, abs=0.01)
+
+
+def test_an_empty_split_is_not_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr(fit_accuracy, "HELDOUT_SPLITS", {"empty": tmp_path / "empty"})
+    monkeypatch.setattr(fit_accuracy, "record_file", lambda name: tmp_path / f"{name}_scored.json")
+    assert fit_accuracy.heldout_rows("empty") == [] and not (tmp_path / "empty_scored.json").exists()
