@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING
 
 from onecard.core.errors import ConfigError
 from onecard.fit import stacks
-from onecard.fit.catalog import Linear, LlmArch, linears, n_params
+from onecard.fit.catalog import Linear, LlmArch, linears, n_params, norm_params
 from onecard.fit.estimate import Estimate, gib
 from onecard.fit.formats import LIGHTNING_NOTE, WeightFormat, parse_quant, weight_bytes
 from onecard.fit.job import FitJob, release
@@ -258,7 +258,12 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     widths = input_widths(arch)
     prev_graph = (tokens * a * (L * sum(widths[s] for s in {lin.reads for lin in linears(arch)}) + h)
                   if lightning and fmt.kind == "bnb4" and old_bnb else 0.0)
-    ckpt_in = a * h * tokens
+    # PEFT's prepare_model_for_kbit_training (the stack's or the job's `kbit_prep`): the embeddings, head and norms
+    # cast to fp32 (peft/utils/other.py), so the embedding's output, and every residual add after an fp32 norm or a
+    # bitsandbytes linear (which casts its output back to its input's dtype), run in fp32: each checkpointed block
+    # input is 4 B per element. Not counted: the fp32 tensors inside a block without checkpointing.
+    upcast = kn.kbit_prep and fmt.quantized and not full
+    ckpt_in = (4 if upcast else a) * h * tokens
     casts = 2.0 * params if not full and param_bytes == 4 else 0.0  # autocast's 16-bit copies of fp32 adapters
     block = ckpt_in if job.grad_ckpt else per_layer + casts / L  # what one block leaves saved until backward
     on_gpu = min(L, 2) if kn.activation_offload else L  # offloaded: the block in use + the one in flight
@@ -303,7 +308,9 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
         phases["optimizer step"] = {"gradients": g_head + L * g_layer + proj_grads, "runtime": step_tmp}
     phase, work = max(phases.items(), key=lambda kv: sum(kv[1].values()))
     adapters = 0.0 if full else (params + proj) * param_bytes  # + PEFT's trainable copy of the projector
-    parts = {"weights": wb.total, "adapters": adapters, "optimizer": 0.0 if paged else states, **work}
+    upcast_weights = (wb.embed + wb.output + L * arch.norms_per_layer * norm_params(arch) * a) if upcast else 0.0
+    parts = {"weights": wb.total + upcast_weights, "adapters": adapters, "optimizer": 0.0 if paged else states,
+             **work}
     # fp16 AMP: autocast caches a 16-bit copy of every weight for the step (torch.autocast weight cast cache)
     parts["runtime"] = parts.get("runtime", 0.0) + wb.dequant + (2.0 * params if amp else 0.0)
     transient = sum(v for k, v in parts.items() if k in ("activations", "logits", "runtime", "gradients"))
@@ -330,6 +337,9 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
                      f"{on_gpu} block(s) on the GPU")
     if wb.dequant:
         notes.append(f"4-bit matmuls dequantize one weight at a time: {gib(wb.dequant):.2f} GiB buffer")
+    if upcast:
+        notes.append(f"PEFT's prepare_model_for_kbit_training: embeddings, head and norms in fp32 "
+                     f"(+{gib(upcast_weights):.2f} GiB), the residual stream and checkpointed inputs in fp32")
     if lightning:
         kept = (f"; bitsandbytes {job.bitsandbytes_version} keeps the previous micro-batch's 4-bit inputs through the "
                 f"next forward: {gib(prev_graph):.2f} GiB" if prev_graph else "")

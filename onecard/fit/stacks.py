@@ -38,7 +38,10 @@ stack, so its preset is what `fit` predicted before these knobs existed. Each pr
   with only some of q, k, v adapted its zero_pad's index_copy keeps their 16-bit update for backward
   (`llm_train.layer_saved_bytes(qkv_zero_pad)`). Fabric's precision plugin hands the chunked logits back in fp32,
   held by the loop through backward with each chunk's fp32 log-softmax (`llm_train.loss_bytes(fp32_output)`).
-- axolotl: the transformers stack (PEFT, TRL), so the same defaults; its plugins offer a fused loss
+- axolotl: the transformers stack (PEFT, TRL), so the same defaults, and for QLoRA and 8-bit LoRA it calls PEFT's
+  `prepare_model_for_kbit_training` (src/axolotl/utils/models.py @dc71d887 l.325-332; loaders/model.py
+  `_prepare_model_for_quantization` today), which casts the 16-bit parameters outside the quantized linears to fp32
+  (peft/utils/other.py) -> `kbit_prep`; its plugins offer a fused loss
   (`liger_fused_linear_cross_entropy`, `cut_cross_entropy`) and `gradient_checkpointing: offload` (the unsloth
   checkpointer), which `solve` and the OOM ladder may propose.
 The presets other than trl, onecard and litgpt keep lora_dropout 0 (PEFT's and torchtune's default); pass
@@ -69,6 +72,7 @@ _PRESETS: dict[str, tuple[str, str, bool, bool, bool, float]] = {
     "unsloth": ("fused", "fp32", False, True, True, 0.0),
     "litgpt": ("chunked", "bf16", False, False, True, 0.05),
 }
+_KBIT_PREP = frozenset({"axolotl"})  # calls PEFT's prepare_model_for_kbit_training on a quantized base
 _ONE_QKV_ADAPTER = frozenset({"litgpt"})  # q, k and v adapters share one dropped input (a fused qkv LoRA)
 # Lightning Fabric's HalfPrecision and BitsandbytesPrecision (lightning 2.1, which LitGPT @8641822 pins) cast the
 # model's output to the default dtype: `convert_output` -> `_convert_fp_tensor(..., torch.get_default_dtype())`, fp32
@@ -102,6 +106,7 @@ class Resolved:
     lora_dropout: float  # p > 0: each adapter keeps a dropout mask (and its own dropped input)
     qkv_one_adapter: bool  # the q, k, v adapters share one dropped input (LitGPT's fused qkv LoRA)
     fp32_output: bool  # the logits come back cast to fp32 and are held through backward (LitGPT under Fabric)
+    kbit_prep: bool  # PEFT's prepare_model_for_kbit_training: 16-bit non-quantized parameters cast to fp32
 
 
 def resolve(job: FitJob) -> Resolved:
@@ -131,6 +136,7 @@ def resolve(job: FitJob) -> Resolved:
         lora_dropout=job.lora_dropout if job.lora_dropout is not None else dropout,
         qkv_one_adapter=job.stack in _ONE_QKV_ADAPTER,
         fp32_output=job.stack in _FP32_OUTPUT,
+        kbit_prep=job.kbit_prep if job.kbit_prep is not None else job.stack in _KBIT_PREP,
     )
 
 
