@@ -57,6 +57,11 @@ What the other stacks change, each from how its code works:
 - activation offload (torchtune OffloadActivations with streams, unsloth's offloaded checkpointer): the saved
   activations go to host RAM; the GPU holds the block being copied out or prefetched back and the one in use.
 - torchtune's QLoRA base is torchao's NF4Tensor, whose LinearNF4 saves only the weight for backward.
+- PEFT's prepare_model_for_kbit_training (`kbit_prep`: axolotl, TRL 0.13's SFTTrainer, the classic QLoRA scripts)
+  casts the embeddings, head and norms to fp32, and with them the residual stream: checkpointed inputs at 4 B.
+- LitGPT under Lightning Fabric: an untied head quantized from an fp16 copy (onecard.fit.formats), k and v expanded
+  to every query head for SDPA (or the fused qkv kept whole), and with bitsandbytes before 0.43.2 the previous
+  micro-batch's 4-bit inputs held through the next forward by its loop.
 
 A VLM (LLaVA-style: a frozen ViT, a two-layer GELU projector, the LLM) first runs its vision tower with no autograd
 state: a transient of the ViT block's working tensors per image token (residual, norm, 4h MLP), its own phase. With
