@@ -115,7 +115,8 @@ def test_margin_floors_and_kinds_without_cases(monkeypatch: pytest.MonkeyPatch) 
     assert grouped["groups"]["llm-train/transformers"]["margin"] == pytest.approx(0.05)
 
 
-def test_the_bound_script_never_reads_a_split_before_its_scoring_and_plans_spent_ones_now(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_bound_script_never_reads_a_split_before_its_scoring_and_plans_spent_ones_now(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     fb = _fit_bounds(monkeypatch)
     read: list[Path] = []
     real = fb.fit_accuracy.load
