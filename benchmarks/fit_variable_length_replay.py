@@ -11,6 +11,10 @@ gradients), each layer's recompute and backward. Weights, adapters and optimizer
 packed). Printed: the transients' peak allocated and peak reserved per max_length. A sequence longer than every one
 before it cannot use the cached blocks the shorter ones left, so it reserves new segments; the old ones stay cached
 (free, whole, released only when a cudaMalloc fails), which max_memory_reserved on an 80 GB card counts.
+
+Then the same runs under a cap (`replay_caching_allocator(capacity=...)`: on a segment that would pass it the
+allocator gives back its wholly free segments and tries again): the smallest cap, in 0.25 GiB steps above the
+transients' allocated peak, under which each run completes, i.e. what a card must leave the transients.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import argparse
 import random
 
-from onecard.fit.trace import replay_caching_allocator
+from onecard.fit.trace import ReplayOutOfMemory, replay_caching_allocator
 
 H, V, LAYERS, FFN = 4096, 64000, 32, 11008  # Yi-6B (benchmarks/fit_cases/public/heldout5/configs/llm_train_yi-6b)
 MEAN, SD, SHORTEST = 3234.4, 2547.5, 91  # cls-fudan-news-zh token counts, from ms-swift's benchmark page
@@ -90,6 +94,18 @@ def main() -> None:
     fixed = [max_length for max_length in (8192,) for _ in range(args.steps)]
     allocated, reserved = replay_caching_allocator(events(fixed))
     print(f"every step at 8192 tokens: allocated {allocated / 2**30:.2f} GiB, reserved {reserved / 2**30:.2f} GiB")
+    print(f"\n{'max_length':>10} {'allocated GiB':>14} {'smallest cap that completes, GiB':>33}")
+    for max_length in (512, 1024, 2048, 4096, 8192):
+        log = events(lengths(max_length, args.steps))
+        allocated, _ = replay_caching_allocator(log)
+        cap = allocated
+        while True:
+            try:
+                replay_caching_allocator(log, capacity=int(cap))
+                break
+            except ReplayOutOfMemory:
+                cap += 2**28
+        print(f"{max_length:10d} {allocated / 2**30:14.2f} {cap / 2**30:33.2f}")
 
 
 if __name__ == "__main__":

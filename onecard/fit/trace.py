@@ -26,7 +26,7 @@ from onecard.fit.job import FitJob
 from onecard.fit.knobs import effective_quant, is_gguf
 from onecard.fit.plan import resolve_arch
 
-__all__ = ["trace", "hf_config", "torch_dtype", "prepare_training", "replay_caching_allocator"]
+__all__ = ["trace", "hf_config", "torch_dtype", "prepare_training", "replay_caching_allocator", "ReplayOutOfMemory"]
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -141,18 +141,29 @@ class _Block:
         self.next: _Block | None = None
 
 
-def replay_caching_allocator(events: list[tuple[bool, int, int]]) -> tuple[int, int]:
+class ReplayOutOfMemory(Exception):
+    """A replayed request that no cached block holds and no segment fits under the capacity, after the allocator
+    gave back every wholly free segment."""
+
+
+def replay_caching_allocator(events: list[tuple[bool, int, int]], capacity: int | None = None) -> tuple[int, int]:
     """Peak allocated and peak reserved bytes of an allocation log replayed through the CUDA caching allocator's
-    rules (default settings: no expandable segments, no max_split_size, nothing returned to the driver).
+    rules (default settings: no expandable segments, no max_split_size).
 
     A request takes the smallest cached free block of its pool that holds it (BlockComparator: size, then address),
     split when more than 1 MiB (large pool) or 512 B (small pool) is left; else a new segment is reserved. A freed
     block merges with its free neighbours of the same segment only: segments never merge, so a request larger than
-    every cached block reserves new memory however much is cached.
+    every cached block reserves new memory however much is cached. With a `capacity` (bytes the card lets the process
+    reserve) a segment that would pass it first makes the allocator give back every wholly free cached segment and try
+    again (CUDACachingAllocator.cpp malloc: release_cached_blocks, then alloc_block); nothing is given back without
+    one, as on a card with room to spare.
+
+    Raises:
+        ReplayOutOfMemory: with a capacity, a request that does not fit even then.
     """
     pools: dict[bool, list[tuple[int, int, _Block]]] = {True: [], False: []}
     live: dict[int, tuple[_Block, int]] = {}
-    allocated = reserved = peak_allocated = peak_reserved = 0
+    allocated = reserved = peak_allocated = peak_reserved = next_addr = 0
 
     def cache(b: _Block) -> None:
         b.free = True
@@ -185,7 +196,18 @@ def replay_caching_allocator(events: list[tuple[bool, int, int]]) -> tuple[int, 
         if i < len(pool):
             b = pool.pop(i)[2]
         else:
-            b = _Block(reserved, _segment_bytes(size), small)
+            segment = _segment_bytes(size)
+            if capacity is not None and reserved + segment > capacity:
+                for pool_ in pools.values():  # give back the wholly free segments, then try again
+                    whole = [entry for entry in pool_ if entry[2].prev is None and entry[2].next is None]
+                    for entry in whole:
+                        pool_.remove(entry)
+                        reserved -= entry[2].size
+                if reserved + segment > capacity:
+                    raise ReplayOutOfMemory(f"{size} B requested with {allocated} B allocated and {reserved} B "
+                                            f"reserved under a capacity of {capacity} B")
+            b = _Block(next_addr, segment, small)
+            next_addr += segment
             reserved += b.size
         b.free = False
         rest = b.size - size

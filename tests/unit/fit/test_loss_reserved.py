@@ -120,3 +120,19 @@ def test_stacks_without_the_full_logits_keep_the_ten_percent_slack() -> None:
     for stack in ("trl", "unsloth", "torchtune"):
         est = plan(FitJob(**(LF_JOB | {"stack": stack}), seq=4096)).estimate  # type: ignore[arg-type]
         assert not any("allocator at the loss" in a for a in est.assumptions)
+
+
+def test_under_a_capacity_the_allocator_gives_back_whole_free_segments_before_running_out() -> None:
+    """CUDACachingAllocator's malloc: when a new segment does not fit, release the cached segments that are wholly
+    free and try again; a segment with a live block in it stays. So growth that strands whole segments (a cache grown
+    step by step, sequences of varying length) costs reserved memory on a large card and nothing on a small one."""
+    from onecard.fit.trace import ReplayOutOfMemory
+
+    grow = [(True, 0, 20 * MIB), (False, 0, 0), (True, 1, 30 * MIB), (False, 1, 0), (True, 2, 40 * MIB)]
+    assert replay_caching_allocator(grow) == (40 * MIB, 90 * MIB)  # nothing given back: every size stays cached
+    assert replay_caching_allocator(grow, capacity=40 * MIB) == (40 * MIB, 40 * MIB)
+    # a live 15 MiB block keeps its own 16 MiB segment (10 MiB and up: rounded to 2 MiB): 16 + 40 do not fit 50
+    held = [(True, 0, 15 * MIB), (True, 1, 30 * MIB), (False, 1, 0), (True, 2, 40 * MIB)]
+    with pytest.raises(ReplayOutOfMemory):
+        replay_caching_allocator(held, capacity=50 * MIB)
+    assert replay_caching_allocator(held, capacity=56 * MIB)[1] <= 56 * MIB
