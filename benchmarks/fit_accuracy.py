@@ -107,6 +107,11 @@ def record_file(split: str) -> Path:
     return CASES / "public" / f"{split}_scored.json"
 
 
+def spent() -> list[str]:
+    """The held-out splits already scored once (their record exists): development data from then on."""
+    return [split for split in HELDOUT_SPLITS if record_file(split).exists()]
+
+
 def record(split: str) -> dict[str, Any] | None:
     """A held-out split's one scoring (date, commit, rows), or None before it was scored."""
     path = record_file(split)

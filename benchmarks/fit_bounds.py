@@ -91,8 +91,7 @@ def errors() -> tuple[dict[str, list[Row]], dict[str, list[Row]]]:
     splits already scored, planned now, by job kind and by mechanism group."""
     by_kind: dict[str, list[Row]] = defaultdict(list)
     by_group: dict[str, list[Row]] = defaultdict(list)
-    spent = [folder for split, folder in fit_accuracy.HELDOUT_SPLITS.items()
-             if fit_accuracy.recorded(split) is not None]
+    spent = [fit_accuracy.HELDOUT_SPLITS[split] for split in fit_accuracy.spent()]
     for case in fit_accuracy.load(fit_accuracy.DEV + spent):
         if not fit_accuracy.scored(case) or case["kind"].startswith("part:"):
             continue
@@ -180,7 +179,7 @@ def margins(by_kind: dict[str, list[Row]], by_group: dict[str, list[Row]] | None
     return {"written_by": "python benchmarks/fit_bounds.py",
             "cases": "development (benchmarks/fit_cases/*.yaml and benchmarks/fit_cases/public/dev/*.yaml, planned "
                      "now) and the held-out splits already scored, planned now as development data "
-                     f"({', '.join(s for s in fit_accuracy.HELDOUT_SPLITS if fit_accuracy.recorded(s) is not None)}"
+                     f"({', '.join(fit_accuracy.spent())}"
                      "), scored as benchmarks/fit_accuracy.py scores them",
             "rule": ("upper bound = predicted x (1 + margin) + abs_gib, at or above the measured figure of "
                      f"{COVERAGE:.0%} of the kind's scored whole-peak cases, each source (a public case file, a "

@@ -24,7 +24,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fit_accuracy import DEV, HELDOUT_SPLITS, load, recorded, scored  # noqa: E402
+from fit_accuracy import DEV, HELDOUT_SPLITS, load, scored  # noqa: E402
+from fit_accuracy import spent as spent_splits  # noqa: E402
 
 from onecard.fit.job import FitJob  # noqa: E402
 
@@ -32,7 +33,7 @@ WHOLE = ("allocated", "reserved", "process")
 
 
 def run(spent: bool = False) -> dict[str, Any]:
-    folders = [HELDOUT_SPLITS[s] for s in HELDOUT_SPLITS if recorded(s) is not None] if spent else DEV
+    folders = [HELDOUT_SPLITS[split] for split in spent_splits()] if spent else DEV
     with tempfile.TemporaryDirectory() as home:
         os.environ["ONECARD_HOME"] = home
         from onecard.fit import calibrate, observations

@@ -69,9 +69,10 @@ def test_a_held_out_split_is_planned_once_then_printed_from_its_record(tmp_path:
         "- {id: a, source: s, job: {model: yolov8n, job: train, gpu: t4}, measured_gib: 1.0, kind: reserved}\n")
     monkeypatch.setattr(fit_accuracy, "HELDOUT_SPLITS", {"late": split})
     monkeypatch.setattr(fit_accuracy, "record_file", lambda name: tmp_path / f"{name}_scored.json")
-    assert fit_accuracy.recorded("late") is None
+    assert fit_accuracy.recorded("late") is None and fit_accuracy.spent() == []
     first = fit_accuracy.heldout_rows("late")
     assert [r["id"] for r in first] == ["a"] and (tmp_path / "late_scored.json").exists()
+    assert fit_accuracy.spent() == ["late"]
 
     def planned_again(case: dict[str, Any]) -> dict[str, Any]:
         raise AssertionError("a scored split is not planned again")
@@ -128,3 +129,4 @@ def test_an_empty_split_is_not_recorded(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(fit_accuracy, "HELDOUT_SPLITS", {"empty": tmp_path / "empty"})
     monkeypatch.setattr(fit_accuracy, "record_file", lambda name: tmp_path / f"{name}_scored.json")
     assert fit_accuracy.heldout_rows("empty") == [] and not (tmp_path / "empty_scored.json").exists()
+    assert fit_accuracy.spent() == []
