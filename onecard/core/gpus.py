@@ -138,7 +138,14 @@ _TABLE: tuple[tuple[str, str, float, float, float, float, tuple[int, int], tuple
 # 2026-12-07; fs: find_string ids of the stored public files, owner/repo#N issues). Windows reports about the whole
 # nvidia-smi size, which is not usable either. A card with no Linux reading takes its nvidia-smi total less the
 # largest reserve seen on a consumer card (505 MiB, RTX 5090), said in its source.
-_RESERVE_GIB = 505 / 1024
+_RESERVE_MIB = 505
+
+
+def _no_linux_reading(total_mib: int, seen: str) -> tuple[float, str]:
+    """A card's CUDA total where no Linux reading was found: its full size less the largest consumer reserve."""
+    return (total_mib - _RESERVE_MIB) / 1024, f"no Linux reading: {total_mib} MiB ({seen}) less {_RESERVE_MIB} MiB"
+
+
 _CUDA_TOTAL: dict[str, tuple[float, str]] = {
     "rtx-3060": (11.63, "ultralytics 8.4.24, torch 2.10: 11910 MiB (fs:55688940935)"),
     "rtx-3070": (7.57, "ultralytics 8.3.75, torch 2.6: 7753 MiB, OS not stated (fs:67336073362); OOMs say 7.76-7.78"),
@@ -148,20 +155,17 @@ _CUDA_TOTAL: dict[str, tuple[float, str]] = {
     "rtx-3090-ti": (23.55, "torch 2.13, driver 590.44.01: total_memory=24114MB, nvidia-smi 24564 MiB (fs:62087262535)"),
     "rtx-4060": (7.62, "ultralytics 8.4.75, torch 2.5.1: 7807 MiB, OS not stated (fs:61661377491)"),
     "rtx-4060-ti-8gb": (7.62, "ultralytics 8.4.82 on Linux 6.17, torch 2.12.1: 7806 MiB (fs:56376344927)"),
-    "rtx-4060-ti-16gb": (16380 / 1024 - _RESERVE_GIB, "no Linux reading: nvidia-smi 16380 MiB (fs:67364706067) "
-                         "less 505 MiB"),
+    "rtx-4060-ti-16gb": _no_linux_reading(16380, "nvidia-smi, fs:67364706067"),
     "rtx-4070": (11.70, "ComfyUI on Linux, torch 2.6: vram_total 12557156352 B (fs:17624514981)"),
-    "rtx-4070-super": (12282 / 1024 - _RESERVE_GIB, "no Linux reading: 12282 MiB (ultralytics, fs:66518564485) "
-                       "less 505 MiB"),
+    "rtx-4070-super": _no_linux_reading(12282, "ultralytics, fs:66518564485"),
     "rtx-4070-ti": (11.70, "Kwai-Kolors/Kolors#11: '11.70 GiB total capacity', nvidia-smi 12282 MiB, driver 545"),
     "rtx-4070-ti-super": (15.56, "log total_memory=15934MB (fs:21059009318); 15974 MiB on driver 560 "
                           "(fs:62087872125)"),
     "rtx-4080": (15.67, "total_memory=16049MB, OS not stated (fs:22567041692)"),
     "rtx-4080-super": (15.57, "ultralytics 8.4.90, torch 2.12.1: 15944 MiB, OS not stated (fs:56169284282)"),
     "rtx-4090": (23.61, "pinokiofactory/flux-webui#11: '23.61 GiB total capacity'; 24209-24217 MiB in ultralytics"),
-    "rtx-5070": (12227 / 1024 - _RESERVE_GIB, "no Linux reading: 12227 MiB on Windows (fs:68964490041) less 505 MiB"),
-    "rtx-5070-ti": (16303 / 1024 - _RESERVE_GIB, "no Linux reading: nvidia-smi 16303 MiB (fs:70510372376) "
-                    "less 505 MiB"),
+    "rtx-5070": _no_linux_reading(12227, "on Windows, fs:68964490041"),
+    "rtx-5070-ti": _no_linux_reading(16303, "nvidia-smi, fs:70510372376"),
     "rtx-5080": (15.47, "ultralytics on Linux: 'NVIDIA GeForce RTX 5080, 15840MiB' (fs:56229221341)"),
     "rtx-5090": (31.35, "ultralytics 8.4.61, torch 2.12: 32102 MiB (fs:59847601954); OOMs say 31.36-31.37"),
     "t4": (14.56, "Colab, ultralytics 8.4.24, torch 2.10: 14913 MiB (fs:54177101839); 15110 MiB in 2020-22"),
