@@ -1,0 +1,109 @@
+"""What a safe bound that covers 95 % of jobs the planner has never seen would cost: a rolling-origin backtest of
+bound rules on the held-out splits' first scorings.
+
+    python benchmarks/fit_bound_backtest.py
+
+Each held-out split was scored once, in order (heldout, heldout2, ... : benchmarks/fit_accuracy.py's
+HELDOUT_SPLITS), by the planner of that day; its record (public/<split>_scored.json) holds the planner's first-sight
+figure for every case: what a user whose job is like no case before would have been told. For each split after the
+first, a rule is fitted on what was known before that split was scored and tested on the split's record: the share
+of its scored whole-peak cases whose bound (the recorded predicted figure x (1 + margin) + abs_gib) is at or above
+the measured figure. Rules:
+
+  shipped           the bound each record holds: the bound of that day (benchmarks/fit_bounds.py's rule then,
+                    fitted on development data, which the planner had been fixed on);
+  first-sight       fit_bounds.fit_bound (the same rule: 95 % of the weight, each source weighing 1, lowest at a
+                    12 GB card's budget) on the earlier splits' first-sight rows, all job kinds pooled;
+  first-sight/kind  the same per job kind, pooled for a kind with fewer than FEW_CASES earlier rows.
+
+Its cost is the largest point estimate a rule, fitted on every record, still calls `fits` on a 12 GB and a 16 GB
+card (their budgets: what CUDA can allocate less the job's margin, as `fit` plans). Reads only records of splits
+already scored; plans nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import fit_accuracy  # benchmarks/: the held-out records
+import fit_bounds  # benchmarks/: the bound's rule
+
+from onecard.core.gpus import lookup
+from onecard.fit.job import FitJob
+
+BUDGETS = {"12 GB (RTX 4070 Ti)": "rtx-4070-ti", "16 GB (RTX 4070 Ti SUPER)": "rtx-4070-ti-super"}
+
+
+def first_sight() -> dict[str, list[dict[str, Any]]]:
+    """Each scored split's scored whole-peak rows as recorded, with the source (its case file) they come from."""
+    splits: dict[str, list[dict[str, Any]]] = {}
+    for split in fit_accuracy.spent():
+        files = {case["id"]: Path(case["file"]).stem
+                 for case in fit_accuracy.load([fit_accuracy.HELDOUT_SPLITS[split]])}
+        splits[split] = [row | {"src": f"{split}/{files.get(row['id'], row['id'])}"}
+                         for row in fit_accuracy.recorded(split) or []
+                         if row["scored"] and not row["kind"].startswith("part:")]
+    return splits
+
+
+def rows_of(rows: list[dict[str, Any]]) -> list[fit_bounds.Row]:
+    return [(r["id"], r["predicted_gib"], r["measured_gib"], r["src"]) for r in rows]
+
+
+def fitted(train: list[dict[str, Any]], per_kind: bool) -> dict[str, tuple[float, float]]:
+    """(margin, abs_gib) per job kind ("*": pooled) fitted on first-sight rows."""
+    pooled = fit_bounds.fit_bound(rows_of(train), fit_bounds.MIN_MARGIN)
+    rules = {"*": (pooled["margin"], pooled["abs_gib"])}
+    if per_kind:
+        by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in train:
+            by_kind[row["job_kind"]].append(row)
+        for kind, rows in by_kind.items():
+            if len(rows) >= fit_bounds.FEW_CASES:
+                one = fit_bounds.fit_bound(rows_of(rows), fit_bounds.MIN_MARGIN)
+                rules[kind] = (one["margin"], one["abs_gib"])
+    return rules
+
+
+def covers(rules: dict[str, tuple[float, float]], row: dict[str, Any]) -> bool:
+    margin, abs_gib = rules.get(row["job_kind"], rules["*"])
+    return bool(row["predicted_gib"] * (1 + margin) + abs_gib >= row["measured_gib"])
+
+
+def main() -> int:
+    splits = first_sight()
+    names = list(splits)
+    if len(names) < 2:
+        print("fewer than two scored held-out splits: nothing to backtest")
+        return 1
+    print("coverage of each split's first-sight rows by a bound fitted before it was scored\n")
+    print(f"{'rule':18}" + "".join(f"{name:>16}" for name in names[1:]) + f"{'all':>16}")
+    shipped = [[r for r in splits[name] if r["upper_gib"] is not None] for name in names[1:]]
+    line = [sum(r["upper_gib"] >= r["measured_gib"] for r in rows) for rows in shipped]
+    print(f"{'shipped':18}" + "".join(f"{c:>9d} of {len(rows):<3d}" for c, rows in zip(line, shipped))
+          + f"{sum(line) / sum(map(len, shipped)):>16.0%}")
+    for label, per_kind in (("first-sight", False), ("first-sight/kind", True)):
+        hits, total, cells = 0, 0, []
+        for i, name in enumerate(names[1:], start=1):
+            rules = fitted([r for earlier in names[:i] for r in splits[earlier]], per_kind)
+            c = sum(covers(rules, r) for r in splits[name])
+            hits, total = hits + c, total + len(splits[name])
+            cells.append(f"{c:>9d} of {len(splits[name]):<3d}")
+        print(f"{label:18}" + "".join(cells) + f"{hits / total:>16.0%}")
+    every = [r for name in names for r in splits[name]]
+    print(f"\nfitted on every record ({len(every)} first-sight cases, {len({r['src'] for r in every})} sources): "
+          "margin, fixed part, and the largest point estimate it still calls `fits`")
+    margin_gib = FitJob(model="x").margin_gib
+    for label, per_kind in (("first-sight", False), ("first-sight/kind", True)):
+        for kind, (margin, abs_gib) in sorted(fitted(every, per_kind).items()):
+            fits = "  ".join(f"{card}: {(lookup(key).usable_gib - margin_gib - abs_gib) / (1 + margin):5.2f} GiB"
+                             for card, key in BUDGETS.items())
+            print(f"  {label:18} {kind:16} +{margin:6.1%} +{abs_gib:5.2f} GiB   {fits}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
