@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
-import fit_accuracy  # benchmarks/: the held-out records
 import fit_bounds  # benchmarks/: the bound's rule
 
 from onecard.core.gpus import lookup
@@ -37,25 +35,9 @@ from onecard.fit.job import FitJob
 BUDGETS = {"12 GB (RTX 4070 Ti)": "rtx-4070-ti", "16 GB (RTX 4070 Ti SUPER)": "rtx-4070-ti-super"}
 
 
-def first_sight() -> dict[str, list[dict[str, Any]]]:
-    """Each scored split's scored whole-peak rows as recorded, with the source (its case file) they come from."""
-    splits: dict[str, list[dict[str, Any]]] = {}
-    for split in fit_accuracy.spent():
-        files = {case["id"]: Path(case["file"]).stem
-                 for case in fit_accuracy.load([fit_accuracy.HELDOUT_SPLITS[split]])}
-        splits[split] = [row | {"src": f"{split}/{files.get(row['id'], row['id'])}"}
-                         for row in fit_accuracy.recorded(split) or []
-                         if row["scored"] and not row["kind"].startswith("part:")]
-    return splits
-
-
-def rows_of(rows: list[dict[str, Any]]) -> list[fit_bounds.Row]:
-    return [(r["id"], r["predicted_gib"], r["measured_gib"], r["src"]) for r in rows]
-
-
 def fitted(train: list[dict[str, Any]], per_kind: bool) -> dict[str, tuple[float, float]]:
     """(margin, abs_gib) per job kind ("*": pooled) fitted on first-sight rows."""
-    pooled = fit_bounds.fit_bound(rows_of(train), fit_bounds.MIN_MARGIN)
+    pooled = fit_bounds.fit_bound(fit_bounds.rows_of(train), fit_bounds.MIN_MARGIN)
     rules = {"*": (pooled["margin"], pooled["abs_gib"])}
     if per_kind:
         by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -63,7 +45,7 @@ def fitted(train: list[dict[str, Any]], per_kind: bool) -> dict[str, tuple[float
             by_kind[row["job_kind"]].append(row)
         for kind, rows in by_kind.items():
             if len(rows) >= fit_bounds.FEW_CASES:
-                one = fit_bounds.fit_bound(rows_of(rows), fit_bounds.MIN_MARGIN)
+                one = fit_bounds.fit_bound(fit_bounds.rows_of(rows), fit_bounds.MIN_MARGIN)
                 rules[kind] = (one["margin"], one["abs_gib"])
     return rules
 
@@ -74,7 +56,7 @@ def covers(rules: dict[str, tuple[float, float]], row: dict[str, Any]) -> bool:
 
 
 def main() -> int:
-    splits = first_sight()
+    splits = fit_bounds.first_sight()
     names = list(splits)
     if len(names) < 2:
         print("fewer than two scored held-out splits: nothing to backtest")
@@ -83,7 +65,7 @@ def main() -> int:
     print(f"{'rule':18}" + "".join(f"{name:>16}" for name in names[1:]) + f"{'all':>16}")
     shipped = [[r for r in splits[name] if r["upper_gib"] is not None] for name in names[1:]]
     line = [sum(r["upper_gib"] >= r["measured_gib"] for r in rows) for rows in shipped]
-    print(f"{'shipped':18}" + "".join(f"{c:>9d} of {len(rows):<3d}" for c, rows in zip(line, shipped))
+    print(f"{'shipped':18}" + "".join(f"{c:>9d} of {len(rows):<3d}" for c, rows in zip(line, shipped, strict=True))
           + f"{sum(line) / sum(map(len, shipped)):>16.0%}")
     for label, per_kind in (("first-sight", False), ("first-sight/kind", True)):
         hits, total, cells = 0, 0, []

@@ -31,10 +31,22 @@ file, a measured.md row: `source_of`) weighing 1 however many cases it has, and 
                    estimate; 15 % is issue 13's bound on an acceptable under-prediction;
 abs_gib is rounded up to 0.01 GiB. It is fitted per job kind (`onecard.fit.bound.kind_of`) over all its cases, and
 per mechanism group (`onecard.fit.bound.group_of`: the library an LLM training stack builds on, the LLM runtime, the
-diffusion offload mode, the YOLO task) for a group with FEW_CASES or more cases of its own; any other job takes its
-kind's. A kind without any scored case gets the widest of its model family's kinds (same architecture facts and
-overheads, another job; tinylm's family is llm), margin at least FEW_MARGIN; a kind of a family without cases, and
-any kind not listed, the widest of all kinds.
+diffusion offload mode, the YOLO task) for a group with FEW_CASES or more cases from FEW_SOURCES sources of its own;
+any other job takes its kind's. A kind without any scored case gets the widest of its model family's kinds (same
+architecture facts and overheads, another job; tinylm's family is llm), margin at least FEW_MARGIN; a kind of a
+family without cases, and any kind not listed, the widest of all kinds.
+
+A group keeps its own bound only with FEW_CASES cases from FEW_SOURCES (20) sources of its own (since 2026-12-07,
+sixth split): each source weighs 1, and the bound may leave 5 % of the weight above it, so over fewer than 20 sources
+it is the group's worst source (one harness's reading decides a whole group: ms-swift's five Yi-6B rows would have
+set the transformers stack's fine-tunes, `tune`'s included, at +72.5 %); below that the kind's bound, over all its
+sources, stands. Decided after heldout5's scoring, which showed that refit; disclosed in RESULTS.
+
+The first-sight bound (`first_sight` in bounds.json; `onecard fit --strict` decides on it): the same rule on the
+held-out splits' rows as each split's one scoring recorded them, every job kind pooled: how far the planner missed
+jobs from sources it had never seen (benchmarks/fit_bound_backtest.py: fitted on the splits before each split, it
+covered 89 % of the next splits' rows where the default bound of the day covered 59 %). For a harness unlike the
+stacks fit models; the default bound is for those it models.
 
 `--check` recomputes and exits 1 if bounds.json differs (margins, fixed parts or case counts), without writing it.
 """
@@ -59,7 +71,7 @@ from onecard.fit.bound import BOUNDS_FILE
 from onecard.fit.job import FitJob
 from onecard.fit.plan import Resolved, resolve_arch, resolve_card
 
-MIN_MARGIN, FEW_MARGIN, FEW_CASES = 0.05, 0.15, 5
+MIN_MARGIN, FEW_MARGIN, FEW_CASES, FEW_SOURCES = 0.05, 0.15, 5, 20
 # the bound is made lowest here: a 12 GB card's budget, what CUDA can allocate on an RTX 4070 Ti less the job's margin
 REFERENCE_GIB = round(lookup("rtx-4070-ti").usable_gib - FitJob(model="x").margin_gib, 2)
 COVERAGE = 0.95  # issue 13's target for the bound on cases it has not seen
@@ -142,8 +154,28 @@ def fit_bound(rows: list[Row], floor: float) -> dict[str, Any]:
             "median_abs_error": round(statistics.median(abs(p / m - 1) for _, p, m, _ in rows), 4)}
 
 
-def margins(by_kind: dict[str, list[Row]], by_group: dict[str, list[Row]] | None = None) -> dict[str, Any]:
-    """The bounds.json content (without the date) for the cases by kind and by mechanism group."""
+def first_sight() -> dict[str, list[dict[str, Any]]]:
+    """Each scored held-out split's scored whole-peak rows as its one scoring recorded them (the planner of that
+    day: its first sight of those sources), with `src`, the case file they come from."""
+    splits: dict[str, list[dict[str, Any]]] = {}
+    for split in fit_accuracy.spent():
+        files = {case["id"]: Path(case["file"]).stem
+                 for case in fit_accuracy.load([fit_accuracy.HELDOUT_SPLITS[split]])}
+        splits[split] = [row | {"src": f"{split}/{files.get(row['id'], row['id'])}"}
+                         for row in fit_accuracy.recorded(split) or []
+                         if row["scored"] and not row["kind"].startswith("part:")]
+    return splits
+
+
+def rows_of(rows: list[dict[str, Any]]) -> list[Row]:
+    """first_sight()'s rows as fit_bound takes them."""
+    return [(r["id"], r["predicted_gib"], r["measured_gib"], r["src"]) for r in rows]
+
+
+def margins(by_kind: dict[str, list[Row]], by_group: dict[str, list[Row]] | None = None,
+            first: list[Row] | None = None) -> dict[str, Any]:
+    """The bounds.json content (without the date) for the cases by kind and by mechanism group, and the first-sight
+    bound from the held-out records' rows (`first`)."""
     kinds: dict[str, Any] = {}
     for kind in sorted(by_kind, key=lambda k: KINDS.index(k) if k in KINDS else len(KINDS)):
         rows = by_kind[kind]
@@ -169,13 +201,20 @@ def margins(by_kind: dict[str, list[Row]], by_group: dict[str, list[Row]] | None
     groups: dict[str, Any] = {}
     for group, rows in sorted((by_group or {}).items()):
         kind = group.split("/")[0]
-        if "/" not in group or len(rows) < FEW_CASES:
-            continue  # one group, or too few cases of its own: the kind's bound
+        if "/" not in group or len(rows) < FEW_CASES or len({src for *_, src in rows}) < FEW_SOURCES:
+            continue  # one group, or too few cases or sources of its own: the kind's bound
         fitted = fit_bound(rows, MIN_MARGIN)
         groups[group] = fitted | {
             "rule": (f"covers {COVERAGE:.0%} of its group's {len(rows)} scored cases from {fitted['sources']} "
                      f"sources, lowest at {REFERENCE_GIB:g} GiB"),
             "kind_margin": kinds[kind]["margin"], "kind_abs_gib": kinds[kind]["abs_gib"]}
+    strict = None
+    if first:
+        fitted = fit_bound(first, MIN_MARGIN)
+        strict = fitted | {"rule": (
+            f"how far the planner missed jobs it had never seen: covers {COVERAGE:.0%} of the first-sight errors of "
+            f"{fitted['cases']} whole peaks from {fitted['sources']} sources (each held-out split as its one scoring "
+            f"recorded it, every job kind pooled; each source weighs 1), lowest at {REFERENCE_GIB:g} GiB")}
     return {"written_by": "python benchmarks/fit_bounds.py",
             "cases": "development (benchmarks/fit_cases/*.yaml and benchmarks/fit_cases/public/dev/*.yaml, planned "
                      "now) and the held-out splits already scored, planned now as development data "
@@ -190,9 +229,10 @@ def margins(by_kind: dict[str, list[Row]], by_group: dict[str, list[Row]] | None
             "kinds": kinds,
             "groups": groups,
             "group_rule": (f"a mechanism group (onecard.fit.bound.group_of) with at least {FEW_CASES} scored cases "
-                           "of its own gets the bound fitted on them alone (margin at least "
-                           f"{MIN_MARGIN:.0%}); any other job takes its kind's, fitted on all its groups"),
-            "default": default | {"rule": "the widest of any kind: for a kind not listed"}}
+                           f"from {FEW_SOURCES} sources of its own gets the bound fitted on them alone (margin at "
+                           f"least {MIN_MARGIN:.0%}); any other job takes its kind's, fitted on all its groups"),
+            "default": default | {"rule": "the widest of any kind: for a kind not listed"},
+            "first_sight": strict}
 
 
 def main() -> int:
@@ -200,7 +240,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if bounds.json is out of date; write nothing")
     args = parser.parse_args()
     by_kind, by_group = errors()
-    data = margins(by_kind, by_group)
+    data = margins(by_kind, by_group, rows_of([row for rows in first_sight().values() for row in rows]))
     print(f"{'kind / group':28} {'cases':>5} {'worst under':>11} {'median |err|':>12} {'margin':>7} {'+ GiB':>6}"
           "  binding cases")
     for name, k in [*data["kinds"].items(), *data["groups"].items()]:
@@ -211,6 +251,9 @@ def main() -> int:
               f"{', '.join(k['binding']) or k['rule']}{left}")
     print(f"{'(other)':28} {0:5d} {'':>11} {'':>12} {data['default']['margin']:7.1%} "
           f"{data['default']['abs_gib']:6.2f}  {data['default']['rule']}")
+    if (strict := data["first_sight"]) is not None:
+        print(f"{'first sight (--strict)':28} {strict['cases']:5d} {strict['worst_under']:+11.1%} "
+              f"{strict['median_abs_error']:12.1%} {strict['margin']:7.1%} {strict['abs_gib']:6.2f}  {strict['rule']}")
     covered = total = 0
     for group, rows in by_group.items():  # each case under the bound the planner now gives its job
         entry = data["groups"].get(group) or data["kinds"][group.split("/")[0]]
@@ -221,6 +264,8 @@ def main() -> int:
     old = json.loads(BOUNDS_FILE.read_text(encoding="utf-8")) if BOUNDS_FILE.exists() else {}
     same = all({k: (v["margin"], v.get("abs_gib"), v["cases"]) for k, v in old.get(part, {}).items()} == {
         k: (v["margin"], v["abs_gib"], v["cases"]) for k, v in data[part].items()} for part in ("kinds", "groups"))
+    same = same and ({k: old.get("first_sight", {}).get(k) for k in ("margin", "abs_gib", "cases")}
+                     == {k: (data["first_sight"] or {}).get(k) for k in ("margin", "abs_gib", "cases")})
     if args.check:
         print(f"{BOUNDS_FILE}: {'up to date' if same else 'OUT OF DATE: run python benchmarks/fit_bounds.py'}")
         return 0 if same else 1

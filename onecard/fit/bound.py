@@ -6,7 +6,9 @@ yolo-train, whisper-infer, whisper-train) has a margin and a fixed part, fitted 
 (`benchmarks/fit_bounds.py` states the rule and writes bounds.json beside this module). Within a kind, a mechanism
 group (`group_of`: the library an LLM training stack builds on, an LLM's runtime, the diffusion offload mode, the
 YOLO task) with enough cases of its own has its own margin, since the planner's errors differ by what the job runs
-on (torchtune's QLoRA is not TRL's). The upper bound is the process figure times (1 + margin) plus abs_gib (the part
+on (torchtune's QLoRA is not TRL's). The first-sight bound (`first_sight`, `onecard fit --strict`) is fitted on how
+far the planner missed the held-out splits' jobs when it first saw them, every kind pooled: for a harness unlike the
+stacks it models. The upper bound is the process figure times (1 + margin) plus abs_gib (the part
 that does not grow with the job: workspaces, buffers, allocator rounding, which dominate small jobs' errors); `fits`
 is decided on it. Two runtimes size themselves to the card (`plan.judge`): vLLM's peak is the share it reserves
 (`RESERVED`, margin 0), and llama.cpp's GPU layers, when the planner chooses them, are as many as fit on the bound.
@@ -29,7 +31,7 @@ from onecard.core.paths import data_dir
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
 
-__all__ = ["Margin", "Correction", "kind_of", "group_of", "margin", "bounds", "BOUNDS_FILE", "RESERVED",
+__all__ = ["Margin", "Correction", "kind_of", "group_of", "margin", "first_sight", "bounds", "BOUNDS_FILE", "RESERVED",
            "calibration_file", "corrections", "correction", "apply"]
 
 BOUNDS_FILE = Path(__file__).with_name("bounds.json")
@@ -113,6 +115,16 @@ def margin(kind: str, group: str = "") -> Margin:
     if entry is None:
         entry = data["default"] | {"cases": 0}
     return Margin(kind, entry["margin"], entry["cases"], entry["rule"], "", entry.get("abs_gib", 0.0))
+
+
+def first_sight(kind: str) -> Margin:
+    """The first-sight bound (`--strict`): how far the planner missed jobs from sources it had never seen, fitted on
+    every held-out split's one scoring with every job kind pooled (bounds.json's `first_sight`); for a harness unlike
+    the stacks the planner models. `kind` names the job's kind in the answer; the margin is the same for all."""
+    entry = bounds().get("first_sight")
+    if entry is None:  # a bounds.json written before any held-out split was scored: the widest of any kind
+        entry = bounds()["default"] | {"cases": 0}
+    return Margin(kind, entry["margin"], entry["cases"], entry["rule"], "first sight", entry.get("abs_gib", 0.0))
 
 
 def calibration_file() -> Path:

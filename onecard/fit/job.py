@@ -80,6 +80,7 @@ class FitJob(BaseModel):
     gpu: str | None = Field(None, description="card from the catalog (4070ti, rtx-3060, a100-80gb); None: the detected card")
     vram: float | None = Field(None, gt=0, le=100_000, allow_inf_nan=False, description="card memory in GiB, instead of --gpu")
     margin_gib: float = Field(0.5, ge=0, allow_inf_nan=False, description="safety margin kept free when deciding what fits")
+    strict: bool = Field(False, description="decide fits on the first-sight bound: how far the planner missed jobs from sources it had never seen (each held-out split's first scoring, every job kind pooled), for a harness unlike the stacks it models; default: its job kind's bound, fitted on the cases it models")
     calibration: bool = Field(True, description="scale the estimate by this machine's correction for the card and job kind, if `onecard fit calibrate` made one; --no-calibration plans without it")
 
 

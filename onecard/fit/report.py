@@ -9,6 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from onecard.fit import bound
 from onecard.fit.catalog import find
 from onecard.fit.estimate import PARTS
 from onecard.fit.job import FitJob
@@ -86,10 +87,24 @@ def bound_note(plan: Plan) -> str | None:
     if plan.peak_upper_gib is None or plan.margin is None:
         return None
     m = plan.margin
-    behind = f"{m.rule} ({m.kind}{' on ' + m.group.split('/', 1)[1] if m.group else ''})"
+    strict = m.group == "first sight"
+    on = f" on {m.group.split('/', 1)[1]}" if "/" in m.group else ""
+    behind = f"{m.rule} ({m.kind}{', --strict' if strict else on})"
     plus = f" + {m.abs_gib:.2f} GiB" if m.abs_gib else ""
-    return (f"upper bound {plan.peak_upper_gib:.1f} GiB = estimate x {1 + m.margin:.3f}{plus}: {behind}; "
+    note = (f"upper bound {plan.peak_upper_gib:.1f} GiB = estimate x {1 + m.margin:.3f}{plus}: {behind}; "
             "fits is decided on it")
+    first = first_sight_upper(plan)
+    if first is not None and not strict:
+        note += f". For a harness unlike the stacks fit models, --strict decides on {first:.1f} GiB instead"
+    return note
+
+
+def first_sight_upper(plan: Plan) -> float | None:
+    """The first-sight bound on the plan's estimate (what `--strict` decides on); None for vLLM, whose peak is the
+    share it reserves, and for a plan without a bound."""
+    if plan.margin is None or plan.margin is bound.RESERVED or plan.peak_upper_gib is None:
+        return None
+    return bound.first_sight(plan.margin.kind).upper(plan.estimate.process_gib)
 
 
 def _throughput(plan: Plan) -> dict[str, Any]:
@@ -146,6 +161,7 @@ def to_json(plan: Plan, fixes: Sequence[tuple[str, Plan]] | None = None,
         "bound_abs_gib": None if plan.margin is None else plan.margin.abs_gib,
         "bound_cases": None if plan.margin is None else plan.margin.cases,
         "bound_group": None if plan.margin is None or not plan.margin.group else plan.margin.group,
+        "peak_upper_first_sight_gib": None if (strict := first_sight_upper(plan)) is None else round(strict, 3),
         "calibration": None if plan.calibration is None else {
             "scale": plan.calibration.scale, "observations": plan.calibration.observations},
         "budget_gib": None if plan.budget_gib is None else round(plan.budget_gib, 3),

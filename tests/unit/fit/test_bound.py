@@ -55,7 +55,7 @@ def test_bounds_json_gives_every_kind_a_margin_with_its_reason() -> None:
             assert entry["margin"] >= 0.15 and "no scored case" in entry["rule"]
     for group, entry in data["groups"].items():  # a group keeps its own bound only with cases enough
         kind = group.split("/")[0]
-        assert entry["cases"] >= 5 and bound.margin(kind, group).group == group
+        assert entry["cases"] >= 5 and entry["sources"] >= 20 and bound.margin(kind, group).group == group
     assert bound.margin("llm-train", "llm-train/no-such-stack").group == ""  # else the kind's
     unseen = bound.margin("no-such-kind")
     assert unseen.cases == 0 and unseen.margin == data["default"]["margin"]
@@ -106,13 +106,42 @@ def test_margin_floors_and_kinds_without_cases(monkeypatch: pytest.MonkeyPatch) 
     assert "llm-train" in kinds["tinylm"]["rule"]
     assert kinds["yolo-infer"]["margin"] == 0.15 and kinds["diffusion-train"]["margin"] == 0.15
     assert data["default"]["margin"] == 0.15 and data["groups"] == {}
-    tt = [(f"t{i}", 20.0, 26.0, f"t{i}") for i in range(5)]
-    tf = [(f"o{i}", 20.0, 21.0, f"o{i}") for i in range(5)]
-    grouped = fb.margins({"llm-train": tt + tf}, {"llm-train/torchtune": tt, "llm-train/transformers": tf,
-                                                  "llm-train/litgpt": [("l", 20.0, 20.0, "l")]})  # the kind's
+    tt = [(f"t{i}", 20.0, 26.0, f"t{i}") for i in range(20)]
+    tf = [(f"o{i}", 20.0, 21.0, f"o{i}") for i in range(20)]
+    # a group of four sources: its bound would be its worst source's (95 % of 4 sources' weight is all of it)
+    few = [(f"f{i}", 20.0, 20.0 if i else 34.0, f"f{i // 5}") for i in range(20)]
+    grouped = fb.margins({"llm-train": tt + tf + few}, {
+        "llm-train/torchtune": tt, "llm-train/transformers": tf, "llm-train/unsloth": few,
+        "llm-train/litgpt": [("l", 20.0, 20.0, "l")]})  # too few cases or sources: the kind's
     assert grouped["kinds"]["llm-train"]["margin"] == pytest.approx(0.3)
     assert set(grouped["groups"]) == {"llm-train/torchtune", "llm-train/transformers"}
     assert grouped["groups"]["llm-train/transformers"]["margin"] == pytest.approx(0.05)
+    assert grouped["first_sight"] is None  # no held-out record given
+
+
+def test_the_first_sight_bound_pools_every_kind_and_strict_decides_on_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    fb = _fit_bounds(monkeypatch)
+    # first sight: 20 sources, one of them 50 % under: 95 % of 20 sources' weight leaves it out, 21 would not
+    first = [(f"r{i}", 10.0, 10.0, f"s{i}") for i in range(19)] + [("miss", 10.0, 15.0, "s19")]
+    data = fb.margins({"llm-train": [("c", 10.0, 10.0, "c")]}, None, first)
+    assert data["first_sight"]["cases"] == 20 and data["first_sight"]["uncovered"] == ["miss"]
+    assert "never seen" in data["first_sight"]["rule"]
+    tighter = fb.margins({"llm-train": [("c", 10.0, 10.0, "c")]}, None, [*first, ("miss2", 10.0, 12.0, "s20")])
+    assert tighter["first_sight"]["margin"] * 10 + tighter["first_sight"]["abs_gib"] >= 2.0
+    # the planner: --strict decides on the first-sight bound, and every answer names it
+    from onecard.fit import report
+
+    job = FitJob(model="llama-3.1-8b", job="train", method="qlora", stack="onecard", gpu="4070ti")
+    default, strict = plan(job), plan(job.model_copy(update={"strict": True}))
+    first_sight = bound.first_sight("llm-train")
+    assert strict.margin is not None and strict.margin.group == "first sight"
+    assert strict.peak_upper_gib == pytest.approx(first_sight.upper(strict.estimate.process_gib))
+    assert strict.fits == (strict.peak_upper_gib <= strict.budget_gib)  # type: ignore[operator]
+    assert default.estimate.process_gib == strict.estimate.process_gib  # the estimate is the same
+    out = report.to_json(default)
+    assert out["peak_upper_first_sight_gib"] == pytest.approx(strict.peak_upper_gib, abs=1e-3)
+    assert "--strict decides on" in (report.bound_note(default) or "")
+    assert "--strict" in (report.bound_note(strict) or "") and "decides on" not in (report.bound_note(strict) or "")
 
 
 def test_the_bound_script_never_reads_a_split_before_its_scoring_and_plans_spent_ones_now(
