@@ -182,8 +182,8 @@ def margins(by_kind: dict[str, list[Row]], by_group: dict[str, list[Row]] | None
         floor = MIN_MARGIN if len(rows) >= FEW_CASES else FEW_MARGIN
         fitted = fit_bound(rows, floor)
         kinds[kind] = fitted | {"rule": (
-            f"covers {COVERAGE:.0%} of its {len(rows)} scored cases from {fitted['sources']} sources (development "
-            f"and scored held-out, planned now; each source weighs 1), lowest at {REFERENCE_GIB:g} GiB"
+            f"covers {COVERAGE:.0%} of its {len(rows)} scored cases from {fitted['sources']} sources (each weighs "
+            f"1), lowest at {REFERENCE_GIB:g} GiB"
             + ("" if len(rows) >= FEW_CASES else f"; margin at least {FEW_MARGIN:.0%} under {FEW_CASES} cases"))}
     default = {"margin": max([FEW_MARGIN, *(k["margin"] for k in kinds.values())]),
                "abs_gib": max([0.0, *(k["abs_gib"] for k in kinds.values())])}
@@ -212,9 +212,9 @@ def margins(by_kind: dict[str, list[Row]], by_group: dict[str, list[Row]] | None
     if first:
         fitted = fit_bound(first, MIN_MARGIN)
         strict = fitted | {"rule": (
-            f"how far the planner missed jobs it had never seen: covers {COVERAGE:.0%} of the first-sight errors of "
-            f"{fitted['cases']} whole peaks from {fitted['sources']} sources (each held-out split as its one scoring "
-            f"recorded it, every job kind pooled; each source weighs 1), lowest at {REFERENCE_GIB:g} GiB")}
+            f"how far the planner missed jobs it had never seen: covers {COVERAGE:.0%} of {fitted['cases']} held-out "
+            f"peaks as first scored, from {fitted['sources']} sources (every kind pooled, each weighs 1), lowest at "
+            f"{REFERENCE_GIB:g} GiB")}
     return {"written_by": "python benchmarks/fit_bounds.py",
             "cases": "development (benchmarks/fit_cases/*.yaml and benchmarks/fit_cases/public/dev/*.yaml, planned "
                      "now) and the held-out splits already scored, planned now as development data "

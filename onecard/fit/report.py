@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "to_json", "render", "render_solutions", "render_trace", "render_measured", "render_calibration", "breakdown",
-    "verdict", "bound_note", "LABELS",
+    "verdict", "bound_note", "strict_note", "LABELS",
 ]
 
 BAR_WIDTH = 60
@@ -91,12 +91,17 @@ def bound_note(plan: Plan) -> str | None:
     on = f" on {m.group.split('/', 1)[1]}" if "/" in m.group else ""
     behind = f"{m.rule} ({m.kind}{', --strict' if strict else on})"
     plus = f" + {m.abs_gib:.2f} GiB" if m.abs_gib else ""
-    note = (f"upper bound {plan.peak_upper_gib:.1f} GiB = estimate x {1 + m.margin:.3f}{plus}: {behind}; "
+    return (f"upper bound {plan.peak_upper_gib:.1f} GiB = estimate x {1 + m.margin:.3f}{plus}: {behind}; "
             "fits is decided on it")
+
+
+def strict_note(plan: Plan) -> str | None:
+    """The first-sight bound beside the default one: "for a harness unlike the stacks fit models, --strict decides
+    on 12.5 GiB instead"; None when the plan is decided on it already, or has no bound."""
     first = first_sight_upper(plan)
-    if first is not None and not strict:
-        note += f". For a harness unlike the stacks fit models, --strict decides on {first:.1f} GiB instead"
-    return note
+    if first is None or plan.margin is None or plan.margin.group == "first sight":
+        return None
+    return f"for a harness unlike the stacks fit models, --strict decides on {first:.1f} GiB instead"
 
 
 def first_sight_upper(plan: Plan) -> float | None:
@@ -231,8 +236,9 @@ def render(plan: Plan, console: Console, fixes: Sequence[tuple[str, Plan]] | Non
     console.print(f"peak {est.process_gib:.1f} GiB on the card: {est.peak_allocated_gib:.2f} allocated by tensors, "
                   f"{est.peak_reserved_gib:.2f} reserved by the allocator, + {est.context_gib:.2f} CUDA context")
     console.print(Text(verdict(plan), style="bold green" if plan.fits else "bold red"))
-    if (note := bound_note(plan)) is not None:
-        console.print(note, highlight=False)
+    for note in (bound_note(plan), strict_note(plan)):
+        if note is not None:
+            console.print(note, highlight=False)
     if est.cpu_gib >= 0.05:  # paged optimizer states or offloaded layers; less rounds to 0.0
         console.print(f"+ {est.cpu_gib:.1f} GiB held in CPU RAM (offloaded)")
     if est.gpu_layers is not None:

@@ -140,8 +140,8 @@ def test_the_first_sight_bound_pools_every_kind_and_strict_decides_on_it(monkeyp
     assert default.estimate.process_gib == strict.estimate.process_gib  # the estimate is the same
     out = report.to_json(default)
     assert out["peak_upper_first_sight_gib"] == pytest.approx(strict.peak_upper_gib, abs=1e-3)
-    assert "--strict decides on" in (report.bound_note(default) or "")
-    assert "--strict" in (report.bound_note(strict) or "") and "decides on" not in (report.bound_note(strict) or "")
+    assert f"--strict decides on {strict.peak_upper_gib:.1f} GiB" in (report.strict_note(default) or "")
+    assert "--strict" in (report.bound_note(strict) or "") and report.strict_note(strict) is None
 
 
 def test_the_bound_script_never_reads_a_split_before_its_scoring_and_plans_spent_ones_now(
