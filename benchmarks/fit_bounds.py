@@ -144,8 +144,8 @@ def fit_bound(rows: list[Row], floor: float) -> dict[str, Any]:
                 return max(0.0, residual)
         return 0.0
 
-    margin = _up(min(sorted(candidates), key=lambda r: REFERENCE_GIB * r + needed(r)))
-    abs_gib = _up(needed(margin), 0.01)
+    margin = round(_up(min(sorted(candidates), key=lambda r: REFERENCE_GIB * r + needed(r))), 4)
+    abs_gib = round(_up(needed(margin), 0.01), 2)
     slack = {cid: p * (1 + margin) + abs_gib - m for cid, p, m, _ in rows}
     return {"margin": margin, "abs_gib": abs_gib, "cases": len(rows), "sources": len(per_source),
             "binding": [cid for cid, p, *_ in rows if 0 <= slack[cid] < p * 0.005 + 0.01],  # within rounding

@@ -3,7 +3,7 @@
 "use strict";
 
 // The fields shown for each model family (the rest keep their defaults); common fields first.
-const COMMON = ["model", "gpu", "vram", "job", "batch", "margin_gib"];
+const COMMON = ["model", "gpu", "vram", "job", "batch", "margin_gib", "strict"];
 const FAMILY_FIELDS = {
   llm: ["method", "quant", "runtime", "ctx", "new_tokens", "seq", "lora_rank", "grad_accum", "grad_ckpt", "stack",
         "optimizer", "attention", "kv_dtype", "gpu_layers"],
@@ -83,9 +83,12 @@ function showPlan(plan) {
   verdict.className = "verdict " + (plan.fits ? "ok" : tight ? "warn" : "bad");
   verdict.dataset.fits = String(plan.fits);
   verdict.textContent = plan.verdict;
+  const fixed = plan.bound_abs_gib ? ` + ${plan.bound_abs_gib.toFixed(2)} GiB` : "";
+  const strict = plan.bound_group === "first sight" || plan.peak_upper_first_sight_gib === null ? "" :
+    `; for a harness unlike the stacks fit models, strict decides on ${plan.peak_upper_first_sight_gib.toFixed(1)} GiB`;
   document.getElementById("bound").textContent = plan.peak_upper_gib === null ? "" :
-    `safe upper bound ${plan.peak_upper_gib} GiB (estimate × ${(1 + plan.bound_margin).toFixed(3)}, ` +
-    `${plan.kind}); fits is decided on it`;
+    `safe upper bound ${plan.peak_upper_gib.toFixed(1)} GiB (estimate × ${(1 + plan.bound_margin).toFixed(3)}${fixed}, ` +
+    `${plan.kind}${plan.bound_group === "first sight" ? ", first sight" : ""}); fits is decided on it${strict}`;
   const parts = Object.entries(plan.breakdown).filter(([, v]) => v > 0)
     .map(([k, v]) => ({label: PART_NAMES[k] || k.replaceAll("_", " "), value: v}));
   parts.push({label: "process total", value: plan.process_gib, color: "#1d2330"});
