@@ -54,6 +54,7 @@ from typing import Any
 
 import yaml
 
+from onecard.core.errors import ConfigError
 from onecard.core.gpus import GpuSpec
 from onecard.core.records import write_json_atomic
 from onecard.fit import bound
@@ -104,7 +105,14 @@ def scored(case: dict[str, Any]) -> bool:
 
 
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
-    plan = planning.plan(FitJob(**case["job"], calibration=False))
+    """One case planned (uncalibrated) and compared; a job the planner refuses (a setup it does not model, its
+    ConfigError) is a row without a figure, never scored (S1 by definition), with the refusal."""
+    try:
+        plan = planning.plan(FitJob(**case["job"], calibration=False))
+    except ConfigError as e:
+        return {"id": case["id"], "job_kind": "?", "kind": case["kind"], "measured_gib": case["measured_gib"],
+                "predicted_gib": None, "upper_gib": None, "upper_strict_gib": None, "error": None, "scored": False,
+                "refused": e.what, "source": case["source"]}
     pred = predicted(plan.estimate, case["kind"], plan.card)
     job_kind = plan.margin.kind if plan.margin is not None else "?"
     return {"id": case["id"], "job_kind": job_kind, "kind": case["kind"], "measured_gib": case["measured_gib"],
@@ -219,6 +227,10 @@ def print_table(title: str, rows: list[dict[str, Any]], result: dict[str, Any]) 
     width = max(len(r["id"]) for r in rows)
     print(f"== {title}\n{'case':{width}}  {'kind':16} {'measured':>9} {'predicted':>9} {'upper':>7} {'error':>8}")
     for r in rows:
+        if r["predicted_gib"] is None:
+            print(f"{r['id']:{width}}  {r['kind']:16} {r['measured_gib']:9.2f}  the planner refuses it: "
+                  f"{r.get('refused', '?')} (not scored)")
+            continue
         bound = "n/a" if r["upper_gib"] is None else f"{r['upper_gib']:.2f}"
         flag = "" if r["scored"] else "  (not scored: see the case)"
         print(f"{r['id']:{width}}  {r['kind']:16} {r['measured_gib']:9.2f} {r['predicted_gib']:9.2f} {bound:>7} "

@@ -59,6 +59,21 @@ def test_summary_worst_under_prediction_and_coverage() -> None:
     assert result["worst_under_error"] == pytest.approx(-0.20)
     assert result["bound_cases"] == 3 and result["bound_coverage"] == pytest.approx(2 / 3)
     assert fit_accuracy.summary([_row("a", 0.1)])["bound_coverage"] is None  # no bound: n/a, not 0 %
+    assert result["strict_coverage"] is None  # rows of a record without the first-sight bound
+    strict = [r | {"upper_strict_gib": u} for r, u in zip(rows, (14.0, 9.5, 10.5, None, None), strict=True)]
+    assert fit_accuracy.summary(strict)["strict_coverage"] == pytest.approx(2 / 3)  # under: 9.5 < 10
+
+
+def test_a_case_the_planner_refuses_is_a_row_without_a_figure_and_never_scored(capsys: pytest.CaptureFixture[str]
+                                                                                ) -> None:
+    case = {"id": "w8a8", "source": "s", "kind": "part:weights", "measured_gib": 8.49,
+            "job": {"model": "llama-3.1-8b", "job": "infer", "runtime": "vllm", "quant": "int8", "gpu": "h100-sxm"}}
+    row = fit_accuracy.run_case(case)
+    assert row["predicted_gib"] is None and row["scored"] is False and "vLLM" in row["refused"]
+    result = fit_accuracy.summary([row, _row("fine", 0.01, upper=9.0)])
+    assert result["scored"] == 1 and result["median_abs_error"] == pytest.approx(0.01)
+    fit_accuracy.print_table("split", [row], result)
+    assert "the planner refuses it" in capsys.readouterr().out
 
 
 def test_a_held_out_split_is_planned_once_then_printed_from_its_record(tmp_path: Path,
