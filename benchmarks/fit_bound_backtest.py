@@ -55,6 +55,22 @@ def covers(rules: dict[str, tuple[float, float]], row: dict[str, Any]) -> bool:
     return bool(row["predicted_gib"] * (1 + margin) + abs_gib >= row["measured_gib"])
 
 
+def backtest(splits: dict[str, list[dict[str, Any]]]) -> dict[str, list[tuple[int, int]]]:
+    """(covered, cases) of each split after the first, per rule: "shipped" (the bound its record holds), and
+    "first-sight" / "first-sight/kind" fitted on the rows of the splits before it (in `splits`' order)."""
+    names = list(splits)
+    result: dict[str, list[tuple[int, int]]] = {"shipped": [], "first-sight": [], "first-sight/kind": []}
+    for i, name in enumerate(names[1:], start=1):
+        rows = splits[name]
+        bounded = [r for r in rows if r["upper_gib"] is not None]
+        result["shipped"].append((sum(r["upper_gib"] >= r["measured_gib"] for r in bounded), len(bounded)))
+        earlier = [r for before in names[:i] for r in splits[before]]
+        for label, per_kind in (("first-sight", False), ("first-sight/kind", True)):
+            rules = fitted(earlier, per_kind)
+            result[label].append((sum(covers(rules, r) for r in rows), len(rows)))
+    return result
+
+
 def main() -> int:
     splits = fit_bounds.first_sight()
     names = list(splits)
@@ -63,24 +79,17 @@ def main() -> int:
         return 1
     print("coverage of each split's first-sight rows by a bound fitted before it was scored\n")
     print(f"{'rule':18}" + "".join(f"{name:>16}" for name in names[1:]) + f"{'all':>16}")
-    shipped = [[r for r in splits[name] if r["upper_gib"] is not None] for name in names[1:]]
-    line = [sum(r["upper_gib"] >= r["measured_gib"] for r in rows) for rows in shipped]
-    print(f"{'shipped':18}" + "".join(f"{c:>9d} of {len(rows):<3d}" for c, rows in zip(line, shipped, strict=True))
-          + f"{sum(line) / sum(map(len, shipped)):>16.0%}")
-    for label, per_kind in (("first-sight", False), ("first-sight/kind", True)):
-        hits, total, cells = 0, 0, []
-        for i, name in enumerate(names[1:], start=1):
-            rules = fitted([r for earlier in names[:i] for r in splits[earlier]], per_kind)
-            c = sum(covers(rules, r) for r in splits[name])
-            hits, total = hits + c, total + len(splits[name])
-            cells.append(f"{c:>9d} of {len(splits[name]):<3d}")
-        print(f"{label:18}" + "".join(cells) + f"{hits / total:>16.0%}")
+    for label, cells in backtest(splits).items():
+        share = sum(c for c, _ in cells) / max(1, sum(n for _, n in cells))
+        print(f"{label:18}" + "".join(f"{c:>9d} of {n:<3d}" for c, n in cells) + f"{share:>16.0%}")
     every = [r for name in names for r in splits[name]]
     print(f"\nfitted on every record ({len(every)} first-sight cases, {len({r['src'] for r in every})} sources): "
           "margin, fixed part, and the largest point estimate it still calls `fits`")
     margin_gib = FitJob(model="x").margin_gib
     for label, per_kind in (("first-sight", False), ("first-sight/kind", True)):
         for kind, (margin, abs_gib) in sorted(fitted(every, per_kind).items()):
+            if per_kind and kind == "*":
+                kind = "(other kinds)"  # a kind with fewer than FEW_CASES rows takes the pooled bound
             fits = "  ".join(f"{card}: {(lookup(key).usable_gib - margin_gib - abs_gib) / (1 + margin):5.2f} GiB"
                              for card, key in BUDGETS.items())
             print(f"  {label:18} {kind:16} +{margin:6.1%} +{abs_gib:5.2f} GiB   {fits}")

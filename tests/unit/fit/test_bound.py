@@ -191,3 +191,27 @@ def test_a_plan_without_a_card_is_still_bounded(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(planning, "resolve_card", lambda job: None)
     p = planning.plan(FitJob(model="llama-3.1-8b", job="train"))
     assert p.fits is None and p.peak_upper_gib == pytest.approx(1.2 * p.estimate.process_gib)
+
+
+def test_the_backtest_fits_on_earlier_splits_only_and_tests_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fit_bounds(monkeypatch)  # the backtest imports fit_bounds from beside it
+    spec = importlib.util.spec_from_file_location("fit_bound_backtest", BENCHMARKS / "fit_bound_backtest.py")
+    assert spec is not None and spec.loader is not None
+    bt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bt)
+
+    def row(cid: str, measured: float, upper: float | None, kind: str = "llm-infer") -> dict[str, Any]:
+        return {"id": cid, "job_kind": kind, "predicted_gib": 10.0, "measured_gib": measured, "upper_gib": upper,
+                "src": cid}
+
+    # the first split: 20 sources, one 30 % under; the second: two 25 % under; the third: one 60 % under
+    first = [row(f"a{i}", 10.0, 10.5) for i in range(19)] + [row("a-miss", 13.0, 10.5)]
+    second = [row("b1", 12.5, 11.0), row("b2", 12.5, 11.0), row("b3", 9.0, 11.0)]
+    third = [row("c1", 16.0, 11.0), row("c2", 10.0, 11.0)]
+    result = bt.backtest({"s1": first, "s2": second, "s3": third})
+    assert result["shipped"] == [(1, 3), (1, 2)]  # the bound each record holds
+    # fitted on s1 alone it may leave a-miss (1 of 20 sources) above it: 25 % under is not covered then
+    assert result["first-sight"][0] == (1, 3)
+    # fitted on s1 + s2 (23 sources, 1.15 of weight may stay above): b1/b2 push it to 25 %, c1 stays out
+    assert result["first-sight"][1] == (1, 2)
+    assert bt.covers({"*": (0.6, 0.0)}, third[0]) and not bt.covers({"*": (0.5, 0.0)}, third[0])
