@@ -95,8 +95,7 @@ def upper_strict(plan: planning.Plan, kind: str) -> float | None:
     """The first-sight bound (`--strict`) on a whole-peak figure, or None (a part, or no bound)."""
     if plan.margin is None or plan.peak_upper_gib is None or kind.startswith("part:"):
         return None
-    margin = plan.margin if plan.margin is bound.RESERVED else bound.first_sight(plan.margin.kind)
-    return margin.upper(predicted(plan.estimate, kind, plan.card))
+    return bound.strict(plan.margin).upper(predicted(plan.estimate, kind, plan.card))
 
 
 def scored(case: dict[str, Any]) -> bool:

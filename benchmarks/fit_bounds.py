@@ -46,8 +46,7 @@ The first-sight bound (`first_sight` in bounds.json; `onecard fit --strict` deci
 held-out splits' rows as each split's one scoring recorded them, every job kind pooled: how far the planner missed
 jobs from sources it had never seen (benchmarks/fit_bound_backtest.py: fitted on the splits before each split, it
 covered 91 % of the next splits' rows where the default bound of the day covered 65 %; heldout6, declared to test it,
-32 of 32). For a harness unlike the
-stacks fit models; the default bound is for those it models.
+32 of 32). For a harness unlike the stacks fit models; the default bound is for those it models.
 
 `--check` recomputes and exits 1 if bounds.json differs (margins, fixed parts or case counts), without writing it.
 """

@@ -31,10 +31,11 @@ from onecard.core.paths import data_dir
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
 
-__all__ = ["Margin", "Correction", "kind_of", "group_of", "margin", "first_sight", "bounds", "BOUNDS_FILE", "RESERVED",
-           "calibration_file", "corrections", "correction", "apply"]
+__all__ = ["Margin", "Correction", "kind_of", "group_of", "margin", "first_sight", "strict", "bounds", "BOUNDS_FILE",
+           "FIRST_SIGHT", "RESERVED", "calibration_file", "corrections", "correction", "apply"]
 
 BOUNDS_FILE = Path(__file__).with_name("bounds.json")
+FIRST_SIGHT = "first sight"  # the group a first-sight margin names (`first_sight`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +125,13 @@ def first_sight(kind: str) -> Margin:
     entry = bounds().get("first_sight")
     if entry is None:  # a bounds.json written before any held-out split was scored: the widest of any kind
         entry = bounds()["default"] | {"cases": 0}
-    return Margin(kind, entry["margin"], entry["cases"], entry["rule"], "first sight", entry.get("abs_gib", 0.0))
+    return Margin(kind, entry["margin"], entry["cases"], entry["rule"], FIRST_SIGHT, entry.get("abs_gib", 0.0))
+
+
+def strict(margin: Margin) -> Margin:
+    """What `--strict` puts in place of a job's margin: the first-sight bound of its kind; vLLM's reservation
+    (`RESERVED`) stays, since its peak is the share it reserves whatever the estimate."""
+    return margin if margin is RESERVED else first_sight(margin.kind)
 
 
 def calibration_file() -> Path:

@@ -178,8 +178,10 @@ def judge(resolved: Resolved, job: FitJob, card: GpuSpec | None, budget_gib: flo
     kind = resolved.kind(job)
     fix = bound.correction(card.key, kind) if card is not None and job.calibration else None
     runtime = llm_infer.runtime_of(resolved.arch, job) if kind == "llm-infer" else None
-    margin = (bound.RESERVED if runtime == "vllm" else bound.first_sight(kind) if job.strict
-              else bound.margin(kind, bound.group_of(kind, resolved.arch, job, runtime)))
+    margin = bound.RESERVED if runtime == "vllm" else bound.margin(kind, bound.group_of(kind, resolved.arch, job,
+                                                                                         runtime))
+    if job.strict:
+        margin = bound.strict(margin)
     scale = (1 + margin.margin) * (fix.scale if fix is not None else 1.0)  # upper bound / uncalibrated estimate
     budget = None if card is None else card.usable_gib - job.margin_gib if budget_gib is None else budget_gib
     est = resolved.estimate(job, card)

@@ -87,7 +87,7 @@ def bound_note(plan: Plan) -> str | None:
     if plan.peak_upper_gib is None or plan.margin is None:
         return None
     m = plan.margin
-    strict = m.group == "first sight"
+    strict = m.group == bound.FIRST_SIGHT
     on = f" on {m.group.split('/', 1)[1]}" if "/" in m.group else ""
     behind = f"{m.rule} ({m.kind}{', --strict' if strict else on})"
     plus = f" + {m.abs_gib:.2f} GiB" if m.abs_gib else ""
@@ -99,7 +99,7 @@ def strict_note(plan: Plan) -> str | None:
     """The first-sight bound beside the default one: "for a harness unlike the stacks fit models, --strict decides
     on 12.5 GiB instead"; None when the plan is decided on it already, or has no bound."""
     first = first_sight_upper(plan)
-    if first is None or plan.margin is None or plan.margin.group == "first sight":
+    if first is None or plan.margin is None or plan.margin.group == bound.FIRST_SIGHT:
         return None
     return f"for a harness unlike the stacks fit models, --strict decides on {first:.1f} GiB instead"
 
@@ -109,7 +109,7 @@ def first_sight_upper(plan: Plan) -> float | None:
     share it reserves, and for a plan without a bound."""
     if plan.margin is None or plan.margin is bound.RESERVED or plan.peak_upper_gib is None:
         return None
-    return bound.first_sight(plan.margin.kind).upper(plan.estimate.process_gib)
+    return bound.strict(plan.margin).upper(plan.estimate.process_gib)
 
 
 def _throughput(plan: Plan) -> dict[str, Any]:
