@@ -33,7 +33,7 @@ from onecard.fit.formats import (
     weight_bytes,
 )
 from onecard.fit.job import FitJob, release
-from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB, context_note, slack_note
+from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB, context_note, lazy_note, slack_note
 
 if TYPE_CHECKING:
     from onecard.core.gpus import GpuSpec
@@ -291,7 +291,7 @@ def _llama_cpp(arch: LlmArch, job: FitJob, card: GpuSpec | None, ollama: bool, n
               f"n_ctx {n_ctx}, n_ubatch {n_ub}, KV {job.kv_dtype}: {gib(kv_layer * L) * 1024:.0f} MiB for all layers",
               f"flash attention {'on' if flash else 'off'}: compute buffer {graph / 2**20:.0f} MiB"
               + ("" if n > L else " (partial offload: CPU weights of big matmuls are copied in)"),
-              f"CUDA pool for matmul conversions ~{pool / 2**20:.0f} MiB (in slack)"]
+              f"CUDA pool for matmul conversions ~{pool / 2**20:.0f} MiB (in slack)", lazy_note(runtime)]
     if ollama:
         notes.append(f"Ollama reserves {OLLAMA_MIN_MIB} MiB + one spare layer + the graph when it counts layers")
     est = Estimate({"weights": gib(w), "kv_cache": gib(kv), "runtime": gib(graph)}, slack_gib=gib(pool),

@@ -6,12 +6,17 @@ are defined once, here.
 
 from __future__ import annotations
 
-__all__ = ["CUDA_CONTEXT_GIB", "ALLOC_SLACK", "context_note", "slack_note"]
+__all__ = ["CUDA_CONTEXT_GIB", "ALLOC_SLACK", "context_note", "lazy_note", "slack_note"]
 
 # CUDA context + cuBLAS/cuDNN handles of one process (PyTorch, llama.cpp, CTranslate2): 0.3-0.7 GiB by driver, GPU
-# and CUDA version; with lazy module loading (CUDA >= 11.7, the default under PyTorch since 1.13) kernels load on first
-# use and it sits near 0.45. nvidia-smi counts it, torch.cuda.memory_* does not. (The LLM estimators used 0.5 without
-# a reason of their own; their scored cases are allocated figures, which the context does not enter.)
+# and CUDA version; with lazy module loading (kernels load on first use: PyTorch sets it since 1.13, CUDA's default
+# on Linux since 12.2, and onecard sets CUDA_MODULE_LOADING=LAZY for its own processes, onecard/__init__.py) it sits
+# near 0.45. nvidia-smi counts it, torch.cuda.memory_* does not. A process that loads every kernel at start (a CUDA
+# runtime before 12.2 without the variable: a cu121 llama.cpp or CTranslate2 run outside onecard) holds more:
+# PyTorch measured +362 MiB for its own kernels (pytorch/pytorch#86509), and four public llama.cpp readings on CUDA
+# 12.1 sit 0.9-1.1 GiB above this estimate; no public figure gives llama.cpp's eager cost alone, so nothing is added
+# (`lazy_note`). (The LLM estimators used 0.5 without a reason of their own; their scored cases are allocated
+# figures, which the context does not enter.)
 CUDA_CONTEXT_GIB = 0.45
 # PyTorch caching allocator: memory reserved above what is allocated, as a share of the transient tensors (the
 # activations, logits and working buffers that are freed and reallocated within a step; weights and optimizer
@@ -26,3 +31,9 @@ def context_note() -> str:
 
 def slack_note() -> str:
     return f"PyTorch allocator slack (reserved - allocated) {ALLOC_SLACK:.0%} of the transient tensors"
+
+
+def lazy_note(runtime: str) -> str:
+    return (f"the CUDA context assumes kernels load on first use (CUDA_MODULE_LOADING=LAZY: onecard sets it, and CUDA "
+            f"12.2+ defaults to it); {runtime} on an older CUDA runtime without it loads every kernel at start and "
+            "holds several hundred MiB more")

@@ -16,7 +16,7 @@ from onecard.core.errors import ConfigError
 from onecard.core.gpus import GpuSpec
 from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob, release
-from onecard.fit.overheads import CUDA_CONTEXT_GIB
+from onecard.fit.overheads import CUDA_CONTEXT_GIB, lazy_note
 
 __all__ = ["WhisperArch", "find", "from_config", "estimate", "CATALOG"]
 
@@ -238,6 +238,7 @@ def _infer(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, 
         parts["runtime"] = checkpoint
     if rt == "faster-whisper":
         parts["runtime"] = float(CT2_CACHE_BYTES)
+        notes.append(lazy_note("CTranslate2"))
         return parts, 0.0, CUDA_CONTEXT_GIB
     # PyTorch runtimes grow the self-attention cache with torch.cat each step: the outgrown blocks stay cached.
     slack = self_kv + ROUNDING_SLACK * sum(parts.values())

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -137,6 +138,18 @@ def test_probe_without_torch_in_a_fresh_process() -> None:
 def test_importing_device_and_doctor_does_not_import_torch() -> None:
     code = "import sys, onecard.core.device, onecard.core.doctor; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_importing_onecard_asks_cuda_for_lazy_kernel_loading_unless_the_user_chose() -> None:
+    # llama.cpp and CTranslate2 on a CUDA runtime before 12.2 would load every kernel at start: onecard's processes
+    # load them on first use, as PyTorch's do; a user's own CUDA_MODULE_LOADING stands.
+    code = "import os, onecard; print(os.environ['CUDA_MODULE_LOADING'])"
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_MODULE_LOADING"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "LAZY"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env | {"CUDA_MODULE_LOADING": "EAGER"})
+    assert out.stdout.strip() == "EAGER"
 
 
 def test_installed_accelerator_without_cuda_is_not_usable(monkeypatch: pytest.MonkeyPatch, no_gpu: None) -> None:
