@@ -61,6 +61,7 @@ from onecard.fit import bound
 from onecard.fit import plan as planning
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
+from onecard.fit.observations import predicted_figure
 
 HELDOUT_MEDIAN, HELDOUT_COVERAGE = 0.07, 0.95
 WHOLE_MEDIAN, WORST_UNDER = 0.05, 0.15
@@ -74,14 +75,15 @@ SAME_FIGURE = 0.01  # a duplicate's figure is the scored case's within rounding 
 
 
 def predicted(est: Estimate, kind: str, card: GpuSpec | None = None) -> float:
-    """The estimate's figure that matches a measurement kind; `device` (NVML's v1 used memory of the whole card)
-    also holds what the driver keeps on the card (`GpuSpec.driver_reserved_gib`)."""
+    """The estimate's figure that matches a measurement kind on `card` (`observations.predicted_figure`: a reserved
+    or process reading also holds the allocator's cache the card has room for); `device` (NVML's v1 used memory of
+    the whole card) also holds what the driver keeps on the card (`GpuSpec.driver_reserved_gib`)."""
     if kind.startswith("part:"):
         return est.parts.get(kind.removeprefix("part:"), 0.0)
+    usable = card.usable_gib if card is not None else None
     if kind == "device":
-        return est.process_gib + (card.driver_reserved_gib if card is not None else 0.0)
-    return {"allocated": est.peak_allocated_gib, "reserved": est.peak_reserved_gib,
-            "process": est.process_gib}[kind]
+        return predicted_figure(est, "process", usable) + (card.driver_reserved_gib if card is not None else 0.0)
+    return predicted_figure(est, kind, usable)  # type: ignore[arg-type]
 
 
 def upper(plan: planning.Plan, kind: str) -> float | None:

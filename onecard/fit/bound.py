@@ -172,7 +172,7 @@ def apply(est: Estimate, fix: Correction) -> Estimate:
     s = fix.scale
     return dataclasses.replace(
         est, parts={k: v * s for k, v in est.parts.items()}, slack_gib=est.slack_gib * s,
-        context_gib=est.context_gib * s,
+        context_gib=est.context_gib * s, cache_gib=est.cache_gib * s,
         assumptions=[*est.assumptions, f"calibrated on this machine: x{s:.3f} for {fix.kind} on {fix.card}, the median "
                      f"measured/predicted of {fix.observations} observations (`onecard fit calibrate`; "
                      "--no-calibration plans without it)"])

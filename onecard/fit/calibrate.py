@@ -110,7 +110,9 @@ def calibrate(path: Path | None = None, save: bool = True) -> Calibration:
         try:
             resolved = resolve_arch(job.model)
             card = resolve_card(job)
-            predicted, kind = obs_store.predicted_figure(resolved.estimate(job, card), o.figure), resolved.kind(job)
+            predicted = obs_store.predicted_figure(resolved.estimate(job, card), o.figure,
+                                                   card.usable_gib if card is not None else None)
+            kind = resolved.kind(job)
         except OnecardError as e:  # the model is gone (a deleted folder): the planner's figure of the day it ran
             predicted, kind = o.predicted_gib, o.kind
             notes.append(f"{o.source or o.at}: planned as recorded ({str(e).splitlines()[0]})")

@@ -26,6 +26,13 @@ __all__ = ["DiffusionArch", "find", "estimate", "CATALOG", "UNET_CONFIGS", "VAE_
 # (benchmarks/fit_diffusion_trace.py) gives 768 elements per output pixel. cuDNN's convolution workspace for that
 # layer is taken as one more map of the same size (assumption; the SDXL blog rows put it at 0.8 of a map).
 VAE_DECODE_ELEMS_PER_PX = 4 * 256
+# What PyTorch's caching allocator keeps besides, on a card with room (`Estimate.cache_gib`): the decoder's maps grow
+# block by block (each up block doubles the side), so no freed smaller map's segment holds the next, larger one and
+# each stage reserves afresh; the allocator gives the free segments back when a cudaMalloc fails, so they are not
+# what has to fit. A replay of whole SD 1.5 and SDXL calls through the allocator's rules
+# (benchmarks/fit_diffusion_replay.py: batch 1, 2 and 4) puts the reserved peak above the least capacity the call
+# needs by this many elements per output pixel of the decode (median of the six).
+VAE_DECODE_CACHE_ELEMS_PER_PX = 668
 VAE_ENCODE_SHARE = 0.5  # encoding needs about half the decoder's working memory (InvokeAI vae_working_memory.py)
 
 
@@ -141,13 +148,15 @@ def find(name: str) -> DiffusionArch | None:
     return None
 
 
-def _vae_decode_bytes(arch: DiffusionArch, job: FitJob, px: int, vae_b: int) -> tuple[float, str]:
-    """Working memory of `vae.decode` for the batch: slicing decodes one image at a time, tiling bounds the side."""
+def _vae_decode_bytes(arch: DiffusionArch, job: FitJob, px: int, vae_b: int) -> tuple[float, float, str]:
+    """Working memory of `vae.decode` for the batch and the allocator cache it leaves on a card with room: slicing
+    decodes one image at a time, tiling bounds the side."""
     images = 1 if job.vae_slicing else job.batch
     side = min(px, arch.native_px) if job.vae_tiling else px  # diffusers tiles at the VAE's sample_size
     how = ("sliced, " if job.vae_slicing else "") + (f"tiled {side}px, " if job.vae_tiling and side < px else "")
     dec = VAE_DECODE_ELEMS_PER_PX * side * side * images * vae_b
-    return dec, f"VAE decode of {images} image(s) at {side}px {how}in {'fp32' if vae_b == 4 else 'fp16'}"
+    cache = VAE_DECODE_CACHE_ELEMS_PER_PX * side * side * images * vae_b
+    return dec, cache, f"VAE decode of {images} image(s) at {side}px {how}in {'fp32' if vae_b == 4 else 'fp16'}"
 
 
 def _unet_working(arch: DiffusionArch, job: FitJob, px: int, act_b: int) -> tuple[float, str]:
@@ -169,7 +178,8 @@ def _unet_working(arch: DiffusionArch, job: FitJob, px: int, act_b: int) -> tupl
     )
 
 
-def _infer(arch: DiffusionArch, job: FitJob, notes: list[str]) -> tuple[dict[str, float], float]:
+def _infer(arch: DiffusionArch, job: FitJob, notes: list[str]) -> tuple[dict[str, float], float, float]:
+    """(parts in bytes, GiB offloaded to host RAM, bytes of allocator cache kept on a card with room)."""
     b = 4 if job.quant == "fp32" else 2
     px = job.resolution or arch.native_px
     vae_b = 4 if (b == 4 or arch.vae_force_upcast) else 2
@@ -183,24 +193,25 @@ def _infer(arch: DiffusionArch, job: FitJob, notes: list[str]) -> tuple[dict[str
     # SD 1.x pipelines) to the GPU whole and leave it there (pipelines/pipeline_utils.py).
     w_sc = arch.safety_checker * b
     unet_work, unet_note = _unet_working(arch, job, px, b)
-    vae_work, vae_note = _vae_decode_bytes(arch, job, px, vae_b)
+    vae_work, cache, vae_note = _vae_decode_bytes(arch, job, px, vae_b)
     notes += [f"{job.batch} image(s) at {px}x{px}, weights {'fp32' if b == 4 else 'fp16'}", unet_note, vae_note]
     if job.offload == "none":
         resident = w_te + w_unet + w_vae + w_sc
         phase = max((unet_work, "unet"), (vae_work, "vae"))
         notes.append(f"peak in the {phase[1].upper()} phase; every component stays on the GPU")
-        return {"weights": resident, "activations": phase[0]}, 0.0
+        return {"weights": resident, "activations": phase[0]}, 0.0, cache
     if job.offload == "model":
         phases = [(w_te, 0.0, "text encoders"), (w_unet, unet_work, "UNet"), (w_vae, vae_work, "VAE")]
         w, work, name = max(phases, key=lambda p: p[0] + p[1])
         notes.append(f"model offload: only the active component is on the GPU; the peak is the {name} phase"
                      + (", beside the safety checker, which diffusers keeps on the GPU" if w_sc else ""))
-        return {"weights": w + w_sc, "activations": work}, (w_te + w_unet + w_vae) / GIB
+        return {"weights": w + w_sc, "activations": work}, (w_te + w_unet + w_vae) / GIB, cache
     # sequential: accelerate moves each leaf module's weights in right before its forward and out after.
     largest_layer = arch.largest_leaf * b
     notes.append(f"sequential offload: weights streamed per leaf module (the largest, {arch.largest_leaf / 1e6:.1f}M "
                  "parameters, on the GPU at a time)" + ("; the safety checker stays on the GPU whole" if w_sc else ""))
-    return {"weights": largest_layer + w_sc, "activations": max(unet_work, vae_work)}, (w_te + w_unet + w_vae) / GIB
+    return ({"weights": largest_layer + w_sc, "activations": max(unet_work, vae_work)}, (w_te + w_unet + w_vae) / GIB,
+            cache)
 
 
 def _train(arch: DiffusionArch, job: FitJob, notes: list[str]) -> dict[str, float]:
@@ -236,11 +247,11 @@ def estimate(arch: DiffusionArch, job: FitJob, card: GpuSpec | None) -> Estimate
         f"{arch.key}: UNet {arch.unet / 1e6:.1f}M, text encoders {arch.text_encoders / 1e6:.1f}M, "
         f"VAE {arch.vae / 1e6:.1f}M params"
     ]
-    cpu_gib = 0.0
+    cpu_gib = cache = 0.0
     if job.job == "train":
         parts = _train(arch, job, notes)
     else:
-        parts, cpu_gib = _infer(arch, job, notes)
+        parts, cpu_gib, cache = _infer(arch, job, notes)
     work = parts["activations"]
     return Estimate(
         parts={k: v / GIB for k, v in parts.items()},
@@ -248,4 +259,5 @@ def estimate(arch: DiffusionArch, job: FitJob, card: GpuSpec | None) -> Estimate
         context_gib=CUDA_CONTEXT_GIB,
         assumptions=notes,
         cpu_gib=cpu_gib,
+        cache_gib=cache / GIB,
     )

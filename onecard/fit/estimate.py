@@ -31,7 +31,12 @@ class Estimate:
 
     peak_allocated_gib: torch.cuda.max_memory_allocated()
     peak_reserved_gib:  torch.cuda.max_memory_reserved()  (allocated + allocator slack)
-    process_gib:        what nvidia-smi shows for the process (reserved + CUDA context)
+    process_gib:        what nvidia-smi shows for the process (reserved + CUDA context): what has to fit
+    cache_gib:          freed segments PyTorch's caching allocator keeps besides, where the card has room (a later
+                        phase's larger tensors fit in none of them: the VAE decode after the UNet loop, YOLO's
+                        validation pass). It gives them back and retries when a cudaMalloc fails, so they are not
+                        part of what has to fit; max_memory_reserved and nvidia-smi count them on a card with room
+                        (`held_gib`).
     """
 
     parts: dict[str, float]
@@ -43,6 +48,7 @@ class Estimate:
     step_s: float | None = None  # training step (one micro-batch) time
     tokens_per_s: float | None = None  # decode throughput (LLM inference)
     throughput_note: str | None = None  # the assumption behind step_s / tokens_per_s
+    cache_gib: float = 0.0  # freed segments kept on a card with room, given back when memory runs short
 
     def __post_init__(self) -> None:
         unknown = set(self.parts) - set(PARTS)
@@ -60,3 +66,10 @@ class Estimate:
     @property
     def process_gib(self) -> float:
         return self.peak_reserved_gib + self.context_gib
+
+    def held_gib(self, usable_gib: float | None) -> float:
+        """The cache a card that lets a process have `usable_gib` keeps at the peak: all of `cache_gib` where it has
+        room, what is left above what has to fit otherwise (None: a card with room)."""
+        if usable_gib is None:
+            return self.cache_gib
+        return max(0.0, min(self.cache_gib, usable_gib - self.process_gib))

@@ -74,18 +74,25 @@ def observations_file() -> Path:
     return data_dir() / "fit" / "observations.jsonl"
 
 
-def predicted_figure(est: Estimate, figure: Figure) -> float:
-    """The estimate's figure that matches a measured one."""
-    return {"allocated": est.peak_allocated_gib, "reserved": est.peak_reserved_gib, "process": est.process_gib}[figure]
+def predicted_figure(est: Estimate, figure: Figure, usable_gib: float | None = None) -> float:
+    """The estimate's figure that matches one measured on a card that lets a process have `usable_gib` (None: a
+    card with room): a reserved or nvidia-smi reading also holds the cache the card keeps (`Estimate.held_gib`)."""
+    if figure == "allocated":
+        return est.peak_allocated_gib
+    held = est.held_gib(usable_gib)
+    return {"reserved": est.peak_reserved_gib + held, "process": est.process_gib + held}[figure]
 
 
 def of_estimate(card: str, kind: str, job: FitJob, est: Estimate, figure: Figure, measured_gib: float,
-                source: str) -> Observation:
-    """An observation of `job` measured at `measured_gib`, beside the planner's uncalibrated estimate `est`."""
+                source: str, usable_gib: float | None = None) -> Observation:
+    """An observation of `job` measured at `measured_gib` on a card with `usable_gib`, beside the planner's
+    uncalibrated estimate `est`."""
     parts = {k: round(v, 4) for k, v in est.parts.items()} | {
-        "allocator_slack": round(est.slack_gib, 4), "cuda_context": round(est.context_gib, 4)}
+        "allocator_slack": round(est.slack_gib, 4), "cuda_context": round(est.context_gib, 4),
+        "cache": round(est.held_gib(usable_gib), 4)}
+    predicted = predicted_figure(est, figure, usable_gib)
     return Observation(card=card, kind=kind, job=job.model_dump(mode="json", exclude={"calibration"}), figure=figure,
-                       measured_gib=round(measured_gib, 4), predicted_gib=round(predicted_figure(est, figure), 4),
+                       measured_gib=round(measured_gib, 4), predicted_gib=round(predicted, 4),
                        parts=parts, source=source, at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
 
@@ -143,7 +150,8 @@ def observe(job: FitJob, figure: Figure, measured_gib: float, source: str,
     if card is None:
         return None
     resolved = resolve_arch(job.model)
-    obs = of_estimate(card.key, resolved.kind(job), job, resolved.estimate(job, card), figure, measured_gib, source)
+    obs = of_estimate(card.key, resolved.kind(job), job, resolved.estimate(job, card), figure, measured_gib, source,
+                      card.usable_gib)
     append([obs])
     return obs
 

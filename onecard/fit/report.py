@@ -160,6 +160,7 @@ def to_json(plan: Plan, fixes: Sequence[tuple[str, Plan]] | None = None,
         "peak_allocated_gib": round(est.peak_allocated_gib, 3),
         "peak_reserved_gib": round(est.peak_reserved_gib, 3),
         "process_gib": round(est.process_gib, 3),
+        "cache_gib": round(est.cache_gib, 3),
         "peak_upper_gib": None if plan.peak_upper_gib is None else round(plan.peak_upper_gib, 3),
         "kind": None if plan.margin is None else plan.margin.kind,
         "bound_margin": None if plan.margin is None else plan.margin.margin,
@@ -239,6 +240,10 @@ def render(plan: Plan, console: Console, fixes: Sequence[tuple[str, Plan]] | Non
     for note in (bound_note(plan), strict_note(plan)):
         if note is not None:
             console.print(note, highlight=False)
+    if (held := est.held_gib(None if plan.card is None else plan.card.usable_gib)) >= 0.05:
+        console.print(f"nvidia-smi may show up to {est.process_gib + held:.1f} GiB: PyTorch's cache keeps {held:.1f} "
+                      "GiB of freed segments besides where the card has room, and gives them back when memory runs "
+                      "short (not part of what has to fit)", highlight=False)
     if est.cpu_gib >= 0.05:  # paged optimizer states or offloaded layers; less rounds to 0.0
         console.print(f"+ {est.cpu_gib:.1f} GiB held in CPU RAM (offloaded)")
     if est.gpu_layers is not None:

@@ -372,9 +372,11 @@ def estimate(arch: YoloArch, job: FitJob, card: GpuSpec | None) -> Estimate:
             val, val_line = val_bytes(arch, job, nc)
             notes.append(
                 f"validation pass: {val / 2**20:.0f} MiB, {val_line} (traced: benchmarks/fit_yolo_val.py); reserved on "
-                "top of the training step, as allocator slack: its tensors, twice the training's layer by layer, are "
-                "assumed to find no freed block they fit in (segments never merge), and the cache keeps what it adds "
-                "(replaying the traced allocations through the caching allocator's rules adds 0-97% of it)")
+                "top of the training step on a card with room, as allocator cache: its tensors, twice the training's "
+                "layer by layer, are assumed to find no freed block they fit in (segments never merge), and the cache "
+                "keeps what it adds (replaying the traced allocations through the caching allocator's rules adds "
+                "0-97% of it); not what has to fit: the training's freed segments are given back for it when memory "
+                "runs short")
         else:
             notes.append("the validation pass is not counted (yolo_val off): the first epoch's readings before it")
     else:
@@ -386,11 +388,12 @@ def estimate(arch: YoloArch, job: FitJob, card: GpuSpec | None) -> Estimate:
         notes.append(f"inference at imgsz {job.imgsz}, batch {job.batch}, {'fp16' if act_b == 2 else 'fp32'}")
     # The allocator's slack (the same share as the other estimators' transient tensors) is taken of every tensor
     # here: activations are most of a YOLO step, and cuDNN's convolution workspaces come and go with them. The
-    # validation pass's segments are reserved, not allocated, while the next epoch trains: slack too.
+    # validation pass's segments stay reserved while the next epoch trains on a card with room: cache.
     allocated = sum(parts.values())
     return Estimate(
         parts={k: v / GIB for k, v in parts.items()},
-        slack_gib=(ALLOC_SLACK * allocated + val) / GIB,
+        slack_gib=ALLOC_SLACK * allocated / GIB,
         context_gib=CUDA_CONTEXT_GIB,
         assumptions=notes,
+        cache_gib=val / GIB,
     )
