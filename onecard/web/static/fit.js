@@ -88,7 +88,9 @@ function showPlan(plan) {
     `; for a harness unlike the stacks fit models, strict decides on ${plan.peak_upper_first_sight_gib.toFixed(1)} GiB`;
   document.getElementById("bound").textContent = plan.peak_upper_gib === null ? "" :
     `safe upper bound ${plan.peak_upper_gib.toFixed(1)} GiB (estimate × ${(1 + plan.bound_margin).toFixed(3)}${fixed}, ` +
-    `${plan.kind}${plan.bound_group === "first sight" ? ", first sight" : ""}); fits is decided on it${strict}`;
+    `${plan.kind}${plan.bound_group === "first sight" ? ", first sight" : ""}); fits is decided on it${strict}` +
+    (plan.cache_gib >= 0.05 ? `; where the card has room nvidia-smi may also show ${plan.cache_gib.toFixed(1)} GiB ` +
+      "of PyTorch's cache, given back when memory runs short" : "");
   const parts = Object.entries(plan.breakdown).filter(([, v]) => v > 0)
     .map(([k, v]) => ({label: PART_NAMES[k] || k.replaceAll("_", " "), value: v}));
   parts.push({label: "process total", value: plan.process_gib, color: "#1d2330"});
