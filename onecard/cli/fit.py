@@ -43,7 +43,7 @@ def fit(args: argparse.Namespace) -> int:
     if args.measure:
         predicted, measured, run_id = measure_run(job, runs_root=args.runs_dir, report_to=trackers(args))
         rows = [(name, round(p, 3), None if m is None else round(m, 3)) for name, p, m in measured.versus(
-            predicted.estimate)]
+            predicted.estimate, predicted.card)]
 
         def show_measured(_: object, console: Console) -> None:
             report.render_measured(predicted, measured, console)

@@ -17,6 +17,7 @@ from typing import Any
 
 from onecard.core.errors import ConfigError, OnecardError
 from onecard.core.extras import require
+from onecard.core.gpus import GpuSpec
 from onecard.fit import measure_jobs, stacks
 from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
@@ -40,11 +41,15 @@ class Measured:
     tokens_per_s: float | None = None
     notes: list[str] = field(default_factory=list)
 
-    def versus(self, estimate: Estimate) -> list[tuple[str, float, float | None]]:
-        """(figure, predicted, measured) rows to print side by side."""
+    def versus(self, estimate: Estimate, card: GpuSpec | None = None) -> list[tuple[str, float, float | None]]:
+        """(figure, predicted, measured) rows to print side by side, measured on `card` (the reserved and nvidia-smi
+        figures hold the allocator cache it has room for)."""
+        from onecard.fit.observations import predicted_figure
+
+        usable_gib = None if card is None else card.usable_gib
         return [("peak allocated", estimate.peak_allocated_gib, self.peak_allocated_gib),
-                ("peak reserved", estimate.peak_reserved_gib, self.peak_reserved_gib),
-                ("process (nvidia-smi)", estimate.process_gib, self.process_gib)]
+                ("peak reserved", predicted_figure(estimate, "reserved", usable_gib), self.peak_reserved_gib),
+                ("process (nvidia-smi)", predicted_figure(estimate, "process", usable_gib), self.process_gib)]
 
 
 def require_cuda() -> Any:

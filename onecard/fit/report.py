@@ -336,7 +336,7 @@ def render_measured(predicted: Plan, measured: Measured, console: Console) -> No
     table.add_column("predicted GiB", justify="right")
     table.add_column("measured GiB", justify="right")
     table.add_column("error", justify="right")
-    for name, pred, meas in measured.versus(predicted.estimate):
+    for name, pred, meas in measured.versus(predicted.estimate, predicted.card):
         table.add_row(name, f"{pred:.2f}", "-" if meas is None else f"{meas:.2f}", _error(pred, meas))
     console.print(table)
     est = predicted.estimate

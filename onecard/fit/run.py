@@ -155,7 +155,7 @@ def measure_run(
         measured = measure(job)
         run.set("measured", {k: v for k, v in vars(measured).items() if k != "notes"} | {"notes": measured.notes})
         metrics: dict[str, float] = {}
-        for name, pred, meas in measured.versus(predicted.estimate):
+        for name, pred, meas in measured.versus(predicted.estimate, predicted.card):
             if meas is None:
                 continue
             key = name.split(" (")[0].replace(" ", "_")
