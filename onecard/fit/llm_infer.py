@@ -79,7 +79,18 @@ VLLM_CUDA_GRAPH_GIB = 0.5  # captured CUDA graphs (vLLM logs 0.3-0.6 GiB for 7-8
 #   model's dtype (`register_buffer("cos_cached", ...)`): Llama until 4.40 (`_cos_cached`, modeling_llama.py 4.40.0
 #   l.112; none in 4.41.2), Mistral until 4.41 (4.41.2 l.114; none in 4.42.0), Qwen2 until 4.44 (4.44.0; none in
 #   4.45.0, where one model-level rotary module computes them per step). Other families are not modelled.
+# - from 4.54 a grouped-KV model's SDPA call without a mask passes enable_gqa=True instead of repeating k and v
+#   (integrations/sdpa_attention.py `use_gqa_in_sdpa`, 4.54.0 to 5.x, with PyTorch 2.5+; huggingface/transformers
+#   #39412). PyTorch runs grouped KV heads only in its flash kernel ("It currently works only for Flash_attention and
+#   math kernel on CUDA tensor": F.scaled_dot_product_attention's docstring, 2.5 to 2.13; pytorch/pytorch#139586),
+#   which needs compute capability 8.0 and fp16/bf16, so on a T4, an RTX 20xx, a V100 or in fp32 the prefill runs
+#   the math kernel, which keeps every intermediate in fp32 (same docstring) and materialises the scores:
+#   `_scaled_dot_product_attention_math` (aten/src/ATen/native/transformers/attention.cpp) holds the (B, heads, T, T)
+#   fp32 scores, `_safe_softmax`'s output (4 B), its -inf test (1 B) and `where`'s result (4 B) together, 13 bytes
+#   per score, beside the causal mask as bool and as fp32 (5 bytes per T x T).
 DYNAMIC_CACHE_SINCE, LAST_LOGITS_SINCE, NO_UPCAST_SINCE = (4, 42), (4, 45), (4, 46)
+GQA_SDPA_SINCE = (4, 54)
+MATH_SDPA_BYTES_PER_SCORE, MATH_SDPA_MASK_BYTES = 13, 5
 _ROPE_TABLES_UNTIL = {"llama": (4, 40), "llava": (4, 40), "mistral": (4, 41), "qwen2": (4, 44)}
 _LAST_LOGITS_SINCE = {"falcon": (4, 47), "gpt_bigcode": (5, 0)}
 CURRENT_TRANSFORMERS = (5, 0)  # unset: a release with every one of these changes
@@ -147,6 +158,9 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
         # fp16 output the largest linear holds the input quantized to int8 and the int32 product (int8_linear_matmul)
         per_tok += max(lin.d_in + 4 * lin.d_out for lin in linears(arch))
     scores = 0.0
+    math_sdpa = (job.attention == "sdpa" and not fused and arch.kv_dim < arch.q_dim and arch.head_dim <= 256
+                 and release >= GQA_SDPA_SINCE
+                 and (a == 4 or (card is not None and (0, 0) < card.compute_capability < (8, 0))))
     if fused:  # awq/modules/fused/attn.py: at the softmax the block holds its input, the norm output, the fused
         # qkv, k and v repeated to every query head (repeat_interleave), the fp16 scores, `F.softmax(scores.float())`
         # (an fp32 copy and the fp32 output) and the (1, 1, T, T) mask; the MLP's tensors are not alive then
@@ -155,6 +169,11 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
         scores = prompt * prompt * a
     elif job.attention == "eager":  # T x T scores in the model dtype, the fp32 softmax and its cast back, the mask
         scores = B * prompt * prompt * (arch.n_heads * (2 * a + 4) + a)
+    elif math_sdpa:  # grouped KV heads through SDPA's math kernel (see GQA_SDPA_SINCE)
+        scores = prompt * prompt * (B * arch.n_heads * MATH_SDPA_BYTES_PER_SCORE + MATH_SDPA_MASK_BYTES)
+        why = "fp32" if a == 4 else "no flash kernel below compute capability 8.0"
+        notes.append(f"SDPA's math kernel for grouped KV heads ({why}): the prompt's fp32 attention scores, "
+                     f"{gib(scores):.2f} GiB for one layer")
     vision = B * (img + 1) * a * 6 * arch.vision.hidden if arch.vision else 0.0  # ViT block: residual, norm, 4h MLP
     last = B * V * (a + 4)  # the last position's logits + the fp32 copy sampling takes
     # before 4.45 every prompt position goes through the head (and, before 4.46, `logits.float()` holds both widths);

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from onecard.core.errors import ConfigError
+from onecard.core.gpus import custom, lookup
 from onecard.fit import catalog, llm_infer
 from onecard.fit.estimate import GIB
 from onecard.fit.formats import GPTQ_AWQ_BYTES_PER_WEIGHT, kv_bytes_per_token
@@ -186,3 +187,24 @@ def test_eager_attention_repeats_the_grouped_cache_to_every_query_head() -> None
     arch = _arch("mistral-7b-v0.1")
     repeated = 2 * 16 * 1128 * 2 * arch.q_dim
     assert (eager.parts["activations"] - sdpa.parts["activations"]) * GIB == pytest.approx(repeated, rel=1e-6)
+
+
+def test_a_grouped_kv_prompt_on_a_card_without_flash_materialises_sdpas_fp32_scores() -> None:
+    # transformers >= 4.54 passes enable_gqa to SDPA, which only PyTorch's flash kernel (compute capability 8.0+)
+    # takes with grouped KV heads: on a T4 the prefill runs the math kernel, 13 bytes per (head, query, key) score
+    job = {"model": "llama-3.1-8b", "runtime": "transformers", "quant": "fp16", "ctx": 4096 + 16, "new_tokens": 16}
+    t4 = estimate(FitJob(**job), lookup("t4"))
+    ada = estimate(FitJob(**job), lookup("rtx-4090"))
+    scores = 4096 * 4096 * (32 * llm_infer.MATH_SDPA_BYTES_PER_SCORE + llm_infer.MATH_SDPA_MASK_BYTES) / GIB
+    assert t4.parts["activations"] - ada.parts["activations"] == pytest.approx(scores, rel=1e-6)
+    assert scores > 6.0 and any("math kernel" in note for note in t4.assumptions)
+    # not before transformers 4.54 (repeat_kv, then the memory-efficient kernel), not for a model without grouped KV
+    # heads, not on a card known only by its size, and in fp32 on any card (flash takes fp16/bf16 only)
+    older = estimate(FitJob(**job, transformers_version="4.53.3"), lookup("t4"))
+    assert older.peak_allocated_gib == pytest.approx(ada.peak_allocated_gib)
+    mha = {**job, "model": "llama-2-7b"}
+    assert estimate(FitJob(**mha), lookup("t4")).peak_allocated_gib == pytest.approx(
+        estimate(FitJob(**mha), lookup("rtx-4090")).peak_allocated_gib)
+    assert estimate(FitJob(**job), custom(16)).peak_allocated_gib == pytest.approx(ada.peak_allocated_gib)
+    fp32 = {**job, "quant": "fp32"}
+    assert estimate(FitJob(**fp32), lookup("a100-80gb")).parts["activations"] > scores
