@@ -6,8 +6,11 @@ headline "FP16 tensor" number; datacenter cards (T4, L4, A10, A100, H100, H200) 
 Datacenter datasheets print sparsity-doubled figures; those are halved here.
 
 Where NVIDIA's whitepaper has no table for a card, the figure is derived the way the whitepapers compute theirs:
-SMs x boost clock x 512 FLOP/clock/SM (4 tensor cores per SM on GA10x, AD10x and GB20x, FP16 in, FP32 accumulate),
-with SM count, boost clock and memory bus from NVIDIA's product page. The source field says which.
+SMs x boost clock x 512 FLOP/clock/SM (4 tensor cores per SM on GA10x, AD10x and GB20x, FP16 in, FP32 accumulate;
+8 per SM on TU10x, each 64 FP16 FMA/clock, halved for FP32 accumulate on GeForce), with SM count, boost clock and
+memory bus from NVIDIA's product page. The source field says which. Cards with no tensor cores (GTX 16, P100) run
+PyTorch's FP32-accumulate half matmul on the FP32 units, so theirs is the FP32 rate (their FP16 rate accumulates in
+FP16), said in the source. No card before Ampere has BF16.
 """
 
 from __future__ import annotations
@@ -57,9 +60,35 @@ _BW = "NVIDIA RTX Blackwell GPU Architecture whitepaper"
 _AMPERE_DERIVED = f"derived: SMs x boost x 512 FLOP/clk/SM ({_GA102} rate); NVIDIA product page"
 _ADA_DERIVED = f"derived: SMs x boost x 512 FLOP/clk/SM ({_ADA} rate); NVIDIA product page"
 _BW_DERIVED = f"derived: SMs x boost x 512 FLOP/clk/SM ({_BW}, Table 3 rate); NVIDIA product page"
+_TURING = "NVIDIA Turing GPU Architecture whitepaper"
+_TURING_DERIVED = f"derived: SMs x boost x 512 FLOP/clk/SM ({_TURING}, Appendix A GeForce rate); NVIDIA product page"
+_NO_TENSOR = "no tensor cores: FP32 rate, cores x 2 x boost (FP16-accumulate shader rate {}); NVIDIA product page"
 
 # key, name, vram GiB, bandwidth GB/s, fp16 TFLOPS, bf16 TFLOPS, compute capability, aliases, source
 _TABLE: tuple[tuple[str, str, float, float, float, float, tuple[int, int], tuple[str, ...], str], ...] = (
+    # Turing GeForce (sm_75)
+    ("rtx-2060", "NVIDIA GeForce RTX 2060", 6, 336, 25.8, 0.0, (7, 5), ("rtx-2060-6gb",),
+     f"{_TURING_DERIVED}: 30 SMs, 1680 MHz, 192-bit 14 Gbps"),
+    ("rtx-2060-super", "NVIDIA GeForce RTX 2060 SUPER", 8, 448, 28.7, 0.0, (7, 5), (),
+     f"{_TURING_DERIVED}: 34 SMs, 1650 MHz, 256-bit 14 Gbps"),
+    ("rtx-2070", "NVIDIA GeForce RTX 2070", 8, 448, 29.9, 0.0, (7, 5), (),
+     f"{_TURING}, Appendix A (GeForce RTX 2070, reference clocks): FP16 tensor w/ FP32 acc 29.9/59.7, 448 GB/s"),
+    ("rtx-2070-super", "NVIDIA GeForce RTX 2070 SUPER", 8, 448, 36.2, 0.0, (7, 5), (),
+     f"{_TURING_DERIVED}: 40 SMs, 1770 MHz, 256-bit 14 Gbps"),
+    ("rtx-2080", "NVIDIA GeForce RTX 2080", 8, 448, 40.3, 0.0, (7, 5), (),
+     f"{_TURING}, Appendix A (GeForce RTX 2080, reference clocks): FP16 tensor w/ FP32 acc 40.3/80.5, 448 GB/s"),
+    ("rtx-2080-super", "NVIDIA GeForce RTX 2080 SUPER", 8, 496, 44.6, 0.0, (7, 5), (),
+     f"{_TURING_DERIVED}: 48 SMs, 1815 MHz, 256-bit 15.5 Gbps"),
+    ("rtx-2080-ti", "NVIDIA GeForce RTX 2080 Ti", 11, 616, 53.8, 0.0, (7, 5), (),
+     f"{_TURING}, Appendix A (GeForce RTX 2080 Ti, reference clocks): FP16 tensor w/ FP32 acc 53.8/107.6, 616 GB/s"),
+    ("titan-rtx", "NVIDIA TITAN RTX", 24, 672, 130.5, 0.0, (7, 5), (),
+     "Tom's Hardware Titan RTX review: FP16 tensor w/ FP32 acc 130.5 TFLOPS, not halved as on GeForce "
+     "(72 SMs x 1770 MHz x 1024 FLOP/clk/SM); NVIDIA product page: 384-bit 14 Gbps, 672 GB/s"),
+    ("gtx-1660-ti", "NVIDIA GeForce GTX 1660 Ti", 6, 288, 5.4, 0.0, (7, 5), ("1660-ti",),
+     _NO_TENSOR.format(10.9) + ": 1536 cores, 1770 MHz, 192-bit 12 Gbps"),
+    ("gtx-1650", "NVIDIA GeForce GTX 1650", 4, 128, 3.0, 0.0, (7, 5), ("1650",),
+     _NO_TENSOR.format(6.0) + ": 896 cores, 1665 MHz, 128-bit GDDR5 8 Gbps (the 2020 GDDR6 card, same name: "
+     "192 GB/s)"),
     # Ampere GeForce (sm_86)
     ("rtx-3060", "NVIDIA GeForce RTX 3060", 12, 360, 25.5, 25.5, (8, 6), ("rtx-3060-12gb",),
      f"{_AMPERE_DERIVED}: 28 SMs, 1777 MHz, 192-bit 15 Gbps"),
@@ -106,6 +135,21 @@ _TABLE: tuple[tuple[str, str, float, float, float, float, tuple[int, int], tuple
     # Datacenter
     ("t4", "NVIDIA T4", 16, 320, 65.0, 0.0, (7, 5), ("tesla-t4",),
      "NVIDIA T4 datasheet: mixed precision (FP16/FP32) 65 TFLOPS, 320 GB/s; Turing has no BF16"),
+    ("v100-sxm2-16gb", "Tesla V100-SXM2-16GB", 16, 900, 125.0, 0.0, (7, 0), ("v100", "v100-16gb", "tesla-v100"),
+     "NVIDIA Tesla V100 datasheet (SXM2, 16/32GB): tensor performance 125 TFLOPS, 900 GB/s; "
+     "FP32 accumulate at full rate (V100 whitepaper); Volta has no BF16"),
+    ("v100-sxm2-32gb", "Tesla V100-SXM2-32GB", 32, 900, 125.0, 0.0, (7, 0), ("v100-32gb", "tesla-v100-32gb"),
+     "NVIDIA Tesla V100 datasheet (SXM2, 16/32GB): tensor performance 125 TFLOPS, 900 GB/s; "
+     "FP32 accumulate at full rate (V100 whitepaper); Volta has no BF16"),
+    ("v100-pcie-16gb", "Tesla V100-PCIE-16GB", 16, 900, 112.0, 0.0, (7, 0), (),
+     "NVIDIA Tesla V100 datasheet (PCIe, 16/32GB): tensor performance 112 TFLOPS, 900 GB/s; "
+     "FP32 accumulate at full rate (V100 whitepaper); Volta has no BF16"),
+    ("v100-pcie-32gb", "Tesla V100-PCIE-32GB", 32, 900, 112.0, 0.0, (7, 0), (),
+     "NVIDIA Tesla V100 datasheet (PCIe, 16/32GB): tensor performance 112 TFLOPS, 900 GB/s; "
+     "FP32 accumulate at full rate (V100 whitepaper); Volta has no BF16"),
+    ("p100", "Tesla P100-PCIE-16GB", 16, 732, 9.3, 0.0, (6, 0), ("p100-16gb", "p100-pcie-16gb", "tesla-p100"),
+     "NVIDIA Tesla P100 PCIe datasheet (16GB): FP32 9.3 TFLOPS, FP16 18.7 (half2, FP16 accumulate), 732 GB/s; "
+     "no tensor cores, so the FP32 rate (SXM2: 10.6/21.2)"),
     ("a10", "NVIDIA A10", 24, 600, 125.0, 125.0, (8, 6), (),
      "NVIDIA A10 datasheet: FP16/BF16 tensor core 125 TFLOPS (250 with sparsity), 600 GB/s"),
     ("a10g", "NVIDIA A10G", 24, 600, 70.0, 70.0, (8, 6), (),
@@ -147,6 +191,20 @@ def _no_linux_reading(total_mib: int, seen: str) -> tuple[float, str]:
 
 
 _CUDA_TOTAL: dict[str, tuple[float, str]] = {
+    "rtx-2060": (5.78, "YOLOv5 2024-4-17, torch 2.2.2: 5918 MiB, OS not stated (fs:24616949146); Windows: 6144"),
+    "rtx-2060-super": _no_linux_reading(8192, "nvidia-smi, fs:54992829250"),
+    "rtx-2070": (7.60, "torch 2.5.1 on Linux, driver 580.173.02: '7782 MiB total' (fs:67154999582)"),
+    "rtx-2070-super": (7.79, "ultralytics 8.0.231, torch 2.1.1: 7972 MiB, OS not stated (fs:2537917375); 7982 MiB "
+                       "with torch 1.13 (fs:22141273372)"),
+    "rtx-2080": (7.60, "hashcat 7.1.2 on Linux, NVIDIA OpenCL on CUDA 13.1: 7783 MB device total (fs:51815549451)"),
+    "rtx-2080-super": (7.79, "YOLOv5 v7.0 on Linux, torch 1.13.1: 7982 MiB (fs:9972342036)"),
+    "rtx-2080-ti": (10.75, "ultralytics 8.3.75, torch 2.1 (NGC): 11012 MiB (fs:57589923636); 11019-11020 MiB with "
+                    "torch 1.8-1.11 (fs:4575637089, fs:3565853966)"),
+    "titan-rtx": (23.64, "YOLOv5 v7.0 on Linux, torch 1.13.1: 24212 MiB (fs:9266372583); nvidia-smi 24211 MiB free "
+                  "on an idle card (fs:67067871126)"),
+    "gtx-1660-ti": (5.78, "YOLOv3 on Linux, torch 1.8.1: 5914 MiB (fs:27844786933); Windows: 6144"),
+    "gtx-1650": (3.81, "YOLOv5, torch 1.11-1.13, a laptop's GTX 1650 (the same device name): 3904 MiB "
+                 "(fs:23590090742)"),
     "rtx-3060": (11.63, "ultralytics 8.4.24, torch 2.10: 11910 MiB (fs:55688940935)"),
     "rtx-3070": (7.57, "ultralytics 8.3.75, torch 2.6: 7753 MiB, OS not stated (fs:67336073362); OOMs say 7.76-7.78"),
     "rtx-3080": (9.77, "ultralytics 8.4.35, torch 2.6: 10002 MiB (fs:67306827761); zai-org/CogVideo#34: 9.78"),
@@ -169,6 +227,13 @@ _CUDA_TOTAL: dict[str, tuple[float, str]] = {
     "rtx-5080": (15.47, "ultralytics on Linux: 'NVIDIA GeForce RTX 5080, 15840MiB' (fs:56229221341)"),
     "rtx-5090": (31.35, "ultralytics 8.4.61, torch 2.12: 32102 MiB (fs:59847601954); OOMs say 31.36-31.37"),
     "t4": (14.56, "Colab, ultralytics 8.4.24, torch 2.10: 14913 MiB (fs:54177101839); 15110 MiB in 2020-22"),
+    "v100-sxm2-16gb": (15.75, "YOLOv5, torch 1.7: 16130 MiB (fs:26895980974); 16160 MiB with torch 1.10 "
+                       "(fs:24223117581)"),
+    "v100-sxm2-32gb": (31.73, "YOLOv5 v7.0, torch 1.12.1: 32494 MiB (fs:6657715330); 32510.5 MB (fs:45450393252)"),
+    "v100-pcie-16gb": _no_linux_reading(16384, "nvidia-smi on Linux, driver 580.126.09, fs:70349799492"),
+    "v100-pcie-32gb": (31.75, "YOLOv5 2022-3-15, torch 1.11: 32510.5 MB (fs:34091627320)"),
+    "p100": (15.89, "Kaggle, ultralytics 8.2.58, torch 2.1.2: 16269 MiB (fs:39778599802); 16276-16281 MiB in "
+             "other Kaggle logs"),
     "a10": (21.99, "zai-org/CogVLM#236, Lambda Labs A10: '21.99 GiB total capacity'"),
     "a10g": (22.06, "TorchCodec docs build: total_memory=22587MB (fs:67234836605)"),
     "l4": (22.03, "Colab, ultralytics, torch 2.11: 22563 MiB (fs:71094248218)"),
@@ -185,13 +250,18 @@ _CUDA_TOTAL: dict[str, tuple[float, str]] = {
 }
 
 # nvidia-smi's total, MiB, where a public log shows it for the card (Linux unless no Linux one was found; the same
-# collection as _CUDA_TOTAL, 2026-12-07; modal-labs/modal-client#2797 for T4, A10, L4, A100 40GB/80GB and H100).
+# collection as _CUDA_TOTAL, 2026-12-07; modal-labs/modal-client#2797 for T4, A10, L4, A100 40GB/80GB and H100;
+# Turing, Volta and Pascal: fs:68884715646 RTX 2060, fs:54992829250 2060 SUPER (OS not stated), fs:60573798326 2070
+# (Windows), fs:71464039277 2080, fs:62466613994 2080 Ti, fs:57512902144 TITAN RTX, fs:71645543951 V100 SXM2 16GB,
+# fs:68680818775 V100 SXM2 32GB, fs:70349799492 V100 PCIe 16GB, fs:55730460105 P100).
 _NVML_TOTAL_MIB = {
-    "rtx-3060": 12288, "rtx-3070": 8192, "rtx-3080": 10240, "rtx-3090": 24576, "rtx-3090-ti": 24564,
+    "rtx-2060": 6144, "rtx-2060-super": 8192, "rtx-2070": 8192, "rtx-2080": 8192, "rtx-2080-ti": 11264,
+    "titan-rtx": 24576, "rtx-3060": 12288, "rtx-3070": 8192, "rtx-3080": 10240, "rtx-3090": 24576, "rtx-3090-ti": 24564,
     "rtx-4060-ti-16gb": 16380, "rtx-4070": 12282, "rtx-4070-ti": 12282, "rtx-4070-ti-super": 16376, "rtx-4080": 16376,
     "rtx-4090": 24564, "rtx-5070-ti": 16303, "rtx-5080": 16303, "rtx-5090": 32607, "t4": 15360, "a10": 23028,
     "l4": 23034, "a100-40gb": 40960, "a100-80gb": 81920, "a100-80gb-pcie": 81920, "h100-sxm": 81559,
-    "h100-pcie": 81559, "h100-nvl": 95830, "h200": 143771, "h200-nvl": 143771,
+    "h100-pcie": 81559, "h100-nvl": 95830, "h200": 143771, "h200-nvl": 143771, "v100-sxm2-16gb": 16384,
+    "v100-sxm2-32gb": 32768, "v100-pcie-16gb": 16384, "p100": 16384,
 }
 
 GPUS: tuple[GpuSpec, ...] = tuple(

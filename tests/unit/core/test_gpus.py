@@ -28,6 +28,47 @@ def test_lookup_aliases_and_device_names(spelling: str, key: str) -> None:
     assert lookup(spelling).key == key
 
 
+@pytest.mark.parametrize(
+    ("spelling", "key"),
+    [("2060", "rtx-2060"), ("rtx 2060", "rtx-2060"), ("rtx-2060-6gb", "rtx-2060"), ("2060 super", "rtx-2060-super"),
+     ("RTX 2070", "rtx-2070"), ("2070 SUPER", "rtx-2070-super"), ("rtx2080", "rtx-2080"),
+     ("RTX 2080 Super", "rtx-2080-super"), ("RTX 2080 Ti", "rtx-2080-ti"), ("2080ti", "rtx-2080-ti"),
+     ("Titan RTX", "titan-rtx"), ("GTX 1660 Ti", "gtx-1660-ti"), ("1660 ti", "gtx-1660-ti"), ("gtx1650", "gtx-1650"),
+     ("1650", "gtx-1650"), ("v100", "v100-sxm2-16gb"), ("Tesla V100", "v100-sxm2-16gb"),
+     ("v100 16gb", "v100-sxm2-16gb"), ("tesla-v100-32gb", "v100-sxm2-32gb"), ("V100 32GB", "v100-sxm2-32gb"),
+     ("v100-pcie-16gb", "v100-pcie-16gb"), ("Tesla V100-PCIE-32GB", "v100-pcie-32gb"), ("P100", "p100"),
+     ("tesla p100", "p100"), ("Tesla P100-PCIE-16GB", "p100")],
+)
+def test_lookup_finds_turing_volta_and_pascal_cards(spelling: str, key: str) -> None:
+    assert lookup(spelling).key == key
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["rtx-2060", "rtx-2060-super", "rtx-2070", "rtx-2070-super", "rtx-2080", "rtx-2080-super", "rtx-2080-ti",
+     "titan-rtx", "gtx-1660-ti", "gtx-1650", "v100-sxm2-16gb", "v100-sxm2-32gb", "v100-pcie-16gb", "v100-pcie-32gb",
+     "p100"],
+)
+def test_pre_ampere_cards_have_no_bf16_and_no_flash_sdpa(key: str) -> None:
+    """PyTorch's flash SDPA kernel needs compute capability 8.0; BF16 arrived with Ampere."""
+    gpu = lookup(key)
+    assert gpu.compute_capability < (8, 0)
+    assert gpu.bf16 is False and gpu.bf16_tflops == 0.0
+
+
+def test_pre_ampere_compute_capabilities() -> None:
+    assert lookup("rtx-2080-ti").compute_capability == (7, 5)  # Turing
+    assert lookup("gtx-1650").compute_capability == (7, 5)
+    assert lookup("v100").compute_capability == (7, 0)  # Volta
+    assert lookup("p100").compute_capability == (6, 0)  # Pascal
+
+
+def test_lookup_refuses_v100_pcie_without_a_size() -> None:
+    with pytest.raises(ConfigError) as info:
+        lookup("v100 pcie")
+    assert info.value.fix is not None and "v100-pcie-16gb" in info.value.fix
+
+
 def test_lookup_bad_name_names_the_value_and_close_keys() -> None:
     with pytest.raises(ConfigError) as info:
         lookup("rtx 4070 tie")
@@ -83,6 +124,11 @@ def test_keys_are_unique() -> None:
         ("rtx-5090", 209.5, 1792),  # RTX Blackwell whitepaper, Table 3
         ("a100-40gb", 312.0, 1555),  # A100 datasheet
         ("h100-sxm", 989.5, 3350),  # H100 datasheet, 1,979 with sparsity
+        ("rtx-2070", 29.9, 448),  # Turing whitepaper, Appendix A, reference clocks
+        ("rtx-2080", 40.3, 448),  # Turing whitepaper, Appendix A
+        ("rtx-2080-ti", 53.8, 616),  # Turing whitepaper, Appendix A: half the 107.6 FP16-accumulate rate
+        ("v100-sxm2-16gb", 125.0, 900),  # V100 datasheet, SXM2
+        ("v100-pcie-32gb", 112.0, 900),  # V100 datasheet, PCIe
     ],
 )
 def test_figures_match_the_vendor_tables(key: str, fp16_tflops: float, bandwidth_gbs: float) -> None:
@@ -114,11 +160,50 @@ def test_figures_match_the_vendor_tables(key: str, fp16_tflops: float, bandwidth
         ("NVIDIA L4", 23034, "l4"),
         ("NVIDIA A10G", 23028, "a10g"),
         ("NVIDIA A10", 23028, "a10"),
+        ("NVIDIA GeForce RTX 2080 Ti", 11264, "rtx-2080-ti"),
+        ("NVIDIA TITAN RTX", 24576, "titan-rtx"),
+        ("Tesla V100-SXM2-16GB", 16384, "v100-sxm2-16gb"),
+        ("Tesla V100-SXM2-32GB", 32768, "v100-sxm2-32gb"),
+        ("Tesla V100-PCIE-16GB", 16384, "v100-pcie-16gb"),
+        ("Tesla P100-PCIE-16GB", 16384, "p100"),
     ],
 )
 def test_match_detected_real_device_names(name: str, total_mib: int, key: str) -> None:
     gpu = match_detected(name, total_mib * MIB)
     assert gpu is not None and gpu.key == key
+
+
+@pytest.mark.parametrize(
+    ("name", "total_mib", "key"),
+    [
+        # torch.cuda.get_device_name and get_device_properties().total_memory, as public logs print them.
+        ("NVIDIA GeForce RTX 2060", 5918, "rtx-2060"),
+        ("NVIDIA GeForce RTX 2060", None, "rtx-2060"),
+        ("NVIDIA GeForce RTX 2060 SUPER", None, "rtx-2060-super"),
+        ("NVIDIA GeForce RTX 2070", 7782, "rtx-2070"),
+        ("NVIDIA GeForce RTX 2070 SUPER", 7972, "rtx-2070-super"),
+        ("NVIDIA GeForce RTX 2080", 7783, "rtx-2080"),
+        ("NVIDIA GeForce RTX 2080 SUPER", 7982, "rtx-2080-super"),
+        ("NVIDIA GeForce RTX 2080 Ti", 11012, "rtx-2080-ti"),
+        ("NVIDIA TITAN RTX", 24212, "titan-rtx"),
+        ("NVIDIA GeForce GTX 1660 Ti", 5914, "gtx-1660-ti"),
+        ("NVIDIA GeForce GTX 1650", 3904, "gtx-1650"),
+        ("Tesla V100-SXM2-16GB", 16130, "v100-sxm2-16gb"),
+        ("Tesla V100-SXM2-16GB", None, "v100-sxm2-16gb"),
+        ("Tesla V100-SXM2-32GB", 32494, "v100-sxm2-32gb"),
+        ("Tesla V100-PCIE-32GB", 32510, "v100-pcie-32gb"),
+        ("Tesla V100-PCIE-16GB", None, "v100-pcie-16gb"),
+        ("Tesla P100-PCIE-16GB", 16269, "p100"),
+    ],
+)
+def test_match_detected_torch_names_of_pre_ampere_cards(name: str, total_mib: int | None, key: str) -> None:
+    gpu = match_detected(name, None if total_mib is None else total_mib * MIB)
+    assert gpu is not None and gpu.key == key
+
+
+def test_match_detected_tells_v100_16_from_32_by_memory() -> None:
+    assert match_detected("Tesla V100-SXM2-16GB", 32494 * MIB) is lookup("v100-sxm2-32gb")
+    assert match_detected("Tesla V100-PCIE-32GB", 16130 * MIB) is lookup("v100-pcie-16gb")
 
 
 def test_match_detected_tells_a100_40_from_80_by_memory_alone() -> None:
@@ -135,6 +220,9 @@ def test_match_detected_tells_a100_40_from_80_by_memory_alone() -> None:
         ("NVIDIA GeForce RTX 3060", 8192),  # the 8 GB 3060 (128-bit bus) is not the listed 12 GB card
         ("NVIDIA GeForce RTX 4060 Ti", None),  # 8 or 16 GB: cannot tell
         ("NVIDIA GeForce GTX 1080 Ti", 11264),
+        ("NVIDIA GeForce RTX 2060", 12288),  # the 12 GB 2060 (2021) is not the listed 6 GB card
+        ("NVIDIA GeForce RTX 2070 with Max-Q Design", 8192),  # a laptop part
+        ("Tesla P100-PCIE-12GB", 12288),  # the 12 GB P100 (549 GB/s) is not the listed 16 GB card
         ("AMD Radeon RX 7900 XTX", 24560),
     ],
 )
