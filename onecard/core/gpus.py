@@ -124,6 +124,12 @@ _TABLE: tuple[tuple[str, str, float, float, float, float, tuple[int, int], tuple
     ("rtx-4090", "NVIDIA GeForce RTX 4090", 24, 1008, 165.2, 165.2, (8, 9), (),
      f"{_ADA}, Appendix A (GeForce RTX 4090): FP16/BF16 tensor w/ FP32 acc 165.2/330.4, 1008 GB/s"),
     # Blackwell GeForce (sm_120)
+    ("rtx-5060", "NVIDIA GeForce RTX 5060", 8, 448, 38.4, 38.4, (12, 0), ("rtx-5060-8gb",),
+     f"{_BW_DERIVED}: 30 SMs, 2497 MHz, 128-bit 28 Gbps"),
+    ("rtx-5060-ti-8gb", "NVIDIA GeForce RTX 5060 Ti 8GB", 8, 448, 47.4, 47.4, (12, 0), ("rtx-5060-ti-8",),
+     f"{_BW_DERIVED}: 36 SMs, 2572 MHz, 128-bit 28 Gbps"),
+    ("rtx-5060-ti-16gb", "NVIDIA GeForce RTX 5060 Ti 16GB", 16, 448, 47.4, 47.4, (12, 0), ("rtx-5060-ti-16",),
+     f"{_BW_DERIVED}: 36 SMs, 2572 MHz, 128-bit 28 Gbps"),
     ("rtx-5070", "NVIDIA GeForce RTX 5070", 12, 672, 61.7, 61.7, (12, 0), (),
      f"{_BW_DERIVED}: 48 SMs, 2512 MHz, 192-bit 28 Gbps"),
     ("rtx-5070-ti", "NVIDIA GeForce RTX 5070 Ti", 16, 896, 87.9, 87.9, (12, 0), (),
@@ -222,6 +228,10 @@ _CUDA_TOTAL: dict[str, tuple[float, str]] = {
     "rtx-4080": (15.67, "total_memory=16049MB, OS not stated (fs:22567041692)"),
     "rtx-4080-super": (15.57, "ultralytics 8.4.90, torch 2.12.1: 15944 MiB, OS not stated (fs:56169284282)"),
     "rtx-4090": (23.61, "pinokiofactory/flux-webui#11: '23.61 GiB total capacity'; 24209-24217 MiB in ultralytics"),
+    "rtx-5060": _no_linux_reading(8151, "ultralytics on Windows, fs:61950086157"),
+    "rtx-5060-ti-8gb": _no_linux_reading(8151, "nvidia-smi on Windows, fs:71411327399"),
+    "rtx-5060-ti-16gb": (15.48, "ultralytics 8.4.63 on Linux, torch 2.12: 15848 MiB (fs:66917428739); 15850 MiB "
+                         "with torch 2.10 (fs:66246485358)"),
     "rtx-5070": _no_linux_reading(12227, "on Windows, fs:68964490041"),
     "rtx-5070-ti": _no_linux_reading(16303, "nvidia-smi, fs:70510372376"),
     "rtx-5080": (15.47, "ultralytics on Linux: 'NVIDIA GeForce RTX 5080, 15840MiB' (fs:56229221341)"),
@@ -253,15 +263,18 @@ _CUDA_TOTAL: dict[str, tuple[float, str]] = {
 # collection as _CUDA_TOTAL, 2026-12-07; modal-labs/modal-client#2797 for T4, A10, L4, A100 40GB/80GB and H100;
 # Turing, Volta and Pascal: fs:68884715646 RTX 2060, fs:54992829250 2060 SUPER (OS not stated), fs:60573798326 2070
 # (Windows), fs:71464039277 2080, fs:62466613994 2080 Ti, fs:57512902144 TITAN RTX, fs:71645543951 V100 SXM2 16GB,
-# fs:68680818775 V100 SXM2 32GB, fs:70349799492 V100 PCIe 16GB, fs:55730460105 P100).
+# fs:68680818775 V100 SXM2 32GB, fs:70349799492 V100 PCIe 16GB, fs:55730460105 P100; Blackwell: fs:56434670264 RTX
+# 5060 Ti 16GB (OS not stated; 16303 MiB in fs:71155525970), fs:71411327399 5060 Ti 8GB (Windows), fs:69424190049
+# 5060 (Windows)).
 _NVML_TOTAL_MIB = {
     "rtx-2060": 6144, "rtx-2060-super": 8192, "rtx-2070": 8192, "rtx-2080": 8192, "rtx-2080-ti": 11264,
     "titan-rtx": 24576, "rtx-3060": 12288, "rtx-3070": 8192, "rtx-3080": 10240, "rtx-3090": 24576, "rtx-3090-ti": 24564,
     "rtx-4060-ti-16gb": 16380, "rtx-4070": 12282, "rtx-4070-ti": 12282, "rtx-4070-ti-super": 16376, "rtx-4080": 16376,
-    "rtx-4090": 24564, "rtx-5070-ti": 16303, "rtx-5080": 16303, "rtx-5090": 32607, "t4": 15360, "a10": 23028,
-    "l4": 23034, "a100-40gb": 40960, "a100-80gb": 81920, "a100-80gb-pcie": 81920, "h100-sxm": 81559,
-    "h100-pcie": 81559, "h100-nvl": 95830, "h200": 143771, "h200-nvl": 143771, "v100-sxm2-16gb": 16384,
-    "v100-sxm2-32gb": 32768, "v100-pcie-16gb": 16384, "p100": 16384,
+    "rtx-4090": 24564, "rtx-5060": 8151, "rtx-5060-ti-8gb": 8151, "rtx-5060-ti-16gb": 16311, "rtx-5070-ti": 16303,
+    "rtx-5080": 16303, "rtx-5090": 32607, "t4": 15360, "a10": 23028, "l4": 23034, "a100-40gb": 40960,
+    "a100-80gb": 81920, "a100-80gb-pcie": 81920, "h100-sxm": 81559, "h100-pcie": 81559, "h100-nvl": 95830,
+    "h200": 143771, "h200-nvl": 143771, "v100-sxm2-16gb": 16384, "v100-sxm2-32gb": 32768, "v100-pcie-16gb": 16384,
+    "p100": 16384,
 }
 
 GPUS: tuple[GpuSpec, ...] = tuple(

@@ -201,6 +201,64 @@ def test_match_detected_torch_names_of_pre_ampere_cards(name: str, total_mib: in
     assert gpu is not None and gpu.key == key
 
 
+@pytest.mark.parametrize(
+    ("spelling", "key"),
+    [("5060", "rtx-5060"), ("RTX 5060", "rtx-5060"), ("rtx-5060-8gb", "rtx-5060"), ("rtx5060", "rtx-5060"),
+     ("rtx 5060 ti 16gb", "rtx-5060-ti-16gb"), ("5060 Ti 16GB", "rtx-5060-ti-16gb"),
+     ("5060ti 16gb", "rtx-5060-ti-16gb"), ("RTX 5060 Ti 16 GB", "rtx-5060-ti-16gb"),
+     ("rtx-5060-ti-16", "rtx-5060-ti-16gb"),
+     ("NVIDIA GeForce RTX 5060 Ti 16GB", "rtx-5060-ti-16gb"), ("rtx 5060 ti 8gb", "rtx-5060-ti-8gb"),
+     ("5060ti 8gb", "rtx-5060-ti-8gb"), ("rtx-5060-ti-8", "rtx-5060-ti-8gb")],
+)
+def test_lookup_finds_the_rtx_5060_cards(spelling: str, key: str) -> None:
+    assert lookup(spelling).key == key
+
+
+@pytest.mark.parametrize("spelling", ["RTX 5060 Ti", "5060 ti", "5060ti", "NVIDIA GeForce RTX 5060 Ti"])
+def test_lookup_refuses_a_5060_ti_without_a_size(spelling: str) -> None:
+    # Sold as 8 and 16 GB under one name, like the RTX 4060 Ti.
+    with pytest.raises(ConfigError) as info:
+        lookup(spelling)
+    assert info.value.fix is not None
+    assert "rtx-5060-ti-8gb" in info.value.fix and "rtx-5060-ti-16gb" in info.value.fix
+
+
+@pytest.mark.parametrize(
+    ("name", "total_mib", "key"),
+    [
+        # nvidia-smi totals and CUDA totals from public logs (see _NVML_TOTAL_MIB and _CUDA_TOTAL in gpus.py).
+        ("NVIDIA GeForce RTX 5060 Ti", 16311, "rtx-5060-ti-16gb"),  # nvidia-smi
+        ("NVIDIA GeForce RTX 5060 Ti", 15848, "rtx-5060-ti-16gb"),  # ultralytics / torch on Linux
+        ("NVIDIA GeForce RTX 5060 Ti", 8151, "rtx-5060-ti-8gb"),  # nvidia-smi
+        ("NVIDIA GeForce RTX 5060", 8151, "rtx-5060"),
+        ("NVIDIA GeForce RTX 5060", None, "rtx-5060"),
+    ],
+)
+def test_match_detected_tells_the_5060_ti_sizes_apart(name: str, total_mib: int | None, key: str) -> None:
+    gpu = match_detected(name, None if total_mib is None else total_mib * MIB)
+    assert gpu is not None and gpu.key == key
+
+
+def test_match_detected_5060_ti_without_a_size_or_a_laptop_5060_is_none() -> None:
+    assert match_detected("NVIDIA GeForce RTX 5060 Ti") is None
+    assert match_detected("NVIDIA GeForce RTX 5060 Laptop GPU", 8151 * MIB) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "sms", "boost_mhz", "vram_gib"),
+    [("rtx-5060", 30, 2497, 8), ("rtx-5060-ti-8gb", 36, 2572, 8), ("rtx-5060-ti-16gb", 36, 2572, 16)],
+)
+def test_rtx_5060_cards_are_blackwell_with_bf16(key: str, sms: int, boost_mhz: int, vram_gib: int) -> None:
+    gpu = lookup(key)
+    assert gpu.compute_capability == (12, 0)
+    assert gpu.bf16 is True
+    assert gpu.vram_gib == vram_gib
+    # The derivation in the source: SMs x boost x 512 FLOP/clk/SM; 128-bit x 28 Gbps GDDR7.
+    assert gpu.fp16_tflops == gpu.bf16_tflops == pytest.approx(sms * boost_mhz * 512 / 1e6, abs=0.05)
+    assert gpu.bandwidth_gbs == 128 * 28 / 8
+    assert gpu.nvml_gib is not None and gpu.usable_gib < gpu.nvml_gib  # CUDA gets less than nvidia-smi's total
+
+
 def test_match_detected_tells_v100_16_from_32_by_memory() -> None:
     assert match_detected("Tesla V100-SXM2-16GB", 32494 * MIB) is lookup("v100-sxm2-32gb")
     assert match_detected("Tesla V100-PCIE-32GB", 16130 * MIB) is lookup("v100-pcie-16gb")
