@@ -31,6 +31,12 @@ measure yolov8n-cls --job train --batch 64 --imgsz 224
 measure whisper-large-v3 --runtime transformers --job infer --beam 5
 measure whisper-small --runtime transformers --job train --method lora --batch 4
 
+echo "== the small YOLO job's reserved floor: the AMP check's cache, cuBLAS and cuDNN workspaces (not yet run on a GPU)"
+python benchmarks/fit_yolo_floor_gpu.py cls
+CUBLAS_WORKSPACE_CONFIG=:0:0 python benchmarks/fit_yolo_floor_gpu.py cls
+CUDNN_CONV_WSCAP_DBG=8 python benchmarks/fit_yolo_floor_gpu.py cls
+python benchmarks/fit_yolo_floor_gpu.py det
+
 echo "== detect: yolov8s training peak (batch 16, 640 px) against fit's prediction; detect bench on CUDA"
 python -c "import tensorrt" 2>/dev/null || echo "(tensorrt not installed: detect bench lists engine as skipped; pip install tensorrt)"
 python benchmarks/detect.py --gpu
