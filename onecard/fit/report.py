@@ -324,6 +324,8 @@ def render_trace(analytic: Estimate, traced: Estimate, console: Console) -> None
         table.add_row(LABELS.get(part, part), f"{a:.2f}", f"{t:.2f}")
     table.add_row(Text("peak allocated", style="bold"), f"{analytic.peak_allocated_gib:.2f}",
                   f"{traced.peak_allocated_gib:.2f}")
+    table.add_row(Text("peak reserved", style="bold"), f"{analytic.peak_reserved_gib:.2f}",
+                  f"{traced.peak_reserved_gib:.2f}")
     console.print(table)
     for line in traced.assumptions:
         console.print(f"  • {line}", highlight=False)

@@ -176,6 +176,8 @@ def _versus(analytic: Estimate, traced: Estimate) -> dict[str, Any]:
     return {
         "peak_allocated_gib": {"analytic": round(analytic.peak_allocated_gib, 3),
                                "traced": round(traced.peak_allocated_gib, 3)},
+        "peak_reserved_gib": {"analytic": round(analytic.peak_reserved_gib, 3),
+                              "traced": round(traced.peak_reserved_gib, 3)},
         "parts": {p: {"analytic": round(analytic.parts.get(p, 0.0), 3), "traced": round(traced.parts.get(p, 0.0), 3)}
                   for p in parts},
         "assumptions": traced.assumptions,

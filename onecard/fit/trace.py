@@ -326,7 +326,9 @@ def trace(job: FitJob, config: Any = None) -> Estimate:
 
     Returns:
         An Estimate whose parts are the traced bytes at the peak (weights, adapters, gradients, optimizer states,
-        activations, and KV cache for inference); slack and CUDA context are 0: compare `peak_allocated_gib`.
+        activations, and KV cache for inference); its slack is what replaying every traced allocation and free
+        through the CUDA caching allocator's rules (`replay_caching_allocator`) reserves above the allocated peak
+        (cuDNN's and cuBLAS's workspaces are not in the trace), its CUDA context 0.
     """
     torch = require("torch", "fit")
     transformers = require("transformers", "fit")
@@ -339,7 +341,7 @@ def trace(job: FitJob, config: Any = None) -> Estimate:
     model, notes = _build(job, config)
     fake_mode = FakeTensorMode()
     _fake_params(model, fake_mode)
-    counter = _LiveBytes()
+    counter = _Events()
     for p in model.parameters():
         counter.add(p, "adapters" if p.requires_grad and job.method != "full" and job.job == "train" else "weights")
     for b in model.buffers():
@@ -372,6 +374,8 @@ def trace(job: FitJob, config: Any = None) -> Estimate:
     if kv_bytes:  # the cache is built during the forward: at the peak it holds at most all of it
         parts["kv_cache"] = min(kv_bytes, parts.get("activations", 0))
         parts["activations"] = parts.get("activations", 0) - parts["kv_cache"]
-    notes.append("traced on fake tensors: exact tensor bytes, no CUDA allocator rounding, slack or context")
-    return Estimate(parts={k: v / GIB for k, v in parts.items() if v}, slack_gib=0.0, context_gib=0.0,
-                    assumptions=notes)
+    allocated, reserved = replay_caching_allocator(counter.events)
+    notes.append("traced on fake tensors: exact tensor bytes; reserved: every traced allocation and free replayed "
+                 "through the CUDA caching allocator's rules (no cuDNN/cuBLAS workspaces); no CUDA context")
+    return Estimate(parts={k: v / GIB for k, v in parts.items() if v}, slack_gib=(reserved - allocated) / GIB,
+                    context_gib=0.0, assumptions=notes)
