@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -14,18 +12,6 @@ import pytest
 from onecard.fit import bound
 from onecard.fit.job import FitJob
 from onecard.fit.plan import plan, resolve_arch
-
-BENCHMARKS = Path(__file__).resolve().parents[3] / "benchmarks"
-
-
-def _fit_bounds(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # fit_bounds imports fit_accuracy from beside it
-    spec = importlib.util.spec_from_file_location("fit_bounds", BENCHMARKS / "fit_bounds.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "fit_bounds", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize(("job", "kind"), [
@@ -61,8 +47,9 @@ def test_bounds_json_gives_every_kind_a_margin_with_its_reason() -> None:
     assert unseen.cases == 0 and unseen.margin == data["default"]["margin"]
 
 
-def test_the_bound_covers_every_case_and_is_lowest_at_a_12_gb_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    fb = _fit_bounds(monkeypatch)
+def test_the_bound_covers_every_case_and_is_lowest_at_a_12_gb_budget(
+        load_benchmark: Callable[[str], ModuleType]) -> None:
+    fb = load_benchmark("fit_bounds")
     # a big job 20 % under and a small one 100 % under (1 GiB of workspaces): a fixed part covers the small one
     # without doubling the big one's bound
     mixed = fb.fit_bound([("big", 10.0, 12.0, "a"), ("small", 1.0, 2.0, "b")], 0.05)
@@ -75,8 +62,8 @@ def test_the_bound_covers_every_case_and_is_lowest_at_a_12_gb_budget(monkeypatch
     assert relative["worst_case"] in {"a", "b"} and relative["worst_under"] == pytest.approx(0.1)
 
 
-def test_each_source_weighs_one_however_many_cases_it_has(monkeypatch: pytest.MonkeyPatch) -> None:
-    fb = _fit_bounds(monkeypatch)
+def test_each_source_weighs_one_however_many_cases_it_has(load_benchmark: Callable[[str], ModuleType]) -> None:
+    fb = load_benchmark("fit_bounds")
     # 20 sources of one case each, 19 within 10 %, and a 20th source's 10 rows of which 2 read 3x: the bound may
     # leave 5 % of 21 sources' weight above it, 2 of 10 rows of one source (0.2), not a whole source
     good = [(f"g{i}", 10.0, 10.0 * (1 + i / 200), f"g{i}") for i in range(20)]
@@ -89,8 +76,8 @@ def test_each_source_weighs_one_however_many_cases_it_has(monkeypatch: pytest.Mo
     assert alone["uncovered"] == ["h8"] and alone["margin"] * 10 + alone["abs_gib"] >= 18.9
 
 
-def test_margin_floors_and_kinds_without_cases(monkeypatch: pytest.MonkeyPatch) -> None:
-    fb = _fit_bounds(monkeypatch)
+def test_margin_floors_and_kinds_without_cases(load_benchmark: Callable[[str], ModuleType]) -> None:
+    fb = load_benchmark("fit_bounds")
     data = fb.margins({
         "llm-train": [(f"c{i}", 20.0, 20.0 * f, f"s{i}") for i, f in enumerate([1.02, 0.9, 1.121, 1.0, 0.7])],
         "llm-infer": [(f"i{i}", 10.0, 9.5, f"s{i}") for i in range(6)],  # only over-predicted: the 5 % floor
@@ -119,8 +106,9 @@ def test_margin_floors_and_kinds_without_cases(monkeypatch: pytest.MonkeyPatch) 
     assert grouped["first_sight"] is None  # no held-out record given
 
 
-def test_the_first_sight_bound_pools_every_kind_and_strict_decides_on_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    fb = _fit_bounds(monkeypatch)
+def test_the_first_sight_bound_pools_every_kind_and_strict_decides_on_it(
+        load_benchmark: Callable[[str], ModuleType]) -> None:
+    fb = load_benchmark("fit_bounds")
     # first sight: 20 sources, one of them 50 % under: 95 % of 20 sources' weight leaves it out, 21 would not
     first = [(f"r{i}", 10.0, 10.0, f"s{i}") for i in range(19)] + [("miss", 10.0, 15.0, "s19")]
     data = fb.margins({"llm-train": [("c", 10.0, 10.0, "c")]}, None, first)
@@ -145,8 +133,8 @@ def test_the_first_sight_bound_pools_every_kind_and_strict_decides_on_it(monkeyp
 
 
 def test_the_bound_script_never_reads_a_split_before_its_scoring_and_plans_spent_ones_now(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    fb = _fit_bounds(monkeypatch)
+        monkeypatch: pytest.MonkeyPatch, load_benchmark: Callable[[str], ModuleType]) -> None:
+    fb = load_benchmark("fit_bounds")
     read: list[Path] = []
     real = fb.fit_accuracy.load
 
@@ -193,12 +181,9 @@ def test_a_plan_without_a_card_is_still_bounded(monkeypatch: pytest.MonkeyPatch,
     assert p.fits is None and p.peak_upper_gib == pytest.approx(1.2 * p.estimate.process_gib)
 
 
-def test_the_backtest_fits_on_earlier_splits_only_and_tests_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
-    _fit_bounds(monkeypatch)  # the backtest imports fit_bounds from beside it
-    spec = importlib.util.spec_from_file_location("fit_bound_backtest", BENCHMARKS / "fit_bound_backtest.py")
-    assert spec is not None and spec.loader is not None
-    bt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bt)
+def test_the_backtest_fits_on_earlier_splits_only_and_tests_the_next(
+        load_benchmark: Callable[[str], ModuleType]) -> None:
+    bt = load_benchmark("fit_bound_backtest")
 
     def row(cid: str, measured: float, upper: float | None, kind: str = "llm-infer") -> dict[str, Any]:
         return {"id": cid, "job_kind": kind, "predicted_gib": 10.0, "measured_gib": measured, "upper_gib": upper,

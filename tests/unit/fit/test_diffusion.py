@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from collections.abc import Callable
+from types import ModuleType
 
 import pytest
 
 from onecard.core.gpus import lookup
 from onecard.fit import diffusion, observations
 from onecard.fit.job import FitJob
-
-BENCHMARKS = Path(__file__).resolve().parents[3] / "benchmarks"
 
 SDXL = diffusion.CATALOG["sdxl"]
 SD15 = diffusion.CATALOG["sd15"]
@@ -128,15 +126,11 @@ def test_the_vae_decode_leaves_cache_that_is_not_what_has_to_fit() -> None:
 
 
 def test_a_replayed_pipeline_call_needs_what_the_planner_says_and_caches_what_it_adds(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        load_benchmark: Callable[[str], ModuleType]) -> None:
     # SD 1.5 at batch 1 built from its configs on fake tensors, its allocations replayed through the caching
     # allocator's rules (benchmarks/fit_diffusion_replay.py prints the same for SD 1.5 and SDXL at batch 1-4)
     pytest.importorskip("diffusers")
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the replay imports fit_diffusion_trace from beside it
-    spec = importlib.util.spec_from_file_location("fit_diffusion_replay", BENCHMARKS / "fit_diffusion_replay.py")
-    assert spec is not None and spec.loader is not None
-    replay = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(replay)
+    replay = load_benchmark("fit_diffusion_replay")
     weights, allocated, reserved, least = replay.replay("sd15", steps=1, batch=1)
     est = diffusion.estimate(SD15, FitJob(model="sd15", quant="fp16"), None)
     assert weights == pytest.approx(est.parts["weights"], rel=0.01)
