@@ -63,6 +63,8 @@ _BW_DERIVED = f"derived: SMs x boost x 512 FLOP/clk/SM ({_BW}, Table 3 rate); NV
 _TURING = "NVIDIA Turing GPU Architecture whitepaper"
 _TURING_DERIVED = f"derived: SMs x boost x 512 FLOP/clk/SM ({_TURING}, Appendix A GeForce rate); NVIDIA product page"
 _NO_TENSOR = "no tensor cores: FP32 rate, cores x 2 x boost (FP16-accumulate shader rate {}); NVIDIA product page"
+_V100 = ("NVIDIA Tesla V100 datasheet ({}, 16/32GB): tensor performance {} TFLOPS, 900 GB/s; FP32 accumulate at "
+         "full rate (V100 whitepaper); Volta has no BF16")
 
 # key, name, vram GiB, bandwidth GB/s, fp16 TFLOPS, bf16 TFLOPS, compute capability, aliases, source
 _TABLE: tuple[tuple[str, str, float, float, float, float, tuple[int, int], tuple[str, ...], str], ...] = (
@@ -142,17 +144,13 @@ _TABLE: tuple[tuple[str, str, float, float, float, float, tuple[int, int], tuple
     ("t4", "NVIDIA T4", 16, 320, 65.0, 0.0, (7, 5), ("tesla-t4",),
      "NVIDIA T4 datasheet: mixed precision (FP16/FP32) 65 TFLOPS, 320 GB/s; Turing has no BF16"),
     ("v100-sxm2-16gb", "Tesla V100-SXM2-16GB", 16, 900, 125.0, 0.0, (7, 0), ("v100", "v100-16gb", "tesla-v100"),
-     "NVIDIA Tesla V100 datasheet (SXM2, 16/32GB): tensor performance 125 TFLOPS, 900 GB/s; "
-     "FP32 accumulate at full rate (V100 whitepaper); Volta has no BF16"),
+     _V100.format("SXM2", 125)),
     ("v100-sxm2-32gb", "Tesla V100-SXM2-32GB", 32, 900, 125.0, 0.0, (7, 0), ("v100-32gb", "tesla-v100-32gb"),
-     "NVIDIA Tesla V100 datasheet (SXM2, 16/32GB): tensor performance 125 TFLOPS, 900 GB/s; "
-     "FP32 accumulate at full rate (V100 whitepaper); Volta has no BF16"),
+     _V100.format("SXM2", 125)),
     ("v100-pcie-16gb", "Tesla V100-PCIE-16GB", 16, 900, 112.0, 0.0, (7, 0), (),
-     "NVIDIA Tesla V100 datasheet (PCIe, 16/32GB): tensor performance 112 TFLOPS, 900 GB/s; "
-     "FP32 accumulate at full rate (V100 whitepaper); Volta has no BF16"),
+     _V100.format("PCIe", 112)),
     ("v100-pcie-32gb", "Tesla V100-PCIE-32GB", 32, 900, 112.0, 0.0, (7, 0), (),
-     "NVIDIA Tesla V100 datasheet (PCIe, 16/32GB): tensor performance 112 TFLOPS, 900 GB/s; "
-     "FP32 accumulate at full rate (V100 whitepaper); Volta has no BF16"),
+     _V100.format("PCIe", 112)),
     ("p100", "Tesla P100-PCIE-16GB", 16, 732, 9.3, 0.0, (6, 0), ("p100-16gb", "p100-pcie-16gb", "tesla-p100"),
      "NVIDIA Tesla P100 PCIe datasheet (16GB): FP32 9.3 TFLOPS, FP16 18.7 (half2, FP16 accumulate), 732 GB/s; "
      "no tensor cores, so the FP32 rate (SXM2: 10.6/21.2)"),

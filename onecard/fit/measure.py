@@ -22,6 +22,7 @@ from onecard.fit import measure_jobs, stacks
 from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
 from onecard.fit.knobs import effective_quant, family, is_gguf
+from onecard.fit.observations import predicted_figure
 from onecard.fit.plan import resolve_arch
 from onecard.fit.trace import hf_config, prepare_training
 
@@ -44,8 +45,6 @@ class Measured:
     def versus(self, estimate: Estimate, card: GpuSpec | None = None) -> list[tuple[str, float, float | None]]:
         """(figure, predicted, measured) rows to print side by side, measured on `card` (the reserved and nvidia-smi
         figures hold the allocator cache it has room for)."""
-        from onecard.fit.observations import predicted_figure
-
         usable_gib = None if card is None else card.usable_gib
         return [("peak allocated", estimate.peak_allocated_gib, self.peak_allocated_gib),
                 ("peak reserved", predicted_figure(estimate, "reserved", usable_gib), self.peak_reserved_gib),
