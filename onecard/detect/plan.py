@@ -9,7 +9,6 @@ so. On an out-of-memory error, the run steps down fit's ladder for YOLO: AMP on,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,15 +20,11 @@ from onecard.fit.job import FitJob
 from onecard.fit.ladder import describe_changes, oom_ladder
 from onecard.fit.plan import plan
 from onecard.fit.solve import solve
-from onecard.fit.yolo import find
+from onecard.fit.yolo import AMP_BROKEN, find
 
 __all__ = ["Settings", "choose", "labels_of", "settings_of", "ladder", "amp_runs_correctly"]
 
 DEFAULT_BATCH, DEFAULT_IMGSZ = 16, 640  # ultralytics' defaults (cfg/default.yaml)
-# Cards on which fp16 training gives NaN losses or zero mAP: ultralytics' own list (utils/checks.py check_amp,
-# #17812). They are Turing cards without tensor cores, which the compute capability (7.5) does not tell apart.
-AMP_BROKEN = re.compile(r"(nvidia|geforce|quadro|tesla).*?(1660|1650|1630|t400|t550|t600|t1000|t1200|t2000|k40m)",
-                        re.IGNORECASE)
 
 
 @dataclass

@@ -12,6 +12,7 @@ with the labels per image.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -242,11 +243,24 @@ _LOSS = (
 # anchor and label on top of it (under about 100 labels this, not the `assign` line, is the peak).
 _SCORE_PER_LABEL_OLD = 12.0
 CURRENT_ULTRALYTICS = (8, 4, 134)
+# Cards on which fp16 training gives NaN losses or zero mAP: ultralytics' own list (utils/checks.py check_amp,
+# #17812), Turing cards without tensor cores, which the compute capability (7.5) does not tell apart. Since 8.3.44
+# (read in the 8.3.43 and 8.3.44 wheels) check_amp returns False on them whatever `amp=` asked, so the run trains in
+# fp32; before, it ran its fp32-versus-AMP comparison, which such a card can pass (then trains fp16, with NaN losses).
+AMP_BROKEN = re.compile(r"(nvidia|geforce|quadro|tesla).*?(1660|1650|1630|t400|t550|t600|t1000|t1200|t2000|k40m)",
+                        re.IGNORECASE)
+AMP_BROKEN_OFF_SINCE = (8, 3, 44)
 
 
 def ultralytics_release(job: FitJob) -> tuple[int, int, int]:
     """The job's ultralytics release as (major, minor, patch); unset is the current loss code (8.4.134 or later)."""
     return release(job.ultralytics_version, CURRENT_ULTRALYTICS)
+
+
+def amp_runs(job: FitJob, card: GpuSpec | None) -> bool:
+    """Whether the training runs under AMP: as asked, unless the job's ultralytics turns it off on this card."""
+    broken = card is not None and AMP_BROKEN.search(card.name) is not None
+    return job.amp and not (broken and ultralytics_release(job) >= AMP_BROKEN_OFF_SINCE)
 
 
 def anchors(imgsz: int) -> int:
@@ -346,6 +360,11 @@ def estimate(arch: YoloArch, job: FitJob, card: GpuSpec | None) -> Estimate:
         f"(published {arch.params_m}M), nc={nc}"
     ]
     val = 0.0
+    if job.job == "train" and job.amp and not amp_runs(job, card):
+        job = job.model_copy(update={"amp": False})
+        notes.append(f"AMP off: ultralytics {'.'.join(map(str, ultralytics_release(job)))} turns it off on "
+                     f"{card.name if card else 'this card'} whatever amp= asks (check_amp: fp16 gives NaN losses "
+                     "there), so the step trains in fp32")
     if job.job == "train":
         act_b = 2 if job.amp else 4
         # Per image: kept tensors (fp16 under AMP), max-pool indices, the fp32 input image and its gradient.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from onecard.core.gpus import lookup
 from onecard.fit import observations, yolo
+from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
 
 
@@ -87,6 +90,21 @@ def test_peak_grows_with_batch_and_imgsz() -> None:
 
 def test_amp_halves_activations() -> None:
     assert _peak("yolov8s", batch=16, amp=False) > 1.5 * _peak("yolov8s", batch=16, amp=True)
+
+
+def test_ultralytics_turns_amp_off_on_gtx_16xx_since_8_3_44() -> None:
+    """check_amp returns False on a GTX 16xx whatever amp= asks (since 8.3.44): the plan is the fp32 step's."""
+    arch, card = yolo.CATALOG["yolov8s"], lookup("gtx-1660-ti")
+
+    def est(card_key: str, **kw: Any) -> Estimate:
+        return yolo.estimate(arch, FitJob(model="yolov8s", job="train", batch=8, **kw), lookup(card_key))
+
+    now, fp32 = est("gtx-1660-ti"), est("gtx-1660-ti", amp=False)
+    assert now.peak_reserved_gib == fp32.peak_reserved_gib
+    assert any("AMP off" in a and card.name in a for a in now.assumptions)
+    old = {"ultralytics_version": "8.3.43"}  # the comparison ran then: AMP as asked
+    assert est("gtx-1660-ti", **old).peak_reserved_gib < 0.8 * est("gtx-1660-ti", **old, amp=False).peak_reserved_gib
+    assert est("rtx-4070-ti").peak_reserved_gib < 0.8 * fp32.peak_reserved_gib  # other cards keep AMP
 
 
 def test_inference_below_training() -> None:
