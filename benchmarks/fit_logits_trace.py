@@ -2,6 +2,8 @@
 
     python benchmarks/fit_logits_trace.py [--seqs 256 512 1024] [--vocab 32000]
     python benchmarks/fit_logits_trace.py --allocator [--seqs 1024 4096 32768] [--reentrant]
+    python benchmarks/fit_logits_trace.py --hold [--seqs 256 1024]
+    python benchmarks/fit_logits_trace.py --kbit
     PYTHONPATH=/path/to/transformers-4.39.3 python benchmarks/fit_logits_trace.py ...   # an older release
       (pip install --target DIR --no-deps transformers==4.39.3 tokenizers==0.15.2 huggingface-hub==0.22.2 peft==0.10.0)
 
@@ -34,6 +36,23 @@ Measured (torch 2.13 CPU, fake tensors; reserved - allocated, GiB):
   transformers 4.39.3 + PEFT 0.10, reentrant (LLaMA-Factory 0.6): 0.36 (1,024), 0.70 (2,048), 1.04 (4,096),
       4.03 (16,384), 7.96 (32,768); allocated 0.780 / 1.412 / 2.676 / 10.258 / 20.368
   transformers 5.25 + PEFT 0.21, non-reentrant: 1.07 (4,096)
+
+`--hold`: the same per-logit figures when the loop keeps the model's output through backward (`out = model(...);
+out.loss.backward()`, as hand-written loops do; the Trainer drops it), for a 16-bit head and an fp32 one (PEFT's
+prepare_model_for_kbit_training casts the head to fp32, so the logits come out fp32 and `.float()` copies nothing).
+Measured (torch 2.13 CPU, transformers 5.25, vocab 32000, seq 256-1024, backward slope): bf16 12.13 dropped, 14.13
+held; fp32 12.21 dropped, 16.21 held: holding adds the logits themselves (fit's `holds_output`).
+
+`--kbit`: a QLoRA step of Qwen2.5-1.5B under PEFT's prepare_model_for_kbit_training, as can-i-finetune-this's bench
+runs it (heldout7, development data since its scoring): embeddings, head and norms in fp32, every decoder linear a
+bf16 stand-in for bitsandbytes' Linear4bit that casts its input to bf16 and its output back to the input's dtype
+(bnb/nn/modules.py Linear4bit.forward: `.to(inp_dtype)`), LoRA r 16 on q, k, v, o, no autocast, batch 1, on fake
+tensors, every allocation replayed through the allocator's rules. Prints what one block keeps for backward per token
+(without checkpointing: the difference between 8 and 4 layers) beside fit's count at 2 and 4 B per element, and the
+replayed allocated peak above the weights with the output dropped and held, beside fit's.
+Measured (torch 2.13 CPU, transformers 5.25, PEFT 0.18): 154,936 B per token and layer kept (fit at 4 B: 159,024;
+at 2 B: 85,680); the can-i-finetune-this readings' allocated peaks (2.79 / 6.53 / 11.51 GiB at 512 / 2048 / 4096
+tokens, 6.53 at 2 x 1024) sit within 0.05 GiB of the replay with the output held plus fit's weights.
 """
 
 from __future__ import annotations
@@ -63,19 +82,132 @@ def _model(vocab: int) -> Any:
     return model
 
 
-def measure(model: Any, seq: int, vocab: int) -> tuple[float, float]:
-    """Live bytes above the weights and inputs at the forward's and the backward's peak, per logit."""
+def measure(model: Any, seq: int, vocab: int, hold: bool = False) -> tuple[float, float]:
+    """Live bytes above the weights and inputs at the forward's and the backward's peak, per logit; `hold`: the
+    model's output (its logits) kept until backward ends."""
     torch = require("torch", "fit")
     ids = torch.randint(0, vocab, (1, seq))
     counter = _LiveBytes()
     with _dispatch_mode(counter):
         base = sum(counter.live.values())
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss  # the model's output (logits) is dropped here
+        out = model(input_ids=ids, labels=ids, use_cache=False)
+        loss = out.loss
+        if not hold:
+            del out  # the model's output (logits) is dropped here, as the Trainer's compute_loss does
         forward, counter.peak = counter.peak, 0
         loss.backward()
         backward = counter.peak
     logits = seq * vocab
     return (forward - base) / logits, (backward - base) / logits
+
+
+def slopes(model: Any, seqs: list[int], vocab: int, hold: bool = False) -> tuple[float, float]:
+    """Forward and backward bytes per logit between the shortest and the longest sequence (the body's own
+    activations cancel out)."""
+    (s0, f0, b0), (s1, f1, b1) = [(seq, *measure(model, seq, vocab, hold)) for seq in (seqs[0], seqs[-1])]
+    n0, n1 = s0 * vocab, s1 * vocab
+    return (f1 * n1 - f0 * n0) / (n1 - n0), (b1 * n1 - b0 * n0) / (n1 - n0)
+
+
+def main_hold(seqs: list[int], vocab: int) -> None:
+    torch = require("torch", "fit")
+    print(f"bytes per logit, slope {seqs[0]}->{seqs[-1]}, vocab {vocab}: output dropped / held through backward")
+    for dtype in (torch.bfloat16, torch.float32):
+        model = _model(vocab).to(dtype)
+        for hold in (False, True):
+            fwd, bwd = slopes(model, seqs, vocab, hold)
+            print(f"  {str(dtype).split('.')[-1]:>8} head, output {'held' if hold else 'dropped':7}: "
+                  f"forward {fwd:5.2f}, backward {bwd:5.2f}")
+
+
+QWEN25_15B = "benchmarks/fit_cases/public/heldout7/configs/llm_train_qwen2.5-1.5b/config.json"
+_DECODER_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def kbit_step(layers: int, seq: int, batch: int, hold: bool, ckpt: bool, steps: int) -> tuple[float, float]:
+    """Replayed (allocated peak above the weights, weights) in bytes of can-i-finetune-this's QLoRA step with
+    PEFT's kbit preparation emulated (see the docstring), on Qwen2.5-1.5B with `layers` layers."""
+    import json
+    from pathlib import Path
+
+    torch = require("torch", "fit")
+    transformers = require("transformers", "fit")
+    peft = require("peft", "tune")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    values = json.loads(Path(QWEN25_15B).read_text(encoding="utf-8")) | {"num_hidden_layers": layers}
+    config = transformers.AutoConfig.for_model(**values)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
+    model.requires_grad_(False)
+
+    def to_bf16(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        module.in_dtype = args[0].dtype
+        return (args[0].to(torch.bfloat16),)
+
+    def back(module: Any, args: tuple[Any, ...], out: Any) -> Any:
+        return out.to(module.in_dtype)
+
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in _DECODER_LINEARS:
+            module.register_forward_pre_hook(to_bf16)
+            module.register_forward_hook(back)
+        else:  # prepare_model_for_kbit_training: every other 16-bit parameter to fp32
+            for p in module.parameters(recurse=False):
+                p.data = p.data.float()
+    if ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    model = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0,
+                                                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    fake_mode = FakeTensorMode()
+    _fake_params(model, fake_mode)
+    counter = _Events()
+    for t in [*model.parameters(), *model.buffers()]:
+        counter.add(t, "weights")
+    weights = sum(counter.live.values())
+    counter.events.clear()
+    # paged 8-bit AdamW keeps its states in CUDA unified memory, outside the allocator: a stateless SGD stands in
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    with fake_mode:
+        model.train()
+        with _dispatch_mode(counter):
+            out = None
+            for _ in range(steps):
+                ids = torch.randint(0, config.vocab_size, (batch, seq))
+                out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
+                loss = out.loss
+                if not hold:
+                    out = None
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+    allocated, _ = replay_caching_allocator(counter.events)
+    return allocated, weights
+
+
+def main_kbit() -> None:
+    from onecard.fit.llm_train import layer_saved_bytes, lora_targets
+
+    a8, _ = kbit_step(8, 1024, 1, hold=False, ckpt=False, steps=1)
+    a4, _ = kbit_step(4, 1024, 1, hold=False, ckpt=False, steps=1)
+    arch = planning.resolve_arch(QWEN25_15B).arch
+    adapted = lora_targets(arch, "attn")
+    fit2, fit4 = (layer_saved_bytes(arch, a, False, False, adapted, "sdpa", 1024) for a in (2, 4))
+    print(f"kept per token and layer, no checkpointing: traced {(a8 - a4) / 4 / 1024:,.0f} B; "
+          f"fit at 2 B {fit2:,.0f}, at 4 B {fit4:,.0f}")
+    print("QLoRA steps of Qwen2.5-1.5B, GiB above the weights (replayed allocated peak), output dropped / held")
+    for seq, batch, ckpt, steps in ((512, 1, True, 3), (2048, 1, True, 3), (4096, 1, True, 2), (1024, 2, True, 2),
+                                    (1024, 1, False, 2)):
+        dropped, _ = kbit_step(28, seq, batch, hold=False, ckpt=ckpt, steps=steps)
+        held, _ = kbit_step(28, seq, batch, hold=True, ckpt=ckpt, steps=steps)
+        job = FitJob(model=QWEN25_15B, job="train", method="qlora", quant="nf4-dq", batch=batch, seq=seq,
+                     lora_rank=16, lora_targets="attn", lora_dropout=0.0, optimizer="paged_adamw8bit", grad_ckpt=ckpt,
+                     kbit_prep=True, holds_output=True, attention="sdpa", gpu="rtx-4080", calibration=False)
+        est = planning.plan(job).estimate
+        fit_held = est.peak_allocated_gib - est.parts["weights"] - est.parts["adapters"] - est.parts["runtime"]
+        print(f"  {batch} x {seq:>4}, checkpointing {'on ' if ckpt else 'off'}: dropped {dropped / GIB:6.2f}, "
+              f"held {held / GIB:6.2f}; fit (holds_output) {fit_held:6.2f}; fit's weights {est.parts['weights']:.2f}")
 
 
 def allocator(seq: int, reentrant: bool) -> tuple[float, float]:
@@ -152,9 +284,17 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--allocator", action="store_true", help="replay Llama-2-7B QLoRA through the CUDA allocator")
     ap.add_argument("--reentrant", action="store_true", help="reentrant checkpointing (LLaMA-Factory 0.6)")
+    ap.add_argument("--hold", action="store_true", help="bytes per logit with the output dropped and held")
+    ap.add_argument("--kbit", action="store_true", help="replay can-i-finetune-this's kbit-prepared QLoRA steps")
     args = ap.parse_args()
     if args.allocator:
         main_allocator(args.seqs, args.reentrant)
+        return
+    if args.hold:
+        main_hold(args.seqs, args.vocab)
+        return
+    if args.kbit:
+        main_kbit()
         return
     model = _model(args.vocab)
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, vocab {args.vocab}, bf16, CPU")

@@ -58,6 +58,7 @@ class FitJob(BaseModel):
     optimizer_in_backward: bool | None = Field(None, description="step and free each gradient inside backward (torchtune optimizer_in_bwd; needs grad_accum 1); unset: the stack's")
     activation_offload: bool | None = Field(None, description="keep saved activations (the checkpointed block inputs) in host RAM (torchtune enable_activation_offloading, unsloth gradient checkpointing); unset: the stack's")
     kbit_prep: bool | None = Field(None, description="PEFT's prepare_model_for_kbit_training on a 4/8-bit base (the classic QLoRA recipe; axolotl calls it): every 16-bit parameter outside the quantized linears (embeddings, head, norms) is cast to fp32, so the residual stream and each checkpointed block input run in fp32; unset: the stack's")
+    holds_output: bool = Field(False, description="the training loop keeps the model's output, its full logits, until backward ends (a hand-written loop: `out = model(...); out.loss.backward()`); transformers' Trainer and TRL drop it before backward, torchtune deletes its logits; with the standard loss only")
     attention: Attention = Field("sdpa", description="attention kernel: sdpa, flash, eager (materialises the T x T scores), xformers, slicing")
     kv_dtype: str = Field("f16", description="KV cache dtype: f16, bf16, fp8, q8_0, q4_0")
     gpu_layers: int | None = Field(None, ge=0, description="llama.cpp layers on the GPU; None: as many as fit")

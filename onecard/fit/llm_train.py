@@ -266,8 +266,15 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     # PEFT's prepare_model_for_kbit_training (the stack's or the job's `kbit_prep`): the embeddings, head and norms
     # cast to fp32 (peft/utils/other.py), so the embedding's output, and every residual add after an fp32 norm or a
     # bitsandbytes linear (which casts its output back to its input's dtype), run in fp32: each checkpointed block
-    # input is 4 B per element. Not counted: the fp32 tensors inside a block without checkpointing.
+    # input is 4 B per element; without checkpointing, what each block keeps for backward is counted at 4 B per element
+    # too (traced with the casts emulated, Qwen2.5-1.5B: 155 kB per token and layer against 159 kB from this count,
+    # benchmarks/fit_logits_trace.py --kbit). The block recomputed under checkpointing stays at the compute dtype:
+    # fms-acceleration's FlashAttention-2 + autocast QLoRA rows (heldout4) read within 5 % so, 6-7 % over at 4 B.
     upcast = kn.kbit_prep and fmt.quantized and not full
+    if upcast and not job.grad_ckpt:  # inside each block: the norms' and 4-bit linears' outputs, q, k, v, the MLP's
+        per_layer = layer_saved_bytes(arch, 4, full, fmt.quantized and kn.quant_saves_input, adapted, job.attention,
+                                      seq, job.lora_rank, param_bytes, kn.lora_dropout > 0, kn.qkv_one_adapter,
+                                      kn.qkv_one_adapter, lightning) * tokens
     ckpt_in = (4 if upcast else a) * h * tokens
     casts = 2.0 * params if not full and param_bytes == 4 else 0.0  # autocast's 16-bit copies of fp32 adapters
     block = ckpt_in if job.grad_ckpt else per_layer + casts / L  # what one block leaves saved until backward
@@ -283,13 +290,16 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
         + (2.0 * proj if param_bytes == 4 else 0.0)
     proj_grads = proj * param_bytes
     logits = loss_bytes(kn.loss, tokens, V, h, a, kn.fp32_output)
+    # a loop that keeps the model's output (`out = model(...)`) holds its logits, in the head's dtype, through the
+    # backward and the optimizer step (benchmarks/fit_logits_trace.py --hold: 2 and 4 B per logit more)
+    held = tokens * V * (4 if upcast else a) if job.holds_output and kn.loss == "standard" else 0.0
     lin_params = L * sum(lin.d_in * lin.d_out for lin in linears(arch))
     g_layer = (lin_params / L) * param_bytes if full else 0.0
     g_head = (params - lin_params) * param_bytes if full else params * param_bytes  # LoRA: all grads at once
     # the larger of: the loss at the end of forward; backward after k blocks (their activations freed, their
     # gradients made); the optimizer step (torch AdamW foreach keeps one temporary the size of a moment)
     step_tmp = (params + proj) * param_bytes if opt in ("adamw", "paged_adamw") else 0.0
-    phases = {"loss": {"activations": stack + final + proj_saved + prev_graph, "logits": logits}}
+    phases = {"loss": {"activations": stack + final + proj_saved + prev_graph, "logits": logits + held}}
     if vision:  # the frozen tower runs first, keeping nothing for backward
         phases["vision forward"] = {"activations": vision}
     if full and kn.loss == "fused":  # the fused loss makes the head's weight gradient in forward
@@ -301,7 +311,7 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
                     [job.lora_rank * max(lin.d_in, lin.d_out) for lin in adapted]
                     + ([h * h] if proj else [])) * param_bytes
         phases["backward"] = {"activations": stack + grad_tmp + proj_saved, "gradients": g_max,
-                              "runtime": g_max if step_tmp else 0.0}
+                              "runtime": g_max if step_tmp else 0.0, "logits": held}
     else:
         def left(k: int) -> float:  # activations still saved after k blocks of backward
             return stack if kn.activation_offload else stack * (L - k) / L
@@ -309,8 +319,9 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
         best_k = max(range(L + 1), key=lambda k: left(k) + k * g_layer)
         # the projector runs first in forward, so its gradients come last in backward: with its saved inputs freed
         phases["backward"] = {"activations": left(best_k) + grad_tmp + proj_saved,
-                              "gradients": g_head + best_k * g_layer}
-        phases["optimizer step"] = {"gradients": g_head + L * g_layer + proj_grads, "runtime": step_tmp}
+                              "gradients": g_head + best_k * g_layer, "logits": held}
+        phases["optimizer step"] = {"gradients": g_head + L * g_layer + proj_grads, "runtime": step_tmp,
+                                    "logits": held}
     phase, work = max(phases.items(), key=lambda kv: sum(kv[1].values()))
     adapters = 0.0 if full else (params + proj) * param_bytes  # + PEFT's trainable copy of the projector
     upcast_weights = (wb.embed + wb.output + L * arch.norms_per_layer * norm_params(arch) * a) if upcast else 0.0
@@ -344,7 +355,11 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
         notes.append(f"4-bit matmuls dequantize one weight at a time: {gib(wb.dequant):.2f} GiB buffer")
     if upcast:
         notes.append(f"PEFT's prepare_model_for_kbit_training: embeddings, head and norms in fp32 "
-                     f"(+{gib(upcast_weights):.2f} GiB), the residual stream and checkpointed inputs in fp32")
+                     f"(+{gib(upcast_weights):.2f} GiB), the residual stream, the 4-bit linears' outputs and what "
+                     "each block keeps for backward in fp32")
+    if held:
+        notes.append(f"the loop keeps the model's output through backward (holds_output): its logits, "
+                     f"{gib(held):.2f} GiB")
     if lightning:
         kept = (f"; bitsandbytes {job.bitsandbytes_version} keeps the previous micro-batch's 4-bit inputs through the "
                 f"next forward: {gib(prev_graph):.2f} GiB" if prev_graph else "")

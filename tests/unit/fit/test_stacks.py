@@ -507,3 +507,29 @@ def test_kbit_prep_runs_the_residual_stream_in_fp32() -> None:
     # fms-acceleration's a100_80gb.csv: the stock path (TRL 0.13) 19.25 GiB allocated at batch 4, fms's own
     # preparation without the cast 15.25
     assert _est(kbit_prep=True, **job).peak_allocated_gib == pytest.approx(19.25, rel=0.05)
+
+
+def test_a_loop_that_keeps_the_output_holds_its_logits_through_backward() -> None:
+    """`out = model(...); out.loss.backward()` keeps the logits alive (measured on CPU: +2 B per logit with a bf16
+    head, +4 B with the fp32 head of a kbit-prepared model); the Trainer drops them; no full logits, nothing held."""
+    dropped, held = _est(), _est(holds_output=True)
+    assert (held.peak_allocated_gib - dropped.peak_allocated_gib) * GIB == pytest.approx(T * V * 2, rel=1e-6)
+    assert any("holds_output" in a for a in held.assumptions)
+    qlora = dict(method="qlora", quant="nf4-dq", kbit_prep=True)
+    gap = _est(holds_output=True, **qlora).peak_allocated_gib - _est(**qlora).peak_allocated_gib
+    assert gap * GIB == pytest.approx(T * V * 4, rel=1e-6)  # the fp32 head's logits
+    assert _est(holds_output=True, loss="tiled").peak_allocated_gib == _est(loss="tiled").peak_allocated_gib
+
+
+def test_kbit_prep_without_checkpointing_keeps_each_block_in_fp32() -> None:
+    """Without checkpointing every block keeps its fp32 tensors (the 4-bit linears cast their output back to fp32):
+    what the blocks keep doubles against a 16-bit model's count, within the norms' fp32 upcast the count has anyway."""
+    job = dict(method="qlora", quant="nf4-dq", batch=1, seq=1024, lora_targets="attn", grad_ckpt=False)
+    arch = find("llama-3.1-8b")
+    assert arch is not None
+    adapted = llm_train.lora_targets(arch, "attn")
+    kn = stacks.resolve(FitJob(**{**LORA, **job}))
+    per_token = [llm_train.layer_saved_bytes(arch, a, False, kn.quant_saves_input, adapted, "sdpa", 1024,
+                                             dropout=kn.lora_dropout > 0) for a in (2, 4)]
+    grown = _est(kbit_prep=True, **job).parts["activations"] - _est(kbit_prep=False, **job).parts["activations"]
+    assert grown * GIB == pytest.approx((per_token[1] - per_token[0]) * 1024 * arch.n_layers, rel=0.02)
