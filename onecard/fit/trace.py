@@ -301,7 +301,11 @@ def _train_step(model: Any, job: FitJob, vocab: int, counter: _LiveBytes) -> Cal
 
     def step() -> None:
         ids = torch.randint(0, vocab, (job.batch, job.seq))
-        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+        out = model(input_ids=ids, labels=ids, use_cache=False)
+        loss = out.loss
+        if not job.holds_output:  # the Trainer drops the output (its logits) before backward
+            del out
+        loss.backward()
         counter.part = "optimizer"
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -55,6 +55,14 @@ def test_lora_adds_exactly_the_adapters() -> None:
     assert _bytes(est.parts["adapters"]) == L * sum(r * (i + o) for i, o in LORA_IO) * 4
 
 
+def test_a_loop_holding_the_output_keeps_the_logits_in_the_trace_as_the_planner_counts() -> None:
+    pytest.importorskip("peft", reason="LoRA tracing needs peft (pip install 'onecard[tune]')")
+    job = dict(model="tiny", job="train", method="lora", lora_rank=8, seq=256, batch=2, grad_ckpt=True)
+    dropped = trace(FitJob(**job), _tiny()).peak_allocated_gib
+    held = trace(FitJob(**job, holds_output=True), _tiny()).peak_allocated_gib
+    assert _bytes(held - dropped) == pytest.approx(2 * 256 * V * 2, rel=0.02)  # the bf16 logits
+
+
 def test_checkpointing_lowers_the_traced_peak() -> None:
     job = FitJob(model="tiny", job="train", method="full", quant="bf16", seq=256, batch=2, grad_ckpt=False)
     without = trace(job, _tiny()).peak_allocated_gib
