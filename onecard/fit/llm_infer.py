@@ -38,7 +38,7 @@ from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB, context_note, l
 if TYPE_CHECKING:
     from onecard.core.gpus import GpuSpec
 
-__all__ = ["estimate", "runtime_of", "graph_bytes", "transformers_release"]
+__all__ = ["estimate", "runtime_of", "graph_bytes", "transformers_release", "math_sdpa", "OWN_ATTENTION"]
 
 OLLAMA_MIN_MIB = 457  # ollama discover/gpu.go: cudaMinimumMemory = 457 MiB
 LLAMA_CPP_UBATCH = 512  # llama.cpp default n_ubatch (and llama-cpp-python's n_batch)
@@ -124,6 +124,24 @@ def transformers_release(job: FitJob) -> tuple[int, int]:
     return major, minor
 
 
+# Stacks whose own attention expands grouped k and v before calling SDPA (torchtune's MultiHeadAttention, LitGPT's
+# CausalSelfAttention) or replaces it (unsloth's kernels): transformers' enable_gqa never reaches the kernel
+OWN_ATTENTION = frozenset({"torchtune", "litgpt", "unsloth"})
+
+
+def math_sdpa(arch: LlmArch, job: FitJob, a: int, card: GpuSpec | None) -> str | None:
+    """Why a grouped-KV model's SDPA attention runs PyTorch's math kernel here (see GQA_SDPA_SINCE), or None."""
+    if not (job.attention == "sdpa" and job.runtime != "autoawq" and job.stack not in OWN_ATTENTION
+            and arch.kv_dim < arch.q_dim
+            and arch.head_dim <= 256 and transformers_release(job) >= GQA_SDPA_SINCE):
+        return None
+    if a == 4:
+        return "fp32"
+    if card is not None and (0, 0) < card.compute_capability < (8, 0):
+        return "no flash kernel below compute capability 8.0"
+    return None
+
+
 def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[str]) -> Estimate:
     fmt = parse_quant(arch, job, card, "transformers")
     if fmt.kind == "gguf":
@@ -158,9 +176,7 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
         # fp16 output the largest linear holds the input quantized to int8 and the int32 product (int8_linear_matmul)
         per_tok += max(lin.d_in + 4 * lin.d_out for lin in linears(arch))
     scores = 0.0
-    math_sdpa = (job.attention == "sdpa" and not fused and arch.kv_dim < arch.q_dim and arch.head_dim <= 256
-                 and release >= GQA_SDPA_SINCE
-                 and (a == 4 or (card is not None and (0, 0) < card.compute_capability < (8, 0))))
+    why = math_sdpa(arch, job, a, card)
     if fused:  # awq/modules/fused/attn.py: at the softmax the block holds its input, the norm output, the fused
         # qkv, k and v repeated to every query head (repeat_interleave), the fp16 scores, `F.softmax(scores.float())`
         # (an fp32 copy and the fp32 output) and the (1, 1, T, T) mask; the MLP's tensors are not alive then
@@ -169,9 +185,8 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
         scores = prompt * prompt * a
     elif job.attention == "eager":  # T x T scores in the model dtype, the fp32 softmax and its cast back, the mask
         scores = B * prompt * prompt * (arch.n_heads * (2 * a + 4) + a)
-    elif math_sdpa:  # grouped KV heads through SDPA's math kernel (see GQA_SDPA_SINCE)
+    elif why is not None:  # grouped KV heads through SDPA's math kernel (see GQA_SDPA_SINCE)
         scores = prompt * prompt * (B * arch.n_heads * MATH_SDPA_BYTES_PER_SCORE + MATH_SDPA_MASK_BYTES)
-        why = "fp32" if a == 4 else "no flash kernel below compute capability 8.0"
         notes.append(f"SDPA's math kernel for grouped KV heads ({why}): the prompt's fp32 attention scores, "
                      f"{gib(scores):.2f} GiB for one layer")
     vision = B * (img + 1) * a * 6 * arch.vision.hidden if arch.vision else 0.0  # ViT block: residual, norm, 4h MLP

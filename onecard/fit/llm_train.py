@@ -83,6 +83,7 @@ from onecard.fit.catalog import Linear, LlmArch, linears, n_params, norm_params
 from onecard.fit.estimate import Estimate, gib
 from onecard.fit.formats import LIGHTNING_NOTE, WeightFormat, parse_quant, weight_bytes
 from onecard.fit.job import FitJob, release
+from onecard.fit.llm_infer import MATH_SDPA_BYTES_PER_SCORE, MATH_SDPA_MASK_BYTES, OWN_ATTENTION, math_sdpa
 from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB, context_note, slack_note
 
 if TYPE_CHECKING:
@@ -251,9 +252,14 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     states = _state_bytes(opt, params + proj, param_bytes, arch, job)
     paged = opt.startswith("paged")
     adapted = [] if full else lora_targets(arch, job.lora_targets)
+    # k and v copied to every query head before the attention kernel: LitGPT's attention, and transformers' attention
+    # into a memory-efficient kernel (xformers, or SDPA pinned to it), which takes no grouped heads (unsloth's own
+    # xformers path expands them as views: no copies)
+    expanded = lightning or (job.attention == "xformers" and arch.kv_dim < arch.q_dim
+                             and job.stack not in OWN_ATTENTION)
     per_layer = layer_saved_bytes(arch, a, full, fmt.quantized and kn.quant_saves_input, adapted, job.attention, seq,
                                   job.lora_rank, param_bytes, kn.lora_dropout > 0, kn.qkv_one_adapter,
-                                  kn.qkv_one_adapter, lightning) * tokens
+                                  kn.qkv_one_adapter, expanded) * tokens
     # bitsandbytes before 0.43.2 keeps MatMul4Bit's input in ctx.tensors, outside autograd's saved variables, so it
     # lives as long as the graph (fixed by bitsandbytes PR #1270, "delete useless buffered activation"); LitGPT's
     # loop rebinds `logits = model(...)` only when the next forward returns, so during that forward the previous
@@ -274,13 +280,21 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     if upcast and not job.grad_ckpt:  # inside each block: the norms' and 4-bit linears' outputs, q, k, v, the MLP's
         per_layer = layer_saved_bytes(arch, 4, full, fmt.quantized and kn.quant_saves_input, adapted, job.attention,
                                       seq, job.lora_rank, param_bytes, kn.lora_dropout > 0, kn.qkv_one_adapter,
-                                      kn.qkv_one_adapter, lightning) * tokens
+                                      kn.qkv_one_adapter, expanded) * tokens
+    # SDPA's math kernel (llm_infer.math_sdpa: grouped KV heads from transformers 4.54 on a card without flash, or in
+    # fp32): a block's attention materialises its (batch, heads, T, T) scores, keeps the fp32 softmax output for
+    # backward (4 B per score: _safe_softmax's result, which the product with v saves too) and holds
+    # MATH_SDPA_BYTES_PER_SCORE per score, with the causal mask, while its forward or backward runs
+    why_math = math_sdpa(arch, job, a, card)
+    score_n = job.batch * arch.n_heads * seq * seq if why_math else 0
+    per_layer += 4.0 * score_n
     ckpt_in = (4 if upcast else a) * h * tokens
     casts = 2.0 * params if not full and param_bytes == 4 else 0.0  # autocast's 16-bit copies of fp32 adapters
     block = ckpt_in if job.grad_ckpt else per_layer + casts / L  # what one block leaves saved until backward
     on_gpu = min(L, 2) if kn.activation_offload else L  # offloaded: the block in use + the one in flight
     stack = on_gpu * block
-    grad_tmp = (3 * a * arch.intermediate + 2 * a * h) * tokens + (per_layer if job.grad_ckpt else 0)
+    grad_tmp = ((3 * a * arch.intermediate + 2 * a * h) * tokens + (per_layer if job.grad_ckpt else 0)
+                + (MATH_SDPA_BYTES_PER_SCORE - 4.0) * score_n + (MATH_SDPA_MASK_BYTES * seq * seq if score_n else 0))
     final = (4 * h + (a * h if full else 0)) * tokens
     images = job.batch * img  # image tokens of the micro-batch
     vision = job.batch * (img + 1) * a * 6 * arch.vision.hidden if arch.vision else 0.0  # ViT working memory
@@ -357,6 +371,10 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
         notes.append(f"PEFT's prepare_model_for_kbit_training: embeddings, head and norms in fp32 "
                      f"(+{gib(upcast_weights):.2f} GiB), the residual stream, the 4-bit linears' outputs and what "
                      "each block keeps for backward in fp32")
+    if why_math:
+        notes.append(f"SDPA's math kernel for grouped KV heads ({why_math}): each block's fp32 attention scores, "
+                     f"{gib(MATH_SDPA_BYTES_PER_SCORE * score_n):.2f} GiB while its backward runs"
+                     + ("" if job.grad_ckpt else f", {gib(4.0 * score_n * L):.2f} GiB of softmax outputs kept"))
     if held:
         notes.append(f"the loop keeps the model's output through backward (holds_output): its logits, "
                      f"{gib(held):.2f} GiB")

@@ -533,3 +533,29 @@ def test_kbit_prep_without_checkpointing_keeps_each_block_in_fp32() -> None:
                                              dropout=kn.lora_dropout > 0) for a in (2, 4)]
     grown = _est(kbit_prep=True, **job).parts["activations"] - _est(kbit_prep=False, **job).parts["activations"]
     assert grown * GIB == pytest.approx((per_token[1] - per_token[0]) * 1024 * arch.n_layers, rel=0.02)
+
+
+def test_a_grouped_kv_model_trained_on_a_card_without_flash_holds_sdpas_scores_in_each_blocks_backward() -> None:
+    """The math kernel (transformers >= 4.54 hands SDPA grouped heads, which only flash takes) in training: the
+    recomputed block's backward holds 13 B per (head, query, key) score and the mask; without checkpointing every
+    block also keeps its fp32 softmax output (4 B per score). Not for a stack with its own attention, nor for a
+    memory-efficient kernel with k and v expanded first (`--attention xformers`: the expanded copies instead)."""
+    from onecard.fit import llm_infer
+
+    job = dict(model="mistral-7b-v0.1", method="qlora", quant="nf4", batch=1, seq=2048, lora_targets="attn")
+    t4 = estimate(FitJob(**{**LORA, **job}), lookup("t4"))
+    ada = estimate(FitJob(**{**LORA, **job}), lookup("rtx-4090"))
+    scores = 32 * 2048 * 2048
+    held = scores * llm_infer.MATH_SDPA_BYTES_PER_SCORE + 2048 * 2048 * llm_infer.MATH_SDPA_MASK_BYTES
+    assert t4.parts["activations"] * GIB > held > ada.parts["activations"] * GIB  # the backward peaks on the T4
+    assert any("math kernel" in a for a in t4.assumptions) and not any("math kernel" in a for a in ada.assumptions)
+    nockpt = {**LORA, **job, "grad_ckpt": False}
+    kept = estimate(FitJob(**nockpt), lookup("t4")).parts["activations"] \
+        - estimate(FitJob(**nockpt), lookup("rtx-4090")).parts["activations"]
+    assert kept * GIB >= 4 * scores * 32  # every block's softmax output
+    tt = {**LORA, **job, "stack": "torchtune"}
+    assert estimate(FitJob(**tt), lookup("t4")).peak_allocated_gib == estimate(FitJob(**tt), lookup("rtx-4090")) \
+        .peak_allocated_gib
+    xf = {**LORA, **job, "attention": "xformers"}
+    assert estimate(FitJob(**xf), lookup("t4")).peak_allocated_gib == estimate(FitJob(**xf), lookup("rtx-4090")) \
+        .peak_allocated_gib
