@@ -75,6 +75,13 @@ MIN_MARGIN, FEW_MARGIN, FEW_CASES, FEW_SOURCES = 0.05, 0.15, 5, 20
 # the bound is made lowest here: a 12 GB card's budget, what CUDA can allocate on an RTX 4070 Ti less the job's margin
 REFERENCE_GIB = round(lookup("rtx-4070-ti").usable_gib - FitJob(model="x").margin_gib, 2)
 COVERAGE = 0.95  # issue 13's target for the bound on cases it has not seen
+# The held-out splits whose cases the default bounds are fitted on (the first-sight bound reads every record). Kept
+# at heldout7 after heldout8's scoring (2026-12-07, stop 29): refitted with heldout8 (`--all` prints it) the
+# LLM-training bound would be +5% + 6.95 GiB on every fine-tune, set by two 2023 alpaca-lora-era 8-bit LoRA readings
+# (bitsandbytes 0.37, a desktop monitor's "17 gb taken" and "about 18G"), which the planner misses by 22-44% and the
+# first-sight bound (`--strict`) covers; the guide's 8B QLoRA would read "may not fit" on any 12 GB card. The bound
+# shipped stays the one heldout8 tested; disclosed in RESULTS.
+SHIPPED_THROUGH = "heldout7"
 KINDS = ("llm-infer", "llm-train", "tinylm", "diffusion-infer", "diffusion-train", "yolo-infer", "yolo-train",
          "whisper-infer", "whisper-train")
 
@@ -98,12 +105,20 @@ def source_of(case: dict[str, Any]) -> str:
     return case["id"].split("-", 1)[0]
 
 
-def errors() -> tuple[dict[str, list[Row]], dict[str, list[Row]]]:
+def fitted_splits(every: bool = False) -> list[str]:
+    """The spent held-out splits the default bounds are fitted on: through SHIPPED_THROUGH, or every one."""
+    names = list(fit_accuracy.HELDOUT_SPLITS)
+    last = len(names) if every else names.index(SHIPPED_THROUGH) + 1
+    return [split for split in fit_accuracy.spent() if names.index(split) < last]
+
+
+def errors(every: bool = False) -> tuple[dict[str, list[Row]], dict[str, list[Row]]]:
     """(case id, predicted, measured) of every scored whole-peak case of the development set and of the held-out
-    splits already scored, planned now, by job kind and by mechanism group."""
+    splits already scored (through SHIPPED_THROUGH unless `every`), planned now, by job kind and by mechanism
+    group."""
     by_kind: dict[str, list[Row]] = defaultdict(list)
     by_group: dict[str, list[Row]] = defaultdict(list)
-    spent = [fit_accuracy.HELDOUT_SPLITS[split] for split in fit_accuracy.spent()]
+    spent = [fit_accuracy.HELDOUT_SPLITS[split] for split in fitted_splits(every)]
     for case in fit_accuracy.load(fit_accuracy.DEV + spent):
         if not fit_accuracy.scored(case) or case["kind"].startswith("part:"):
             continue
@@ -217,9 +232,10 @@ def margins(by_kind: dict[str, list[Row]], by_group: dict[str, list[Row]] | None
             f"{REFERENCE_GIB:g} GiB")}
     return {"written_by": "python benchmarks/fit_bounds.py",
             "cases": "development (benchmarks/fit_cases/*.yaml and benchmarks/fit_cases/public/dev/*.yaml, planned "
-                     "now) and the held-out splits already scored, planned now as development data "
-                     f"({', '.join(fit_accuracy.spent())}"
-                     "), scored as benchmarks/fit_accuracy.py scores them",
+                     "now) and the held-out splits already scored through SHIPPED_THROUGH, planned now as "
+                     f"development data ({', '.join(fitted_splits())}"
+                     "), scored as benchmarks/fit_accuracy.py scores them; the first-sight bound reads every "
+                     "split's record",
             "rule": ("upper bound = predicted x (1 + margin) + abs_gib, at or above the measured figure of "
                      f"{COVERAGE:.0%} of the kind's scored whole-peak cases, each source (a public case file, a "
                      "measured.md row) weighing 1, with (margin, abs_gib) chosen to make it lowest at "
@@ -238,8 +254,10 @@ def margins(by_kind: dict[str, list[Row]], by_group: dict[str, list[Row]] | None
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="exit 1 if bounds.json is out of date; write nothing")
+    parser.add_argument("--all", action="store_true",
+                        help="fit on every spent split, not only through SHIPPED_THROUGH; print, write nothing")
     args = parser.parse_args()
-    by_kind, by_group = errors()
+    by_kind, by_group = errors(args.all)
     data = margins(by_kind, by_group, rows_of([row for rows in first_sight().values() for row in rows]))
     print(f"{'kind / group':28} {'cases':>5} {'worst under':>11} {'median |err|':>12} {'margin':>7} {'+ GiB':>6}"
           "  binding cases")
@@ -266,6 +284,10 @@ def main() -> int:
         k: (v["margin"], v["abs_gib"], v["cases"]) for k, v in data[part].items()} for part in ("kinds", "groups"))
     same = same and ({k: old.get("first_sight", {}).get(k) for k in ("margin", "abs_gib", "cases")}
                      == {k: (data["first_sight"] or {}).get(k) for k in ("margin", "abs_gib", "cases")})
+    if args.all:
+        print(f"(fitted on every spent split: {', '.join(fitted_splits(True))}; not written, the shipped bounds are "
+              f"fitted through {SHIPPED_THROUGH})")
+        return 0
     if args.check:
         print(f"{BOUNDS_FILE}: {'up to date' if same else 'OUT OF DATE: run python benchmarks/fit_bounds.py'}")
         return 0 if same else 1

@@ -4,6 +4,9 @@
     python benchmarks/fit_logits_trace.py --allocator [--seqs 1024 4096 32768] [--reentrant]
     python benchmarks/fit_logits_trace.py --hold [--seqs 256 1024]
     python benchmarks/fit_logits_trace.py --kbit
+    python benchmarks/fit_logits_trace.py --trl SFT_TRAINER_PY --trl-version 1.7.1
+      (SFT_TRAINER_PY: trl/trainer/sft_trainer.py of that release, e.g. `pip download trl==1.7.1 --no-deps` and
+      `unzip -p trl-1.7.1-*.whl trl/trainer/sft_trainer.py > sft171.py`)
     PYTHONPATH=/path/to/transformers-4.39.3 python benchmarks/fit_logits_trace.py ...   # an older release
       (pip install --target DIR --no-deps transformers==4.39.3 tokenizers==0.15.2 huggingface-hub==0.22.2 peft==0.10.0)
 
@@ -53,6 +56,17 @@ replayed allocated peak above the weights with the output dropped and held, besi
 Measured (torch 2.13 CPU, transformers 5.25, PEFT 0.18): 154,936 B per token and layer kept (fit at 4 B: 159,024;
 at 2 B: 85,680); the can-i-finetune-this readings' allocated peaks (2.79 / 6.53 / 11.51 GiB at 512 / 2048 / 4096
 tokens, 6.53 at 2 x 1024) sit within 0.05 GiB of the replay with the output held plus fit's weights.
+
+`--trl`: TRL 1.4-1.14's `chunked_nll` loss, its own `_chunk` and `_chunked_cross_entropy_loss` (read from the
+release's sft_trainer.py, run on CPU tensors: a frozen bf16 head of vocab 32000 x hidden 1024, hidden states that
+require grad, the returned metrics dropped before backward as the Trainer's compute_loss drops them) under the
+live-storage counter: the backward's peak above the inputs at 256-2048 tokens, beside
+`llm_train.loss_bytes("tiled", trl=...)`. Measured (torch 2.13 CPU, 256 -> 2048 tokens): 1.7.1 219.8 -> 229.8 MiB
+= the fp32 head (125) + three fp32 chunks of logits (93.75) + the hidden states' copies; 1.13.0 188.5 -> 198.5 MiB =
+four chunks (125) + a bf16 head-sized buffer (62.5) that CPU's bf16 matmul makes for `h @ w.t()` (a bare bf16
+`h @ w.t()` on CPU shows the same 62.5 MiB with the weight in either layout; cuBLAS makes none, and fit leaves it
+out). Kept alive past backward (the metrics held), each chunk's entropy graph would hold 8 B per token and
+vocabulary entry more.
 """
 
 from __future__ import annotations
@@ -276,6 +290,49 @@ def main_allocator(seqs: list[int], reentrant: bool) -> None:
         print(f"{seq:>6} {alloc:>10.3f} {res:>9.3f} {res - alloc:>7.3f} {fit_alloc:>10.3f} {fit_excess:>11.3f}")
 
 
+def trl_chunked_nll(source: str, seqs: list[int], vocab: int = 32000, hidden: int = 1024) -> list[tuple[int, float]]:
+    """Backward peaks (bytes above the inputs) of a TRL release's chunked_nll loss at each sequence length."""
+    import ast
+    import contextlib
+    from pathlib import Path
+
+    torch = require("torch", "fit")
+    ns: dict[str, Any] = {"torch": torch, "F": torch.nn.functional, "contextlib": contextlib}
+    for node in ast.parse(Path(source).read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef) and node.name in ("_chunk", "_chunked_cross_entropy_loss"):
+            exec(compile(ast.Module([node], []), source, "exec"), ns)  # noqa: S102 - the release's own functions
+    for name in ("_maybe_gather_lm_head_ctx", "maybe_gather_lm_head_ctx"):  # ZeRO-3 gathering: a no-op here
+        ns[name] = lambda w, b: contextlib.nullcontext()
+    peaks = []
+    for seq in seqs:
+        torch.manual_seed(0)
+        weight = torch.randn(vocab, hidden, dtype=torch.bfloat16)
+        states = torch.randn(1, seq + 1, hidden, dtype=torch.bfloat16, requires_grad=True)
+        labels = torch.randint(0, vocab, (1, seq + 1))
+        counter = _LiveBytes()
+        with _dispatch_mode(counter):
+            base = sum(counter.live.values())
+            loss = ns["_chunked_cross_entropy_loss"](states, weight, 256, labels=labels)[0]
+            counter.peak = 0
+            loss.backward()
+        peaks.append((seq, counter.peak - base))
+    return peaks
+
+
+def main_trl(source: str, version: str, seqs: list[int]) -> None:
+    from onecard.fit.job import release
+
+    vocab, hidden = 32000, 1024
+    peaks = trl_chunked_nll(source, seqs, vocab, hidden)
+    (s0, p0), (s1, p1) = peaks[0], peaks[-1]
+    slope = (p1 - p0) / (s1 - s0)
+    print(f"TRL {version} chunked_nll, vocab {vocab}, hidden {hidden}: backward peak above the inputs")
+    for seq, peak in peaks:
+        fit = loss_bytes("tiled", seq, vocab, hidden, 2, trl=release(version, (0, 0, 0)))
+        print(f"  {seq:>5} tokens: {peak / 2**20:7.1f} MiB   fit {fit / 2**20:7.1f} MiB")
+    print(f"slope {slope / vocab:.2f} B per token and vocabulary entry, intercept {(p0 - slope * s0) / 2**20:.1f} MiB")
+
+
 def main() -> None:
     transformers = require("transformers", "fit")
     torch = require("torch", "fit")
@@ -286,7 +343,12 @@ def main() -> None:
     ap.add_argument("--reentrant", action="store_true", help="reentrant checkpointing (LLaMA-Factory 0.6)")
     ap.add_argument("--hold", action="store_true", help="bytes per logit with the output dropped and held")
     ap.add_argument("--kbit", action="store_true", help="replay can-i-finetune-this's kbit-prepared QLoRA steps")
+    ap.add_argument("--trl", metavar="SFT_TRAINER_PY", help="measure this TRL release's chunked_nll loss")
+    ap.add_argument("--trl-version", default="1.7.1", help="the release --trl's file comes from")
     args = ap.parse_args()
+    if args.trl:
+        main_trl(args.trl, args.trl_version, args.seqs if args.seqs != [256, 512, 1024] else [256, 512, 1024, 2048])
+        return
     if args.allocator:
         main_allocator(args.seqs, args.reentrant)
         return

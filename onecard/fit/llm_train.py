@@ -96,6 +96,12 @@ MFU = {"full": 0.4, "lora": 0.4, "qlora": 0.3}  # assumed model FLOPs utilisatio
 # TRL 1.16's fused LM head projects into a tile of 4096 tokens (trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE) x
 # 32768 vocabulary entries (trl/trainer/utils.py _CHUNKED_LOGPROB_CHUNK_SIZE)
 TRL_TILE_TOKENS, TRL_TILE_VOCAB = 4096, 32768
+# TRL 1.4-1.14's chunked_nll (trl/trainer/sft_trainer.py `_CHUNKED_LM_HEAD_CHUNK_SIZE`), measured on CPU with the
+# wheels' own `_chunk` / `_chunked_cross_entropy_loss` and the output dropped before backward as the Trainer's
+# compute_loss does (benchmarks/fit_logits_trace.py --trl): a chunk's backward holds, before 1.13, the fp32 copy of
+# the head and three fp32 chunks of logits (12 B per chunk token and vocabulary entry), from 1.13 four (16 B: the
+# 16-bit product, its fp32 cast, log-softmax and its gradient), beside the hidden states' 16-bit copy and gradients
+TRL_NLL_CHUNK = 256
 PCIE_GBPS = 25.0  # host <-> GPU copies: PCIe 4.0 x16 moves about 25 GB/s of its 32 GB/s in practice
 _TARGETS = {"all-linear": None, "attn": {"q", "k", "v", "qkv", "o"}, "qv": {"q", "v", "qkv"}}
 
@@ -303,7 +309,8 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     proj_saved = (images * a * (arch.vision.hidden + 2 * h) if arch.vision and proj else 0.0) \
         + (2.0 * proj if param_bytes == 4 else 0.0)
     proj_grads = proj * param_bytes
-    logits = loss_bytes(kn.loss, tokens, V, h, a, kn.fp32_output)
+    trl = release(job.trl_version, stacks.CURRENT_TRL)
+    logits = loss_bytes(kn.loss, tokens, V, h, a, kn.fp32_output, trl)
     # a loop that keeps the model's output (`out = model(...)`) holds its logits, in the head's dtype, through the
     # backward and the optimizer step (benchmarks/fit_logits_trace.py --hold: 2 and 4 B per logit more)
     held = tokens * V * (4 if upcast else a) if job.holds_output and kn.loss == "standard" else 0.0
@@ -352,7 +359,7 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
              f"optimizer {opt}: {gib(states):.2f} GiB of states"
              + (" in CUDA unified memory (paged: spills to host RAM, not counted in the peak)" if paged else "")
              + (", stepped inside backward (each gradient freed after its step)" if kn.optimizer_in_backward else ""),
-             _loss_note(kn.loss, logits, V, stacks.offers(job), job.batch * job.seq, kn.fp32_output),
+             _loss_note(kn.loss, logits, V, stacks.offers(job), job.batch * job.seq, kn.fp32_output, trl),
              f"peak during the {phase}"]
     if proj:
         notes.append(f"projector trained in full ({proj / 1e6:.1f}M parameters"
@@ -407,7 +414,8 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
 BNB_DROPS_INPUT = (0, 43, 2)  # bitsandbytes 0.43.2: MatMul4Bit keeps `ctx.tensors = (None, B)`, not its input
 
 
-def loss_bytes(loss: str, tokens: int, V: int, h: int, a: int, fp32_output: bool = False) -> float:
+def loss_bytes(loss: str, tokens: int, V: int, h: int, a: int, fp32_output: bool = False,
+               trl: tuple[int, int, int] = stacks.CURRENT_TRL) -> float:
     """Bytes the loss holds at its peak (see the module docstring).
 
     `fp32_output` (LitGPT under Fabric): the precision plugin casts the model's output, every chunk of logits, to
@@ -422,6 +430,10 @@ def loss_bytes(loss: str, tokens: int, V: int, h: int, a: int, fp32_output: bool
     if loss == "fused":  # Liger: the input gradient (BT x H) + one chunk of logits (next_pow2(BT / ceil(V / H)) rows)
         chunk = min(tokens, 1 << max(0, math.ceil(math.log2(math.ceil(tokens / math.ceil(V / h))))))
         return float(a * tokens * h + a * chunk * V)
+    if loss == "tiled" and trl < stacks.TRL_FUSED_HEAD_SINCE:  # TRL 1.4-1.14's chunked_nll (TRL_NLL_CHUNK)
+        chunk = min(tokens, TRL_NLL_CHUNK) * V
+        head = V * h * 4.0 + 12.0 * chunk if trl < stacks.TRL_HEAD_IN_COMPUTE_DTYPE_SINCE else 16.0 * chunk
+        return head + (2 * a + 4) * tokens * h
     if loss == "tiled":  # TRL's backward: one logits tile + the saved 16-bit input, its fp32 gradient and 16-bit cast
         return float(a * min(tokens, TRL_TILE_TOKENS) * TRL_TILE_VOCAB + (2 * a + 4) * tokens * h)
     return tokens * V * 12.0  # cross-entropy backward: saved fp32 log-softmax + its grad + the input grad
@@ -443,7 +455,8 @@ def loss_segments_bytes(tokens: int, V: int, block_fwd: float) -> float:
     return block_fwd + 2.0 * tokens * V
 
 
-def _loss_note(loss: str, nbytes: float, V: int, offered: frozenset[str], tokens: int, fp32_output: bool) -> str:
+def _loss_note(loss: str, nbytes: float, V: int, offered: frozenset[str], tokens: int, fp32_output: bool,
+               trl: tuple[int, int, int] = stacks.CURRENT_TRL) -> str:
     if loss == "chunked" and fp32_output:
         return (f"chunked loss on the fp32 logits Fabric's precision plugin returns: {gib(nbytes):.2f} GiB (the fp32 "
                 f"logits the loop holds + each chunk's fp32 log-softmax, vocab {V})")
@@ -452,6 +465,10 @@ def _loss_note(loss: str, nbytes: float, V: int, offered: frozenset[str], tokens
                 f"fp32 (vocab {V})")
     if loss == "fused":
         return f"fused linear cross-entropy: no full logits, {gib(nbytes):.2f} GiB (input gradient + one chunk)"
+    if loss == "tiled" and trl < stacks.TRL_FUSED_HEAD_SINCE:
+        head = " through an fp32 copy of the head" if trl < stacks.TRL_HEAD_IN_COMPUTE_DTYPE_SINCE else ""
+        return (f"TRL {'.'.join(map(str, trl))}'s chunked_nll: no full logits, {gib(nbytes):.2f} GiB ({TRL_NLL_CHUNK} "
+                f"tokens at a time{head}, vocab {V})")
     if loss == "tiled":
         return (f"TRL's fused LM head: no full logits, {gib(nbytes):.2f} GiB (one {min(tokens, TRL_TILE_TOKENS)} x "
                 f"{TRL_TILE_VOCAB} tile of logits + the input, its fp32 gradient and 16-bit cast), every token counted "

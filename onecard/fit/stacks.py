@@ -54,12 +54,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 from onecard.core.errors import ConfigError
-from onecard.fit.job import FitJob
+from onecard.fit.job import FitJob, release
 
-__all__ = ["Resolved", "resolve", "offers", "untraced_note", "LOSS_CHUNKS", "LOSSES"]
+__all__ = ["Resolved", "resolve", "offers", "untraced_note", "LOSS_CHUNKS", "LOSSES", "CURRENT_TRL",
+           "TRL_CHUNKED_NLL_SINCE", "TRL_HEAD_IN_COMPUTE_DTYPE_SINCE", "TRL_FUSED_HEAD_SINCE"]
 
 LOSS_CHUNKS = 8  # torchtune CEWithChunkedOutputLoss(num_output_chunks=8); litgpt's 128-token chunks are smaller
 LOSSES = ("standard", "chunked", "tiled", "fused")  # heaviest first (llm_train.loss_bytes)
+# TRL's SFTTrainer loss by release (read in the PyPI wheels 1.0.0-1.16.0, trl/trainer/sft_trainer.py): before 1.4 the
+# model's own loss (`loss_type` "nll"); 1.4-1.14 `chunked_nll` by default (`_chunked_cross_entropy_loss`: the labelled
+# tokens' hidden states through the LM head 256 at a time, each chunk under non-reentrant checkpointing), before 1.13
+# projecting through an fp32 copy of the head (`h.float() @ w.float().t()` in `_chunk`); from 1.15 the fused LM head
+# (`add_fused_lm_head`). llm_train.loss_bytes counts each.
+TRL_CHUNKED_NLL_SINCE, TRL_HEAD_IN_COMPUTE_DTYPE_SINCE, TRL_FUSED_HEAD_SINCE = (1, 4, 0), (1, 13, 0), (1, 15, 0)
+CURRENT_TRL = (1, 16, 0)
 
 # stack -> (loss, adapter dtype, optimizer in backward for full fine-tuning, activation offload with checkpointing,
 #           quantized base linears keep their input for backward, lora_dropout)
@@ -119,6 +127,8 @@ def resolve(job: FitJob) -> Resolved:
             stack that offloads only checkpointed inputs (unsloth, axolotl).
     """
     loss, adapter, in_bwd, offload, saves, dropout = _PRESETS[job.stack]
+    if loss == "tiled" and release(job.trl_version, CURRENT_TRL) < TRL_CHUNKED_NLL_SINCE:
+        loss = "standard"  # TRL before 1.4: SFTTrainer's loss is the model's own, on the full logits
     if job.optimizer_in_backward and job.grad_accum > 1:
         raise ConfigError(f"--optimizer-in-backward frees each gradient right after its step, so --grad-accum "
                           f"{job.grad_accum} has nothing to accumulate",

@@ -559,3 +559,35 @@ def test_a_grouped_kv_model_trained_on_a_card_without_flash_holds_sdpas_scores_i
     xf = {**LORA, **job, "attention": "xformers"}
     assert estimate(FitJob(**xf), lookup("t4")).peak_allocated_gib == estimate(FitJob(**xf), lookup("rtx-4090")) \
         .peak_allocated_gib
+
+
+def test_trls_loss_follows_its_release() -> None:
+    """SFTTrainer's loss by TRL release: the model's own before 1.4, chunked_nll 1.4-1.14 (through an fp32 copy of
+    the head before 1.13), the fused LM head from 1.15 (measured on CPU with the wheels' own functions:
+    benchmarks/fit_logits_trace.py --trl)."""
+    tokens, chunk = 2048, llm_train.TRL_NLL_CHUNK * V
+    assert llm_train.loss_bytes("tiled", tokens, V, H, 2, trl=(1, 7, 1)) == pytest.approx(
+        V * H * 4 + 12 * chunk + 8 * tokens * H, rel=1e-9)
+    assert llm_train.loss_bytes("tiled", tokens, V, H, 2, trl=(1, 13, 0)) == pytest.approx(
+        16 * chunk + 8 * tokens * H, rel=1e-9)
+    job = {**LORA, "stack": "trl", "method": "qlora", "quant": "nf4", "batch": 1, "seq": 2048}
+    assert stacks.resolve(FitJob(**job, trl_version="1.2.0")).loss == "standard"
+    assert stacks.resolve(FitJob(**job, trl_version="1.7.1")).loss == "tiled"
+
+    def peak(version: str | None) -> float:
+        return float(_est(**job, trl_version=version).peak_allocated_gib)
+
+    assert peak("1.15.0") == peak(None) <= peak("1.13.0") < peak("1.7.1")
+    # the loss phase now peaks the step: TRL 1.7's fp32 copy of the head alone is 1.96 GiB
+    assert peak("1.7.1") - peak(None) > 1.5
+    assert any("chunked_nll" in a for a in _est(**job, trl_version="1.7.1").assumptions)
+
+
+def test_tune_plans_the_installed_trl() -> None:
+    """`onecard tune` plans with the TRL it runs (the loss differs by release)."""
+    from onecard.core.extras import release
+    from onecard.fit.choose import request
+    from onecard.tune.config import TuneConfig
+
+    job, _ = request(TuneConfig(model="llama-3.1-8b", data="x.jsonl", vram=12), "llama-3.1-8b", 1024, True)
+    assert job.trl_version == release("trl") and job.stack == "onecard"
