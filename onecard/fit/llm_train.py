@@ -309,7 +309,7 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     proj_saved = (images * a * (arch.vision.hidden + 2 * h) if arch.vision and proj else 0.0) \
         + (2.0 * proj if param_bytes == 4 else 0.0)
     proj_grads = proj * param_bytes
-    trl = release(job.trl_version, stacks.CURRENT_TRL)
+    trl = stacks.trl_release(job)
     logits = loss_bytes(kn.loss, tokens, V, h, a, kn.fp32_output, trl)
     # a loop that keeps the model's output (`out = model(...)`) holds its logits, in the head's dtype, through the
     # backward and the optimizer step (benchmarks/fit_logits_trace.py --hold: 2 and 4 B per logit more)

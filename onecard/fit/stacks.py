@@ -50,13 +50,15 @@ The presets other than trl, onecard and litgpt keep lora_dropout 0 (PEFT's and t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
+from onecard.core import extras
 from onecard.core.errors import ConfigError
 from onecard.fit.job import FitJob, release
 
-__all__ = ["Resolved", "resolve", "offers", "untraced_note", "LOSS_CHUNKS", "LOSSES", "CURRENT_TRL",
+__all__ = ["Resolved", "resolve", "offers", "untraced_note", "trl_release", "LOSS_CHUNKS", "LOSSES", "CURRENT_TRL",
            "TRL_CHUNKED_NLL_SINCE", "TRL_HEAD_IN_COMPUTE_DTYPE_SINCE", "TRL_FUSED_HEAD_SINCE"]
 
 LOSS_CHUNKS = 8  # torchtune CEWithChunkedOutputLoss(num_output_chunks=8); litgpt's 128-token chunks are smaller
@@ -117,6 +119,18 @@ class Resolved:
     kbit_prep: bool  # PEFT's prepare_model_for_kbit_training: 16-bit non-quantized parameters cast to fp32
 
 
+@functools.cache
+def _installed_trl() -> str | None:
+    return extras.release("trl")
+
+
+def trl_release(job: FitJob) -> tuple[int, int, int]:
+    """The TRL release the job's SFTTrainer runs: the job's `trl_version`; for `--stack onecard` unset, the installed
+    TRL (what `onecard tune` would run here); else the current one (CURRENT_TRL)."""
+    version = job.trl_version or (_installed_trl() if job.stack == "onecard" else None)
+    return release(version, CURRENT_TRL)
+
+
 def resolve(job: FitJob) -> Resolved:
     """The job's loss, adapter width, LoRA dropout, optimizer-in-backward and activation offload once its stack fills
     the gaps.
@@ -127,7 +141,7 @@ def resolve(job: FitJob) -> Resolved:
             stack that offloads only checkpointed inputs (unsloth, axolotl).
     """
     loss, adapter, in_bwd, offload, saves, dropout = _PRESETS[job.stack]
-    if loss == "tiled" and release(job.trl_version, CURRENT_TRL) < TRL_CHUNKED_NLL_SINCE:
+    if loss == "tiled" and trl_release(job) < TRL_CHUNKED_NLL_SINCE:
         loss = "standard"  # TRL before 1.4: SFTTrainer's loss is the model's own, on the full logits
     if job.optimizer_in_backward and job.grad_accum > 1:
         raise ConfigError(f"--optimizer-in-backward frees each gradient right after its step, so --grad-accum "

@@ -591,3 +591,15 @@ def test_tune_plans_the_installed_trl() -> None:
 
     job, _ = request(TuneConfig(model="llama-3.1-8b", data="x.jsonl", vram=12), "llama-3.1-8b", 1024, True)
     assert job.trl_version == release("trl") and job.stack == "onecard"
+
+
+def test_the_onecard_stack_plans_the_installed_trl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--stack onecard is what `onecard tune` runs here, so with no --trl-version it takes the installed TRL's loss;
+    --stack trl without one plans the current release."""
+    job = {**LORA, "method": "qlora", "quant": "nf4", "batch": 1, "seq": 2048}
+    monkeypatch.setattr(stacks, "_installed_trl", lambda: "1.7.1")
+    assert stacks.trl_release(FitJob(**job, stack="onecard")) == (1, 7, 1)
+    assert stacks.trl_release(FitJob(**job, stack="trl")) == stacks.CURRENT_TRL
+    assert stacks.trl_release(FitJob(**job, stack="onecard", trl_version="1.16.0")) == (1, 16, 0)
+    assert _est(**job, stack="onecard").peak_allocated_gib > _est(**job, stack="onecard", trl_version="1.16.0") \
+        .peak_allocated_gib
