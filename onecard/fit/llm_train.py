@@ -47,7 +47,9 @@ What the other stacks change, each from how its code works:
   standard loss measured 2.936 GiB. TRL scores only labelled tokens
   (prompt tokens cost nothing: 0.064 GiB with half of them), but the planner does not know how many a row has: it
   counts every token, a bound. TRL's CPU fallback (no Triton) holds several fp32 copies of each tile instead (1.94 GiB
-  there, 0.97 with half scored); fit plans GPUs.
+  there, 0.97 with half scored); fit plans GPUs. Older TRL (`trl_version`, stacks.trl_release): 1.4-1.14's
+  `chunked_nll` projects 256 labelled tokens at a time under checkpointing (TRL_NLL_CHUNK; before 1.13 through an fp32
+  copy of the head), and before 1.4 SFTTrainer's loss is the model's own (standard).
 - LoRA dropout p > 0 (PEFT `lora_A(dropout(x))`, torchtune alike): each adapter's input is its own dropped copy
   (16-bit, the copy fp32 adapters keep anyway) and the dropout keeps a 1-byte mask of it for backward.
 - 16-bit adapters (torchtune, litgpt): 2 B weights, gradients and AdamW moments; no autocast, so an adapter reads its
