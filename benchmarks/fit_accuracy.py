@@ -54,7 +54,7 @@ from typing import Any
 
 import yaml
 
-from onecard.core.errors import ConfigError
+from onecard.core.errors import ConfigError, ModelNotFoundError
 from onecard.core.gpus import GpuSpec
 from onecard.core.records import write_json_atomic
 from onecard.fit import bound
@@ -108,10 +108,11 @@ def scored(case: dict[str, Any]) -> bool:
 
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
     """One case planned (uncalibrated) and compared; a job the planner refuses (a setup it does not model, its
-    ConfigError) is a row without a figure, never scored (S1 by definition), with the refusal."""
+    ConfigError, or a model it cannot resolve offline) is a row without a figure, never scored (S1 by definition),
+    with the refusal."""
     try:
         plan = planning.plan(FitJob(**case["job"], calibration=False))
-    except ConfigError as e:
+    except (ConfigError, ModelNotFoundError) as e:
         return {"id": case["id"], "job_kind": "?", "kind": case["kind"], "measured_gib": case["measured_gib"],
                 "predicted_gib": None, "upper_gib": None, "upper_strict_gib": None, "error": None, "scored": False,
                 "refused": e.what, "source": case["source"]}

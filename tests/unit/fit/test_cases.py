@@ -73,6 +73,10 @@ def test_a_case_the_planner_refuses_is_a_row_without_a_figure_and_never_scored(c
     result = fit_accuracy.summary([row, _row("fine", 0.01, upper=9.0)])
     assert result["scored"] == 1 and result["median_abs_error"] == pytest.approx(0.01)
     fit_accuracy.print_table("split", [row], result)
+    # a model the planner cannot resolve offline (a hub id not in the cache) is refused the same way, not a crash
+    unknown = fit_accuracy.run_case({**case, "id": "hub", "kind": "allocated",
+                                     "job": {"model": "nobody/not-a-cached-model-xyz", "job": "infer"}})
+    assert unknown["predicted_gib"] is None and unknown["scored"] is False and unknown["refused"]
     assert "the planner refuses it" in capsys.readouterr().out
 
 
