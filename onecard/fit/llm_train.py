@@ -265,8 +265,17 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     # xformers path expands them as views: no copies)
     expanded = lightning or (job.attention == "xformers" and arch.kv_dim < arch.q_dim
                              and job.stack not in OWN_ATTENTION)
-    per_layer = layer_saved_bytes(arch, a, full, fmt.quantized and kn.quant_saves_input, adapted, job.attention, seq,
-                                  job.lora_rank, param_bytes, kn.lora_dropout > 0, kn.qkv_one_adapter,
+    # PEFT's prepare_model_for_kbit_training (the stack's or the job's `kbit_prep`): the embeddings, head and norms
+    # cast to fp32 (peft/utils/other.py), so the embedding's output, and every residual add after an fp32 norm or a
+    # bitsandbytes linear (which casts its output back to its input's dtype), run in fp32: each checkpointed block
+    # input is 4 B per element; without checkpointing, what each block keeps for backward is counted at 4 B per element
+    # too (traced with the casts emulated, Qwen2.5-1.5B: 155 kB per token and layer against 159 kB from this count,
+    # benchmarks/fit_logits_trace.py --kbit). The block recomputed under checkpointing stays at the compute dtype:
+    # fms-acceleration's FlashAttention-2 + autocast QLoRA rows (heldout4) read within 5 % so, 6-7 % over at 4 B.
+    upcast = kn.kbit_prep and fmt.quantized and not full
+    kept_b = 4 if upcast and not job.grad_ckpt else a  # bytes per element of what a block keeps for backward
+    per_layer = layer_saved_bytes(arch, kept_b, full, fmt.quantized and kn.quant_saves_input, adapted, job.attention,
+                                  seq, job.lora_rank, param_bytes, kn.lora_dropout > 0, kn.qkv_one_adapter,
                                   kn.qkv_one_adapter, expanded) * tokens
     # bitsandbytes before 0.43.2 keeps MatMul4Bit's input in ctx.tensors, outside autograd's saved variables, so it
     # lives as long as the graph (fixed by bitsandbytes PR #1270, "delete useless buffered activation"); LitGPT's
@@ -277,18 +286,6 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     widths = input_widths(arch)
     prev_graph = (tokens * a * (L * sum(widths[s] for s in {lin.reads for lin in linears(arch)}) + h)
                   if lightning and fmt.kind == "bnb4" and old_bnb else 0.0)
-    # PEFT's prepare_model_for_kbit_training (the stack's or the job's `kbit_prep`): the embeddings, head and norms
-    # cast to fp32 (peft/utils/other.py), so the embedding's output, and every residual add after an fp32 norm or a
-    # bitsandbytes linear (which casts its output back to its input's dtype), run in fp32: each checkpointed block
-    # input is 4 B per element; without checkpointing, what each block keeps for backward is counted at 4 B per element
-    # too (traced with the casts emulated, Qwen2.5-1.5B: 155 kB per token and layer against 159 kB from this count,
-    # benchmarks/fit_logits_trace.py --kbit). The block recomputed under checkpointing stays at the compute dtype:
-    # fms-acceleration's FlashAttention-2 + autocast QLoRA rows (heldout4) read within 5 % so, 6-7 % over at 4 B.
-    upcast = kn.kbit_prep and fmt.quantized and not full
-    if upcast and not job.grad_ckpt:  # inside each block: the norms' and 4-bit linears' outputs, q, k, v, the MLP's
-        per_layer = layer_saved_bytes(arch, 4, full, fmt.quantized and kn.quant_saves_input, adapted, job.attention,
-                                      seq, job.lora_rank, param_bytes, kn.lora_dropout > 0, kn.qkv_one_adapter,
-                                      kn.qkv_one_adapter, expanded) * tokens
     # SDPA's math kernel (llm_infer.math_sdpa: grouped KV heads from transformers 4.54 on a card without flash, or in
     # fp32): a block's attention materialises its (batch, heads, T, T) scores, keeps the fp32 softmax output for
     # backward (4 B per score: _safe_softmax's result, which the product with v saves too) and holds
