@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from onecard.core.errors import ConfigError, OnecardError
-from onecard.core.extras import release
 from onecard.fit.job import FitJob
 from onecard.fit.knobs import optimizer_of
 from onecard.fit.ladder import describe_changes, oom_ladder
 from onecard.fit.plan import Plan, plan
 from onecard.fit.solve import solve
+from onecard.fit.stacks import installed_trl
 
 __all__ = ["HF_OPTIMIZER", "FIT_OPTIMIZER", "CPU_MICRO_BATCH", "PeftKnobs", "Settings", "settings_of", "request",
            "choose", "ladder"]
@@ -138,7 +138,7 @@ def request(config: PeftKnobs, model: str, seq: int, four_bit: bool,
         model=model, job="train", method="lora" if method == "auto" else method, seq=seq, batch=batch, grad_accum=accum,
         lora_rank=config.lora_rank, lora_targets=config.lora_targets, optimizer=optimizer,
         grad_ckpt=config.gradient_checkpointing is not False, stack="onecard", lora_dropout=config.lora_dropout,
-        trl_version=release("trl"),  # the loss `tune` runs is the installed TRL's (stacks.TRL_FUSED_HEAD_SINCE)
+        trl_version=installed_trl(),  # the loss `tune` runs is the installed TRL's (stacks.trl_release)
         gpu=config.gpu, vram=config.vram, **(extra or {})))
     return job, fixed
 

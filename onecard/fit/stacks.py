@@ -58,8 +58,8 @@ from onecard.core import extras
 from onecard.core.errors import ConfigError
 from onecard.fit.job import FitJob, release
 
-__all__ = ["Resolved", "resolve", "offers", "untraced_note", "trl_release", "LOSS_CHUNKS", "LOSSES", "CURRENT_TRL",
-           "TRL_CHUNKED_NLL_SINCE", "TRL_HEAD_IN_COMPUTE_DTYPE_SINCE", "TRL_FUSED_HEAD_SINCE"]
+__all__ = ["Resolved", "resolve", "offers", "untraced_note", "trl_release", "installed_trl", "LOSS_CHUNKS", "LOSSES",
+           "CURRENT_TRL", "TRL_CHUNKED_NLL_SINCE", "TRL_HEAD_IN_COMPUTE_DTYPE_SINCE", "TRL_FUSED_HEAD_SINCE"]
 
 LOSS_CHUNKS = 8  # torchtune CEWithChunkedOutputLoss(num_output_chunks=8); litgpt's 128-token chunks are smaller
 LOSSES = ("standard", "chunked", "tiled", "fused")  # heaviest first (llm_train.loss_bytes)
@@ -120,14 +120,15 @@ class Resolved:
 
 
 @functools.cache
-def _installed_trl() -> str | None:
+def installed_trl() -> str | None:
+    """The installed TRL release ("1.16.0"), read once without importing it; None when it is not installed."""
     return extras.release("trl")
 
 
 def trl_release(job: FitJob) -> tuple[int, int, int]:
     """The TRL release the job's SFTTrainer runs: the job's `trl_version`; for `--stack onecard` unset, the installed
     TRL (what `onecard tune` would run here); else the current one (CURRENT_TRL)."""
-    version = job.trl_version or (_installed_trl() if job.stack == "onecard" else None)
+    version = job.trl_version or (installed_trl() if job.stack == "onecard" else None)
     return release(version, CURRENT_TRL)
 
 

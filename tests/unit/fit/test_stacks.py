@@ -597,7 +597,7 @@ def test_the_onecard_stack_plans_the_installed_trl(monkeypatch: pytest.MonkeyPat
     """--stack onecard is what `onecard tune` runs here, so with no --trl-version it takes the installed TRL's loss;
     --stack trl without one plans the current release."""
     job = {**LORA, "method": "qlora", "quant": "nf4", "batch": 1, "seq": 2048}
-    monkeypatch.setattr(stacks, "_installed_trl", lambda: "1.7.1")
+    monkeypatch.setattr(stacks, "installed_trl", lambda: "1.7.1")
     assert stacks.trl_release(FitJob(**job, stack="onecard")) == (1, 7, 1)
     assert stacks.trl_release(FitJob(**job, stack="trl")) == stacks.CURRENT_TRL
     assert stacks.trl_release(FitJob(**job, stack="onecard", trl_version="1.16.0")) == (1, 16, 0)
