@@ -20,7 +20,7 @@ from onecard.fit.job import FitJob
 from onecard.fit.ladder import describe_changes, oom_ladder
 from onecard.fit.plan import plan
 from onecard.fit.solve import solve
-from onecard.fit.yolo import AMP_BROKEN, find
+from onecard.fit.yolo import amp_trains_correctly, find
 
 __all__ = ["Settings", "choose", "labels_of", "settings_of", "ladder", "amp_runs_correctly"]
 
@@ -49,14 +49,15 @@ class Settings:
 
 
 def amp_runs_correctly(device: str, gpu_name: str | None = None) -> bool:
-    """Whether mixed precision trains correctly here: a CUDA card of compute capability 7.0+ not in `AMP_BROKEN`."""
+    """Whether mixed precision trains correctly here: a CUDA card of compute capability 7.0+ not in ultralytics'
+    list of cards that give NaN losses (fit.yolo.amp_trains_correctly)."""
     if not device.startswith("cuda"):
         return False  # ultralytics trains in fp32 on CPU and MPS
     import torch
 
     index = int(device.split(":")[1]) if ":" in device else 0
     name = gpu_name or torch.cuda.get_device_name(index)
-    return torch.cuda.get_device_capability(index) >= (7, 0) and not AMP_BROKEN.search(name)
+    return amp_trains_correctly(torch.cuda.get_device_capability(index), name)
 
 
 def settings_of(job: FitJob, source: str, planned: Any = None) -> Settings:

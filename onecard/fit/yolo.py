@@ -257,6 +257,11 @@ def ultralytics_release(job: FitJob) -> tuple[int, int, int]:
     return release(job.ultralytics_version, CURRENT_ULTRALYTICS)
 
 
+def amp_trains_correctly(compute_capability: tuple[int, int], name: str) -> bool:
+    """Whether fp16 mixed precision trains correctly on a card: compute capability 7.0 or more, not in AMP_BROKEN."""
+    return compute_capability >= (7, 0) and not AMP_BROKEN.search(name)
+
+
 def amp_runs(job: FitJob, card: GpuSpec | None) -> bool:
     """Whether the training runs under AMP: as asked, unless the job's ultralytics turns it off on this card."""
     broken = card is not None and AMP_BROKEN.search(card.name) is not None

@@ -24,6 +24,7 @@ from onecard.fit.job import FitJob
 from onecard.fit.ladder import oom_ladder_keeping
 from onecard.fit.plan import Plan, plan
 from onecard.fit.solve import solve
+from onecard.fit.yolo import amp_trains_correctly
 
 __all__ = ["ConfigFile", "Planned", "plan_path", "card_fields", "card_flag", "LLAMA", "GGUF"]
 
@@ -179,9 +180,9 @@ def _qlora(card: GpuSpec) -> Planned:
 
 def _yolo(card: GpuSpec) -> Planned:
     from onecard.detect.config import DetectConfig
-    from onecard.detect.plan import AMP_BROKEN, choose, ladder
+    from onecard.detect.plan import choose, ladder
 
-    amp = card.compute_capability >= (7, 0) and not AMP_BROKEN.search(card.name)  # as amp_runs_correctly decides
+    amp = amp_trains_correctly(card.compute_capability, card.name)  # as detect's amp_runs_correctly decides
     config = DetectConfig.model_validate({"data": "my_dataset/data.yaml", "model": "yolov8s.pt", "imgsz": "auto",
                                           "amp": amp, **card_fields(card)})
     settings, job = choose(config, "yolov8s", "cpu")  # "cpu": plan for the named card, not this machine's

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from onecard.detect.config import DetectConfig
-from onecard.detect.plan import AMP_BROKEN, DEFAULT_BATCH, amp_runs_correctly, choose, labels_of, ladder
+from onecard.detect.plan import DEFAULT_BATCH, amp_runs_correctly, choose, labels_of, ladder
 from onecard.fit.job import FitJob
 from onecard.fit.plan import plan
+from onecard.fit.yolo import AMP_BROKEN
 
 
 def _config(**kw: object) -> DetectConfig:
