@@ -115,10 +115,10 @@ def measure(model: Any, seq: int, vocab: int, hold: bool = False) -> tuple[float
     return (forward - base) / logits, (backward - base) / logits
 
 
-def slopes(model: Any, seqs: list[int], vocab: int, hold: bool = False) -> tuple[float, float]:
-    """Forward and backward bytes per logit between the shortest and the longest sequence (the body's own
-    activations cancel out)."""
-    (s0, f0, b0), (s1, f1, b1) = [(seq, *measure(model, seq, vocab, hold)) for seq in (seqs[0], seqs[-1])]
+def slopes(rows: list[tuple[int, float, float]], vocab: int) -> tuple[float, float]:
+    """Forward and backward bytes per logit between the first and the last measured (seq, forward, backward) row:
+    the body's own activations cancel out."""
+    (s0, f0, b0), (s1, f1, b1) = rows[0], rows[-1]
     n0, n1 = s0 * vocab, s1 * vocab
     return (f1 * n1 - f0 * n0) / (n1 - n0), (b1 * n1 - b0 * n0) / (n1 - n0)
 
@@ -129,7 +129,7 @@ def main_hold(seqs: list[int], vocab: int) -> None:
     for dtype in (torch.bfloat16, torch.float32):
         model = _model(vocab).to(dtype)
         for hold in (False, True):
-            fwd, bwd = slopes(model, seqs, vocab, hold)
+            fwd, bwd = slopes([(seq, *measure(model, seq, vocab, hold)) for seq in (seqs[0], seqs[-1])], vocab)
             print(f"  {str(dtype).split('.')[-1]:>8} head, output {'held' if hold else 'dropped':7}: "
                   f"forward {fwd:5.2f}, backward {bwd:5.2f}")
 
@@ -361,16 +361,14 @@ def main() -> None:
     model = _model(args.vocab)
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, vocab {args.vocab}, bf16, CPU")
     print(f"{'seq':>6} {'forward B/logit':>16} {'backward B/logit':>17}")
-    rows = []
+    rows: list[tuple[int, float, float]] = []
     for seq in args.seqs:
         fwd, bwd = measure(model, seq, args.vocab)
         rows.append((seq, fwd, bwd))
         print(f"{seq:>6} {fwd:>16.2f} {bwd:>17.2f}")
-    (s0, f0, b0), (s1, f1, b1) = rows[0], rows[-1]
-    n0, n1 = s0 * args.vocab, s1 * args.vocab
-    slope_f, slope_b = (f1 * n1 - f0 * n0) / (n1 - n0), (b1 * n1 - b0 * n0) / (n1 - n0)
+    slope_f, slope_b = slopes(rows, args.vocab)
     fit = loss_bytes("standard", 1, args.vocab, 64, 2) / args.vocab
-    print(f"slope {s0}->{s1}: forward {slope_f:.2f}, backward {slope_b:.2f} B per logit; "
+    print(f"slope {rows[0][0]}->{rows[-1][0]}: forward {slope_f:.2f}, backward {slope_b:.2f} B per logit; "
           f"onecard.fit's standard loss: {fit:.2f} B per logit")
 
 
