@@ -39,6 +39,7 @@ from onecard.core.device import select_device, select_dtype
 from onecard.core.errors import DataError
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, StopFlag, start_run, stop_after_step
+from onecard.fit.observations import observe_run
 
 __all__ = ["finetune", "resume_config"]
 
@@ -106,7 +107,8 @@ def finetune(config: FinetuneConfig, runs_dir: str | None = None, report_to: tup
             console.print(f"out of memory: {step.change}; continuing from the last checkpoint")
 
         started = time.perf_counter()
-        steps = retry_on_oom(job, attempt, ladder=_ladder(job), on_step=step_down)
+        with run.gpu_phase("train"):
+            steps = retry_on_oom(job, attempt, ladder=_ladder(job), on_step=step_down)
         train_s = time.perf_counter() - started
         _plot(history, run)
         if stop.requested:
@@ -131,8 +133,10 @@ def finetune(config: FinetuneConfig, runs_dir: str | None = None, report_to: tup
         export_ct2(merged.to("cpu", torch.float32), processor, run.dir / MODEL_DIR, config.export_quantization)
         for name in (ADAPTER, MODEL_DIR, LOSS_PLOT):
             run.add_artifact(run.dir / name)
-        return {"run_id": run.id, "dir": str(run.dir), "model_dir": str(run.dir / MODEL_DIR),
-                "plan": plans[-1].to_json(), **metrics}
+        result = {"run_id": run.id, "dir": str(run.dir), "model_dir": str(run.dir / MODEL_DIR),
+                  "plan": plans[-1].to_json(), **metrics}
+    observe_run(run.record)  # on a GPU: the training steps' peak beside the plan, for `onecard fit calibrate`
+    return result
 
 
 def _train(model: Any, processor: Any, items: list[Item], labels: dict[Item, list[int]], config: FinetuneConfig,

@@ -76,6 +76,8 @@ class Run:
         self.record = record
         self._trackers: list[Any] = []
         self._step = 0
+        self._phases: list[str] = []  # the open `gpu_phase`s, innermost last
+        self._gpu_peak: dict[str, float] = {}  # the run's GPU peaks so far, folded in at each phase change
 
     @property
     def id(self) -> str:
@@ -103,6 +105,33 @@ class Run:
         """Record a run-specific fact (the plan `fit` chose, the OOM steps taken...) under `key`."""
         self.record[key] = value
         self.save()
+
+    @contextlib.contextmanager
+    def gpu_phase(self, name: str) -> Iterator[None]:
+        """Keep the GPU peak of one phase of the run apart: `record["phase_peaks"][name]` (allocated and reserved
+        GiB, torch's counters), its own tensors only, not a phase opened inside it (a validation grid drawn between
+        training steps); the run's `peak_memory` is still the peak of the whole run. Nothing on a run without CUDA.
+        """
+        self._fold()
+        self._phases.append(name)
+        try:
+            yield
+        finally:
+            self._fold()
+            self._phases.pop()
+
+    def _fold(self) -> None:
+        """Credit the GPU peak since the last phase change to the open phase, then start the counters afresh."""
+        now = _gpu_peak()
+        if not now:
+            return
+        for key, value in now.items():
+            self._gpu_peak[key] = max(self._gpu_peak.get(key, 0.0), value)
+        if self._phases:
+            phase = self.record.setdefault("phase_peaks", {}).setdefault(self._phases[-1], {})
+            for key, value in now.items():
+                phase[key] = max(phase.get(key, 0.0), value)
+        sys.modules["torch"].cuda.reset_peak_memory_stats()
 
     def add_artifact(self, path: str | Path, kind: str | None = None) -> None:
         """Record an output file with its sha256 (folders: content fingerprint)."""
@@ -197,7 +226,7 @@ def start_run(
         restore_signals()
         record["ended_at"] = _now()
         record["duration_s"] = round(time.time() - started, 3)
-        record["peak_memory"] = _peak_memory()
+        record["peak_memory"] = _peak_memory(run._gpu_peak)
         run.save()
         log.info("run %s %s in %.1f s", run_id, record["status"], record["duration_s"])
         for tracker in run._trackers:
@@ -354,14 +383,22 @@ def uninterrupted() -> Iterator[None]:
         signal.raise_signal(held[0])  # to the handler now in place: KeyboardInterrupt in a run
 
 
-def _peak_memory() -> dict[str, float]:
+def _gpu_peak() -> dict[str, float]:
+    """torch's GPU peaks (GiB) since the counters last started, if this process uses CUDA."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return {}
+    return {"gpu_allocated_gib": round(torch.cuda.max_memory_allocated() / 1024**3, 3),
+            "gpu_reserved_gib": round(torch.cuda.max_memory_reserved() / 1024**3, 3)}
+
+
+def _peak_memory(earlier: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The process's peak RSS and GPU peaks, with `earlier` GPU peaks (counters restarted since) folded in."""
     # ru_maxrss is KiB on Linux, bytes on macOS.
     scale = 1 if sys.platform == "darwin" else 1024
     peak = {"rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1024**3, 3)}
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        peak["gpu_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 1024**3, 3)
-        peak["gpu_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 1024**3, 3)
+    for key, value in {**(earlier or {}), **_gpu_peak()}.items():
+        peak[key] = max(value, (earlier or {}).get(key, 0.0))
     return peak
 
 

@@ -14,6 +14,7 @@ from onecard.core.records import Run, StopFlag, start_run, stop_after_step
 from onecard.diffuse.config import DiffuseConfig
 from onecard.diffuse.data import check_images
 from onecard.diffuse.runs import LORA_DIR, TRAINING_STATE, VALIDATION_DIR, find_train_run, save_checkpoint
+from onecard.fit.observations import observe_run
 
 __all__ = ["train", "resume_config"]
 
@@ -150,7 +151,7 @@ def train(config: DiffuseConfig, runs_root: str | None = None, report_to: tuple[
                     _validate(pipe, prompts, config, run, step, dtype)
 
         started = time.perf_counter()
-        with stop_after_step(stop):
+        with stop_after_step(stop), run.gpu_phase("train"):
             retry_on_oom(job, work, ladder=train_ladder(job, eight_bit), on_step=step_down)
         train_s = time.perf_counter() - started
 
@@ -170,7 +171,8 @@ def train(config: DiffuseConfig, runs_root: str | None = None, report_to: tuple[
             raise KeyboardInterrupt
         console.print(f"step {len(losses)}: loss (quarter means) {_num(metrics['first_quarter_loss'])} -> "
                       f"{_num(metrics['last_quarter_loss'])}; LoRA in {run.dir / LORA_DIR / LORA_FILE}")
-        return run
+    observe_run(run.record)  # on a GPU: the training steps' peak beside the plan, for `onecard fit calibrate`
+    return run
 
 
 def resume_config(ref: str, overrides: dict[str, Any], runs_root: str | None = None) -> DiffuseConfig:
@@ -238,12 +240,13 @@ def _validate(pipe: Any, prompts: list[str], config: DiffuseConfig, run: Run, st
 
     path = run.dir / VALIDATION_DIR / f"step-{step:06d}.png"
     device = pipe.unet.device
-    pipe.vae.to(device)
-    drawn = draw_grid(pipe, prompts, list(range(config.validation_seeds)), config.resolution, path,
-                      None if dtype == torch.float32 else dtype)
-    if device.type == "cuda":
-        pipe.vae.to("cpu")
-        torch.cuda.empty_cache()
+    with run.gpu_phase("validate"):  # generation, not the training job fit planned: its peak is kept apart
+        pipe.vae.to(device)
+        drawn = draw_grid(pipe, prompts, list(range(config.validation_seeds)), config.resolution, path,
+                          None if dtype == torch.float32 else dtype)
+        if device.type == "cuda":
+            pipe.vae.to("cpu")
+            torch.cuda.empty_cache()
     return drawn
 
 

@@ -156,14 +156,25 @@ def observe(job: FitJob, figure: Figure, measured_gib: float, source: str,
     return obs
 
 
-def observe_run(record: dict[str, Any]) -> Observation | None:
-    """Append the observation a capability's run record holds, if it holds one: the reserved GPU peak
-    (`peak_memory.gpu_reserved_gib`) of a succeeded run beside the fit job it ran (`plan.fit_job`).
+def observe_run(record: dict[str, Any], ran: dict[str, Any] | None = None) -> Observation | None:
+    """Append the observation a capability's run record holds, if it holds one: the GPU peak of a succeeded run's
+    training steps (`phase_peaks.train`, `Run.gpu_phase`; else the whole run's `peak_memory`, class images and
+    validation grids aside) beside the fit job it ran (`plan.fit_job`, with `ran`'s fields where the run differs
+    from the plan: `tune` trains rows no longer than its longest one, whatever max_seq_length allows).
 
-    A run that stepped down the out-of-memory ladder is left out: its peak may be the failed attempt's.
+    The figure is the allocated peak (`torch.cuda.max_memory_allocated`), the reserved one only where a record has
+    no other: a run's reserved peak also holds what the caching allocator keeps on a card with room, which the
+    planner does not predict for a training run (a sample longer than every one before it leaves the segments of
+    the shorter ones cached: reserved memory climbs 0.7-27 GiB above allocated over a run whose lengths vary,
+    `benchmarks/fit_variable_length_replay.py`); a correction fitted on it would scale every later plan on the card
+    by cache the card gives back when memory runs short. A run that stepped down the out-of-memory ladder is left
+    out: its peak may be the failed attempt's.
     """
-    peak = record.get("peak_memory", {}).get("gpu_reserved_gib")
+    peak = record.get("phase_peaks", {}).get("train") or record.get("peak_memory", {})
+    figure: Figure = "allocated" if peak.get("gpu_allocated_gib") else "reserved"
+    measured = peak.get(f"gpu_{figure}_gib")
     fit_job = (record.get("plan") or {}).get("fit_job")
-    if record.get("status") != "succeeded" or not peak or fit_job is None or record.get("oom_steps"):
+    if record.get("status") != "succeeded" or not measured or fit_job is None or record.get("oom_steps"):
         return None
-    return observe(FitJob(**fit_job), "reserved", peak, f"{record['capability']} run {record['id']}")
+    job = FitJob(**fit_job | (ran or {}))
+    return observe(job, figure, measured, f"{record['capability']} run {record['id']}")

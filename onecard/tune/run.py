@@ -137,12 +137,14 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
                 lambda callbacks: make_trainer(model, tokenizer, args, fitted.rows, dev_rows, adapter, callbacks),
                 resume_from)
             return _Trained(trainer, s_per_step=s_per_step, train_rows=len(fitted.rows),
-                            truncated_rows=len(fitted.truncated), dev_rows=len(dev_rows))
+                            truncated_rows=len(fitted.truncated), dev_rows=len(dev_rows),
+                            longest_row=max(len(row["input_ids"]) for row in fitted.rows))
 
         # each try trains the latest rung's settings, which stand for the job the loop passes
-        trained = retry_on_oom(job, lambda _: attempt(*tries.last), ladder=ladder(job, four_bit=four_bit),
-                               on_step=lambda step: tries.step_down(step.change, settings_of(
-                                   step.job, f"fit's out-of-memory ladder: {step.change}", plan(step.job))))
+        with run.gpu_phase("train"):
+            trained = retry_on_oom(job, lambda _: attempt(*tries.last), ladder=ladder(job, four_bit=four_bit),
+                                   on_step=lambda step: tries.step_down(step.change, settings_of(
+                                       step.job, f"fit's out-of-memory ladder: {step.change}", plan(step.job))))
         trainer = trained.trainer
 
         # -- evaluate: loss on the dev responses (a Ctrl-C stops here, with the checkpoint saved)
@@ -160,8 +162,15 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
 
         # -- save: the adapter (with the tokenizer and its chat template), the loss curve
         tries.save(trainer, tokenizer)
-    observe_run(run.record)  # on a GPU: the measured peak beside the plan it trained with, for `onecard fit calibrate`
+    # on a GPU: the measured peak beside the plan it trained with, for `onecard fit calibrate`
+    observe_run(run.record, ran=ran_fields(job.seq, trained.longest_row, config.packing))
     return run
+
+
+def ran_fields(seq: int, longest_row: int, packing: bool) -> dict[str, int] | None:
+    """The fit job fields a run trained differently from its plan of `seq` tokens per row: each batch is padded to
+    its longest row, so the step that peaked held the longest row trained (packing fills rows to `seq`)."""
+    return {"seq": longest_row} if not packing and longest_row < seq else None
 
 
 class _Trained(NamedTuple):
@@ -172,6 +181,7 @@ class _Trained(NamedTuple):
     train_rows: int
     truncated_rows: int
     dev_rows: int
+    longest_row: int  # tokens of the longest train row after truncation
 
 
 def resume_config(ref: str, overrides: dict[str, Any], runs_root: str | None = None) -> TuneConfig:

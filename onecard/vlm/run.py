@@ -128,10 +128,11 @@ def tune(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str,
                 resume_from)
             return _Trained(trainer, s_per_step, len(rows), len(dev_rows))
 
-        trained = retry_on_oom(job, lambda _: attempt(*tries.last), ladder=ladder(job, four_bit=four_bit),
-                               on_step=lambda step: tries.step_down(step.change, settings_of(
-                                   step.job, image_tokens, f"fit's out-of-memory ladder: {step.change}",
-                                   plan(step.job))))
+        with run.gpu_phase("train"):
+            trained = retry_on_oom(job, lambda _: attempt(*tries.last), ladder=ladder(job, four_bit=four_bit),
+                                   on_step=lambda step: tries.step_down(step.change, settings_of(
+                                       step.job, image_tokens, f"fit's out-of-memory ladder: {step.change}",
+                                       plan(step.job))))
         trainer = trained.trainer
 
         # -- evaluate: loss on the dev answers (a Ctrl-C stops here, with the checkpoint saved)

@@ -200,12 +200,15 @@ def _finetune_config(model: Path, tmp_path: Path, **kw: Any) -> Any:
 
 
 @pytest.mark.slow
-def test_finetune_lowers_the_loss_records_wer_and_exports_a_model_faster_whisper_runs(tiny_whisper: Path,
-                                                                                     tmp_path: Path) -> None:
+def test_finetune_lowers_the_loss_records_wer_and_exports_a_model_faster_whisper_runs(
+        tiny_whisper: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from faster_whisper import WhisperModel
 
+    from onecard.asr import train
     from onecard.asr.train import finetune
 
+    observed: list[dict] = []
+    monkeypatch.setattr(train, "observe_run", observed.append)
     result = finetune(_finetune_config(tiny_whisper, tmp_path, max_steps=4), str(tmp_path / "runs"), ())
     record = json.loads((Path(result["dir"]) / "run.json").read_text())
     assert record["status"] == "succeeded"
@@ -214,6 +217,9 @@ def test_finetune_lowers_the_loss_records_wer_and_exports_a_model_faster_whisper
     assert metrics["wer_before"] is not None and metrics["wer_after"] is not None
     assert [f["file"] for f in record["dev"]["before"]] == ["LDC93S1.wav"]
     assert record["plan"]["source"].startswith("defaults")
+    # the finished record goes to `onecard fit calibrate`'s observations (on a GPU: its training steps' peak)
+    assert [(r["id"], r["status"], r["plan"]["fit_job"]["job"]) for r in observed] == [(record["id"], "succeeded",
+                                                                                        "train")]
     assert (Path(result["dir"]) / "checkpoints" / "step-4" / "training_state.pt").is_file()
     exported = Path(result["model_dir"])
     assert {"model.bin", "tokenizer.json", "preprocessor_config.json"} <= {p.name for p in exported.iterdir()}

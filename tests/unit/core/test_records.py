@@ -256,3 +256,64 @@ def test_logged_points_make_the_metric_history(tmp_path: Path) -> None:
     record = find_run(run.id, tmp_path)
     assert history(record) == {"train/loss": [[10, 2.0], [20, 1.5]], "lr": [[10, 0.1], [20, 0.05]],
                                "val/loss": [[10, 1.9]]}
+
+
+class _FakeCuda:
+    """torch.cuda's peak counters, driven by the test: `use(gib)` allocates, `free(gib)` frees."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0.0
+
+    def use(self, gib: float) -> None:
+        self.now += gib
+        self.peak = max(self.peak, self.now)
+
+    def free(self, gib: float) -> None:
+        self.now -= gib
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def max_memory_allocated(self) -> float:
+        return self.peak * 1024**3
+
+    def max_memory_reserved(self) -> float:
+        return (self.peak + 0.5) * 1024**3
+
+    def reset_peak_memory_stats(self) -> None:
+        self.peak = self.now
+
+
+def test_a_phase_keeps_its_own_gpu_peak_and_the_run_keeps_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A training phase's peak leaves out a validation grid drawn inside it and the loading before it; the run's
+    peak_memory is still the largest of all."""
+    torch = pytest.importorskip("torch")
+    cuda = _FakeCuda()
+    for name in ("is_available", "is_initialized", "max_memory_allocated", "max_memory_reserved",
+                 "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, getattr(cuda, name))
+    with start_run("demo", Cfg(), report_to=()) as run:
+        cuda.use(9.0)  # loading: a 16-bit copy staged on the GPU, then freed
+        cuda.free(6.0)
+        with run.gpu_phase("train"):
+            cuda.use(4.0)  # a training step
+            cuda.free(4.0)
+            with run.gpu_phase("validate"):  # a grid drawn between steps
+                cuda.use(5.0)
+                cuda.free(5.0)
+            cuda.use(4.5)  # the step that peaked
+            cuda.free(4.5)
+    rec = _record(run.dir)
+    assert rec["phase_peaks"]["train"] == {"gpu_allocated_gib": 7.5, "gpu_reserved_gib": 8.0}
+    assert rec["phase_peaks"]["validate"] == {"gpu_allocated_gib": 8.0, "gpu_reserved_gib": 8.5}
+    assert rec["peak_memory"]["gpu_allocated_gib"] == 9.0 and rec["peak_memory"]["gpu_reserved_gib"] == 9.5
+
+
+def test_without_cuda_a_phase_records_nothing() -> None:
+    with start_run("demo", Cfg(), report_to=()) as run, run.gpu_phase("train"):
+        run.log({"loss": 1.0})
+    rec = _record(run.dir)
+    assert "phase_peaks" not in rec and "gpu_allocated_gib" not in rec["peak_memory"]

@@ -56,9 +56,14 @@ def _generate(pipe: object) -> np.ndarray:
 
 @pytest.mark.slow
 def test_the_loss_falls_and_the_lora_loads_and_changes_the_output(base: Path, images: Path, tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+                                                                    capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from diffusers import StableDiffusionPipeline
 
+    from onecard.diffuse import training
+
+    observed: list[dict] = []
+    monkeypatch.setattr(training, "observe_run", observed.append)
     argv = ["diffuse", "train", "--base", str(base), "--data", str(images), "--token", "sks", "--rank", "8",
             "--max-steps", "8", *SETTINGS, "--runs-dir", str(tmp_path / "runs"), "--json"]
     assert main(argv) == 0
@@ -70,6 +75,9 @@ def test_the_loss_falls_and_the_lora_loads_and_changes_the_output(base: Path, im
     assert record["metrics"]["first_loss"] == out["first_loss"] and record["metrics"]["final_loss"] == out["final_loss"]
     lora = Path(out["dir"]) / LORA_DIR
     assert (lora / LORA_FILE).is_file() and json.loads((lora / STATE_FILE).read_text()) == {"step": 8}
+    # the finished record goes to `onecard fit calibrate`'s observations (on a GPU: its training steps' peak)
+    assert [(r["id"], r["status"], r["plan"]["fit_job"]["job"]) for r in observed] == [(record["id"], "succeeded",
+                                                                                        "train")]
 
     pipe = StableDiffusionPipeline.from_pretrained(str(base))
     pipe.set_progress_bar_config(disable=True)
@@ -95,6 +103,10 @@ def test_ctrl_c_saves_the_lora_after_the_step(base: Path, images: Path, tmp_path
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(components, "noise_loss", interrupted_at_step_3)
+    from onecard.diffuse import training
+
+    observed: list[dict] = []
+    monkeypatch.setattr(training, "observe_run", observed.append)
     config = DiffuseConfig(base=str(base), data=str(images), max_steps=8, resolution=32, batch_size=4, dtype="fp32",
                            device="cpu", rank=4)
     with pytest.raises(KeyboardInterrupt):
@@ -104,6 +116,7 @@ def test_ctrl_c_saves_the_lora_after_the_step(base: Path, images: Path, tmp_path
     assert record["status"] == "interrupted" and record["metrics"]["steps"] == 3
     assert json.loads((run_dir / LORA_DIR / STATE_FILE).read_text()) == {"step": 3}
     assert (run_dir / LORA_DIR / LORA_FILE).is_file() and (run_dir / LORA_DIR / TRAINING_STATE).is_file()
+    assert observed == []  # an interrupted run is no observation of the job's peak
 
 
 def test_bad_images_stop_training_before_the_model_loads(images: Path, tmp_path: Path) -> None:

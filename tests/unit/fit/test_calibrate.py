@@ -118,6 +118,8 @@ def test_appends_keep_every_line_whole(tmp_path: Path) -> None:
 
 
 def test_a_tune_run_on_a_gpu_becomes_an_observation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The allocated peak of the training steps is what a run observes: the reserved one also holds the cache a run
+    whose sequence lengths vary leaves behind, which the planner does not predict for training."""
     from onecard.core import device
 
     monkeypatch.setattr(device, "local_gpu", lambda: lookup("4070ti"))
@@ -126,7 +128,7 @@ def test_a_tune_run_on_a_gpu_becomes_an_observation(monkeypatch: pytest.MonkeyPa
               "peak_memory": {"rss_gib": 3.0, "gpu_allocated_gib": 7.1, "gpu_reserved_gib": 7.9}}
     obs = observations.observe_run(record)
     assert obs is not None and (obs.card, obs.kind, obs.figure, obs.measured_gib) == ("rtx-4070-ti", "llm-train",
-                                                                                       "reserved", 7.9)
+                                                                                       "allocated", 7.1)
     assert obs.source == "tune run tune-1" and obs.job["stack"] == "onecard" and obs.predicted_gib > 0
     assert observations.load() == [obs]
     # no GPU peak (a CPU run), a run that stepped down the OOM ladder, a failed run: nothing is observed
@@ -134,6 +136,25 @@ def test_a_tune_run_on_a_gpu_becomes_an_observation(monkeypatch: pytest.MonkeyPa
     assert observations.observe_run(record | {"oom_steps": [{"change": "sequence 2048 -> 1024"}]}) is None
     assert observations.observe_run(record | {"status": "failed"}) is None
     assert len(observations.load()) == 1
+    # the training phase's own peak, where the run kept one apart (`Run.gpu_phase`); reserved where alone
+    trained = observations.observe_run(record | {"phase_peaks": {"train": {"gpu_allocated_gib": 6.4}}})
+    assert trained is not None and (trained.figure, trained.measured_gib) == ("allocated", 6.4)
+    alone = observations.observe_run(record | {"peak_memory": {"gpu_reserved_gib": 7.9}})
+    assert alone is not None and (alone.figure, alone.measured_gib) == ("reserved", 7.9)
+
+
+def test_a_run_observes_the_job_it_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tune` pads each batch to its longest row: rows no longer than 600 tokens peak as a 600-token job, however
+    long max_seq_length lets them be; the observation plans that job, not the longer one."""
+    from onecard.core import device
+
+    monkeypatch.setattr(device, "local_gpu", lambda: lookup("4070ti"))
+    fit_job = FitJob(**TRAIN | {"stack": "onecard", "seq": 2048}).model_dump(mode="json")  # type: ignore[arg-type]
+    record = {"id": "tune-2", "capability": "tune", "status": "succeeded", "plan": {"fit_job": fit_job},
+              "peak_memory": {"gpu_allocated_gib": 6.0}}
+    planned, ran = observations.observe_run(record), observations.observe_run(record, ran={"seq": 600})
+    assert planned is not None and ran is not None
+    assert (planned.job["seq"], ran.job["seq"]) == (2048, 600) and ran.predicted_gib < planned.predicted_gib
 
 
 def test_a_measure_run_appends_its_peak(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
