@@ -13,7 +13,8 @@ that does not grow with the job: workspaces, buffers, allocator rounding, which 
 is decided on it. Two runtimes size themselves to the card (`plan.judge`): vLLM's peak is the share it reserves
 (`RESERVED`, margin 0), and llama.cpp's GPU layers, when the planner chooses them, are as many as fit on the bound.
 
-Corrections: `onecard fit calibrate` fits a scale per (card, kind) from this machine's observations and saves it to
+Corrections: `onecard fit calibrate` fits a scale per (card, mechanism group: the stack or runtime, `group_of`) from
+this machine's observations and saves it to
 <ONECARD_HOME>/fit/calibration.json; the planner multiplies its estimate on that card by it (`apply`), unless the
 job says `calibration: false` (`--no-calibration`).
 """
@@ -56,10 +57,11 @@ class Margin:
 
 @dataclasses.dataclass(frozen=True)
 class Correction:
-    """A scale `onecard fit calibrate` fitted for one card and job kind from this machine's observations."""
+    """A scale `onecard fit calibrate` fitted for one card and mechanism group (a job kind's stack or runtime:
+    `group_of`) from this machine's observations."""
 
     card: str
-    kind: str
+    kind: str  # the mechanism group (`group_of`: llm-train/transformers, llm-infer/llama.cpp, whisper-infer...)
     scale: float  # measured / predicted, median over the observations
     observations: int
 
@@ -140,7 +142,7 @@ def calibration_file() -> Path:
 
 
 def corrections() -> dict[tuple[str, str], Correction]:
-    """The saved corrections by (card key, kind); none when `onecard fit calibrate` was never run."""
+    """The saved corrections by (card key, mechanism group); none when `onecard fit calibrate` was never run."""
     path = calibration_file()
     try:
         stamp = path.stat().st_mtime_ns
@@ -161,9 +163,11 @@ def _read(path: Path, stamp: int) -> dict[tuple[str, str], Correction]:
                           f"run `onecard fit calibrate` again to rewrite it, or delete {path}") from e
 
 
-def correction(card_key: str, kind: str) -> Correction | None:
-    """The saved correction for a card and job kind, if any."""
-    return corrections().get((card_key, kind))
+def correction(card_key: str, group: str, kind: str | None = None) -> Correction | None:
+    """The saved correction for a card and a job's mechanism group (`group_of`: its stack or runtime), if any; else,
+    with `kind`, one a calibration written before corrections were kept per group saved for the whole kind."""
+    found = corrections()
+    return found.get((card_key, group)) or (found.get((card_key, kind)) if kind is not None else None)
 
 
 def apply(est: Estimate, fix: Correction) -> Estimate:

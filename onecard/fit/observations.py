@@ -49,6 +49,7 @@ class Observation:
         parts: the planner's parts then (GiB), with allocator slack and CUDA context.
         source: what measured it: "fit --measure", "tune run <id>"...
         at: when (UTC, ISO 8601).
+        group: the job's mechanism group within its kind (`bound.group_of`), which calibrate fits a correction for.
     """
 
     card: str
@@ -60,6 +61,7 @@ class Observation:
     parts: dict[str, float] = field(default_factory=dict)
     source: str = ""
     at: str = ""
+    group: str = ""  # the mechanism group (`bound.group_of`: its stack or runtime); "" in lines written before
 
     def fit_job(self) -> FitJob:
         """The job, planned for the card it ran on, without calibration."""
@@ -84,16 +86,17 @@ def predicted_figure(est: Estimate, figure: Figure, usable_gib: float | None = N
 
 
 def of_estimate(card: str, kind: str, job: FitJob, est: Estimate, figure: Figure, measured_gib: float,
-                source: str, usable_gib: float | None = None) -> Observation:
-    """An observation of `job` measured at `measured_gib` on a card with `usable_gib`, beside the planner's
-    uncalibrated estimate `est`."""
+                source: str, usable_gib: float | None = None, group: str = "") -> Observation:
+    """An observation of `job` (of mechanism group `group`) measured at `measured_gib` on a card with `usable_gib`,
+    beside the planner's uncalibrated estimate `est`."""
     parts = {k: round(v, 4) for k, v in est.parts.items()} | {
         "allocator_slack": round(est.slack_gib, 4), "cuda_context": round(est.context_gib, 4),
         "cache": round(est.held_gib(usable_gib), 4)}
     predicted = predicted_figure(est, figure, usable_gib)
     return Observation(card=card, kind=kind, job=job.model_dump(mode="json", exclude={"calibration"}), figure=figure,
                        measured_gib=round(measured_gib, 4), predicted_gib=round(predicted, 4),
-                       parts=parts, source=source, at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+                       parts=parts, source=source, at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                       group=group or kind)
 
 
 def append(observations: list[Observation], path: Path | None = None) -> Path:
@@ -151,7 +154,7 @@ def observe(job: FitJob, figure: Figure, measured_gib: float, source: str,
         return None
     resolved = resolve_arch(job.model)
     obs = of_estimate(card.key, resolved.kind(job), job, resolved.estimate(job, card), figure, measured_gib, source,
-                      card.usable_gib)
+                      card.usable_gib, resolved.group(job))
     append([obs])
     return obs
 

@@ -79,8 +79,15 @@ class Resolved:
         return self.estimator(self.arch, job, card)
 
     def kind(self, job: FitJob) -> str:
-        """The job kind its bound and calibration are kept for (`bound.kind_of`)."""
+        """The job kind its bound is kept for (`bound.kind_of`)."""
         return bound.kind_of(self.family, self.arch, job)
+
+    def group(self, job: FitJob) -> str:
+        """The mechanism group within its kind (`bound.group_of`: the stack an LLM trains on, the runtime it infers
+        on, the diffusion offload mode, the YOLO task): what a bound margin and a calibration are kept for."""
+        kind = self.kind(job)
+        runtime = llm_infer.runtime_of(self.arch, job) if kind == "llm-infer" else None
+        return bound.group_of(kind, self.arch, job, runtime)
 
 
 def resolve_card(job: FitJob) -> GpuSpec | None:
@@ -175,11 +182,10 @@ def judge(resolved: Resolved, job: FitJob, card: GpuSpec | None, budget_gib: flo
         card: the card; None: no budget and no verdict (the bound is still given).
         budget_gib: the memory the job may use; None: the card's memory less `job.margin_gib`.
     """
-    kind = resolved.kind(job)
-    fix = bound.correction(card.key, kind) if card is not None and job.calibration else None
+    kind, group = resolved.kind(job), resolved.group(job)
+    fix = bound.correction(card.key, group, kind) if card is not None and job.calibration else None
     runtime = llm_infer.runtime_of(resolved.arch, job) if kind == "llm-infer" else None
-    margin = bound.RESERVED if runtime == "vllm" else bound.margin(kind, bound.group_of(kind, resolved.arch, job,
-                                                                                         runtime))
+    margin = bound.RESERVED if runtime == "vllm" else bound.margin(kind, group)
     if job.strict:
         margin = bound.strict(margin)
     scale = (1 + margin.margin) * (fix.scale if fix is not None else 1.0)  # upper bound / uncalibrated estimate

@@ -357,7 +357,7 @@ def _pct(error: float | None) -> str:
 
 
 def render_calibration(result: Calibration, console: Console) -> None:
-    """Print each card and kind's correction and the errors before and after it (after: leave-one-out)."""
+    """Print each card and stack's correction and the errors before and after it (after: leave-one-out)."""
     data = result.to_json()
     if not data["groups"]:
         console.print(f"no observations in {result.observations_file}: `onecard fit MODEL --measure` and the "
@@ -367,12 +367,13 @@ def render_calibration(result: Calibration, console: Console) -> None:
                   caption=f"error = predicted / measured - 1; a correction needs {data['min_observations']} "
                   "observations; after: each observation predicted with the median of the others (leave-one-out)",
                   caption_justify="left")
-    for name in ("card", "kind", "observations", "scale", "median |error| before", "after", "worst under before",
-                 "after"):
-        table.add_column(name, justify="left" if name in ("card", "kind") else "right")
+    for name in ("card", "kind / stack", "observations", "scale", "median |error| before", "after",
+                 "worst under before", "after"):
+        table.add_column(name, justify="left" if name in ("card", "kind / stack") else "right")
     for g in data["groups"]:
         table.add_row(g["card"], g["kind"], str(g["observations"]),
-                      "none" if g["scale"] is None else f"x{g['scale']:.3f}",
+                      f"x{g['scale']:.3f}" if g["scale"] is not None else
+                      f"x{g['kind_scale']:.3f} ({g['job_kind']})" if g["kind_scale"] is not None else "none",
                       f"{g['before_median_abs_error']:.1%}", f"{g['after_median_abs_error']:.1%}",
                       _pct(g["before_worst_under"]), _pct(g["after_worst_under"]))
     overall = data["overall"]
@@ -382,6 +383,6 @@ def render_calibration(result: Calibration, console: Console) -> None:
     console.print(table)
     for line in result.notes:
         console.print(f"  • {line}", highlight=False)
-    saved = sum(g["scale"] is not None for g in data["groups"])
+    saved = len(data["corrections"])
     console.print(f"saved {saved} correction(s) to {result.saved_to}; `onecard fit` uses them from now on "
                   "(--no-calibration to compare)" if result.saved_to else f"{saved} correction(s), not saved")

@@ -52,7 +52,7 @@ def test_calibrate_then_plan_with_and_without_it(capsys: pytest.CaptureFixture[s
     _observe(1.1)
     result = _json(capsys, "fit", "calibrate", "--json")
     (group,) = result["groups"]
-    assert (group["card"], group["kind"], group["observations"]) == ("rtx-4070-ti", "llm-train", 4)
+    assert (group["card"], group["kind"], group["observations"]) == ("rtx-4070-ti", "llm-train/transformers", 4)
     assert group["scale"] == pytest.approx(1.1, rel=1e-3)
     assert group["after_median_abs_error"] < group["before_median_abs_error"]
     assert result["saved_to"].endswith("calibration.json")
@@ -63,7 +63,8 @@ def test_calibrate_then_plan_with_and_without_it(capsys: pytest.CaptureFixture[s
     assert without["calibration"] is None and without["process_gib"] == before["process_gib"]
     assert main(["fit", "calibrate"]) == 0
     text = capsys.readouterr().out
-    assert "rtx-4070-ti" in text and "x1.100" in text and "leave-one-out" in text and "saved 1 correction" in text
+    assert "rtx-4070-ti" in text and "x1.100" in text and "leave-one-out" in text
+    assert "saved 2 correction" in text  # the stack's, and its kind's for the card's other stacks
 
 
 def test_calibrate_takes_no_job_flags(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,6 +7,7 @@ The observations are synthetic with a known bias: the measured figure is the pla
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -23,15 +24,16 @@ NOISE = (1.0, 1.03, 0.97, 1.01, 0.99)
 TRAIN = dict(model="llama-3.1-8b", job="train", method="qlora")
 
 
-def _observe(card: str, noise: tuple[float, ...], **job: object) -> None:
-    """One observation per noise factor, each a different sequence length, measured at BIAS x the reserved peak."""
+def _observe(card: str, noise: tuple[float, ...], bias: float = BIAS, **job: object) -> None:
+    """One observation per noise factor, each a different sequence length, measured at `bias` x the reserved peak."""
     found = []
     for i, n in enumerate(noise):
         fit_job = FitJob(**job | {"seq": 512 * (i + 1), "gpu": card})  # type: ignore[arg-type]
         resolved = resolve_arch(fit_job.model)
         est = resolved.estimate(fit_job, lookup(card))
         found.append(observations.of_estimate(lookup(card).key, resolved.kind(fit_job), fit_job, est, "reserved",
-                                              est.peak_reserved_gib * BIAS * n, "synthetic"))
+                                              est.peak_reserved_gib * bias * n, "synthetic",
+                                              group=resolved.group(fit_job)))
     observations.append(found)
 
 
@@ -48,7 +50,7 @@ def test_calibrate_moves_the_prediction_toward_the_measurements_on_that_card_onl
     by_card = {g.card: g for g in result.groups}
     assert set(by_card) == {"rtx-4070-ti", "rtx-3060"}  # catalog keys
     fitted = by_card["rtx-4070-ti"]
-    assert fitted.kind == "llm-train" and fitted.scale == pytest.approx(BIAS * 1.0, rel=0.01)  # median noise 1.0
+    assert fitted.kind == "llm-train/transformers" and fitted.scale == pytest.approx(BIAS * 1.0, rel=0.01)  # noise 1.0
     assert by_card["rtx-3060"].scale is None
     # the error moved on the observations, measured leave-one-out: about -17 % before, within the noise after
     summary = result.to_json()["groups"][[g["card"] for g in result.to_json()["groups"]].index("rtx-4070-ti")]
@@ -67,11 +69,46 @@ def test_calibrate_moves_the_prediction_toward_the_measurements_on_that_card_onl
     assert uncalibrated.estimate.process_gib == pytest.approx(before["4070titrain"])
 
 
+def test_a_correction_is_kept_per_stack() -> None:
+    """A stack's own runs correct that stack's plans on the card; a stack without enough runs of its own takes its job
+    kind's correction there (every stack's runs together), and another kind's plans are left alone."""
+    _observe("4070ti", NOISE, **TRAIN)  # the transformers stack (TRL, tune and axolotl build on it): 1.2
+    _observe("4070ti", NOISE[:MIN_OBSERVATIONS], **TRAIN | {"stack": "torchtune"}, bias=0.9)
+    trl = FitJob(**TRAIN | {"stack": "trl", "gpu": "4070ti"})  # type: ignore[arg-type]
+    torchtune = FitJob(**TRAIN | {"stack": "torchtune", "gpu": "4070ti"})  # type: ignore[arg-type]
+    unsloth = FitJob(**TRAIN | {"stack": "unsloth", "gpu": "4070ti"})  # type: ignore[arg-type]
+    gguf = FitJob(model="llama-3.1-8b", job="infer", quant="q4_k_m", gpu="4070ti")
+    jobs = {"trl": trl, "torchtune": torchtune, "unsloth": unsloth, "gguf": gguf}
+    before = {name: plan(job).estimate.process_gib for name, job in jobs.items()}
+
+    result = calibrate()
+
+    scales = {g.kind: g.scale for g in result.groups}
+    assert scales == {"llm-train/transformers": pytest.approx(BIAS, rel=0.01),
+                      "llm-train/torchtune": pytest.approx(0.9, rel=0.01)}
+    kind_scale = statistics.median([BIAS * n for n in NOISE] + [0.9 * n for n in NOISE[:MIN_OBSERVATIONS]])
+    expected = {"trl": BIAS, "torchtune": 0.9, "unsloth": kind_scale, "gguf": 1.0}
+    for name, job in jobs.items():
+        assert plan(job).estimate.process_gib == pytest.approx(before[name] * expected[name], rel=0.01), name
+    assert plan(gguf).calibration is None  # llm-infer: no observation of that kind on the card
+
+
+def test_a_calibration_saved_per_kind_still_applies() -> None:
+    """A calibration.json written before corrections were kept per stack holds one per job kind: it still applies."""
+    path = bound.calibration_file()
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"corrections": [{"card": "rtx-4070-ti", "kind": "llm-train", "scale": 1.1,
+                                                 "observations": 4}]}))
+    planned = plan(FitJob(**TRAIN | {"gpu": "4070ti"}))  # type: ignore[arg-type]
+    assert planned.calibration is not None and planned.calibration.scale == 1.1
+
+
 def test_leave_one_out_cannot_memorize() -> None:
     """With exactly MIN_OBSERVATIONS, no observation has enough others for a correction: after = before."""
-    groups = fit_groups({("4070ti", "llm-train"): [1.2] * MIN_OBSERVATIONS})
+    groups = fit_groups([("4070ti", "llm-train", "llm-train/transformers", 1.2)] * MIN_OBSERVATIONS)
     assert groups[0].scale == pytest.approx(1.2) and groups[0].after == groups[0].before
-    groups = fit_groups({("4070ti", "llm-train"): [1.2, 1.2, 1.2, 5.0]})  # one odd run drags neither the median
+    groups = fit_groups([("4070ti", "llm-train", "llm-train/transformers", r) for r in (1.2, 1.2, 1.2, 5.0)])  # one
+    # odd run drags neither the median
     assert groups[0].scale == pytest.approx(1.2) and groups[0].after[:3] == pytest.approx([0.0] * 3)
 
 
