@@ -12,7 +12,9 @@ folder instead (development rules).
 Each case names a job (FitJob fields, with the card in `gpu`), the measured figure in GiB and its kind: allocated
 (torch max_memory_allocated), reserved (max_memory_reserved), process (nvidia-smi: + CUDA context), device (NVML's
 v1 used memory of the whole card, which also counts what the driver keeps: nvidia-smi's total less CUDA's, 0.86 GiB
-on an A100 80GB) or part:<name> (one part of the estimate, e.g. a buffer llama.cpp logs).
+on an A100 80GB), allocated+context (torch's allocated peak plus nvidia-smi's peak less torch's reserved peak: the
+CUDA context without the allocator's slack or cache, huggingface/optimum's GPTQ benchmark) or part:<name> (one part
+of the estimate, e.g. a buffer llama.cpp logs).
 
 Which cases are scored is decided from each case's setup and source, before its error is seen, by one rule (the
 same text is in benchmarks/fit_cases/public/README.md). A case is scored unless:
@@ -81,6 +83,8 @@ def predicted(est: Estimate, kind: str, card: GpuSpec | None = None) -> float:
     the whole card) also holds what the driver keeps on the card (`GpuSpec.driver_reserved_gib`)."""
     if kind.startswith("part:"):
         return est.parts.get(kind.removeprefix("part:"), 0.0)
+    if kind == "allocated+context":  # torch's allocated peak plus what its allocator does not hold
+        return est.peak_allocated_gib + est.context_gib
     usable = card.usable_gib if card is not None else None
     if kind == "device":
         return predicted_figure(est, "process", usable) + (card.driver_reserved_gib if card is not None else 0.0)

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from onecard.core.errors import ConfigError
@@ -201,12 +202,8 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
     kv_step = 2.0 if tuple_cache and job.new_tokens > 1 else 1.0
     concat = 0.0 if tuple_cache or fused else B * ctx * kvt / (2 * L)  # DynamicCache: one layer's K or V copy
     repeated = 2 * B * ctx * a * arch.q_dim if repeat else 0.0  # one layer's k and v at every query head
-    # Not counted: a cache grown with torch.cat at every step (the tuple cache, and DynamicCache since) leaves a free
-    # allocator segment per K and V tensor at each 2 MiB step of its size above 10 MiB, which no later, larger
-    # request can use; on a large card reserved memory (and nvidia-smi) climbs with them (optimum-benchmark's
-    # Vicuna-7B at batch 16 on an A100: 19-36 GiB above the tensors). They are whole free segments, which the
-    # caching allocator releases and retries with when a cudaMalloc fails, so they never make a job run out of
-    # memory: they are not part of what has to fit.
+    # Not part of what has to fit, but what a card with room keeps: the tuple cache, grown with torch.cat, leaves
+    # free allocator segments behind (`stranded`, the estimate's cache).
     phases: dict[str, dict[str, float]] = {
         "prefill": {"kv_cache": kv_prompt, "activations": B * prompt * per_tok + scores + vision,
                     "logits": 0.0 if all_logits else last, "runtime": wb.dequant},
@@ -250,10 +247,53 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
         notes.append(f"prefill matmuls dequantize one weight at a time: {gib(wb.dequant):.2f} GiB buffer")
     if img:
         notes.append(f"one image per sequence: {img} image tokens in the context")
+    soaked = arch.kv_dim < arch.q_dim or (fmt.kind == "bnb4" and B > 1) or fmt.kind == "awq"
+    cache = stranded(B * kvt / (2 * L), prompt, job.new_tokens, L) if tuple_cache and not soaked else 0.0
+    if cache:
+        notes.append(f"the tuple KV cache grows by torch.cat: each layer's K and V leave a {gib(cache):.2f} GiB trail "
+                     "of freed segments a card with room keeps (not part of what has to fit)")
     est = Estimate({k: gib(v) for k, v in parts.items()}, slack_gib=gib(ALLOC_SLACK * transient),
-                   context_gib=CUDA_CONTEXT_GIB, assumptions=[*notes, slack_note()])
+                   context_gib=CUDA_CONTEXT_GIB, assumptions=[*notes, slack_note()], cache_gib=gib(cache))
     _decode_speed(est, card, wb.total + B * (prompt + job.new_tokens / 2) * kvt, B, "transformers")
     return est
+
+
+_MIB = 1 << 20
+SEGMENT_OWN, SEGMENT_ROUND = 10 * _MIB, 2 * _MIB  # CUDACachingAllocator.cpp kMinLargeAlloc, kRoundLarge
+
+
+def stranded(per_token: float, prompt: int, new_tokens: int, layers: int) -> float:
+    """Bytes of freed segments transformers' tuple KV cache (before 4.42) leaves in PyTorch's caching allocator over a
+    generate call, on a card with room to keep them.
+
+    Each decode step makes every layer's K and V anew with torch.cat, one token longer. A tensor of 10 MiB or more
+    (kMinLargeAlloc) gets a segment of its own, rounded up to 2 MiB (kRoundLarge), which the tensor of the next steps
+    reuses until it outgrows it; the outgrown segment stays cached, and no later request fits it (every cache tensor
+    after it is larger, and a decode step allocates nothing else that large): one segment left per 2 MiB of growth,
+    for each of the 2L tensors. The caching allocator gives whole free segments back when a cudaMalloc fails, so they
+    never make a job run out of memory. Measured: optimum-benchmark's Vicuna-7B generate at batch 16 / 8 on an A100
+    (transformers 4.35) held 31 / 7 GiB more than its forward pass, where this gives 30 / 7; replayed through the
+    allocator's rules (`benchmarks/fit_kv_stranding_replay.py`) the tuple cache leaves 0.7-1.3x this. DynamicCache
+    (4.42 on) grows by torch.cat too, but frees each old tensor at once; replays leave a third to a half of this, and
+    no measurement says how much: not counted. Nor where a decode step frees large tensors the cache requests can be
+    cut from: the repeat_kv copies of grouped KV heads (not modelled for grouped-KV models at all), bitsandbytes 4-bit
+    matmuls at batch > 1 (each weight dequantized per step), AWQ's split-k GEMM outputs.
+
+    Args:
+        per_token: bytes per token of one layer's K (or V) tensor: batch x KV heads x head size x element size.
+    """
+    if new_tokens < 2:
+        return 0.0
+
+    def segment(size: float) -> int:
+        return SEGMENT_ROUND * math.ceil(size / SEGMENT_ROUND)
+
+    first, last = segment(per_token * (prompt + 1)), segment(per_token * (prompt + new_tokens - 1))
+    size, total = max(segment(SEGMENT_OWN), first), 0
+    while size < last:
+        total += size
+        size += SEGMENT_ROUND
+    return float(2 * layers * total)
 
 
 def _release_note(job: FitJob, all_logits: bool, upcast: bool, tuple_cache: bool) -> str:

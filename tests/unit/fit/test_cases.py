@@ -149,3 +149,14 @@ def test_an_empty_split_is_not_recorded(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(fit_accuracy, "record_file", lambda name: tmp_path / f"{name}_scored.json")
     assert fit_accuracy.heldout_rows("empty") == [] and not (tmp_path / "empty_scored.json").exists()
     assert fit_accuracy.spent() == []
+
+
+def test_an_allocated_plus_context_reading_holds_no_slack_nor_cache() -> None:
+    """huggingface/optimum's GPTQ benchmark adds nvidia-smi's peak less torch's reserved peak to the allocated peak."""
+    from onecard.core.gpus import lookup
+    from onecard.fit.estimate import Estimate
+
+    est = Estimate(parts={"weights": 10.0}, slack_gib=0.5, context_gib=0.45, cache_gib=3.0)
+    a100 = lookup("a100-80gb")
+    assert fit_accuracy.predicted(est, "allocated+context", a100) == pytest.approx(10.45)
+    assert fit_accuracy.predicted(est, "process", a100) == pytest.approx(13.95)

@@ -208,3 +208,25 @@ def test_a_grouped_kv_prompt_on_a_card_without_flash_materialises_sdpas_fp32_sco
     assert estimate(FitJob(**job), custom(16)).peak_allocated_gib == pytest.approx(ada.peak_allocated_gib)
     fp32 = {**job, "quant": "fp32"}
     assert estimate(FitJob(**fp32), lookup("a100-80gb")).parts["activations"] > scores
+
+
+def test_the_tuple_cache_leaves_a_trail_of_freed_segments_a_card_with_room_keeps() -> None:
+    """transformers 4.35 grows each layer's K and V by torch.cat: every 2 MiB step above 10 MiB leaves a segment no
+    later request fits. optimum-benchmark's Vicuna-7B generate at batch 16 (128 + 256 tokens) on an A100 held 31 GiB
+    more than its forward pass; the trail is cache, so what has to fit does not move."""
+    from onecard.fit.observations import predicted_figure
+
+    vicuna = FitJob(model="llama-2-7b", runtime="transformers", quant="fp16", batch=16, ctx=384, new_tokens=256,
+                    attention="eager", transformers_version="4.35.0", gpu="a100-80gb")
+    per_token = 16 * 32 * 128 * 2  # one layer's K: batch x KV heads x head size x fp16
+    assert llm_infer.stranded(per_token, 128, 256, 32) / GIB == pytest.approx(30.0)
+    est = estimate(vicuna)
+    assert est.cache_gib == pytest.approx(30.0)
+    assert predicted_figure(est, "process") == pytest.approx(est.process_gib + 30.0)  # a card with room keeps it
+    assert predicted_figure(est, "process", usable_gib=est.process_gib + 2.0) == pytest.approx(est.process_gib + 2.0)
+    # tensors under 10 MiB share 20 MiB segments: batch 1 leaves nothing here
+    assert estimate(vicuna.model_copy(update={"batch": 1})).cache_gib == 0.0
+    # DynamicCache (4.42 on) frees each old tensor at once, grouped-KV models split their repeat_kv copies' segments,
+    # bitsandbytes 4-bit at batch > 1 its dequantized weights': not counted
+    for update in ({"transformers_version": "4.42.0"}, {"model": "mistral-7b-v0.1"}, {"quant": "nf4"}):
+        assert estimate(vicuna.model_copy(update=update)).cache_gib == 0.0, update
