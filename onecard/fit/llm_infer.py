@@ -272,10 +272,11 @@ def stranded(per_token: float, prompt: int, new_tokens: int, layers: int) -> flo
     after it is larger, and a decode step allocates nothing else that large): one segment left per 2 MiB of growth,
     for each of the 2L tensors. The caching allocator gives whole free segments back when a cudaMalloc fails, so they
     never make a job run out of memory. Measured: optimum-benchmark's Vicuna-7B generate at batch 16 / 8 on an A100
-    (transformers 4.35) held 31 / 7 GiB more than its forward pass, where this gives 30 / 7; replayed through the
-    allocator's rules (`benchmarks/fit_kv_stranding_replay.py`) the tuple cache leaves 0.7-1.3x this. DynamicCache
-    (4.42 on) grows by torch.cat too, but frees each old tensor at once; replays leave a third to a half of this, and
-    no measurement says how much: not counted. Nor where a decode step frees large tensors the cache requests can be
+    (transformers 4.35) held 28.8 / 7.2 GiB more than its forward pass (the KV cache's 3 / 1.5 GiB among them), where
+    this gives 30 / 7 (its predicted NVML readings within 8% of theirs); replayed through the allocator's rules
+    (`benchmarks/fit_kv_stranding_replay.py`) the tuple cache leaves 0.7-1.3x this. DynamicCache (4.42 on) grows by
+    torch.cat too, but frees each old tensor at once; replays leave about half of this, and no measurement says how
+    much: not counted. Nor where a decode step frees large tensors the cache requests can be
     cut from: the repeat_kv copies of grouped KV heads (not modelled for grouped-KV models at all), bitsandbytes 4-bit
     matmuls at batch > 1 (each weight dequantized per step), AWQ's split-k GEMM outputs.
 

@@ -212,7 +212,7 @@ def test_a_grouped_kv_prompt_on_a_card_without_flash_materialises_sdpas_fp32_sco
 
 def test_the_tuple_cache_leaves_a_trail_of_freed_segments_a_card_with_room_keeps() -> None:
     """transformers 4.35 grows each layer's K and V by torch.cat: every 2 MiB step above 10 MiB leaves a segment no
-    later request fits. optimum-benchmark's Vicuna-7B generate at batch 16 (128 + 256 tokens) on an A100 held 31 GiB
+    later request fits. optimum-benchmark's Vicuna-7B generate at batch 16 (128 + 256 tokens) on an A100 held 28.8 GiB
     more than its forward pass; the trail is cache, so what has to fit does not move."""
     from onecard.fit.observations import predicted_figure
 
