@@ -20,9 +20,10 @@ prompt and 256 new tokens, optimum-benchmark's heldout3 runs: the GiB reserved a
 
 beside the planner's closed form (`llm_infer.stranded`: one segment per 2 MiB of growth above 10 MiB, per K and V
 tensor), which the planner counts as cache for the tuple cache only. The measured figures it stands for:
-optimum-benchmark's Vicuna-7B generate (transformers 4.35), NVML used less the forward pass's, 28.8 GiB at batch 16 and
-7.2 GiB at batch 8 (the KV cache's 3 and 1.5 GiB among them) (heldout3's source, experiments/A100-80GB, commit 09886e96). The events are the large tensors only,
-written from the model code's order (not traced), so a replay stands for the mechanism's size, not the figure.
+optimum-benchmark's Vicuna-7B generate (transformers 4.35), NVML used less the forward pass's, 28.8 GiB at batch 16
+and 7.2 GiB at batch 8 (the KV cache's 3 and 1.5 GiB among them; heldout3's source, experiments/A100-80GB, commit
+09886e96). The events are the large tensors only, written from the model code's order (not traced), so a replay
+stands for the mechanism's size, not the figure.
 """
 
 from __future__ import annotations
