@@ -292,10 +292,11 @@ def test_a_phase_keeps_its_own_gpu_peak_and_the_run_keeps_the_whole(monkeypatch:
     peak_memory is still the largest of all."""
     torch = pytest.importorskip("torch")
     cuda = _FakeCuda()
-    for name in ("is_available", "is_initialized", "max_memory_allocated", "max_memory_reserved",
-                 "reset_peak_memory_stats"):
-        monkeypatch.setattr(torch.cuda, name, getattr(cuda, name))
     with start_run("demo", Cfg(), report_to=()) as run:
+        # torch.cuda's counters stood in once the run has recorded the real machine (versions, hardware)
+        for name in ("is_available", "is_initialized", "max_memory_allocated", "max_memory_reserved",
+                     "reset_peak_memory_stats"):
+            monkeypatch.setattr(torch.cuda, name, getattr(cuda, name))
         cuda.use(9.0)  # loading: a 16-bit copy staged on the GPU, then freed
         cuda.free(6.0)
         with run.gpu_phase("train"):
