@@ -22,7 +22,7 @@ from onecard.core.records import Run, StopFlag
 from onecard.core.trainer import logged_losses, stop_on_signal
 
 __all__ = ["ADAPTER", "CHECKPOINTS", "LOSS_PLOT", "TRAIN_SPLIT", "DEV_SPLIT", "SplitKnobs", "train_dev_examples",
-           "dedupe_rows", "split_rows", "resume_point", "length_stats", "RungSettings", "Tries"]
+           "dedupe_rows", "split_rows", "resume_point", "length_stats", "ran_fields", "RungSettings", "Tries"]
 
 ADAPTER, CHECKPOINTS, LOSS_PLOT = "adapter", "checkpoints", "loss.png"
 TRAIN_SPLIT, DEV_SPLIT = "train.jsonl", "dev.jsonl"
@@ -133,6 +133,13 @@ def length_stats(lengths: list[int], max_length: int | None = None) -> dict[str,
         stats["over_max"] = sum(1 for n in ordered if n > max_length)
         stats["max_length"] = max_length
     return stats
+
+
+def ran_fields(seq: int, longest_row: int, packing: bool = False) -> dict[str, int] | None:
+    """The fit job fields a run trained differently from its plan of `seq` tokens per row, for the observation of
+    its peak (`onecard.fit.observations.observe_run`): each batch is padded to its longest row, so the step that
+    peaked held the longest row trained, `longest_row` (packing fills rows to `seq`)."""
+    return {"seq": longest_row} if not packing and longest_row < seq else None
 
 
 class RungSettings(Protocol):

@@ -21,6 +21,7 @@ from onecard.core.peft_run import (
     TRAIN_SPLIT,
     Tries,
     length_stats,
+    ran_fields,
     resume_point,
     train_dev_examples,
 )
@@ -165,12 +166,6 @@ def train(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str
     # on a GPU: the measured peak beside the plan it trained with, for `onecard fit calibrate`
     observe_run(run.record, ran=ran_fields(job.seq, trained.longest_row, config.packing))
     return run
-
-
-def ran_fields(seq: int, longest_row: int, packing: bool) -> dict[str, int] | None:
-    """The fit job fields a run trained differently from its plan of `seq` tokens per row: each batch is padded to
-    its longest row, so the step that peaked held the longest row trained (packing fills rows to `seq`)."""
-    return {"seq": longest_row} if not packing and longest_row < seq else None
 
 
 class _Trained(NamedTuple):

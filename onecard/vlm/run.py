@@ -20,6 +20,7 @@ from onecard.core.peft_run import (
     TRAIN_SPLIT,
     Tries,
     length_stats,
+    ran_fields,
     resume_point,
     train_dev_examples,
 )
@@ -126,7 +127,8 @@ def tune(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str,
             trainer, s_per_step = tries.train(
                 lambda callbacks: make_trainer(model, processor, args, rows, dev_rows, adapter, callbacks),
                 resume_from)
-            return _Trained(trainer, s_per_step, len(rows), len(dev_rows))
+            longest = max(len(r["input_ids"]) - r["input_ids"].count(image_id) for r in rows)
+            return _Trained(trainer, s_per_step, len(rows), len(dev_rows), longest)
 
         with run.gpu_phase("train"):
             trained = retry_on_oom(job, lambda _: attempt(*tries.last), ladder=ladder(job, four_bit=four_bit),
@@ -146,7 +148,8 @@ def tune(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str,
 
         # -- save: the adapter (with the processor and its chat template), the loss curve
         tries.save(trainer, processor)
-    observe_run(run.record)  # on a GPU: the measured peak beside the plan it trained with, for `onecard fit calibrate`
+    # on a GPU: the measured peak beside the plan it trained with, for `onecard fit calibrate`
+    observe_run(run.record, ran=ran_fields(job.seq, trained.longest_text))
     return run
 
 
@@ -155,6 +158,7 @@ class _Trained(NamedTuple):
     s_per_step: float
     train_rows: int
     dev_rows: int
+    longest_text: int  # text tokens of the longest train row kept (image tokens aside, as the fit job's seq)
 
 
 def resume_config(ref: str, overrides: dict[str, Any], runs_root: str | None = None) -> TuneConfig:

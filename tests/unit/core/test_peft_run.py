@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from onecard.core.checkpoints import CHECKPOINT_PREFIX, latest_checkpoint
 from onecard.core.errors import OnecardError
-from onecard.core.peft_run import length_stats, resume_point, train_dev_examples
+from onecard.core.peft_run import length_stats, ran_fields, resume_point, train_dev_examples
 from onecard.core.records import start_run
 
 COMPLETE = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt")
@@ -172,3 +172,10 @@ def test_sft_args_take_the_try_s_settings_the_user_s_schedule_and_the_capability
     assert (args.max_steps, args.seed, args.data_seed, args.eval_strategy) == (-1, 7, 7, "no")
     assert not args.bf16 and not args.fp16 and args.use_cpu and args.prediction_loss_only
     assert args.max_length is None and args.remove_unused_columns is False and args.report_to == []
+
+
+def test_a_run_is_observed_as_the_job_it_trained() -> None:
+    """Batches are padded to their longest row: rows of at most 600 tokens under a 2048 max_seq_length peak as a
+    600-token job, which is what `onecard fit calibrate` must compare the peak with; packed rows fill max_seq_length."""
+    assert ran_fields(2048, 600, packing=False) == {"seq": 600}
+    assert ran_fields(2048, 2048, packing=False) is None and ran_fields(2048, 600, packing=True) is None

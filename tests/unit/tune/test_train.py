@@ -148,9 +148,3 @@ def test_ctrl_c_before_the_trainer_steps_aborts_at_once_and_while_it_steps_asks_
             signal.raise_signal(signal.SIGINT)  # a second Ctrl-C aborts
     assert not flag.stepping
 
-
-def test_a_run_is_observed_as_the_job_it_trained() -> None:
-    """Batches are padded to their longest row: rows of at most 600 tokens under a 2048 max_seq_length peak as a
-    600-token job, which is what `onecard fit calibrate` must compare the peak with; packed rows fill max_seq_length."""
-    assert run.ran_fields(2048, 600, packing=False) == {"seq": 600}
-    assert run.ran_fields(2048, 2048, packing=False) is None and run.ran_fields(2048, 600, packing=True) is None
