@@ -30,6 +30,7 @@ from onecard.core.extras import require
 from onecard.fit import whisper
 from onecard.fit.estimate import GIB
 from onecard.fit.job import FitJob
+from onecard.fit.overheads import MIN_LARGE_ALLOC, SMALL_SIZE, segment_bytes
 from onecard.fit.trace import _dispatch_mode, _fake_params, _LiveBytes
 
 
@@ -92,25 +93,22 @@ def train_activations_gib(arch: whisper.WhisperArch) -> float:
     return at_peak.get("activations", 0) / GIB
 
 
-# PyTorch's caching allocator (c10/cuda/CUDACachingAllocator.cpp): requests round up to 512 B; up to 1 MiB they share
-# 2 MiB segments, up to 10 MiB (kMinLargeAlloc) they share 20 MiB segments (kLargeBuffer), larger ones get a segment of
-# their own rounded up to 2 MiB (kRoundLarge).
-MIB = 2**20
-
-
 def weight_rounding(arch: whisper.WhisperArch, bytes_per_param: int = 2) -> float:
-    """Reserved / allocated - 1 for the model's parameters, allocated one by one in order as from_pretrained does."""
+    """Reserved / allocated - 1 for the model's parameters, allocated one by one in order as from_pretrained does,
+    by the caching allocator's segment sizes (onecard.fit.overheads: small requests share 2 MiB segments, mid-size ones
+    20 MiB segments, larger ones get their own)."""
     sizes = [-(-p.numel() * bytes_per_param // 512) * 512 for p in _model(arch).parameters()]
     reserved, room = 0, 0  # room: free bytes left in the current 20 MiB segment
     for size in sizes:
-        if size <= MIB:
+        if size <= SMALL_SIZE:
             reserved += size  # packed into 2 MiB segments: the tail waste is below one segment
-        elif size < 10 * MIB:
+        elif size < MIN_LARGE_ALLOC:
             if size > room:
-                reserved, room = reserved + 20 * MIB, 20 * MIB
+                room = segment_bytes(size)
+                reserved += room
             room -= size
         else:
-            reserved += -(-size // (2 * MIB)) * 2 * MIB
+            reserved += segment_bytes(size)
     return reserved / sum(sizes) - 1
 
 

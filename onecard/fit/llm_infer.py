@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from onecard.core.errors import ConfigError
@@ -34,7 +33,16 @@ from onecard.fit.formats import (
     weight_bytes,
 )
 from onecard.fit.job import FitJob, release
-from onecard.fit.overheads import ALLOC_SLACK, CUDA_CONTEXT_GIB, context_note, lazy_note, slack_note
+from onecard.fit.overheads import (
+    ALLOC_SLACK,
+    CUDA_CONTEXT_GIB,
+    MIN_LARGE_ALLOC,
+    ROUND_LARGE,
+    context_note,
+    lazy_note,
+    round_large,
+    slack_note,
+)
 
 if TYPE_CHECKING:
     from onecard.core.gpus import GpuSpec
@@ -258,10 +266,6 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
     return est
 
 
-_MIB = 1 << 20
-SEGMENT_OWN, SEGMENT_ROUND = 10 * _MIB, 2 * _MIB  # CUDACachingAllocator.cpp kMinLargeAlloc, kRoundLarge
-
-
 def stranded(per_token: float, prompt: int, new_tokens: int, layers: int) -> float:
     """Bytes of freed segments transformers' tuple KV cache (before 4.42) leaves in PyTorch's caching allocator over a
     generate call, on a card with room to keep them.
@@ -285,15 +289,11 @@ def stranded(per_token: float, prompt: int, new_tokens: int, layers: int) -> flo
     """
     if new_tokens < 2:
         return 0.0
-
-    def segment(size: float) -> int:
-        return SEGMENT_ROUND * math.ceil(size / SEGMENT_ROUND)
-
-    first, last = segment(per_token * (prompt + 1)), segment(per_token * (prompt + new_tokens - 1))
-    size, total = max(segment(SEGMENT_OWN), first), 0
+    first, last = round_large(per_token * (prompt + 1)), round_large(per_token * (prompt + new_tokens - 1))
+    size, total = max(MIN_LARGE_ALLOC, first), 0  # under 10 MiB a tensor shares 20 MiB segments: none outgrown
     while size < last:
         total += size
-        size += SEGMENT_ROUND
+        size += ROUND_LARGE
     return float(2 * layers * total)
 
 

@@ -1,12 +1,17 @@
-"""What a GPU process holds besides its tensors: the CUDA context and the caching allocator's slack.
+"""What a GPU process holds besides its tensors: the CUDA context, the caching allocator's slack, and the
+allocator's segment sizes.
 
-Every estimator adds these on top of the tensors it counts (`Estimate.context_gib`, `Estimate.slack_gib`), so they
-are defined once, here.
+Every estimator adds the first two on top of the tensors it counts (`Estimate.context_gib`, `Estimate.slack_gib`),
+and the allocator's rules are read by the replay (`trace.replay_caching_allocator`) and the estimators that count
+its segments, so they are defined once, here.
 """
 
 from __future__ import annotations
 
-__all__ = ["CUDA_CONTEXT_GIB", "ALLOC_SLACK", "context_note", "lazy_note", "slack_note"]
+import math
+
+__all__ = ["CUDA_CONTEXT_GIB", "ALLOC_SLACK", "context_note", "lazy_note", "slack_note", "SMALL_SIZE",
+           "MIN_LARGE_ALLOC", "ROUND_LARGE", "round_large", "segment_bytes"]
 
 # CUDA context + cuBLAS/cuDNN handles of one process (PyTorch, llama.cpp, CTranslate2): 0.3-0.7 GiB by driver, GPU
 # and CUDA version; with lazy module loading (kernels load on first use: PyTorch sets it since 1.13, CUDA's default
@@ -22,6 +27,26 @@ CUDA_CONTEXT_GIB = 0.45
 # activations, logits and working buffers that are freed and reallocated within a step; weights and optimizer
 # states are allocated once and packed).
 ALLOC_SLACK = 0.10
+# PyTorch's CUDA caching allocator (c10/cuda/CUDACachingAllocator.cpp, torch 2.2-2.13, default settings): requests
+# round up to 512 B; up to 1 MiB (kSmallSize) they come from 2 MiB segments (kSmallBuffer), up to 10 MiB
+# (kMinLargeAlloc) from 20 MiB ones (kLargeBuffer), larger ones get a segment of their own rounded up to 2 MiB
+# (kRoundLarge)
+_MIB = 1 << 20
+SMALL_SIZE, MIN_LARGE_ALLOC, ROUND_LARGE = _MIB, 10 * _MIB, 2 * _MIB
+
+
+def round_large(size: float) -> int:
+    """A size rounded up to the allocator's 2 MiB step (kRoundLarge)."""
+    return ROUND_LARGE * math.ceil(size / ROUND_LARGE)
+
+
+def segment_bytes(size: int) -> int:
+    """The segment the caching allocator reserves for a request of `size` bytes that no cached block holds."""
+    if size <= SMALL_SIZE:
+        return 2 * _MIB
+    if size < MIN_LARGE_ALLOC:
+        return 20 * _MIB
+    return round_large(size)
 
 
 def context_note() -> str:

@@ -24,6 +24,7 @@ from onecard.fit import catalog, stacks
 from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob
 from onecard.fit.knobs import effective_quant, is_gguf
+from onecard.fit.overheads import SMALL_SIZE, segment_bytes
 from onecard.fit.plan import resolve_arch
 
 __all__ = ["trace", "hf_config", "torch_dtype", "prepare_training", "replay_caching_allocator", "ReplayOutOfMemory"]
@@ -118,20 +119,6 @@ class _Events(_LiveBytes):
             weakref.finalize(st, self.events.append, (False, key, st.nbytes()))
 
 
-# PyTorch's CUDA caching allocator (c10/cuda/CUDACachingAllocator.cpp, torch 2.2-2.13, default settings): requests
-# round up to 512 B; up to 1 MiB they come from 2 MiB segments (kSmallBuffer), up to 10 MiB from 20 MiB ones
-# (kLargeBuffer), larger ones get a segment of their own rounded up to 2 MiB (kRoundLarge)
-_MIB = 1 << 20
-
-
-def _segment_bytes(size: int) -> int:
-    if size <= _MIB:
-        return 2 * _MIB
-    if size < 10 * _MIB:
-        return 20 * _MIB
-    return 2 * _MIB * -(-size // (2 * _MIB))
-
-
 class _Block:
     __slots__ = ("addr", "size", "small", "free", "prev", "next")
 
@@ -190,13 +177,13 @@ def replay_caching_allocator(events: list[tuple[bool, int, int]], capacity: int 
             cache(b)
             continue
         size = max(512, -(-nbytes // 512) * 512)
-        small = size <= _MIB
+        small = size <= SMALL_SIZE
         pool = pools[small]
         i = bisect.bisect_left(pool, (size, -1))
         if i < len(pool):
             b = pool.pop(i)[2]
         else:
-            segment = _segment_bytes(size)
+            segment = segment_bytes(size)
             if capacity is not None and reserved + segment > capacity:
                 for pool_ in pools.values():  # give back the wholly free segments, then try again
                     whole = [entry for entry in pool_ if entry[2].prev is None and entry[2].next is None]
@@ -211,7 +198,7 @@ def replay_caching_allocator(events: list[tuple[bool, int, int]], capacity: int 
             reserved += b.size
         b.free = False
         rest = b.size - size
-        if rest >= 512 if small else rest > _MIB:
+        if rest >= 512 if small else rest > SMALL_SIZE:
             r = _Block(b.addr + size, rest, small)
             r.prev, r.next = b, b.next
             if b.next is not None:
