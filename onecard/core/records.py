@@ -125,12 +125,9 @@ class Run:
         now = _gpu_peak()
         if not now:
             return
-        for key, value in now.items():
-            self._gpu_peak[key] = max(self._gpu_peak.get(key, 0.0), value)
+        _raise_to(self._gpu_peak, now)
         if self._phases:
-            phase = self.record.setdefault("phase_peaks", {}).setdefault(self._phases[-1], {})
-            for key, value in now.items():
-                phase[key] = max(phase.get(key, 0.0), value)
+            _raise_to(self.record.setdefault("phase_peaks", {}).setdefault(self._phases[-1], {}), now)
         sys.modules["torch"].cuda.reset_peak_memory_stats()
 
     def add_artifact(self, path: str | Path, kind: str | None = None) -> None:
@@ -392,13 +389,19 @@ def _gpu_peak() -> dict[str, float]:
             "gpu_reserved_gib": round(torch.cuda.max_memory_reserved() / 1024**3, 3)}
 
 
+def _raise_to(peaks: dict[str, float], now: Mapping[str, float]) -> None:
+    """Keep in `peaks` the larger of each figure and `now`'s."""
+    for key, value in now.items():
+        peaks[key] = max(peaks.get(key, 0.0), value)
+
+
 def _peak_memory(earlier: Mapping[str, float] | None = None) -> dict[str, float]:
     """The process's peak RSS and GPU peaks, with `earlier` GPU peaks (counters restarted since) folded in."""
     # ru_maxrss is KiB on Linux, bytes on macOS.
     scale = 1 if sys.platform == "darwin" else 1024
     peak = {"rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1024**3, 3)}
-    for key, value in {**(earlier or {}), **_gpu_peak()}.items():
-        peak[key] = max(value, (earlier or {}).get(key, 0.0))
+    _raise_to(peak, earlier or {})
+    _raise_to(peak, _gpu_peak())
     return peak
 
 

@@ -95,7 +95,11 @@ def tune(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str,
 
         # -- plan: fit turns the "auto" knobs into numbers for the card (image tokens and the frozen tower counted)
         image_tokens = max(r["input_ids"].count(image_id) for r in train_enc)
-        longest_text = max(len(r["input_ids"]) - r["input_ids"].count(image_id) for r in train_enc)
+
+        def text_tokens(row: dict[str, Any]) -> int:  # what the fit job's seq counts: the row less its image tokens
+            return len(row["input_ids"]) - row["input_ids"].count(image_id)
+
+        longest_text = max(map(text_tokens, train_enc))
         settings, job = choose(config, str(folder), longest_text, image_tokens, four_bit=four_bit,
                                on_gpu=device.startswith("cuda"))
         console.print(f"vlm tune: {config.model} on {device} ({str(dtype).removeprefix('torch.')}), "
@@ -127,8 +131,7 @@ def tune(config: TuneConfig, runs_root: str | None = None, report_to: tuple[str,
             trainer, s_per_step = tries.train(
                 lambda callbacks: make_trainer(model, processor, args, rows, dev_rows, adapter, callbacks),
                 resume_from)
-            longest = max(len(r["input_ids"]) - r["input_ids"].count(image_id) for r in rows)
-            return _Trained(trainer, s_per_step, len(rows), len(dev_rows), longest)
+            return _Trained(trainer, s_per_step, len(rows), len(dev_rows), max(map(text_tokens, rows)))
 
         with run.gpu_phase("train"):
             trained = retry_on_oom(job, lambda _: attempt(*tries.last), ladder=ladder(job, four_bit=four_bit),

@@ -147,4 +147,3 @@ def test_ctrl_c_before_the_trainer_steps_aborts_at_once_and_while_it_steps_asks_
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)  # a second Ctrl-C aborts
     assert not flag.stepping
-
