@@ -56,6 +56,11 @@ def run(spent: bool = False) -> dict[str, Any]:
         return calibrate.calibrate(save=False).to_json()
 
 
+def within_10(errors: list[float]) -> int:
+    """How many observations a rule leaves within 10% of their measured figure."""
+    return sum(abs(e) <= 0.1 for e in errors)
+
+
 def compare(result: dict[str, Any]) -> None:
     """The leave-one-out error of the same observations under two simpler rules and the one calibrate fits."""
     from onecard.fit.calibrate import fit_groups
@@ -70,7 +75,7 @@ def compare(result: dict[str, Any]) -> None:
         before = [e for g in groups for e in g.before]
         after = [e for g in groups for e in g.after]
         print(f"{label:38} {statistics.median(map(abs, before)):20.1%} {statistics.median(map(abs, after)):7.1%} "
-              f"{sum(abs(e) <= 0.1 for e in before):18d} {sum(abs(e) <= 0.1 for e in after):6d}")
+              f"{within_10(before):18d} {within_10(after):6d}")
     print()
 
 
@@ -100,7 +105,7 @@ def main() -> int:
     after = [e for g in result["groups"] for e in g["after"]]
     print(f"\nall {len(before)} observations: median |error| "
           f"{o['before_median_abs_error']:.1%} -> {o['after_median_abs_error']:.1%} (leave-one-out), within 10% "
-          f"{sum(abs(e) <= 0.1 for e in before)} -> {sum(abs(e) <= 0.1 for e in after)}, worst "
+          f"{within_10(before)} -> {within_10(after)}, worst "
           f"under-prediction {o['before_worst_under']:+.1%} -> {o['after_worst_under']:+.1%}")
     return 0
 

@@ -6,8 +6,8 @@ on the point estimate that one odd run cannot drag) of the job's mechanism group
 `bound.group_of`: llm-train/transformers is not llm-train/torchtune, llm-infer/llama.cpp is not
 llm-infer/transformers) where the group has `MIN_OBSERVATIONS` of its own, else of its job kind on that card (every
 stack's observations) where the kind has that many, else none. Fed the public measurements as a user's runs
-(`benchmarks/fit_calibration.py --compare`), the two levels leave the most observations within 10% (75 of 84
-development, 174 of 288 from the spent splits), a correction per kind alone the lowest median (1.2% and 6.9%).
+(`benchmarks/fit_calibration.py --compare`), the two levels leave the most observations within 10% (67 of 76
+development, 182 of 300 from the spent splits), a correction per kind alone the lowest median (1.1% and 6.8%).
 
 What it changes is reported on the same observations, before and after, and the "after" is leave-one-out: each
 observation is predicted with the correction the others would give it (its group's, else its kind's), so a
