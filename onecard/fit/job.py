@@ -79,6 +79,7 @@ class FitJob(BaseModel):
     amp: bool = Field(True, description="mixed precision (YOLO, diffusion training)")
     beam: int = Field(5, ge=1, le=MAX_COUNT, description="Whisper beam size")
     ctranslate2_version: str | None = Field(None, pattern=r"^\d+\.\d+(\.\d+)?$", description="faster-whisper: the CTranslate2 release under it (3.5.1), for its beam search: before 3.6.0 every beam held its own copy of the cross-attention keys and values; unset: 3.6.0 or later")
+    cuda_module_loading: Literal["lazy", "eager"] = Field("lazy", description="how the process's CUDA context loads kernels: lazy, on first use (onecard sets CUDA_MODULE_LOADING=LAZY, CUDA 12.2+ on Linux does by default, PyTorch 1.13+ sets it at its first CUDA operation); eager, every kernel of every loaded CUDA library when the context is made: a CUDA runtime before 11.7, or one before 12.2 whose driver was initialised before PyTorch's first CUDA operation (torch.cuda.is_available() runs cuInit, and a library that calls it on import or load, bitsandbytes or transformers' GPTQ/AWQ checks, does it for you)")
     gpu: str | None = Field(None, description="card from the catalog (4070ti, rtx-3060, a100-80gb); None: the detected card")
     vram: float | None = Field(None, gt=0, le=100_000, allow_inf_nan=False, description="card memory in GiB, instead of --gpu")
     margin_gib: float = Field(0.5, ge=0, allow_inf_nan=False, description="safety margin kept free when deciding what fits")

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from onecard.core.errors import ModelNotFoundError
 from onecard.core.gpus import GpuSpec
-from onecard.fit import bound, catalog, diffusion, llm, llm_infer, readers, whisper, yolo
+from onecard.fit import bound, catalog, diffusion, llm, llm_infer, overheads, readers, whisper, yolo
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
 
@@ -76,7 +76,15 @@ class Resolved:
 
     def estimate(self, job: FitJob, card: GpuSpec | None) -> Estimate:
         """The model's own peak of `job` (whose knobs may differ from the request's), uncalibrated, no bound."""
-        return self.estimator(self.arch, job, card)
+        return overheads.eager_modules(self.estimator(self.arch, job, card), job, self.runtime(job))
+
+    def runtime(self, job: FitJob) -> str:
+        """The runtime that holds the model: an LLM's inference runtime, Whisper's, else PyTorch (`torch`)."""
+        if self.family == "whisper":
+            return whisper.runtime_of(job)
+        if self.family == "llm" and self.kind(job) == "llm-infer":
+            return llm_infer.runtime_of(self.arch, job)
+        return "torch"
 
     def kind(self, job: FitJob) -> str:
         """The job kind its bound is kept for (`bound.kind_of`)."""
@@ -86,8 +94,7 @@ class Resolved:
         """The mechanism group within its kind (`bound.group_of`: the stack an LLM trains on, the runtime it infers
         on, the diffusion offload mode, the YOLO task): what a bound margin and a calibration are kept for."""
         kind = self.kind(job)
-        runtime = llm_infer.runtime_of(self.arch, job) if kind == "llm-infer" else None
-        return bound.group_of(kind, self.arch, job, runtime)
+        return bound.group_of(kind, self.arch, job, self.runtime(job) if kind == "llm-infer" else None)
 
 
 def resolve_card(job: FitJob) -> GpuSpec | None:
@@ -184,7 +191,7 @@ def judge(resolved: Resolved, job: FitJob, card: GpuSpec | None, budget_gib: flo
     """
     kind, group = resolved.kind(job), resolved.group(job)
     fix = bound.correction(card.key, group, kind) if card is not None and job.calibration else None
-    runtime = llm_infer.runtime_of(resolved.arch, job) if kind == "llm-infer" else None
+    runtime = resolved.runtime(job)
     margin = bound.RESERVED if runtime == "vllm" else bound.margin(kind, group)
     if job.strict:
         margin = bound.strict(margin)

@@ -157,7 +157,9 @@ def _read(config: Path, key: str) -> WhisperArch | None:
     return from_config(cfg, key, str(config))
 
 
-def _runtime(job: FitJob) -> str:
+def runtime_of(job: FitJob) -> str:
+    """The runtime that holds the model: the job's openai-whisper, faster-whisper or transformers, else
+    faster-whisper."""
     return job.runtime if job.runtime in ("openai-whisper", "faster-whisper", "transformers") else "faster-whisper"
 
 
@@ -180,7 +182,7 @@ def _weight_bytes(arch: WhisperArch, runtime: str, quant: str) -> tuple[float, s
 
 
 def _infer(arch: WhisperArch, job: FitJob, notes: list[str]) -> tuple[dict[str, float], float, float]:
-    rt = _runtime(job)
+    rt = runtime_of(job)
     weights, wname = _weight_bytes(arch, rt, job.quant)
     act_b = 4 if wname == "fp32" else 2
     # openai-whisper's load_model reads the released checkpoint (fp16 tensors) with torch.load(map_location=device):

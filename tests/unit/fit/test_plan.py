@@ -29,6 +29,29 @@ def test_budget_fits_and_headroom_follow_the_card() -> None:
     assert p.headroom_gib == pytest.approx(p.budget_gib - p.peak_upper_gib)
 
 
+@pytest.mark.parametrize(("model", "update", "grows"), [
+    ("mistral-7b-v0.1", {"quant": "nf4"}, True),  # transformers: a PyTorch process
+    ("llama-3.1-8b", {"job": "train"}, True),
+    ("sdxl", {}, True),
+    ("yolov8s", {"job": "train"}, True),
+    ("whisper-large-v3", {"runtime": "openai-whisper"}, True),
+    ("llama-3.1-8b", {"quant": "q4_k_m"}, False),  # llama.cpp: no figure for its kernels
+    ("whisper-large-v3", {"runtime": "faster-whisper"}, False),  # CTranslate2, likewise
+    ("llama-3.1-8b", {"runtime": "vllm"}, False),  # vLLM's pool shrinks instead
+])
+def test_eager_module_loading_grows_a_pytorch_context_by_its_measured_kernels(
+        model: str, update: dict[str, object], grows: bool) -> None:
+    from onecard.fit.overheads import EAGER_MODULES_GIB
+
+    lazy = FitJob(model=model, gpu="a100-80gb", **update)
+    eager = lazy.model_copy(update={"cuda_module_loading": "eager"})
+    a, b = planning.plan(lazy).estimate, planning.plan(eager).estimate
+    assert b.peak_allocated_gib == pytest.approx(a.peak_allocated_gib)  # the tensors are the same
+    assert b.context_gib - a.context_gib == pytest.approx(EAGER_MODULES_GIB if grows else 0.0)
+    assert round(EAGER_MODULES_GIB * 1024) == 362  # pytorch/pytorch#86509: 666.6 - 287.0 MB
+    assert any("eager module loading" in note for note in b.assumptions)  # says what it did, or why not
+
+
 def test_vram_makes_a_custom_card() -> None:
     assert planning.resolve_card(FitJob(model="llama-3.1-8b", vram=12)) == custom(12)
 
