@@ -37,6 +37,9 @@ CUBLAS_WORKSPACE_CONFIG=:0:0 python benchmarks/fit_yolo_floor_gpu.py cls
 CUDNN_CONV_WSCAP_DBG=8 python benchmarks/fit_yolo_floor_gpu.py cls
 python benchmarks/fit_yolo_floor_gpu.py det
 
+echo "== the CUDA context, lazy and eager (fit's cuda_module_loading knob counts 0.45 GiB + 362 MiB; not yet run on a GPU)"
+python benchmarks/fit_context_gpu.py
+
 echo "== detect: yolov8s training peak (batch 16, 640 px) against fit's prediction; detect bench on CUDA"
 python -c "import tensorrt" 2>/dev/null || echo "(tensorrt not installed: detect bench lists engine as skipped; pip install tensorrt)"
 python benchmarks/detect.py --gpu
