@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
 
 __all__ = ["Margin", "Correction", "kind_of", "group_of", "margin", "first_sight", "strict", "bounds", "BOUNDS_FILE",
-           "FIRST_SIGHT", "RESERVED", "calibration_file", "corrections", "correction", "apply"]
+           "FIRST_SIGHT", "RESERVED", "SCALES", "plausible_scale", "calibration_file", "corrections", "correction",
+           "apply"]
 
 BOUNDS_FILE = Path(__file__).with_name("bounds.json")
 FIRST_SIGHT = "first sight"  # the group a first-sight margin names (`first_sight`)
@@ -136,6 +138,17 @@ def strict(margin: Margin) -> Margin:
     return margin if margin is RESERVED else first_sight(margin.kind)
 
 
+# The corrections a calibration may hold. Measured / planned runs from x0.15 to x16 over every public case
+# (benchmarks/fit_accuracy.py); far beyond that a figure is in another unit (MB read as GiB is x1000) or of another
+# job, not the planner's error.
+SCALES = (0.05, 20.0)
+
+
+def plausible_scale(scale: float) -> bool:
+    """Whether a measured / predicted ratio can be a correction (finite, within `SCALES`)."""
+    return math.isfinite(scale) and SCALES[0] <= scale <= SCALES[1]
+
+
 def calibration_file() -> Path:
     """Where `onecard fit calibrate` saves the corrections: <ONECARD_HOME>/fit/calibration.json."""
     return data_dir() / "fit" / "calibration.json"
@@ -156,8 +169,12 @@ def _read(path: Path, stamp: int) -> dict[tuple[str, str], Correction]:
     # cached by modification time: --solve asks for every candidate, and a new calibration is read at once
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return {(c["card"], c["kind"]): Correction(c["card"], c["kind"], float(c["scale"]), int(c["observations"]))
-                for c in data["corrections"]}
+        found = {(c["card"], c["kind"]): Correction(c["card"], c["kind"], float(c["scale"]), int(c["observations"]))
+                 for c in data["corrections"]}
+        for fix in found.values():
+            if not plausible_scale(fix.scale):
+                raise ValueError(f"scale {fix.scale} for {fix.kind} on {fix.card} is outside {SCALES[0]}-{SCALES[1]}")
+        return found
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path}: not a calibration file written by `onecard fit calibrate` ({e})",
                           f"run `onecard fit calibrate` again to rewrite it, or delete {path}") from e

@@ -27,7 +27,7 @@ from typing import Any
 from onecard.core.errors import OnecardError
 from onecard.core.records import write_json_atomic
 from onecard.fit import observations as obs_store
-from onecard.fit.bound import calibration_file
+from onecard.fit.bound import calibration_file, plausible_scale
 from onecard.fit.plan import resolve_arch, resolve_card
 
 __all__ = ["Group", "Calibration", "calibrate", "fit_groups", "MIN_OBSERVATIONS"]
@@ -138,10 +138,20 @@ def calibrate(path: Path | None = None, save: bool = True) -> Calibration:
         except OnecardError as e:  # the model is gone (a deleted folder): the planner's figure of the day it ran
             predicted, kind, group = o.predicted_gib, o.kind, o.group or o.kind
             notes.append(f"{o.source or o.at}: planned as recorded ({str(e).splitlines()[0]})")
-        if predicted > 0:
-            rows.append((o.card, kind, group, o.measured_gib / predicted))
+        if not predicted > 0:
+            continue
+        ratio = o.measured_gib / predicted
+        if not plausible_scale(ratio):
+            notes.append(f"{o.source or o.at}: left out, measured {o.measured_gib:.3g} GiB against {predicted:.3g} "
+                         f"planned (x{ratio:.3g}: another job or another unit, not the planner's error)")
+            continue
+        rows.append((o.card, kind, group, ratio))
     groups = fit_groups(rows)
     target = calibration_file()
+    if save and not rows:
+        save = False
+        notes.append(f"no usable observation: {target} is left as it was" if target.exists() else
+                     "no usable observation: nothing saved")
     if save:
         write_json_atomic(target, {
             "written_by": "onecard fit calibrate", "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,8 +131,12 @@ def load(path: Path | None = None) -> list[Observation]:
             try:
                 data = json.loads(line)
                 obs = Observation(**data)
-                if obs.figure not in FIGURES or not obs.measured_gib > 0 or not obs.predicted_gib >= 0:
-                    raise ValueError(f"figure {obs.figure!r}, measured_gib {obs.measured_gib!r}")
+                if not (isinstance(obs.card, str) and isinstance(obs.kind, str) and isinstance(obs.job, dict)):
+                    raise ValueError("card and kind must be strings and job an object")
+                if obs.figure not in FIGURES or not (math.isfinite(obs.measured_gib) and obs.measured_gib > 0) \
+                        or not (math.isfinite(obs.predicted_gib) and obs.predicted_gib >= 0):
+                    raise ValueError(f"figure {obs.figure!r}, measured_gib {obs.measured_gib!r}, "
+                                     f"predicted_gib {obs.predicted_gib!r}: a figure and finite GiB")
                 obs.fit_job()
             except (ValueError, TypeError, ValidationError) as e:
                 reason = str(e).splitlines()[0]

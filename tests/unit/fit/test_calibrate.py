@@ -112,11 +112,49 @@ def test_leave_one_out_cannot_memorize() -> None:
     assert groups[0].scale == pytest.approx(1.2) and groups[0].after[:3] == pytest.approx([0.0] * 3)
 
 
-def test_calibrate_without_observations_saves_no_corrections() -> None:
+def test_calibrate_without_observations_keeps_the_earlier_corrections() -> None:
     result = calibrate()
-    assert result.groups == []
-    assert json.loads(bound.calibration_file().read_text())["corrections"] == []
+    assert result.groups == [] and result.saved_to is None and not bound.calibration_file().exists()
     assert bound.corrections() == {}
+    _observe("4070ti", NOISE, **TRAIN)
+    calibrate()
+    before = bound.calibration_file().read_text()
+    observations.observations_file().unlink()  # moved away, or deleted: the corrections it gave stay
+    result = calibrate()
+    assert result.saved_to is None and bound.calibration_file().read_text() == before
+    assert any("left as it was" in note for note in result.notes)
+
+
+@pytest.mark.parametrize("scale", ["0", "-1", "NaN", "Infinity", "1e300"])
+def test_a_calibration_with_an_impossible_scale_is_refused_by_name(scale: str) -> None:
+    path = bound.calibration_file()
+    path.parent.mkdir(parents=True)
+    path.write_text('{"corrections": [{"card": "rtx-4070-ti", "kind": "llm-train/transformers", "scale": %s, '
+                    '"observations": 3}]}' % scale)
+    with pytest.raises(DataError, match="is outside 0.05-20") as info:
+        plan(FitJob(**TRAIN | {"gpu": "4070ti"}))  # type: ignore[arg-type]
+    assert info.value.fix is not None and str(path) in info.value.fix
+
+
+def test_an_observation_in_another_unit_is_left_out_of_the_correction() -> None:
+    _observe("4070ti", NOISE, **TRAIN)
+    _observe("4070ti", (1.0,), bias=1e-3, **TRAIN)  # MiB read as GiB the wrong way round
+    result = calibrate()
+    assert [g.observations for g in result.groups] == [len(NOISE)]
+    assert bound.correction("rtx-4070-ti", "llm-train/transformers") is not None
+    assert any("another unit" in note for note in result.notes)
+
+
+@pytest.mark.parametrize(("field", "value"), [("card", "5"), ("job", "[1, 2]"), ("measured_gib", "Infinity"),
+                                              ("measured_gib", '"6"')])
+def test_an_observation_of_the_wrong_type_is_named_by_line(field: str, value: str) -> None:
+    _observe("4070ti", NOISE[:1], **TRAIN)
+    path = observations.observations_file()
+    line = json.loads(path.read_text())
+    path.write_text(path.read_text() + json.dumps(line).replace(f'"{field}": {json.dumps(line[field])}',
+                                                                f'"{field}": {value}') + "\n")
+    with pytest.raises(DataError, match=r"line 2: not an observation"):
+        calibrate()
 
 
 def test_a_corrupt_observation_is_named_by_file_and_line() -> None:
