@@ -88,3 +88,17 @@ def test_help_shows_both_forms(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     assert "onecard fit [MODEL] [flags]" in text and "onecard fit calibrate [--json]" in text
     assert "--no-calibration" in text and "leave-one-out" in text
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly() -> None:
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # `onecard fit ... --json | head` once head has what it wanted
+    run = "import sys; from onecard.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", run, "fit", *JOB, "--json"], stdout=write,
+                          stderr=subprocess.PIPE, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"}, timeout=120)
+    os.close(write)
+    assert done.returncode == 141 and "Traceback" not in done.stderr
