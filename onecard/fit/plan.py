@@ -197,6 +197,9 @@ def judge(resolved: Resolved, job: FitJob, card: GpuSpec | None, budget_gib: flo
         margin = bound.strict(margin)
     scale = (1 + margin.margin) * (fix.scale if fix is not None else 1.0)  # upper bound / uncalibrated estimate
     budget = None if card is None else card.usable_gib - job.margin_gib if budget_gib is None else budget_gib
+    if runtime == "vllm" and card is not None and budget is not None:
+        # vLLM takes gpu_memory_utilization of the card and refuses to start when its KV pool cannot hold the job
+        budget = min(budget, job.gpu_memory_utilization * card.usable_gib)
     est = resolved.estimate(job, card)
     if card is not None and budget is not None and runtime == "llama.cpp" and job.gpu_layers is None \
             and est.process_gib * scale + margin.abs_gib > budget:
@@ -208,7 +211,7 @@ def judge(resolved: Resolved, job: FitJob, card: GpuSpec | None, budget_gib: flo
     upper = margin.upper(est.process_gib)
     if card is None or budget is None:
         return Plan(job, None, est, None, None, None, upper, margin, fix)
-    return Plan(job, card, est, budget, upper <= budget, budget - upper, upper, margin, fix)
+    return Plan(job, card, est, budget, upper <= budget + 1e-9, budget - upper, upper, margin, fix)  # vLLM: equal
 
 
 def plan(job: FitJob) -> Plan:

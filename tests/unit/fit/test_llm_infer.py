@@ -14,7 +14,7 @@ from onecard.fit import catalog, llm_infer
 from onecard.fit.estimate import GIB
 from onecard.fit.formats import GPTQ_AWQ_BYTES_PER_WEIGHT, kv_bytes_per_token
 from onecard.fit.job import FitJob
-from onecard.fit.plan import estimate
+from onecard.fit.plan import estimate, plan
 
 QWEN = {"model": "qwen2.5-7b", "runtime": "transformers", "attention": "flash", "gpu": "a100-80gb"}
 OPTIMUM = {"model": "llama-2-13b", "runtime": "transformers", "quant": "fp16", "gpu": "a100-80gb"}
@@ -255,3 +255,13 @@ def test_the_trail_is_what_the_allocator_strands_of_a_cache_grown_alone(batch: i
         assert reserved - allocated == pytest.approx(closed, rel=0.1)
     else:
         assert 0.5 * closed < reserved - allocated < closed
+
+
+@pytest.mark.parametrize(("utilization", "fits"), [(0.01, False), (0.5, False), (0.9, True)])
+def test_vllm_fits_only_within_the_share_of_the_card_it_takes(utilization: float, fits: bool) -> None:
+    # vLLM takes gpu_memory_utilization of the card and refuses to start when the weights, its profiling run and one
+    # context of KV cache do not fit there, however much of the card is left
+    p = plan(FitJob(model="llama-3.1-8b", runtime="vllm", gpu="4090", gpu_memory_utilization=utilization))
+    assert p.fits is fits and p.card is not None and p.budget_gib is not None
+    assert p.budget_gib <= utilization * p.card.usable_gib + 1e-9
+    assert fits or any("vLLM refuses to start" in note for note in p.estimate.assumptions)
