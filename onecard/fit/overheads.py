@@ -24,12 +24,14 @@ __all__ = ["CUDA_CONTEXT_GIB", "EAGER_MODULES_GIB", "ALLOC_SLACK", "context_note
 # their own; their scored cases are allocated figures, which the context does not enter.)
 CUDA_CONTEXT_GIB = 0.45
 # A process that loads every kernel when its context is made (FitJob.cuda_module_loading "eager") holds more. When:
-# a CUDA runtime before 11.7 (no lazy loading), or one before 12.2 (lazy not yet the default) whose driver was
-# initialised before PyTorch's first CUDA operation: PyTorch sets CUDA_MODULE_LOADING=LAZY only there
-# (aten/src/ATen/cuda/detail/CUDAHooks.cpp initCUDA, maybe_set_cuda_module_loading), while torch.cuda.is_available()
-# calls cudaGetDeviceCount, which runs cuInit (torch/cuda/__init__.py; docs notes/cuda.rst), and the mode is the
-# driver's from cuInit on. How much: PyTorch's own kernels, measured when the default was set, 666,632,192 B of
-# device memory in use eagerly against 287,047,680 B lazily after one small tensor op (pytorch/pytorch#86509, 2022;
+# a CUDA runtime before 11.7 (no lazy loading), or a driver before 12.2 (lazy not yet its default) initialised before
+# PyTorch's first CUDA operation: PyTorch sets CUDA_MODULE_LOADING=LAZY only there (aten/src/ATen/cuda/detail/
+# CUDAHooks.cpp initCUDA, maybe_set_cuda_module_loading), while torch.cuda.is_available() calls cudaGetDeviceCount,
+# which runs cuInit (torch/cuda/__init__.py; docs notes/cuda.rst), and the mode is the driver's from cuInit on. (A 2025
+# run that calls is_available() first on a torch built for CUDA 12.1 reads a lazy context, heldout7's GTX 1650 Ti:
+# from the 12.2 driver on, lazy is the default whatever the runtime.) How much: PyTorch's own kernels, measured when
+# the default was set, 666,632,192 B of device memory in use eagerly against 287,047,680 B lazily after one small
+# tensor op (pytorch/pytorch#86509, 2022;
 # "before CUDA 11.7 all kernels were loaded ... which took >1000MB", ptrblck in pytorch/pytorch#107667, 2023: later
 # builds with more kernels hold more, so this is a floor). Counted for PyTorch processes only: no public figure
 # gives llama.cpp's or CTranslate2's eager cost (four public llama.cpp readings on CUDA 12.1 sit 0.9-1.1 GiB above

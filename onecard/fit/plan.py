@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from onecard.core.errors import ModelNotFoundError
+from onecard.core.errors import ConfigError, ModelNotFoundError
 from onecard.core.gpus import GpuSpec
 from onecard.fit import bound, catalog, diffusion, llm, llm_infer, overheads, readers, whisper, yolo
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
 
-__all__ = ["Plan", "Resolved", "Family", "resolve_card", "resolve_arch", "estimate", "judge", "plan"]
+__all__ = ["Plan", "Resolved", "Family", "check_flags", "resolve_card", "resolve_arch", "estimate", "judge", "plan"]
 
 Family = Literal["llm", "diffusion", "yolo", "whisper"]
 Estimator = Callable[[Any, FitJob, "GpuSpec | None"], Estimate]
@@ -75,13 +75,18 @@ class Resolved:
     estimator: Estimator
 
     def estimate(self, job: FitJob, card: GpuSpec | None) -> Estimate:
-        """The model's own peak of `job` (whose knobs may differ from the request's), uncalibrated, no bound."""
+        """The model's own peak of `job` (whose knobs may differ from the request's), uncalibrated, no bound.
+
+        Raises:
+            ConfigError: a runtime, weight format or training method the family's estimator does not plan.
+        """
+        check_flags(self.family, job)
         return overheads.eager_modules(self.estimator(self.arch, job, card), job, self.runtime(job))
 
     def runtime(self, job: FitJob) -> str:
         """The runtime that holds the model: an LLM's inference runtime, Whisper's, else PyTorch (`torch`)."""
         if self.family == "whisper":
-            return whisper.runtime_of(job)
+            return whisper.runtime_of(job) if job.job == "infer" else "transformers"  # asr finetune trains on it
         if self.family == "llm" and self.kind(job) == "llm-infer":
             return llm_infer.runtime_of(self.arch, job)
         return "torch"
@@ -95,6 +100,48 @@ class Resolved:
         on, the diffusion offload mode, the YOLO task): what a bound margin and a calibration are kept for."""
         kind = self.kind(job)
         return bound.group_of(kind, self.arch, job, self.runtime(job) if kind == "llm-infer" else None)
+
+
+# What each family's estimator plans besides the LLMs' own checks (llm_infer.parse_quant, llm_train): a flag it would
+# otherwise ignore, or plan as something else, is refused. (family, job): (runtimes, weight formats; None: any).
+_FLAGS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...] | None]] = {
+    ("llm", "train"): (("auto", "transformers"), None),
+    ("diffusion", "infer"): (("auto", "diffusers"), ("auto", "fp16", "bf16", "fp32")),
+    ("diffusion", "train"): (("auto", "diffusers"), ("auto", "fp16", "bf16", "fp32")),
+    ("yolo", "infer"): (("auto", "ultralytics"), ("auto", "fp16", "fp32")),
+    ("yolo", "train"): (("auto", "ultralytics"), ("auto",)),
+    ("whisper", "infer"): (("auto", "openai-whisper", "faster-whisper", "transformers"),
+                           ("auto", "fp16", "bf16", "fp32", "float32", "int8", "int8_float16", "int8_bfloat16",
+                            "int8_float32")),
+    ("whisper", "train"): (("auto", "transformers"), ("auto", "fp16", "bf16", "fp32")),
+}
+_WHY = {
+    ("llm", "train"): "training runs on transformers; --stack names the library (trl, torchtune, unsloth, axolotl...)",
+    ("yolo", "train"): "ultralytics trains fp32 weights with AMP (--no-amp for fp32 activations)",
+}
+
+
+def check_flags(family: str, job: FitJob) -> None:
+    """Refuse a runtime, weight format or training method the family's estimator does not plan (it would be ignored).
+
+    Raises:
+        ConfigError: naming the flag, what was given and what the family takes.
+    """
+    runtimes, quants = _FLAGS.get((family, job.job), ((job.runtime,), None))
+    what = f"{family} {'training' if job.job == 'train' else 'inference'}"
+    why = _WHY.get((family, job.job), f"the {what} planner")
+    if job.runtime not in runtimes:
+        raise ConfigError(f"--runtime {job.runtime} does not run {what}",
+                          f"use --runtime {' or '.join(runtimes)} ({why})")
+    if quants is not None and job.quant.lower() not in quants:
+        raise ConfigError(f"--quant {job.quant} is not a weight format {what} is planned in",
+                          f"use --quant {', '.join(quants)} ({why})")
+    if family == "whisper" and job.quant.lower().startswith("int8") and whisper.runtime_of(job) != "faster-whisper":
+        raise ConfigError(f"--quant {job.quant} is CTranslate2's int8: {whisper.runtime_of(job)} runs fp16 or fp32",
+                          "use --runtime faster-whisper for int8, or --quant fp16 / fp32")
+    if family == "diffusion" and job.job == "train" and job.method == "full":
+        raise ConfigError(f"--method {job.method}: diffusion training is planned as LoRA on the UNet (diffuse train)",
+                          "leave --method out, or give --method lora")
 
 
 def resolve_card(job: FitJob) -> GpuSpec | None:

@@ -99,6 +99,23 @@ def test_a_model_name_longer_than_any_path_is_an_unknown_model() -> None:
     assert len(str(err.value)) < 600
 
 
+@pytest.mark.parametrize(("flags", "named"), [
+    (dict(model="sdxl", job="train", method="full"), "--method full"),  # would plan the LoRA it always plans
+    (dict(model="yolov8s", quant="bf16"), "--quant bf16"),  # was planned as fp32, twice the bytes
+    (dict(model="yolov8s", job="train", quant="int8"), "--quant int8"),
+    (dict(model="whisper-large-v3", quant="nf4"), "--quant nf4"),
+    (dict(model="whisper-large-v3", runtime="openai-whisper", quant="int8"), "--quant int8"),
+    (dict(model="whisper-large-v3", runtime="llama.cpp"), "--runtime llama.cpp"),
+    (dict(model="sdxl", quant="nf4"), "--quant nf4"),
+    (dict(model="sdxl", runtime="vllm"), "--runtime vllm"),
+    (dict(model="llama-3.1-8b", job="train", runtime="llama.cpp"), "--runtime llama.cpp"),
+])
+def test_a_flag_the_family_would_ignore_is_refused_by_name(flags: dict[str, object], named: str) -> None:
+    with pytest.raises(ConfigError, match=named) as info:
+        plan(FitJob(**flags, gpu="4090"))  # type: ignore[arg-type]
+    assert info.value.fix is not None and info.value.fix.startswith(("use --", "leave --"))
+
+
 @pytest.mark.parametrize("vram", [float("inf"), float("nan")])
 def test_vram_must_be_finite(vram: float) -> None:
     from pydantic import ValidationError

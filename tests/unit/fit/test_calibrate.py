@@ -129,8 +129,8 @@ def test_calibrate_without_observations_keeps_the_earlier_corrections() -> None:
 def test_a_calibration_with_an_impossible_scale_is_refused_by_name(scale: str) -> None:
     path = bound.calibration_file()
     path.parent.mkdir(parents=True)
-    path.write_text('{"corrections": [{"card": "rtx-4070-ti", "kind": "llm-train/transformers", "scale": %s, '
-                    '"observations": 3}]}' % scale)
+    path.write_text('{"corrections": [{"card": "rtx-4070-ti", "kind": "llm-train/transformers", "scale": '
+                    f'{scale}, "observations": 3}}]}}')
     with pytest.raises(DataError, match="is outside 0.05-20") as info:
         plan(FitJob(**TRAIN | {"gpu": "4070ti"}))  # type: ignore[arg-type]
     assert info.value.fix is not None and str(path) in info.value.fix
