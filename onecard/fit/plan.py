@@ -148,6 +148,9 @@ def resolve_card(job: FitJob) -> GpuSpec | None:
     """The card to plan for: --gpu from the catalog, --vram as a custom card, else the detected GPU, else None."""
     from onecard.core import device, gpus
 
+    if job.gpu and job.vram:
+        raise ConfigError(f"--gpu {job.gpu} and --vram {job.vram:g} both name the card",
+                          "give --gpu for a card in the catalog, or --vram for any other card's memory in GiB")
     if job.gpu:
         return gpus.lookup(job.gpu)
     if job.vram:
@@ -244,6 +247,10 @@ def judge(resolved: Resolved, job: FitJob, card: GpuSpec | None, budget_gib: flo
         margin = bound.strict(margin)
     scale = (1 + margin.margin) * (fix.scale if fix is not None else 1.0)  # upper bound / uncalibrated estimate
     budget = None if card is None else card.usable_gib - job.margin_gib if budget_gib is None else budget_gib
+    if card is not None and budget_gib is None and budget is not None and budget <= 0:
+        raise ConfigError(f"--margin-gib {job.margin_gib:g} leaves no memory to plan in: the {card.name} has "
+                          f"{card.usable_gib:.1f} GiB CUDA can allocate", "give a --margin-gib below the card's "
+                          "memory (0.5 by default), or the right card (--gpu / --vram)")
     if runtime == "vllm" and card is not None and budget is not None:
         # vLLM takes gpu_memory_utilization of the card and refuses to start when its KV pool cannot hold the job
         budget = min(budget, job.gpu_memory_utilization * card.usable_gib)

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from onecard.core.errors import ConfigError, ModelNotFoundError
+from onecard.core.errors import ConfigError, DataError, ModelNotFoundError
 from onecard.core.sources import hub_cache_dir, hub_snapshot
 from onecard.fit.catalog import LlmArch, VisionTower, WeightsFile
 
@@ -121,7 +121,12 @@ def read_config(cfg: dict[str, Any], key: str, source: str) -> LlmArch:
     if not isinstance(cfg, dict):
         raise ConfigError(f"{source}: expected a JSON object of config keys, got {type(cfg).__name__}",
                           "pass the config.json of a causal language model")
-    model_type = str(cfg.get("model_type", "llama"))
+    if not isinstance(cfg.get("model_type"), str):
+        what = f" (a diffusers {cfg['_class_name']} config)" if isinstance(cfg.get("_class_name"), str) else ""
+        raise ConfigError(f"{source}: no model_type, so not a transformers model config{what}",
+                          "pass the config.json of a causal language model, which names its model_type; for a "
+                          "Stable Diffusion, YOLO or Whisper model, its catalog name (sd15, yolov8s, whisper-small)")
+    model_type = cfg["model_type"]
     vision = None
     if "text_config" in cfg:  # LLaVA-style: the LLM lives in text_config
         if not isinstance(cfg["text_config"], dict) or not isinstance(cfg.get("vision_config", {}), dict):
@@ -228,7 +233,11 @@ def _read_folder(folder: Path, key: str) -> LlmArch:
     sizes: dict[str, int] = {}
     dtypes: dict[str, int] = {}
     for shard in shards:
-        for name, t in read_safetensors_header(shard).items():
+        tensors = read_safetensors_header(shard)
+        if not tensors:
+            raise DataError(f"{shard}: holds no tensors (its header lists none)",
+                            "the file is empty or was written without weights: download or save the model again")
+        for name, t in tensors.items():
             start, end = t["data_offsets"]
             sizes[name] = end - start
             dtypes[t["dtype"]] = dtypes.get(t["dtype"], 0) + end - start

@@ -48,13 +48,21 @@ def hf_config(job: FitJob) -> Any:
     """
     transformers = require("transformers", "fit")
     if is_gguf(job):
-        raise ConfigError(f"--trace builds transformers models; {job.model} runs on {job.runtime}",
+        raise ConfigError(f"--trace builds transformers models; {job.model} is a GGUF model (llama.cpp)",
                           "trace the same model's config.json, or drop --trace")
     path = Path(job.model).expanduser()
     config_file = path / "config.json" if path.is_dir() else path
     if config_file.suffix == ".json" and config_file.is_file():
+        resolve_arch(job.model)  # the planner's own checks first: a config it cannot read is named the same way
         data = json.loads(config_file.read_text(encoding="utf-8"))
-        return transformers.AutoConfig.for_model(data.pop("model_type"), **data)
+        model_type = data.pop("model_type")
+        try:
+            return transformers.AutoConfig.for_model(model_type, **data)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{config_file}: the installed transformers cannot build model_type {model_type!r} "
+                              f"({str(e).splitlines()[0][:80]})",
+                              "drop --trace (the analytic estimate reads the config's sizes), or upgrade "
+                              "transformers to a release that has the model") from e
     resolved = resolve_arch(job.model)
     if resolved.family != "llm":
         raise ConfigError(f"--trace builds transformers causal LMs; {job.model} is a {resolved.family} model",

@@ -169,3 +169,46 @@ def test_fuzz_safetensors_header(tmp_path: Path, header: bytes, size: int) -> No
     path.write_bytes(struct.pack("<Q", size if size % 2 else len(header)) + header)
     with contextlib.suppress(OnecardError):
         readers.read_safetensors_header(path)
+
+
+def test_new_tokens_that_leave_no_prompt_room_are_refused() -> None:
+    with pytest.raises(ConfigError, match="--new-tokens 256 leaves no room for a prompt in --ctx 100"):
+        plan(FitJob(model="llama-3.1-8b", ctx=100, gpu="4090"))
+
+
+def test_a_context_past_the_models_positions_is_planned_and_said() -> None:
+    notes = plan(FitJob(model="llama-2-7b", ctx=8192, gpu="a100-80gb")).estimate.assumptions
+    assert any("--ctx 8192 is past the 4096 positions" in note for note in notes)
+
+
+def test_a_safetensors_file_without_tensors_is_named(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(TINY))
+    header = b"{}"
+    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(OnecardError, match="model.safetensors: holds no tensors"):
+        resolve_arch(str(tmp_path))
+
+
+@pytest.mark.parametrize(("config", "named"), [({}, "no model_type"),
+                                               ({"_class_name": "UNet2DConditionModel"}, "a diffusers UNet2D")])
+def test_a_config_that_names_no_model_type_is_not_planned_as_a_llama(tmp_path: Path, config: dict[str, object],
+                                                                     named: str) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=named):
+        resolve_arch(str(tmp_path))
+
+
+def test_trace_of_a_model_type_transformers_lacks_is_an_error(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from onecard.fit.trace import hf_config
+
+    (tmp_path / "config.json").write_text(json.dumps({**TINY, "model_type": "no_such_arch"}))
+    with pytest.raises(ConfigError, match="cannot build model_type 'no_such_arch'"):
+        hf_config(FitJob(model=str(tmp_path)))
+
+
+def test_a_margin_larger_than_the_card_and_two_cards_are_refused() -> None:
+    with pytest.raises(ConfigError, match="--margin-gib 100 leaves no memory"):
+        plan(FitJob(model="llama-3.1-8b", gpu="4070ti", margin_gib=100))
+    with pytest.raises(ConfigError, match="--gpu 4070ti and --vram 80 both name the card"):
+        plan(FitJob(model="llama-3.1-8b", gpu="4070ti", vram=80))
