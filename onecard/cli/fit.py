@@ -23,8 +23,9 @@ def fit_args(p: argparse.ArgumentParser) -> None:
                 "(`onecard fit MODEL --measure` runs and the capabilities' runs on a GPU add them), show how much they "
                 "move the error on them (leave-one-out), and save them; `onecard fit` uses them from then on "
                 "(--no-calibration plans without them).")
+    p.add_argument("--list", action="store_true", help="list the catalog's model names by family, and stop")
     p.add_argument("--solve", action="store_true", help="search the settings that fit the card, ranked")
-    p.add_argument("--top", type=int, default=10, help="with --solve: how many plans to list (default: 10)")
+    p.add_argument("--top", type=_positive, default=10, help="with --solve: how many plans to list (default: 10)")
     p.add_argument("--trace", action="store_true",
                    help="also count the peak on fake tensors, no GPU needed (pip install 'onecard[fit]')")
     p.add_argument("--measure", action="store_true",
@@ -32,13 +33,26 @@ def fit_args(p: argparse.ArgumentParser) -> None:
     job_flags(p)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def fit(args: argparse.Namespace) -> int:
     from onecard.fit import report
     from onecard.fit.job import FitJob
+    from onecard.fit.plan import catalog_names
     from onecard.fit.run import advise, measure_run
 
     if getattr(args, "model", None) == CALIBRATE:
         return calibrate(args)
+    if args.list:
+        names = catalog_names()
+        emit(args, names, lambda _, console: [console.print(f"[bold]{family}[/]: {', '.join(keys)}")
+                                               for family, keys in names.items()])
+        return 0
     job = resolve_config(args, FitJob)
     if args.measure:
         predicted, measured, run_id = measure_run(job, runs_root=args.runs_dir, report_to=trackers(args))

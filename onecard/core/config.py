@@ -53,7 +53,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist", "pass the path of an existing YAML file to --config")
+        what = "is a folder, not a YAML file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {path} {what}", "pass the path of an existing YAML file to --config")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:

@@ -224,7 +224,8 @@ def _state_bytes(opt: str, params: int, param_bytes: int, arch: LlmArch, job: Fi
 
 def _check(job: FitJob, fmt: WeightFormat) -> None:
     if fmt.kind == "gguf":
-        raise ConfigError(f"{fmt.name} is a GGUF inference format; training runs on transformers weights",
+        what = "a GGUF file" if fmt.name == "unknown" else f"{fmt.name} (GGUF)"
+        raise ConfigError(f"{job.model} is {what}, an inference format; training runs on transformers weights",
                           "train from the safetensors model (--quant bf16 or nf4), then export to GGUF")
     if job.method == "full" and (fmt.quantized or fmt.name == "fp8"):
         raise ConfigError(f"full fine-tuning updates every weight; --quant {job.quant} weights cannot be trained",

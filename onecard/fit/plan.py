@@ -25,7 +25,8 @@ from onecard.fit import bound, catalog, diffusion, llm, llm_infer, overheads, re
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
 
-__all__ = ["Plan", "Resolved", "Family", "check_flags", "resolve_card", "resolve_arch", "estimate", "judge", "plan"]
+__all__ = ["Plan", "Resolved", "Family", "catalog_names", "check_flags", "resolve_card", "resolve_arch", "estimate",
+           "judge", "plan"]
 
 Family = Literal["llm", "diffusion", "yolo", "whisper"]
 Estimator = Callable[[Any, FitJob, "GpuSpec | None"], Estimate]
@@ -194,6 +195,9 @@ def resolve_arch(ref: str) -> Resolved:
             f"download its config with `huggingface-cli download {ref} --include config.json "
             "'*.safetensors.index.json'`, or pass a local config.json / model folder / .gguf path")
     shown = ref if len(ref) <= 80 else f"{ref[:60]}... ({len(ref):,} characters)"
+    if ref.startswith((".", "/", "~")) or ref.lower().endswith((".json", ".gguf", ".safetensors")):
+        raise ModelNotFoundError(f"no file or folder at {shown!r}",
+                                 "check the path: a model folder with config.json, a config.json, or a .gguf file")
     raise ModelNotFoundError(f"unknown model {shown!r}: not a catalog name, and no file or folder at that path",
                              _suggest(ref[:200]))
 
@@ -223,6 +227,14 @@ def _suggest(ref: str) -> str:
         difflib.get_close_matches(catalog.normalize(ref), pool, n=5, cutoff=0.4)
     hint = f"did you mean {', '.join(dict.fromkeys(close))}? " if close else ""
     return hint + "`onecard fit --list` shows the catalog; a local config.json, folder or .gguf path also works"
+
+
+def catalog_names() -> dict[str, list[str]]:
+    """Every catalog name by family (`onecard fit --list`): LLMs, then diffusion, YOLO and Whisper."""
+    prefix = {"whisper": "whisper-"}  # the name `onecard fit` takes (whisper-large-v3)
+    return {"llm": [arch.key for arch in catalog.CATALOG],
+            **{family: [prefix.get(family, "") + key for key in sorted(entries)]
+               for family, _, _, entries in _CATALOGS}}
 
 
 def estimate(job: FitJob, card: GpuSpec | None = None) -> Estimate:

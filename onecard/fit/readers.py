@@ -74,13 +74,13 @@ def _size(cfg: dict[str, Any], source: str, *keys: str, default: int | None = No
     if value is None:
         raise ConfigError(f"{source}: not a decoder-only LLM config (no {' / '.join(keys)})",
                           "pass the config.json of a causal language model")
+    fix = ("the file's metadata is damaged: download or convert the GGUF again" if source.endswith(" metadata") else
+           "fix the value in the config.json, or pass the model's original config")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or \
             value != int(value) or value <= 0:
-        raise ConfigError(f"{source}: {keys[0]} must be a positive integer, got {value!r}",
-                          "fix the value in the config.json, or pass the model's original config")
+        raise ConfigError(f"{source}: {keys[0]} must be a positive integer, got {value!r}", fix)
     if value > most:
-        raise ConfigError(f"{source}: {keys[0]} {value:,} is larger than any model's (at most {most:,} here)",
-                          "fix the value in the config.json, or pass the model's original config")
+        raise ConfigError(f"{source}: {keys[0]} {value:,} is larger than any model's (at most {most:,} here)", fix)
     return int(value)
 
 

@@ -102,3 +102,18 @@ def test_a_reader_that_stops_early_ends_the_command_quietly() -> None:
                           stderr=subprocess.PIPE, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"}, timeout=120)
     os.close(write)
     assert done.returncode == 141 and "Traceback" not in done.stderr
+
+
+def test_list_names_every_catalog_and_each_name_plans(capsys: pytest.CaptureFixture[str]) -> None:
+    from onecard.fit.plan import resolve_arch
+
+    names = _json(capsys, "fit", "--list", "--json")
+    assert set(names) == {"llm", "diffusion", "yolo", "whisper"} and "llama-3.1-8b" in names["llm"]
+    for family, keys in names.items():
+        assert all(resolve_arch(key).family == family for key in keys)
+
+
+def test_top_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", *JOB, "--solve", "--top", "0"])
+    assert "--top: must be 1 or more" in capsys.readouterr().err

@@ -212,3 +212,10 @@ def test_a_margin_larger_than_the_card_and_two_cards_are_refused() -> None:
         plan(FitJob(model="llama-3.1-8b", gpu="4070ti", margin_gib=100))
     with pytest.raises(ConfigError, match="--gpu 4070ti and --vram 80 both name the card"):
         plan(FitJob(model="llama-3.1-8b", gpu="4070ti", vram=80))
+
+
+@pytest.mark.parametrize("ref", ["/nonexistent/model", "~/no-such-model", "./missing.gguf", "no-such-config.json"])
+def test_a_path_that_does_not_exist_is_named_as_a_path(ref: str) -> None:
+    with pytest.raises(ModelNotFoundError, match="no file or folder at") as info:
+        resolve_arch(ref)
+    assert info.value.fix is not None and "did you mean" not in info.value.fix
