@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from onecard.core import environment
+from onecard.core.errors import ConfigError
 from onecard.core.fingerprint import fingerprint, sha256_file
 from onecard.core.paths import data_dir, runs_dir
 
@@ -169,8 +170,10 @@ def start_run(
     """
     started = time.time()
     run_id = f"{capability}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    run_dir = Path(runs_root).expanduser() if runs_root else runs_dir()
-    run_dir = run_dir / run_id
+    root = Path(runs_root).expanduser() if runs_root else runs_dir()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"runs folder {root} is a file", "pass a folder to --runs-dir (it is made if missing)")
+    run_dir = root / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
     record: dict[str, Any] = {
         "id": run_id,
@@ -425,7 +428,6 @@ class _LogWriter:
 def _open_trackers(
     report_to: tuple[str, ...] | list[str], capability: str, run_id: str, config: dict[str, Any], run_dir: Path
 ) -> list[Any]:
-    from onecard.core.errors import ConfigError
     from onecard.core.extras import require
 
     trackers: list[Any] = []

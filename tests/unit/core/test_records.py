@@ -318,3 +318,13 @@ def test_without_cuda_a_phase_records_nothing() -> None:
         run.log({"loss": 1.0})
     rec = _record(run.dir)
     assert "phase_peaks" not in rec and "gpu_allocated_gib" not in rec["peak_memory"]
+
+
+def test_a_runs_folder_that_is_a_file_is_named(tmp_path: Path) -> None:
+    from onecard.core.errors import ConfigError
+
+    afile = tmp_path / "runs"
+    afile.write_text("not a folder")
+    with pytest.raises(ConfigError, match="is a file"), start_run("fit", {}, runs_root=afile):
+        pass
+    assert afile.read_text() == "not a folder"
