@@ -54,6 +54,12 @@ def fit(args: argparse.Namespace) -> int:
                                                for family, keys in names.items()])
         return 0
     job = resolve_config(args, FitJob)
+    if args.measure and (args.solve or args.trace):
+        from onecard.core.errors import ConfigError
+
+        raise ConfigError("--measure runs the job as given; it does not combine with "
+                          f"{' and '.join(f for f, on in (('--solve', args.solve), ('--trace', args.trace)) if on)}",
+                          "run `onecard fit ... --solve` first, then --measure the plan it chose")
     if args.measure:
         predicted, measured, run_id = measure_run(job, runs_root=args.runs_dir, report_to=trackers(args))
         rows = [(name, round(p, 3), None if m is None else round(m, 3)) for name, p, m in measured.versus(

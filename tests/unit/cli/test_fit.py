@@ -117,3 +117,8 @@ def test_top_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["fit", *JOB, "--solve", "--top", "0"])
     assert "--top: must be 1 or more" in capsys.readouterr().err
+
+
+def test_measure_does_not_silently_drop_solve(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", *JOB, "--measure", "--solve"]) == 2
+    assert "--measure runs the job as given" in capsys.readouterr().err
