@@ -13,8 +13,10 @@ Catalog answers import no torch and take a few milliseconds (benchmarks/startup.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,8 +27,8 @@ from onecard.fit import bound, catalog, diffusion, llm, llm_infer, overheads, re
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
 
-__all__ = ["Plan", "Resolved", "Family", "catalog_names", "check_flags", "resolve_card", "resolve_arch", "estimate",
-           "judge", "plan"]
+__all__ = ["Plan", "Resolved", "Family", "absolute_paths_only", "catalog_names", "check_flags", "resolve_card",
+           "resolve_arch", "estimate", "judge", "plan"]
 
 Family = Literal["llm", "diffusion", "yolo", "whisper"]
 Estimator = Callable[[Any, FitJob, "GpuSpec | None"], Estimate]
@@ -180,10 +182,8 @@ def resolve_arch(ref: str) -> Resolved:
         found = find(ref)
         if found is not None:
             return Resolved(family, found, estimator)
-    try:
-        on_disk = Path(ref).expanduser().exists()
-    except OSError:  # longer than a file name may be, say: not a path, then
-        on_disk = False
+    local = _local_path(ref)
+    on_disk = local is not None and local.exists()
     if on_disk:
         return Resolved("llm", readers.read_path(ref), llm.estimate)
     if ref.count("/") == 1 and not ref.startswith((".", "/", "~")):
@@ -202,11 +202,39 @@ def resolve_arch(ref: str) -> Resolved:
                              _suggest(ref[:200]))
 
 
+# Whether a relative reference may name a file in the working directory: on the CLI (`onecard fit mymodel/`), not in
+# the web app, whose paths arrive absolute and checked against its registered folders (`web.routes.fit.model_ref`), so
+# that no answer tells a web user whether a file exists where the server runs.
+_RELATIVE_PATHS: ContextVar[bool] = ContextVar("relative_paths", default=True)
+
+
+@contextlib.contextmanager
+def absolute_paths_only() -> Iterator[None]:
+    """Within it, a model reference names a file only by an absolute path; a relative one is a name (`resolve_arch`)."""
+    token = _RELATIVE_PATHS.set(False)
+    try:
+        yield
+    finally:
+        _RELATIVE_PATHS.reset(token)
+
+
+def _local_path(ref: str) -> Path | None:
+    """`ref` as a path on this machine, or None where it may not name one (too long, relative in the web app)."""
+    try:
+        path = Path(ref).expanduser()
+        path.exists()  # a name longer than a file name may be raises here
+    except (OSError, ValueError):
+        return None
+    return path if path.is_absolute() or _RELATIVE_PATHS.get() else None
+
+
 def _own_files(ref: str) -> Path | None:
     """The path `ref` names when it holds its own architecture: a folder with a config.json, a config.json (or other
     .json), a .safetensors with a config.json beside it, or a .gguf; None otherwise (a name, or a YOLO .pt file)."""
+    path = _local_path(ref)
+    if path is None:
+        return None
     try:
-        path = Path(ref).expanduser()
         if path.is_dir():
             return path if (path / "config.json").is_file() else None
         if not path.is_file():

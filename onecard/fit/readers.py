@@ -21,7 +21,7 @@ from onecard.core.sources import hub_cache_dir, hub_snapshot
 from onecard.fit.catalog import LlmArch, VisionTower, WeightsFile
 
 __all__ = ["read_path", "read_config", "read_json", "read_gguf", "read_safetensors_header", "hub_cache_dir",
-           "find_in_hub_cache", "GGML_TYPES", "GGUF_FILE_TYPES"]
+           "find_in_hub_cache", "shard_files", "GGML_TYPES", "GGUF_FILE_TYPES"]
 
 MAX_LAYERS = 4096  # repeated blocks; the deepest published LLMs have a few hundred (a sanity bound, not a limit)
 
@@ -226,8 +226,7 @@ def _read_folder(folder: Path, key: str) -> LlmArch:
                           "pass a model folder that holds config.json, or the config.json itself")
     cfg = read_json(cfg_path)
     arch = read_config(cfg, key, str(cfg_path))
-    index = folder / "model.safetensors.index.json"
-    shards = _shards(index) if index.is_file() else sorted(folder.glob("*.safetensors"))
+    shards = shard_files(folder)
     if not shards:
         return arch
     sizes: dict[str, int] = {}
@@ -250,12 +249,23 @@ def _read_folder(folder: Path, key: str) -> LlmArch:
                                                   other))
 
 
+def shard_files(folder: Path) -> list[Path]:
+    """The safetensors files a model folder's weights are in: those its model.safetensors.index.json names (each
+    checked to exist, inside the folder), else every *.safetensors in it."""
+    index = folder / "model.safetensors.index.json"
+    return _shards(index) if index.is_file() else sorted(folder.glob("*.safetensors"))
+
+
 def _shards(index: Path) -> list[Path]:
     """The shard files a model.safetensors.index.json names, each checked to exist."""
     data = read_json(index)
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
         raise ConfigError(f"{index}: no weight_map of tensor names to shard files", "download the file again")
+    outside = [f for f in weight_map.values() if Path(f).is_absolute() or ".." in Path(f).parts or "\\" in f]
+    if outside:  # an index names files of its own folder; anything else is damage, or a file planted to probe others
+        raise ConfigError(f"{index}: names shard {outside[0]!r} outside its own folder",
+                          "download the model again: an index lists shard files by their names in its folder")
     shards = sorted({index.parent / f for f in weight_map.values()})
     missing = [s.name for s in shards if not s.is_file()]
     if missing:

@@ -17,19 +17,25 @@ GGUF_OR_CONFIG = (".json", ".gguf", ".safetensors")
 
 
 def model_ref(ref: str, folders: tuple[Path, ...]) -> str:
-    """A catalog name or hub id as given; a path only inside the registered folders (`safe_path`)."""
-    from onecard.fit import catalog, diffusion, whisper, yolo
+    """A catalog name or hub id as given; a path only inside the registered folders (`safe_path`), and a model
+    folder's shard files too. A relative name is looked up in the registered folders only, never in the server's
+    working directory: whether a file exists anywhere else is not the web user's to learn."""
+    from onecard.fit import catalog, diffusion, readers, whisper, yolo
 
     if any(find(ref) is not None for find in (catalog.find, diffusion.find, yolo.find, whisper.find)):
         return ref
-    try:
-        on_disk = Path(ref).exists()
-    except (OSError, ValueError):  # too long for a file name, or a NUL byte: not a path
-        on_disk = False
     pathlike = ref.startswith(("/", ".", "~")) or "\\" in ref or ref.count("/") > 1 or ref.endswith(GGUF_OR_CONFIG)
-    if pathlike or on_disk:
-        return str(safe_path(ref, folders))
-    return ref  # a hub id (looked up in the local cache) or an unknown name: the planner says which
+    try:
+        in_folder = not pathlike and any((folder / ref).exists() for folder in folders)
+    except (OSError, ValueError):  # too long for a file name, or a NUL byte: not a path
+        in_folder = False
+    if not (pathlike or in_folder):
+        return ref  # a hub id (looked up in the local cache) or an unknown name: the planner says which
+    path = safe_path(ref, folders)
+    if path.is_dir():
+        for shard in readers.shard_files(path):  # a symlinked shard may lead out of the folders: refused the same way
+            safe_path(shard, folders)
+    return str(path)
 
 
 def checked(job: FitJob, request: Request) -> FitJob:
@@ -44,18 +50,22 @@ def checked(job: FitJob, request: Request) -> FitJob:
 
 @router.post("", summary="Plan a job on a card: breakdown, process total vs budget, fits or not, the safe bound")
 def plan(job: FitJob, request: Request) -> dict[str, Any]:
+    from onecard.fit.plan import absolute_paths_only
     from onecard.fit.run import advise
 
     job = checked(job, request)
-    return advise(job, fixed=job.model_fields_set).to_json()
+    with absolute_paths_only():
+        return advise(job, fixed=job.model_fields_set).to_json()
 
 
 @router.post("/solve", summary="The settings that fit the card, ranked (onecard fit --solve)")
 def solve(job: FitJob, request: Request, top: int = Query(10, ge=1, le=50)) -> dict[str, Any]:
+    from onecard.fit.plan import absolute_paths_only
     from onecard.fit.run import advise
 
     job = checked(job, request)
-    return advise(job, fixed=job.model_fields_set, solutions=True, top=top).to_json()
+    with absolute_paths_only():
+        return advise(job, fixed=job.model_fields_set, solutions=True, top=top).to_json()
 
 
 @router.get("/cards", summary="The cards the planner knows")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,45 @@ def test_a_model_path_in_a_fit_request_stays_inside_the_folders(make_client: Cal
         answer = client.post("/api/fit", json={"model": model})
         assert answer.status_code in (400, 403), (model, answer.json())
         assert "config.json" in answer.json()["error"] and answer.json()["fix"]
+
+
+TINY_LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+              "num_key_value_heads": 4, "num_hidden_layers": 2, "vocab_size": 1000, "max_position_embeddings": 2048}
+
+
+@pytest.mark.parametrize("shard", ["/etc/passwd", "/etc/no-such-file", "../secret/model.safetensors"])
+def test_a_model_index_cannot_name_files_outside_its_folder(make_client: Callable[..., TestClient],
+                                                            folders: tuple[Path, Path], shard: str) -> None:
+    # a downloaded model repo may hold any index: one naming other files must not make the server open them, nor
+    # answer differently for a file that exists and one that does not
+    inside, _ = folders
+    model = inside / "planted"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(TINY_LLAMA))
+    (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": shard}}))
+    answer = make_client(folders=(inside,)).post("/api/fit", json={"model": str(model), "vram": 8})
+    assert answer.status_code == 400 and "outside its own folder" in answer.json()["error"]
+
+
+def test_a_relative_name_is_never_looked_up_where_the_server_runs(make_client: Callable[..., TestClient],
+                                                                  folders: tuple[Path, Path], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    inside, _ = folders
+    workdir = tmp_path / "server-cwd"
+    (workdir / "Documents").mkdir(parents=True)
+    (workdir / "Documents" / "tax.json").write_text(json.dumps(TINY_LLAMA))
+    (workdir / "secret_plans").mkdir()
+    (workdir / "secret_plans" / "config.json").write_text(json.dumps(TINY_LLAMA))
+    monkeypatch.chdir(workdir)
+    client = make_client(folders=(inside,))
+    answers = {m: client.post("/api/fit", json={"model": m, "vram": 8}) for m in (
+        "secret_plans", "no_such_plans", "Documents/tax", "Documents/none")}
+    assert {a.status_code for a in answers.values()} == {404}
+    found, missing = answers["secret_plans"].json(), answers["no_such_plans"].json()
+    assert found["error"].replace("secret", "no_such") == missing["error"]
+    (inside / "mymodel").mkdir()  # a model folder in a registered folder, named relatively, is found there
+    (inside / "mymodel" / "config.json").write_text(json.dumps(TINY_LLAMA))
+    assert client.post("/api/fit", json={"model": "mymodel", "vram": 8}).status_code == 200
 
 
 def upload(data: bytes, name: str) -> UploadFile:
