@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["FitJob", "Job", "Method", "Runtime", "Optimizer", "Attention", "Offload", "Stack", "Loss", "AdapterDtype",
            "release"]
@@ -61,7 +61,7 @@ class FitJob(BaseModel):
     kbit_prep: bool | None = Field(None, description="PEFT's prepare_model_for_kbit_training on a 4/8-bit base (the classic QLoRA recipe; axolotl calls it): every 16-bit parameter outside the quantized linears (embeddings, head, norms) is cast to fp32, so the residual stream and each checkpointed block input run in fp32; unset: the stack's")
     holds_output: bool = Field(False, description="the training loop keeps the model's output, its full logits, until backward ends (a hand-written loop: `out = model(...); out.loss.backward()`); transformers' Trainer and TRL drop it before backward, torchtune deletes its logits; with the standard loss only")
     attention: Attention = Field("sdpa", description="attention kernel: sdpa, flash, eager (materialises the T x T scores), xformers (for an LLM: a memory-efficient kernel, xformers' or SDPA pinned to EFFICIENT_ATTENTION, grouped k and v expanded to every query head before it), slicing")
-    kv_dtype: str = Field("f16", description="KV cache dtype: f16, bf16, fp8, q8_0, q4_0")
+    kv_dtype: str = Field("f16", description="KV cache dtype: f16, bf16, f32, fp8 (vLLM), q8_0, q4_0 (llama.cpp, Ollama); fp16 / float16, fp32, bfloat16 are read as f16, f32, bf16")
     gpu_layers: int | None = Field(None, ge=0, description="llama.cpp layers on the GPU; None: as many as fit")
     max_num_batched_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS, description="vLLM: tokens one forward step takes, which its profiling run sizes the activations by (--max-num-batched-tokens); unset: 2048, the V1 engine's `vllm serve` default (the V0 engine, vLLM < 0.8, took max(ctx, 2048) without chunked prefill)")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, allow_inf_nan=False, description="vLLM: fraction of the card it reserves")
@@ -86,6 +86,17 @@ class FitJob(BaseModel):
     strict: bool = Field(False, description="decide fits on the first-sight bound: how far the planner missed jobs from sources it had never seen (each held-out split's first scoring, every job kind pooled), for a harness unlike the stacks it models; default: its job kind's bound, fitted on the cases it models")
     calibration: bool = Field(True, description="scale the estimate by this machine's correction for the card and job kind, if `onecard fit calibrate` made one; --no-calibration plans without it")
 
+
+    @field_validator("kv_dtype")
+    @classmethod
+    def _kv_name(cls, value: str) -> str:
+        """One spelling per cache type (llama.cpp's): fp16 / float16 are f16, fp32 / float32 f32, bfloat16 bf16."""
+        name = value.strip().lower()
+        return KV_SPELLINGS.get(name, name)
+
+
+KV_SPELLINGS = {"fp16": "f16", "float16": "f16", "half": "f16", "fp32": "f32", "float32": "f32", "float": "f32",
+                "bfloat16": "bf16"}
 
 def release(version: str | None, current: tuple[int, int, int]) -> tuple[int, int, int]:
     """A job's release field ("4.38.2", "8.0") as (major, minor, patch); unset: `current`, the newest behaviour the

@@ -79,7 +79,7 @@ def optimizer_of(job: FitJob, fam: Family) -> str:
 
 def flash_for_kv(job: FitJob, kv_dtype: str) -> dict[str, str]:
     """llama.cpp quantizes the V cache only with flash attention on: the attention change a KV dtype needs."""
-    gguf_kv = is_gguf(job) and kv_dtype not in ("f16", "bf16")
+    gguf_kv = is_gguf(job) and kv_dtype not in ("f16", "bf16", "f32")  # only a quantized V cache needs it
     return {"attention": "flash"} if gguf_kv and job.attention != "flash" else {}
 
 

@@ -431,6 +431,13 @@ def _vllm(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[str]) ->
     return est
 
 
+# The KV cache types each runtime offers, in FitJob's spelling: llama.cpp's --cache-type-k/v (f32, f16, bf16, q8_0,
+# q4_0 ...; fp8 is none of them), vLLM's --kv-cache-dtype (auto = the model's, fp8), transformers' dynamic cache in
+# a float dtype (its quantized caches are not modelled).
+KV_TYPES = {"llama.cpp": ("f16", "bf16", "f32", "q8_0", "q4_0"), "ollama": ("f16", "q8_0", "q4_0"),
+            "vllm": ("f16", "bf16", "fp8"), "transformers": ("f16", "bf16", "f32"), "autoawq": ("f16",)}
+
+
 def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     """Inference memory of an LLM/VLM on the job's runtime.
 
@@ -438,6 +445,10 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
         ConfigError: the runtime is not an LLM runtime, or the format does not run on it.
     """
     runtime = runtime_of(arch, job)
+    kv_types = KV_TYPES.get(runtime, KV_TYPES["transformers"])
+    if job.kv_dtype not in kv_types:
+        raise ConfigError(f"--kv-dtype {job.kv_dtype} is not a KV cache type {runtime} has",
+                          f"use {', '.join(kv_types)} with {runtime}")
     notes: list[str] = []
     if runtime in ("llama.cpp", "ollama"):
         est = _llama_cpp(arch, job, card, runtime == "ollama", notes)

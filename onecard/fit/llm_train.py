@@ -120,6 +120,9 @@ def lora_targets(arch: LlmArch, targets: str) -> list[Linear]:
         kinds = _TARGETS[key]
         return [lin for lin in lins if kinds is None or lin.kind in kinds]
     wanted = {t.strip().removesuffix("_proj") for t in key.split(",") if t.strip()}
+    if not wanted:  # PEFT refuses a LoRA config with no target module
+        raise ConfigError(f"--lora-targets {targets!r} names no module", "use all-linear, attn, qv or a comma list of "
+                          f"module names ({', '.join(lin.name for lin in lins)})")
     chosen = [lin for lin in lins if lin.kind in wanted or lin.name.removesuffix("_proj") in wanted]
     unknown = wanted - {lin.kind for lin in chosen} - {lin.name.removesuffix("_proj") for lin in chosen}
     if unknown:

@@ -219,3 +219,22 @@ def test_a_path_that_does_not_exist_is_named_as_a_path(ref: str) -> None:
     with pytest.raises(ModelNotFoundError, match="no file or folder at") as info:
         resolve_arch(ref)
     assert info.value.fix is not None and "did you mean" not in info.value.fix
+
+
+def test_lora_targets_that_name_nothing_are_refused() -> None:
+    for empty in ("", ",,,"):
+        with pytest.raises(ConfigError, match="names no module"):
+            plan(FitJob(model="llama-3.1-8b", job="train", gpu="4070ti", lora_targets=empty))
+
+
+@pytest.mark.parametrize(("spelling", "name"), [("fp16", "f16"), ("F16", "f16"), ("float32", "f32"),
+                                                ("bfloat16", "bf16"), ("Q8_0", "q8_0")])
+def test_kv_cache_types_have_one_spelling(spelling: str, name: str) -> None:
+    assert FitJob(model="llama-3.1-8b", kv_dtype=spelling).kv_dtype == name
+
+
+@pytest.mark.parametrize(("runtime", "kv"), [("llama.cpp", "fp8"), ("vllm", "q8_0"), ("transformers", "q4_0")])
+def test_a_kv_cache_type_the_runtime_lacks_is_refused(runtime: str, kv: str) -> None:
+    with pytest.raises(ConfigError, match=f"--kv-dtype {kv} is not a KV cache type {runtime} has"):
+        plan(FitJob(model="llama-3.1-8b", runtime=runtime, kv_dtype=kv, quant="q4_k_m" if runtime == "llama.cpp"
+                    else "auto", gpu="4090"))  # type: ignore[arg-type]

@@ -135,3 +135,12 @@ def test_a_training_batch_alone_is_the_effective_batch() -> None:
     assert plans[0].job.batch < 16
     with_accum = FitJob(model="llama-2-7b", job="train", method="qlora", batch=2, grad_accum=8, gpu=CARD)
     assert all((p.job.batch, p.job.grad_accum) == (2, 8) for p in solve(with_accum, fixed={"batch", "grad_accum"}))
+
+
+def test_a_fitting_request_comes_first_whatever_its_kv_spelling() -> None:
+    # fp16 is f16: the request needs no flash attention, so it is kept and ranked first (it was dropped before)
+    from onecard.fit.run import advise
+
+    job = FitJob(model="llama-3.1-8b", runtime="llama.cpp", kv_dtype="fp16", gpu="4090")
+    result = advise(job, fixed=job.model_fields_set, solutions=True, top=5)
+    assert result.plan.fits and result.solutions and result.solutions[0].job == job
