@@ -268,7 +268,8 @@ def steps(job: FitJob) -> list[Step]:
         gguf = is_gguf(job)
         return [Step("batch", 1, _halve_batch, repeat=True), Step("kv_dtype", 1, _kv8),
                 Step("8bit", 1.5, _weights("q8_0" if gguf else "int8")),
-                Step("4bit", 2, _weights("q4_k_m" if gguf else "nf4")), Step("ctx", 3, _halve_ctx, repeat=True)]
+                Step("4bit", 2, _weights("q4_k_m" if gguf else "nf4")), Step("gpu_layers", 2.5, _layers_that_fit),
+                Step("ctx", 3, _halve_ctx, repeat=True)]
     if fam == "diffusion" and train:
         return [Step("cached_latents", 0.5, _on("cached_latents")), Step("grad_ckpt", 1, _on("grad_ckpt")),
                 Step("optimizer", 1, _optim8), Step("micro_batch", 1, _smaller_micro_batch, repeat=True)]
@@ -292,6 +293,11 @@ def _changed(job: FitJob, **update: object) -> FitJob | None:
 
 def _halve_seq(job: FitJob) -> FitJob | None:
     return _changed(job, seq=max(SEQ_FLOOR, job.seq // 2)) if job.seq > SEQ_FLOOR else None
+
+
+def _layers_that_fit(job: FitJob) -> FitJob | None:
+    """llama.cpp with --gpu-layers set: as many layers as fit, the rest on the CPU (partial offload; slower decode)."""
+    return _changed(job, gpu_layers=None) if is_gguf(job) and job.gpu_layers is not None else None
 
 
 def _halve_ctx(job: FitJob) -> FitJob | None:

@@ -37,6 +37,8 @@ def describe_changes(before: FitJob, after: FitJob) -> str:
         if new == old:
             continue
         word = _WORDS.get(name, name.replace("_", " "))
+        if name == "gpu_layers":  # None: the planner's, as many as fit
+            old, new = (v if v is not None else "as many as fit" for v in (old, new))
         out.append(f"{word} {'on' if new else 'off'}" if isinstance(new, bool) else f"{word} {old} -> {new}")
     return ", ".join(out)
 

@@ -106,8 +106,9 @@ def _as_given(request: FitJob, job: FitJob, split: bool) -> bool:
 
 def _rank(plans: list[Plan], fam: Family, top: int, request: FitJob, first: Callable[[FitJob], bool]) -> list[Plan]:
     speed = {id(p): throughput(p, fam) for p in plans}
-    if not any(speed.values()):  # the estimator gives no speed: rank by the rough one
-        speed = {id(p): relative_speed(p.job, fam) for p in plans}
+    if not any(speed.values()):  # the estimator gives no speed: rank by the rough one; llama.cpp partial offload:
+        # each layer on the GPU is one fewer read from host memory per token, so more layers rank first
+        speed = {id(p): relative_speed(p.job, fam) * (p.estimate.gpu_layers or 1) for p in plans}
     lost = {id(p): round(_given_up(request, p.job, fam), 6) for p in plans}
     # Plans without a speed (llama.cpp partial offload) rank after those with one, in one tier of their own.
     tiers: list[list[Plan]] = []

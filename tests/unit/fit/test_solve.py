@@ -144,3 +144,18 @@ def test_a_fitting_request_comes_first_whatever_its_kv_spelling() -> None:
     job = FitJob(model="llama-3.1-8b", runtime="llama.cpp", kv_dtype="fp16", gpu="4090")
     result = advise(job, fixed=job.model_fields_set, solutions=True, top=5)
     assert result.plan.fits and result.solutions and result.solutions[0].job == job
+
+
+def test_llama_cpp_with_every_layer_asked_on_a_small_card_is_offered_partial_offload() -> None:
+    from onecard.fit.run import advise
+
+    job = FitJob(model="llama-3.1-8b", runtime="llama.cpp", quant="q4_k_m", gpu_layers=99, vram=4)
+    result = advise(job, fixed=job.model_fields_set)
+    assert result.plan.fits is False
+    assert any("GPU layers 99 -> as many as fit" in change and plan.fits for change, plan in result.fixes)
+
+
+def test_llama_cpp_partial_offload_ranks_more_gpu_layers_first() -> None:
+    plans = solve(FitJob(model="llama-3.1-8b", runtime="llama.cpp", quant="q4_k_m", vram=4), top=10)
+    layers = [p.estimate.gpu_layers or 0 for p in plans[1:]]  # after the request as given
+    assert layers == sorted(layers, reverse=True)
