@@ -47,6 +47,10 @@ def hf_config(job: FitJob) -> Any:
         ModelNotFoundError: the planner does not know the model.
     """
     transformers = require("transformers", "fit")
+    if job.job == "infer" and job.runtime in ("vllm", "ollama", "llama.cpp"):
+        raise ConfigError(f"--trace runs a transformers prefill; {job.runtime} plans its own memory (vLLM's KV pool, "
+                          "llama.cpp's buffers), which a trace would not show", "drop --trace, or trace the job with "
+                          "--runtime transformers")
     if is_gguf(job):
         raise ConfigError(f"--trace builds transformers models; {job.model} is a GGUF model (llama.cpp)",
                           "trace the same model's config.json, or drop --trace")
@@ -64,8 +68,9 @@ def hf_config(job: FitJob) -> Any:
                               "drop --trace (the analytic estimate reads the config's sizes), or upgrade "
                               "transformers to a release that has the model") from e
     resolved = resolve_arch(job.model)
-    if resolved.family != "llm":
-        raise ConfigError(f"--trace builds transformers causal LMs; {job.model} is a {resolved.family} model",
+    if resolved.family != "llm" or resolved.arch.family == "tinylm":
+        what = "onecard's own tinylm" if resolved.family == "llm" else f"a {resolved.family} model"
+        raise ConfigError(f"--trace builds transformers causal LMs; {job.model} is {what}",
                           "drop --trace: the analytic estimate is what the planner has for it")
     return catalog.hf_config(resolved.arch)
 
@@ -266,6 +271,9 @@ def _build(job: FitJob, config: Any) -> tuple[Any, list[str]]:
     if effective_quant(job) not in _DTYPES:
         notes.append(f"weights traced in bf16: {effective_quant(job)} kernels need CUDA, so the traced weights are "
                      "16-bit; compare activations, gradients and optimizer states")
+    if job.job == "train" and job.method == "full" and torch_dtype(job) != torch.float32:
+        notes.append(f"full fine-tune traced with {torch_dtype(job)} weights and optimizer states; the plan counts "
+                     "fp32 master weights and states under mixed precision, so compare activations")
     if job.job == "train":
         model = prepare_training(model, job)
     return model, notes
@@ -333,11 +341,15 @@ def trace(job: FitJob, config: Any = None) -> Estimate:
     transformers = require("transformers", "fit")
     from torch._subclasses.fake_tensor import FakeTensorMode
 
+    vision = False
     if config is None:
         config = hf_config(job)
+        vision = getattr(resolve_arch(job.model).arch, "vision", None) is not None
     elif isinstance(config, dict):
         config = transformers.AutoConfig.for_model(**config)
     model, notes = _build(job, config)
+    if vision or getattr(config, "vision_config", None) is not None:
+        notes.append("traced the language model alone: the vision tower and the image tokens are not in the trace")
     fake_mode = FakeTensorMode()
     _fake_params(model, fake_mode)
     counter = _Events()

@@ -113,3 +113,13 @@ def test_a_traced_lora_step_reserves_what_the_planner_says(tmp_path: Any) -> Non
     assert traced.peak_allocated_gib == pytest.approx(analytic.peak_allocated_gib, rel=0.01)
     assert traced.slack_gib > 0.1  # the fp32 logit tensors take segments of their own
     assert traced.peak_reserved_gib == pytest.approx(analytic.peak_reserved_gib, rel=0.05)
+
+
+@pytest.mark.parametrize(("flags", "named"), [(dict(model="smollm2-135m", runtime="vllm"), "vllm plans its own memory"),
+                                              (dict(model="tinylm-tiny", job="train"), "onecard's own tinylm")])
+def test_trace_refuses_a_job_it_would_not_trace_as_planned(flags: dict[str, object], named: str) -> None:
+    from onecard.core.errors import ConfigError
+    from onecard.fit.trace import hf_config
+
+    with pytest.raises(ConfigError, match=named):
+        hf_config(FitJob(**flags))  # type: ignore[arg-type]
