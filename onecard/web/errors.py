@@ -62,9 +62,16 @@ async def onecard_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(exc.what, exc.fix), status_code=status_of(exc))
 
 
-async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+JSON_FIX = "send the body as a UTF-8 JSON object with Content-Type: application/json"
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     fields = [{"field": field_name(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()]
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    if any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors()) and kind != "application/json":
+        return JSONResponse(error_body(f"invalid request: the body is not JSON (Content-Type: {kind or 'none'})",
+                                       JSON_FIX, fields=fields), status_code=422)
     what = "; ".join(f"{f['field']}: {f['message']}" for f in fields) or "the request is not valid"
     return JSONResponse(error_body(f"invalid request: {what}", "correct the named field(s) and send again",
                                    fields=fields), status_code=422)
@@ -72,7 +79,8 @@ async def validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    fix = JSON_FIX if exc.status_code == 400 and "parsing the body" in str(exc.detail) else None
+    return JSONResponse(error_body(str(exc.detail), fix), status_code=exc.status_code, headers=exc.headers)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -75,6 +75,14 @@ def test_not_json_is_a_422(client: TestClient) -> None:
     assert answer.status_code == 422 and answer.json()["error"].startswith("invalid request")
 
 
+@pytest.mark.parametrize(("body", "kind"), [(b"\xff\xfe{", "application/json"),
+                                            (b"[" * 100_000 + b"]" * 100_000, "application/json"),
+                                            (b'{"model": "sd15", "vram": 8}', "text/plain")])
+def test_a_body_that_is_not_a_json_object_says_how_to_send_one(client: TestClient, body: bytes, kind: str) -> None:
+    answer = client.post("/api/fit", content=body, headers={"Content-Type": kind})
+    assert answer.status_code in (400, 422) and answer.json()["fix"] and "application/json" in answer.json()["fix"]
+
+
 @pytest.mark.parametrize(("body", "status", "words"), [
     ({"model": "no-such-model"}, 404, "unknown model 'no-such-model'"),
     ({"model": "sdxl", "gpu": "rtx-9999"}, 400, "unknown GPU 'rtx-9999'"),
