@@ -410,9 +410,34 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
     est = Estimate({k: gib(v) for k, v in parts.items()}, slack_gib=gib(slack),
                    context_gib=CUDA_CONTEXT_GIB, cpu_gib=gib((states if paged else 0.0) + host),
                    assumptions=[*notes, slack_text, context_note()])
+    _nf4_load_cache(est, arch, job, parts)
     _step_time(est, arch, job, card, tokens, a, host)
     return est
 
+
+# torchtune's QLoRA on torchao before 0.2 converts each base weight to NF4 whole, twice (the model built on the GPU,
+# then the checkpoint's weights loaded), and the single-device recipe never empties the cache: what stays reserved
+# after the load, as a multiple of the largest base weight's bf16 bytes, replayed through the allocator's rules for
+# each shape (benchmarks/fit_nf4_load_replay.py, torchtune 0.1.0 + torchao 0.1); another shape takes the least.
+NF4_LOAD_CACHE_PER_WEIGHT_BYTE = {"llama-2-7b": 51.0, "llama-2-13b": 44.3, "llama-3-8b": 40.9}
+NF4_CHUNKED_SINCE = (0, 2, 0)  # torchao 0.2.0: nf4tensor.py converts in chunks of CHUNK_SIZE = 1024**2 elements
+
+
+def _nf4_load_cache(est: Estimate, arch: LlmArch, job: FitJob, parts: dict[str, float]) -> None:
+    """The cache torchao's whole-weight NF4 conversion leaves after torchtune's QLoRA load (torchao before 0.2): the
+    load's reserved peak is the weights plus it; training reuses it, so the reading is the larger of the two."""
+    if job.torchao_version is None or release(job.torchao_version, (0, 0, 0)) >= NF4_CHUNKED_SINCE or \
+            job.method != "qlora" or job.stack != "torchtune":
+        return
+    largest = max(lin.d_in * lin.d_out for lin in linears(arch)) * 2
+    per_byte = NF4_LOAD_CACHE_PER_WEIGHT_BYTE.get(arch.key, min(NF4_LOAD_CACHE_PER_WEIGHT_BYTE.values()))
+    load_reserved = parts["weights"] + parts.get("adapters", 0.0) + per_byte * largest
+    est.cache_gib = max(0.0, gib(load_reserved) - est.peak_reserved_gib)
+    est.assumptions.append(
+        f"torchao {job.torchao_version} converts each base weight to NF4 whole: the load leaves "
+        f"{gib(per_byte * largest):.2f} GiB in the allocator's cache ({per_byte:g} x the largest weight's bf16 bytes, "
+        "benchmarks/fit_nf4_load_replay.py), which training reuses; reserved readings hold the larger of the load "
+        "and the training step")
 
 BNB_DROPS_INPUT = (0, 43, 2)  # bitsandbytes 0.43.2: MatMul4Bit keeps `ctx.tensors = (None, B)`, not its input
 

@@ -603,3 +603,20 @@ def test_the_onecard_stack_plans_the_installed_trl(monkeypatch: pytest.MonkeyPat
     assert stacks.trl_release(FitJob(**job, stack="onecard", trl_version="1.16.0")) == (1, 16, 0)
     assert _est(**job, stack="onecard").peak_allocated_gib > _est(**job, stack="onecard", trl_version="1.16.0") \
         .peak_allocated_gib
+
+
+def test_torchtune_qlora_on_torchao_0_1_holds_its_load_cache_in_reserved_readings() -> None:
+    from onecard.fit.llm_train import NF4_LOAD_CACHE_PER_WEIGHT_BYTE
+    from onecard.fit.plan import estimate
+
+    job = FitJob(model="llama-2-7b", job="train", stack="torchtune", method="qlora", quant="nf4-dq", batch=2, seq=512,
+                 gpu="a100-80gb")
+    chunked = estimate(job.model_copy(update={"torchao_version": "0.2.0"}))
+    whole = estimate(job.model_copy(update={"torchao_version": "0.1"}))
+    assert chunked.cache_gib == 0 and whole.parts == chunked.parts  # the step's tensors are the same
+    # the load: the weights plus 51 x the 4096 x 11008 bf16 weight in cache (benchmarks/fit_nf4_load_replay.py)
+    cache = NF4_LOAD_CACHE_PER_WEIGHT_BYTE["llama-2-7b"] * 4096 * 11008 * 2 / 2**30
+    assert whole.peak_reserved_gib + whole.cache_gib == pytest.approx(
+        whole.parts["weights"] + whole.parts.get("adapters", 0.0) + cache, rel=1e-6)
+    for other in ({"stack": "transformers"}, {"method": "lora", "quant": "bf16"}):
+        assert estimate(job.model_copy(update={"torchao_version": "0.1", **other})).cache_gib == 0
