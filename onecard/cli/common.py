@@ -78,6 +78,11 @@ def resolve_config(args: argparse.Namespace, model: type[M], overrides: dict[str
     from onecard.core.config import dump_config, explicit_fields, load_config
 
     flags = explicit_fields(model, args) | (overrides or {})
+    card = [key for key in ("gpu", "vram") if key in model.model_fields]
+    if len(card) == 2 and (flags.get("gpu") is None) != (flags.get("vram") is None):
+        # a card named by a flag replaces the one a config file or the resumed run names, whichever way it was named
+        other = "vram" if flags.get("gpu") is not None else "gpu"
+        flags = {**flags, other: None}
     if resume is not None and getattr(args, "resume", None):
         config = resume(args.resume, flags, args.runs_dir)
     else:

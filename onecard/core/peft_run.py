@@ -22,7 +22,8 @@ from onecard.core.records import Run, StopFlag
 from onecard.core.trainer import logged_losses, stop_on_signal
 
 __all__ = ["ADAPTER", "CHECKPOINTS", "LOSS_PLOT", "TRAIN_SPLIT", "DEV_SPLIT", "SplitKnobs", "train_dev_examples",
-           "dedupe_rows", "split_rows", "resume_point", "length_stats", "ran_fields", "RungSettings", "Tries"]
+           "dedupe_rows", "split_rows", "resume_point", "length_stats", "ran_fields", "lora_modules", "LORA_ALIASES",
+           "RungSettings", "Tries"]
 
 ADAPTER, CHECKPOINTS, LOSS_PLOT = "adapter", "checkpoints", "loss.png"
 TRAIN_SPLIT, DEV_SPLIT = "train.jsonl", "dev.jsonl"
@@ -133,6 +134,19 @@ def length_stats(lengths: list[int], max_length: int | None = None) -> dict[str,
         stats["over_max"] = sum(1 for n in ordered if n > max_length)
         stats["max_length"] = max_length
     return stats
+
+
+# --lora-targets' short names (fit counts the same linears, onecard.fit.llm_train._TARGETS): the module names PEFT
+# matches; qkv_proj for the models that fuse q, k and v (Phi-3). PEFT wants at least one of a list to match.
+LORA_ALIASES = {"attn": ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"), "qv": ("q_proj", "v_proj", "qkv_proj")}
+
+
+def lora_modules(targets: str) -> tuple[str, ...] | None:
+    """The module names `--lora-targets` stands for (None: all-linear, PEFT's own choice of every linear)."""
+    key = targets.strip().lower()
+    if key == "all-linear":
+        return None
+    return LORA_ALIASES.get(key) or tuple(t.strip() for t in targets.split(",") if t.strip())
 
 
 def ran_fields(seq: int, longest_row: int, packing: bool = False) -> dict[str, int] | None:

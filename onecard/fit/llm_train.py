@@ -105,6 +105,7 @@ TRL_TILE_TOKENS, TRL_TILE_VOCAB = 4096, 32768
 # 16-bit product, its fp32 cast, log-softmax and its gradient), beside the hidden states' 16-bit copy and gradients
 TRL_NLL_CHUNK = 256
 PCIE_GBPS = 25.0  # host <-> GPU copies: PCIe 4.0 x16 moves about 25 GB/s of its 32 GB/s in practice
+# the short names, as tune and vlm tune hand them to PEFT (onecard.core.peft_run.LORA_ALIASES)
 _TARGETS = {"all-linear": None, "attn": {"q", "k", "v", "qkv", "o"}, "qv": {"q", "v", "qkv"}}
 
 

@@ -155,5 +155,8 @@ def load_model(path: str | Path, dtype: Any, device: str, four_bit: bool = False
 def lora_config(rank: int, alpha: int, dropout: float, targets: str) -> Any:
     from peft import LoraConfig
 
-    modules: str | list[str] = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
+    from onecard.core.peft_run import lora_modules
+
+    names = lora_modules(targets)
+    modules: str | list[str] = "all-linear" if names is None else list(names)
     return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, task_type="CAUSAL_LM")

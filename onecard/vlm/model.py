@@ -145,7 +145,9 @@ def lora_config(rank: int, alpha: int, dropout: float, targets: str, train_proje
     the projector trains in full and is saved with the adapter."""
     from peft import LoraConfig
 
-    names = LM_LINEARS if targets == "all-linear" else tuple(t.strip() for t in targets.split(","))
+    from onecard.core.peft_run import lora_modules
+
+    names = lora_modules(targets) or LM_LINEARS
     # a regex over module paths: "...language_model.layers.3.self_attn.q_proj", not "...vision_tower...q_proj"
     pattern = rf".*language_model.*\.({'|'.join(names)})"
     return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, task_type="CAUSAL_LM",

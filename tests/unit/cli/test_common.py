@@ -102,3 +102,29 @@ def test_emit_prints_json_or_calls_the_renderer(capsys: pytest.CaptureFixture[st
 
     emit(argparse.Namespace(json=False), data)  # a command with nothing to show but its progress
     assert capsys.readouterr().out == ""
+
+
+class CardConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field("d.jsonl", description="training file")
+    gpu: str | None = Field(None, description="card")
+    vram: float | None = Field(None, description="card memory")
+
+
+@pytest.mark.parametrize(("saved", "argv", "card"), [
+    ({"gpu": "4070ti"}, ["--vram", "2"], (None, 2.0)),  # a run planned for a 4070 Ti resumed on a 2 GiB card
+    ({"vram": 6.0}, ["--gpu", "rtx-3060"], ("rtx-3060", None)),
+    ({"gpu": "4070ti"}, [], ("4070ti", None)),  # nothing named: the run's own card
+])
+def test_a_card_named_by_a_flag_replaces_the_resumed_runs(saved: dict[str, Any], argv: list[str],
+                                                          card: tuple[str | None, float | None]) -> None:
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, CardConfig)
+    job_flags(parser, resume="--data")
+
+    def resume(ref: str, flags: dict[str, Any], runs_dir: str | None) -> CardConfig:
+        return CardConfig.model_validate({**saved, **flags})
+
+    config = resolve_config(parser.parse_args(["--resume", "last", *argv]), CardConfig, resume=resume)
+    assert (config.gpu, config.vram) == card

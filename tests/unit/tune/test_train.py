@@ -147,3 +147,19 @@ def test_ctrl_c_before_the_trainer_steps_aborts_at_once_and_while_it_steps_asks_
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)  # a second Ctrl-C aborts
     assert not flag.stepping
+
+
+@pytest.mark.parametrize(("targets", "modules"), [("attn", {"q_proj", "k_proj", "v_proj", "o_proj"}),
+                                                  ("qv", {"q_proj", "v_proj"}),
+                                                  ("q_proj, v_proj", {"q_proj", "v_proj"})])
+def test_the_short_lora_target_names_are_the_modules_peft_adapts(tmp_path: Path, targets: str,
+                                                                 modules: set[str]) -> None:
+    import torch
+    from peft import get_peft_model
+
+    from onecard.tune.model import build_random_llama, load_model, lora_config
+
+    build_random_llama(tmp_path / "tiny")
+    model = get_peft_model(load_model(tmp_path / "tiny", torch.float32, "cpu"), lora_config(4, 8, 0.0, targets))
+    adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if "lora_A" in n}
+    assert adapted == modules

@@ -83,3 +83,16 @@ def test_synthetic_set_is_seeded_and_answers_follow_the_pixels(tmp_path: Path) -
 
     image = Image.open(first.parent / rows[0]["image"])
     assert image.size == (64, 64)
+
+
+@pytest.mark.parametrize(("targets", "modules"), [("attn", {"q_proj", "k_proj", "v_proj", "o_proj"}),
+                                                  ("qv", {"q_proj", "v_proj"})])
+def test_the_short_lora_target_names_fit_plans_are_the_modules_peft_adapts(tiny: Path, targets: str,
+                                                                           modules: set[str]) -> None:
+    # `--lora-targets attn` was planned by fit and then refused by PEFT ("Target modules {'attn'} not found")
+    import torch
+    from peft import get_peft_model
+
+    model = get_peft_model(load_model(tiny, torch.float32, "cpu"), lora_config(4, 8, 0.0, targets))
+    adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if "lora_A" in n}
+    assert adapted == modules
