@@ -48,8 +48,9 @@ def fit_llamacpp(path: Path, ctx: int | None = None, gpu_layers: int | None = No
     arch = read_path(path)
     if card is None:
         chosen = ctx or min(arch.max_ctx, CPU_CTX)
+        asked = f" (--gpu-layers {gpu_layers} has no GPU to use)" if gpu_layers else ""
         return Fitted(chosen, gpu_layers or 0, None,
-                      [f"no GPU found: all {arch.n_layers} layers on the CPU, context {chosen}"])
+                      [f"no GPU found: all {arch.n_layers} layers on the CPU{asked}, context {chosen}"])
     from onecard.fit.job import FitJob
     from onecard.fit.plan import plan
 
@@ -58,7 +59,8 @@ def fit_llamacpp(path: Path, ctx: int | None = None, gpu_layers: int | None = No
         planned = plan(FitJob.model_validate({"model": str(path), "runtime": "llama.cpp", "ctx": n_ctx,
                                               "gpu_layers": gpu_layers, "gpu": card.key}))
         layers = planned.estimate.gpu_layers or 0
-        if planned.fits and (layers > arch.n_layers or ctx is not None):
+        # the longest context that keeps every layer on the GPU; with the layers given, the longest that fits them
+        if planned.fits and (layers > arch.n_layers or ctx is not None or gpu_layers is not None):
             break
     note = (f"onecard fit on {card.name} ({card.vram_gib:g} GiB): context {n_ctx}, "
             f"{min(layers, arch.n_layers)}/{arch.n_layers} layers on the GPU"

@@ -39,3 +39,11 @@ def test_transformers_quant_follows_the_card(set_margins: Callable[[float], None
     assert fit_transformers("llama-3.1-8b", gpu="4070ti").quant == "nf4"  # 16 GiB of bf16 weights do not fit 12
     assert fit_transformers("phi-3-mini-4k", gpu="4070ti").quant == "bf16"  # 3.8B: 7.6 GiB of weights
     assert fit_transformers("llama-3.1-8b", "fp16").quant == "fp16"
+
+
+def test_layers_given_keep_the_longest_context_that_fits_them(smollm2_path: Path) -> None:
+    # with --gpu-layers set the context still comes from the planner: the longest that fits (it fell to the shortest)
+    free = fit_llamacpp(smollm2_path, gpu="4070ti")
+    for layers in (0, 10):
+        fitted = fit_llamacpp(smollm2_path, gpu_layers=layers, gpu="4070ti")
+        assert fitted.ctx == free.ctx and fitted.gpu_layers == layers
