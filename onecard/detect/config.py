@@ -46,6 +46,17 @@ class DetectConfig(BaseModel):
     device: str = Field("auto", description="auto (the GPU if there is one), cuda, cuda:1, cpu")
     seed: int = Field(0, description="random seed (weights of a from-scratch model, augmentations, batch order)")
 
+    @field_validator("imgsz")
+    @classmethod
+    def _stride(cls, value: int | str) -> int | str:
+        """A side ultralytics trains as given: a multiple of 32, the model's largest stride (it rounds any other up,
+        so the planned size would not be the trained one)."""
+        if value != "auto" and (int(value) < 32 or int(value) % 32):
+            side = max(32, -(-int(value) // 32) * 32)
+            raise ValueError(f"{value} is not a multiple of 32 (ultralytics would train at {side}); give "
+                             f"{max(32, side - 32)} or {side}, or auto")
+        return value
+
 
 class EvalConfig(BaseModel):
     """`onecard detect eval RUN`: mAP50, mAP50-95, precision, recall and per-class AP of a trained model."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from onecard.core.config import load_config
 from onecard.core.errors import ConfigError
@@ -26,3 +27,11 @@ def test_model_and_data_have_no_default_and_auto_is_the_planners() -> None:
     assert config.imgsz == 320 and config.batch == "auto" and config.amp == "auto"
     with pytest.raises(ConfigError, match="batch"):
         load_config(DetectConfig, None, {"data": "d.yaml", "model": "yolov8n.yaml", "batch": "big"})
+
+
+@pytest.mark.parametrize("imgsz", [100, 650, 16])
+def test_an_image_size_ultralytics_would_round_is_refused_with_both_neighbours(imgsz: int) -> None:
+    # ultralytics trains any other side at the next multiple of 32: the plan would not be of the size trained
+    with pytest.raises(ValidationError, match="is not a multiple of 32"):
+        DetectConfig(data="d.yaml", model="yolov8n.yaml", imgsz=imgsz)
+    assert DetectConfig(data="d.yaml", model="yolov8n.yaml", imgsz=-(-imgsz // 32) * 32).imgsz % 32 == 0
