@@ -13,7 +13,6 @@ error, fit's retry loop steps down its ladder and training continues from the la
 
 from __future__ import annotations
 
-import math
 import random
 import shutil
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from onecard.asr.config import FinetuneConfig
 from onecard.asr.data import Item
 from onecard.asr.metrics import error_rates, normalizer
 from onecard.core.errors import ModelNotFoundError
+from onecard.fit.choose import split_batch
 
 __all__ = ["model_folder", "Plan", "choose", "label_ids", "collate", "features_of", "transcribe_items", "dev_wer",
            "export_ct2", "save_checkpoint", "latest_checkpoint", "MODEL_DIR", "ADAPTER",
@@ -35,7 +35,6 @@ MODEL_DIR, ADAPTER, CHECKPOINTS, LOSS_PLOT = "model", "adapter", "checkpoints", 
 TARGETS = ["q_proj", "v_proj"]  # the projections fit's Whisper estimate puts LoRA on (onecard.fit.whisper._train)
 MAX_CLIP_S = 30.0  # Whisper's window: longer clips would be cut by the feature extractor
 MAX_LABEL_TOKENS = 448  # decoder positions (WhisperConfig.max_target_positions)
-CPU_MICRO_BATCH = 8
 
 
 def model_folder(ref: str) -> Path:
@@ -83,7 +82,7 @@ def choose(config: FinetuneConfig, model: str, on_gpu: bool) -> tuple[Plan, Any]
     fixed = {"method", "lora_rank", "lora_targets", "optimizer", "quant"}
     micro, accum = config.batch_size, 1
     if config.micro_batch_size != "auto":
-        micro, accum = config.micro_batch_size, math.ceil(config.batch_size / config.micro_batch_size)
+        micro, accum = split_batch(config.batch_size, config.micro_batch_size)
         fixed |= {"batch", "grad_accum"}
     if config.gradient_checkpointing != "auto":
         fixed.add("grad_ckpt")
@@ -94,8 +93,8 @@ def choose(config: FinetuneConfig, model: str, on_gpu: bool) -> tuple[Plan, Any]
     if arch is None or (not on_gpu and config.gpu is None and config.vram is None):
         why = (f"fit does not know the model {model!r}" if arch is None
                else "no GPU to plan for (--gpu NAME plans for a card)")
-        micro = micro if config.micro_batch_size != "auto" else min(config.batch_size, CPU_MICRO_BATCH)
-        job = job.model_copy(update={"batch": micro, "grad_accum": math.ceil(config.batch_size / micro),
+        micro, accum = split_batch(config.batch_size, config.micro_batch_size)
+        job = job.model_copy(update={"batch": micro, "grad_accum": accum,
                                      "grad_ckpt": config.gradient_checkpointing is True})
         predicted = round(plan(job).estimate.process_gib, 3) if arch else None  # on a GPU, for the record
         return Plan(job.batch, job.grad_accum, job.grad_ckpt, f"defaults: {why}", predicted_gib=predicted,

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from onecard.core.errors import OnecardError
+from onecard.fit.choose import split_batch
 from onecard.fit.job import FitJob
 from onecard.fit.ladder import oom_ladder_keeping
 from onecard.fit.plan import plan
@@ -60,7 +61,7 @@ def plan_train(arch: str, *, rank: int, resolution: int, batch_size: int, gradie
     fixed = {"lora_rank", "cached_latents", "resolution", "attention"}
     micro, accum = batch_size, 1
     if micro_batch_size != "auto":
-        micro, accum = int(micro_batch_size), -(-batch_size // int(micro_batch_size))
+        micro, accum = split_batch(batch_size, micro_batch_size)
         fixed |= {"batch", "grad_accum"}
     if gradient_checkpointing != "auto":
         fixed.add("grad_ckpt")

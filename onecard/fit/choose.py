@@ -9,7 +9,6 @@ what is its own: how the sequence length comes from its rows (vlm adds image tok
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -23,6 +22,7 @@ from onecard.fit.solve import solve
 from onecard.fit.stacks import installed_trl
 
 __all__ = ["HF_OPTIMIZER", "FIT_OPTIMIZER", "CPU_MICRO_BATCH", "PeftKnobs", "Settings", "settings_of", "request",
+           "split_batch",
            "choose", "ladder"]
 
 # fit's optimizer names -> the transformers Trainer's `optim` names
@@ -30,6 +30,26 @@ HF_OPTIMIZER = {"adamw": "adamw_torch_fused", "adamw8bit": "adamw_bnb_8bit", "pa
                 "paged_adamw": "paged_adamw_32bit", "adafactor": "adafactor", "sgd": "sgd"}
 FIT_OPTIMIZER = {v: k for k, v in HF_OPTIMIZER.items()}
 CPU_MICRO_BATCH = 8  # no card to plan for: rows per forward pass on the CPU
+
+
+def split_batch(batch: int, micro: int | str, most: int = CPU_MICRO_BATCH, per: str = "--micro-batch-size",
+                whole: str = "--batch-size") -> tuple[int, int]:
+    """(micro-batch, accumulation steps) whose product is exactly the effective `batch`: the user's micro-batch,
+    which must divide it, or ("auto") the largest divisor of it up to `most`.
+
+    Raises:
+        ConfigError: a micro-batch that does not divide the batch (the steps would train on more rows than asked).
+    """
+    if micro == "auto":
+        size = max(d for d in range(1, min(batch, most) + 1) if batch % d == 0)
+        return size, batch // size
+    size = int(micro)
+    if size > batch or batch % size:
+        divisors = [d for d in range(1, batch + 1) if batch % d == 0]
+        raise ConfigError(f"{per} {size} does not divide {whole} {batch}: {size} x {-(-batch // size)} steps would "
+                          f"train on {size * -(-batch // size)} rows per optimizer step",
+                          f"give {per} one of {', '.join(map(str, divisors))}, or auto")
+    return size, batch // size
 
 
 class PeftKnobs(Protocol):
@@ -127,8 +147,7 @@ def request(config: PeftKnobs, model: str, seq: int, four_bit: bool,
         optimizer = optimizer if config.optimizer != "auto" else "adamw"  # 8-bit optimizers need bitsandbytes
     batch, accum = config.batch_size, 1
     if config.micro_batch_size != "auto":
-        micro = int(config.micro_batch_size)
-        batch, accum = micro, math.ceil(config.batch_size / micro)
+        batch, accum = split_batch(config.batch_size, config.micro_batch_size)
         fixed |= {"batch", "grad_accum"}
     if config.gradient_checkpointing != "auto":
         fixed.add("grad_ckpt")
@@ -163,9 +182,8 @@ def choose(config: PeftKnobs, model: str, seq: int, four_bit: bool, on_gpu: bool
     """
     job, fixed = request(config, model, seq, four_bit, extra)
     if not on_gpu and config.gpu is None and config.vram is None:
-        micro = int(config.micro_batch_size) if config.micro_batch_size != "auto" else min(config.batch_size,
-                                                                                              CPU_MICRO_BATCH)
-        job = job.model_copy(update={"batch": micro, "grad_accum": math.ceil(config.batch_size / micro),
+        micro, accum = split_batch(config.batch_size, config.micro_batch_size)
+        job = job.model_copy(update={"batch": micro, "grad_accum": accum,
                                      "grad_ckpt": config.gradient_checkpointing is True})
         return settings_of(job, "defaults: no GPU to plan for (pass --gpu NAME to plan for a card)",
                            image_tokens=image_tokens), job

@@ -283,6 +283,11 @@ def write_accelerate_config(config: Any, folder: str | Path) -> dict[str, str]:
     if config.method == "qlora" and config.zero_stage == 3:
         raise ConfigError("QLoRA's 4-bit weights cannot be sharded by ZeRO-3 here",
                           "use --zero-stage 2 (each GPU holds the 4-bit model), or --method lora with ZeRO-3")
+    if config.batch_size % config.num_gpus:
+        shares = [n for n in range(config.num_gpus, config.batch_size * config.num_gpus + 1, config.num_gpus)][:3]
+        raise ConfigError(f"--batch-size {config.batch_size} does not split over --num-gpus {config.num_gpus}: each "
+                          "process takes an equal share of the rows of an optimizer step",
+                          f"give a --batch-size that --num-gpus divides ({', '.join(map(str, shares))}...)")
     out = Path(folder).resolve()
     out.mkdir(parents=True, exist_ok=True)
     stage = config.zero_stage
@@ -300,8 +305,7 @@ def write_accelerate_config(config: Any, folder: str | Path) -> dict[str, str]:
     acc_file = out / "accelerate.yaml"
     acc_file.write_text(yaml.safe_dump(acc, sort_keys=False))
     recipe = config.model_dump(mode="json") | {
-        "accelerate_config": None, "deepspeed": str(ds_file),
-        "batch_size": max(1, -(-config.batch_size // config.num_gpus))}
+        "accelerate_config": None, "deepspeed": str(ds_file), "batch_size": config.batch_size // config.num_gpus}
     recipe_file = out / "tune.yaml"
     recipe_file.write_text(f"# accelerate launch --config_file {acc_file} -m onecard.cli tune train --config "
                            f"{recipe_file}\n" + yaml.safe_dump(recipe, sort_keys=False))

@@ -159,3 +159,19 @@ def test_llama_cpp_partial_offload_ranks_more_gpu_layers_first() -> None:
     plans = solve(FitJob(model="llama-3.1-8b", runtime="llama.cpp", quant="q4_k_m", vram=4), top=10)
     layers = [p.estimate.gpu_layers or 0 for p in plans[1:]]  # after the request as given
     assert layers == sorted(layers, reverse=True)
+
+
+@pytest.mark.parametrize(("batch", "micro", "split"), [(12, "auto", (6, 2)), (16, "auto", (8, 2)), (7, "auto", (7, 1)),
+                                                       (16, 4, (4, 4)), (13, "auto", (1, 13))])
+def test_a_batch_splits_into_exactly_its_rows(batch: int, micro: int | str, split: tuple[int, int]) -> None:
+    from onecard.fit.choose import split_batch
+
+    assert split_batch(batch, micro) == split and split[0] * split[1] == batch
+
+
+def test_a_micro_batch_that_does_not_divide_the_batch_is_refused() -> None:
+    from onecard.fit.choose import split_batch
+
+    with pytest.raises(ConfigError, match="--micro-batch-size 5 does not divide --batch-size 16") as info:
+        split_batch(16, 5)
+    assert info.value.fix is not None and "1, 2, 4, 8, 16" in info.value.fix

@@ -120,3 +120,13 @@ def test_q4_k_m_quantizes_whole_256_value_rows_as_k_quants_that_llama_cpp_runs(t
     # file laid out wrong (tensor order, q/k permutation, block scales) gives errors the size of the spread itself.
     error = np.sqrt(((scores - reference) ** 2).mean()) / reference.std()
     assert error < 0.25 and np.corrcoef(scores.ravel(), reference.ravel())[0, 1] > 0.97
+
+
+@pytest.mark.parametrize(("batch", "gpus"), [(13, 2), (2, 4)])
+def test_a_batch_the_gpus_cannot_share_equally_is_refused(tmp_path: Path, batch: int, gpus: int) -> None:
+    # 13 over 2 processes was written as 7 each (14 a step), 2 over 4 as 1 each (4 a step)
+    from onecard.core.errors import ConfigError
+
+    config = TuneConfig(model="tiny", data="d.jsonl", batch_size=batch, num_gpus=gpus, accelerate_config=str(tmp_path))
+    with pytest.raises(ConfigError, match=f"--batch-size {batch} does not split over --num-gpus {gpus}"):
+        write_accelerate_config(config, tmp_path)
