@@ -109,11 +109,14 @@ def choose(config: DetectConfig, arch: str | None, device: str,
         fixed.add("amp")
     found = solve(job, top=20, fixed=fixed, request_first=False)
     if not found:
+        given = config.batch != "auto"
+        card = f" --gpu {config.gpu}" if config.gpu else f" --vram {config.vram:g}" if config.vram else ""
         raise OnecardError(
-            f"no batch of {arch} at imgsz {imgsz} fits {base.card.name} ({base.card.vram_gib} GiB) for training "
-            f"by fit's bound ({base.peak_upper_gib:.1f} GiB at batch {batch})",
-            f"see the budget with `onecard fit {arch} --job train --imgsz {imgsz} --solve"
-            f"{' --gpu ' + config.gpu if config.gpu else ''}`, then lower --imgsz or use a smaller model")
+            f"{f'batch {batch}' if given else 'no batch'} of {arch} at imgsz {imgsz} "
+            f"{'does not fit' if given else 'fits'} {base.card.name} ({base.card.vram_gib} GiB) for training by fit's "
+            f"bound ({base.peak_upper_gib:.1f} GiB at batch {batch})",
+            f"see the budget with `onecard fit {arch} --job train --imgsz {imgsz}{card} --solve`, then "
+            f"{'lower --batch (or leave it auto)' if given else 'lower --imgsz or use a smaller model'}")
     best = found[0]
     return settings_of(best.job, f"fit: the fastest plan that fits {base.card.name}", best), best.job
 

@@ -45,9 +45,14 @@ def _choose(job: FitJob, fixed: set[str], on_gpu: bool, what: str) -> tuple[Sett
         return Settings("defaults: no GPU to plan for (--gpu NAME plans for a card)", job.model_dump(mode="json")), job
     found = [p for p in solve(job, top=20, fixed=fixed, request_first=False) if p.fits]
     if not found:
-        raise OnecardError(f"no setting of {job.model} fits {base.card.name} for {what}",
-                           f"see `onecard fit {job.model} --job {job.job} --solve`; lower --resolution or "
-                           "--batch-size, or pass --gpu NAME / --vram GIB")
+        size = job.batch * job.grad_accum if job.job == "train" else job.batch
+        flag = "--batch-size" if job.job == "train" else "--batch"
+        command = (f"onecard fit {job.model} --job {job.job} --resolution {job.resolution} --batch {job.batch}"
+                   + (f" --grad-accum {job.grad_accum}" if job.grad_accum > 1 else "")
+                   + (f" --gpu {job.gpu}" if job.gpu else "") + " --solve")
+        raise OnecardError(f"no setting of {job.model} fits {base.card.name} for {what} at {job.resolution} px, "
+                           f"{flag} {size}", f"see `{command}`; lower --resolution or {flag}, or name a larger "
+                           "card with --gpu")
     best = found[0]
     return (Settings(f"fit: fastest plan that fits {base.card.name}", best.job.model_dump(mode="json"),
                      base.card.name, round(best.estimate.process_gib, 3)), best.job)

@@ -192,11 +192,14 @@ def choose(config: PeftKnobs, model: str, seq: int, four_bit: bool, on_gpu: bool
         return settings_of(job, "defaults: no card detected (pass --gpu NAME or --vram GIB)", base, image_tokens), job
     found = [p for p in solve(job, top=20, fixed=fixed, request_first=False) if p.job.method in ("lora", "qlora")]
     if not found:
+        here = "" if four_bit else "; this machine has no bitsandbytes, so no QLoRA or 8-bit optimizer"
+        asked = sorted(k for k in fixed - {"lora_rank", "lora_targets"} if four_bit or k not in ("method", "optimizer"))
+        card = f" --gpu {config.gpu}" if config.gpu else f" --vram {config.vram:g}" if config.vram else ""
         raise OnecardError(
             f"no setting of {model} fits {base.card.name} ({base.card.vram_gib} GiB) for training at {rows} "
-            f"with the knobs you fixed ({', '.join(sorted(fixed - {'lora_rank', 'lora_targets'})) or 'none'})",
-            f"see the budget with `onecard fit {model} --job train --method qlora --seq {seq} --stack onecard --solve"
-            f"{' --gpu ' + config.gpu if config.gpu else ''}`, then {remedy} or use a smaller model")
+            f"with the knobs you fixed ({', '.join(asked) or 'none'}){here}",
+            f"see the budget with `onecard fit {model} --job train --method {'qlora' if four_bit else 'lora'} "
+            f"--seq {seq} --stack onecard{card} --solve`, then {remedy} or use a smaller model")
     best = found[0]
     return settings_of(best.job, f"fit: fastest plan that fits {base.card.name}", best, image_tokens), best.job
 

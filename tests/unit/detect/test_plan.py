@@ -37,8 +37,10 @@ def test_a_batch_the_user_sets_is_kept_and_a_too_large_one_is_refused() -> None:
     assert settings.batch == 4
     from onecard.core.errors import OnecardError
 
-    with pytest.raises(OnecardError, match="onecard fit yolov8s.yaml --job train --imgsz 1280 --solve"):
+    with pytest.raises(OnecardError, match="batch 512 of yolov8s.yaml at imgsz 1280 does not fit") as info:
         choose(_config(gpu="4070ti", batch=512, imgsz=1280), "yolov8s.yaml", "cpu")
+    assert info.value.fix is not None and "onecard fit yolov8s.yaml --job train --imgsz 1280 --gpu 4070ti --solve" \
+        in info.value.fix and "lower --batch" in info.value.fix
 
 
 def test_a_model_fit_does_not_know_trains_with_defaults() -> None:
