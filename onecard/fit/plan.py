@@ -288,9 +288,9 @@ def judge(resolved: Resolved, job: FitJob, card: GpuSpec | None, budget_gib: flo
     scale = (1 + margin.margin) * (fix.scale if fix is not None else 1.0)  # upper bound / uncalibrated estimate
     budget = None if card is None else card.usable_gib - job.margin_gib if budget_gib is None else budget_gib
     if card is not None and budget_gib is None and budget is not None and budget <= 0:
-        raise ConfigError(f"--margin-gib {job.margin_gib:g} leaves no memory to plan in: the {card.name} has "
-                          f"{card.usable_gib:.1f} GiB CUDA can allocate", "give a --margin-gib below the card's "
-                          "memory (0.5 by default), or the right card (--gpu / --vram)")
+        raise ConfigError(f"a margin of {job.margin_gib:g} GiB leaves no memory to plan in: the {card.name} has "
+                          f"{card.usable_gib:.1f} GiB CUDA can allocate", "name a card with more memory (--gpu / "
+                          "--vram); with `onecard fit`, a --margin-gib below the card's memory (0.5 by default)")
     if runtime == "vllm" and card is not None and budget is not None:
         # vLLM takes gpu_memory_utilization of the card and refuses to start when its KV pool cannot hold the job
         budget = min(budget, job.gpu_memory_utilization * card.usable_gib)

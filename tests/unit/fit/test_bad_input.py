@@ -208,7 +208,7 @@ def test_trace_of_a_model_type_transformers_lacks_is_an_error(tmp_path: Path) ->
 
 
 def test_a_margin_larger_than_the_card_and_two_cards_are_refused() -> None:
-    with pytest.raises(ConfigError, match="--margin-gib 100 leaves no memory"):
+    with pytest.raises(ConfigError, match="a margin of 100 GiB leaves no memory"):
         plan(FitJob(model="llama-3.1-8b", gpu="4070ti", margin_gib=100))
     with pytest.raises(ConfigError, match="--gpu 4070ti and --vram 80 both name the card"):
         plan(FitJob(model="llama-3.1-8b", gpu="4070ti", vram=80))
