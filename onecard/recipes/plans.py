@@ -156,12 +156,10 @@ def _qlora(card: GpuSpec) -> Planned:
             break
         except OnecardError as e:
             notes.append(f"at sequence {seq}: {e.what}")
-    else:
-        values = {**base, "max_seq_length": 512}
-        return Planned([ConfigFile("qlora.yaml", "onecard tune train --config qlora.yaml", TuneConfig, values,
-                                   "none: no setting fits this card")], {"seq": 512}, notes + [
-            f"Llama-3.1-8B QLoRA does not fit {card.name} at any sequence down to 512: use a smaller model "
-            "(`onecard fit MODEL --job train --method qlora --solve` shows what fits)"])
+    else:  # as the YOLO, Whisper and tinylm recipes: no config that would not run
+        raise OnecardError(f"Llama-3.1-8B QLoRA does not fit {card.name} at any sequence down to 512 by fit's bound",
+                           f"use a smaller model (`onecard fit MODEL --job train --method qlora {card_flag(card)} "
+                           "--solve` shows what fits), or name a card with more memory")
     values = {**base, "max_seq_length": settings.max_seq_length, "micro_batch_size": settings.micro_batch_size,
               "gradient_checkpointing": settings.gradient_checkpointing, "optimizer": settings.optimizer}
     source = f"micro_batch_size, gradient_checkpointing, optimizer: onecard.tune.plan.choose, {settings.source}"
@@ -204,6 +202,11 @@ def _diffusion(card: GpuSpec) -> Planned:
     # defaults, and fit's verdict below is still for that card
     gpu = None if card.key.startswith("custom-") else card.key
     settings, job, p = _diffuse_train(gpu, card)
+    if not p.fits:  # as the YOLO, Whisper and tinylm recipes: no config that would not run
+        raise OnecardError(f"SD 1.5 LoRA training does not fit {card.name} at one image per step by fit's bound "
+                           f"({p.peak_upper_gib:.1f} GiB against {p.budget_gib:.1f})",
+                           "name a card with more memory, or see `onecard fit sd15 --job train --solve "
+                           f"{card_flag(card)}`")
     sample, sp = _diffuse_sample(gpu, card)
     values = {"base": "models/sd15", "data": "photos/", "token": "sks", "rank": 8, "resolution": 512,
               "max_steps": 500, "batch_size": job.batch * job.grad_accum, "lr": 1e-4,

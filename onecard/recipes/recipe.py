@@ -72,6 +72,9 @@ def resolve_card(gpu: str, vram: float | None = None) -> tuple[GpuSpec, str | No
     the catalog does not list by its memory (`vram`, GiB)."""
     from onecard.core import device, gpus
 
+    if vram is not None and gpu != "auto":
+        raise ConfigError(f"--gpu {gpu} and --vram {vram:g} both name the card",
+                          "give --gpu for a card in the catalog, or --vram for any other card's memory in GiB")
     if vram is not None:
         return gpus.custom(vram), None
     if gpu != "auto":

@@ -8,13 +8,14 @@ import re
 import shlex
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from onecard.cli import build_parser, main
 from onecard.core.config import explicit_fields, load_config
-from onecard.core.errors import ConfigError
+from onecard.core.errors import ConfigError, OnecardError
 from onecard.core.gpus import lookup
 from onecard.recipes import PATHS, Recipe, build, render, write
 from onecard.recipes.install import OSES
@@ -128,10 +129,19 @@ def test_a_card_too_small_for_sequence_2048_gets_the_longest_that_fits(set_margi
     assert "`onecard recipe qlora --vram 9 --os linux`" in render(recipe)
 
 
-def test_a_card_too_small_for_any_sequence_says_so() -> None:
-    recipe = build("qlora", "rtx-4060", "linux")
-    assert "micro_batch_size" not in recipe.configs[0].values  # left on auto: nothing fits
-    assert recipe.planned.expect[-1].startswith("Llama-3.1-8B QLoRA does not fit NVIDIA GeForce RTX 4060")
+@pytest.mark.parametrize(("path", "card", "words"), [("qlora", {"gpu": "rtx-4060"}, "Llama-3.1-8B QLoRA does not fit"),
+                                                     ("diffusion", {"vram": 4.0}, "SD 1.5 LoRA training does not fit")])
+def test_a_card_too_small_is_refused_with_no_config_that_would_not_run(path: str, card: dict[str, Any],
+                                                                       words: str) -> None:
+    # as the YOLO, Whisper and tinylm recipes: a printed config and commands that would not run help no one
+    with pytest.raises(OnecardError, match=words) as refused:
+        build(path, card.get("gpu", "auto"), "linux", card.get("vram"))
+    assert refused.value.fix and "onecard fit" in refused.value.fix
+
+
+def test_gpu_and_vram_together_are_refused() -> None:
+    with pytest.raises(ConfigError, match="--gpu 4070ti and --vram 6 both name the card"):
+        build("qlora", "4070ti", "linux", 6.0)
 
 
 @pytest.mark.parametrize(("path", "gpu", "os"), [("qlora", "gtx-9999", "linux"), ("chess", "4070ti", "linux"),
