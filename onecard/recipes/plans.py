@@ -171,7 +171,7 @@ def _qlora(card: GpuSpec) -> Planned:
         tokens = job.batch * job.grad_accum * job.seq
         expect.append(f"about {tokens / (p.estimate.step_s * job.grad_accum):,.0f} tokens/s at full rows: an epoch of "
                       f"N rows of {job.seq} tokens takes N / {job.batch * job.grad_accum} optimizer steps")
-    return Planned([config], {"seq": job.seq}, expect,
+    return Planned([config], {"seq": job.seq, "batch": job.batch, "accum": job.grad_accum}, expect,
                    [("training (onecard tune steps down it by itself on an out-of-memory error)",
                      _steps(ladder(job, four_bit=True)))])
 
