@@ -124,8 +124,9 @@ def test_a_card_too_small_for_sequence_2048_gets_the_longest_that_fits(set_margi
     assert "at sequence 2048: no setting" in recipe.planned.expect[0]
     assert "sequence 1024 is the longest that fits" in recipe.planned.expect[0]
     commands = [c for c, _ in recipe.commands]
-    assert "onecard fit meta-llama/Llama-3.1-8B-Instruct --job train --method qlora --seq 1024 --stack onecard " \
-           "--vram 9 --solve" in commands
+    micro = recipe.configs[0].values["micro_batch_size"]
+    assert f"onecard fit meta-llama/Llama-3.1-8B-Instruct --job train --method qlora --seq 1024 --batch {micro} " \
+           f"--grad-accum {16 // micro} --stack onecard --vram 9 --solve" in commands
     assert "`onecard recipe qlora --vram 9 --os linux`" in render(recipe)
 
 
