@@ -31,4 +31,9 @@ def choose(config: TuneConfig, model: str, longest_row: int, max_positions: int,
         on_gpu: whether training runs on a GPU (plans for the detected card); on a CPU only a named card is planned.
     """
     seq = config.max_seq_length if config.max_seq_length != "auto" else min(max_positions, -(-longest_row // 64) * 64)
-    return first_fit(config, model, seq, four_bit, on_gpu, rows=f"sequence {seq}", remedy="lower --max-seq-length")
+    settings, job = first_fit(config, model, seq, four_bit, on_gpu, rows=f"sequence {seq}",
+                              remedy="lower --max-seq-length")
+    if seq > max_positions:  # auto stops at the model's positions; a length given past them is trained as asked
+        settings.source += (f"; sequence {seq} is past the {max_positions} positions the model was trained for: "
+                            "rows that long train beyond what it has seen (RoPE extrapolates poorly)")
+    return settings, job

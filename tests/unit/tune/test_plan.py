@@ -83,3 +83,9 @@ def test_the_ladder_skips_the_steps_this_machine_cannot_take() -> None:
                                        "batch 4 -> 2, gradient accumulation 4 -> 8",
                                        "batch 2 -> 1, gradient accumulation 8 -> 16"]
     assert all(j.method == "lora" and j.optimizer == "adamw" for j, _ in without)
+
+
+def test_a_length_past_the_models_positions_is_trained_as_asked_and_said(smol: str) -> None:
+    settings, _ = choose(TuneConfig(model=smol, data="x", batch_size=16, max_seq_length=8192), smol, longest_row=300,
+                         max_positions=2048, four_bit=False, on_gpu=False)
+    assert settings.max_seq_length == 8192 and "past the 2048 positions" in settings.source
