@@ -49,9 +49,11 @@ def fit(args: argparse.Namespace) -> int:
     if getattr(args, "model", None) == CALIBRATE:
         return calibrate(args)
     if args.list:
-        names = catalog_names()
-        emit(args, names, lambda _, console: [console.print(f"[bold]{family}[/]: {', '.join(keys)}")
-                                               for family, keys in names.items()])
+        def show_names(names: dict[str, list[str]], console: Console) -> None:
+            for family, keys in names.items():
+                console.print(f"[bold]{family}[/]: {', '.join(keys)}")
+
+        emit(args, catalog_names(), show_names)
         return 0
     job = resolve_config(args, FitJob)
     if args.measure and (args.solve or args.trace):

@@ -32,24 +32,23 @@ FIT_OPTIMIZER = {v: k for k, v in HF_OPTIMIZER.items()}
 CPU_MICRO_BATCH = 8  # no card to plan for: rows per forward pass on the CPU
 
 
-def split_batch(batch: int, micro: int | str, most: int = CPU_MICRO_BATCH, per: str = "--micro-batch-size",
-                whole: str = "--batch-size") -> tuple[int, int]:
+def split_batch(batch: int, micro: int | str) -> tuple[int, int]:
     """(micro-batch, accumulation steps) whose product is exactly the effective `batch`: the user's micro-batch,
-    which must divide it, or ("auto") the largest divisor of it up to `most`.
+    which must divide it, or ("auto") the largest divisor of it up to `CPU_MICRO_BATCH`.
 
     Raises:
         ConfigError: a micro-batch that does not divide the batch (the steps would train on more rows than asked).
     """
     if micro == "auto":
-        size = max(d for d in range(1, min(batch, most) + 1) if batch % d == 0)
+        size = max(d for d in range(1, min(batch, CPU_MICRO_BATCH) + 1) if batch % d == 0)
         return size, batch // size
-    size = int(micro)
+    size, steps = int(micro), -(-batch // int(micro))
     if size > batch or batch % size:
         divisors = [d for d in range(1, batch + 1) if batch % d == 0]
-        raise ConfigError(f"{per} {size} does not divide {whole} {batch}: {size} x {-(-batch // size)} steps would "
-                          f"train on {size * -(-batch // size)} rows per optimizer step",
-                          f"give {per} one of {', '.join(map(str, divisors))}, or auto")
-    return size, batch // size
+        raise ConfigError(f"--micro-batch-size {size} does not divide --batch-size {batch}: {size} x {steps} steps "
+                          f"would train on {size * steps} rows per optimizer step",
+                          f"give --micro-batch-size one of {', '.join(map(str, divisors))}, or auto")
+    return size, steps
 
 
 class PeftKnobs(Protocol):

@@ -83,16 +83,16 @@ def eager_modules(est: Estimate, job: FitJob, runtime: str) -> Estimate:
     so and the runtime is a PyTorch process; a note otherwise. `runtime`: the runtime that holds the model."""
     if job.cuda_module_loading == "lazy":
         return est
+    added = 0.0
     if runtime in ("llama.cpp", "ollama", "faster-whisper"):
         note = (f"eager module loading: not counted for {runtime} (no public figure for its kernels; PyTorch's "
                 f"own are {EAGER_MODULES_GIB * 1024:.0f} MiB)")
-        return dataclasses.replace(est, assumptions=[*est.assumptions, note])
-    if runtime == "vllm":
+    elif runtime == "vllm":
         note = ("eager module loading: vLLM sizes its KV pool to gpu_memory_utilization of the card, so a larger "
                 "context shrinks the pool, not the process")
-        return dataclasses.replace(est, assumptions=[*est.assumptions, note])
-    note = (f"eager module loading: the CUDA context holds every kernel of the loaded CUDA libraries, "
-            f"+{EAGER_MODULES_GIB * 1024:.0f} MiB for PyTorch's own (pytorch/pytorch#86509; a floor: later builds hold "
-            "more)")
-    return dataclasses.replace(est, context_gib=est.context_gib + EAGER_MODULES_GIB,
-                               assumptions=[*est.assumptions, note])
+    else:
+        added = EAGER_MODULES_GIB
+        note = (f"eager module loading: the CUDA context holds every kernel of the loaded CUDA libraries, "
+                f"+{EAGER_MODULES_GIB * 1024:.0f} MiB for PyTorch's own (pytorch/pytorch#86509; a floor: later builds "
+                "hold more)")
+    return dataclasses.replace(est, context_gib=est.context_gib + added, assumptions=[*est.assumptions, note])
