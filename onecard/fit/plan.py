@@ -13,10 +13,8 @@ Catalog answers import no torch and take a few milliseconds (benchmarks/startup.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,8 +25,8 @@ from onecard.fit import bound, catalog, diffusion, llm, llm_infer, overheads, re
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
 
-__all__ = ["Plan", "Resolved", "Family", "absolute_paths_only", "catalog_names", "check_flags", "resolve_card",
-           "resolve_arch", "estimate", "judge", "plan"]
+__all__ = ["Plan", "Resolved", "Family", "catalog_names", "check_flags", "looks_like_path",
+           "resolve_card", "resolve_arch", "estimate", "judge", "plan"]
 
 Family = Literal["llm", "diffusion", "yolo", "whisper"]
 Estimator = Callable[[Any, FitJob, "GpuSpec | None"], Estimate]
@@ -182,8 +180,11 @@ def resolve_arch(ref: str) -> Resolved:
         found = find(ref)
         if found is not None:
             return Resolved(family, found, estimator)
-    local = _local_path(ref)
-    on_disk = local is not None and local.exists()
+    local = readers.local_path(ref)
+    try:
+        on_disk = local is not None and local.exists()
+    except OSError:  # longer than a file name may be, say: not a path, then
+        on_disk = False
     if on_disk:
         return Resolved("llm", readers.read_path(ref), llm.estimate)
     if ref.count("/") == 1 and not ref.startswith((".", "/", "~")):
@@ -195,43 +196,23 @@ def resolve_arch(ref: str) -> Resolved:
             f"download its config with `huggingface-cli download {ref} --include config.json "
             "'*.safetensors.index.json'`, or pass a local config.json / model folder / .gguf path")
     shown = ref if len(ref) <= 80 else f"{ref[:60]}... ({len(ref):,} characters)"
-    if ref.startswith((".", "/", "~")) or ref.lower().endswith((".json", ".gguf", ".safetensors")):
+    if looks_like_path(ref):
         raise ModelNotFoundError(f"no file or folder at {shown!r}",
                                  "check the path: a model folder with config.json, a config.json, or a .gguf file")
     raise ModelNotFoundError(f"unknown model {shown!r}: not a catalog name, and no file or folder at that path",
                              _suggest(ref[:200]))
 
 
-# Whether a relative reference may name a file in the working directory: on the CLI (`onecard fit mymodel/`), not in
-# the web app, whose paths arrive absolute and checked against its registered folders (`web.routes.fit.model_ref`), so
-# that no answer tells a web user whether a file exists where the server runs.
-_RELATIVE_PATHS: ContextVar[bool] = ContextVar("relative_paths", default=True)
-
-
-@contextlib.contextmanager
-def absolute_paths_only() -> Iterator[None]:
-    """Within it, a model reference names a file only by an absolute path; a relative one is a name (`resolve_arch`)."""
-    token = _RELATIVE_PATHS.set(False)
-    try:
-        yield
-    finally:
-        _RELATIVE_PATHS.reset(token)
-
-
-def _local_path(ref: str) -> Path | None:
-    """`ref` as a path on this machine, or None where it may not name one (too long, relative in the web app)."""
-    try:
-        path = Path(ref).expanduser()
-        path.exists()  # a name longer than a file name may be raises here
-    except (OSError, ValueError):
-        return None
-    return path if path.is_absolute() or _RELATIVE_PATHS.get() else None
+def looks_like_path(ref: str) -> bool:
+    """Whether a model reference is written as a path (./x, /x, ~/x, a\\b, a/b/c, x.gguf), not a name or a hub id."""
+    return ref.startswith((".", "/", "~")) or "\\" in ref or ref.count("/") > 1 or \
+        ref.lower().endswith((".json", ".gguf", ".safetensors"))
 
 
 def _own_files(ref: str) -> Path | None:
     """The path `ref` names when it holds its own architecture: a folder with a config.json, a config.json (or other
     .json), a .safetensors with a config.json beside it, or a .gguf; None otherwise (a name, or a YOLO .pt file)."""
-    path = _local_path(ref)
+    path = readers.local_path(ref)
     if path is None:
         return None
     try:

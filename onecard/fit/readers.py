@@ -7,11 +7,14 @@ that names every tensor's dtype, shape and byte range; a GGUF file starts with i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import struct
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -21,7 +24,34 @@ from onecard.core.sources import hub_cache_dir, hub_snapshot
 from onecard.fit.catalog import LlmArch, VisionTower, WeightsFile
 
 __all__ = ["read_path", "read_config", "read_json", "read_gguf", "read_safetensors_header", "hub_cache_dir",
-           "find_in_hub_cache", "shard_files", "GGML_TYPES", "GGUF_FILE_TYPES"]
+           "find_in_hub_cache", "shard_files", "local_path", "absolute_paths_only", "GGML_TYPES", "GGUF_FILE_TYPES"]
+
+# Whether a relative reference may name a file in the working directory: on the CLI (`onecard fit mymodel/`), not in
+# the web app, whose paths arrive absolute and checked against its registered folders (`web.routes.fit.model_ref`), so
+# that no answer tells a web user whether a file exists where the server runs.
+_RELATIVE_PATHS: ContextVar[bool] = ContextVar("relative_paths", default=True)
+
+
+@contextlib.contextmanager
+def absolute_paths_only() -> Iterator[None]:
+    """Within it, a model reference names a file only by an absolute path; a relative one is a name
+    (`plan.resolve_arch`, `whisper.find`)."""
+    token = _RELATIVE_PATHS.set(False)
+    try:
+        yield
+    finally:
+        _RELATIVE_PATHS.reset(token)
+
+
+def local_path(ref: str) -> Path | None:
+    """`ref` as a path on this machine, or None where it may not name one (relative, in the web app; ~user of no user
+    here)."""
+    try:
+        path = Path(ref).expanduser()
+    except RuntimeError:
+        return None
+    return path if path.is_absolute() or _RELATIVE_PATHS.get() else None
+
 
 MAX_LAYERS = 4096  # repeated blocks; the deepest published LLMs have a few hundred (a sanity bound, not a limit)
 

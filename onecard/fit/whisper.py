@@ -17,6 +17,7 @@ from onecard.core.gpus import GpuSpec
 from onecard.fit.estimate import GIB, Estimate
 from onecard.fit.job import FitJob, release
 from onecard.fit.overheads import CUDA_CONTEXT_GIB, lazy_note
+from onecard.fit.readers import local_path
 
 __all__ = ["WhisperArch", "find", "from_config", "estimate", "CATALOG"]
 
@@ -101,14 +102,15 @@ def find(name: str) -> WhisperArch | None:
     figures win over its name, and a config that is not a Whisper's gives None, even in a folder named `tiny`); the
     catalog entry for `whisper-small`, `openai/whisper-large-v3`, `Systran/faster-whisper-medium.en`; a
     cached hub id whose config.json says model_type whisper; or None."""
+    path = local_path(name)  # None: not a path here (relative, in the web app)
     try:
-        path = Path(name).expanduser()
-        local = path.exists()
+        local = path is not None and path.exists()
     except OSError:  # longer than a file name may be: not a path
         local = False
-    config = path / "config.json" if local and path.is_dir() else path
-    if local and config.name == "config.json" and config.is_file():  # its own config, whatever its name says
-        return _read(config, path.name if path.is_dir() else path.parent.name)
+    if path is not None and local:
+        config = path / "config.json" if path.is_dir() else path
+        if config.name == "config.json" and config.is_file():  # its own config, whatever its name says
+            return _read(config, path.name if path.is_dir() else path.parent.name)
     key = name.strip().lower().rsplit("/", 1)[-1]
     for prefix in ("faster-whisper-", "faster-", "whisper-"):  # Systran/faster-distil-whisper-large-v3 too
         key = key.removeprefix(prefix)

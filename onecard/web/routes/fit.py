@@ -13,18 +13,17 @@ from onecard.web.security import safe_path
 
 router = APIRouter(prefix="/api/fit", tags=["fit"])
 
-GGUF_OR_CONFIG = (".json", ".gguf", ".safetensors")
-
 
 def model_ref(ref: str, folders: tuple[Path, ...]) -> str:
     """A catalog name or hub id as given; a path only inside the registered folders (`safe_path`), and a model
     folder's shard files too. A relative name is looked up in the registered folders only, never in the server's
     working directory: whether a file exists anywhere else is not the web user's to learn."""
     from onecard.fit import catalog, diffusion, readers, whisper, yolo
+    from onecard.fit.plan import looks_like_path
 
     if any(find(ref) is not None for find in (catalog.find, diffusion.find, yolo.find, whisper.find)):
         return ref
-    pathlike = ref.startswith(("/", ".", "~")) or "\\" in ref or ref.count("/") > 1 or ref.endswith(GGUF_OR_CONFIG)
+    pathlike = looks_like_path(ref)
     try:
         in_folder = not pathlike and any((folder / ref).exists() for folder in folders)
     except (OSError, ValueError):  # too long for a file name, or a NUL byte: not a path
@@ -50,7 +49,7 @@ def checked(job: FitJob, request: Request) -> FitJob:
 
 @router.post("", summary="Plan a job on a card: breakdown, process total vs budget, fits or not, the safe bound")
 def plan(job: FitJob, request: Request) -> dict[str, Any]:
-    from onecard.fit.plan import absolute_paths_only
+    from onecard.fit.readers import absolute_paths_only
     from onecard.fit.run import advise
 
     job = checked(job, request)
@@ -60,7 +59,7 @@ def plan(job: FitJob, request: Request) -> dict[str, Any]:
 
 @router.post("/solve", summary="The settings that fit the card, ranked (onecard fit --solve)")
 def solve(job: FitJob, request: Request, top: int = Query(10, ge=1, le=50)) -> dict[str, Any]:
-    from onecard.fit.plan import absolute_paths_only
+    from onecard.fit.readers import absolute_paths_only
     from onecard.fit.run import advise
 
     job = checked(job, request)

@@ -150,10 +150,14 @@ def test_a_relative_name_is_never_looked_up_where_the_server_runs(make_client: C
     (workdir / "Documents" / "tax.json").write_text(json.dumps(TINY_LLAMA))
     (workdir / "secret_plans").mkdir()
     (workdir / "secret_plans" / "config.json").write_text(json.dumps(TINY_LLAMA))
+    (workdir / "secret_asr").mkdir()  # a Whisper config is looked up by the Whisper catalog's own reader
+    (workdir / "secret_asr" / "config.json").write_text(json.dumps({
+        "model_type": "whisper", "d_model": 384, "encoder_layers": 4, "decoder_layers": 4, "vocab_size": 51865,
+        "num_mel_bins": 80, "encoder_attention_heads": 6, "decoder_attention_heads": 6}))
     monkeypatch.chdir(workdir)
     client = make_client(folders=(inside,))
     answers = {m: client.post("/api/fit", json={"model": m, "vram": 8}) for m in (
-        "secret_plans", "no_such_plans", "Documents/tax", "Documents/none")}
+        "secret_plans", "no_such_plans", "secret_asr", "Documents/tax", "Documents/none")}
     assert {a.status_code for a in answers.values()} == {404}
     found, missing = answers["secret_plans"].json(), answers["no_such_plans"].json()
     assert found["error"].replace("secret", "no_such") == missing["error"]
