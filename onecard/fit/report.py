@@ -61,6 +61,16 @@ def _card_text(plan: Plan) -> str:
     return f"{_n(card.vram_gib)} GiB {card.name.removeprefix('NVIDIA ').removeprefix('GeForce ')}"
 
 
+def _apart(a: float, b: float) -> tuple[str, str]:
+    """Two GiB figures to one decimal, or to as many more (up to three) as it takes to show which is larger: a
+    bound of 11.21 against a budget of 11.20 reads "11.21 ... 11.20", not "11.2 is not within 11.2"."""
+    for digits in (1, 2, 3):
+        x, y = f"{a:.{digits}f}", f"{b:.{digits}f}"
+        if x != y or a == b:
+            break
+    return x, y
+
+
 def verdict(plan: Plan) -> str:
     """One line, decided on the upper bound where the plan has one: "fits a 12 GiB RTX 4070 Ti with margin: upper
     bound 9.1 of 11.2 GiB, 2.1 to spare", "may not fit: ...", or "does not fit: needs 15.2 GiB of 11.2"."""
@@ -68,17 +78,22 @@ def verdict(plan: Plan) -> str:
     if plan.card is None or plan.budget_gib is None:
         bound = "" if upper is None else f", upper bound {upper:.1f}"
         return f"needs {need:.1f} GiB{bound} (no card given: pass --gpu or --vram to check the fit)"
+    budget = plan.budget_gib
     if upper is None:  # a plan made without a bound
         if plan.fits:
             return f"fits a {_card_text(plan)} with {plan.headroom_gib:.1f} GiB to spare"
-        return f"does not fit: needs {need:.1f} GiB of {plan.budget_gib:.1f}"
+        needed, of = _apart(need, budget)
+        return f"does not fit: needs {needed} GiB of {of}"
     if plan.fits:
-        return (f"fits a {_card_text(plan)} with margin: upper bound {upper:.1f} of {plan.budget_gib:.1f} GiB, "
+        bounded, of = _apart(upper, budget)
+        return (f"fits a {_card_text(plan)} with margin: upper bound {bounded} of {of} GiB, "
                 f"{plan.headroom_gib:.1f} to spare")
-    if need <= plan.budget_gib:
-        return (f"may not fit: the estimate {need:.1f} GiB is within the {plan.budget_gib:.1f} budget, its upper "
-                f"bound {upper:.1f} is not")
-    return f"does not fit: needs {need:.1f} GiB of {plan.budget_gib:.1f}"
+    if need <= budget:
+        bounded, of = _apart(upper, budget)
+        return (f"may not fit: the estimate {need:.1f} GiB is within the {of} budget, its upper bound {bounded} is "
+                "not")
+    needed, of = _apart(need, budget)
+    return f"does not fit: needs {needed} GiB of {of}"
 
 
 def bound_note(plan: Plan) -> str | None:

@@ -68,6 +68,12 @@ def test_verdicts_read_as_promised() -> None:
     assert verdict(_plan(TOO_BIG)) == "does not fit: needs 14.6 GiB of 11.2"
 
 
+def test_a_verdict_shows_the_digits_that_tell_its_figures_apart() -> None:
+    """0.01 GiB over the 11.2 GiB budget is said as such, not as "needs 11.2 GiB of 11.2"."""
+    assert verdict(_plan({"weights": 10.31})) == "does not fit: needs 11.21 GiB of 11.20"
+    assert verdict(_plan({"weights": 10.2})) == "fits a 12 GiB RTX 4070 Ti with 0.1 GiB to spare"
+
+
 def test_rendered_text_names_card_verdict_parts_and_assumptions() -> None:
     text = _text(render, _plan(FITS))
     assert "fits a 12 GiB RTX 4070 Ti with 2.5 GiB to spare" in text
