@@ -4,7 +4,7 @@
 
 Case sets. Development: benchmarks/fit_cases/*.yaml (the figures of ../shared/data/vram/measured.md) and
 benchmarks/fit_cases/public/dev/*.yaml. Held-out splits: benchmarks/fit_cases/public/heldout/ (scored on
-2026-12-06), heldout2/ to heldout11/ (collected 2026-12-07), printed only with --heldout. Each is planned
+2026-12-06), heldout2/ to heldout12/ (collected 2026-12-07), printed only with --heldout. Each is planned
 once: the first --heldout run that finds a split without its record (public/<split>_scored.json) plans it and writes
 the record, and every later run prints the record instead of planning the split again. `--cases DIR` plans one
 folder instead (development rules).
@@ -71,7 +71,7 @@ CASES = Path(__file__).parent / "fit_cases"
 DEV = [CASES, CASES / "public" / "dev"]
 HELDOUT_SPLITS = {split: CASES / "public" / split
                   for split in ("heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6",
-                                "heldout7", "heldout8", "heldout9", "heldout10", "heldout11")}
+                                "heldout7", "heldout8", "heldout9", "heldout10", "heldout11", "heldout12")}
 HELDOUT = list(HELDOUT_SPLITS.values())
 NOT_SCORED = re.compile(r"NOT SCORED \(S[124]\)")
 SAME_FIGURE = 0.01  # a duplicate's figure is the scored case's within rounding (21.72 vs 21.73 GiB)
