@@ -5,8 +5,9 @@
   (full KV cache, one token's activations, the KV concat copy of `DynamicCache`). Older releases
   (`--transformers-version`) add the prompt's logits (every position, fp32 before 4.46) and a decode step that copies
   the whole tuple cache (before 4.42).
-- AutoAWQ fused modules (`--runtime autoawq`): the same model with a KV cache allocated for batch x ctx at load,
-  eager attention with an fp32 softmax, and the fuser's own peak (every layer's q, k, v twice).
+- AutoAWQ fused modules (`--runtime autoawq`): the same model with a KV cache allocated for batch x ctx at load, the
+  fused attention of its release (`--autoawq-version`: eager with an fp32 softmax through 0.2.6, SDPA in 0.2.7,
+  FlashAttention-2 since 0.2.7.post3), and the fuser's own peak (every layer's q, k, v twice).
 - llama.cpp: the buffers it logs (model, KV, compute). The compute buffer is Ollama's GraphSize formula for llama
   (ollama fs/ggml/ggml.go), which gives the measured.md rows 12-13 to the MiB: 4*n_ub*(1 + 4*n_embd +
   n_ctx*(1 + n_head)) with all layers offloaded (scores, mask and four hidden-size tensors), or the output layer
@@ -127,6 +128,30 @@ def _decode_speed(est: Estimate, card: GpuSpec | None, read_bytes: float, batch:
                            f"{read_bytes / 1e9:.2f} GB read per step (weights + KV); an upper bound")
 
 
+# AutoAWQ's fused attention by release (awq/modules/fused/attn.py and block.py, read at every tag of
+# casper-hansen/AutoAWQ): through 0.2.6 `F.softmax(scores.float())` on the T x T scores; 0.2.7 to 0.2.7.post2 PyTorch
+# SDPA with the (1, 1, T, T) causal mask its model builds (fused_utils.prepare_attention_mask) for the Llama-like and
+# Mixtral blocks (use_sdpa=True; the Falcon, MPT, Phi-3, Gemma 2 and Cohere blocks stay eager); from 0.2.7.post3
+# (2024-12-06) flash_attn_func, causal, no mask, for every block. 0.2.9 (2025-05) is the last release.
+AUTOAWQ_SDPA_SINCE, AUTOAWQ_FLASH_SINCE, CURRENT_AUTOAWQ = (0, 2, 7, 0), (0, 2, 7, 3), (0, 2, 9, 0)
+AUTOAWQ_SDPA_FAMILIES = frozenset({"llama", "mistral", "qwen2", "llava"})  # AutoAWQ's LlamaLikeBlock models
+_AUTOAWQ_KERNELS = {"eager": "eager attention with an fp32 softmax", "sdpa": "PyTorch SDPA with a T x T causal mask",
+                    "flash": "FlashAttention-2 (flash-attn must be installed), no scores or mask"}
+
+
+def autoawq_attention(arch: LlmArch, job: FitJob) -> str:
+    """The fused attention AutoAWQ's release runs for the model: "eager", "sdpa" or "flash" (see AUTOAWQ_SDPA_SINCE)."""
+    if job.autoawq_version is None:
+        version = CURRENT_AUTOAWQ
+    else:
+        numbers, _, post = job.autoawq_version.partition(".post")
+        major, minor, patch = [*map(int, numbers.split(".")), 0][:3]
+        version = (major, minor, patch, int(post or 0))
+    if version >= AUTOAWQ_FLASH_SINCE:
+        return "flash"
+    return "sdpa" if version >= AUTOAWQ_SDPA_SINCE and arch.family in AUTOAWQ_SDPA_FAMILIES else "eager"
+
+
 def transformers_release(job: FitJob) -> tuple[int, int]:
     """The job's transformers release as (major, minor); unset is the current behaviour (5.0 or later)."""
     major, minor, _ = release(job.transformers_version, (*CURRENT_TRANSFORMERS, 0))
@@ -186,12 +211,21 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
         per_tok += max(lin.d_in + 4 * lin.d_out for lin in linears(arch))
     scores = 0.0
     why = math_sdpa(arch, job, a, card)
-    if fused:  # awq/modules/fused/attn.py: at the softmax the block holds its input, the norm output, the fused
-        # qkv, k and v repeated to every query head (repeat_interleave), the fp16 scores, `F.softmax(scores.float())`
-        # (an fp32 copy and the fp32 output) and the (1, 1, T, T) mask; the MLP's tensors are not alive then
-        attn_tok = a * (2 * h + arch.q_dim + 2 * arch.kv_dim + 2 * arch.q_dim)
-        per_tok = max(per_tok, attn_tok + prompt * arch.n_heads * (a + 8))
-        scores = prompt * prompt * a
+    kernel = autoawq_attention(arch, job) if fused else job.attention
+    if fused:  # awq/modules/fused/attn.py: the block holds its input, the norm output and the fused qkv; eager and
+        # SDPA repeat k and v to every query head (repeat_interleave) and build the (1, 1, T, T) mask; eager then
+        # holds the fp16 scores and `F.softmax(scores.float())` (an fp32 copy and the fp32 output), SDPA its output
+        # and the contiguous copy of it; FlashAttention-2 reads grouped k and v as they are, no mask. The MLP's
+        # tensors are not alive then.
+        qkv_tok = a * (2 * h + arch.q_dim + 2 * arch.kv_dim)
+        if kernel == "flash":
+            per_tok = max(per_tok, qkv_tok + a * arch.q_dim)
+        elif kernel == "sdpa":
+            per_tok = max(per_tok, qkv_tok + 4 * a * arch.q_dim)
+            scores = prompt * prompt * a
+        else:
+            per_tok = max(per_tok, qkv_tok + 2 * a * arch.q_dim + prompt * arch.n_heads * (a + 8))
+            scores = prompt * prompt * a
     elif job.attention == "eager":  # T x T scores in the model dtype, the fp32 softmax and its cast back, the mask
         scores = B * prompt * prompt * (arch.n_heads * (2 * a + 4) + a)
     elif why is not None:  # grouped KV heads through SDPA's math kernel (see GQA_SDPA_SINCE)
@@ -245,11 +279,12 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
               f"batch {B}, context {job.ctx} tokens ({job.ctx - job.new_tokens} prompt + {job.new_tokens} new)",
               f"KV cache {job.kv_dtype if job.kv_dtype not in ('f16', 'bf16') else 'in the model dtype'}: "
               f"{kvt / 1024:.0f} KiB/token", f"peak during the {phase}",
-              "attention eager (AutoAWQ's fused attention): T x T scores materialised" if fused else
+              f"attention {kernel} (AutoAWQ {job.autoawq_version or '0.2.7.post3+'}'s fused attention)"
+              + (": T x T scores materialised" if kernel == "eager" else "") if fused else
               f"attention {job.attention}" + (": T x T scores materialised" if job.attention == "eager" else "")]
     notes.append(_release_note(job, all_logits, upcast, tuple_cache) if not fused else
                  f"AutoAWQ fused modules: a {gib(B * ctx * kvt):.2f} GiB KV cache pre-allocated for batch {B} x "
-                 f"{job.ctx} positions, eager attention with an fp32 softmax"
+                 f"{job.ctx} positions, {_AUTOAWQ_KERNELS[kernel]}"
                  + ("" if arch.fused_qkv else ", and each layer's q, k, v held twice while the fuser runs"))
     if wb.dequant:
         notes.append(f"prefill matmuls dequantize one weight at a time: {gib(wb.dequant):.2f} GiB buffer")

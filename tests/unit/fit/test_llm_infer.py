@@ -18,7 +18,8 @@ from onecard.fit.plan import estimate, plan
 
 QWEN = {"model": "qwen2.5-7b", "runtime": "transformers", "attention": "flash", "gpu": "a100-80gb"}
 OPTIMUM = {"model": "llama-2-13b", "runtime": "transformers", "quant": "fp16", "gpu": "a100-80gb"}
-AWQ = {"runtime": "autoawq", "quant": "awq", "new_tokens": 1, "transformers_version": "4.35", "gpu": "rtx-4090"}
+AWQ = {"runtime": "autoawq", "quant": "awq", "new_tokens": 1, "transformers_version": "4.35", "autoawq_version": "0.1.6",
+       "gpu": "rtx-4090"}
 
 
 def _arch(key: str) -> catalog.LlmArch:
@@ -79,6 +80,24 @@ def test_autoawq_fused_cache_is_allocated_for_batch_times_context() -> None:
     # AutoAWQ README @5c7e368 measures 16.82 GiB allocated (case P-awq-mistral7b-gemm-b8-2048)
     assert est.parts["activations"] * GIB > 8 * 32 * 2047**2 * 10
     assert est.peak_allocated_gib == pytest.approx(16.82, rel=0.03)
+
+
+def test_autoawq_releases_after_0_2_6_hold_no_attention_scores() -> None:
+    # 0.2.7 runs Llama-like blocks through SDPA with the (1, 1, T, T) mask; 0.2.7.post3 on, FlashAttention-2 without
+    # one; a 4096-token prompt's eager scores (32 heads x 4096^2 at 10 B) are 5 GiB of the 0.2.6 peak (transformers
+    # 4.46, so that the prefill, not every prompt position's logits, is the peak)
+    job = FitJob(model="llama-3.1-8b", batch=1, ctx=8192, **(AWQ | {"new_tokens": 4096, "transformers_version": "4.46"}))
+    eager, sdpa = estimate(job.model_copy(update={"autoawq_version": "0.2.6"})), estimate(
+        job.model_copy(update={"autoawq_version": "0.2.7.post2"}))
+    flash = estimate(job.model_copy(update={"autoawq_version": "0.2.7.post3"}))
+    assert eager.parts["activations"] - sdpa.parts["activations"] > 32 * 4096**2 * 10 / GIB * 0.9
+    assert sdpa.parts["activations"] - flash.parts["activations"] == pytest.approx(4096**2 * 2 / GIB, rel=0.2)
+    assert estimate(job.model_copy(update={"autoawq_version": None})).parts == flash.parts  # unset: the newest
+    assert any("FlashAttention-2" in note for note in flash.assumptions)
+    # Falcon's fused block kept the eager softmax in 0.2.7
+    falcon = FitJob(model="falcon-7b", batch=1, ctx=4096, **(AWQ | {"new_tokens": 2048}))
+    assert estimate(falcon.model_copy(update={"autoawq_version": "0.2.7"})).parts == \
+        estimate(falcon.model_copy(update={"autoawq_version": "0.2.6"})).parts
 
 
 def test_autoawq_fuser_holds_each_layers_qkv_twice() -> None:
