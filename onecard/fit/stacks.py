@@ -45,7 +45,9 @@ stack, so its preset is what `fit` predicted before these knobs existed. Each pr
   (`liger_fused_linear_cross_entropy`, `cut_cross_entropy`) and `gradient_checkpointing: offload` (the unsloth
   checkpointer), which `solve` and the OOM ladder may propose.
 The presets other than trl, onecard and litgpt keep lora_dropout 0 (PEFT's and torchtune's default); pass
---lora-dropout for a run that sets it.
+--lora-dropout for a run that sets it, and 0.05 for torchtune before 0.3.0, whose Llama 2 / Llama 3 LoRA builders set
+it (torchtune/models/llama3/_model_builders.py `lora_dropout=0.05` through v0.2.1, a parameter defaulting to 0.0 from
+v0.3.0; without activation checkpointing each adapter then keeps its input's dropout output and mask).
 """
 
 from __future__ import annotations
