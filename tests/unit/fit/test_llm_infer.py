@@ -18,8 +18,8 @@ from onecard.fit.plan import estimate, plan
 
 QWEN = {"model": "qwen2.5-7b", "runtime": "transformers", "attention": "flash", "gpu": "a100-80gb"}
 OPTIMUM = {"model": "llama-2-13b", "runtime": "transformers", "quant": "fp16", "gpu": "a100-80gb"}
-AWQ = {"runtime": "autoawq", "quant": "awq", "new_tokens": 1, "transformers_version": "4.35", "autoawq_version": "0.1.6",
-       "gpu": "rtx-4090"}
+AWQ = {"runtime": "autoawq", "quant": "awq", "new_tokens": 1, "transformers_version": "4.35",
+       "autoawq_version": "0.1.6", "gpu": "rtx-4090"}
 
 
 def _arch(key: str) -> catalog.LlmArch:
@@ -86,7 +86,8 @@ def test_autoawq_releases_after_0_2_6_hold_no_attention_scores() -> None:
     # 0.2.7 runs Llama-like blocks through SDPA with the (1, 1, T, T) mask; 0.2.7.post3 on, FlashAttention-2 without
     # one; a 4096-token prompt's eager scores (32 heads x 4096^2 at 10 B) are 5 GiB of the 0.2.6 peak (transformers
     # 4.46, so that the prefill, not every prompt position's logits, is the peak)
-    job = FitJob(model="llama-3.1-8b", batch=1, ctx=8192, **(AWQ | {"new_tokens": 4096, "transformers_version": "4.46"}))
+    job = FitJob(model="llama-3.1-8b", batch=1, ctx=8192,
+                 **(AWQ | {"new_tokens": 4096, "transformers_version": "4.46"}))
     eager, sdpa = estimate(job.model_copy(update={"autoawq_version": "0.2.6"})), estimate(
         job.model_copy(update={"autoawq_version": "0.2.7.post2"}))
     flash = estimate(job.model_copy(update={"autoawq_version": "0.2.7.post3"}))
