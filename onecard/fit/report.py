@@ -112,11 +112,15 @@ def bound_note(plan: Plan) -> str | None:
 
 def strict_note(plan: Plan) -> str | None:
     """The first-sight bound beside the default one: "for a harness unlike the stacks fit models, --strict decides
-    on 12.5 GiB instead"; None when the plan is decided on it already, or has no bound."""
+    on 12.5 GiB instead (over the 11.2 budget)"; None when the plan is decided on it already, or has no bound."""
     first = first_sight_upper(plan)
     if first is None or plan.margin is None or plan.margin.group == bound.FIRST_SIGHT:
         return None
-    return f"for a harness unlike the stacks fit models, --strict decides on {first:.1f} GiB instead"
+    note = "for a harness unlike the stacks fit models, --strict decides on {} GiB instead"
+    if plan.budget_gib is None:
+        return note.format(f"{first:.1f}")
+    upper, budget = _apart(first, plan.budget_gib)
+    return note.format(upper) + f" ({'within' if first <= plan.budget_gib else 'over'} the {budget} budget)"
 
 
 def first_sight_upper(plan: Plan) -> float | None:
@@ -171,6 +175,7 @@ def to_json(plan: Plan, fixes: Sequence[tuple[str, Plan]] | None = None,
             "bf16": card.bf16},
         "fits": plan.fits,
         "verdict": verdict(plan),
+        "strict_note": strict_note(plan),
         "decided_on": "peak_upper_gib" if plan.peak_upper_gib is not None else "process_gib",
         "peak_allocated_gib": round(est.peak_allocated_gib, 3),
         "peak_reserved_gib": round(est.peak_reserved_gib, 3),

@@ -84,8 +84,7 @@ function showPlan(plan) {
   verdict.dataset.fits = String(plan.fits);
   verdict.textContent = plan.verdict;
   const fixed = plan.bound_abs_gib ? ` + ${plan.bound_abs_gib.toFixed(2)} GiB` : "";
-  const strict = plan.bound_group === "first sight" || plan.peak_upper_first_sight_gib === null ? "" :
-    `; for a harness unlike the stacks fit models, strict decides on ${plan.peak_upper_first_sight_gib.toFixed(1)} GiB`;
+  const strict = plan.strict_note ? `; ${plan.strict_note}` : "";
   document.getElementById("bound").textContent = plan.peak_upper_gib === null ? "" :
     `safe upper bound ${plan.peak_upper_gib.toFixed(1)} GiB (estimate × ${(1 + plan.bound_margin).toFixed(3)}${fixed}, ` +
     `${plan.kind}${plan.bound_group === "first sight" ? ", first sight" : ""}); fits is decided on it${strict}` +

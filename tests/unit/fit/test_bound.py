@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -128,7 +129,11 @@ def test_the_first_sight_bound_pools_every_kind_and_strict_decides_on_it(
     assert default.estimate.process_gib == strict.estimate.process_gib  # the estimate is the same
     out = report.to_json(default)
     assert out["peak_upper_first_sight_gib"] == pytest.approx(strict.peak_upper_gib, abs=1e-3)
-    assert f"--strict decides on {strict.peak_upper_gib:.1f} GiB" in (report.strict_note(default) or "")
+    note = report.strict_note(default) or ""
+    assert re.search(r"--strict decides on (\d+\.\d+) GiB instead \((within|over) the (\d+\.\d+) budget\)", note)
+    said = re.search(r"decides on (\d+\.\d+) GiB", note)
+    assert said and float(said.group(1)) == pytest.approx(strict.peak_upper_gib, abs=0.051)
+    assert ("within" in note) == strict.fits  # the note says what --strict would decide
     assert "--strict" in (report.bound_note(strict) or "") and report.strict_note(strict) is None
 
 
