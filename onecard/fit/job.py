@@ -88,7 +88,6 @@ class FitJob(BaseModel):
     strict: bool = Field(False, description="decide fits on the first-sight bound: how far the planner missed jobs from sources it had never seen (each held-out split's first scoring, every job kind pooled), for a harness unlike the stacks it models; default: its job kind's bound, fitted on the cases it models")
     calibration: bool = Field(True, description="scale the estimate by this machine's correction for the card and job kind, if `onecard fit calibrate` made one; --no-calibration plans without it")
 
-
     @field_validator("kv_dtype")
     @classmethod
     def _kv_name(cls, value: str) -> str:
@@ -99,6 +98,7 @@ class FitJob(BaseModel):
 
 KV_SPELLINGS = {"fp16": "f16", "float16": "f16", "half": "f16", "fp32": "f32", "float32": "f32", "float": "f32",
                 "bfloat16": "bf16"}
+
 
 def release(version: str | None, current: tuple[int, int, int]) -> tuple[int, int, int]:
     """A job's release field ("4.38.2", "8.0") as (major, minor, patch); unset: `current`, the newest behaviour the

@@ -145,8 +145,7 @@ def autoawq_attention(arch: LlmArch, job: FitJob) -> str:
         version = CURRENT_AUTOAWQ
     else:
         numbers, _, post = job.autoawq_version.partition(".post")
-        major, minor, patch = [*map(int, numbers.split(".")), 0][:3]
-        version = (major, minor, patch, int(post or 0))
+        version = (*release(numbers, CURRENT_AUTOAWQ[:3]), int(post or 0))
     if version >= AUTOAWQ_FLASH_SINCE:
         return "flash"
     return "sdpa" if version >= AUTOAWQ_SDPA_SINCE and arch.family in AUTOAWQ_SDPA_FAMILIES else "eager"
@@ -217,15 +216,10 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
         # holds the fp16 scores and `F.softmax(scores.float())` (an fp32 copy and the fp32 output), SDPA its output
         # and the contiguous copy of it; FlashAttention-2 reads grouped k and v as they are, no mask. The MLP's
         # tensors are not alive then.
-        qkv_tok = a * (2 * h + arch.q_dim + 2 * arch.kv_dim)
-        if kernel == "flash":
-            per_tok = max(per_tok, qkv_tok + a * arch.q_dim)
-        elif kernel == "sdpa":
-            per_tok = max(per_tok, qkv_tok + 4 * a * arch.q_dim)
-            scores = prompt * prompt * a
-        else:
-            per_tok = max(per_tok, qkv_tok + 2 * a * arch.q_dim + prompt * arch.n_heads * (a + 8))
-            scores = prompt * prompt * a
+        attn_extra = {"flash": a * arch.q_dim, "sdpa": 4 * a * arch.q_dim,
+                      "eager": 2 * a * arch.q_dim + prompt * arch.n_heads * (a + 8)}[kernel]
+        per_tok = max(per_tok, a * (2 * h + arch.q_dim + 2 * arch.kv_dim) + attn_extra)
+        scores = 0.0 if kernel == "flash" else prompt * prompt * a  # the (1, 1, T, T) mask
     elif job.attention == "eager":  # T x T scores in the model dtype, the fp32 softmax and its cast back, the mask
         scores = B * prompt * prompt * (arch.n_heads * (2 * a + 4) + a)
     elif why is not None:  # grouped KV heads through SDPA's math kernel (see GQA_SDPA_SINCE)
@@ -279,9 +273,9 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
               f"batch {B}, context {job.ctx} tokens ({job.ctx - job.new_tokens} prompt + {job.new_tokens} new)",
               f"KV cache {job.kv_dtype if job.kv_dtype not in ('f16', 'bf16') else 'in the model dtype'}: "
               f"{kvt / 1024:.0f} KiB/token", f"peak during the {phase}",
-              f"attention {kernel} (AutoAWQ {job.autoawq_version or '0.2.7.post3+'}'s fused attention)"
-              + (": T x T scores materialised" if kernel == "eager" else "") if fused else
-              f"attention {job.attention}" + (": T x T scores materialised" if job.attention == "eager" else "")]
+              f"attention {kernel}"
+              + (f" (AutoAWQ {job.autoawq_version or '0.2.7.post3+'}'s fused attention)" if fused else "")
+              + (": T x T scores materialised" if kernel == "eager" else "")]
     notes.append(_release_note(job, all_logits, upcast, tuple_cache) if not fused else
                  f"AutoAWQ fused modules: a {gib(B * ctx * kvt):.2f} GiB KV cache pre-allocated for batch {B} x "
                  f"{job.ctx} positions, {_AUTOAWQ_KERNELS[kernel]}"
