@@ -1,10 +1,11 @@
 """Measured peaks of real jobs on this machine's card, kept for `onecard fit calibrate`.
 
-One JSON object per line in <ONECARD_HOME>/fit/observations.jsonl, appended by `onecard fit --measure` (`observe`)
-and by the capabilities' recorded runs on a GPU (`observe_run`). Each line holds the card, the job kind, the job
-(FitJob fields: calibrate plans it again with the planner of the day), the planner's parts when it was observed
-(uncalibrated), the measured figure and its kind (allocated: torch.cuda.max_memory_allocated, reserved:
-max_memory_reserved, process: nvidia-smi), and where it came from.
+One JSON object per line in <ONECARD_HOME>/fit/observations.jsonl, appended by `onecard fit --measure` (`observe`),
+by the capabilities' recorded runs on a GPU (`observe_run`), and by `onecard fit MODEL ... --observed GIB` (`report`):
+a peak the user read for a job run with other tools, on this machine's card or one named with --gpu / --vram. Each
+line holds the card, the job kind, the job (FitJob fields: calibrate plans it again with the planner of the day), the
+planner's parts when it was observed (uncalibrated), the measured figure and its kind (allocated:
+torch.cuda.max_memory_allocated, reserved: max_memory_reserved, process: nvidia-smi), and where it came from.
 
 Lines are appended with one `write` on a file opened for appending (O_APPEND): each lands whole at the end of the
 file, so two runs that finish at once do not cut into each other's lines (local filesystems; not NFS).
@@ -22,15 +23,15 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from onecard.core.errors import DataError
+from onecard.core.errors import ConfigError, DataError
 from onecard.core.gpus import GpuSpec
 from onecard.core.paths import data_dir
 from onecard.fit.estimate import Estimate
 from onecard.fit.job import FitJob
-from onecard.fit.plan import resolve_arch
+from onecard.fit.plan import resolve_arch, resolve_card
 
 __all__ = ["Observation", "Figure", "observations_file", "append", "load", "of_estimate", "predicted_figure",
-           "observe", "observe_run"]
+           "observe", "observe_run", "report", "Reported"]
 
 Figure = Literal["allocated", "reserved", "process"]
 FIGURES: tuple[Figure, ...] = ("allocated", "reserved", "process")
@@ -155,8 +156,11 @@ def observe(job: FitJob, figure: Figure, measured_gib: float, source: str,
     from onecard.core.device import local_gpu
 
     card = local_gpu() if card is None else card
-    if card is None:
-        return None
+    return None if card is None else _append_on(card, job, figure, measured_gib, source)
+
+
+def _append_on(card: GpuSpec, job: FitJob, figure: Figure, measured_gib: float, source: str) -> Observation:
+    """Append an observation of `job` on `card`, beside the planner's uncalibrated estimate of it there."""
     resolved = resolve_arch(job.model)
     obs = of_estimate(card.key, resolved.kind(job), job, resolved.estimate(job, card), figure, measured_gib, source,
                       card.usable_gib, resolved.group(job))
@@ -186,3 +190,49 @@ def observe_run(record: dict[str, Any], ran: dict[str, Any] | None = None) -> Ob
         return None
     job = FitJob(**fit_job | (ran or {}))
     return observe(job, figure, measured, f"{record['capability']} run {record['id']}")
+
+
+@dataclass(frozen=True)
+class Reported:
+    """A peak the user reported (`onecard fit ... --observed`), as stored, and where its correction stands.
+
+    Attributes:
+        observation: the line appended to the observations file.
+        card_name: the card's name, for the answer.
+        in_group: observations of the same card and mechanism group in the file now, this one included.
+        path: the observations file.
+    """
+
+    observation: Observation
+    card_name: str
+    in_group: int
+    path: str
+
+    @property
+    def error(self) -> float:
+        """predicted / observed - 1 (negative: the planner under-predicted), uncalibrated."""
+        return self.observation.predicted_gib / self.observation.measured_gib - 1
+
+
+def report(job: FitJob, figure: Figure, measured_gib: float) -> Reported:
+    """Store a peak the user measured for `job` with their own tools (`onecard fit ... --observed`): on the card the
+    job names, else this machine's GPU.
+
+    Raises:
+        ConfigError: no card is named or found, or the figure is not a peak that card could hold (a reading in MiB
+            or in another card's memory).
+    """
+    card = resolve_card(job)
+    if card is None:
+        raise ConfigError("--observed records a peak measured on a card, and none is named nor found on this machine",
+                          "name the card the job ran on: --gpu 4070ti (a catalog card) or --vram 12 (any card, GiB)")
+    total = max(card.usable_gib, card.nvml_gib or 0.0, card.vram_gib)
+    if not (math.isfinite(measured_gib) and 0 < measured_gib <= total):
+        raise ConfigError(f"--observed {measured_gib:g} GiB is not a peak the {card.name} can hold "
+                          f"({total:.1f} GiB in all)",
+                          "give the peak in GiB: nvidia-smi prints MiB (divide by 1024), torch prints bytes (divide "
+                          "by 2**30); name the card it ran on with --gpu or --vram")
+    obs = _append_on(card, job, figure, measured_gib, "onecard fit --observed")
+    path = observations_file()
+    in_group = sum(1 for o in load(path) if o.card == obs.card and (o.group or o.kind) == obs.group)
+    return Reported(obs, card.name, in_group, str(path))

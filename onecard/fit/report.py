@@ -380,8 +380,9 @@ def render_calibration(result: Calibration, console: Console) -> None:
     """Print each card and stack's correction and the errors before and after it (after: leave-one-out)."""
     data = result.to_json()
     if not data["groups"]:
-        console.print(f"no observations in {result.observations_file}: `onecard fit MODEL --measure` and the "
-                      "capabilities' runs on a GPU add them")
+        console.print(f"no observations in {result.observations_file}: `onecard fit MODEL --measure`, the "
+                      "capabilities' runs on a GPU and `onecard fit MODEL ... --observed GIB` (a peak you measured) "
+                      "add them")
         return
     table = Table(title=f"corrections from {result.observations_file}", title_justify="left",
                   caption=f"error = predicted / measured - 1; a correction needs {data['min_observations']} "

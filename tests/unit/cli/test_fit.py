@@ -121,4 +121,60 @@ def test_top_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_measure_does_not_silently_drop_solve(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fit", *JOB, "--measure", "--solve"]) == 2
-    assert "--measure runs the job as given" in capsys.readouterr().err
+    assert "--measure takes the job as given; it does not combine with --solve" in capsys.readouterr().err
+
+
+def test_peaks_the_user_reports_calibrate_that_card(capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user who ran jobs with their own tools reports nvidia-smi's figures; after three, calibrate moves the plan."""
+    monkeypatch.setenv("COLUMNS", "200")
+    before = _json(capsys, "fit", *JOB, "--json")
+    for seq in (256, 512, 1024):
+        planned = _json(capsys, "fit", *JOB, "--seq", str(seq), "--json")
+        got = _json(capsys, "fit", *JOB, "--seq", str(seq), "--observed", f"{planned['process_gib'] * 1.1:.4f}",
+                    "--json")
+        obs = got["observation"]
+        assert (obs["card"], obs["figure"], obs["source"]) == ("rtx-4070-ti", "process", "onecard fit --observed")
+        assert obs["job"]["seq"] == seq and got["error"] == pytest.approx(1 / 1.1 - 1, abs=1e-3)
+    assert got["in_group"] == 3 == got["min_observations"]
+    assert len(observations.load()) == 3
+    calibrated = _json(capsys, "fit", "calibrate", "--json")
+    assert calibrated["corrections"]
+    after = _json(capsys, "fit", *JOB, "--json")
+    assert after["calibration"]["observations"] == 3
+    assert after["process_gib"] == pytest.approx(1.1 * before["process_gib"], rel=2e-3)
+    assert main(["fit", *JOB, "--observed", "9.5", "--figure", "reserved"]) == 0
+    text = capsys.readouterr().out
+    assert "observed 9.50 GiB (reserved)" in text and "4 observations of" in text and "fit calibrate" in text
+
+
+def test_a_reported_peak_names_its_card(capsys: pytest.CaptureFixture[str]) -> None:
+    """No --gpu and no GPU here: the peak cannot be kept against a card, and nothing is written."""
+    assert main(["fit", "llama-3.1-8b", "--observed", "9.5"]) == 2
+    err = capsys.readouterr().err
+    assert "none is named nor found" in err and "--gpu 4070ti" in err
+    assert not observations.observations_file().exists()
+
+
+def test_a_reported_peak_in_mib_is_refused_with_the_unit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", *JOB, "--observed", "9728"]) == 2  # nvidia-smi's MiB
+    err = capsys.readouterr().err
+    assert "not a peak the NVIDIA GeForce RTX 4070 Ti can hold" in err and "divide by 1024" in err
+    assert not observations.observations_file().exists()
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--observed", "9.5", "--solve"], "--observed takes the job as given; it does not combine with --solve"),
+    (["--observed", "9.5", "--measure"], "--observed takes the job as given; it does not combine with --measure"),
+    (["--figure", "reserved"], "no --observed is given"),
+])
+def test_observed_takes_the_job_as_given(capsys: pytest.CaptureFixture[str], argv: list[str], said: str) -> None:
+    assert main(["fit", *JOB, *argv]) == 2
+    assert said in capsys.readouterr().err
+    assert not observations.observations_file().exists()
+
+
+def test_observed_must_be_a_positive_figure(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", *JOB, "--observed", "nan"])
+    assert "--observed: must be a peak in GiB above 0" in capsys.readouterr().err
