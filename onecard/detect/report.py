@@ -41,6 +41,13 @@ def render_check(report: dict[str, Any], console: Console) -> None:
         console.print(f"... and {len(report['problems']) - SHOWN} more (--json lists them all)")
     verdict = "errors: fix them before training" if report["errors"] else "no errors: ready to train"
     console.print(f"{report['errors']} errors, {report['warnings']} warnings; {verdict}")
+    if "fit_labels" in report:  # crowded images make the loss's largest tensors: fit plans with them
+        labels = report["fit_labels"]
+        console.print(f"memory: {labels['labels_per_image']:g} labels per labelled training image, "
+                      f"{labels['max_labels']} in its four most-labelled (a mosaic's most); `onecard detect train` "
+                      "plans with them, and with other tools: `onecard fit MODEL --job train "
+                      f"--labels-per-image {labels['labels_per_image']:g} --max-labels {labels['max_labels']} ...`",
+                      highlight=False)
     for plot in report.get("plots", []):
         console.print(f"wrote {plot}")
 

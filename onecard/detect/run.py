@@ -38,6 +38,9 @@ def check(config: CheckConfig) -> dict[str, Any]:
     """The data check's report: problems by file and line, per-split counts, the class histogram."""
     report = check_data(load_data(config.data))
     sides = report.pop("box_sides")  # one pair per box: for the histogram, not for the printed report
+    train_split = report["splits"].get("train", {})
+    if train_split.get("labelled"):  # what `onecard fit` needs to plan a training run on this data (mosaic on)
+        report["fit_labels"] = labels_of(train_split, mosaic=1.0)
     if config.plots:
         from onecard.detect.report import plot_histograms
 

@@ -119,3 +119,21 @@ def test_check_writes_the_histograms(shapes: Path, tmp_path: Path) -> None:
     report = check(CheckConfig(data=str(shapes), plots=True, out=str(tmp_path / "plots")))
     assert [Path(p).name for p in report["plots"]] == ["classes.png", "box_sizes.png"]
     assert all(Path(p).stat().st_size > 5000 for p in report["plots"]) and "box_sides" not in report
+
+
+def test_check_says_how_fit_plans_this_data(shapes: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data's own crowding (the four most-labelled images make a mosaic's most) reaches fit's flags."""
+    import json
+
+    from onecard.cli import main
+
+    monkeypatch.setenv("COLUMNS", "400")  # rich's width: the command on one line
+    assert main(["detect", "data", "check", str(shapes), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    train = report["splits"]["train"]
+    assert report["fit_labels"] == {"labels_per_image": round(train["instances"] / train["labelled"], 2),
+                                    "max_labels": train["max4_instances"]}
+    assert main(["detect", "data", "check", str(shapes)]) == 0
+    text = capsys.readouterr().out
+    assert f"--max-labels {train['max4_instances']}" in text and "onecard fit MODEL --job train" in text
