@@ -51,6 +51,7 @@ class Group:
     after: list[float] = field(default_factory=list)  # errors with the leave-one-out correction
     job_kind: str = ""  # the job kind the group belongs to (`bound.kind_of`)
     kind_scale: float | None = None  # the job kind's correction on the card, which applies where `scale` is None
+    untested: int = 0  # observations whose others are too few for a correction: their `after` is their `before`
 
     @property
     def observations(self) -> int:
@@ -107,8 +108,9 @@ def fit_groups(rows: list[Row]) -> list[Group]:
         found = Group(card, name, ratios, scale(members), before=[1 / r - 1 for r in ratios], job_kind=kind,
                       kind_scale=scale(by_kind[(card, kind)]))
         for i in members:
-            fix = scale(members, i) or scale(by_kind[(card, kind)], i) or 1.0
-            found.after.append(fix / rows[i][3] - 1)
+            fix = scale(members, i) or scale(by_kind[(card, kind)], i)
+            found.untested += fix is None
+            found.after.append((fix or 1.0) / rows[i][3] - 1)
         groups.append(found)
     return groups
 

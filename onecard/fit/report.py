@@ -402,6 +402,12 @@ def render_calibration(result: Calibration, console: Console) -> None:
                   f"{overall['before_median_abs_error']:.1%}", f"{overall['after_median_abs_error']:.1%}",
                   _pct(overall["before_worst_under"]), _pct(overall["after_worst_under"]))
     console.print(table)
+    untested = sum(g["untested"] for g in data["groups"])
+    if untested:
+        console.print(f"{untested} observation(s) have fewer than {data['min_observations']} others of their stack "
+                      "or kind on the card, so leave-one-out cannot test a correction on them: their 'after' is their "
+                      f"'before' (a group shows what its correction does from its {data['min_observations'] + 1}th "
+                      "observation on)", highlight=False)
     for line in result.notes:
         console.print(f"  • {line}", highlight=False)
     saved = len(data["corrections"])

@@ -139,13 +139,16 @@ def test_peaks_the_user_reports_calibrate_that_card(capsys: pytest.CaptureFixtur
     assert got["in_group"] == 3 == got["min_observations"]
     assert len(observations.load()) == 3
     calibrated = _json(capsys, "fit", "calibrate", "--json")
-    assert calibrated["corrections"]
+    assert calibrated["corrections"] and calibrated["groups"][0]["untested"] == 3
+    assert main(["fit", "calibrate"]) == 0  # leave-one-out has nothing to test on three: the table says so
+    assert "leave-one-out cannot test a correction on them" in capsys.readouterr().out
     after = _json(capsys, "fit", *JOB, "--json")
     assert after["calibration"]["observations"] == 3
     assert after["process_gib"] == pytest.approx(1.1 * before["process_gib"], rel=2e-3)
     assert main(["fit", *JOB, "--observed", "9.5", "--figure", "reserved"]) == 0
     text = capsys.readouterr().out
     assert "observed 9.50 GiB (reserved)" in text and "4 observations of" in text and "fit calibrate" in text
+    assert _json(capsys, "fit", "calibrate", "--json")["groups"][0]["untested"] == 0  # a 4th: each has 3 others
 
 
 def test_a_reported_peak_names_its_card(capsys: pytest.CaptureFixture[str]) -> None:

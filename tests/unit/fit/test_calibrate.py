@@ -107,6 +107,7 @@ def test_leave_one_out_cannot_memorize() -> None:
     """With exactly MIN_OBSERVATIONS, no observation has enough others for a correction: after = before."""
     groups = fit_groups([("4070ti", "llm-train", "llm-train/transformers", 1.2)] * MIN_OBSERVATIONS)
     assert groups[0].scale == pytest.approx(1.2) and groups[0].after == groups[0].before
+    assert groups[0].untested == 3  # said so in the table's note, not shown as a correction that did nothing
     groups = fit_groups([("4070ti", "llm-train", "llm-train/transformers", r) for r in (1.2, 1.2, 1.2, 5.0)])  # one
     # odd run drags neither the median
     assert groups[0].scale == pytest.approx(1.2) and groups[0].after[:3] == pytest.approx([0.0] * 3)
