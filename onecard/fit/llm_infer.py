@@ -284,7 +284,7 @@ def _transformers(arch: LlmArch, job: FitJob, card: GpuSpec | None, notes: list[
         notes.append(f"prefill matmuls dequantize one weight at a time: {gib(wb.dequant):.2f} GiB buffer")
     if img:
         notes.append(f"one image per sequence: {img} image tokens in the context")
-    soaked = arch.kv_dim < arch.q_dim or (fmt.kind == "bnb4" and B > 1) or fmt.kind == "awq"
+    soaked = arch.kv_dim < arch.q_dim or (fmt.kind == "bnb4" and B > 1)  # see `stranded`
     cache = stranded(B * kvt / (2 * L), prompt, job.new_tokens, L) if tuple_cache and not soaked else 0.0
     if cache:
         notes.append(f"the tuple KV cache grows by torch.cat: each layer's K and V leave a {gib(cache):.2f} GiB trail "
@@ -309,9 +309,13 @@ def stranded(per_token: float, prompt: int, new_tokens: int, layers: int) -> flo
     this gives 30 / 7 (its predicted NVML readings within 8% of theirs); replayed through the allocator's rules
     (`benchmarks/fit_kv_stranding_replay.py`) the tuple cache leaves 0.7-1.3x this. DynamicCache (4.42 on) grows by
     torch.cat too, but frees each old tensor at once; replays leave about half of this, and no measurement says how
-    much: not counted. Nor where a decode step frees large tensors the cache requests can be
-    cut from: the repeat_kv copies of grouped KV heads (not modelled for grouped-KV models at all), bitsandbytes 4-bit
-    matmuls at batch > 1 (each weight dequantized per step), AWQ's split-k GEMM outputs.
+    much: not counted. Nor where a decode step frees large tensors the cache requests can be cut from: the repeat_kv
+    copies of grouped KV heads (not modelled for grouped-KV models at all), bitsandbytes 4-bit matmuls at batch > 1
+    (each weight dequantized to fp16 per step: replayed, 7.2 of the tuple cache's 40 GiB stay at Vicuna-7B's batch 16,
+    1.2 of 7.7 at batch 8). AWQ's split-k GEMM outputs (AutoAWQ 0.1.6 through transformers) do not: under 10 MiB at
+    decode, they come from segments no cache tensor outgrows, and the replay leaves 38.7 of the 40 GiB, so the trail
+    is counted for AWQ (optimum-benchmark's AWQ runs at batch 16 held 18 GiB of it: something AWQ frees at decode,
+    which the replay lacks, takes part; an over-count there is of cache, never of what has to fit).
 
     Args:
         per_token: bytes per token of one layer's K (or V) tensor: batch x KV heads x head size x element size.
