@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -10,7 +11,13 @@ __all__ = ["data_dir", "runs_dir"]
 
 def data_dir() -> Path:
     """The data directory: $ONECARD_HOME, else the platform's user data dir (e.g. ~/.local/share/onecard)."""
-    env = os.environ.get("ONECARD_HOME")
+    return _data_dir(os.environ.get("ONECARD_HOME") or None)
+
+
+@functools.lru_cache(maxsize=8)
+def _data_dir(env: str | None) -> Path:
+    # cached per ONECARD_HOME value: platformdirs reads XDG variables and the home folder on each call (~0.1 ms),
+    # which the planner would pay for every candidate `--solve` plans
     if env:
         return Path(env).expanduser()
     import platformdirs

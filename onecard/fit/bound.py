@@ -151,7 +151,12 @@ def plausible_scale(scale: float) -> bool:
 
 def calibration_file() -> Path:
     """Where `onecard fit calibrate` saves the corrections: <ONECARD_HOME>/fit/calibration.json."""
-    return data_dir() / "fit" / "calibration.json"
+    return _calibration_file(data_dir())
+
+
+@functools.lru_cache(maxsize=8)
+def _calibration_file(home: Path) -> Path:  # every plan looks it up: pathlib's joins cached per data folder
+    return home / "fit" / "calibration.json"
 
 
 def corrections() -> dict[tuple[str, str], Correction]:

@@ -7,6 +7,7 @@ through `onecard.fit.readers`.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -104,8 +105,9 @@ class Linear:
     kind: Literal["q", "k", "v", "qkv", "o", "gate", "up", "gate_up", "down"]
 
 
-def linears(arch: LlmArch) -> list[Linear]:
-    """The linear modules of one block."""
+@functools.lru_cache(maxsize=256)
+def linears(arch: LlmArch) -> tuple[Linear, ...]:
+    """The linear modules of one block (cached: `--solve` plans a model a hundred times over)."""
     h, f = arch.hidden, arch.intermediate
     mlp_in: Literal["attn_in", "mlp_in"] = "attn_in" if arch.norms_per_layer == 1 else "mlp_in"  # parallel block
     out: list[Linear] = []
@@ -122,7 +124,7 @@ def linears(arch: LlmArch) -> list[Linear]:
     else:
         out.append(Linear("up_proj", h, f, mlp_in, "up"))
     out.append(Linear("down_proj", f, h, "mlp_act", "down"))
-    return out
+    return tuple(out)
 
 
 def norm_params(arch: LlmArch) -> int:
@@ -140,6 +142,7 @@ def block_small_params(arch: LlmArch) -> int:
     return small
 
 
+@functools.lru_cache(maxsize=256)
 def n_params(arch: LlmArch, with_vision: bool = True) -> int:
     """Parameters derived from the dimensions (weights, biases, norms, embeddings, head, vision tower)."""
     per_layer = sum(lin.d_in * lin.d_out for lin in linears(arch)) + block_small_params(arch)

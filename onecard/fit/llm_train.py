@@ -341,7 +341,8 @@ def estimate(arch: LlmArch, job: FitJob, card: GpuSpec | None) -> Estimate:
         def left(k: int) -> float:  # activations still saved after k blocks of backward
             return stack if kn.activation_offload else stack * (L - k) / L
 
-        best_k = max(range(L + 1), key=lambda k: left(k) + k * g_layer)
+        # linear in k, so the peak is at an end: before backward starts (k = 0) or when every block's done (k = L)
+        best_k = max((0, L), key=lambda k: left(k) + k * g_layer)
         # the projector runs first in forward, so its gradients come last in backward: with its saved inputs freed
         phases["backward"] = {"activations": left(best_k) + grad_tmp + proj_saved,
                               "gradients": g_head + best_k * g_layer, "logits": held}
