@@ -15,12 +15,12 @@ if TYPE_CHECKING:
     from onecard.fit.job import FitJob
 
 CALIBRATE = "calibrate"  # `onecard fit calibrate`: no model is named so (a model path would be ./calibrate)
-FIGURES = ("process", "reserved", "allocated")  # what an --observed peak counts (onecard.fit.observations.Figure)
 
 
 def fit_args(p: argparse.ArgumentParser) -> None:
     from onecard.core.config import add_config_flags
     from onecard.fit.job import FitJob
+    from onecard.fit.observations import FIGURES
 
     add_config_flags(p, FitJob, positional=("model",))
     p.usage = "onecard fit [MODEL] [flags]\n       onecard fit calibrate [--json]"

@@ -79,17 +79,13 @@ def verdict(plan: Plan) -> str:
         bound = "" if upper is None else f", upper bound {upper:.1f}"
         return f"needs {need:.1f} GiB{bound} (no card given: pass --gpu or --vram to check the fit)"
     budget = plan.budget_gib
-    if upper is None:  # a plan made without a bound
+    if plan.fits and upper is None:  # a plan made without a bound
+        return f"fits a {_card_text(plan)} with {plan.headroom_gib:.1f} GiB to spare"
+    if upper is not None and (plan.fits or need <= budget):
+        bounded, of = _apart(upper, budget)
         if plan.fits:
-            return f"fits a {_card_text(plan)} with {plan.headroom_gib:.1f} GiB to spare"
-        needed, of = _apart(need, budget)
-        return f"does not fit: needs {needed} GiB of {of}"
-    if plan.fits:
-        bounded, of = _apart(upper, budget)
-        return (f"fits a {_card_text(plan)} with margin: upper bound {bounded} of {of} GiB, "
-                f"{plan.headroom_gib:.1f} to spare")
-    if need <= budget:
-        bounded, of = _apart(upper, budget)
+            return (f"fits a {_card_text(plan)} with margin: upper bound {bounded} of {of} GiB, "
+                    f"{plan.headroom_gib:.1f} to spare")
         return (f"may not fit: the estimate {need:.1f} GiB is within the {of} budget, its upper bound {bounded} is "
                 "not")
     needed, of = _apart(need, budget)
