@@ -17,11 +17,12 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from onecard.core.checkpoints import latest_checkpoint
 from onecard.core.errors import DataError, OnecardError
+from onecard.core.peft_config import AdapterTuneConfig
 from onecard.core.progress import stderr_console
 from onecard.core.records import Run, StopFlag
 from onecard.core.trainer import logged_losses, stop_on_signal
 
-__all__ = ["ADAPTER", "CHECKPOINTS", "LOSS_PLOT", "TRAIN_SPLIT", "DEV_SPLIT", "SplitKnobs", "train_dev_examples",
+__all__ = ["ADAPTER", "CHECKPOINTS", "LOSS_PLOT", "TRAIN_SPLIT", "DEV_SPLIT", "train_dev_examples",
            "dedupe_rows", "split_rows", "resume_point", "length_stats", "ran_fields", "lora_modules", "LORA_ALIASES",
            "RungSettings", "Tries"]
 
@@ -29,21 +30,6 @@ ADAPTER, CHECKPOINTS, LOSS_PLOT = "adapter", "checkpoints", "loss.png"
 TRAIN_SPLIT, DEV_SPLIT = "train.jsonl", "dev.jsonl"
 
 E = TypeVar("E")
-
-
-class SplitKnobs(Protocol):
-    """What a run config says about its rows (`tune`'s and `vlm`'s TuneConfig)."""
-
-    @property
-    def data(self) -> str: ...
-    @property
-    def dev_data(self) -> str | None: ...
-    @property
-    def dedupe(self) -> bool: ...
-    @property
-    def dev_fraction(self) -> float: ...
-    @property
-    def seed(self) -> int: ...
 
 
 class Row(Protocol):
@@ -81,7 +67,7 @@ def split_rows(rows: list[E], dev_fraction: float, seed: int) -> tuple[list[E], 
 
 
 def train_dev_examples(
-        config: SplitKnobs, previous: dict[str, Any] | None, *, load: Callable[[str | Path], list[E]],
+        config: AdapterTuneConfig, previous: dict[str, Any] | None, *, load: Callable[[str | Path], list[E]],
         dedupe: Callable[[list[E]], tuple[list[E], list[tuple[int, int]]]],
         split: Callable[[list[E], float, int], tuple[list[E], list[E]]],
 ) -> tuple[list[E], list[E], list[tuple[int, int]]]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from onecard.core.peft_config import AdapterTuneConfig
 from onecard.llm.config import ChatConfig
 
 __all__ = ["CheckConfig", "TuneConfig", "VlmChatConfig", "EvalConfig", "ExportConfig", "TINY", "GGUF_TYPES"]
@@ -30,53 +31,19 @@ class CheckConfig(BaseModel):
     max_seq_length: int | None = Field(None, ge=8, description="report how many rows are longer than this many tokens (image tokens included)")
 
 
-class TuneConfig(BaseModel):
+class TuneConfig(AdapterTuneConfig):
     """`onecard vlm tune`: a LoRA (any device) or QLoRA (CUDA + bitsandbytes) of a LLaVA-style model's language model
-    on image-text pairs; the vision tower stays frozen, the loss is on the answers only."""
-
-    model_config = ConfigDict(extra="forbid")
+    on image-text pairs; the vision tower stays frozen, the loss is on the answers only. The knobs it shares with
+    `tune train` are `onecard.core.peft_config.AdapterTuneConfig`'s."""
 
     model: str = Field(description="'tiny', a model folder, or a cached hub id such as llava-hf/llava-1.5-7b-hf")
     data: str = Field(description="JSONL training file: image path(s) and prompt/response or messages per row")
-    dev_data: str | None = Field(None, description="JSONL dev file (None: a seeded split of --data, stored with the run)")
-    dev_fraction: float = Field(0.05, gt=0, lt=1, description="fraction of --data held out as the dev set when --dev-data is not given")
     dedupe: bool = Field(True, description="drop rows that repeat an earlier row exactly, images included (reported by line number)")
-
     max_seq_length: int | Literal["auto"] = Field("auto", description="tokens per row, image tokens included; longer rows are left out (an image cannot be cut); auto: the longest row, as fit allows")
     method: Literal["auto", "lora", "qlora"] = Field("auto", description="lora: 16-bit base weights; qlora: 4-bit NF4 language model (CUDA + bitsandbytes); auto: as fit chooses where 4-bit runs, else lora")
-    lora_rank: int = Field(16, ge=1, description="LoRA rank r")
-    lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha (the update is scaled by alpha / r)")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
     lora_targets: str = Field("all-linear", description="language-model modules that get adapters: all-linear, or a comma list such as q_proj,v_proj (the vision tower never does)")
-    train_projector: bool = Field(False, description="also train the projector (image features -> the language model's embeddings) in full; it is saved with the adapter")
-
     batch_size: int = Field(8, ge=1, description="rows per optimizer step (the effective batch: micro-batch x gradient accumulation)")
-    micro_batch_size: int | Literal["auto"] = Field("auto", description="rows per forward pass; auto: the largest fit allows at this batch size")
-    gradient_checkpointing: bool | Literal["auto"] = Field("auto", description="recompute activations in the backward pass to save memory; auto: as fit decides")
-    optimizer: Literal["auto", "adamw_torch_fused", "adamw_bnb_8bit", "paged_adamw_8bit"] = Field("auto", description="auto: paged 8-bit AdamW for qlora, AdamW otherwise (as fit decides)")
-    learning_rate: float = Field(2e-4, gt=0, description="peak learning rate")
-    lr_scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning-rate schedule after the warm-up")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="fraction of the steps spent warming up")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    epochs: float = Field(1.0, gt=0, description="passes over the training rows (ignored when --max-steps is set)")
-    max_steps: int | None = Field(None, ge=1, description="optimizer steps in total (None: --epochs)")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 where the device runs it natively, fp16 on older GPUs, else fp32")
-
-    logging_steps: int = Field(10, ge=1, description="log the training loss every N steps")
-    save_steps: int = Field(100, ge=1, description="save a resumable checkpoint every N steps (and on Ctrl-C)")
-    eval_steps: int | None = Field(None, ge=1, description="dev loss every N steps (None: at the end only)")
-    seed: int = Field(42, description="random seed: LoRA init, data order, and the train/dev split")
-    device: str = Field("auto", description="auto (the GPU if there is one), cuda, cuda:1, mps, cpu")
-    gpu: str | None = Field(None, description="card to plan the auto knobs for (4070ti, rtx-3060...); None: the detected one")
-    vram: float | None = Field(None, gt=0, description="card memory in GiB to plan for, instead of --gpu")
-
-    @field_validator("max_seq_length", "micro_batch_size")
-    @classmethod
-    def _at_least(cls, value: int | str, info: ValidationInfo) -> int | str:
-        least = {"max_seq_length": 8, "micro_batch_size": 1}[str(info.field_name)]
-        if value != "auto" and int(value) < least:
-            raise ValueError(f"should be at least {least}, or auto")
-        return value
+    train_projector: bool = Field(False, description="also train the projector (image features -> the language model's embeddings) in full; it is saved with the adapter")
 
 
 class VlmChatConfig(ChatConfig):
