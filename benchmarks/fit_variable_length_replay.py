@@ -15,6 +15,20 @@ before it cannot use the cached blocks the shorter ones left, so it reserves new
 Then the same runs under a cap (`replay_caching_allocator(capacity=...)`: on a segment that would pass it the
 allocator gives back its wholly free segments and tries again): the smallest cap, in 0.25 GiB steps above the
 transients' allocated peak, under which each run completes, i.e. what a card must leave the transients.
+
+    python benchmarks/fit_variable_length_replay.py --traced
+
+The same question on every allocation of a real model's steps instead of the large tensors written out above: a
+Llama-3.1-8B LoRA (r 16 on every linear, bf16 weights, batch 1, gradient checkpointing, transformers' own loss: the
+plain transformers stack) traced on fake tensors (`onecard.fit.trace.training_log`: its weights, adapters, every
+activation, gradient and AdamW state, in the order transformers, peft and torch make and free them), at max_length
+2048 and 8192, its 12 rows' lengths drawn from a gamma of mean 0.4 x max_length and cut at it (truncated, as
+`onecard tune` does), in three orders: every step at max_length (3 steps), the draws as drawn then one at
+max_length (four draws, seeds 0-3), and seed 0's draws shortest first then one at max_length (each step longer than
+the last: the most segments left cached). Printed per run: the allocated and reserved peaks, the smallest cap (64 MiB steps) under
+which the run completes less its allocated peak (what the card must hold above the tensors), and the planner's
+slack for the same job (`onecard.fit.plan`: what it adds above the allocated peak for the allocator). About 35
+minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -22,7 +36,9 @@ from __future__ import annotations
 import argparse
 import random
 
-from onecard.fit.trace import ReplayOutOfMemory, replay_caching_allocator
+from onecard.fit.job import FitJob
+from onecard.fit.plan import plan
+from onecard.fit.trace import ReplayOutOfMemory, replay_caching_allocator, training_log
 
 H, V, LAYERS, FFN = 4096, 64000, 32, 11008  # Yi-6B (benchmarks/fit_cases/public/heldout5/configs/llm_train_yi-6b)
 MEAN, SD, SHORTEST = 3234.4, 2547.5, 91  # cls-fudan-news-zh token counts, from ms-swift's benchmark page
@@ -81,10 +97,47 @@ def events(seq_lengths: list[int]) -> list[tuple[bool, int, int]]:
     return log
 
 
+def smallest_cap(log: list[tuple[bool, int, int]], allocated: int, step: int) -> int:
+    """The smallest capacity, `step` bytes at a time up from the allocated peak, under which the log replays."""
+    cap = allocated
+    while True:
+        try:
+            replay_caching_allocator(log, capacity=cap)
+            return cap
+        except ReplayOutOfMemory:
+            cap += step
+
+
+def traced(seeds: int) -> None:
+    print(f"{'max_length':>10} {'order':>22} {'steps':>5} {'allocated GiB':>14} {'reserved GiB':>13} "
+          f"{'cap - allocated GiB':>20} {'planner slack GiB':>18}")
+    for max_length in (2048, 8192):
+        job = FitJob(model="llama-3.1-8b", job="train", method="lora", quant="bf16", batch=1, seq=max_length,
+                     lora_rank=16, lora_targets="all-linear", grad_ckpt=True, optimizer="adamw", gpu="a100-80gb")
+        draws = {}
+        for seed in range(seeds):
+            rnd = random.Random(seed)
+            draws[seed] = [max(16, min(max_length, int(rnd.gammavariate(2.0, max_length / 5)))) for _ in range(12)]
+        slack = plan(job).estimate.slack_gib
+        orders = {"one length": [max_length] * 3, "shortest first (seed 0)": sorted(draws[0]) + [max_length]}
+        orders |= {f"as drawn (seed {seed})": drawn + [max_length] for seed, drawn in draws.items()}
+        for order, seqs in orders.items():
+            log = training_log(job, seqs)
+            allocated, reserved = replay_caching_allocator(log)
+            cap = smallest_cap(log, allocated, 2**26)
+            print(f"{max_length:10d} {order:>22} {len(seqs):5d} {allocated / 2**30:14.2f} {reserved / 2**30:13.2f} "
+                  f"{(cap - allocated) / 2**30:20.2f} {slack:18.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--traced", action="store_true", help="the traced Llama-3.1-8B LoRA runs instead")
+    parser.add_argument("--seeds", type=int, default=4, help="--traced: draws of row lengths run as drawn")
     args = parser.parse_args()
+    if args.traced:
+        traced(args.seeds)
+        return
     print(f"{'max_length':>10} {'longest':>8} {'allocated GiB':>14} {'reserved GiB':>13} {'reserved - allocated':>21}")
     for max_length in (512, 1024, 2048, 4096, 8192):
         seqs = lengths(max_length, args.steps)
@@ -98,13 +151,7 @@ def main() -> None:
     for max_length in (512, 1024, 2048, 4096, 8192):
         log = events(lengths(max_length, args.steps))
         allocated, _ = replay_caching_allocator(log)
-        cap = allocated
-        while True:
-            try:
-                replay_caching_allocator(log, capacity=int(cap))
-                break
-            except ReplayOutOfMemory:
-                cap += 2**28
+        cap = smallest_cap(log, allocated, 2**28)
         print(f"{max_length:10d} {allocated / 2**30:14.2f} {cap / 2**30:33.2f}")
 
 

@@ -27,7 +27,8 @@ from onecard.fit.knobs import effective_quant, is_gguf
 from onecard.fit.overheads import SMALL_SIZE, segment_bytes
 from onecard.fit.plan import resolve_arch
 
-__all__ = ["trace", "hf_config", "torch_dtype", "prepare_training", "replay_caching_allocator", "ReplayOutOfMemory"]
+__all__ = ["trace", "training_log", "hf_config", "torch_dtype", "prepare_training", "replay_caching_allocator",
+           "ReplayOutOfMemory"]
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -295,15 +296,16 @@ def prepare_training(model: Any, job: FitJob) -> Any:
                                                       target_modules=targets))
 
 
-def _train_step(model: Any, job: FitJob, vocab: int, counter: _LiveBytes) -> Callable[[], None]:
+def _train_step(model: Any, job: FitJob, vocab: int, counter: _LiveBytes) -> Callable[[int], None]:
+    """One training step of `job.batch` rows of the given length: forward with labels, backward, AdamW."""
     torch = require("torch", "fit")
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.register_post_accumulate_grad_hook(lambda p: counter.add(p.grad, "gradients"))
     optimizer = torch.optim.AdamW(params, foreach=False)
 
-    def step() -> None:
-        ids = torch.randint(0, vocab, (job.batch, job.seq))
+    def step(seq: int) -> None:
+        ids = torch.randint(0, vocab, (job.batch, seq))
         out = model(input_ids=ids, labels=ids, use_cache=False)
         loss = out.loss
         if not job.holds_output:  # the Trainer drops the output (its logits) before backward
@@ -315,6 +317,45 @@ def _train_step(model: Any, job: FitJob, vocab: int, counter: _LiveBytes) -> Cal
         counter.part = "activations"
 
     return step
+
+
+def _traced_model(job: FitJob, config: Any) -> tuple[Any, Any, _Events, int, list[str]]:
+    """The job's model built from `config` on fake tensors, its parameters and buffers counted: (model, fake mode,
+    counter, vocabulary, notes)."""
+    require("torch", "fit")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    model, notes = _build(job, config)
+    fake_mode = FakeTensorMode()
+    _fake_params(model, fake_mode)
+    counter = _Events()
+    for p in model.parameters():
+        counter.add(p, "adapters" if p.requires_grad and job.method != "full" and job.job == "train" else "weights")
+    for b in model.buffers():
+        counter.add(b, "weights")
+    return model, fake_mode, counter, config.get_text_config().vocab_size, notes
+
+
+def _config(job: FitJob, config: Any) -> Any:
+    if config is None:
+        return hf_config(job)
+    if isinstance(config, dict):
+        return require("transformers", "fit").AutoConfig.for_model(**config)
+    return config
+
+
+def training_log(job: FitJob, lengths: list[int], config: Any = None) -> list[tuple[bool, int, int]]:
+    """Every allocation and free, in order, of training steps on fake tensors, one step of `job.batch` rows per
+    length in `lengths` (a run whose rows differ in length: `replay_caching_allocator` reads the log), the model's
+    weights and adapters first. `config`: as `trace`'s."""
+    model, fake_mode, counter, vocab, _ = _traced_model(job, _config(job, config))
+    with fake_mode:
+        model.train()
+        step = _train_step(model, job, vocab, counter)
+        with _dispatch_mode(counter):
+            for seq in lengths:
+                step(seq)
+    return counter.events
 
 
 def _cache_tensors(cache: Any) -> list[Any]:
@@ -338,26 +379,12 @@ def trace(job: FitJob, config: Any = None) -> Estimate:
         (cuDNN's and cuBLAS's workspaces are not in the trace), its CUDA context 0.
     """
     torch = require("torch", "fit")
-    transformers = require("transformers", "fit")
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    vision = False
-    if config is None:
-        config = hf_config(job)
-        vision = getattr(resolve_arch(job.model).arch, "vision", None) is not None
-    elif isinstance(config, dict):
-        config = transformers.AutoConfig.for_model(**config)
-    model, notes = _build(job, config)
+    named = config is None
+    config = _config(job, config)
+    vision = named and getattr(resolve_arch(job.model).arch, "vision", None) is not None
+    model, fake_mode, counter, vocab, notes = _traced_model(job, config)
     if vision or getattr(config, "vision_config", None) is not None:
         notes.append("traced the language model alone: the vision tower and the image tokens are not in the trace")
-    fake_mode = FakeTensorMode()
-    _fake_params(model, fake_mode)
-    counter = _Events()
-    for p in model.parameters():
-        counter.add(p, "adapters" if p.requires_grad and job.method != "full" and job.job == "train" else "weights")
-    for b in model.buffers():
-        counter.add(b, "weights")
-    vocab = config.get_text_config().vocab_size
     kv_bytes = 0
     with fake_mode:
         if job.job == "train":
@@ -365,7 +392,7 @@ def trace(job: FitJob, config: Any = None) -> Estimate:
             step = _train_step(model, job, vocab, counter)
             with _dispatch_mode(counter):
                 for _ in range(2):  # the second step runs with the optimizer states the first one created
-                    step()
+                    step(job.seq)
             optim = "" if job.optimizer in ("auto", "adamw") else f" ({job.optimizer} would hold less)"
             notes.append(f"traced two training steps of batch {job.batch} x {job.seq} tokens with torch AdamW, "
                          f"states in each trainable parameter's dtype{optim}")

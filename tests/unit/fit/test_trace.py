@@ -123,3 +123,24 @@ def test_trace_refuses_a_job_it_would_not_trace_as_planned(flags: dict[str, obje
 
     with pytest.raises(ConfigError, match=named):
         hf_config(FitJob(**flags))  # type: ignore[arg-type]
+
+
+def test_rows_that_grow_longer_leave_cache_not_a_bigger_need() -> None:
+    # A run whose every step is longer than the last cannot reuse the shorter steps' freed segments: reserved memory
+    # climbs far above what steps of one length reserve. What the card must hold does not: under a cap a little
+    # above the allocated peak the caching allocator gives those segments back and the run completes.
+    pytest.importorskip("peft", reason="LoRA tracing needs peft (pip install 'onecard[tune]')")
+    from onecard.fit.trace import ReplayOutOfMemory, replay_caching_allocator, training_log
+
+    config = _tiny()
+    config.vocab_size = 32000  # the loss's (seq x vocab) tensors are most of each step
+    job = FitJob(model="tiny", job="train", method="lora", lora_rank=8, quant="bf16", seq=2048, batch=1,
+                 grad_ckpt=True)
+    one_length = training_log(job, [2048] * 4, config)
+    growing = training_log(job, [256, 512, 1024, 2048], config)
+    (fixed_alloc, fixed_reserved), (grown_alloc, grown_reserved) = map(replay_caching_allocator, (one_length, growing))
+    assert grown_alloc == pytest.approx(fixed_alloc, rel=0.01)  # the longest step sets the peak either way
+    assert grown_reserved > fixed_reserved + 0.3 * grown_alloc
+    replay_caching_allocator(growing, capacity=int(grown_alloc * 1.05))
+    with pytest.raises(ReplayOutOfMemory):
+        replay_caching_allocator(growing, capacity=int(grown_alloc * 0.95))
