@@ -25,10 +25,10 @@ activation, gradient and AdamW state, in the order transformers, peft and torch 
 2048 and 8192, its 12 rows' lengths drawn from a gamma of mean 0.4 x max_length and cut at it (truncated, as
 `onecard tune` does), in three orders: every step at max_length (3 steps), the draws as drawn then one at
 max_length (four draws, seeds 0-3), and seed 0's draws shortest first then one at max_length (each step longer than
-the last: the most segments left cached). Printed per run: the allocated and reserved peaks, the smallest cap (64 MiB steps) under
-which the run completes less its allocated peak (what the card must hold above the tensors), and the planner's
-slack for the same job (`onecard.fit.plan`: what it adds above the allocated peak for the allocator). About 35
-minutes on 2 CPU cores.
+the last: the most segments left cached). Printed per run: the allocated and reserved peaks, the smallest cap (64
+MiB steps) under which the run completes less its allocated peak (what the card must hold above the tensors), and
+the planner's slack for the same job (`onecard.fit.plan`: what it adds above the allocated peak for the allocator).
+About 35 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
