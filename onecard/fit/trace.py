@@ -296,6 +296,16 @@ def prepare_training(model: Any, job: FitJob) -> Any:
                                                       target_modules=targets))
 
 
+def _train_steps(model: Any, job: FitJob, vocab: int, counter: _LiveBytes, lengths: list[int]) -> None:
+    """Training steps of `job.batch` rows, one per length, each counted: forward with labels, backward, AdamW. Run
+    inside the model's fake mode."""
+    model.train()
+    step = _train_step(model, job, vocab, counter)
+    with _dispatch_mode(counter):
+        for seq in lengths:
+            step(seq)
+
+
 def _train_step(model: Any, job: FitJob, vocab: int, counter: _LiveBytes) -> Callable[[int], None]:
     """One training step of `job.batch` rows of the given length: forward with labels, backward, AdamW."""
     torch = require("torch", "fit")
@@ -350,11 +360,7 @@ def training_log(job: FitJob, lengths: list[int], config: Any = None) -> list[tu
     weights and adapters first. `config`: as `trace`'s."""
     model, fake_mode, counter, vocab, _ = _traced_model(job, _config(job, config))
     with fake_mode:
-        model.train()
-        step = _train_step(model, job, vocab, counter)
-        with _dispatch_mode(counter):
-            for seq in lengths:
-                step(seq)
+        _train_steps(model, job, vocab, counter, lengths)
     return counter.events
 
 
@@ -388,11 +394,8 @@ def trace(job: FitJob, config: Any = None) -> Estimate:
     kv_bytes = 0
     with fake_mode:
         if job.job == "train":
-            model.train()
-            step = _train_step(model, job, vocab, counter)
-            with _dispatch_mode(counter):
-                for _ in range(2):  # the second step runs with the optimizer states the first one created
-                    step(job.seq)
+            # the second step runs with the optimizer states the first one created
+            _train_steps(model, job, vocab, counter, [job.seq, job.seq])
             optim = "" if job.optimizer in ("auto", "adamw") else f" ({job.optimizer} would hold less)"
             notes.append(f"traced two training steps of batch {job.batch} x {job.seq} tokens with torch AdamW, "
                          f"states in each trainable parameter's dtype{optim}")
